@@ -1,0 +1,184 @@
+//! Exact decimal text <-> fixed-point integers.
+//!
+//! `parse_fixed(b"6593.5", 8)` is `659_350_000_000`. No floating point is involved anywhere,
+//! so a price read from the file and a price sent in an order compare exactly.
+
+use core::fmt;
+
+/// Why a decimal field could not be converted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecimalError {
+    /// Empty field, or only a sign / a dot.
+    Empty,
+    /// A byte that is not a digit, a leading `-` or a single `.`.
+    InvalidDigit,
+    /// More significant fractional digits than the target scale can hold.
+    Precision,
+    /// The value does not fit the target integer.
+    Overflow,
+}
+
+impl fmt::Display for DecimalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Empty => "empty number",
+            Self::InvalidDigit => "invalid digit in number",
+            Self::Precision => "too many significant decimal places",
+            Self::Overflow => "number out of range",
+        })
+    }
+}
+
+/// Parses an optionally negative decimal (`-12.345`) into an integer scaled by
+/// `10^decimals`. Trailing fractional zeros beyond `decimals` are accepted; any other digit
+/// beyond it is a [`DecimalError::Precision`] error (nothing is rounded silently).
+pub fn parse_fixed(text: &[u8], decimals: u8) -> Result<i64, DecimalError> {
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    let mut value: i64 = 0;
+    let mut seen_digit = false;
+    let mut frac_digits: Option<u8> = None;
+    for &b in digits {
+        match b {
+            b'0'..=b'9' => {
+                seen_digit = true;
+                let d = i64::from(b - b'0');
+                match frac_digits {
+                    Some(n) if n >= decimals => {
+                        if d != 0 {
+                            return Err(DecimalError::Precision);
+                        }
+                        continue;
+                    }
+                    Some(n) => frac_digits = Some(n + 1),
+                    None => {}
+                }
+                value = value
+                    .checked_mul(10)
+                    .and_then(|v| v.checked_add(d))
+                    .ok_or(DecimalError::Overflow)?;
+            }
+            b'.' if frac_digits.is_none() => frac_digits = Some(0),
+            _ => return Err(DecimalError::InvalidDigit),
+        }
+    }
+    if !seen_digit {
+        return Err(DecimalError::Empty);
+    }
+    let missing = decimals - frac_digits.unwrap_or(0).min(decimals);
+    for _ in 0..missing {
+        value = value.checked_mul(10).ok_or(DecimalError::Overflow)?;
+    }
+    Ok(if negative { -value } else { value })
+}
+
+/// Parses an unsigned integer field (timestamps).
+pub fn parse_u64(text: &[u8]) -> Result<u64, DecimalError> {
+    if text.is_empty() {
+        return Err(DecimalError::Empty);
+    }
+    let mut value: u64 = 0;
+    for &b in text {
+        if !b.is_ascii_digit() {
+            return Err(DecimalError::InvalidDigit);
+        }
+        value = value
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(u64::from(b - b'0')))
+            .ok_or(DecimalError::Overflow)?;
+    }
+    Ok(value)
+}
+
+/// Displays a fixed-point integer as a minimal decimal (`659_350_000_000`, 8 -> `6593.5`).
+#[derive(Debug, Clone, Copy)]
+pub struct Fixed(pub i64, pub u8);
+
+impl fmt::Display for Fixed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Fixed(value, decimals) = *self;
+        let Some(scale) = 10u64.checked_pow(u32::from(decimals)) else {
+            return write!(f, "{value}e-{decimals}");
+        };
+        let abs = value.unsigned_abs();
+        let (int, mut frac) = (abs / scale, abs % scale);
+        if value < 0 {
+            f.write_str("-")?;
+        }
+        write!(f, "{int}")?;
+        if frac != 0 {
+            let mut width = usize::from(decimals);
+            while frac % 10 == 0 {
+                frac /= 10;
+                width -= 1;
+            }
+            write!(f, ".{frac:0width$}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    extern crate std;
+    use std::string::ToString;
+
+    #[test]
+    fn parses_prices() {
+        assert_eq!(parse_fixed(b"6593.5", 8), Ok(659_350_000_000));
+        assert_eq!(parse_fixed(b"6593", 8), Ok(659_300_000_000));
+        assert_eq!(parse_fixed(b"0.00000001", 8), Ok(1));
+        assert_eq!(parse_fixed(b"-1.5", 8), Ok(-150_000_000));
+        assert_eq!(parse_fixed(b"20750", 0), Ok(20750));
+        assert_eq!(parse_fixed(b"20750.000", 0), Ok(20750));
+        assert_eq!(parse_fixed(b"1.", 2), Ok(100));
+        assert_eq!(parse_fixed(b".5", 1), Ok(5));
+    }
+
+    #[test]
+    fn rejects_bad_numbers() {
+        assert_eq!(parse_fixed(b"", 8), Err(DecimalError::Empty));
+        assert_eq!(parse_fixed(b"-", 8), Err(DecimalError::Empty));
+        assert_eq!(parse_fixed(b".", 8), Err(DecimalError::Empty));
+        assert_eq!(parse_fixed(b"1.2.3", 8), Err(DecimalError::InvalidDigit));
+        assert_eq!(parse_fixed(b"1e5", 8), Err(DecimalError::InvalidDigit));
+        assert_eq!(parse_fixed(b"0.000000001", 8), Err(DecimalError::Precision));
+        assert_eq!(parse_fixed(b"20750.5", 0), Err(DecimalError::Precision));
+        assert_eq!(
+            parse_fixed(b"99999999999999999999", 0),
+            Err(DecimalError::Overflow)
+        );
+        assert_eq!(parse_fixed(b"100000000000", 8), Err(DecimalError::Overflow));
+        assert_eq!(
+            parse_u64(b"18446744073709551616"),
+            Err(DecimalError::Overflow)
+        );
+        assert_eq!(parse_u64(b"12a"), Err(DecimalError::InvalidDigit));
+    }
+
+    #[test]
+    fn displays_minimal_decimals() {
+        assert_eq!(Fixed(659_350_000_000, 8).to_string(), "6593.5");
+        assert_eq!(Fixed(659_300_000_000, 8).to_string(), "6593");
+        assert_eq!(Fixed(-1, 8).to_string(), "-0.00000001");
+        assert_eq!(Fixed(20750, 0).to_string(), "20750");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn display_then_parse_round_trips(v in proptest::num::i64::ANY, d in 0u8..=8) {
+            let text = Fixed(v, d).to_string();
+            proptest::prop_assert_eq!(parse_fixed(text.as_bytes(), d), Ok(v));
+        }
+
+        #[test]
+        fn never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..32), d in 0u8..=18) {
+            let _ = parse_fixed(&bytes, d);
+            let _ = parse_u64(&bytes);
+        }
+    }
+}

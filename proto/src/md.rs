@@ -1,0 +1,325 @@
+//! The market-data line: one Tardis `incremental_book_L2` CSV row.
+//!
+//! ```text
+//! exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount
+//! deribit,BTC-PERPETUAL,1585699200245000,1585699200355000,false,ask,6593.5,20750
+//! ```
+//!
+//! By default a market-data packet is exactly the bytes of one line (no newline). The
+//! strategy's parse of a packet is [`parse_line`]; a user with a binary format replaces that
+//! one function (and the exchange's formatter).
+
+use crate::decimal::{self, DecimalError};
+use crate::PRICE_DECIMALS;
+use core::fmt;
+
+/// The header line a Tardis `incremental_book_L2` file starts with.
+pub const HEADER: &[u8] =
+    b"exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount";
+
+/// Number of comma-separated fields of a line.
+pub const FIELD_COUNT: usize = 8;
+
+/// Book side of a level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BookSide {
+    /// Bid (buy) side.
+    Bid,
+    /// Ask (sell) side.
+    Ask,
+}
+
+impl BookSide {
+    /// The CSV spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Bid => "bid",
+            Self::Ask => "ask",
+        }
+    }
+}
+
+/// Which field of a line was wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// `exchange`
+    Exchange,
+    /// `symbol`
+    Symbol,
+    /// `timestamp`
+    Timestamp,
+    /// `local_timestamp`
+    LocalTimestamp,
+    /// `is_snapshot`
+    IsSnapshot,
+    /// `side`
+    Side,
+    /// `price`
+    Price,
+    /// `amount`
+    Amount,
+}
+
+/// Why a line could not be parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseError {
+    /// Fewer than eight fields.
+    MissingFields,
+    /// More than eight fields.
+    TooManyFields,
+    /// A field is empty where a value is required.
+    Empty(Field),
+    /// `is_snapshot` is not `true`/`false`, or `side` is not `bid`/`ask`.
+    InvalidValue(Field),
+    /// A number could not be converted.
+    Number(Field, DecimalError),
+    /// `price` is zero or negative, or `amount` is negative.
+    OutOfRange(Field),
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MissingFields => write!(f, "expected {FIELD_COUNT} fields, found fewer"),
+            Self::TooManyFields => write!(f, "expected {FIELD_COUNT} fields, found more"),
+            Self::Empty(field) => write!(f, "field {field:?} is empty"),
+            Self::InvalidValue(field) => write!(f, "field {field:?} has an invalid value"),
+            Self::Number(field, e) => write!(f, "field {field:?}: {e}"),
+            Self::OutOfRange(field) => write!(f, "field {field:?} is out of range"),
+        }
+    }
+}
+
+/// The fields of one line, borrowed from the packet (zero-copy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MdLine<'a> {
+    /// Exchange name, e.g. `deribit`.
+    pub exchange: &'a [u8],
+    /// Instrument, e.g. `BTC-PERPETUAL`.
+    pub symbol: &'a [u8],
+    /// Exchange timestamp, microseconds since the epoch.
+    pub timestamp: u64,
+    /// Receive timestamp at the recorder, microseconds: the sequence number and trigger id.
+    pub local_timestamp: u64,
+    /// Part of a snapshot (the book is rebuilt from a run of these).
+    pub is_snapshot: bool,
+    /// Bid or ask.
+    pub side: BookSide,
+    /// Price, fixed point with [`PRICE_DECIMALS`] places; always > 0.
+    pub price: i64,
+    /// New size of the level in units of `10^-amount_decimals`; 0 removes the level.
+    pub amount: u64,
+}
+
+/// Splits a line on commas into exactly [`FIELD_COUNT`] fields without allocating.
+fn split_fields(line: &[u8]) -> Result<[&[u8]; FIELD_COUNT], ParseError> {
+    let mut fields: [&[u8]; FIELD_COUNT] = [&[]; FIELD_COUNT];
+    let mut rest = line;
+    for (i, slot) in fields.iter_mut().enumerate() {
+        if i == FIELD_COUNT - 1 {
+            if rest.contains(&b',') {
+                return Err(ParseError::TooManyFields);
+            }
+            *slot = rest;
+        } else {
+            let comma = rest
+                .iter()
+                .position(|&b| b == b',')
+                .ok_or(ParseError::MissingFields)?;
+            *slot = &rest[..comma];
+            rest = &rest[comma + 1..];
+        }
+    }
+    Ok(fields)
+}
+
+/// Parses one line (a trailing `\r` and/or `\n` is ignored).
+///
+/// `amount_decimals` is the number of decimal places the `amount` is scaled by into integer
+/// units (0 for Deribit's whole USD amounts). Allocation-free; never panics.
+pub fn parse_line(line: &[u8], amount_decimals: u8) -> Result<MdLine<'_>, ParseError> {
+    let line = trim_eol(line);
+    let [exchange, symbol, ts, lts, snap, side, price, amount] = split_fields(line)?;
+    let non_empty = |v: &'_ [u8], f: Field| {
+        if v.is_empty() {
+            Err(ParseError::Empty(f))
+        } else {
+            Ok(())
+        }
+    };
+    non_empty(exchange, Field::Exchange)?;
+    non_empty(symbol, Field::Symbol)?;
+    let num = |f: Field| {
+        move |e: DecimalError| match e {
+            DecimalError::Empty => ParseError::Empty(f),
+            e => ParseError::Number(f, e),
+        }
+    };
+    let timestamp = decimal::parse_u64(ts).map_err(num(Field::Timestamp))?;
+    let local_timestamp = decimal::parse_u64(lts).map_err(num(Field::LocalTimestamp))?;
+    let is_snapshot = match snap {
+        b"true" => true,
+        b"false" => false,
+        b"" => return Err(ParseError::Empty(Field::IsSnapshot)),
+        _ => return Err(ParseError::InvalidValue(Field::IsSnapshot)),
+    };
+    let side = match side {
+        b"bid" => BookSide::Bid,
+        b"ask" => BookSide::Ask,
+        b"" => return Err(ParseError::Empty(Field::Side)),
+        _ => return Err(ParseError::InvalidValue(Field::Side)),
+    };
+    let price = decimal::parse_fixed(price, PRICE_DECIMALS).map_err(num(Field::Price))?;
+    if price <= 0 {
+        return Err(ParseError::OutOfRange(Field::Price));
+    }
+    let amount = decimal::parse_fixed(amount, amount_decimals).map_err(num(Field::Amount))?;
+    let amount = u64::try_from(amount).map_err(|_| ParseError::OutOfRange(Field::Amount))?;
+    Ok(MdLine {
+        exchange,
+        symbol,
+        timestamp,
+        local_timestamp,
+        is_snapshot,
+        side,
+        price,
+        amount,
+    })
+}
+
+/// Strips one trailing `\n`, `\r\n` or `\r`.
+pub fn trim_eol(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Is this the `incremental_book_L2` header (ignoring the line ending)?
+pub fn is_header(line: &[u8]) -> bool {
+    trim_eol(line) == HEADER
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static LINE: &[u8] =
+        b"deribit,BTC-PERPETUAL,1585699200245000,1585699200355000,false,ask,6593.5,20750";
+
+    #[test]
+    fn deconstruct() {
+        let l = parse_line(LINE, 0).expect("valid line");
+        assert_eq!(l.exchange, b"deribit");
+        assert_eq!(l.symbol, b"BTC-PERPETUAL");
+        assert_eq!(l.timestamp, 1_585_699_200_245_000);
+        assert_eq!(l.local_timestamp, 1_585_699_200_355_000);
+        assert!(!l.is_snapshot);
+        assert_eq!(l.side, BookSide::Ask);
+        assert_eq!(l.price, 659_350_000_000);
+        assert_eq!(l.amount, 20750);
+    }
+
+    #[test]
+    fn line_endings_and_scales() {
+        let mut crlf = [0u8; 128];
+        crlf[..LINE.len()].copy_from_slice(LINE);
+        crlf[LINE.len()..LINE.len() + 2].copy_from_slice(b"\r\n");
+        let l = parse_line(&crlf[..LINE.len() + 2], 2).expect("valid line");
+        assert_eq!(l.amount, 2_075_000);
+        let snap = b"deribit,BTC-PERPETUAL,1,2,true,bid,0.5,0";
+        let l = parse_line(snap, 0).expect("valid line");
+        assert!(l.is_snapshot);
+        assert_eq!(l.side, BookSide::Bid);
+        assert_eq!(l.amount, 0);
+        assert!(is_header(
+            b"exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount\n"
+        ));
+        assert!(!is_header(LINE));
+    }
+
+    #[test]
+    fn every_field_invalid() {
+        let cases: &[(&[u8], ParseError)] = &[
+            (b"", ParseError::MissingFields),
+            (
+                b"deribit,BTC-PERPETUAL,1,2,false,ask,6593.5",
+                ParseError::MissingFields,
+            ),
+            (
+                b"deribit,BTC-PERPETUAL,1,2,false,ask,6593.5,1,9",
+                ParseError::TooManyFields,
+            ),
+            (
+                b",BTC-PERPETUAL,1,2,false,ask,1,1",
+                ParseError::Empty(Field::Exchange),
+            ),
+            (b"d,,1,2,false,ask,1,1", ParseError::Empty(Field::Symbol)),
+            (b"d,s,,2,false,ask,1,1", ParseError::Empty(Field::Timestamp)),
+            (
+                b"d,s,x,2,false,ask,1,1",
+                ParseError::Number(Field::Timestamp, DecimalError::InvalidDigit),
+            ),
+            (
+                b"d,s,1,-2,false,ask,1,1",
+                ParseError::Number(Field::LocalTimestamp, DecimalError::InvalidDigit),
+            ),
+            (
+                b"d,s,1,2,yes,ask,1,1",
+                ParseError::InvalidValue(Field::IsSnapshot),
+            ),
+            (b"d,s,1,2,,ask,1,1", ParseError::Empty(Field::IsSnapshot)),
+            (
+                b"d,s,1,2,true,buy,1,1",
+                ParseError::InvalidValue(Field::Side),
+            ),
+            (b"d,s,1,2,true,,1,1", ParseError::Empty(Field::Side)),
+            (
+                b"d,s,1,2,true,bid,0,1",
+                ParseError::OutOfRange(Field::Price),
+            ),
+            (
+                b"d,s,1,2,true,bid,-1,1",
+                ParseError::OutOfRange(Field::Price),
+            ),
+            (
+                b"d,s,1,2,true,bid,1.000000001,1",
+                ParseError::Number(Field::Price, DecimalError::Precision),
+            ),
+            (
+                b"d,s,1,2,true,bid,1,-1",
+                ParseError::OutOfRange(Field::Amount),
+            ),
+            (
+                b"d,s,1,2,true,bid,1,1.5",
+                ParseError::Number(Field::Amount, DecimalError::Precision),
+            ),
+            (b"d,s,1,2,true,bid,1,", ParseError::Empty(Field::Amount)),
+            (
+                b"d,s,1,2,true,bid,1,99999999999999999999",
+                ParseError::Number(Field::Amount, DecimalError::Overflow),
+            ),
+        ];
+        for (line, err) in cases {
+            assert_eq!(
+                parse_line(line, 0),
+                Err(*err),
+                "{:?}",
+                core::str::from_utf8(line)
+            );
+        }
+    }
+
+    #[test]
+    fn truncated_prefixes_never_panic() {
+        for n in 0..LINE.len() {
+            let _ = parse_line(&LINE[..n], 0);
+        }
+        assert!(parse_line(&LINE[..LINE.len() - 1], 0).is_ok());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..96), d in 0u8..=18) {
+            let _ = parse_line(&bytes, d);
+        }
+    }
+}
