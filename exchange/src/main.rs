@@ -1,1 +1,248 @@
-//! placeholder
+//! `exchange`: the exchange simulator's command line (`serve`, `gen`).
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use exchange::md_publisher::{resolve_iface, PublisherConfig};
+use exchange::mdgen::{self, GenConfig};
+use exchange::pacing::Pace;
+use exchange::server::{Server, ServerConfig, ServerError};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Exchange simulator: order entry over TCP, market data over UDP multicast"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve order entry and replay the market-data file to each client in turn.
+    Serve(ServeArgs),
+    /// Write a synthetic Tardis incremental_book_L2 gzip file (+ `.planted.csv`).
+    Gen(GenArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Gzip CSV in the Tardis incremental_book_L2 layout.
+    #[arg(long)]
+    md_file: PathBuf,
+    /// Order-entry listen address.
+    #[arg(long, default_value = "0.0.0.0:9012")]
+    oe_listen: SocketAddr,
+    /// Market-data group and port.
+    #[arg(long, default_value = "239.255.0.1:12345")]
+    md_group: SocketAddrV4,
+    /// Outgoing interface for the group (name or IPv4 address; IP_MULTICAST_IF).
+    #[arg(long)]
+    md_iface: Option<String>,
+    /// Multicast TTL.
+    #[arg(long, default_value_t = 1)]
+    ttl: u32,
+    /// Loop multicast back to local listeners (IP_MULTICAST_LOOP).
+    #[arg(long)]
+    mcast_loop: bool,
+    /// Replay pace: recorded[:SPEED] | rate:PPS | max.
+    #[arg(long, default_value = "rate:2000")]
+    pace: Pace,
+    /// Grace period after the end of the file, for in-flight orders (e.g. 500ms, 2s).
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    grace: Duration,
+    /// Pause between accepting a client and the first packet (lets it join the group).
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    handshake_delay: Duration,
+    /// A packet sent this much after its deadline counts as late.
+    #[arg(long, default_value = "50us", value_parser = parse_duration)]
+    late_threshold: Duration,
+    /// Busy-poll (never sleep in epoll_wait): lowest order-receive latency, one core.
+    #[arg(long)]
+    spin: bool,
+    /// Exit after this many sessions.
+    #[arg(long)]
+    sessions: Option<u64>,
+    /// Append one CSV row per order to this file.
+    #[arg(long)]
+    results: Option<PathBuf>,
+    /// Append one JSON summary per session to this file (default: <results>.summary.jsonl).
+    #[arg(long)]
+    summary: Option<PathBuf>,
+    /// Packet formatter (line -> packet bytes).
+    #[arg(long, default_value = "ascii", value_parser = clap::builder::PossibleValuesParser::new(exchange::formatter::NAMES))]
+    formatter: String,
+    /// No per-order log lines on stdout.
+    #[arg(long)]
+    quiet_orders: bool,
+    /// No kernel TX timestamps (SO_TIMESTAMPING) on market data.
+    #[arg(long)]
+    no_tx_timestamps: bool,
+    /// Decimal places of `amount` when validating lines.
+    #[arg(long, default_value_t = 0)]
+    amount_decimals: u8,
+}
+
+#[derive(clap::Args)]
+struct GenArgs {
+    /// Output file (.csv.gz).
+    #[arg(long, short)]
+    out: PathBuf,
+    /// PRNG seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Approximate compressed size (bytes; K/M suffixes).
+    #[arg(long, default_value = "1M", value_parser = parse_size)]
+    size: u64,
+    /// Levels per side in snapshots.
+    #[arg(long, default_value_t = 400)]
+    depth: usize,
+    /// Give every line its own local_timestamp.
+    #[arg(long)]
+    unique_ids: bool,
+    /// No re-snapshot in the middle.
+    #[arg(long)]
+    no_resnapshot: bool,
+    /// Events between planted triggers.
+    #[arg(long, default_value_t = 500)]
+    trigger_every: u64,
+    /// Malformed lines to scatter through the file.
+    #[arg(long, default_value_t = 0)]
+    malformed: u64,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration `{s}` (e.g. 500ms, 2s, 50us)"))?;
+    let ns = match unit {
+        "ns" => v,
+        "us" => v * 1e3,
+        "ms" => v * 1e6,
+        "s" => v * 1e9,
+        _ => return Err(format!("invalid duration unit in `{s}` (ns, us, ms, s)")),
+    };
+    if !ns.is_finite() || ns < 0.0 {
+        return Err(format!("invalid duration `{s}`"));
+    }
+    Ok(Duration::from_nanos(ns as u64))
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1_000),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1_000_000),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .map(|v| v * mult)
+        .map_err(|_| format!("invalid size `{s}` (e.g. 1M, 200K)"))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("exchange: error: {e:#}");
+            // 2: bad input (file), 1: anything else.
+            if e.downcast_ref::<ServerError>()
+                .is_some_and(|e| matches!(e, ServerError::File(_)))
+            {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Cmd::Gen(a) => {
+            let cfg = GenConfig {
+                seed: a.seed,
+                target_bytes: a.size,
+                depth: a.depth,
+                unique_ids: a.unique_ids,
+                resnapshot: !a.no_resnapshot,
+                trigger_every: a.trigger_every.max(10),
+                malformed: a.malformed,
+            };
+            let s = mdgen::generate(&a.out, &cfg)
+                .with_context(|| format!("writing {}", a.out.display()))?;
+            println!(
+                "wrote {} ({} bytes): {} lines, {} snapshot lines, {} planted triggers, {} malformed; planted list in {}",
+                a.out.display(),
+                s.bytes,
+                s.lines,
+                s.snapshot_lines,
+                s.planted.len(),
+                s.malformed,
+                mdgen::planted_path(&a.out).display()
+            );
+            Ok(())
+        }
+        Cmd::Serve(a) => {
+            let iface_addr: Option<Ipv4Addr> = a
+                .md_iface
+                .as_deref()
+                .map(resolve_iface)
+                .transpose()
+                .context("--md-iface")?;
+            let summary = a.summary.or_else(|| {
+                a.results.as_ref().map(|r| {
+                    let mut s = r.as_os_str().to_owned();
+                    s.push(".summary.jsonl");
+                    PathBuf::from(s)
+                })
+            });
+            let cfg = ServerConfig {
+                md_file: a.md_file,
+                oe_listen: a.oe_listen,
+                publisher: PublisherConfig {
+                    group: a.md_group,
+                    iface_addr,
+                    ttl: a.ttl,
+                    mcast_loop: a.mcast_loop,
+                    tx_timestamps: !a.no_tx_timestamps,
+                },
+                pace: a.pace,
+                grace: a.grace,
+                handshake_delay: a.handshake_delay,
+                late_threshold: a.late_threshold,
+                spin: a.spin,
+                max_sessions: a.sessions,
+                results: a.results,
+                summary,
+                log_orders: !a.quiet_orders,
+                amount_decimals: a.amount_decimals,
+            };
+            let shutdown = Arc::new(AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(sig, Arc::clone(&shutdown))
+                    .context("installing signal handler")?;
+            }
+            let formatter =
+                exchange::formatter::by_name(&a.formatter).context("unknown formatter")?;
+            let mut server = Server::new(cfg, formatter, shutdown)?;
+            server.run()?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! Clocks. User-space times are `CLOCK_MONOTONIC` nanoseconds; kernel software timestamps
+//! (SO_TIMESTAMPING) are `CLOCK_REALTIME` nanoseconds. A latency is always the difference
+//! of two readings of the same clock.
+
+/// Nanoseconds of `CLOCK_MONOTONIC`.
+#[inline]
+pub fn mono_ns() -> u64 {
+    read(libc::CLOCK_MONOTONIC)
+}
+
+/// Nanoseconds of `CLOCK_REALTIME`.
+#[inline]
+pub fn real_ns() -> u64 {
+    read(libc::CLOCK_REALTIME)
+}
+
+#[inline]
+fn read(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; clock_gettime (vDSO) only writes it.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    timespec_ns(&ts)
+}
+
+/// A timespec as nanoseconds (negative fields saturate to 0).
+pub fn timespec_ns(ts: &libc::timespec) -> u64 {
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+}

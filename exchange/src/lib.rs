@@ -1,0 +1,23 @@
+//! The exchange simulator.
+//!
+//! A market-data line travels: gzip file -> [`mdfile::MdReader`] (streaming, header check,
+//! malformed lines counted) -> [`formatter::PacketFormatter`] (line -> packet bytes) ->
+//! [`md_publisher::MdPublisher`] (non-blocking UDP multicast send, paced by [`pacing`],
+//! kernel TX timestamps from the error queue). An order travels: TCP stream ->
+//! [`order_entry::OrderStream`] (21-byte framing over split/merged reads) ->
+//! [`proto::order::OrderRepr`] -> [`results`] (tick-to-trade against the send time of the
+//! first packet that carried the trigger id, per clock source).
+//!
+//! [`server`] is the one event loop (mio) with the INIT -> HANDSHAKE -> TRANSMIT -> INIT
+//! state machine; [`mdgen`] writes the synthetic Tardis-style file the lab replays.
+
+pub mod clock;
+pub mod formatter;
+pub mod md_publisher;
+pub mod mdfile;
+pub mod mdgen;
+pub mod order_entry;
+pub mod pacing;
+pub mod results;
+pub mod server;
+pub mod sys;

@@ -1,0 +1,150 @@
+//! The market-data multicast sender.
+//!
+//! A non-blocking UDP socket (socket2) with IP_MULTICAST_IF / TTL / LOOP set from the
+//! flags, and kernel software TX timestamps: each datagram's send is stamped by the kernel
+//! and the stamp read back from the socket's error queue, keyed by a per-socket counter
+//! that [`MdPublisher`] maps back to the packet's `local_timestamp`.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::sys;
+
+/// Socket settings.
+#[derive(Debug, Clone)]
+pub struct PublisherConfig {
+    /// Group and port.
+    pub group: SocketAddrV4,
+    /// Outgoing interface address (IP_MULTICAST_IF), if set.
+    pub iface_addr: Option<Ipv4Addr>,
+    /// Multicast TTL.
+    pub ttl: u32,
+    /// Deliver to local listeners too (IP_MULTICAST_LOOP).
+    pub mcast_loop: bool,
+    /// Ask for kernel TX timestamps.
+    pub tx_timestamps: bool,
+}
+
+/// Result of one send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Handed to the kernel.
+    Ok,
+    /// The send buffer is full: retry later (counted by the caller).
+    WouldBlock,
+}
+
+/// The publisher.
+#[derive(Debug)]
+pub struct MdPublisher {
+    sock: UdpSocket,
+    dest: SocketAddrV4,
+    tx_timestamps: bool,
+    counter: u32,
+    pending: VecDeque<(u32, u64)>,
+    /// TX timestamps that never came back (dropped from the queue).
+    pub ts_missing: u64,
+}
+
+impl MdPublisher {
+    /// Creates and configures the socket.
+    pub fn new(cfg: &PublisherConfig) -> io::Result<Self> {
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+        s.set_nonblocking(true)?;
+        s.set_multicast_ttl_v4(cfg.ttl)?;
+        s.set_multicast_loop_v4(cfg.mcast_loop)?;
+        if let Some(a) = cfg.iface_addr {
+            s.set_multicast_if_v4(&a)?;
+            s.bind(&SocketAddrV4::new(a, 0).into())?;
+        }
+        let sock: UdpSocket = s.into();
+        if cfg.tx_timestamps {
+            sys::enable_tx_timestamps(sock.as_raw_fd())?;
+        }
+        Ok(Self {
+            sock,
+            dest: cfg.group,
+            tx_timestamps: cfg.tx_timestamps,
+            counter: 0,
+            pending: VecDeque::new(),
+            ts_missing: 0,
+        })
+    }
+
+    /// The socket (to register with the event loop).
+    pub fn socket(&self) -> &UdpSocket {
+        &self.sock
+    }
+
+    /// Sends one packet tagged with its `local_timestamp` (for the TX timestamp).
+    pub fn send(&mut self, pkt: &[u8], id: u64) -> io::Result<Sent> {
+        match self.sock.send_to(pkt, self.dest) {
+            Ok(_) => {
+                if self.tx_timestamps {
+                    self.pending.push_back((self.counter, id));
+                    self.counter = self.counter.wrapping_add(1);
+                    if self.pending.len() > 1 << 16 {
+                        self.pending.pop_front();
+                        self.ts_missing += 1;
+                    }
+                }
+                Ok(Sent::Ok)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Sent::WouldBlock),
+            // ENOBUFS is transient too (qdisc full); treat it as a retry, not a loss.
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => Ok(Sent::WouldBlock),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads every queued TX timestamp, calling `f(id, realtime_ns)` for each.
+    pub fn drain_tx_timestamps(&mut self, mut f: impl FnMut(u64, u64)) -> io::Result<()> {
+        if !self.tx_timestamps {
+            return Ok(());
+        }
+        while let Some((key, ns)) = sys::read_tx_timestamp(self.sock.as_raw_fd())? {
+            if key == u32::MAX && ns == 0 {
+                continue;
+            }
+            while let Some(&(k, id)) = self.pending.front() {
+                // Wrapping comparison: entries older than `key` never got a stamp.
+                let behind = key.wrapping_sub(k);
+                if behind == 0 {
+                    self.pending.pop_front();
+                    f(id, ns);
+                    break;
+                } else if behind < u32::MAX / 2 {
+                    self.pending.pop_front();
+                    self.ts_missing += 1;
+                } else {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets timestamps still expected (end of session), counting them as missing.
+    pub fn reset_pending(&mut self) {
+        self.ts_missing += self.pending.len() as u64;
+        self.pending.clear();
+    }
+}
+
+/// Resolves `--md-iface`: an IPv4 address, or an interface name whose first IPv4 address is
+/// used.
+pub fn resolve_iface(spec: &str) -> io::Result<Ipv4Addr> {
+    if let Ok(a) = spec.parse() {
+        return Ok(a);
+    }
+    sys::iface_ipv4(spec)?.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("interface `{spec}` has no IPv4 address (or does not exist)"),
+        )
+    })
+}

@@ -1,0 +1,379 @@
+//! Per-session results: order rows (CSV), counters, latency histograms, the summary.
+//!
+//! Latencies are recorded in nanoseconds in HDR histograms (3 significant digits, up to
+//! 100 s). Two clock sources are kept apart: `user` (CLOCK_MONOTONIC read in the exchange
+//! right before `sendto` and right after `recv`) and `kernel` (software timestamps taken
+//! by the kernel when the datagram left and when the order segment arrived).
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Percentiles of one histogram, in nanoseconds.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct Percentiles {
+    /// Samples.
+    pub count: u64,
+    /// Minimum.
+    pub min: u64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Maximum.
+    pub max: u64,
+}
+
+impl Percentiles {
+    /// Reads the percentiles off a histogram.
+    pub fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        Self {
+            count: h.len(),
+            min: h.min(),
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+}
+
+/// A latency histogram in ns (1 ns .. 100 s, 3 significant digits).
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("static histogram bounds are valid")
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// File replayed, grace period over.
+    EndOfFile,
+    /// Client closed or reset the connection.
+    Disconnected,
+    /// SIGINT / SIGTERM.
+    Signal,
+    /// The file became unreadable mid-session.
+    FileError,
+}
+
+/// Counters and histograms of one session.
+#[derive(Debug)]
+pub struct SessionStats {
+    /// Session number (1-based).
+    pub session: u64,
+    /// Client address.
+    pub peer: String,
+    /// Packets sent.
+    pub packets_sent: u64,
+    /// Of which snapshot lines (HANDSHAKE and re-snapshots).
+    pub snapshot_packets: u64,
+    /// Packets sent later than the late threshold after their deadline.
+    pub late: u64,
+    /// Sends that hit a full buffer and were retried.
+    pub send_retries: u64,
+    /// Malformed lines skipped.
+    pub malformed_lines: u64,
+    /// Orders accepted.
+    pub orders_accepted: u64,
+    /// Bytes received during HANDSHAKE (rejected).
+    pub rejected_bytes: u64,
+    /// Invalid order messages.
+    pub invalid: u64,
+    /// Valid orders whose trigger id was never published.
+    pub unknown_trigger: u64,
+    /// Kernel TX timestamps that never came back.
+    pub tx_ts_missing: u64,
+    /// Tick-to-trade from the first packet with the id, user clock.
+    pub t2t_user: Histogram<u64>,
+    /// Tick-to-trade from the last packet with the id, user clock.
+    pub t2t_user_last: Histogram<u64>,
+    /// Tick-to-trade from the first packet with the id, kernel timestamps.
+    pub t2t_kernel: Histogram<u64>,
+    /// Actual minus scheduled send time.
+    pub pacing_error: Histogram<u64>,
+    /// Session start (CLOCK_MONOTONIC ns) and end.
+    pub start_ns: u64,
+    /// End time.
+    pub end_ns: u64,
+}
+
+impl SessionStats {
+    /// Empty stats.
+    pub fn new(session: u64, peer: String, start_ns: u64) -> Self {
+        Self {
+            session,
+            peer,
+            packets_sent: 0,
+            snapshot_packets: 0,
+            late: 0,
+            send_retries: 0,
+            malformed_lines: 0,
+            orders_accepted: 0,
+            rejected_bytes: 0,
+            invalid: 0,
+            unknown_trigger: 0,
+            tx_ts_missing: 0,
+            t2t_user: new_histogram(),
+            t2t_user_last: new_histogram(),
+            t2t_kernel: new_histogram(),
+            pacing_error: new_histogram(),
+            start_ns,
+            end_ns: start_ns,
+        }
+    }
+
+    /// The summary record.
+    pub fn summary(&self, reason: EndReason) -> Summary {
+        Summary {
+            session: self.session,
+            peer: self.peer.clone(),
+            end_reason: reason,
+            duration_s: self.end_ns.saturating_sub(self.start_ns) as f64 / 1e9,
+            packets_sent: self.packets_sent,
+            snapshot_packets: self.snapshot_packets,
+            late: self.late,
+            send_retries: self.send_retries,
+            malformed_lines: self.malformed_lines,
+            orders_accepted: self.orders_accepted,
+            rejected_bytes: self.rejected_bytes,
+            invalid: self.invalid,
+            unknown_trigger: self.unknown_trigger,
+            tx_ts_missing: self.tx_ts_missing,
+            t2t_user_ns: Percentiles::of(&self.t2t_user),
+            t2t_user_last_ns: Percentiles::of(&self.t2t_user_last),
+            t2t_kernel_ns: Percentiles::of(&self.t2t_kernel),
+            pacing_error_ns: Percentiles::of(&self.pacing_error),
+        }
+    }
+}
+
+/// The session report (one JSON object per session).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct Summary {
+    /// Session number.
+    pub session: u64,
+    /// Client address.
+    pub peer: String,
+    /// How it ended.
+    pub end_reason: EndReason,
+    /// Seconds from accept to end.
+    pub duration_s: f64,
+    /// Packets sent.
+    pub packets_sent: u64,
+    /// Snapshot packets.
+    pub snapshot_packets: u64,
+    /// Late packets.
+    pub late: u64,
+    /// Send retries.
+    pub send_retries: u64,
+    /// Malformed lines.
+    pub malformed_lines: u64,
+    /// Orders accepted.
+    pub orders_accepted: u64,
+    /// Bytes rejected in HANDSHAKE.
+    pub rejected_bytes: u64,
+    /// Invalid messages.
+    pub invalid: u64,
+    /// Unknown trigger ids.
+    pub unknown_trigger: u64,
+    /// Missing kernel TX timestamps.
+    pub tx_ts_missing: u64,
+    /// Tick-to-trade, user clock, from the first packet with the id.
+    pub t2t_user_ns: Percentiles,
+    /// Same, from the last packet with the id.
+    pub t2t_user_last_ns: Percentiles,
+    /// Tick-to-trade, kernel timestamps.
+    pub t2t_kernel_ns: Percentiles,
+    /// Pacing error (actual - scheduled send time).
+    pub pacing_error_ns: Percentiles,
+}
+
+impl Summary {
+    /// Human-readable block for stdout.
+    pub fn print(&self, out: &mut impl Write) -> io::Result<()> {
+        writeln!(
+            out,
+            "== session {} ({}) ended: {:?} after {:.3} s",
+            self.session, self.peer, self.end_reason, self.duration_s
+        )?;
+        writeln!(
+            out,
+            "   packets {} (snapshot {}), late {}, send retries {}, malformed lines {}",
+            self.packets_sent,
+            self.snapshot_packets,
+            self.late,
+            self.send_retries,
+            self.malformed_lines
+        )?;
+        writeln!(
+            out,
+            "   orders accepted {}, invalid {}, unknown trigger {}, bytes rejected in HANDSHAKE {}",
+            self.orders_accepted, self.invalid, self.unknown_trigger, self.rejected_bytes
+        )?;
+        writeln!(
+            out,
+            "   {:<22}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>8}",
+            "latency (us)", "min", "p50", "p90", "p99", "p99.9", "max", "n"
+        )?;
+        for (name, p) in [
+            ("tick-to-trade user", &self.t2t_user_ns),
+            ("tick-to-trade (last)", &self.t2t_user_last_ns),
+            ("tick-to-trade kernel", &self.t2t_kernel_ns),
+            ("pacing error", &self.pacing_error_ns),
+        ] {
+            let us = |v: u64| v as f64 / 1e3;
+            writeln!(
+                out,
+                "   {:<22}{:>10.1}{:>10.1}{:>10.1}{:>10.1}{:>10.1}{:>10.1}{:>8}",
+                name,
+                us(p.min),
+                us(p.p50),
+                us(p.p90),
+                us(p.p99),
+                us(p.p999),
+                us(p.max),
+                p.count
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// One accepted order.
+#[derive(Debug, Clone, Copy)]
+pub struct OrderRow {
+    /// Session number.
+    pub session: u64,
+    /// The order.
+    pub order: proto::order::OrderRepr,
+    /// User send time of the first / last packet with the trigger id.
+    pub send_first_ns: u64,
+    /// Last.
+    pub send_last_ns: u64,
+    /// User receive time.
+    pub recv_ns: u64,
+    /// Kernel TX timestamp of the first packet with the id.
+    pub ktx_first_ns: Option<u64>,
+    /// Kernel RX timestamp of the segment that completed the order.
+    pub krx_ns: Option<u64>,
+}
+
+/// CSV header of the order rows.
+pub const CSV_HEADER: &str = "session,trigger_id,side,price,qty,send_first_ns,send_last_ns,recv_ns,t2t_first_ns,t2t_last_ns,ktx_first_ns,krx_ns,kt2t_first_ns";
+
+impl OrderRow {
+    /// Kernel tick-to-trade, when both stamps exist and are ordered.
+    pub fn kernel_t2t(&self) -> Option<u64> {
+        match (self.ktx_first_ns, self.krx_ns) {
+            (Some(tx), Some(rx)) if rx >= tx => Some(rx - tx),
+            _ => None,
+        }
+    }
+
+    /// Writes the CSV row.
+    pub fn write_csv(&self, out: &mut impl Write) -> io::Result<()> {
+        let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+        writeln!(
+            out,
+            "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            self.session,
+            self.order.trigger_id,
+            self.order.side.as_str(),
+            proto::decimal::Fixed(self.order.price, proto::PRICE_DECIMALS),
+            self.order.qty,
+            self.send_first_ns,
+            self.send_last_ns,
+            self.recv_ns,
+            self.recv_ns.saturating_sub(self.send_first_ns),
+            self.recv_ns.saturating_sub(self.send_last_ns),
+            opt(self.ktx_first_ns),
+            opt(self.krx_ns),
+            opt(self.kernel_t2t()),
+        )
+    }
+}
+
+/// Where results go.
+#[derive(Debug, Default)]
+pub struct ResultsSink {
+    csv: Option<BufWriter<File>>,
+    summary: Option<(PathBuf, File)>,
+}
+
+impl ResultsSink {
+    /// Opens `csv` for appending (writing the header if new) and `summary` (JSON lines).
+    pub fn open(csv: Option<&Path>, summary: Option<&Path>) -> io::Result<Self> {
+        let open = |p: &Path| {
+            if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(d)?;
+            }
+            OpenOptions::new().create(true).append(true).open(p)
+        };
+        let csv = match csv {
+            Some(p) => {
+                let f = open(p)?;
+                let new = f.metadata()?.len() == 0;
+                let mut w = BufWriter::new(f);
+                if new {
+                    writeln!(w, "{CSV_HEADER}")?;
+                }
+                Some(w)
+            }
+            None => None,
+        };
+        let summary = summary
+            .map(|p| open(p).map(|f| (p.to_owned(), f)))
+            .transpose()?;
+        Ok(Self { csv, summary })
+    }
+
+    /// Appends an order row (buffered).
+    pub fn order(&mut self, row: &OrderRow) -> io::Result<()> {
+        if let Some(w) = &mut self.csv {
+            row.write_csv(w)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a session summary and flushes everything.
+    pub fn summary(&mut self, s: &Summary) -> io::Result<()> {
+        if let Some(w) = &mut self.csv {
+            w.flush()?;
+        }
+        if let Some((_, f)) = &mut self.summary {
+            let line = serde_json::to_string(s).map_err(io::Error::other)?;
+            writeln!(f, "{line}")?;
+            f.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Flushes buffered rows.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if let Some(w) = &mut self.csv {
+            w.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads a summary JSON-lines file.
+pub fn read_summaries(path: &Path) -> io::Result<Vec<Summary>> {
+    std::fs::read_to_string(path)?
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)))
+        .collect()
+}

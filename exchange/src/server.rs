@@ -1,0 +1,636 @@
+//! The exchange's event loop and its INIT -> HANDSHAKE -> TRANSMIT -> INIT state machine.
+//!
+//! One thread, one `mio::Poll`, non-blocking sockets: the order-entry listener, the
+//! current session's connection and the market-data socket (whose readiness also reports
+//! queued TX timestamps). Each loop turn: wait (in `epoll_wait` until about 1 ms before the
+//! next send deadline, then spinning; always spinning with `--spin`), handle events, send
+//! every packet that is due (bounded batch, so orders are read between batches), check the
+//! grace timer and the shutdown flag.
+//!
+//! * INIT: listening, no session.
+//! * HANDSHAKE: a client is connected; snapshot lines are published; bytes the client
+//!   sends are read, counted and logged as rejected.
+//! * TRANSMIT: from the first non-snapshot line on; orders are decoded, logged and matched
+//!   to the send time of the first packet carrying their trigger id.
+//! * End of file: grace period (orders still read), report, close, INIT. Disconnect: stop,
+//!   report, close, INIT. A second client while a session is active is accepted and closed.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::net::{SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use proto::order::OrderRepr;
+use tracing::{error, info, warn};
+
+use crate::clock::mono_ns;
+use crate::formatter::PacketFormatter;
+use crate::md_publisher::{MdPublisher, PublisherConfig, Sent};
+use crate::mdfile::{MdReader, ReadError, Record};
+use crate::order_entry::OrderStream;
+use crate::pacing::{Pace, Pacer};
+use crate::results::{EndReason, OrderRow, ResultsSink, SessionStats, Summary};
+use crate::sys;
+
+const LISTENER: Token = Token(0);
+const CONN: Token = Token(1);
+const MD: Token = Token(2);
+/// Packets sent per loop turn at most, so orders are read between batches.
+const SEND_BATCH: usize = 32;
+/// Below this distance to the next deadline the loop spins instead of sleeping.
+const SPIN_WINDOW_NS: u64 = 1_500_000;
+
+/// Server settings (`exchange serve` flags).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The gzip CSV file.
+    pub md_file: PathBuf,
+    /// Order-entry listen address.
+    pub oe_listen: SocketAddr,
+    /// Market-data sender settings.
+    pub publisher: PublisherConfig,
+    /// Replay pace.
+    pub pace: Pace,
+    /// Wait for in-flight orders after the end of the file.
+    pub grace: Duration,
+    /// Pause between accept and the first packet, so the client can join the group.
+    pub handshake_delay: Duration,
+    /// A packet later than this after its deadline counts as late.
+    pub late_threshold: Duration,
+    /// Spin instead of sleeping in epoll_wait.
+    pub spin: bool,
+    /// Exit after this many sessions.
+    pub max_sessions: Option<u64>,
+    /// Per-order CSV.
+    pub results: Option<PathBuf>,
+    /// Session summaries (JSON lines).
+    pub summary: Option<PathBuf>,
+    /// Log every order to stdout.
+    pub log_orders: bool,
+    /// Decimals of `amount` for line validation.
+    pub amount_decimals: u8,
+}
+
+/// Errors that stop the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The market-data file is unusable.
+    #[error(transparent)]
+    File(#[from] ReadError),
+    /// Socket setup failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> ServerError {
+    move |source| ServerError::Io { what, source }
+}
+
+/// Send times of the packets carrying one trigger id.
+#[derive(Debug, Clone, Copy, Default)]
+struct SendTimes {
+    first: u64,
+    last: u64,
+    ktx_first: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Handshake,
+    Transmit,
+    Grace { until_ns: u64 },
+}
+
+/// A packet read from the file and formatted, waiting for its deadline.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    len: usize,
+    id: u64,
+    snapshot: bool,
+    deadline: u64,
+}
+
+struct Session {
+    conn: TcpStream,
+    reader: Option<MdReader<std::io::BufReader<flate2::read::MultiGzDecoder<std::fs::File>>>>,
+    stream: OrderStream,
+    pacer: Pacer,
+    phase: Phase,
+    next: Option<Pending>,
+    sends: HashMap<u64, SendTimes>,
+    stats: SessionStats,
+}
+
+/// The exchange.
+pub struct Server {
+    cfg: ServerConfig,
+    poll: Poll,
+    listener: TcpListener,
+    md: MdPublisher,
+    formatter: Box<dyn PacketFormatter>,
+    session: Option<Session>,
+    sessions: u64,
+    sink: ResultsSink,
+    out: io::BufWriter<io::Stdout>,
+    pkt: Box<[u8; 65536]>,
+    shutdown: Arc<AtomicBool>,
+    summaries: Vec<Summary>,
+}
+
+impl Server {
+    /// Checks the file, binds the sockets.
+    pub fn new(
+        cfg: ServerConfig,
+        formatter: Box<dyn PacketFormatter>,
+        shutdown: Arc<AtomicBool>,
+    ) -> Result<Self, ServerError> {
+        // Fail early and clearly on a missing or corrupt file.
+        MdReader::open(&cfg.md_file)?;
+        let poll = Poll::new().map_err(io_err("epoll_create"))?;
+        let mut listener =
+            TcpListener::bind(cfg.oe_listen).map_err(io_err("bind order-entry listener"))?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(io_err("register listener"))?;
+        let md = MdPublisher::new(&cfg.publisher).map_err(io_err("market-data socket"))?;
+        let sink = ResultsSink::open(cfg.results.as_deref(), cfg.summary.as_deref())
+            .map_err(io_err("results file"))?;
+        let server = Self {
+            cfg,
+            poll,
+            listener,
+            md,
+            formatter,
+            session: None,
+            sessions: 0,
+            sink,
+            out: io::BufWriter::new(io::stdout()),
+            pkt: Box::new([0; 65536]),
+            shutdown,
+            summaries: Vec::new(),
+        };
+        let fd = server.md.socket().as_raw_fd();
+        // mio only borrows the fd for registration; the std socket keeps ownership.
+        let mut md_src = mio::unix::SourceFd(&fd);
+        server
+            .poll
+            .registry()
+            .register(&mut md_src, MD, Interest::READABLE)
+            .map_err(io_err("register md socket"))?;
+        Ok(server)
+    }
+
+    /// The bound order-entry address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Runs until the shutdown flag is set or `max_sessions` have ended.
+    pub fn run(&mut self) -> Result<Vec<Summary>, ServerError> {
+        let mut events = Events::with_capacity(64);
+        info!(
+            listen = %self.local_addr().map_err(io_err("local_addr"))?,
+            group = %self.cfg.publisher.group,
+            pace = %self.cfg.pace,
+            "state INIT: listening"
+        );
+        loop {
+            if self.shutdown.load(Ordering::Relaxed) {
+                if self.session.is_some() {
+                    self.end_session(EndReason::Signal);
+                }
+                info!("shutdown");
+                break;
+            }
+            if self.cfg.max_sessions.is_some_and(|m| self.sessions >= m) && self.session.is_none() {
+                break;
+            }
+            let timeout = self.timeout();
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(ServerError::Io {
+                        what: "epoll_wait",
+                        source: e,
+                    });
+                }
+            }
+            let mut idle = events.is_empty();
+            for ev in &events {
+                match ev.token() {
+                    LISTENER => self.accept_all(),
+                    CONN => self.read_conn(),
+                    MD => self.drain_tx_timestamps(),
+                    _ => {}
+                }
+            }
+            idle &= !self.publish_due();
+            self.check_grace();
+            if idle {
+                let _ = self.out.flush();
+            }
+        }
+        let _ = self.out.flush();
+        let _ = self.sink.flush();
+        Ok(std::mem::take(&mut self.summaries))
+    }
+
+    fn timeout(&self) -> Duration {
+        let Some(s) = &self.session else {
+            return Duration::from_millis(50);
+        };
+        if self.cfg.spin {
+            return Duration::ZERO;
+        }
+        let now = mono_ns();
+        let until = match (s.phase, s.next) {
+            (Phase::Grace { until_ns }, _) => until_ns,
+            (_, Some(p)) => p.deadline,
+            (_, None) => now,
+        };
+        let wait = until.saturating_sub(now);
+        if wait <= SPIN_WINDOW_NS {
+            Duration::ZERO
+        } else {
+            Duration::from_nanos((wait - SPIN_WINDOW_NS + 999_999) / 1_000_000 * 1_000_000)
+                .min(Duration::from_millis(50))
+        }
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((conn, peer)) => {
+                    if self.session.is_some() {
+                        info!(%peer, "rejecting a second client: a session is active (connection closed)");
+                        drop(conn);
+                    } else {
+                        self.start_session(conn, peer);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    warn!("accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn start_session(&mut self, mut conn: TcpStream, peer: SocketAddr) {
+        let reader = match MdReader::open(&self.cfg.md_file) {
+            Ok(r) => r.with_amount_decimals(self.cfg.amount_decimals),
+            Err(e) => {
+                error!(%peer, "cannot start session: {e}");
+                return;
+            }
+        };
+        let _ = conn.set_nodelay(true);
+        if let Err(e) = sys::enable_rx_timestamps(conn.as_raw_fd()) {
+            warn!("no kernel RX timestamps on the order socket: {e}");
+        }
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut conn, CONN, Interest::READABLE)
+        {
+            error!(%peer, "register connection: {e}");
+            return;
+        }
+        self.sessions += 1;
+        let now = mono_ns();
+        let start = now + u64::try_from(self.cfg.handshake_delay.as_nanos()).unwrap_or(u64::MAX);
+        info!(session = self.sessions, %peer, "state INIT -> HANDSHAKE");
+        self.md.reset_pending();
+        let ts_missing = self.md.ts_missing;
+        let mut stats = SessionStats::new(self.sessions, peer.to_string(), now);
+        stats.tx_ts_missing = ts_missing; // baseline, subtracted at the end
+        self.session = Some(Session {
+            conn,
+            reader: Some(reader),
+            stream: OrderStream::new(),
+            pacer: Pacer::new(self.cfg.pace, start),
+            phase: Phase::Handshake,
+            next: None,
+            sends: HashMap::with_capacity(1 << 16),
+            stats,
+        });
+    }
+
+    fn end_session(&mut self, reason: EndReason) {
+        let Some(mut s) = self.session.take() else {
+            return;
+        };
+        self.drain_tx_into(&mut s);
+        self.md.reset_pending();
+        let _ = self.poll.registry().deregister(&mut s.conn);
+        s.stats.end_ns = mono_ns();
+        s.stats.tx_ts_missing = self.md.ts_missing - s.stats.tx_ts_missing;
+        let summary = s.stats.summary(reason);
+        let _ = summary.print(&mut self.out);
+        if let Ok(json) = serde_json::to_string(&summary) {
+            let _ = writeln!(self.out, "summary: {json}");
+        }
+        let _ = self.out.flush();
+        if let Err(e) = self.sink.summary(&summary) {
+            error!("writing results: {e}");
+        }
+        info!(
+            session = s.stats.session,
+            ?reason,
+            "state -> INIT: connection and file closed"
+        );
+        self.summaries.push(summary);
+        // Dropping `s` closes the connection and the file.
+    }
+
+    fn read_conn(&mut self) {
+        let mut end = None;
+        loop {
+            let Some(s) = &mut self.session else { return };
+            let fd = s.conn.as_raw_fd();
+            match sys::recv_timestamped(fd, s.stream.spare()) {
+                Ok((0, _)) => {
+                    end = Some(EndReason::Disconnected);
+                    break;
+                }
+                Ok((n, krx)) => {
+                    let recv_ns = mono_ns();
+                    s.stream.commit(n);
+                    if s.phase == Phase::Handshake {
+                        s.stats.rejected_bytes += n as u64;
+                        s.stream.clear();
+                        warn!(
+                            session = s.stats.session,
+                            bytes = n,
+                            "rejected: order bytes during HANDSHAKE"
+                        );
+                        continue;
+                    }
+                    self.handle_orders(recv_ns, krx);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    info!("order connection: {e}");
+                    end = Some(EndReason::Disconnected);
+                    break;
+                }
+            }
+        }
+        if let Some(r) = end {
+            self.end_session(r);
+        }
+    }
+
+    fn handle_orders(&mut self, recv_ns: u64, krx: Option<u64>) {
+        self.drain_tx_timestamps();
+        let Some(s) = &mut self.session else { return };
+        while let Some(msg) = s.stream.pop() {
+            match OrderRepr::decode(&msg) {
+                Ok(order) => match s.sends.get(&order.trigger_id) {
+                    Some(t) => {
+                        let row = OrderRow {
+                            session: s.stats.session,
+                            order,
+                            send_first_ns: t.first,
+                            send_last_ns: t.last,
+                            recv_ns,
+                            ktx_first_ns: t.ktx_first,
+                            krx_ns: krx,
+                        };
+                        s.stats.orders_accepted += 1;
+                        let _ = s
+                            .stats
+                            .t2t_user
+                            .record(recv_ns.saturating_sub(t.first).max(1));
+                        let _ = s
+                            .stats
+                            .t2t_user_last
+                            .record(recv_ns.saturating_sub(t.last).max(1));
+                        if let Some(k) = row.kernel_t2t() {
+                            let _ = s.stats.t2t_kernel.record(k.max(1));
+                        }
+                        if self.cfg.log_orders {
+                            let _ = writeln!(
+                                self.out,
+                                "order session={} trigger_id={} side={} price={} qty={} recv_ns={} t2t_ns={} kt2t_ns={}",
+                                row.session,
+                                order.trigger_id,
+                                order.side.as_str(),
+                                proto::decimal::Fixed(order.price, proto::PRICE_DECIMALS),
+                                order.qty,
+                                recv_ns,
+                                recv_ns.saturating_sub(t.first),
+                                row.kernel_t2t().map_or_else(|| "-".to_owned(), |v| v.to_string()),
+                            );
+                        }
+                        if let Err(e) = self.sink.order(&row) {
+                            error!("writing results: {e}");
+                        }
+                    }
+                    None => {
+                        s.stats.unknown_trigger += 1;
+                        warn!(
+                            session = s.stats.session,
+                            trigger_id = order.trigger_id,
+                            "order with an unknown trigger id"
+                        );
+                    }
+                },
+                Err(e) => {
+                    s.stats.invalid += 1;
+                    warn!(session = s.stats.session, "invalid order message: {e}");
+                }
+            }
+        }
+    }
+
+    fn drain_tx_timestamps(&mut self) {
+        if let Some(mut s) = self.session.take() {
+            self.drain_tx_into(&mut s);
+            self.session = Some(s);
+        } else {
+            let _ = self.md.drain_tx_timestamps(|_, _| {});
+        }
+    }
+
+    fn drain_tx_into(&mut self, s: &mut Session) {
+        let sends = &mut s.sends;
+        if let Err(e) = self.md.drain_tx_timestamps(|id, ns| {
+            if let Some(t) = sends.get_mut(&id) {
+                t.ktx_first.get_or_insert(ns);
+            }
+        }) {
+            warn!("reading TX timestamps: {e}");
+        }
+    }
+
+    /// Sends the packets that are due; returns whether anything was sent.
+    fn publish_due(&mut self) -> bool {
+        let mut sent_any = false;
+        let mut end = None;
+        for _ in 0..SEND_BATCH {
+            let Some(s) = &mut self.session else { break };
+            if matches!(s.phase, Phase::Grace { .. }) {
+                break;
+            }
+            if s.next.is_none() {
+                match next_packet(s, self.formatter.as_mut(), &mut self.pkt[..]) {
+                    Ok(Some(p)) => s.next = Some(p),
+                    Ok(None) => {
+                        let until_ns = mono_ns()
+                            + u64::try_from(self.cfg.grace.as_nanos()).unwrap_or(u64::MAX);
+                        s.reader = None; // close the file
+                        info!(
+                            session = s.stats.session,
+                            "end of file: grace period {:?}", self.cfg.grace
+                        );
+                        s.phase = Phase::Grace { until_ns };
+                        break;
+                    }
+                    Err(e) => {
+                        error!(session = s.stats.session, "{e}");
+                        end = Some(EndReason::FileError);
+                        break;
+                    }
+                }
+            }
+            let Some(p) = s.next else { break };
+            let now = mono_ns();
+            if now < p.deadline {
+                break;
+            }
+            if s.phase == Phase::Handshake && !p.snapshot {
+                s.phase = Phase::Transmit;
+                info!(session = s.stats.session, "state HANDSHAKE -> TRANSMIT");
+            }
+            let send_ns = mono_ns();
+            match self.md.send(&self.pkt[..p.len], p.id) {
+                Ok(Sent::Ok) => {
+                    s.next = None;
+                    s.pacer.sent();
+                    s.stats.packets_sent += 1;
+                    s.stats.snapshot_packets += u64::from(p.snapshot);
+                    let lateness = send_ns.saturating_sub(p.deadline);
+                    let _ = s.stats.pacing_error.record(lateness.max(1));
+                    if lateness
+                        > u64::try_from(self.cfg.late_threshold.as_nanos()).unwrap_or(u64::MAX)
+                    {
+                        s.stats.late += 1;
+                    }
+                    s.sends
+                        .entry(p.id)
+                        .and_modify(|t| t.last = send_ns)
+                        .or_insert(SendTimes {
+                            first: send_ns,
+                            last: send_ns,
+                            ktx_first: None,
+                        });
+                    sent_any = true;
+                }
+                Ok(Sent::WouldBlock) => {
+                    s.stats.send_retries += 1;
+                    break;
+                }
+                Err(e) => {
+                    // Not a full buffer: a hard error (no route...). Retried and counted.
+                    s.stats.send_retries += 1;
+                    warn!("market-data send: {e}");
+                    break;
+                }
+            }
+        }
+        if let Some(r) = end {
+            self.end_session(r);
+        }
+        sent_any
+    }
+
+    fn check_grace(&mut self) {
+        if let Some(Session {
+            phase: Phase::Grace { until_ns },
+            ..
+        }) = &self.session
+        {
+            if mono_ns() >= *until_ns {
+                self.end_session(EndReason::EndOfFile);
+            }
+        }
+    }
+}
+
+/// Reads lines until one formats into a packet (malformed lines are counted and skipped).
+fn next_packet(
+    s: &mut Session,
+    formatter: &mut dyn PacketFormatter,
+    out: &mut [u8],
+) -> Result<Option<Pending>, ReadError> {
+    let Some(reader) = &mut s.reader else {
+        return Ok(None);
+    };
+    loop {
+        match reader.next_record()? {
+            None => return Ok(None),
+            Some(Record::Malformed { line_no, error }) => {
+                s.stats.malformed_lines += 1;
+                warn!(
+                    session = s.stats.session,
+                    line_no, "malformed line skipped: {error}"
+                );
+            }
+            Some(Record::Line {
+                line_no,
+                is_snapshot,
+                local_timestamp,
+            }) => {
+                let line = reader.line();
+                let parsed = proto::md::parse_line(line, reader.amount_decimals());
+                let len = parsed.ok().and_then(|p| formatter.format(line, &p, out));
+                match len {
+                    Some(len) => {
+                        let deadline = s.pacer.deadline(local_timestamp);
+                        return Ok(Some(Pending {
+                            len,
+                            id: local_timestamp,
+                            snapshot: is_snapshot,
+                            deadline,
+                        }));
+                    }
+                    None => {
+                        s.stats.malformed_lines += 1;
+                        warn!(
+                            session = s.stats.session,
+                            line_no, "line does not fit a packet: skipped"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The default group as a socket address.
+pub fn default_group() -> SocketAddrV4 {
+    SocketAddrV4::new(proto::DEFAULT_MD_GROUP.into(), proto::DEFAULT_MD_PORT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_group_is_the_spec() {
+        assert_eq!(default_group().to_string(), "239.255.0.1:12345");
+    }
+}
