@@ -279,6 +279,12 @@ impl Server {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // The client gave up before we accepted: take the next one.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO)
+                    ) => {}
                 Err(e) => {
                     warn!("accept: {e}");
                     return;

@@ -1,0 +1,445 @@
+//! End-to-end tests of `exchange serve` in a pair of network namespaces joined by veth.
+//!
+//! The exchange runs as a child process in one namespace; the test's client runs on a
+//! thread that has entered the other (sockets it creates live there). Needs root; skipped
+//! with a printed reason otherwise.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use exchange::mdgen::{self, GenConfig};
+use exchange::results::{read_summaries, EndReason, Summary};
+use netlab::VethLab;
+use proto::order::{OrderRepr, Side};
+use socket2::{Domain, Protocol, Socket, Type};
+
+const GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 0, 1);
+
+fn skip() -> bool {
+    if !netlab::is_root() {
+        eprintln!("skipped: needs root for network namespaces");
+        return true;
+    }
+    false
+}
+
+fn small_file(dir: &Path) -> PathBuf {
+    let p = dir.join("md.csv.gz");
+    let cfg = GenConfig {
+        target_bytes: 25_000,
+        depth: 40,
+        trigger_every: 60,
+        ..GenConfig::default()
+    };
+    mdgen::generate(&p, &cfg).expect("generate");
+    p
+}
+
+struct Exchange {
+    child: Child,
+    summary: PathBuf,
+    log: PathBuf,
+}
+
+impl Exchange {
+    fn start(lab: &VethLab, md_file: &Path, dir: &Path, extra: &[&str]) -> Self {
+        let results = dir.join("orders.csv");
+        let summary = dir.join("summary.jsonl");
+        let log = std::fs::File::create(dir.join("exchange.log")).expect("log file");
+        let child = lab
+            .exchange
+            .command(env!("CARGO_BIN_EXE_exchange"))
+            .arg("serve")
+            .arg("--md-file")
+            .arg(md_file)
+            .args([
+                "--oe-listen",
+                "10.77.0.1:9012",
+                "--md-iface",
+                "vx0",
+                "--quiet-orders",
+            ])
+            .arg("--results")
+            .arg(&results)
+            .arg("--summary")
+            .arg(&summary)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn exchange");
+        Self {
+            child,
+            summary,
+            log: dir.join("exchange.log"),
+        }
+    }
+
+    /// Waits for the exchange to exit (it was given `--sessions`).
+    fn wait(mut self, limit: Duration) -> (Vec<Summary>, String) {
+        let t0 = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                let err = std::fs::read_to_string(&self.log).unwrap_or_default();
+                assert!(status.success(), "exchange failed: {status}\n{err}");
+                return (read_summaries(&self.summary).expect("summary file"), err);
+            }
+            assert!(t0.elapsed() < limit, "exchange did not finish in {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn connect() -> TcpStream {
+    let addr: SocketAddr = "10.77.0.1:9012".parse().expect("addr");
+    let t0 = Instant::now();
+    loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(s) => {
+                s.set_nodelay(true).expect("nodelay");
+                return s;
+            }
+            Err(e) if t0.elapsed() < Duration::from_secs(10) => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot connect to the exchange: {e}"),
+        }
+    }
+}
+
+fn join_group() -> UdpSocket {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).expect("socket");
+    s.set_reuse_address(true).expect("reuse");
+    let _ = s.set_recv_buffer_size(4 << 20);
+    s.bind(&SocketAddrV4::new(GROUP, 12345).into())
+        .expect("bind");
+    s.join_multicast_v4(&GROUP, &Ipv4Addr::new(10, 77, 0, 2))
+        .expect("join");
+    let u: UdpSocket = s.into();
+    u.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    u
+}
+
+/// Receives one packet and parses it.
+fn recv_line(md: &UdpSocket, buf: &mut [u8]) -> Option<(bool, u64, Side, i64)> {
+    let n = md.recv(buf).ok()?;
+    let l = proto::md::parse_line(&buf[..n], 0).expect("exchange sends valid lines");
+    let side = if l.side == proto::md::BookSide::Bid {
+        Side::Buy
+    } else {
+        Side::Sell
+    };
+    Some((l.is_snapshot, l.local_timestamp, side, l.price))
+}
+
+#[test]
+fn session_lifecycle_orders_and_disconnect() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let md_file = small_file(dir.path());
+    let lab = VethLab::new("ext").expect("lab");
+    let ex = Exchange::start(
+        &lab,
+        &md_file,
+        dir.path(),
+        &["--pace", "rate:4000", "--sessions", "3", "--grace", "300ms"],
+    );
+
+    let client = lab
+        .strategy
+        .spawn(move || {
+            let mut buf = [0u8; 2048];
+            // Session 1: full replay with orders, garbage in HANDSHAKE and TRANSMIT, and a
+            // concurrent second client that must be closed at once.
+            let md = join_group();
+            let mut oe = connect();
+            oe.write_all(b"too early, HANDSHAKE").expect("write");
+            let (snap, _, _, _) = recv_line(&md, &mut buf).expect("first packet");
+            assert!(snap, "HANDSHAKE publishes snapshot lines first");
+            let mut second = connect();
+            second
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .expect("timeout");
+            let mut one = [0u8; 1];
+            assert_eq!(
+                second.read(&mut one).expect("closed, not hung"),
+                0,
+                "second client closed at once"
+            );
+
+            let mut sent = Vec::new();
+            let mut saw_update = false;
+            let mut snapshots_after_update = 0;
+            let mut n = 1u64; // the first packet, above
+            while let Some((snap, id, side, price)) = recv_line(&md, &mut buf) {
+                n += 1;
+                if !snap {
+                    saw_update = true;
+                    if n % 25 == 0 {
+                        let o = OrderRepr {
+                            qty: 1 + n as u32 % 7,
+                            price,
+                            side,
+                            trigger_id: id,
+                        };
+                        // Split one order across two writes; TCP must reassemble it.
+                        let b = o.to_bytes();
+                        oe.write_all(&b[..5]).expect("write");
+                        oe.write_all(&b[5..]).expect("write");
+                        sent.push(o);
+                    }
+                    if n == 400 {
+                        let mut bad = OrderRepr {
+                            qty: 1,
+                            price: 1,
+                            side: Side::Buy,
+                            trigger_id: id,
+                        }
+                        .to_bytes();
+                        bad[12] = 7;
+                        oe.write_all(&bad).expect("write garbage");
+                        let unknown = OrderRepr {
+                            qty: 1,
+                            price: 1,
+                            side: Side::Buy,
+                            trigger_id: 42,
+                        };
+                        oe.write_all(&unknown.to_bytes()).expect("write");
+                    }
+                } else if saw_update {
+                    snapshots_after_update += 1;
+                }
+            }
+            assert!(snapshots_after_update > 0, "the re-snapshot was published");
+            // End of file: the exchange closes the connection after the grace period.
+            oe.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            assert_eq!(
+                oe.read(&mut one).expect("eof"),
+                0,
+                "exchange closed the session"
+            );
+
+            // Session 2: disconnect mid-stream.
+            let oe = connect();
+            for _ in 0..50 {
+                recv_line(&md, &mut buf).expect("packet");
+            }
+            drop(oe.shutdown(std::net::Shutdown::Both));
+            drop(oe);
+            // Drain what was in flight, then check publishing stopped.
+            std::thread::sleep(Duration::from_millis(300));
+            md.set_read_timeout(Some(Duration::from_millis(10)))
+                .expect("timeout");
+            while recv_line(&md, &mut buf).is_some() {}
+            md.set_read_timeout(Some(Duration::from_millis(500)))
+                .expect("timeout");
+            assert!(
+                recv_line(&md, &mut buf).is_none(),
+                "publishing stopped after the disconnect"
+            );
+
+            // Session 3: back in INIT, a new client gets a fresh replay from the snapshot.
+            md.set_read_timeout(Some(Duration::from_secs(3)))
+                .expect("timeout");
+            let oe = connect();
+            let (snap, _, _, _) = recv_line(&md, &mut buf).expect("first packet of session 3");
+            assert!(snap);
+            drop(oe);
+            (sent, n)
+        })
+        .expect("spawn client");
+    let (sent, packets) = client.join().expect("client thread");
+    let (summaries, log) = ex.wait(Duration::from_secs(60));
+    assert_eq!(summaries.len(), 3, "{summaries:?}\n{log}");
+    let s1 = &summaries[0];
+    assert_eq!(s1.end_reason, EndReason::EndOfFile);
+    assert_eq!(
+        s1.packets_sent, packets,
+        "client saw every packet (veth, paced)"
+    );
+    assert_eq!(s1.orders_accepted, sent.len() as u64);
+    assert_eq!(s1.invalid, 1);
+    assert_eq!(s1.unknown_trigger, 1);
+    assert_eq!(s1.rejected_bytes, 20);
+    assert!(s1.snapshot_packets > 80);
+    assert_eq!(s1.t2t_user_ns.count, sent.len() as u64);
+    assert!(s1.t2t_user_ns.min > 0 && s1.t2t_user_ns.max < 5_000_000_000);
+    assert_eq!(
+        s1.t2t_kernel_ns.count,
+        sent.len() as u64,
+        "kernel timestamps for every order"
+    );
+    assert!(log.contains("rejecting a second client"), "{log}");
+    assert!(log.contains("HANDSHAKE -> TRANSMIT"), "{log}");
+    assert_eq!(summaries[1].end_reason, EndReason::Disconnected);
+    assert_eq!(summaries[2].end_reason, EndReason::Disconnected);
+
+    // Every order row in the CSV equals what was sent.
+    let csv = std::fs::read_to_string(dir.path().join("orders.csv")).expect("csv");
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), sent.len());
+    for (row, o) in rows.iter().zip(&sent) {
+        let f: Vec<&str> = row.split(',').collect();
+        assert_eq!(f[1].parse::<u64>().expect("id"), o.trigger_id);
+        assert_eq!(f[2], o.side.as_str());
+        assert_eq!(
+            proto::decimal::parse_fixed(f[3].as_bytes(), 8).expect("price"),
+            o.price
+        );
+        assert_eq!(f[4].parse::<u32>().expect("qty"), o.qty);
+        assert!(f[12].parse::<u64>().is_ok(), "kernel t2t present: {row}");
+    }
+}
+
+#[test]
+fn missing_or_corrupt_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.csv.gz");
+    std::fs::write(&bad, b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03garbage").expect("write");
+    let plain = dir.path().join("plain.csv.gz");
+    std::fs::write(&plain, b"not,a,header\n").expect("write");
+    for (file, needle) in [
+        (dir.path().join("missing.csv.gz"), "cannot open"),
+        (bad, "gzip"),
+        (plain, "gzip"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_exchange"))
+            .args(["serve", "--oe-listen", "127.0.0.1:0", "--md-file"])
+            .arg(&file)
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(needle), "{err}");
+    }
+}
+
+/// Connects, retrying while the exchange still has the previous session (it closes a
+/// second client at once).
+fn connect_session() -> TcpStream {
+    for _ in 0..100 {
+        let mut s = connect();
+        s.set_read_timeout(Some(Duration::from_millis(30)))
+            .expect("timeout");
+        let mut one = [0u8; 1];
+        match s.read(&mut one) {
+            Ok(0) => std::thread::sleep(Duration::from_millis(10)),
+            _ => return s,
+        }
+    }
+    panic!("the exchange never returned to INIT");
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn soak_200_sessions_keeps_fds_and_rss_stable() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let md_file = small_file(dir.path());
+    let lab = VethLab::new("exs").expect("lab");
+    let ex = Exchange::start(
+        &lab,
+        &md_file,
+        dir.path(),
+        &[
+            "--pace",
+            "rate:2000",
+            "--handshake-delay",
+            "0ms",
+            "--sessions",
+            "200",
+        ],
+    );
+    let pid = ex.pid();
+    let probe = lab
+        .strategy
+        .spawn(move || {
+            let mut buf = [0u8; 2048];
+            let md = join_group();
+            let mut samples = Vec::new();
+            for i in 0..200 {
+                let oe = connect_session();
+                recv_line(&md, &mut buf).unwrap_or_else(|| panic!("session {i} started"));
+                if i == 20 || i == 199 {
+                    // Mid-session, same point of the cycle both times.
+                    std::thread::sleep(Duration::from_millis(20));
+                    samples.push((fd_count(pid), rss_kib(pid)));
+                }
+                drop(oe);
+                // Let the exchange see the hang-up before the next connect.
+                std::thread::sleep(Duration::from_millis(10));
+                md.set_read_timeout(Some(Duration::from_millis(1)))
+                    .expect("timeout");
+                while md.recv(&mut buf).is_ok() {}
+                md.set_read_timeout(Some(Duration::from_secs(3)))
+                    .expect("timeout");
+            }
+            samples
+        })
+        .expect("spawn");
+    let Ok(samples) = probe.join() else {
+        let mut ex = ex;
+        let wchan =
+            std::fs::read_to_string(format!("/proc/{}/wchan", ex.pid())).unwrap_or_default();
+        let alive = ex
+            .child
+            .try_wait()
+            .map(|s| format!("{s:?}"))
+            .unwrap_or_default();
+        let ss = lab.exchange.exec(&["ss", "-tanp"]).unwrap_or_default();
+        eprintln!("exchange wchan={wchan} exited={alive}\n{ss}");
+        let _ = ex.child.kill();
+        let err = std::fs::read_to_string(&ex.log).unwrap_or_default();
+        let tail: Vec<&str> = err.lines().rev().take(30).collect();
+        panic!(
+            "soak client failed; exchange log tail:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    };
+    let (summaries, log) = ex.wait(Duration::from_secs(120));
+    assert_eq!(summaries.len(), 200, "{log}");
+    let (fd_a, rss_a) = samples[0];
+    let (fd_b, rss_b) = samples[1];
+    assert!(fd_a > 0 && fd_a == fd_b, "fd count moved: {fd_a} -> {fd_b}");
+    assert!(
+        rss_b <= rss_a + 2048,
+        "RSS grew: {rss_a} KiB -> {rss_b} KiB"
+    );
+}
