@@ -14,7 +14,7 @@
 pub mod clock;
 pub mod formatter;
 pub mod md_publisher;
-pub mod mdfile;
+pub use mdfile;
 pub mod mdgen;
 pub mod order_entry;
 pub mod pacing;

@@ -32,11 +32,11 @@ use tracing::{error, info, warn};
 use crate::clock::mono_ns;
 use crate::formatter::PacketFormatter;
 use crate::md_publisher::{MdPublisher, PublisherConfig, Sent};
-use crate::mdfile::{MdReader, ReadError, Record};
 use crate::order_entry::OrderStream;
 use crate::pacing::{Pace, Pacer};
 use crate::results::{EndReason, OrderRow, ResultsSink, SessionStats, Summary};
 use crate::sys;
+use mdfile::{MdReader, ReadError, Record};
 
 const LISTENER: Token = Token(0);
 const CONN: Token = Token(1);

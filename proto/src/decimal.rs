@@ -29,10 +29,109 @@ impl fmt::Display for DecimalError {
     }
 }
 
+const POW10: [i64; 19] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+    1_000_000_000,
+    10_000_000_000,
+    100_000_000_000,
+    1_000_000_000_000,
+    10_000_000_000_000,
+    100_000_000_000_000,
+    1_000_000_000_000_000,
+    10_000_000_000_000_000,
+    100_000_000_000_000_000,
+    1_000_000_000_000_000_000,
+];
+
+/// Eight ASCII digits (first digit in the lowest byte, as loaded little-endian) to their
+/// value, or `None` if any byte is not a digit. SWAR: three multiply-shift steps combine
+/// digit pairs, then pairs of pairs, then halves.
+#[inline]
+fn eight_digits(chunk: u64) -> Option<u64> {
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    // A byte is a digit iff its high nibble is 3 and adding 6 keeps it 3 (0x30..=0x39). A
+    // carry out of a byte only happens for bytes >= 0xFA, which fail the first test anyway.
+    if chunk & HIGH != ZEROS || chunk.wrapping_add(0x0606_0606_0606_0606) & HIGH != ZEROS {
+        return None;
+    }
+    let v = chunk - ZEROS;
+    let v = (v.wrapping_mul(10) + (v >> 8)) & 0x00FF_00FF_00FF_00FF;
+    let v = (v.wrapping_mul(100) + (v >> 16)) & 0x0000_FFFF_0000_FFFF;
+    Some((v.wrapping_mul(10_000) + (v >> 32)) & 0xFFFF_FFFF)
+}
+
+/// Digits only, at most 18 of them (cannot overflow): the fast path.
+#[inline]
+fn short_digits(text: &[u8]) -> Option<u64> {
+    let mut v: u64 = 0;
+    let mut rest = text;
+    while rest.len() >= 8 {
+        let (head, tail) = rest.split_at(8);
+        let mut b = [0u8; 8];
+        b.copy_from_slice(head);
+        v = v * 100_000_000 + eight_digits(u64::from_le_bytes(b))?;
+        rest = tail;
+    }
+    for &b in rest {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v * 10 + u64::from(d);
+    }
+    Some(v)
+}
+
 /// Parses an optionally negative decimal (`-12.345`) into an integer scaled by
 /// `10^decimals`. Trailing fractional zeros beyond `decimals` are accepted; any other digit
 /// beyond it is a [`DecimalError::Precision`] error (nothing is rounded silently).
+#[inline]
 pub fn parse_fixed(text: &[u8], decimals: u8) -> Result<i64, DecimalError> {
+    // Fast path, one pass: unsigned, at most 18 bytes, at most `decimals` fractional
+    // digits, so nothing can overflow. Anything else takes the checked path.
+    if text.len() <= 18 && decimals <= 18 {
+        let mut v: i64 = 0;
+        let mut dot = usize::MAX;
+        let mut ok = true;
+        for (i, &b) in text.iter().enumerate() {
+            let d = b.wrapping_sub(b'0');
+            if d <= 9 {
+                v = v * 10 + i64::from(d);
+            } else if b == b'.' && dot == usize::MAX {
+                dot = i;
+            } else {
+                ok = false;
+                break;
+            }
+        }
+        let frac_len = if dot == usize::MAX {
+            0
+        } else {
+            text.len() - dot - 1
+        };
+        let digits = text.len() - usize::from(dot != usize::MAX);
+        if ok
+            && digits > 0
+            && frac_len <= usize::from(decimals)
+            && digits - frac_len + usize::from(decimals) <= 18
+        {
+            return Ok(v * POW10[usize::from(decimals) - frac_len]);
+        }
+    }
+    parse_fixed_checked(text, decimals)
+}
+
+/// The general path of [`parse_fixed`]: signs, long numbers, trailing zeros, errors.
+fn parse_fixed_checked(text: &[u8], decimals: u8) -> Result<i64, DecimalError> {
     let (negative, digits) = match text.split_first() {
         Some((b'-', rest)) => (true, rest),
         _ => (false, text),
@@ -75,9 +174,13 @@ pub fn parse_fixed(text: &[u8], decimals: u8) -> Result<i64, DecimalError> {
 }
 
 /// Parses an unsigned integer field (timestamps).
+#[inline]
 pub fn parse_u64(text: &[u8]) -> Result<u64, DecimalError> {
     if text.is_empty() {
         return Err(DecimalError::Empty);
+    }
+    if text.len() <= 18 {
+        return short_digits(text).ok_or(DecimalError::InvalidDigit);
     }
     let mut value: u64 = 0;
     for &b in text {
@@ -173,6 +276,23 @@ mod tests {
         fn display_then_parse_round_trips(v in proptest::num::i64::ANY, d in 0u8..=8) {
             let text = Fixed(v, d).to_string();
             proptest::prop_assert_eq!(parse_fixed(text.as_bytes(), d), Ok(v));
+        }
+
+        #[test]
+        fn fast_path_agrees_with_checked(int in 0u64..10_000_000_000, frac in 0u64..100_000_000, fl in 0usize..9, d in 0u8..=10) {
+            let text = std::format!("{int}.{:0fl$}", frac % 10u64.pow(fl as u32), fl = fl);
+            proptest::prop_assert_eq!(parse_fixed(text.as_bytes(), d), parse_fixed_checked(text.as_bytes(), d));
+            let ts = std::format!("{int}{frac}");
+            proptest::prop_assert_eq!(parse_u64(ts.as_bytes()).ok(), ts.parse::<u64>().ok());
+        }
+
+        #[test]
+        fn digits_with_junk_are_rejected(mut digits in proptest::collection::vec(b'0'..=b'9', 1..18), at in 0usize..18, junk in proptest::num::u8::ANY) {
+            let at = at % digits.len();
+            if !junk.is_ascii_digit() {
+                digits[at] = junk;
+                proptest::prop_assert!(parse_u64(&digits).is_err());
+            }
         }
 
         #[test]

@@ -113,23 +113,47 @@ pub struct MdLine<'a> {
 
 /// Splits a line on commas into exactly [`FIELD_COUNT`] fields without allocating.
 fn split_fields(line: &[u8]) -> Result<[&[u8]; FIELD_COUNT], ParseError> {
-    let mut fields: [&[u8]; FIELD_COUNT] = [&[]; FIELD_COUNT];
-    let mut rest = line;
-    for (i, slot) in fields.iter_mut().enumerate() {
-        if i == FIELD_COUNT - 1 {
-            if rest.contains(&b',') {
+    let mut commas = [0usize; FIELD_COUNT - 1];
+    let mut n = 0usize;
+    // SWAR: eight bytes at a time, a mask with 0x80 in each byte that is a comma (exact,
+    // no false positives), then one step per comma found. About 1 instruction per byte.
+    let mut base = 0;
+    while base < line.len() {
+        let word = match line.get(base..base + 8) {
+            Some(w) => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(w);
+                u64::from_le_bytes(b)
+            }
+            // The tail: fewer than 8 bytes, padded with zeros (not commas).
+            None => line[base..]
+                .iter()
+                .rev()
+                .fold(0u64, |acc, &b| (acc << 8) | u64::from(b)),
+        };
+        let x = word ^ 0x2C2C_2C2C_2C2C_2C2C;
+        let low7 = 0x7F7F_7F7F_7F7F_7F7F;
+        let mut mask = !(((x & low7) + low7) | x | low7);
+        while mask != 0 {
+            if n == FIELD_COUNT - 1 {
                 return Err(ParseError::TooManyFields);
             }
-            *slot = rest;
-        } else {
-            let comma = rest
-                .iter()
-                .position(|&b| b == b',')
-                .ok_or(ParseError::MissingFields)?;
-            *slot = &rest[..comma];
-            rest = &rest[comma + 1..];
+            commas[n] = base + (mask.trailing_zeros() / 8) as usize;
+            n += 1;
+            mask &= mask - 1;
         }
+        base += 8;
     }
+    if n < FIELD_COUNT - 1 {
+        return Err(ParseError::MissingFields);
+    }
+    let mut fields: [&[u8]; FIELD_COUNT] = [&[]; FIELD_COUNT];
+    let mut start = 0;
+    for (slot, &end) in fields.iter_mut().zip(commas.iter()) {
+        *slot = line.get(start..end).ok_or(ParseError::MissingFields)?;
+        start = end + 1;
+    }
+    fields[FIELD_COUNT - 1] = line.get(start..).ok_or(ParseError::MissingFields)?;
     Ok(fields)
 }
 

@@ -1,1 +1,85 @@
-//! placeholder
+//! `strategy`: replay a file offline, or run against an exchange over a network path.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use proto::decimal::Fixed;
+use strategy::cli::TriggerArgs;
+use strategy::runtime::RunArgs;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "L2 book strategy: fires aggressive orders on large size increases near the top"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a market-data file through parser, book and trigger; print the orders as CSV.
+    Replay(ReplayArgs),
+    /// Connect to the exchange and trade over a network path.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// Gzip CSV in the Tardis incremental_book_L2 layout.
+    #[arg(long)]
+    md_file: PathBuf,
+    #[command(flatten)]
+    trigger: TriggerArgs,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let r = match Cli::parse().cmd {
+        Cmd::Replay(a) => replay(&a),
+        Cmd::Run(a) => strategy::runtime::main(&a),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strategy: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn replay(a: &ReplayArgs) -> anyhow::Result<()> {
+    let r = strategy::replay::replay(&a.md_file, a.trigger.engine_config()).context("replay")?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    writeln!(out, "trigger_id,side,price,qty")?;
+    for o in &r.orders {
+        writeln!(
+            out,
+            "{},{},{},{}",
+            o.trigger_id,
+            o.side.as_str(),
+            Fixed(o.price, proto::PRICE_DECIMALS),
+            o.qty
+        )?;
+    }
+    out.flush()?;
+    eprintln!(
+        "replay: lines {}, orders {}, held back {}, stale {}, malformed {}, {:.1} ns per line",
+        r.lines,
+        r.orders.len(),
+        r.held_back,
+        r.stale,
+        r.malformed,
+        r.ns_per_line
+    );
+    Ok(())
+}

@@ -1,1 +1,147 @@
-//! placeholder
+//! `cargo xtask`: the project's developer and lab commands.
+//!
+//! `cargo xtask` alone lists them. `setup` installs what the other commands need on a Debian
+//! machine (idempotent: it checks first and says what it installs); `test` is the whole test
+//! suite (what CI runs); `lab` runs an experiment in network namespaces and prints the
+//! paths side by side; `gen-md` writes the default market-data file; `bench-exchange`
+//! measures the publisher.
+
+mod bench;
+mod lab;
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Lab and developer commands",
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the project needs (Debian packages, toolchain parts). Idempotent.
+    Setup(setup::SetupArgs),
+    /// Run the whole test suite: setup, fmt, clippy -D warnings, every test.
+    Test(TestArgs),
+    /// Write the default market-data file (cached in target/lab-data/).
+    GenMd(GenMdArgs),
+    /// Run the network-namespace lab: exchange and strategy over veth, paths side by side.
+    Lab(lab::LabArgs),
+    /// Benchmark the exchange's publisher: max rate and pacing error.
+    BenchExchange(bench::BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct TestArgs {
+    /// Skip `cargo fmt --check` and clippy.
+    #[arg(long)]
+    no_lint: bool,
+}
+
+#[derive(clap::Args)]
+struct GenMdArgs {
+    /// Output path (default: target/lab-data/md-default.csv.gz).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Regenerate even if the cached file exists.
+    #[arg(long)]
+    force: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Setup(a) => setup::run(&a),
+        Cmd::Test(a) => test(&a),
+        Cmd::GenMd(a) => {
+            let out = a.out.unwrap_or_else(default_md_file);
+            ensure_md_file(&out, a.force).map(|_| ())
+        }
+        Cmd::Lab(a) => lab::run(&a),
+        Cmd::BenchExchange(a) => bench::run(&a),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// `target/lab-data/md-default.csv.gz`.
+pub fn default_md_file() -> PathBuf {
+    root().join("target/lab-data/md-default.csv.gz")
+}
+
+/// Generates the file with the default settings unless it is already there.
+pub fn ensure_md_file(out: &Path, force: bool) -> Result<PathBuf> {
+    if out.exists() && exchange::mdgen::planted_path(out).exists() && !force {
+        println!("market data: {} (cached)", out.display());
+        return Ok(out.to_owned());
+    }
+    let s = exchange::mdgen::generate(out, &exchange::mdgen::GenConfig::default())
+        .with_context(|| format!("generating {}", out.display()))?;
+    println!(
+        "market data: wrote {} ({} bytes, {} lines, {} planted triggers)",
+        out.display(),
+        s.bytes,
+        s.lines,
+        s.planted.len()
+    );
+    Ok(out.to_owned())
+}
+
+/// Runs a command, failing when it fails.
+pub fn cmd(program: &str, args: &[&str]) -> Result<()> {
+    println!("+ {program} {}", args.join(" "));
+    let st = Command::new(program)
+        .args(args)
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("running {program}"))?;
+    if !st.success() {
+        bail!("`{program} {}` failed ({st})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn test(a: &TestArgs) -> Result<()> {
+    setup::run(&setup::SetupArgs::default())?;
+    if !a.no_lint {
+        cmd("cargo", &["fmt", "--all", "--check"])?;
+        cmd(
+            "cargo",
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        )?;
+    }
+    // Release build: the end-to-end tests run the real binaries at realistic speed.
+    cmd("cargo", &["test", "--workspace", "--release"])?;
+    println!("all tests passed");
+    Ok(())
+}

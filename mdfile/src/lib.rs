@@ -1,4 +1,5 @@
-//! Streaming reader of a gzip Tardis `incremental_book_L2` file.
+//! Streaming reader of a gzip Tardis `incremental_book_L2` file, shared by the exchange
+//! (which publishes each line) and the strategy's offline replay.
 //!
 //! The file is decompressed as it is read (flate2), one line at a time into a reused
 //! buffer; the header is checked on open; each line is validated with the same parser the

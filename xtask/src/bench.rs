@@ -1,0 +1,1 @@
+//! `cargo xtask bench-exchange`: the publisher's maximum rate and pacing error.

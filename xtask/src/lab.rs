@@ -1,0 +1,1 @@
+//! `cargo xtask lab`: the network-namespace lab.
