@@ -1,8 +1,403 @@
-//! runtime
+//! `strategy run`: the never-blocking state machine around a network path.
+//!
+//! Init -> Connecting -> Running -> (disconnect) Init, then reconnect with exponential
+//! backoff (`--reconnect`) or exit. Every state is a non-blocking step of one busy loop, so
+//! SIGINT/SIGTERM and `--max-runtime` are noticed within a loop turn. At the end of each
+//! session the strategy prints and writes its report: packets, orders, engine counters,
+//! UDP drops read from the kernel before and after, and its own packet-to-order latency.
+
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use proto::decimal::Fixed;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::cli::TriggerArgs;
+use crate::engine::{Engine, EngineStats};
+use crate::latency::{Latency, Percentiles};
+use crate::net::kernel::KernelPath;
+use crate::net::uring::UringPath;
+use crate::net::{Hot, NetConfig, NetKind, NetPath, OrderLog, PathStats, Status};
+use crate::sys::{self, UdpCounters};
+
 /// Flags of `strategy run`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct RunArgs {}
-/// Entry point.
-pub fn main(_a: &RunArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+pub struct RunArgs {
+    /// Exchange order-entry address.
+    #[arg(long, default_value = "127.0.0.1:9012")]
+    pub exchange: SocketAddrV4,
+    /// Market-data group and port.
+    #[arg(long, default_value = "239.255.0.1:12345")]
+    pub md_group: SocketAddrV4,
+    /// Interface to join the group on (its first IPv4 address is used).
+    #[arg(long)]
+    pub iface: Option<String>,
+    /// Network path.
+    #[arg(long, value_enum, default_value_t = NetKind::Kernel)]
+    pub net: NetKind,
+    /// Trigger, risk and book settings.
+    #[command(flatten)]
+    pub trigger: TriggerArgs,
+    /// Pin the strategy thread to this CPU.
+    #[arg(long)]
+    pub cpu: Option<usize>,
+    /// SCHED_FIFO (priority 50) for the strategy thread.
+    #[arg(long)]
+    pub rt: bool,
+    /// Lock all memory (mlockall).
+    #[arg(long)]
+    pub mlock: bool,
+    /// Reconnect after a disconnect (with backoff) instead of exiting.
+    #[arg(long)]
+    pub reconnect: bool,
+    /// Exit after this many seconds.
+    #[arg(long)]
+    pub max_runtime: Option<f64>,
+    /// Exit after this many sessions.
+    #[arg(long)]
+    pub sessions: Option<u64>,
+    /// Append one JSON report per session to this file.
+    #[arg(long)]
+    pub results: Option<PathBuf>,
+    /// Append the orders sent (session,trigger_id,side,price,qty) to this CSV.
+    #[arg(long)]
+    pub orders_out: Option<PathBuf>,
+    /// SO_BUSY_POLL on the market-data socket, microseconds (0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub busy_poll: u32,
+    /// io_uring: SQPOLL with this idle time in milliseconds.
+    #[arg(long)]
+    pub sqpoll: Option<u32>,
+    /// io_uring: send orders with SEND_ZC.
+    #[arg(long)]
+    pub send_zc: bool,
+    /// Busy-wait this long between the trigger and the send (calibration), e.g. 10us.
+    #[arg(long, default_value = "0us", value_parser = parse_delay)]
+    pub inject_delay: Duration,
+}
+
+fn parse_delay(s: &str) -> Result<Duration, String> {
+    let (num, mult) = if let Some(v) = s.strip_suffix("us") {
+        (v, 1e3)
+    } else if let Some(v) = s.strip_suffix("ms") {
+        (v, 1e6)
+    } else if let Some(v) = s.strip_suffix("ns") {
+        (v, 1.0)
+    } else {
+        (s, 1e3)
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid delay `{s}` (e.g. 10us)"))?;
+    if !(0.0..1e12).contains(&(v * mult)) {
+        return Err(format!("invalid delay `{s}`"));
+    }
+    Ok(Duration::from_nanos((v * mult) as u64))
+}
+
+/// One session's report.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionReport {
+    /// Session number.
+    pub session: u64,
+    /// Network path.
+    pub net: NetKind,
+    /// Seconds connected.
+    pub duration_s: f64,
+    /// Path counters.
+    pub path: PathStats,
+    /// Engine counters.
+    pub engine: EngineStatsReport,
+    /// Triggers held back by risk limits.
+    pub held_back: u64,
+    /// UDP drops counted by the kernel during the session (this namespace).
+    pub udp_drops: UdpCounters,
+    /// Packet read -> order handed to the kernel, ns.
+    pub latency_ns: Percentiles,
+}
+
+/// Engine counters, serializable.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct EngineStatsReport {
+    /// Packets seen by the engine.
+    pub packets: u64,
+    /// Malformed packets.
+    pub malformed: u64,
+    /// Stale packets.
+    pub stale: u64,
+}
+
+impl From<EngineStats> for EngineStatsReport {
+    fn from(s: EngineStats) -> Self {
+        Self {
+            packets: s.packets,
+            malformed: s.malformed,
+            stale: s.stale,
+        }
+    }
+}
+
+enum State {
+    Init {
+        not_before: Instant,
+    },
+    Connecting {
+        since: Instant,
+    },
+    Running {
+        since: Instant,
+        udp_before: UdpCounters,
+    },
+}
+
+/// Entry point of `strategy run`.
+pub fn main(a: &RunArgs) -> Result<()> {
+    let iface_addr: Option<Ipv4Addr> = a
+        .iface
+        .as_deref()
+        .map(sys::iface_ipv4)
+        .transpose()
+        .context("--iface")?;
+    let cfg = NetConfig {
+        exchange: a.exchange,
+        group: a.md_group,
+        iface_addr,
+        busy_poll_us: a.busy_poll,
+        sqpoll_idle_ms: a.sqpoll,
+        send_zc: a.send_zc,
+    };
+    if let Some(cpu) = a.cpu {
+        sys::pin_cpu(cpu).with_context(|| format!("pinning to CPU {cpu}"))?;
+        info!(cpu, "pinned");
+    }
+    if a.rt {
+        sys::set_fifo(50).context("SCHED_FIFO (needs root or CAP_SYS_NICE)")?;
+    }
+    if a.mlock {
+        sys::mlock_all().context("mlockall (needs root or a large RLIMIT_MEMLOCK)")?;
+    }
+    match a.net {
+        NetKind::Kernel => run_loop(a, KernelPath::new(cfg)),
+        NetKind::Uring => run_loop(a, UringPath::new(cfg)),
+    }
+}
+
+fn run_loop<P: NetPath>(a: &RunArgs, mut path: P) -> Result<()> {
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&shutdown)).context("signal handler")?;
+    }
+    let mut engine = Engine::new(a.trigger.engine_config());
+    let mut latency = Latency::new();
+    let mut log = OrderLog::with_capacity(1 << 20);
+    let started = Instant::now();
+    let deadline = a.max_runtime.map(|s| started + Duration::from_secs_f64(s));
+    let mut state = State::Init {
+        not_before: started,
+    };
+    let mut backoff = Duration::from_millis(20);
+    let mut sessions = 0u64;
+    let inject_delay_ns = u64::try_from(a.inject_delay.as_nanos()).unwrap_or(u64::MAX);
+    info!(net = a.net.as_str(), exchange = %a.exchange, group = %a.md_group, "state Init");
+    loop {
+        if shutdown.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
+            if let State::Running { since, udp_before } = state {
+                sessions += 1;
+                finish_session(
+                    a,
+                    &mut path,
+                    &mut engine,
+                    &mut latency,
+                    &mut log,
+                    sessions,
+                    since,
+                    udp_before,
+                )?;
+            }
+            path.close();
+            info!("exit");
+            return Ok(());
+        }
+        state = match state {
+            State::Init { not_before } => {
+                if Instant::now() < not_before {
+                    std::hint::spin_loop();
+                    State::Init { not_before }
+                } else {
+                    match path.begin_connect() {
+                        Ok(()) => State::Connecting {
+                            since: Instant::now(),
+                        },
+                        Err(e) => {
+                            warn!("connect: {e}");
+                            retry(&mut backoff)
+                        }
+                    }
+                }
+            }
+            State::Connecting { since } => match path.poll_connect() {
+                Ok(true) => {
+                    engine.reset();
+                    latency.reset();
+                    log.clear();
+                    let udp_before = UdpCounters::read();
+                    match path.start_md() {
+                        Ok(()) => {
+                            info!("state Connecting -> Running");
+                            backoff = Duration::from_millis(20);
+                            State::Running {
+                                since: Instant::now(),
+                                udp_before,
+                            }
+                        }
+                        Err(e) => {
+                            path.close();
+                            return Err(e).context("starting market data");
+                        }
+                    }
+                }
+                Ok(false) if since.elapsed() < Duration::from_secs(3) => {
+                    State::Connecting { since }
+                }
+                Ok(false) => {
+                    warn!("connect timed out");
+                    path.close();
+                    retry(&mut backoff)
+                }
+                Err(e) => {
+                    warn!("connect: {e}");
+                    path.close();
+                    retry(&mut backoff)
+                }
+            },
+            State::Running { since, udp_before } => {
+                let mut hot = Hot {
+                    engine: &mut engine,
+                    latency: &mut latency,
+                    log: &mut log,
+                    inject_delay_ns,
+                };
+                let status = match path.poll(&mut hot) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!("network error: {e}");
+                        Status::Disconnected
+                    }
+                };
+                if status == Status::Disconnected {
+                    sessions += 1;
+                    finish_session(
+                        a,
+                        &mut path,
+                        &mut engine,
+                        &mut latency,
+                        &mut log,
+                        sessions,
+                        since,
+                        udp_before,
+                    )?;
+                    path.close();
+                    info!("state Running -> Init (disconnected)");
+                    if !a.reconnect || a.sessions.is_some_and(|m| sessions >= m) {
+                        return Ok(());
+                    }
+                    retry(&mut backoff)
+                } else {
+                    State::Running { since, udp_before }
+                }
+            }
+        };
+    }
+}
+
+fn retry(backoff: &mut Duration) -> State {
+    let s = State::Init {
+        not_before: Instant::now() + *backoff,
+    };
+    *backoff = (*backoff * 2).min(Duration::from_secs(1));
+    s
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the session's whole context, called from two places"
+)]
+fn finish_session<P: NetPath>(
+    a: &RunArgs,
+    path: &mut P,
+    engine: &mut Engine,
+    latency: &mut Latency,
+    log: &mut OrderLog,
+    session: u64,
+    since: Instant,
+    udp_before: UdpCounters,
+) -> Result<()> {
+    let report = SessionReport {
+        session,
+        net: a.net,
+        duration_s: since.elapsed().as_secs_f64(),
+        path: path.stats(),
+        engine: engine.stats().into(),
+        held_back: engine.trigger_stats().held_back,
+        udp_drops: UdpCounters::read().since(&udp_before),
+        latency_ns: latency.percentiles(),
+    };
+    let l = report.latency_ns;
+    println!(
+        "strategy session {session} ({}): packets {}, orders {}, malformed {}, stale {}, held back {}, udp drops {}/{}; \
+         packet->order ns p50 {} p90 {} p99 {} max {}",
+        a.net.as_str(),
+        report.path.packets,
+        report.path.orders,
+        report.engine.malformed,
+        report.engine.stale,
+        report.held_back,
+        report.udp_drops.rcvbuf_errors,
+        report.udp_drops.in_errors,
+        l.p50,
+        l.p90,
+        l.p99,
+        l.max
+    );
+    let json = serde_json::to_string(&report)?;
+    println!("strategy-summary: {json}");
+    if let Some(p) = &a.results {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .with_context(|| format!("{}", p.display()))?;
+        writeln!(f, "{json}")?;
+    }
+    if let Some(p) = &a.orders_out {
+        let new = !p.exists();
+        let mut f = std::io::BufWriter::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)?,
+        );
+        if new {
+            writeln!(f, "session,trigger_id,side,price,qty")?;
+        }
+        for o in log.orders() {
+            writeln!(
+                f,
+                "{session},{},{},{},{}",
+                o.trigger_id,
+                o.side.as_str(),
+                Fixed(o.price, proto::PRICE_DECIMALS),
+                o.qty
+            )?;
+        }
+        f.flush()?;
+    }
+    let _ = std::io::stdout().flush();
+    Ok(())
 }

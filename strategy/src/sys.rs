@@ -1,1 +1,132 @@
-//! sys
+//! Process and socket settings the strategy applies at start (pinning, real-time
+//! scheduling, locked memory) and the clock. Thin wrappers over nix/libc.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::RawFd;
+
+/// Nanoseconds of `CLOCK_MONOTONIC` (vDSO, no syscall).
+#[inline]
+pub fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes it.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64)
+}
+
+/// Pins the calling thread to `cpu`.
+pub fn pin_cpu(cpu: usize) -> io::Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).map_err(io::Error::from)?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).map_err(io::Error::from)
+}
+
+/// SCHED_FIFO at `priority` for the calling thread.
+pub fn set_fifo(priority: i32) -> io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: `param` is a valid sched_param for the call's duration; pid 0 = this thread.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Locks current and future memory (no page faults on the hot path).
+pub fn mlock_all() -> io::Result<()> {
+    use nix::sys::mman::{mlockall, MlockAllFlags};
+    mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE).map_err(io::Error::from)
+}
+
+/// The first IPv4 address of interface `name`.
+pub fn iface_ipv4(name: &str) -> io::Result<Ipv4Addr> {
+    for ifa in nix::ifaddrs::getifaddrs().map_err(io::Error::from)? {
+        if ifa.interface_name != name {
+            continue;
+        }
+        if let Some(sin) = ifa.address.as_ref().and_then(|a| a.as_sockaddr_in()) {
+            return Ok(sin.ip());
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("interface `{name}` has no IPv4 address (or does not exist)"),
+    ))
+}
+
+/// Is `fd` writable now (a non-blocking connect finished)? Zero-timeout poll(2).
+pub fn writable_now(fd: RawFd) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let rc = unsafe { libc::poll(&mut p, 1, 0) };
+    if rc == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc == 1 && p.revents & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0)
+}
+
+/// Sets an integer socket option.
+pub fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: `value` outlives the call and its size is passed; the kernel only reads it.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&raw const value).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// UDP receive-side drop counters from /proc/net/snmp (this network namespace).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct UdpCounters {
+    /// `InErrors`.
+    pub in_errors: u64,
+    /// `RcvbufErrors`.
+    pub rcvbuf_errors: u64,
+}
+
+impl UdpCounters {
+    /// Reads the counters now.
+    pub fn read() -> Self {
+        let text = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+        let mut lines = text.lines().filter(|l| l.starts_with("Udp:"));
+        let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+            return Self::default();
+        };
+        let get = |key: &str| {
+            names
+                .split_whitespace()
+                .position(|n| n == key)
+                .and_then(|i| values.split_whitespace().nth(i)?.parse().ok())
+        };
+        Self {
+            in_errors: get("InErrors").unwrap_or(0),
+            rcvbuf_errors: get("RcvbufErrors").unwrap_or(0),
+        }
+    }
+
+    /// `self - earlier`.
+    pub fn since(&self, earlier: &Self) -> Self {
+        Self {
+            in_errors: self.in_errors.saturating_sub(earlier.in_errors),
+            rcvbuf_errors: self.rcvbuf_errors.saturating_sub(earlier.rcvbuf_errors),
+        }
+    }
+}

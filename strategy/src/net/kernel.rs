@@ -1,0 +1,203 @@
+//! The kernel-socket path: a non-blocking UDP socket for market data, a non-blocking TCP
+//! socket (TCP_NODELAY) for orders, one busy-polling loop. One `recv` syscall per packet
+//! and one `send` per order; nothing else on the packet-to-order path.
+
+use std::io;
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
+
+use proto::order::ORDER_LEN;
+
+use super::{Hot, NetConfig, NetPath, PathStats, Status};
+use crate::sys::mono_ns;
+
+/// Idle turns between two hang-up checks of the order socket.
+const HUP_CHECK_EVERY: u32 = 1024;
+
+/// The path.
+pub struct KernelPath {
+    cfg: NetConfig,
+    tcp: Option<socket2::Socket>,
+    udp: Option<UdpSocket>,
+    buf: Box<[u8; 65536]>,
+    /// Bytes of orders the kernel did not take yet.
+    backlog: Box<[u8; 4096]>,
+    backlog_len: usize,
+    idle_turns: u32,
+    stats: PathStats,
+}
+
+impl KernelPath {
+    /// A path with these settings (no sockets yet).
+    pub fn new(cfg: NetConfig) -> Self {
+        Self {
+            cfg,
+            tcp: None,
+            udp: None,
+            buf: Box::new([0; 65536]),
+            backlog: Box::new([0; 4096]),
+            backlog_len: 0,
+            idle_turns: 0,
+            stats: PathStats::default(),
+        }
+    }
+
+    /// `send(2)` of `bytes`; returns how many the kernel took.
+    #[inline]
+    fn send_raw(fd: i32, bytes: &[u8]) -> io::Result<usize> {
+        // SAFETY: `bytes` is valid for reads of its length for the call's duration.
+        let n = unsafe {
+            libc::send(
+                fd,
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::WouldBlock {
+                Ok(0)
+            } else {
+                Err(e)
+            };
+        }
+        Ok(n as usize)
+    }
+
+    fn flush_backlog(&mut self, fd: i32) -> io::Result<()> {
+        if self.backlog_len == 0 {
+            return Ok(());
+        }
+        let n = Self::send_raw(fd, &self.backlog[..self.backlog_len])?;
+        self.backlog.copy_within(n..self.backlog_len, 0);
+        self.backlog_len -= n;
+        Ok(())
+    }
+
+    fn hung_up(fd: i32) -> io::Result<bool> {
+        let mut b = [0u8; 64];
+        // SAFETY: `b` is valid for writes of its length.
+        let n = unsafe { libc::recv(fd, b.as_mut_ptr().cast(), b.len(), libc::MSG_DONTWAIT) };
+        if n == 0 {
+            return Ok(true);
+        }
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock => Ok(false),
+                io::ErrorKind::ConnectionReset
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::ConnectionAborted => Ok(true),
+                _ => Err(e),
+            };
+        }
+        Ok(false) // the exchange sends nothing; ignore stray bytes
+    }
+}
+
+impl NetPath for KernelPath {
+    fn begin_connect(&mut self) -> io::Result<()> {
+        self.tcp = Some(super::start_tcp_connect(self.cfg.exchange)?);
+        Ok(())
+    }
+
+    fn poll_connect(&mut self) -> io::Result<bool> {
+        match &self.tcp {
+            Some(s) => super::tcp_connected(s),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "no connect in progress",
+            )),
+        }
+    }
+
+    fn start_md(&mut self) -> io::Result<()> {
+        self.udp = Some(super::join_group(
+            self.cfg.group,
+            self.cfg.iface_addr,
+            self.cfg.busy_poll_us,
+        )?);
+        self.stats = PathStats::default();
+        Ok(())
+    }
+
+    #[inline]
+    fn poll(&mut self, hot: &mut Hot<'_>) -> io::Result<Status> {
+        let (Some(udp), Some(tcp)) = (&self.udp, &self.tcp) else {
+            return Ok(Status::Disconnected);
+        };
+        let (ufd, tfd) = (udp.as_raw_fd(), tcp.as_raw_fd());
+        let mut status = Status::Idle;
+        for _ in 0..64 {
+            // SAFETY: `buf` is valid for writes of its length.
+            let n = unsafe {
+                libc::recv(
+                    ufd,
+                    self.buf.as_mut_ptr().cast(),
+                    self.buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    break;
+                }
+                return Err(e);
+            }
+            let t_rx = mono_ns();
+            status = Status::Busy;
+            self.stats.packets += 1;
+            let Some(order) = hot.engine.on_packet(&self.buf[..n as usize], t_rx) else {
+                continue;
+            };
+            let mut msg = [0u8; ORDER_LEN];
+            order.emit(&mut proto::order::Packet::new_unchecked(&mut msg[..]));
+            super::spin_for(hot.inject_delay_ns);
+            if self.backlog_len > 0 {
+                self.flush_backlog(tfd)?;
+            }
+            let sent = if self.backlog_len == 0 {
+                Self::send_raw(tfd, &msg)?
+            } else {
+                0
+            };
+            let t_tx = mono_ns();
+            if sent < ORDER_LEN {
+                self.stats.partial_sends += 1;
+                let rest = &msg[sent..];
+                let end = (self.backlog_len + rest.len()).min(self.backlog.len());
+                let take = end - self.backlog_len;
+                self.backlog[self.backlog_len..end].copy_from_slice(&rest[..take]);
+                self.backlog_len = end;
+            }
+            self.stats.orders += 1;
+            hot.latency.record(t_tx - t_rx);
+            hot.log.push(order);
+        }
+        if status == Status::Idle {
+            self.idle_turns += 1;
+            if self.backlog_len > 0 {
+                self.flush_backlog(tfd)?;
+            }
+            if self.idle_turns >= HUP_CHECK_EVERY {
+                self.idle_turns = 0;
+                if Self::hung_up(tfd)? {
+                    return Ok(Status::Disconnected);
+                }
+            }
+        }
+        Ok(status)
+    }
+
+    fn close(&mut self) {
+        self.tcp = None;
+        self.udp = None;
+        self.backlog_len = 0;
+    }
+
+    fn stats(&self) -> PathStats {
+        self.stats
+    }
+}
