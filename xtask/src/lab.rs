@@ -1,8 +1,529 @@
 //! `cargo xtask lab`: the network-namespace lab.
+//!
+//! For each requested path and repetition: two fresh namespaces joined by veth
+//! ([`netlab::VethLab`], removed on exit, on error and on Ctrl-C), `exchange serve` in one
+//! (pinned to CPU 0, spinning), `strategy run --net PATH` in the other (pinned to CPU 1),
+//! one session over the whole file. Then the exchange's received orders are checked against
+//! the offline replay (the oracle), and a table compares the paths: orders expected and
+//! received, packets lost, exchange-side tick-to-trade per clock source, the strategy's own
+//! latency. CSV, JSON and an SVG plot (tick-to-trade CDF per path) go to the results folder.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use exchange::results::{read_summaries, Summary};
+use netlab::VethLab;
+use serde::Serialize;
+use strategy::engine::EngineConfig;
+
+use crate::{cmd, ensure_md_file, root};
+
 /// Flags.
-#[derive(clap::Args)]
-pub struct LabArgs {}
-/// Runs it.
-pub fn run(_a: &LabArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+#[derive(clap::Args, Clone)]
+pub struct LabArgs {
+    /// Network paths to compare, in order (kernel, uring).
+    #[arg(long, value_delimiter = ',', default_value = "kernel,uring")]
+    pub paths: Vec<String>,
+    /// Repetitions per path.
+    #[arg(long, default_value_t = 1)]
+    pub runs: u32,
+    /// Market-data file (default: the generated one, cached in target/lab-data/).
+    #[arg(long)]
+    pub md_file: Option<PathBuf>,
+    /// Replay pace (see `exchange serve --pace`). The default leaves 200 us between packets,
+    /// far more than the strategy needs per packet, so the figures measure latency, not
+    /// queueing.
+    #[arg(long, default_value = "rate:5000")]
+    pub pace: String,
+    /// Results folder (default: target/lab-results/<timestamp>).
+    #[arg(long)]
+    pub results_dir: Option<PathBuf>,
+    /// Do not build the binaries first (use target/release as it is).
+    #[arg(long)]
+    pub no_build: bool,
+    /// Extra flags for every `strategy run` (e.g. "--busy-poll 50").
+    #[arg(long, allow_hyphen_values = true, default_value = "")]
+    pub strategy_flags: String,
+    /// Seconds a single run may take before it is declared failed.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+}
+
+/// One run's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    /// Path.
+    pub path: String,
+    /// Repetition.
+    pub run: u32,
+    /// Orders the oracle expects.
+    pub orders_expected: usize,
+    /// Orders the exchange accepted.
+    pub orders_received: usize,
+    /// Received orders equal to the oracle's, in order.
+    pub orders_match: bool,
+    /// Market-data packets the exchange sent.
+    pub packets_sent: u64,
+    /// Packets the strategy received.
+    pub packets_received: u64,
+    /// The exchange's session summary.
+    pub exchange: Summary,
+    /// The strategy's session report (JSON as written).
+    pub strategy: serde_json::Value,
+    /// Tick-to-trade samples (user clock), ns.
+    #[serde(skip)]
+    pub t2t_user: Vec<u64>,
+    /// Tick-to-trade samples (kernel timestamps), ns.
+    #[serde(skip)]
+    pub t2t_kernel: Vec<u64>,
+}
+
+struct Proc {
+    name: &'static str,
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the lab.
+pub fn run(a: &LabArgs) -> Result<()> {
+    if !netlab::is_root() {
+        bail!("the lab creates network namespaces: run it as root");
+    }
+    crate::setup::run(&crate::setup::SetupArgs::default())?;
+    for p in &a.paths {
+        if !["kernel", "uring"].contains(&p.as_str()) {
+            bail!("unknown path `{p}` (available: kernel, uring)");
+        }
+    }
+    if !a.no_build {
+        cmd(
+            "cargo",
+            &["build", "--release", "-p", "exchange", "-p", "strategy"],
+        )?;
+    }
+    let md_file = match &a.md_file {
+        Some(f) => f.clone(),
+        None => ensure_md_file(&crate::default_md_file(), false)?,
+    };
+    let dir = a.results_dir.clone().unwrap_or_else(|| {
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        root().join(format!("target/lab-results/{ts}"))
+    });
+    fs::create_dir_all(&dir)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = Arc::clone(&stop);
+        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst)).context("Ctrl-C handler")?;
+    }
+    let oracle = strategy::replay::replay(&md_file, EngineConfig::default())
+        .context("replaying the file (oracle)")?;
+    println!(
+        "oracle: {} orders from {} lines of {}",
+        oracle.orders.len(),
+        oracle.lines,
+        md_file.display()
+    );
+    let cpus = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1);
+    let pin = cpus >= 2;
+    println!(
+        "cpus: {cpus}; {}",
+        if pin {
+            "exchange pinned to CPU 0, strategy to CPU 1"
+        } else {
+            "one CPU: no pinning (figures will be poor)"
+        }
+    );
+    let mut results = Vec::new();
+    for run in 1..=a.runs {
+        for path in &a.paths {
+            let r = one_run(a, &md_file, &dir, path, run, pin, &oracle.orders, &stop)
+                .with_context(|| format!("path {path}, run {run}"))?;
+            results.push(r);
+        }
+    }
+    report(&dir, &results)?;
+    let bad: Vec<String> = results
+        .iter()
+        .filter(|r| !r.orders_match)
+        .map(|r| format!("{} run {}", r.path, r.run))
+        .collect();
+    if !bad.is_empty() {
+        bail!(
+            "orders received differ from the oracle in: {} (see {})",
+            bad.join(", "),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn one_run(
+    a: &LabArgs,
+    md_file: &Path,
+    dir: &Path,
+    path: &str,
+    run: u32,
+    pin: bool,
+    oracle: &[proto::order::OrderRepr],
+    stop: &AtomicBool,
+) -> Result<RunResult> {
+    let tag = format!("{path}-{run}");
+    let bin = root().join("target/release");
+    let lab = VethLab::new("lab")
+        .context("creating namespaces (is iproute2 installed? are you root?)")?;
+    let ex_csv = dir.join(format!("{tag}.exchange.csv"));
+    let ex_sum = dir.join(format!("{tag}.exchange.jsonl"));
+    let st_sum = dir.join(format!("{tag}.strategy.jsonl"));
+    for f in [&ex_csv, &ex_sum, &st_sum] {
+        let _ = fs::remove_file(f);
+    }
+    let taskset = |cpu: &str, c: &mut Command| {
+        if pin {
+            c.args(["taskset", "-c", cpu]);
+        }
+    };
+    let mut ex = lab.exchange.command("env");
+    taskset("0", &mut ex);
+    ex.arg(bin.join("exchange"))
+        .args([
+            "serve",
+            "--oe-listen",
+            "10.77.0.1:9012",
+            "--md-iface",
+            netlab::VethLab::EXCHANGE_IF,
+            "--sessions",
+            "1",
+        ])
+        .args(["--spin", "--quiet-orders", "--pace", &a.pace])
+        .arg("--md-file")
+        .arg(md_file)
+        .arg("--results")
+        .arg(&ex_csv)
+        .arg("--summary")
+        .arg(&ex_sum)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(dir.join(format!("{tag}.exchange.log")))?);
+    let mut ex = Proc {
+        name: "exchange",
+        child: ex.spawn().context("starting the exchange")?,
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let mut st = lab.strategy.command("env");
+    taskset("1", &mut st);
+    st.arg(bin.join("strategy"))
+        .args([
+            "run",
+            "--exchange",
+            "10.77.0.1:9012",
+            "--iface",
+            netlab::VethLab::STRATEGY_IF,
+            "--net",
+            path,
+            "--sessions",
+            "1",
+        ])
+        .arg("--results")
+        .arg(&st_sum)
+        .args(a.strategy_flags.split_whitespace())
+        .stdout(fs::File::create(dir.join(format!("{tag}.strategy.out")))?)
+        .stderr(fs::File::create(dir.join(format!("{tag}.strategy.log")))?);
+    let mut st = Proc {
+        name: "strategy",
+        child: st.spawn().context("starting the strategy")?,
+    };
+    let t0 = Instant::now();
+    let limit = Duration::from_secs(a.timeout);
+    let mut done = [false, false];
+    let mut ticks = 0u32;
+    while !(done[0] && done[1]) {
+        if stop.load(Ordering::SeqCst) {
+            bail!("interrupted (namespaces and processes removed)");
+        }
+        for (i, p) in [&mut ex, &mut st].into_iter().enumerate() {
+            if !done[i] {
+                if let Some(status) = p.child.try_wait()? {
+                    if !status.success() {
+                        bail!("{} exited with {status}; logs in {}", p.name, dir.display());
+                    }
+                    done[i] = true;
+                }
+            }
+        }
+        if t0.elapsed() > limit {
+            bail!("run took longer than {limit:?}; logs in {}", dir.display());
+        }
+        ticks += 1;
+        if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            print!("\r  {tag}: running {:>5.1} s", t0.elapsed().as_secs_f64());
+            let _ = std::io::stdout().flush();
+        } else if ticks % 50 == 0 {
+            println!("  {tag}: running {:>5.1} s", t0.elapsed().as_secs_f64());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "\r  {tag}: done in {:.1} s        ",
+        t0.elapsed().as_secs_f64()
+    );
+    drop((ex, st, lab));
+
+    let summary = read_summaries(&ex_sum)?
+        .into_iter()
+        .next()
+        .context("no exchange summary")?;
+    let strat: serde_json::Value =
+        serde_json::from_str(fs::read_to_string(&st_sum)?.lines().next().unwrap_or("{}"))?;
+    let (received, t2t_user, t2t_kernel) = read_exchange_orders(&ex_csv)?;
+    let expected: Vec<(u64, &str, i64, u32)> = oracle
+        .iter()
+        .map(|o| (o.trigger_id, o.side.as_str(), o.price, o.qty))
+        .collect();
+    let got: Vec<(u64, &str, i64, u32)> = received
+        .iter()
+        .map(|(id, s, p, q)| (*id, s.as_str(), *p, *q))
+        .collect();
+    Ok(RunResult {
+        path: path.to_owned(),
+        run,
+        orders_expected: expected.len(),
+        orders_received: got.len(),
+        orders_match: got == expected,
+        packets_sent: summary.packets_sent,
+        packets_received: strat["path"]["packets"].as_u64().unwrap_or(0),
+        exchange: summary,
+        strategy: strat,
+        t2t_user,
+        t2t_kernel,
+    })
+}
+
+type Orders = Vec<(u64, String, i64, u32)>;
+
+/// Reads the exchange's per-order CSV: the orders and the latency samples.
+pub fn read_exchange_orders(csv: &Path) -> Result<(Orders, Vec<u64>, Vec<u64>)> {
+    let text = fs::read_to_string(csv).unwrap_or_default();
+    let (mut orders, mut user, mut kernel) = (Vec::new(), Vec::new(), Vec::new());
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() < 13 {
+            bail!("short row in {}: {line}", csv.display());
+        }
+        let price = proto::decimal::parse_fixed(f[3].as_bytes(), proto::PRICE_DECIMALS)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        orders.push((f[1].parse()?, f[2].to_owned(), price, f[4].parse()?));
+        user.push(f[8].parse()?);
+        if let Ok(k) = f[12].parse() {
+            kernel.push(k);
+        }
+    }
+    Ok((orders, user, kernel))
+}
+
+fn pct(sorted: &[u64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64 / 1e3
+}
+
+fn report(dir: &Path, results: &[RunResult]) -> Result<()> {
+    let mut by_path: BTreeMap<&str, Vec<&RunResult>> = BTreeMap::new();
+    let mut order: Vec<&str> = Vec::new();
+    for r in results {
+        if !order.contains(&r.path.as_str()) {
+            order.push(&r.path);
+        }
+        by_path.entry(&r.path).or_default().push(r);
+    }
+    let mut csv = fs::File::create(dir.join("summary.csv"))?;
+    writeln!(csv, "path,runs,orders_expected,orders_received,match,packets_lost,clock,min_us,p50_us,p90_us,p99_us,p999_us,max_us,strategy_p50_us,strategy_p99_us")?;
+    println!();
+    println!("tick-to-trade at the exchange (us): user = CLOCK_MONOTONIC in the exchange, kernel = SO_TIMESTAMPING software stamps;");
+    println!("strat = the strategy's own packet-read -> order-handed-to-kernel time (us)");
+    println!(
+        "{:<8}{:>5}{:>8}{:>8}{:>7}{:>6}  {:<7}{:>8}{:>8}{:>8}{:>8}{:>8}{:>9}  {:>10}{:>10}",
+        "path",
+        "runs",
+        "orders",
+        "recv",
+        "match",
+        "lost",
+        "clock",
+        "min",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "max",
+        "strat p50",
+        "strat p99"
+    );
+    let mut curves = Vec::new();
+    let mut baseline: Option<(f64, f64)> = None;
+    let mut ratios = Vec::new();
+    for path in &order {
+        let rs = &by_path[path];
+        let mut user: Vec<u64> = rs.iter().flat_map(|r| r.t2t_user.iter().copied()).collect();
+        let mut kernel: Vec<u64> = rs
+            .iter()
+            .flat_map(|r| r.t2t_kernel.iter().copied())
+            .collect();
+        user.sort_unstable();
+        kernel.sort_unstable();
+        let exp: usize = rs.iter().map(|r| r.orders_expected).sum();
+        let got: usize = rs.iter().map(|r| r.orders_received).sum();
+        let ok = rs.iter().all(|r| r.orders_match);
+        let lost: u64 = rs
+            .iter()
+            .map(|r| r.packets_sent.saturating_sub(r.packets_received))
+            .sum();
+        let sp50 = rs
+            .iter()
+            .filter_map(|r| r.strategy["latency_ns"]["p50"].as_f64())
+            .sum::<f64>()
+            / rs.len() as f64
+            / 1e3;
+        let sp99 = rs
+            .iter()
+            .filter_map(|r| r.strategy["latency_ns"]["p99"].as_f64())
+            .sum::<f64>()
+            / rs.len() as f64
+            / 1e3;
+        for (clock, s) in [("user", &user), ("kernel", &kernel)] {
+            let v = [
+                pct(s, 0.0),
+                pct(s, 0.5),
+                pct(s, 0.9),
+                pct(s, 0.99),
+                pct(s, 0.999),
+                pct(s, 1.0),
+            ];
+            println!(
+                "{:<8}{:>5}{:>8}{:>8}{:>7}{:>6}  {:<7}{:>8.1}{:>8.1}{:>8.1}{:>8.1}{:>8.1}{:>9.1}  {:>10.1}{:>10.1}",
+                path, rs.len(), exp, got, if ok { "yes" } else { "NO" }, lost, clock, v[0], v[1], v[2], v[3], v[4], v[5], sp50, sp99
+            );
+            writeln!(
+                csv,
+                "{path},{},{exp},{got},{ok},{lost},{clock},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{sp50:.2},{sp99:.2}",
+                rs.len(),
+                v[0],
+                v[1],
+                v[2],
+                v[3],
+                v[4],
+                v[5]
+            )?;
+        }
+        if rs.len() > 1 {
+            let p50s: Vec<String> = rs
+                .iter()
+                .map(|r| format!("{:.1}", r.exchange.t2t_user_ns.p50 as f64 / 1e3))
+                .collect();
+            let p99s: Vec<String> = rs
+                .iter()
+                .map(|r| format!("{:.1}", r.exchange.t2t_user_ns.p99 as f64 / 1e3))
+                .collect();
+            println!(
+                "         spread across runs: p50 [{}] us, p99 [{}] us",
+                p50s.join(", "),
+                p99s.join(", ")
+            );
+        }
+        let (p50, p99) = (pct(&user, 0.5), pct(&user, 0.99));
+        match baseline {
+            None => baseline = Some((p50, p99)),
+            Some((b50, b99)) => ratios.push(format!(
+                "{path}/{}: p50 x{:.2}, p99 x{:.2}",
+                order[0],
+                p50 / b50,
+                p99 / b99
+            )),
+        }
+        curves.push((path.to_string(), user));
+    }
+    if !ratios.is_empty() {
+        println!("ratios (user clock, same run): {}", ratios.join("; "));
+    }
+    fs::write(
+        dir.join("runs.json"),
+        serde_json::to_string_pretty(results)?,
+    )?;
+    plot(&dir.join("t2t_cdf.svg"), &curves)?;
+    println!("results: {}", dir.display());
+    Ok(())
+}
+
+fn plot(out: &Path, curves: &[(String, Vec<u64>)]) -> Result<()> {
+    use plotters::prelude::*;
+    let all: Vec<f64> = curves
+        .iter()
+        .flat_map(|(_, v)| v.iter().map(|&x| x as f64 / 1e3))
+        .collect();
+    if all.is_empty() {
+        return Ok(());
+    }
+    let lo = all.iter().copied().fold(f64::INFINITY, f64::min).max(0.1) * 0.8;
+    let hi = all.iter().copied().fold(0.0, f64::max) * 1.2;
+    let root = SVGBackend::new(out, (900, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "exchange-side tick-to-trade CDF (user clock)",
+            ("sans-serif", 20),
+        )
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d((lo..hi).log_scale(), 0.0..1.0)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("tick-to-trade (us, log)")
+        .y_desc("fraction of orders")
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let colors = [RED, BLUE, GREEN, MAGENTA, CYAN, BLACK];
+    for (i, (name, v)) in curves.iter().enumerate() {
+        let n = v.len() as f64;
+        let color = colors[i % colors.len()];
+        chart
+            .draw_series(LineSeries::new(
+                v.iter()
+                    .enumerate()
+                    .map(|(k, &x)| (x as f64 / 1e3, (k + 1) as f64 / n)),
+                color.stroke_width(2),
+            ))
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
 }
