@@ -140,7 +140,9 @@ fn test(a: &TestArgs) -> Result<()> {
             ],
         )?;
     }
-    // Release build: the end-to-end tests run the real binaries at realistic speed.
+    // Release build: the end-to-end tests run the real binaries at realistic speed. Build
+    // every binary first: the strategy's end-to-end tests start the exchange's.
+    cmd("cargo", &["build", "--workspace", "--release", "--bins"])?;
     cmd("cargo", &["test", "--workspace", "--release"])?;
     println!("all tests passed");
     Ok(())

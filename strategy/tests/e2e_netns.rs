@@ -1,0 +1,244 @@
+//! End to end over veth between two network namespaces: the real `exchange` and `strategy`
+//! binaries, real multicast and TCP. The orders the exchange receives must equal the
+//! offline replay (the oracle). Needs root; skipped with a printed reason otherwise.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use exchange::mdgen::{self, GenConfig};
+use netlab::{Netns, VethLab};
+use strategy::engine::EngineConfig;
+
+type Order = (u64, String, i64, u32);
+
+fn bin(name: &str) -> PathBuf {
+    // The exchange binary sits next to this test's strategy binary.
+    let strategy = PathBuf::from(env!("CARGO_BIN_EXE_strategy"));
+    strategy.with_file_name(name)
+}
+
+fn skip() -> bool {
+    if !netlab::is_root() {
+        eprintln!("skipped: needs root for network namespaces");
+        return true;
+    }
+    assert!(
+        bin("exchange").exists(),
+        "the exchange binary is missing next to the strategy's: run `cargo build --workspace` (same profile) first"
+    );
+    false
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_exchange(ns: &Netns, md: &Path, csv: &Path, log: &Path, pace: &str) -> Proc {
+    let child = ns
+        .command(bin("exchange"))
+        .args([
+            "serve",
+            "--oe-listen",
+            "10.77.0.1:9012",
+            "--md-iface",
+            "vx0",
+            "--sessions",
+            "1",
+            "--quiet-orders",
+        ])
+        .args(["--pace", pace, "--grace", "300ms"])
+        .arg("--md-file")
+        .arg(md)
+        .arg("--results")
+        .arg(csv)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log"))
+        .spawn()
+        .expect("spawn exchange");
+    Proc(child)
+}
+
+fn start_strategy(ns: &Netns, net: &str, orders: &Path, log: &Path, extra: &[&str]) -> Proc {
+    let child = ns
+        .command(env!("CARGO_BIN_EXE_strategy"))
+        .args([
+            "run",
+            "--exchange",
+            "10.77.0.1:9012",
+            "--iface",
+            "vs0",
+            "--net",
+            net,
+        ])
+        .arg("--orders-out")
+        .arg(orders)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log"))
+        .spawn()
+        .expect("spawn strategy");
+    Proc(child)
+}
+
+fn wait(p: &mut Proc, limit: Duration, what: &str, log: &Path) {
+    let t0 = Instant::now();
+    loop {
+        if let Some(st) = p.0.try_wait().expect("try_wait") {
+            assert!(
+                st.success(),
+                "{what} failed: {st}\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+            return;
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "{what} did not finish in {limit:?}\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Orders from a CSV whose columns 1..=4 are trigger_id, side, price, qty.
+fn read_orders(csv: &Path, session: Option<&str>) -> Vec<Order> {
+    let text = std::fs::read_to_string(csv).unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|f| session.is_none_or(|s| f[0] == s))
+        .map(|f| {
+            let price = proto::decimal::parse_fixed(f[3].as_bytes(), 8).expect("price");
+            (
+                f[1].parse().expect("id"),
+                f[2].to_owned(),
+                price,
+                f[4].parse().expect("qty"),
+            )
+        })
+        .collect()
+}
+
+fn oracle(md: &Path) -> Vec<Order> {
+    let r = strategy::replay::replay(md, EngineConfig::default()).expect("replay");
+    r.orders
+        .iter()
+        .map(|o| (o.trigger_id, o.side.as_str().to_owned(), o.price, o.qty))
+        .collect()
+}
+
+fn small_file(dir: &Path, size: u64) -> PathBuf {
+    let p = dir.join("md.csv.gz");
+    let cfg = GenConfig {
+        target_bytes: size,
+        depth: 100,
+        trigger_every: 100,
+        malformed: 2,
+        ..GenConfig::default()
+    };
+    mdgen::generate(&p, &cfg).expect("generate");
+    p
+}
+
+#[test]
+fn orders_equal_the_oracle_on_every_path() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let md = small_file(dir.path(), 60_000);
+    let want = oracle(&md);
+    assert!(want.len() > 20);
+    for net in ["kernel", "uring"] {
+        let lab = VethLab::new("e2e").expect("lab");
+        let (csv, orders) = (
+            dir.path().join(format!("{net}.ex.csv")),
+            dir.path().join(format!("{net}.st.csv")),
+        );
+        let (exlog, stlog) = (
+            dir.path().join(format!("{net}.ex.log")),
+            dir.path().join(format!("{net}.st.log")),
+        );
+        let mut ex = start_exchange(&lab.exchange, &md, &csv, &exlog, "rate:5000");
+        std::thread::sleep(Duration::from_millis(100));
+        let mut st = start_strategy(&lab.strategy, net, &orders, &stlog, &["--sessions", "1"]);
+        wait(&mut ex, Duration::from_secs(60), "exchange", &exlog);
+        wait(&mut st, Duration::from_secs(10), "strategy", &stlog);
+        assert_eq!(
+            read_orders(&csv, None),
+            want,
+            "{net}: exchange received = oracle"
+        );
+        assert_eq!(
+            read_orders(&orders, None),
+            want,
+            "{net}: strategy sent = oracle"
+        );
+        let summary =
+            std::fs::read_to_string(format!("{}.summary.jsonl", csv.display())).expect("summary");
+        let s: exchange::results::Summary =
+            serde_json::from_str(summary.trim()).expect("summary parses");
+        assert_eq!(s.orders_accepted as usize, want.len());
+        assert_eq!(s.malformed_lines, 2);
+        assert_eq!(s.t2t_kernel_ns.count as usize, want.len());
+    }
+}
+
+#[test]
+fn strategy_reconnects_after_the_exchange_dies() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let md = small_file(dir.path(), 60_000);
+    let want = oracle(&md);
+    let lab = VethLab::new("e2r").expect("lab");
+    let orders = dir.path().join("st.csv");
+    let stlog = dir.path().join("st.log");
+    let (csv1, csv2) = (dir.path().join("ex1.csv"), dir.path().join("ex2.csv"));
+    let (log1, log2) = (dir.path().join("ex1.log"), dir.path().join("ex2.log"));
+    let ex1 = start_exchange(&lab.exchange, &md, &csv1, &log1, "rate:2000");
+    std::thread::sleep(Duration::from_millis(100));
+    let mut st = start_strategy(
+        &lab.strategy,
+        "kernel",
+        &orders,
+        &stlog,
+        &["--reconnect", "--sessions", "2"],
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(ex1); // SIGKILL mid-session
+    std::thread::sleep(Duration::from_millis(300));
+    let mut ex2 = start_exchange(&lab.exchange, &md, &csv2, &log2, "rate:5000");
+    wait(&mut ex2, Duration::from_secs(60), "second exchange", &log2);
+    wait(&mut st, Duration::from_secs(10), "strategy", &stlog);
+    let first = read_orders(&orders, Some("1"));
+    assert!(
+        !first.is_empty() && first.len() < want.len(),
+        "session 1 was cut: {} of {}",
+        first.len(),
+        want.len()
+    );
+    assert_eq!(
+        first[..],
+        want[..first.len()],
+        "session 1 orders are a prefix of the oracle"
+    );
+    assert_eq!(
+        read_orders(&orders, Some("2")),
+        want,
+        "session 2 sent = oracle"
+    );
+    assert_eq!(
+        read_orders(&csv2, None),
+        want,
+        "second exchange received = oracle"
+    );
+    let log = std::fs::read_to_string(&stlog).expect("log");
+    assert!(log.contains("Running -> Init"), "{log}");
+}
