@@ -103,6 +103,10 @@ pub struct SessionStats {
     pub t2t_kernel: Histogram<u64>,
     /// Actual minus scheduled send time.
     pub pacing_error: Histogram<u64>,
+    /// First and last market-data send (CLOCK_MONOTONIC ns; 0 = none yet).
+    pub first_send_ns: u64,
+    /// Last send.
+    pub last_send_ns: u64,
     /// Session start (CLOCK_MONOTONIC ns) and end.
     pub start_ns: u64,
     /// End time.
@@ -129,6 +133,8 @@ impl SessionStats {
             t2t_user_last: new_histogram(),
             t2t_kernel: new_histogram(),
             pacing_error: new_histogram(),
+            first_send_ns: 0,
+            last_send_ns: 0,
             start_ns,
             end_ns: start_ns,
         }
@@ -141,6 +147,7 @@ impl SessionStats {
             peer: self.peer.clone(),
             end_reason: reason,
             duration_s: self.end_ns.saturating_sub(self.start_ns) as f64 / 1e9,
+            publish_s: self.last_send_ns.saturating_sub(self.first_send_ns) as f64 / 1e9,
             packets_sent: self.packets_sent,
             snapshot_packets: self.snapshot_packets,
             late: self.late,
@@ -170,6 +177,9 @@ pub struct Summary {
     pub end_reason: EndReason,
     /// Seconds from accept to end.
     pub duration_s: f64,
+    /// Seconds from the first to the last market-data packet.
+    #[serde(default)]
+    pub publish_s: f64,
     /// Packets sent.
     pub packets_sent: u64,
     /// Snapshot packets.

@@ -527,6 +527,10 @@ impl Server {
                     s.next = None;
                     s.pacer.sent();
                     s.stats.packets_sent += 1;
+                    if s.stats.first_send_ns == 0 {
+                        s.stats.first_send_ns = send_ns;
+                    }
+                    s.stats.last_send_ns = send_ns;
                     s.stats.snapshot_packets += u64::from(p.snapshot);
                     let lateness = send_ns.saturating_sub(p.deadline);
                     let _ = s.stats.pacing_error.record(lateness.max(1));

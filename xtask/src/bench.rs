@@ -1,8 +1,150 @@
-//! `cargo xtask bench-exchange`: the publisher's maximum rate and pacing error.
+//! `cargo xtask bench-exchange`: the publisher's maximum rate and its pacing error.
+//!
+//! Runs `exchange serve` in a namespace of a fresh veth pair with a sink client in the
+//! other (joins the group, connects, reads until the session ends), once with `--pace max`
+//! and once with `--pace rate:PPS`, and prints packets/s and the pacing error percentiles
+//! (actual minus scheduled send time) from the exchange's own session summary.
+
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use exchange::results::read_summaries;
+use netlab::VethLab;
+
+use crate::{cmd, ensure_md_file, root};
+
 /// Flags.
 #[derive(clap::Args)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// Rate for the pacing-error measurement (packets/s).
+    #[arg(long, default_value_t = 20_000)]
+    pub rate: u32,
+    /// Do not build first.
+    #[arg(long)]
+    pub no_build: bool,
+}
+
 /// Runs it.
-pub fn run(_a: &BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+pub fn run(a: &BenchArgs) -> Result<()> {
+    if !netlab::is_root() {
+        bail!("the benchmark creates network namespaces: run it as root");
+    }
+    crate::setup::run(&crate::setup::SetupArgs::default())?;
+    if !a.no_build {
+        cmd("cargo", &["build", "--release", "-p", "exchange"])?;
+    }
+    let md = ensure_md_file(&crate::default_md_file(), false)?;
+    let dir = root().join("target/lab-results/bench-exchange");
+    std::fs::create_dir_all(&dir)?;
+    println!(
+        "{:<14}{:>10}{:>12}{:>10}{:>10}{:>10}{:>10}{:>8}{:>9}",
+        "pace", "packets", "pkts/s", "err p50", "err p90", "err p99", "err max", "late", "retries"
+    );
+    for pace in ["max".to_owned(), format!("rate:{}", a.rate)] {
+        let lab = VethLab::new("bex").context("namespaces")?;
+        let summary = dir.join(format!("{}.jsonl", pace.replace(':', "-")));
+        let _ = std::fs::remove_file(&summary);
+        let mut child = lab
+            .exchange
+            .command("taskset")
+            .args(["-c", "0"])
+            .arg(root().join("target/release/exchange"))
+            .args([
+                "serve",
+                "--oe-listen",
+                "10.77.0.1:9012",
+                "--md-iface",
+                "vx0",
+                "--sessions",
+                "1",
+                "--spin",
+                "--quiet-orders",
+            ])
+            .args([
+                "--pace",
+                &pace,
+                "--grace",
+                "100ms",
+                "--handshake-delay",
+                "50ms",
+            ])
+            .arg("--md-file")
+            .arg(&md)
+            .arg("--summary")
+            .arg(&summary)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the exchange")?;
+        let sink = lab.strategy.spawn(|| -> std::io::Result<u64> {
+            let group = Ipv4Addr::new(239, 255, 0, 1);
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+            s.set_reuse_address(true)?;
+            s.bind(&SocketAddrV4::new(group, 12345).into())?;
+            s.join_multicast_v4(&group, &Ipv4Addr::new(10, 77, 0, 2))?;
+            let u: UdpSocket = s.into();
+            u.set_nonblocking(true)?;
+            let mut tcp = None;
+            for _ in 0..200 {
+                if let Ok(t) = TcpStream::connect("10.77.0.1:9012") {
+                    tcp = Some(t);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let mut tcp = tcp.ok_or_else(|| std::io::Error::other("exchange not reachable"))?;
+            tcp.set_nonblocking(true)?;
+            let (mut buf, mut one, mut n) = ([0u8; 2048], [0u8; 1], 0u64);
+            loop {
+                while u.recv(&mut buf).is_ok() {
+                    n += 1;
+                }
+                match tcp.read(&mut one) {
+                    Ok(0) => return Ok(n),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_micros(200))
+                    }
+                    Err(e) => return Err(e),
+                    Ok(_) => {}
+                }
+            }
+        })?;
+        let received = sink
+            .join()
+            .map_err(|_| anyhow::anyhow!("sink panicked"))??;
+        let status = child.wait()?;
+        if !status.success() {
+            bail!("exchange failed: {status}");
+        }
+        drop(lab);
+        let s = read_summaries(&summary)?
+            .into_iter()
+            .next()
+            .context("no summary")?;
+        let us = |v: u64| v as f64 / 1e3;
+        println!(
+            "{:<14}{:>10}{:>12.0}{:>10.1}{:>10.1}{:>10.1}{:>10.1}{:>8}{:>9}",
+            pace,
+            s.packets_sent,
+            s.packets_sent as f64 / s.publish_s.max(1e-9),
+            us(s.pacing_error_ns.p50),
+            us(s.pacing_error_ns.p90),
+            us(s.pacing_error_ns.p99),
+            us(s.pacing_error_ns.max),
+            s.late,
+            s.send_retries
+        );
+        println!(
+            "{:<14}(sink in the other namespace received {received} packets)",
+            ""
+        );
+    }
+    println!(
+        "pacing error in microseconds (actual - scheduled send time); results in {}",
+        dir.display()
+    );
+    Ok(())
 }
