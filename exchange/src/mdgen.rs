@@ -166,9 +166,9 @@ impl<W: Write> Writer<W> {
     ) -> io::Result<()> {
         self.scratch.clear();
         let (int, half) = (ticks / 2, ticks % 2 == 1);
-        write!(
+        writeln!(
             self.scratch,
-            "deribit,BTC-PERPETUAL,{ts},{lts},{snapshot},{},{int}{},{amount}\n",
+            "deribit,BTC-PERPETUAL,{ts},{lts},{snapshot},{},{int}{},{amount}",
             if bid { "bid" } else { "ask" },
             if half { ".5" } else { "" }
         )?;
@@ -273,7 +273,7 @@ fn write_events<W: Write>(w: &mut GzWriter<W>, cfg: &GenConfig) -> io::Result<Ge
     while compressed(w) < cfg.target_bytes || events < 3 * cfg.trigger_every {
         events += 1;
         let new_id = cfg.unique_ids || rng.gen_bool(0.6);
-        let planted = events % cfg.trigger_every == 0;
+        let planted = events.is_multiple_of(cfg.trigger_every);
         let near_miss = events % cfg.trigger_every == cfg.trigger_every / 2;
         if new_id || planted {
             lts += rng.gen_range(1..400)

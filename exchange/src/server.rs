@@ -262,7 +262,7 @@ impl Server {
         if wait <= SPIN_WINDOW_NS {
             Duration::ZERO
         } else {
-            Duration::from_nanos((wait - SPIN_WINDOW_NS + 999_999) / 1_000_000 * 1_000_000)
+            Duration::from_nanos((wait - SPIN_WINDOW_NS).div_ceil(1_000_000) * 1_000_000)
                 .min(Duration::from_millis(50))
         }
     }

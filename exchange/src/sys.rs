@@ -110,17 +110,16 @@ pub fn read_tx_timestamp(fd: RawFd) -> io::Result<Option<(u32, u64)>> {
     for_each_cmsg(&msg, |level, ty, data| {
         if level == libc::SOL_SOCKET && ty == libc::SO_TIMESTAMPING {
             ts = first_timespec(data);
-        } else if (level == libc::SOL_IP && ty == libc::IP_RECVERR)
-            || (level == libc::SOL_IPV6 && ty == libc::IPV6_RECVERR)
+        } else if ((level == libc::SOL_IP && ty == libc::IP_RECVERR)
+            || (level == libc::SOL_IPV6 && ty == libc::IPV6_RECVERR))
+            && data.len() >= size_of::<libc::sock_extended_err>()
         {
-            if data.len() >= size_of::<libc::sock_extended_err>() {
-                // SAFETY: the kernel wrote a sock_extended_err here (length checked);
-                // read_unaligned copes with the cmsg data alignment.
-                let ee: libc::sock_extended_err =
-                    unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
-                if ee.ee_origin == SO_EE_ORIGIN_TIMESTAMPING {
-                    key = Some(ee.ee_data);
-                }
+            // SAFETY: the kernel wrote a sock_extended_err here (length checked);
+            // read_unaligned copes with the cmsg data alignment.
+            let ee: libc::sock_extended_err =
+                unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
+            if ee.ee_origin == SO_EE_ORIGIN_TIMESTAMPING {
+                key = Some(ee.ee_data);
             }
         }
     });

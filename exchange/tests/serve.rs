@@ -193,7 +193,7 @@ fn session_lifecycle_orders_and_disconnect() {
                 n += 1;
                 if !snap {
                     saw_update = true;
-                    if n % 25 == 0 {
+                    if n.is_multiple_of(25) {
                         let o = OrderRepr {
                             qty: 1 + n as u32 % 7,
                             price,

@@ -1,4 +1,8 @@
 //! parse + book update + trigger check per line, over the generated file's update lines.
+#![expect(
+    missing_docs,
+    reason = "criterion_main! generates an undocumented main"
+)]
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use exchange::mdgen::{self, GenConfig};

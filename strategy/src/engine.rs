@@ -92,15 +92,7 @@ impl Engine {
         let applied = self
             .book
             .update(line.side, line.price, line.amount, line.is_snapshot);
-        self.trigger.check(
-            &self.book,
-            line.side,
-            line.price,
-            applied,
-            line.is_snapshot,
-            line.local_timestamp,
-            now_ns,
-        )
+        self.trigger.check(&self.book, &line, applied, now_ns)
     }
 
     /// Starts a new session: empty book, sequence and per-session limits reset.

@@ -8,7 +8,7 @@
 //! side is empty. Risk limits (orders per session, orders per second, quantity) hold a
 //! trigger back and count it. Time is passed in, never read here.
 
-use proto::md::BookSide;
+use proto::md::{BookSide, MdLine};
 use proto::order::{OrderRepr, Side};
 
 use crate::book::{Applied, Book};
@@ -125,13 +125,16 @@ impl Trigger {
     pub fn check(
         &mut self,
         book: &Book,
-        side: BookSide,
-        price: i64,
+        line: &MdLine<'_>,
         applied: Applied,
-        is_snapshot: bool,
-        trigger_id: u64,
         now_ns: u64,
     ) -> Option<OrderRepr> {
+        let (side, price, is_snapshot, trigger_id) = (
+            line.side,
+            line.price,
+            line.is_snapshot,
+            line.local_timestamp,
+        );
         let rank = applied.rank?;
         if is_snapshot || rank >= self.cfg.levels || applied.new_qty <= applied.old_qty {
             return None;
@@ -205,7 +208,26 @@ mod tests {
         snap: bool,
     ) -> Option<OrderRepr> {
         let a = b.update(side, price, qty, snap);
-        t.check(b, side, price, a, snap, 7, 0)
+        t.check(b, &line(side, price, qty, snap, 7), a, 0)
+    }
+
+    fn line(
+        side: BookSide,
+        price: i64,
+        amount: u64,
+        is_snapshot: bool,
+        id: u64,
+    ) -> MdLine<'static> {
+        MdLine {
+            exchange: b"x",
+            symbol: b"y",
+            timestamp: 0,
+            local_timestamp: id,
+            is_snapshot,
+            side,
+            price,
+            amount,
+        }
     }
 
     #[test]
@@ -321,7 +343,7 @@ mod tests {
         {
             q += 10;
             let a = b.update(BookSide::Bid, 100, q, false);
-            if t.check(&b, BookSide::Bid, 100, a, false, i as u64, now)
+            if t.check(&b, &line(BookSide::Bid, 100, q, false, i as u64), a, now)
                 .is_some()
             {
                 fired_at.push(now);

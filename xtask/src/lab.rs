@@ -277,7 +277,7 @@ fn one_run(
         if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
             print!("\r  {tag}: running {:>5.1} s", t0.elapsed().as_secs_f64());
             let _ = std::io::stdout().flush();
-        } else if ticks % 50 == 0 {
+        } else if ticks.is_multiple_of(50) {
             println!("  {tag}: running {:>5.1} s", t0.elapsed().as_secs_f64());
         }
         std::thread::sleep(Duration::from_millis(100));

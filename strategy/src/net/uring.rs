@@ -328,11 +328,7 @@ impl NetPath for UringPath {
                     }
                 }
                 UD_HUP => self.hung_up = true,
-                UD_PROVIDE => {
-                    if res < 0 {
-                        return Err(io::Error::from_raw_os_error(-res));
-                    }
-                }
+                UD_PROVIDE if res < 0 => return Err(io::Error::from_raw_os_error(-res)),
                 _ => {}
             }
         }
