@@ -39,6 +39,47 @@ enum Cmd {
     Lab(lab::LabArgs),
     /// Benchmark the exchange's publisher: max rate and pacing error.
     BenchExchange(bench::BenchArgs),
+    /// Run every fuzz target for a while (installs cargo-fuzz; uses the nightly toolchain).
+    Fuzz(FuzzArgs),
+}
+
+#[derive(clap::Args)]
+struct FuzzArgs {
+    /// Seconds per target.
+    #[arg(long, default_value_t = 30)]
+    seconds: u32,
+}
+
+/// The fuzz targets (fuzz/fuzz_targets).
+const FUZZ_TARGETS: &[&str] = &["md_line", "order_decode", "order_stream", "engine_packets"];
+
+fn fuzz(a: &FuzzArgs) -> Result<()> {
+    if Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        println!("fuzz: installing cargo-fuzz (cargo install cargo-fuzz)");
+        cmd("cargo", &["install", "--locked", "cargo-fuzz"])?;
+    }
+    let time = format!("-max_total_time={}", a.seconds);
+    for t in FUZZ_TARGETS {
+        cmd(
+            "cargo",
+            &[
+                "+nightly",
+                "fuzz",
+                "run",
+                "--fuzz-dir",
+                "fuzz",
+                t,
+                "--",
+                &time,
+            ],
+        )?;
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -69,6 +110,7 @@ fn main() -> ExitCode {
         }
         Cmd::Lab(a) => lab::run(&a),
         Cmd::BenchExchange(a) => bench::run(&a),
+        Cmd::Fuzz(a) => fuzz(&a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
