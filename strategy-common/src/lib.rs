@@ -5,7 +5,7 @@
 //! the market-data and order-entry flows it describes into the AF_XDP socket and counts
 //! every frame per [`Class`] in a per-CPU array of [`Counters`].
 #![no_std]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 /// What the XDP program steers. All fields are in network byte order where they are
 /// addresses or ports, so the program compares them without swapping.
@@ -26,6 +26,11 @@ pub struct SteerConfig {
     pub steer_arp: u32,
 }
 
+const _: () = assert!(
+    core::mem::size_of::<SteerConfig>() == 20,
+    "no implicit padding"
+);
+
 /// Frame classes counted by the program.
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +47,17 @@ pub enum Class {
 
 /// Number of [`Class`] values.
 pub const CLASS_COUNT: u32 = 4;
+
+// SAFETY: plain #[repr(C)] integers with explicit padding-free layout; any bit pattern is
+// valid, as aya::Pod requires.
+#[cfg(feature = "user")]
+#[allow(unsafe_code)]
+unsafe impl aya::Pod for SteerConfig {}
+
+// SAFETY: as above.
+#[cfg(feature = "user")]
+#[allow(unsafe_code)]
+unsafe impl aya::Pod for Counters {}
 
 /// Per-class counters.
 #[repr(C)]

@@ -77,6 +77,26 @@ pub struct RunArgs {
     /// io_uring: send orders with SEND_ZC.
     #[arg(long)]
     pub send_zc: bool,
+    /// AF_XDP: XDP attach mode.
+    #[cfg(feature = "xdp")]
+    #[arg(long, value_enum, default_value = "auto")]
+    pub xdp_mode: crate::net::xdp::loader::XdpModeArg,
+    /// AF_XDP: bind mode (zero-copy where the driver allows).
+    #[cfg(feature = "xdp")]
+    #[arg(long, value_enum, default_value = "auto")]
+    pub xsk_bind: crate::net::xdp::XskBind,
+    /// AF_XDP: RX queue to bind.
+    #[arg(long, default_value_t = 0)]
+    pub xsk_queue: u32,
+    /// AF_XDP: UMEM frame size.
+    #[arg(long, default_value_t = 2048)]
+    pub frame_size: u32,
+    /// AF_XDP: UMEM frames (half RX, half TX).
+    #[arg(long, default_value_t = 4096)]
+    pub frame_count: u32,
+    /// AF_XDP: UMEM on huge pages.
+    #[arg(long)]
+    pub hugepages: bool,
     /// Busy-wait this long between the trigger and the send (calibration), e.g. 10us.
     #[arg(long, default_value = "0us", value_parser = parse_delay)]
     pub inject_delay: Duration,
@@ -120,6 +140,8 @@ pub struct SessionReport {
     pub udp_drops: UdpCounters,
     /// Packet read -> order handed to the kernel, ns.
     pub latency_ns: Percentiles,
+    /// Path-specific fields (AF_XDP: program counters, frame accounting).
+    pub path_extra: serde_json::Value,
 }
 
 /// Engine counters, serializable.
@@ -185,6 +207,22 @@ pub fn main(a: &RunArgs) -> Result<()> {
     match a.net {
         NetKind::Kernel => run_loop(a, KernelPath::new(cfg)),
         NetKind::Uring => run_loop(a, UringPath::new(cfg)),
+        #[cfg(feature = "xdp")]
+        NetKind::Xdp => {
+            let iface = a.iface.clone().context("--net xdp needs --iface")?;
+            let xcfg = crate::net::xdp::XdpConfig {
+                iface,
+                queue: a.xsk_queue,
+                mode: a.xdp_mode,
+                bind: a.xsk_bind,
+                frame_size: a.frame_size,
+                frame_count: a.frame_count,
+                hugepages: a.hugepages,
+            };
+            run_loop(a, crate::net::xdp::XdpPath::new(cfg, xcfg))
+        }
+        #[cfg(not(feature = "xdp"))]
+        NetKind::Xdp => anyhow::bail!("this strategy was built without the `xdp` feature"),
     }
 }
 
@@ -347,6 +385,7 @@ fn finish_session<P: NetPath>(
         held_back: engine.trigger_stats().held_back,
         udp_drops: UdpCounters::read().since(&udp_before),
         latency_ns: latency.percentiles(),
+        path_extra: path.report_extra(),
     };
     let l = report.latency_ns;
     println!(

@@ -39,6 +39,8 @@ enum Cmd {
     Lab(lab::LabArgs),
     /// Benchmark the exchange's publisher: max rate and pacing error.
     BenchExchange(bench::BenchArgs),
+    /// Build the XDP program (nightly, build-std, bpf-linker; installs them if missing).
+    BuildEbpf,
     /// Run every fuzz target for a while (installs cargo-fuzz; uses the nightly toolchain).
     Fuzz(FuzzArgs),
 }
@@ -52,6 +54,51 @@ struct FuzzArgs {
 
 /// The fuzz targets (fuzz/fuzz_targets).
 const FUZZ_TARGETS: &[&str] = &["md_line", "order_decode", "order_stream", "engine_packets"];
+
+/// Builds strategy-ebpf into target/ebpf; the strategy's build script embeds it.
+pub fn build_ebpf() -> Result<()> {
+    setup::run(&setup::SetupArgs {
+        ebpf: true,
+        vm: false,
+    })?;
+    let bin = setup::bpf_linker_dir().join("bin");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let target_dir = root().join("target/ebpf");
+    println!("+ cargo +nightly build (strategy-ebpf, bpfel-unknown-none, release)");
+    let st = Command::new("cargo")
+        .args([
+            "+nightly",
+            "build",
+            "-Z",
+            "build-std=core",
+            "--target",
+            "bpfel-unknown-none",
+            "--release",
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(root().join("strategy-ebpf"))
+        .env("PATH", path)
+        .env("RUSTFLAGS", "-C debuginfo=2 -C link-arg=--btf")
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WRAPPER")
+        .status()
+        .context("running cargo +nightly")?;
+    if !st.success() {
+        bail!("building the XDP program failed");
+    }
+    println!(
+        "XDP program: {}",
+        target_dir
+            .join("bpfel-unknown-none/release/strategy-ebpf")
+            .display()
+    );
+    Ok(())
+}
 
 fn fuzz(a: &FuzzArgs) -> Result<()> {
     if Command::new("cargo")
@@ -111,6 +158,7 @@ fn main() -> ExitCode {
         Cmd::Lab(a) => lab::run(&a),
         Cmd::BenchExchange(a) => bench::run(&a),
         Cmd::Fuzz(a) => fuzz(&a),
+        Cmd::BuildEbpf => build_ebpf(),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -74,11 +74,114 @@ pub fn apt_install(pkgs: &[(&'static str, &'static str)]) -> Result<()> {
     Ok(())
 }
 
+/// What the AF_XDP path needs: xsk-rs builds bundled libbpf/libxdp with these.
+const EBPF: &[(&str, &str)] = &[
+    ("clang", "compiles the bundled libbpf/libxdp of xsk-rs"),
+    ("libelf-dev", "libbpf needs libelf"),
+    ("zlib1g-dev", "libbpf needs zlib"),
+    ("m4", "libxdp's build"),
+    ("pkg-config", "finding libelf"),
+];
+
+/// Where bpf-linker and the LLVM library link it finds live.
+pub fn bpf_linker_dir() -> std::path::PathBuf {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cargo")))
+        .unwrap_or_else(|| std::path::PathBuf::from("/root/.cargo"));
+    home.join("bpf-linker-llvm")
+}
+
+fn output(program: &str, args: &[&str]) -> Result<String> {
+    let o = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program}"))?;
+    if !o.status.success() {
+        bail!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).trim().to_owned())
+}
+
+/// The eBPF toolchain: nightly rust-src and bpf-linker linked against nightly's libLLVM.
+fn ebpf_toolchain() -> Result<()> {
+    apt_install(EBPF)?;
+    let components = output(
+        "rustup",
+        &["component", "list", "--installed", "--toolchain", "nightly"],
+    )
+    .context(
+        "the nightly toolchain is needed for the eBPF program (rustup toolchain install nightly)",
+    )?;
+    if !components.lines().any(|l| l.starts_with("rust-src")) {
+        println!("setup: installing rust-src for nightly (build-std for bpfel-unknown-none)");
+        crate::cmd(
+            "rustup",
+            &["component", "add", "rust-src", "--toolchain", "nightly"],
+        )?;
+    }
+    let dir = bpf_linker_dir();
+    let linker = dir.join("bin/bpf-linker");
+    if linker.exists() {
+        return Ok(());
+    }
+    // bpf-linker's default feature wants a system LLVM of the same major as rustc's; Debian's
+    // is older. Link it against the nightly toolchain's own libLLVM instead.
+    let sysroot = output("rustc", &["+nightly", "--print", "sysroot"])?;
+    let libdir = std::path::Path::new(&sysroot).join("lib");
+    let lib = std::fs::read_dir(&libdir)?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .find(|n| n.starts_with("libLLVM") && n.contains(".so"))
+        .context("no libLLVM*.so in the nightly sysroot")?;
+    let major: String = lib
+        .trim_start_matches("libLLVM.so.")
+        .trim_start_matches("libLLVM-")
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    if major.is_empty() {
+        bail!("cannot read the LLVM version from {lib}");
+    }
+    println!("setup: installing bpf-linker (links the XDP program) against nightly's LLVM {major} into {}", dir.display());
+    std::fs::create_dir_all(dir.join("lib"))?;
+    for name in ["libLLVM.so", lib.as_str()] {
+        let link = dir.join("lib").join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(libdir.join(&lib), &link)?;
+    }
+    let feature = format!("llvm-{major}");
+    let st = Command::new("cargo")
+        .args([
+            "install",
+            "--locked",
+            "bpf-linker",
+            "--no-default-features",
+            "--features",
+            &feature,
+            "--root",
+        ])
+        .arg(&dir)
+        .env("LLVM_PREFIX", &dir)
+        .status()?;
+    if !st.success() {
+        bail!("installing bpf-linker failed");
+    }
+    Ok(())
+}
+
 /// Runs the setup.
 pub fn run(a: &SetupArgs) -> Result<()> {
     apt_install(BASE)?;
     if a.ebpf {
-        bail!("--ebpf: the eBPF toolchain is not part of this build yet (see the AF_XDP issue)");
+        ebpf_toolchain()?;
+        println!(
+            "setup: eBPF toolchain present (bpf-linker in {})",
+            bpf_linker_dir().join("bin").display()
+        );
     }
     if a.vm {
         bail!("--vm: the QEMU lab is not part of this build yet");

@@ -8,6 +8,8 @@
 
 pub mod kernel;
 pub mod uring;
+#[cfg(feature = "xdp")]
+pub mod xdp;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -25,6 +27,8 @@ pub enum NetKind {
     Kernel,
     /// io_uring: multishot receive with provided buffers, registered files.
     Uring,
+    /// AF_XDP: XDP steering, UMEM busy loop, smoltcp TCP.
+    Xdp,
 }
 
 impl NetKind {
@@ -33,6 +37,7 @@ impl NetKind {
         match self {
             Self::Kernel => "kernel",
             Self::Uring => "uring",
+            Self::Xdp => "xdp",
         }
     }
 }
@@ -138,6 +143,10 @@ pub trait NetPath {
     fn close(&mut self);
     /// Counters of the current session.
     fn stats(&self) -> PathStats;
+    /// Path-specific report fields (program counters, ring accounting...).
+    fn report_extra(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
 }
 
 /// Spins for `ns` (calibration delay).

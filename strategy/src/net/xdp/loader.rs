@@ -1,0 +1,195 @@
+//! Loads the embedded XDP program with aya, configures it, attaches it, and detaches it on
+//! drop (normal exit, error, signal-driven exit and panic unwinding all drop it).
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+
+use aya::maps::{Array, PerCpuArray, XskMap};
+use aya::programs::{Xdp, XdpMode};
+use aya::Ebpf;
+use strategy_common::{Class, Counters, SteerConfig, CLASS_COUNT};
+
+/// `--xdp-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpModeArg {
+    /// Driver mode, falling back to SKB mode.
+    Auto,
+    /// Driver (native) mode only.
+    Drv,
+    /// Generic (SKB) mode.
+    Skb,
+}
+
+/// Errors of the loader.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The binary was built without the object.
+    #[error("this strategy was built without the XDP program: run `cargo xtask build-ebpf`, then rebuild")]
+    NoObject,
+    /// aya failed.
+    #[error("{what}: {source}")]
+    Aya {
+        /// What.
+        what: &'static str,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Attach failed in the requested mode.
+    #[error("attaching XDP to {iface} in {mode} mode failed: {source} ({hint})")]
+    Attach {
+        /// Interface.
+        iface: String,
+        /// Mode tried.
+        mode: &'static str,
+        /// Why.
+        source: aya::programs::ProgramError,
+        /// What to try next.
+        hint: &'static str,
+    },
+}
+
+fn aya_err<E: std::error::Error + Send + Sync + 'static>(
+    what: &'static str,
+) -> impl FnOnce(E) -> LoadError {
+    move |e| LoadError::Aya {
+        what,
+        source: Box::new(e),
+    }
+}
+
+#[cfg(xdp_obj)]
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/steer.o"));
+#[cfg(not(xdp_obj))]
+static OBJECT: &[u8] = &[];
+
+/// Is the XDP program embedded in this binary?
+pub fn has_object() -> bool {
+    !OBJECT.is_empty()
+}
+
+/// The loaded, attached program. Dropping it detaches the program from the interface.
+pub struct Steering {
+    ebpf: Ebpf,
+    /// Mode that attached.
+    pub mode: &'static str,
+}
+
+/// Per-class counters summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct SteerCounters {
+    /// Market data `[redirected, passed, aborted]`.
+    pub market_data: [u64; 3],
+    /// Order entry.
+    pub order_entry: [u64; 3],
+    /// ARP replies.
+    pub arp: [u64; 3],
+    /// Everything else.
+    pub other: [u64; 3],
+}
+
+impl Steering {
+    /// Loads and attaches the program to `iface`, steering the given flows.
+    pub fn attach(
+        iface: &str,
+        mode: XdpModeArg,
+        local: Ipv4Addr,
+        exchange: SocketAddrV4,
+        group: SocketAddrV4,
+    ) -> Result<Self, LoadError> {
+        if !has_object() {
+            return Err(LoadError::NoObject);
+        }
+        let mut ebpf = Ebpf::load(OBJECT).map_err(aya_err("loading the XDP object"))?;
+        let cfg = SteerConfig {
+            md_group: u32::from(*group.ip()).to_be(),
+            local_addr: u32::from(local).to_be(),
+            exchange_addr: u32::from(*exchange.ip()).to_be(),
+            md_port: group.port().to_be(),
+            exchange_port: exchange.port().to_be(),
+            steer_arp: 1,
+        };
+        {
+            let map = ebpf.map_mut("CONFIG").ok_or_else(|| LoadError::Aya {
+                what: "map CONFIG",
+                source: "missing".into(),
+            })?;
+            let mut config: Array<_, SteerConfig> =
+                Array::try_from(map).map_err(aya_err("map CONFIG"))?;
+            config.set(0, cfg, 0).map_err(aya_err("writing CONFIG"))?;
+        }
+        let prog = ebpf.program_mut("steer").ok_or_else(|| LoadError::Aya {
+            what: "program steer",
+            source: "missing".into(),
+        })?;
+        let prog: &mut Xdp = prog.try_into().map_err(aya_err("program steer"))?;
+        prog.load().map_err(aya_err("verifier"))?;
+        let attempts: &[(XdpMode, &'static str)] = match mode {
+            XdpModeArg::Auto => &[(XdpMode::Driver, "drv"), (XdpMode::Skb, "skb")],
+            XdpModeArg::Drv => &[(XdpMode::Driver, "drv")],
+            XdpModeArg::Skb => &[(XdpMode::Skb, "skb")],
+        };
+        let mut last = None;
+        for &(m, name) in attempts {
+            match prog.attach(iface, m) {
+                Ok(_) => return Ok(Self { ebpf, mode: name }),
+                Err(e) => {
+                    tracing::warn!(iface, mode = name, "XDP attach failed: {e}");
+                    last = Some((name, e));
+                }
+            }
+        }
+        let (name, source) = last.ok_or(LoadError::NoObject)?;
+        let hint = if name == "drv" {
+            "driver mode failed: try --xdp-mode skb"
+        } else {
+            "is another XDP program attached? `ip link show`"
+        };
+        Err(LoadError::Attach {
+            iface: iface.to_owned(),
+            mode: name,
+            source,
+            hint,
+        })
+    }
+
+    /// Registers the AF_XDP socket for RX queue `queue`.
+    pub fn register_socket(&mut self, queue: u32, fd: &impl AsRawFd) -> Result<(), LoadError> {
+        let map = self.ebpf.map_mut("XSKS").ok_or_else(|| LoadError::Aya {
+            what: "map XSKS",
+            source: "missing".into(),
+        })?;
+        let mut xsks = XskMap::try_from(map).map_err(aya_err("map XSKS"))?;
+        xsks.set(queue, fd.as_raw_fd(), 0)
+            .map_err(aya_err("XSKS[queue] = socket"))
+    }
+
+    /// Reads the program's counters.
+    pub fn counters(&self) -> SteerCounters {
+        let mut out = SteerCounters::default();
+        let Some(map) = self.ebpf.map("COUNTERS") else {
+            return out;
+        };
+        let Ok(arr) = PerCpuArray::<_, Counters>::try_from(map) else {
+            return out;
+        };
+        for class in 0..CLASS_COUNT {
+            let Ok(values) = arr.get(&class, 0) else {
+                continue;
+            };
+            let mut sum = [0u64; 3];
+            for v in values.iter() {
+                sum[0] += v.redirected;
+                sum[1] += v.passed;
+                sum[2] += v.aborted;
+            }
+            match class {
+                c if c == Class::MarketData as u32 => out.market_data = sum,
+                c if c == Class::OrderEntry as u32 => out.order_entry = sum,
+                c if c == Class::Arp as u32 => out.arp = sum,
+                _ => out.other = sum,
+            }
+        }
+        out
+    }
+}
