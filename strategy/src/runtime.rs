@@ -97,6 +97,10 @@ pub struct RunArgs {
     /// AF_XDP: UMEM on huge pages.
     #[arg(long)]
     pub hugepages: bool,
+    /// Test hook: panic once this many packets were received (checks that every exit path,
+    /// unwinding included, cleans up).
+    #[arg(long, hide = true)]
+    pub panic_after_packets: Option<u64>,
     /// Busy-wait this long between the trigger and the send (calibration), e.g. 10us.
     #[arg(long, default_value = "0us", value_parser = parse_delay)]
     pub inject_delay: Duration,
@@ -328,6 +332,11 @@ fn run_loop<P: NetPath>(a: &RunArgs, mut path: P) -> Result<()> {
                         Status::Disconnected
                     }
                 };
+                if a.panic_after_packets
+                    .is_some_and(|n| path.stats().packets >= n)
+                {
+                    panic!("--panic-after-packets reached (test hook)");
+                }
                 if status == Status::Disconnected {
                     sessions += 1;
                     finish_session(

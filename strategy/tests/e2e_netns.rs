@@ -154,7 +154,7 @@ fn orders_equal_the_oracle_on_every_path() {
     let md = small_file(dir.path(), 60_000);
     let want = oracle(&md);
     assert!(want.len() > 20);
-    for net in ["kernel", "uring"] {
+    for net in ["kernel", "uring", "xdp"] {
         let lab = VethLab::new("e2e").expect("lab");
         let (csv, orders) = (
             dir.path().join(format!("{net}.ex.csv")),
@@ -186,6 +186,14 @@ fn orders_equal_the_oracle_on_every_path() {
         assert_eq!(s.orders_accepted as usize, want.len());
         assert_eq!(s.malformed_lines, 2);
         assert_eq!(s.t2t_kernel_ns.count as usize, want.len());
+        let out = lab
+            .strategy
+            .exec(&["ip", "link", "show", "dev", "vs0"])
+            .expect("ip link");
+        assert!(
+            !out.contains("xdp"),
+            "{net}: no XDP program left on the interface: {out}"
+        );
     }
 }
 

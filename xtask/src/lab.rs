@@ -28,8 +28,8 @@ use crate::{cmd, ensure_md_file, root};
 /// Flags.
 #[derive(clap::Args, Clone)]
 pub struct LabArgs {
-    /// Network paths to compare, in order (kernel, uring).
-    #[arg(long, value_delimiter = ',', default_value = "kernel,uring")]
+    /// Network paths to compare, in order (kernel, uring, xdp); ratios are against the first.
+    #[arg(long, value_delimiter = ',', default_value = "kernel,uring,xdp")]
     pub paths: Vec<String>,
     /// Repetitions per path.
     #[arg(long, default_value_t = 1)]
@@ -106,9 +106,12 @@ pub fn run(a: &LabArgs) -> Result<()> {
     }
     crate::setup::run(&crate::setup::SetupArgs::default())?;
     for p in &a.paths {
-        if !["kernel", "uring"].contains(&p.as_str()) {
-            bail!("unknown path `{p}` (available: kernel, uring)");
+        if !["kernel", "uring", "xdp"].contains(&p.as_str()) {
+            bail!("unknown path `{p}` (available: kernel, uring, xdp)");
         }
+    }
+    if !a.no_build && a.paths.iter().any(|p| p == "xdp") {
+        crate::build_ebpf()?;
     }
     if !a.no_build {
         cmd(

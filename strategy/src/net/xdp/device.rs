@@ -32,6 +32,18 @@ pub struct DeviceStats {
     pub rx_unconsumed: u64,
 }
 
+/// The four rings of one AF_XDP socket.
+pub struct Rings {
+    /// Fill ring (frames we give the kernel to receive into).
+    pub fq: FillQueue,
+    /// Completion ring (frames the kernel has sent).
+    pub cq: CompQueue,
+    /// RX ring.
+    pub rx: RxQueue,
+    /// TX ring.
+    pub tx: TxQueue,
+}
+
 /// The device.
 pub struct XskDevice {
     pub(crate) umem: Umem,
@@ -57,14 +69,12 @@ impl XskDevice {
     /// `tx_frames` are kept for transmits.
     pub fn new(
         umem: Umem,
-        fq: FillQueue,
-        cq: CompQueue,
-        rx: RxQueue,
-        tx: TxQueue,
+        rings: Rings,
         rx_frames: Vec<FrameDesc>,
         tx_frames: Vec<FrameDesc>,
         mtu: usize,
     ) -> Self {
+        let Rings { fq, cq, rx, tx } = rings;
         let frame_count = rx_frames.len() + tx_frames.len();
         let mut d = Self {
             umem,

@@ -43,7 +43,7 @@ pub enum LoadError {
         /// Mode tried.
         mode: &'static str,
         /// Why.
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
         /// What to try next.
         hint: &'static str,
     },
@@ -148,7 +148,7 @@ impl Steering {
         Err(LoadError::Attach {
             iface: iface.to_owned(),
             mode: name,
-            source,
+            source: Box::new(source),
             hint,
         })
     }

@@ -239,7 +239,13 @@ impl XdpPath {
             .register_socket(self.xcfg.queue, rx.fd())
             .map_err(io_other)?;
         let tx_frames = frames.split_off(frames.len() / 2);
-        let mut dev = XskDevice::new(umem, fq, cq, rx, tx, frames, tx_frames, mtu);
+        let mut dev = XskDevice::new(
+            umem,
+            device::Rings { fq, cq, rx, tx },
+            frames,
+            tx_frames,
+            mtu,
+        );
         let mut config = Config::new(EthernetAddress(mac).into());
         config.random_seed = mono_ns();
         let mut iface = Interface::new(config, &mut dev, now());
