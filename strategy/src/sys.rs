@@ -130,3 +130,34 @@ impl UdpCounters {
         }
     }
 }
+
+/// The MTU of interface `name` (SIOCGIFMTU; works in any network namespace, unlike sysfs,
+/// which shows the namespace it was mounted in).
+pub fn iface_mtu(name: &str) -> io::Result<usize> {
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    // SAFETY: all-zero is a valid ifreq.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes();
+    if bytes.len() >= req.ifr_name.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "interface name too long",
+        ));
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFMTU reads ifr_name and writes ifr_mtu of the valid ifreq we pass.
+    let rc = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SIOCGIFMTU,
+            &mut req,
+        )
+    };
+    if rc == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel filled the ifr_mtu member of the union.
+    Ok(unsafe { req.ifr_ifru.ifru_mtu } as usize)
+}

@@ -153,6 +153,21 @@ impl XskDevice {
         self.rx_pending.push(desc);
     }
 
+    /// Reads a batch from the RX ring and queues every frame for smoltcp; returns the count.
+    pub fn rx_all_to_stack(&mut self) -> usize {
+        let n = self.consume_rx();
+        for i in 0..n {
+            let d = self.batch[i];
+            self.to_stack(d);
+        }
+        n
+    }
+
+    /// Frames posted to the TX ring and not completed yet.
+    pub fn tx_in_flight(&self) -> usize {
+        self.in_tx
+    }
+
     /// Frames smoltcp has not taken yet.
     pub fn stack_pending(&self) -> usize {
         self.rx_pending.len() - self.rx_pending_head

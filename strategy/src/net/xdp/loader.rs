@@ -89,14 +89,13 @@ pub struct SteerCounters {
 }
 
 impl Steering {
-    /// Loads and attaches the program to `iface`, steering the given flows.
-    pub fn attach(
-        iface: &str,
-        mode: XdpModeArg,
+    /// Loads and verifies the program with its configuration, without attaching it
+    /// (used by [`Steering::attach`], and by tests that run it on crafted frames).
+    pub fn load(
         local: Ipv4Addr,
         exchange: SocketAddrV4,
         group: SocketAddrV4,
-    ) -> Result<Self, LoadError> {
+    ) -> Result<Ebpf, LoadError> {
         if !has_object() {
             return Err(LoadError::NoObject);
         }
@@ -124,6 +123,23 @@ impl Steering {
         })?;
         let prog: &mut Xdp = prog.try_into().map_err(aya_err("program steer"))?;
         prog.load().map_err(aya_err("verifier"))?;
+        Ok(ebpf)
+    }
+
+    /// Loads and attaches the program to `iface`, steering the given flows.
+    pub fn attach(
+        iface: &str,
+        mode: XdpModeArg,
+        local: Ipv4Addr,
+        exchange: SocketAddrV4,
+        group: SocketAddrV4,
+    ) -> Result<Self, LoadError> {
+        let mut ebpf = Self::load(local, exchange, group)?;
+        let prog = ebpf.program_mut("steer").ok_or_else(|| LoadError::Aya {
+            what: "program steer",
+            source: "missing".into(),
+        })?;
+        let prog: &mut Xdp = prog.try_into().map_err(aya_err("program steer"))?;
         let attempts: &[(XdpMode, &'static str)] = match mode {
             XdpModeArg::Auto => &[(XdpMode::Driver, "drv"), (XdpMode::Skb, "skb")],
             XdpModeArg::Drv => &[(XdpMode::Driver, "drv")],
@@ -166,30 +182,94 @@ impl Steering {
 
     /// Reads the program's counters.
     pub fn counters(&self) -> SteerCounters {
-        let mut out = SteerCounters::default();
-        let Some(map) = self.ebpf.map("COUNTERS") else {
-            return out;
-        };
-        let Ok(arr) = PerCpuArray::<_, Counters>::try_from(map) else {
-            return out;
-        };
-        for class in 0..CLASS_COUNT {
-            let Ok(values) = arr.get(&class, 0) else {
-                continue;
-            };
-            let mut sum = [0u64; 3];
-            for v in values.iter() {
-                sum[0] += v.redirected;
-                sum[1] += v.passed;
-                sum[2] += v.aborted;
-            }
-            match class {
-                c if c == Class::MarketData as u32 => out.market_data = sum,
-                c if c == Class::OrderEntry as u32 => out.order_entry = sum,
-                c if c == Class::Arp as u32 => out.arp = sum,
-                _ => out.other = sum,
-            }
-        }
-        out
+        counters_of(&self.ebpf)
     }
+}
+
+/// Runs the loaded program once on `frame` with BPF_PROG_TEST_RUN; returns its action.
+pub fn test_run(ebpf: &Ebpf, frame: &[u8]) -> std::io::Result<u32> {
+    use std::os::fd::AsFd;
+    // struct bpf_attr, `test` member (linux/bpf.h), zero-padded to the size the kernel reads.
+    #[repr(C)]
+    #[derive(Default)]
+    struct TestAttr {
+        prog_fd: u32,
+        retval: u32,
+        data_size_in: u32,
+        data_size_out: u32,
+        data_in: u64,
+        data_out: u64,
+        repeat: u32,
+        duration: u32,
+        ctx_size_in: u32,
+        ctx_size_out: u32,
+        ctx_in: u64,
+        ctx_out: u64,
+        flags: u32,
+        cpu: u32,
+        batch_size: u32,
+        pad: u32,
+    }
+    const BPF_PROG_TEST_RUN: libc::c_long = 10;
+    let prog = ebpf
+        .program("steer")
+        .ok_or_else(|| std::io::Error::other("program steer missing"))?;
+    let fd = prog
+        .fd()
+        .map_err(std::io::Error::other)?
+        .as_fd()
+        .as_raw_fd();
+    let mut out = [0u8; 2048];
+    let mut attr = TestAttr {
+        prog_fd: fd as u32,
+        data_size_in: frame.len() as u32,
+        data_size_out: out.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        data_out: out.as_mut_ptr() as u64,
+        repeat: 1,
+        ..TestAttr::default()
+    };
+    // SAFETY: `attr` is a valid bpf_attr prefix for BPF_PROG_TEST_RUN whose pointers refer to
+    // `frame` (read) and `out` (written, its size given), both alive for the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &raw mut attr,
+            std::mem::size_of::<TestAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(attr.retval)
+}
+
+/// Reads the per-class counters of a loaded program, summed over CPUs.
+pub fn counters_of(ebpf: &Ebpf) -> SteerCounters {
+    let mut out = SteerCounters::default();
+    let Some(map) = ebpf.map("COUNTERS") else {
+        return out;
+    };
+    let Ok(arr) = PerCpuArray::<_, Counters>::try_from(map) else {
+        return out;
+    };
+    for class in 0..CLASS_COUNT {
+        let Ok(values) = arr.get(&class, 0) else {
+            continue;
+        };
+        let mut sum = [0u64; 3];
+        for v in values.iter() {
+            sum[0] += v.redirected;
+            sum[1] += v.passed;
+            sum[2] += v.aborted;
+        }
+        match class {
+            c if c == Class::MarketData as u32 => out.market_data = sum,
+            c if c == Class::OrderEntry as u32 => out.order_entry = sum,
+            c if c == Class::Arp as u32 => out.arp = sum,
+            _ => out.other = sum,
+        }
+    }
+    out
 }

@@ -16,7 +16,7 @@ pub mod device;
 pub mod loader;
 
 use std::io;
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::num::NonZeroU32;
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -94,34 +94,42 @@ fn now() -> Instant {
     Instant::from_micros((mono_ns() / 1000) as i64)
 }
 
-/// The interface's MAC, MTU, IPv4 address and prefix.
+/// The interface's MAC, MTU, IPv4 address and prefix (getifaddrs and an ioctl: both see the
+/// caller's network namespace).
 fn iface_info(name: &str) -> io::Result<([u8; 6], usize, Ipv4Addr, u8)> {
-    let mac_text = std::fs::read_to_string(format!("/sys/class/net/{name}/address"))?;
-    let mut mac = [0u8; 6];
-    for (i, part) in mac_text.trim().split(':').enumerate().take(6) {
-        mac[i] = u8::from_str_radix(part, 16).map_err(io_other)?;
-    }
-    let mtu: usize = std::fs::read_to_string(format!("/sys/class/net/{name}/mtu"))?
-        .trim()
-        .parse()
-        .map_err(io_other)?;
+    let mtu = crate::sys::iface_mtu(name)?;
+    let (mut mac, mut addr) = (None, None);
     for ifa in nix::ifaddrs::getifaddrs().map_err(io::Error::from)? {
         if ifa.interface_name != name {
             continue;
         }
-        if let Some(sin) = ifa.address.as_ref().and_then(|a| a.as_sockaddr_in()) {
+        let Some(a) = ifa.address.as_ref() else {
+            continue;
+        };
+        if let Some(link) = a.as_link_addr().and_then(|l| l.addr()) {
+            mac = Some(link);
+        } else if let Some(sin) = a.as_sockaddr_in() {
             let prefix = ifa
                 .netmask
                 .as_ref()
                 .and_then(|m| m.as_sockaddr_in())
                 .map_or(24, |m| u32::from(m.ip()).count_ones() as u8);
-            return Ok((mac, mtu, sin.ip(), prefix));
+            addr = Some((sin.ip(), prefix));
         }
     }
-    Err(io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("{name} has no IPv4 address"),
-    ))
+    let mac = mac.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{name}: no such interface or no MAC"),
+        )
+    })?;
+    let (ip, prefix) = addr.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{name} has no IPv4 address"),
+        )
+    })?;
+    Ok((mac, mtu, ip, prefix))
 }
 
 /// The UDP payload of a market-data frame (the program steered only those and TCP/ARP).
@@ -139,6 +147,115 @@ fn udp_payload(frame: &[u8]) -> Option<&[u8]> {
     frame.get(udp + 8..udp + len.max(8))
 }
 
+/// What [`open`] sets up: the attached program and the device over a bound AF_XDP socket.
+pub struct Opened {
+    /// The UMEM device (dropped before the program).
+    pub dev: XskDevice,
+    /// The attached program (detached on drop).
+    pub steering: Steering,
+    /// `zero-copy` or `copy`.
+    pub bind_mode: &'static str,
+    /// Interface MAC.
+    pub mac: [u8; 6],
+    /// Interface IPv4 address.
+    pub local: Ipv4Addr,
+    /// Its prefix length.
+    pub prefix: u8,
+}
+
+type SocketRings = (
+    xsk_rs::TxQueue,
+    xsk_rs::RxQueue,
+    xsk_rs::FillQueue,
+    xsk_rs::CompQueue,
+);
+
+fn open_socket(xcfg: &XdpConfig, umem: &Umem, bind: BindFlags) -> io::Result<SocketRings> {
+    let q = |n: u32| QueueSize::new(n).map_err(io_other);
+    let ring = (xcfg.frame_count / 2).next_power_of_two().max(64);
+    let sc = SocketConfig::builder()
+        .rx_queue_size(q(ring)?)
+        .tx_queue_size(q(ring)?)
+        .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+        .bind_flags(bind | BindFlags::XDP_USE_NEED_WAKEUP)
+        .build();
+    let name = XskIface::new(std::ffi::CString::new(xcfg.iface.clone()).map_err(io_other)?);
+    // SAFETY: the UMEM is used by this one socket only (no shared UMEM), and the program is
+    // loaded by us (INHIBIT_PROG_LOAD), as Socket::new requires.
+    let (tx, rx, fqcq) = unsafe { Socket::new(sc, umem, &name, xcfg.queue) }.map_err(io_other)?;
+    let (fq, cq) = fqcq.ok_or_else(|| io_other("no fill/completion queue returned"))?;
+    Ok((tx, rx, fq, cq))
+}
+
+/// Attaches the program to `xcfg.iface`, creates the UMEM, binds an AF_XDP socket to
+/// `xcfg.queue` (zero-copy first under `--xsk-bind auto`) and registers it in the XSKMAP.
+pub fn open(xcfg: &XdpConfig, exchange: SocketAddrV4, group: SocketAddrV4) -> io::Result<Opened> {
+    let (mac, mtu, local, prefix) = iface_info(&xcfg.iface)?;
+    let mut steering =
+        Steering::attach(&xcfg.iface, xcfg.mode, local, exchange, group).map_err(io_other)?;
+    let ring = (xcfg.frame_count / 2).next_power_of_two().max(64);
+    let q = |n: u32| QueueSize::new(n).map_err(io_other);
+    let uc = UmemConfig::builder()
+        .frame_size(FrameSize::new(xcfg.frame_size).map_err(io_other)?)
+        .fill_queue_size(q(ring)?)
+        .comp_queue_size(q(ring)?)
+        .build()
+        .map_err(io_other)?;
+    let count =
+        NonZeroU32::new(xcfg.frame_count.max(128)).ok_or_else(|| io_other("frame count"))?;
+    let hint = if xcfg.hugepages {
+        " (are huge pages reserved? /proc/sys/vm/nr_hugepages)"
+    } else {
+        ""
+    };
+    let (umem, mut frames) =
+        Umem::new(uc, count, xcfg.hugepages).map_err(|e| io_other(format!("{e}{hint}")))?;
+    let tries: &[(BindFlags, &'static str)] = match xcfg.bind {
+        XskBind::Auto => &[
+            (BindFlags::XDP_ZEROCOPY, "zero-copy"),
+            (BindFlags::XDP_COPY, "copy"),
+        ],
+        XskBind::Zc => &[(BindFlags::XDP_ZEROCOPY, "zero-copy")],
+        XskBind::Copy => &[(BindFlags::XDP_COPY, "copy")],
+    };
+    let mut opened = None;
+    let mut last_err = None;
+    for &(flags, name) in tries {
+        match open_socket(xcfg, &umem, flags) {
+            Ok(rings) => {
+                opened = Some((rings, name));
+                break;
+            }
+            Err(e) => {
+                tracing::info!("AF_XDP bind in {name} mode failed: {e}");
+                last_err = Some(e);
+            }
+        }
+    }
+    let Some(((tx, rx, fq, cq), bind_mode)) = opened else {
+        return Err(last_err.unwrap_or_else(|| io_other("AF_XDP bind failed")));
+    };
+    steering
+        .register_socket(xcfg.queue, rx.fd())
+        .map_err(io_other)?;
+    let tx_frames = frames.split_off(frames.len() / 2);
+    let dev = XskDevice::new(
+        umem,
+        device::Rings { fq, cq, rx, tx },
+        frames,
+        tx_frames,
+        mtu,
+    );
+    Ok(Opened {
+        dev,
+        steering,
+        bind_mode,
+        mac,
+        local,
+        prefix,
+    })
+}
+
 impl XdpPath {
     /// A path with these settings.
     pub fn new(cfg: NetConfig, xcfg: XdpConfig) -> Self {
@@ -152,100 +269,15 @@ impl XdpPath {
         }
     }
 
-    fn open_socket(
-        &self,
-        umem: &Umem,
-        bind: BindFlags,
-    ) -> io::Result<(
-        xsk_rs::TxQueue,
-        xsk_rs::RxQueue,
-        xsk_rs::FillQueue,
-        xsk_rs::CompQueue,
-    )> {
-        let q = |n: u32| QueueSize::new(n).map_err(io_other);
-        let ring = (self.xcfg.frame_count / 2).next_power_of_two().max(64);
-        let sc = SocketConfig::builder()
-            .rx_queue_size(q(ring)?)
-            .tx_queue_size(q(ring)?)
-            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
-            .bind_flags(bind | BindFlags::XDP_USE_NEED_WAKEUP)
-            .build();
-        let name =
-            XskIface::new(std::ffi::CString::new(self.xcfg.iface.clone()).map_err(io_other)?);
-        // SAFETY: the UMEM is used by this one socket only (no shared UMEM), and the
-        // program is loaded by us (INHIBIT_PROG_LOAD), as Socket::new requires.
-        let (tx, rx, fqcq) =
-            unsafe { Socket::new(sc, umem, &name, self.xcfg.queue) }.map_err(io_other)?;
-        let (fq, cq) = fqcq.ok_or_else(|| io_other("no fill/completion queue returned"))?;
-        Ok((tx, rx, fq, cq))
-    }
-
     fn setup(&mut self) -> io::Result<Session> {
-        let (mac, mtu, local, prefix) = iface_info(&self.xcfg.iface)?;
-        let mut steering = Steering::attach(
-            &self.xcfg.iface,
-            self.xcfg.mode,
+        let Opened {
+            mut dev,
+            steering,
+            bind_mode,
+            mac,
             local,
-            self.cfg.exchange,
-            self.cfg.group,
-        )
-        .map_err(io_other)?;
-        let ring = (self.xcfg.frame_count / 2).next_power_of_two().max(64);
-        let q = |n: u32| QueueSize::new(n).map_err(io_other);
-        let uc = UmemConfig::builder()
-            .frame_size(FrameSize::new(self.xcfg.frame_size).map_err(io_other)?)
-            .fill_queue_size(q(ring)?)
-            .comp_queue_size(q(ring)?)
-            .build()
-            .map_err(io_other)?;
-        let count = NonZeroU32::new(self.xcfg.frame_count.max(128))
-            .ok_or_else(|| io_other("frame count"))?;
-        let (umem, mut frames) = Umem::new(uc, count, self.xcfg.hugepages).map_err(|e| {
-            io_other(format!(
-                "{e}{}",
-                if self.xcfg.hugepages {
-                    " (are huge pages reserved? /proc/sys/vm/nr_hugepages)"
-                } else {
-                    ""
-                }
-            ))
-        })?;
-        let tries: &[(BindFlags, &'static str)] = match self.xcfg.bind {
-            XskBind::Auto => &[
-                (BindFlags::XDP_ZEROCOPY, "zero-copy"),
-                (BindFlags::XDP_COPY, "copy"),
-            ],
-            XskBind::Zc => &[(BindFlags::XDP_ZEROCOPY, "zero-copy")],
-            XskBind::Copy => &[(BindFlags::XDP_COPY, "copy")],
-        };
-        let mut opened = None;
-        let mut last_err = None;
-        for &(flags, name) in tries {
-            match self.open_socket(&umem, flags) {
-                Ok(rings) => {
-                    opened = Some((rings, name));
-                    break;
-                }
-                Err(e) => {
-                    tracing::info!("AF_XDP bind in {name} mode failed: {e}");
-                    last_err = Some(e);
-                }
-            }
-        }
-        let Some(((tx, rx, fq, cq), bind_mode)) = opened else {
-            return Err(last_err.unwrap_or_else(|| io_other("AF_XDP bind failed")));
-        };
-        steering
-            .register_socket(self.xcfg.queue, rx.fd())
-            .map_err(io_other)?;
-        let tx_frames = frames.split_off(frames.len() / 2);
-        let mut dev = XskDevice::new(
-            umem,
-            device::Rings { fq, cq, rx, tx },
-            frames,
-            tx_frames,
-            mtu,
-        );
+            prefix,
+        } = open(&self.xcfg, self.cfg.exchange, self.cfg.group)?;
         let mut config = Config::new(EthernetAddress(mac).into());
         config.random_seed = mono_ns();
         let mut iface = Interface::new(config, &mut dev, now());
@@ -257,6 +289,7 @@ impl XdpPath {
             tcp::SocketBuffer::new(vec![0; 1 << 16]),
         );
         // A LAN order session: no Nagle, no delayed ACK, fast keepalive, bounded timeout.
+        // smoltcp derives the MSS from the device MTU.
         sock.set_nagle_enabled(false);
         sock.set_ack_delay(None);
         sock.set_keep_alive(Some(SmolDuration::from_millis(500)));
@@ -308,11 +341,7 @@ impl NetPath for XdpPath {
         let Some(s) = &mut self.s else {
             return Err(io_other("not set up"));
         };
-        let n = s.dev.consume_rx();
-        for i in 0..n {
-            let d = s.dev.batch[i];
-            s.dev.to_stack(d);
-        }
+        s.dev.rx_all_to_stack();
         s.iface.poll(now(), &mut s.dev, &mut s.sockets);
         s.dev.refill();
         s.dev.reap_completions();
