@@ -193,7 +193,7 @@ fn device_accounts_for_every_frame_under_random_token_use() {
                 match rng.next() % 6 {
                     0 | 1 => {
                         if let Some((rx, _tx)) = dev.receive(Instant::from_micros(0)) {
-                            if rng.next() % 2 == 0 {
+                            if rng.next().is_multiple_of(2) {
                                 rx.consume(|b| assert!(!b.is_empty()));
                                 consumed += 1;
                             } else {
@@ -204,7 +204,7 @@ fn device_accounts_for_every_frame_under_random_token_use() {
                     }
                     2 => {
                         if let Some(tx) = dev.transmit(Instant::from_micros(0)) {
-                            if rng.next() % 2 == 0 {
+                            if rng.next().is_multiple_of(2) {
                                 // A minimal frame towards the exchange namespace.
                                 tx.consume(60, |b| {
                                     b.fill(0);
