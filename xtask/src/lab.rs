@@ -384,7 +384,7 @@ fn report(dir: &Path, results: &[RunResult]) -> Result<()> {
         "strat p99"
     );
     let mut curves = Vec::new();
-    let mut baseline: Option<(f64, f64)> = None;
+    let mut baseline: Option<(f64, f64, f64, f64)> = None;
     let mut ratios = Vec::new();
     for path in &order {
         let rs = &by_path[path];
@@ -454,20 +454,30 @@ fn report(dir: &Path, results: &[RunResult]) -> Result<()> {
                 p99s.join(", ")
             );
         }
-        let (p50, p99) = (pct(&user, 0.5), pct(&user, 0.99));
+        let cur = (
+            pct(&user, 0.5),
+            pct(&user, 0.99),
+            pct(&kernel, 0.5),
+            pct(&kernel, 0.99),
+        );
         match baseline {
-            None => baseline = Some((p50, p99)),
-            Some((b50, b99)) => ratios.push(format!(
-                "{path}/{}: p50 x{:.2}, p99 x{:.2}",
+            None => baseline = Some(cur),
+            Some(b) => ratios.push(format!(
+                "{path}/{}: user p50 x{:.2}, p99 x{:.2}; kernel p50 x{:.2}, p99 x{:.2}",
                 order[0],
-                p50 / b50,
-                p99 / b99
+                cur.0 / b.0,
+                cur.1 / b.1,
+                cur.2 / b.2,
+                cur.3 / b.3
             )),
         }
         curves.push((path.to_string(), user));
     }
     if !ratios.is_empty() {
-        println!("ratios (user clock, same run): {}", ratios.join("; "));
+        println!("ratios against {} (same run):", order[0]);
+        for r in &ratios {
+            println!("  {r}");
+        }
     }
     fs::write(
         dir.join("runs.json"),
