@@ -41,8 +41,53 @@ enum Cmd {
     BenchExchange(bench::BenchArgs),
     /// Build the XDP program (nightly, build-std, bpf-linker; installs them if missing).
     BuildEbpf,
+    /// Build what is needed and run the strategy on an interface (e.g. inside the guest:
+    /// `cargo xtask run --iface ens3 --exchange 192.168.100.1:9012`).
+    Run(RunArgs),
     /// Run every fuzz target for a while (installs cargo-fuzz; uses the nightly toolchain).
     Fuzz(FuzzArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Interface the strategy uses (joins the group on it; AF_XDP binds to it).
+    #[arg(long)]
+    iface: String,
+    /// Network path.
+    #[arg(long, default_value = "xdp")]
+    net: String,
+    /// Exchange order-entry address.
+    #[arg(long, default_value = "192.168.100.1:9012")]
+    exchange: String,
+    /// Further `strategy run` flags, after `--`.
+    #[arg(last = true)]
+    rest: Vec<String>,
+}
+
+fn run_strategy(a: &RunArgs) -> Result<()> {
+    if a.net == "xdp" {
+        build_ebpf()?;
+    }
+    cmd("cargo", &["build", "--release", "-p", "strategy"])?;
+    let bin = root().join("target/release/strategy");
+    let mut c = Command::new(&bin);
+    c.args([
+        "run",
+        "--iface",
+        &a.iface,
+        "--net",
+        &a.net,
+        "--exchange",
+        &a.exchange,
+        "--reconnect",
+    ])
+    .args(&a.rest);
+    println!("+ {} {:?}", bin.display(), c.get_args().collect::<Vec<_>>());
+    let st = c.status().context("running the strategy")?;
+    if !st.success() {
+        bail!("strategy exited with {st}");
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -159,6 +204,7 @@ fn main() -> ExitCode {
         Cmd::BenchExchange(a) => bench::run(&a),
         Cmd::Fuzz(a) => fuzz(&a),
         Cmd::BuildEbpf => build_ebpf(),
+        Cmd::Run(a) => run_strategy(&a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

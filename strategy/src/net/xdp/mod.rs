@@ -132,6 +132,20 @@ fn iface_info(name: &str) -> io::Result<([u8; 6], usize, Ipv4Addr, u8)> {
     Ok((mac, mtu, ip, prefix))
 }
 
+/// Encodes `order` straight into the socket's send buffer (no intermediate copy); `false`
+/// when the buffer has no room for the whole message (nothing is written then).
+#[inline]
+pub fn send_order(sock: &mut tcp::Socket<'_>, order: &proto::order::OrderRepr) -> bool {
+    sock.send(|buf| match buf.get_mut(..proto::order::ORDER_LEN) {
+        Some(dst) => {
+            order.emit(&mut proto::order::Packet::new_unchecked(dst));
+            (proto::order::ORDER_LEN, true)
+        }
+        None => (0, false),
+    })
+    .unwrap_or(false)
+}
+
 /// The UDP payload of a market-data frame (the program steered only those and TCP/ARP).
 #[inline]
 fn udp_payload(frame: &[u8]) -> Option<&[u8]> {
@@ -392,15 +406,7 @@ impl NetPath for XdpPath {
                 let sock = s.sockets.get_mut::<tcp::Socket>(s.tcp);
                 // The 21 bytes go straight into smoltcp's send buffer; the egress poll below
                 // builds the segment straight into a UMEM TX frame.
-                let sent = sock
-                    .send(|buf| match buf.get_mut(..proto::order::ORDER_LEN) {
-                        Some(dst) => {
-                            order.emit(&mut proto::order::Packet::new_unchecked(dst));
-                            (proto::order::ORDER_LEN, true)
-                        }
-                        None => (0, false),
-                    })
-                    .unwrap_or(false);
+                let sent = send_order(sock, &order);
                 super::spin_for(hot.inject_delay_ns);
                 s.iface.poll(now(), &mut s.dev, &mut s.sockets);
                 let t_tx = mono_ns();
