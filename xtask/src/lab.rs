@@ -54,6 +54,12 @@ pub struct LabArgs {
     /// Seconds a single run may take before it is declared failed.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
+    /// Run the strategy in a QEMU guest behind an emulated NIC over a tap device.
+    #[arg(long)]
+    pub vm: bool,
+    /// Settings of the VM lab.
+    #[command(flatten)]
+    pub vm_args: crate::vm::VmArgs,
 }
 
 /// One run's outcome.
@@ -101,6 +107,11 @@ impl Drop for Proc {
 
 /// Runs the lab.
 pub fn run(a: &LabArgs) -> Result<()> {
+    if a.vm {
+        let (dir, results) = crate::vm::run(a, &a.vm_args)?;
+        report(&dir, &results)?;
+        return check(&dir, &results);
+    }
     if !netlab::is_root() {
         bail!("the lab creates network namespaces: run it as root");
     }
@@ -165,6 +176,11 @@ pub fn run(a: &LabArgs) -> Result<()> {
         }
     }
     report(&dir, &results)?;
+    check(&dir, &results)
+}
+
+/// Fails when any run's received orders differ from the oracle.
+fn check(dir: &Path, results: &[RunResult]) -> Result<()> {
     let bad: Vec<String> = results
         .iter()
         .filter(|r| !r.orders_match)
@@ -366,7 +382,7 @@ fn report(dir: &Path, results: &[RunResult]) -> Result<()> {
     println!("tick-to-trade at the exchange (us): user = CLOCK_MONOTONIC in the exchange, kernel = SO_TIMESTAMPING software stamps;");
     println!("strat = the strategy's own packet-read -> order-handed-to-kernel time (us)");
     println!(
-        "{:<8}{:>5}{:>8}{:>8}{:>7}{:>6}  {:<7}{:>8}{:>8}{:>8}{:>8}{:>8}{:>9}  {:>10}{:>10}",
+        "{:<14}{:>5}{:>8}{:>8}{:>7}{:>6}  {:<7}{:>8}{:>8}{:>8}{:>8}{:>8}{:>9}  {:>10}{:>10}",
         "path",
         "runs",
         "orders",
@@ -424,7 +440,7 @@ fn report(dir: &Path, results: &[RunResult]) -> Result<()> {
                 pct(s, 1.0),
             ];
             println!(
-                "{:<8}{:>5}{:>8}{:>8}{:>7}{:>6}  {:<7}{:>8.1}{:>8.1}{:>8.1}{:>8.1}{:>8.1}{:>9.1}  {:>10.1}{:>10.1}",
+                "{:<14}{:>5}{:>8}{:>8}{:>7}{:>6}  {:<7}{:>8.1}{:>8.1}{:>8.1}{:>8.1}{:>8.1}{:>9.1}  {:>10.1}{:>10.1}",
                 path, rs.len(), exp, got, if ok { "yes" } else { "NO" }, lost, clock, v[0], v[1], v[2], v[3], v[4], v[5], sp50, sp99
             );
             writeln!(

@@ -9,6 +9,7 @@
 mod bench;
 mod lab;
 mod setup;
+mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -179,6 +180,46 @@ struct TestArgs {
     /// Skip `cargo fmt --check` and clippy.
     #[arg(long)]
     no_lint: bool,
+    /// Skip the QEMU guest tests.
+    #[arg(long)]
+    no_vm: bool,
+}
+
+/// The VM tests: one TCG guest with virtio-net per path (kernel, xdp) on a small file; the
+/// lab fails unless the exchange's orders equal the replay oracle. Bounded by timeouts.
+fn vm_smoke() -> Result<()> {
+    let dir = root().join("target/lab-results/vm-test");
+    let md = dir.join("md-small.csv.gz");
+    let cfg = exchange::mdgen::GenConfig {
+        target_bytes: 20_000,
+        depth: 40,
+        trigger_every: 60,
+        ..exchange::mdgen::GenConfig::default()
+    };
+    std::fs::create_dir_all(&dir)?;
+    exchange::mdgen::generate(&md, &cfg)?;
+    let args = lab::LabArgs {
+        paths: vec!["kernel".into(), "xdp".into()],
+        runs: 1,
+        md_file: Some(md),
+        pace: "rate:500".into(),
+        results_dir: Some(dir),
+        no_build: true,
+        strategy_flags: String::new(),
+        timeout: 120,
+        vm: true,
+        vm_args: vm::VmArgs {
+            nic: vec!["virtio".into()],
+            accel: "tcg".into(),
+            guest_kernel: None,
+            mem: 512,
+            smp: 1,
+        },
+    };
+    let t0 = std::time::Instant::now();
+    lab::run(&args)?;
+    println!("VM tests passed in {:.0} s", t0.elapsed().as_secs_f64());
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -261,8 +302,15 @@ pub fn cmd(program: &str, args: &[&str]) -> Result<()> {
 }
 
 fn test(a: &TestArgs) -> Result<()> {
-    // The AF_XDP tests need the XDP program: build it (this installs its toolchain).
+    // The AF_XDP tests need the XDP program: build it (this installs its toolchain); the VM
+    // tests need QEMU, a guest kernel and busybox.
     build_ebpf()?;
+    if !a.no_vm {
+        setup::run(&setup::SetupArgs {
+            ebpf: false,
+            vm: true,
+        })?;
+    }
     if !a.no_lint {
         cmd("cargo", &["fmt", "--all", "--check"])?;
         cmd(
@@ -281,6 +329,9 @@ fn test(a: &TestArgs) -> Result<()> {
     // every binary first: the strategy's end-to-end tests start the exchange's.
     cmd("cargo", &["build", "--workspace", "--release", "--bins"])?;
     cmd("cargo", &["test", "--workspace", "--release"])?;
+    if !a.no_vm {
+        vm_smoke()?;
+    }
     println!("all tests passed");
     Ok(())
 }

@@ -13,7 +13,7 @@ pub struct SetupArgs {
     /// Also the eBPF toolchain (nightly rust-src, bpf-linker) for `build-ebpf`.
     #[arg(long)]
     pub ebpf: bool,
-    /// Also what the QEMU lab needs (qemu-system-x86, a guest kernel, busybox-static, musl).
+    /// Also what the QEMU lab needs (qemu-system-x86, a guest kernel, busybox-static).
     #[arg(long)]
     pub vm: bool,
 }
@@ -81,6 +81,19 @@ const EBPF: &[(&str, &str)] = &[
     ("zlib1g-dev", "libbpf needs zlib"),
     ("m4", "libxdp's build"),
     ("pkg-config", "finding libelf"),
+];
+
+/// What the QEMU lab needs.
+const VM: &[(&str, &str)] = &[
+    (
+        "qemu-system-x86",
+        "the emulated guest (e1000e, virtio-net; igb needs QEMU >= 8)",
+    ),
+    ("linux-image-amd64", "the guest kernel and its NIC modules"),
+    ("busybox-static", "the guest's userland in the initramfs"),
+    ("kmod", "modprobe --show-depends for the NIC modules"),
+    ("xz-utils", "unpacking compressed kernel modules"),
+    ("zstd", "unpacking compressed kernel modules"),
 ];
 
 /// Where bpf-linker and the LLVM library link it finds live.
@@ -184,7 +197,8 @@ pub fn run(a: &SetupArgs) -> Result<()> {
         );
     }
     if a.vm {
-        bail!("--vm: the QEMU lab is not part of this build yet");
+        apt_install(VM)?;
+        println!("setup: QEMU lab requirements present");
     }
     println!("setup: base requirements present");
     Ok(())

@@ -1,0 +1,40 @@
+#!/bin/busybox sh
+# /init of the lab's guest initramfs (written into the image by `cargo xtask lab --vm`).
+# Settings come from the kernel command line as environment variables (names without
+# dots): labip, labex, labnet, labflags, labprobe.
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+if [ -n "$labprobe" ]; then
+    echo "lab-probe-ok"
+    poweroff -f
+fi
+for m in /modules/*.ko; do
+    [ -e "$m" ] && insmod "$m" 2>/dev/null
+done
+IF=""
+for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+    IF=$(ls /sys/class/net | grep -v '^lo$' | head -n 1)
+    [ -n "$IF" ] && break
+    sleep 0.2
+done
+echo "lab-iface: $IF"
+ip link set lo up
+ip addr add "$labip" dev "$IF"
+ip link set "$IF" up
+ip route add 224.0.0.0/4 dev "$IF"
+for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25; do
+    [ "$(cat /sys/class/net/$IF/carrier 2>/dev/null)" = "1" ] && break
+    sleep 0.2
+done
+echo "lab-carrier: $(cat /sys/class/net/$IF/carrier 2>/dev/null)"
+/strategy run --iface "$IF" --net "$labnet" --exchange "$labex" --sessions 1 \
+    --orders-out /orders.csv --results /results.jsonl $labflags > /strategy.out 2>&1
+echo "lab-exit: $?"
+tail -n 5 /strategy.out
+echo "lab-orders-begin"
+cat /orders.csv 2>/dev/null
+echo "lab-orders-end"
+echo "lab-results: $(cat /results.jsonl 2>/dev/null)"
+poweroff -f
