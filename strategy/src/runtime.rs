@@ -101,9 +101,11 @@ pub struct RunArgs {
     /// unwinding included, cleans up).
     #[arg(long, hide = true)]
     pub panic_after_packets: Option<u64>,
-    /// Busy-wait this long between the trigger and the send (calibration), e.g. 10us.
-    #[arg(long, default_value = "0us", value_parser = parse_delay)]
-    pub inject_delay: Duration,
+    /// Busy-wait between the trigger and the send (calibration), e.g. 10us; a list
+    /// (0,10us,50us) cycles through its values order by order, so several delays are
+    /// measured in one session under the same conditions.
+    #[arg(long, value_delimiter = ',', default_value = "0us", value_parser = parse_delay)]
+    pub inject_delay: Vec<Duration>,
 }
 
 fn parse_delay(s: &str) -> Result<Duration, String> {
@@ -245,7 +247,16 @@ fn run_loop<P: NetPath>(a: &RunArgs, mut path: P) -> Result<()> {
     };
     let mut backoff = Duration::from_millis(20);
     let mut sessions = 0u64;
-    let inject_delay_ns = u64::try_from(a.inject_delay.as_nanos()).unwrap_or(u64::MAX);
+    let delays: Vec<u64> = a
+        .inject_delay
+        .iter()
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .collect();
+    let delays: &[u64] = if delays.iter().all(|&d| d == 0) {
+        &[]
+    } else {
+        &delays
+    };
     info!(net = a.net.as_str(), exchange = %a.exchange, group = %a.md_group, "state Init");
     loop {
         if shutdown.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
@@ -323,7 +334,7 @@ fn run_loop<P: NetPath>(a: &RunArgs, mut path: P) -> Result<()> {
                     engine: &mut engine,
                     latency: &mut latency,
                     log: &mut log,
-                    inject_delay_ns,
+                    delays,
                 };
                 let status = match path.poll(&mut hot) {
                     Ok(s) => s,
@@ -432,12 +443,12 @@ fn finish_session<P: NetPath>(
                 .open(p)?,
         );
         if new {
-            writeln!(f, "session,trigger_id,side,price,qty")?;
+            writeln!(f, "session,trigger_id,side,price,qty,delay_ns")?;
         }
-        for o in log.orders() {
+        for (o, delay) in log.orders() {
             writeln!(
                 f,
-                "{session},{},{},{},{}",
+                "{session},{},{},{},{},{delay}",
                 o.trigger_id,
                 o.side.as_str(),
                 Fixed(o.price, proto::PRICE_DECIMALS),

@@ -57,6 +57,11 @@ pub struct LabArgs {
     /// Run the strategy in a QEMU guest behind an emulated NIC over a tap device.
     #[arg(long)]
     pub vm: bool,
+    /// Calibrate the measurement chain: run the first path with injected delays of 0, 10 and
+    /// 50 us (cycling order by order in one session) and check that the exchange sees the
+    /// p50 shift by D, per clock, within 1 us + 5 %.
+    #[arg(long)]
+    pub calibrate: bool,
     /// Settings of the VM lab.
     #[command(flatten)]
     pub vm_args: crate::vm::VmArgs,
@@ -107,6 +112,9 @@ impl Drop for Proc {
 
 /// Runs the lab.
 pub fn run(a: &LabArgs) -> Result<()> {
+    if a.calibrate {
+        return calibrate(a);
+    }
     if a.vm {
         let (dir, results) = crate::vm::run(a, &a.vm_args)?;
         report(&dir, &results)?;
@@ -217,6 +225,7 @@ fn one_run(
     for f in [&ex_csv, &ex_sum, &st_sum] {
         let _ = fs::remove_file(f);
     }
+    let _ = fs::remove_file(dir.join(format!("{tag}.strategy-orders.csv")));
     let taskset = |cpu: &str, c: &mut Command| {
         if pin {
             c.args(["taskset", "-c", cpu]);
@@ -264,6 +273,8 @@ fn one_run(
         ])
         .arg("--results")
         .arg(&st_sum)
+        .arg("--orders-out")
+        .arg(dir.join(format!("{tag}.strategy-orders.csv")))
         .args(a.strategy_flags.split_whitespace())
         .stdout(fs::File::create(dir.join(format!("{tag}.strategy.out")))?)
         .stderr(fs::File::create(dir.join(format!("{tag}.strategy.log")))?);
@@ -554,5 +565,126 @@ fn plot(out: &Path, curves: &[(String, Vec<u64>)]) -> Result<()> {
         .draw()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+/// Delays injected by `--calibrate`, ns.
+const CAL_DELAYS: [u64; 3] = [0, 10_000, 50_000];
+
+/// `lab --calibrate`.
+fn calibrate(a: &LabArgs) -> Result<()> {
+    let path = a.paths.first().cloned().unwrap_or_else(|| "kernel".into());
+    let md = root().join("target/lab-data/md-calibrate.csv.gz");
+    if !md.exists() {
+        let cfg = exchange::mdgen::GenConfig {
+            target_bytes: 300_000,
+            trigger_every: 20,
+            ..exchange::mdgen::GenConfig::default()
+        };
+        exchange::mdgen::generate(&md, &cfg)?;
+    }
+    let dir = a
+        .results_dir
+        .clone()
+        .unwrap_or_else(|| root().join("target/lab-results/calibrate"));
+    let flags = format!("{} --inject-delay 0,10us,50us", a.strategy_flags);
+    let args = LabArgs {
+        paths: vec![path.clone()],
+        runs: 1,
+        md_file: Some(md),
+        results_dir: Some(dir.clone()),
+        strategy_flags: flags,
+        calibrate: false,
+        vm: false,
+        ..a.clone()
+    };
+    run(&args)?;
+    let tag = format!("{path}-1");
+    let ex = fs::read_to_string(dir.join(format!("{tag}.exchange.csv")))?;
+    let st = fs::read_to_string(dir.join(format!("{tag}.strategy-orders.csv")))?;
+    let ex_rows: Vec<Vec<&str>> = ex.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    let st_rows: Vec<Vec<&str>> = st.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    if ex_rows.len() != st_rows.len() {
+        bail!(
+            "calibration: {} orders at the exchange, {} at the strategy",
+            ex_rows.len(),
+            st_rows.len()
+        );
+    }
+    // [clock][delay] -> samples
+    let mut samples: [[Vec<u64>; 3]; 2] = Default::default();
+    for (e, s) in ex_rows.iter().zip(&st_rows) {
+        if e.get(1) != s.get(1) {
+            bail!(
+                "calibration: trigger ids out of step ({:?} vs {:?})",
+                e.get(1),
+                s.get(1)
+            );
+        }
+        let delay: u64 = s
+            .get(5)
+            .and_then(|d| d.parse().ok())
+            .context("delay_ns column")?;
+        let Some(k) = CAL_DELAYS.iter().position(|&d| d == delay) else {
+            continue;
+        };
+        if let Some(v) = e.get(8).and_then(|v| v.parse().ok()) {
+            samples[0][k].push(v);
+        }
+        if let Some(v) = e.get(12).and_then(|v| v.parse().ok()) {
+            samples[1][k].push(v);
+        }
+    }
+    println!();
+    println!("calibration on the {path} path: exchange-side tick-to-trade p50 shift against the injected delay D");
+    println!(
+        "{:<8}{:>8}{:>7}{:>10}{:>10}{:>10}{:>11}  verdict",
+        "clock", "D (us)", "n", "p50 (us)", "shift", "error", "tolerance"
+    );
+    let mut bad = Vec::new();
+    for (ci, clock) in ["user", "kernel"].iter().enumerate() {
+        let mut base = f64::NAN;
+        for (k, &d) in CAL_DELAYS.iter().enumerate() {
+            let v = &mut samples[ci][k];
+            v.sort_unstable();
+            let p50 = pct(v, 0.5);
+            if k == 0 {
+                base = p50;
+            }
+            let shift = p50 - base;
+            let d_us = d as f64 / 1e3;
+            let err = shift - d_us;
+            let tol = 1.0 + 0.05 * d_us;
+            let ok = k == 0 || (err.abs() <= tol && v.len() >= 20);
+            if !ok {
+                bad.push(format!("{clock} D={d_us} us: shift {shift:.1} us"));
+            }
+            println!(
+                "{:<8}{:>8.0}{:>7}{:>10.1}{:>10.1}{:>10.1}{:>11.1}  {}",
+                clock,
+                d_us,
+                v.len(),
+                p50,
+                shift,
+                err,
+                tol,
+                if k == 0 {
+                    "reference"
+                } else if ok {
+                    "ok"
+                } else {
+                    "OFF"
+                }
+            );
+        }
+    }
+    if !bad.is_empty() {
+        bail!(
+            "the measurement chain is off by more than 1 us + 5 %: {} (see {})",
+            bad.join("; "),
+            dir.display()
+        );
+    }
+    println!("calibration: every shift within 1 us + 5 % of the injected delay");
     Ok(())
 }

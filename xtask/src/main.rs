@@ -208,6 +208,7 @@ fn vm_smoke() -> Result<()> {
         strategy_flags: String::new(),
         timeout: 120,
         vm: true,
+        calibrate: false,
         vm_args: vm::VmArgs {
             nic: vec!["virtio".into()],
             accel: "tcg".into(),
@@ -329,6 +330,26 @@ fn test(a: &TestArgs) -> Result<()> {
     // every binary first: the strategy's end-to-end tests start the exchange's.
     cmd("cargo", &["build", "--workspace", "--release", "--bins"])?;
     cmd("cargo", &["test", "--workspace", "--release"])?;
+    // The measurement chain: injected delays must show up as p50 shifts (1 us + 5 %).
+    lab::run(&lab::LabArgs {
+        paths: vec!["kernel".into()],
+        runs: 1,
+        md_file: None,
+        pace: "rate:5000".into(),
+        results_dir: Some(root().join("target/lab-results/calibrate-test")),
+        no_build: true,
+        strategy_flags: String::new(),
+        timeout: 300,
+        vm: false,
+        calibrate: true,
+        vm_args: vm::VmArgs {
+            nic: vec!["virtio".into()],
+            accel: "tcg".into(),
+            guest_kernel: None,
+            mem: 512,
+            smp: 1,
+        },
+    })?;
     if !a.no_vm {
         vm_smoke()?;
     }

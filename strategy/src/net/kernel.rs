@@ -154,7 +154,8 @@ impl NetPath for KernelPath {
             };
             let mut msg = [0u8; ORDER_LEN];
             order.emit(&mut proto::order::Packet::new_unchecked(&mut msg[..]));
-            super::spin_for(hot.inject_delay_ns);
+            let delay = hot.next_delay();
+            super::spin_for(delay);
             if self.backlog_len > 0 {
                 self.flush_backlog(tfd)?;
             }
@@ -174,7 +175,7 @@ impl NetPath for KernelPath {
             }
             self.stats.orders += 1;
             hot.latency.record(t_tx - t_rx);
-            hot.log.push(order);
+            hot.log.push(order, delay);
         }
         if status == Status::Idle {
             self.idle_turns += 1;

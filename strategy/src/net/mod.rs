@@ -81,10 +81,12 @@ pub struct PathStats {
     pub partial_sends: u64,
 }
 
-/// Where the orders of a session are recorded (preallocated; the hot path only pushes).
+/// Where the orders of a session are recorded with the calibration delay each one got
+/// (preallocated; the hot path only pushes).
 #[derive(Debug)]
 pub struct OrderLog {
-    orders: Vec<OrderRepr>,
+    orders: Vec<(OrderRepr, u64)>,
+    total: u64,
     /// Orders that did not fit the preallocated log (still sent).
     pub overflow: u64,
 }
@@ -94,25 +96,36 @@ impl OrderLog {
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
             orders: Vec::with_capacity(capacity),
+            total: 0,
             overflow: 0,
         }
     }
-    /// Records an order.
+
+    /// Records an order and the delay injected before its send.
     #[inline]
-    pub fn push(&mut self, o: OrderRepr) {
+    pub fn push(&mut self, o: OrderRepr, delay_ns: u64) {
+        self.total += 1;
         if self.orders.len() < self.orders.capacity() {
-            self.orders.push(o);
+            self.orders.push((o, delay_ns));
         } else {
             self.overflow += 1;
         }
     }
-    /// The orders.
-    pub fn orders(&self) -> &[OrderRepr] {
+
+    /// Orders sent this session.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// The orders and their injected delays.
+    pub fn orders(&self) -> &[(OrderRepr, u64)] {
         &self.orders
     }
+
     /// Empties the log (keeps the capacity).
     pub fn clear(&mut self) {
         self.orders.clear();
+        self.total = 0;
         self.overflow = 0;
     }
 }
@@ -125,8 +138,21 @@ pub struct Hot<'a> {
     pub latency: &'a mut Latency,
     /// Orders sent.
     pub log: &'a mut OrderLog,
-    /// Busy-wait this long between the trigger and the send (calibration; 0 = off).
-    pub inject_delay_ns: u64,
+    /// Calibration: order k busy-waits `delays[k % len]` ns between trigger and send
+    /// (empty = no delay).
+    pub delays: &'a [u64],
+}
+
+impl Hot<'_> {
+    /// The delay the next order gets.
+    #[inline]
+    pub fn next_delay(&self) -> u64 {
+        if self.delays.is_empty() {
+            0
+        } else {
+            self.delays[(self.log.total() % self.delays.len() as u64) as usize]
+        }
+    }
 }
 
 /// A network path.

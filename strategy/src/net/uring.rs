@@ -299,14 +299,15 @@ impl NetPath for UringPath {
                                 .flags(libc::MSG_NOSIGNAL)
                                 .build()
                         };
-                        super::spin_for(hot.inject_delay_ns);
+                        let delay = hot.next_delay();
+                        super::spin_for(delay);
                         r.slot_busy[slot] = true;
                         r.push(&e.user_data(UD_SEND | slot as u64))?;
                         r.ring.submit()?;
                         let t_tx = mono_ns();
                         self.stats.orders += 1;
                         hot.latency.record(t_tx - t_rx);
-                        hot.log.push(order);
+                        hot.log.push(order, delay);
                     }
                     r.give_back(bid)?;
                 }

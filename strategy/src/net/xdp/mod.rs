@@ -407,13 +407,14 @@ impl NetPath for XdpPath {
                 // The 21 bytes go straight into smoltcp's send buffer; the egress poll below
                 // builds the segment straight into a UMEM TX frame.
                 let sent = send_order(sock, &order);
-                super::spin_for(hot.inject_delay_ns);
+                let delay = hot.next_delay();
+                super::spin_for(delay);
                 s.iface.poll(now(), &mut s.dev, &mut s.sockets);
                 let t_tx = mono_ns();
                 if sent {
                     self.stats.orders += 1;
                     hot.latency.record(t_tx - t_rx);
-                    hot.log.push(order);
+                    hot.log.push(order, delay);
                 } else {
                     self.stats.partial_sends += 1;
                 }
