@@ -231,6 +231,10 @@ fn one_run(
             c.args(["taskset", "-c", cpu]);
         }
     };
+    let before = (
+        counters(&lab.exchange, netlab::VethLab::EXCHANGE_IF),
+        counters(&lab.strategy, netlab::VethLab::STRATEGY_IF),
+    );
     let mut ex = lab.exchange.command("env");
     taskset("0", &mut ex);
     ex.arg(bin.join("exchange"))
@@ -316,7 +320,34 @@ fn one_run(
         "\r  {tag}: done in {:.1} s        ",
         t0.elapsed().as_secs_f64()
     );
+    let after = (
+        counters(&lab.exchange, netlab::VethLab::EXCHANGE_IF),
+        counters(&lab.strategy, netlab::VethLab::STRATEGY_IF),
+    );
     drop((ex, st, lab));
+    let deltas = serde_json::json!({
+        "exchange": delta(&before.0, &after.0),
+        "strategy": delta(&before.1, &after.1),
+    });
+    fs::write(
+        dir.join(format!("{tag}.counters.json")),
+        serde_json::to_string_pretty(&deltas)?,
+    )?;
+    let suspicious = [
+        ("strategy", "Udp.InErrors"),
+        ("strategy", "Udp.RcvbufErrors"),
+        ("strategy", "link.rx_dropped"),
+        ("exchange", "link.rx_dropped"),
+        ("exchange", "Udp.SndbufErrors"),
+        ("exchange", "Tcp.RetransSegs"),
+        ("strategy", "Tcp.RetransSegs"),
+        ("exchange", "Tcp.InErrs"),
+    ];
+    for (side, key) in suspicious {
+        if let Some(v) = deltas[side][key].as_i64().filter(|v| *v > 0) {
+            println!("  {tag}: WARNING {side} {key} +{v} during the run (not explained by the lab; see {tag}.counters.json)");
+        }
+    }
 
     let summary = read_summaries(&ex_sum)?
         .into_iter()
@@ -687,4 +718,63 @@ fn calibrate(a: &LabArgs) -> Result<()> {
     }
     println!("calibration: every shift within 1 us + 5 % of the injected delay");
     Ok(())
+}
+
+/// Kernel counters of one namespace: /proc/net/snmp (Ip, Udp, Tcp), /proc/net/netstat
+/// (TcpExt) and the interface's link statistics.
+fn counters(ns: &netlab::Netns, ifname: &str) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    for file in ["/proc/net/snmp", "/proc/net/netstat"] {
+        let Ok(text) = ns.exec(&["cat", file]) else {
+            continue;
+        };
+        let lines: Vec<&str> = text.lines().collect();
+        for pair in lines.chunks(2) {
+            let [names, values] = pair else { continue };
+            let mut n = names.split_whitespace();
+            let mut v = values.split_whitespace();
+            let Some(proto) = n.next().map(|p| p.trim_end_matches(':').to_owned()) else {
+                continue;
+            };
+            v.next();
+            if !["Ip", "Udp", "Tcp", "TcpExt"].contains(&proto.as_str()) {
+                continue;
+            }
+            for (name, value) in n.zip(v) {
+                if let Ok(x) = value.parse::<i64>() {
+                    out.insert(format!("{proto}.{name}"), x);
+                }
+            }
+        }
+    }
+    if let Ok(j) = ns.exec(&["ip", "-s", "-j", "link", "show", "dev", ifname]) {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&j) {
+            let st = &v[0]["stats64"];
+            for (dir, key) in [
+                ("rx", "dropped"),
+                ("rx", "errors"),
+                ("tx", "dropped"),
+                ("tx", "errors"),
+                ("rx", "packets"),
+                ("tx", "packets"),
+            ] {
+                if let Some(x) = st[dir][key].as_i64() {
+                    out.insert(format!("link.{dir}_{key}"), x);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Non-zero differences.
+fn delta(before: &BTreeMap<String, i64>, after: &BTreeMap<String, i64>) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for (k, v) in after {
+        let d = v - before.get(k).copied().unwrap_or(0);
+        if d != 0 && !k.ends_with("CurrEstab") {
+            m.insert(k.clone(), serde_json::json!(d));
+        }
+    }
+    serde_json::Value::Object(m)
 }
