@@ -175,6 +175,15 @@ pub fn run(a: &LabArgs) -> Result<()> {
             "one CPU: no pinning (figures will be poor)"
         }
     );
+    let floor = crate::floor::measure(pin).context("the ping-pong floor")?;
+    println!(
+        "floor (bare ping-pong, same link and CPUs, {} round trips each): UDP p50 {:.1} p99 {:.1} us, TCP_NODELAY p50 {:.1} p99 {:.1} us",
+        floor.0.len(),
+        pct(&floor.0, 0.5),
+        pct(&floor.0, 0.99),
+        pct(&floor.1, 0.5),
+        pct(&floor.1, 0.99)
+    );
     let mut results = Vec::new();
     for run in 1..=a.runs {
         for path in &a.paths {
@@ -184,6 +193,27 @@ pub fn run(a: &LabArgs) -> Result<()> {
         }
     }
     report(&dir, &results)?;
+    println!("over the floor (user-clock tick-to-trade / UDP ping-pong round trip, same run):");
+    for path in &a.paths {
+        let mut user: Vec<u64> = results
+            .iter()
+            .filter(|r| &r.path == path)
+            .flat_map(|r| r.t2t_user.iter().copied())
+            .collect();
+        user.sort_unstable();
+        println!(
+            "  {path}: p50 x{:.2}, p99 x{:.2}",
+            pct(&user, 0.5) / pct(&floor.0, 0.5),
+            pct(&user, 0.99) / pct(&floor.0, 0.99)
+        );
+    }
+    fs::write(
+        dir.join("floor.json"),
+        serde_json::to_string_pretty(&serde_json::json!({
+            "udp_rtt_us": {"p50": pct(&floor.0, 0.5), "p90": pct(&floor.0, 0.9), "p99": pct(&floor.0, 0.99)},
+            "tcp_rtt_us": {"p50": pct(&floor.1, 0.5), "p90": pct(&floor.1, 0.9), "p99": pct(&floor.1, 0.99)},
+        }))?,
+    )?;
     check(&dir, &results)
 }
 

@@ -7,6 +7,7 @@
 //! measures the publisher.
 
 mod bench;
+mod floor;
 mod lab;
 mod setup;
 mod vm;

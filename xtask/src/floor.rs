@@ -1,0 +1,130 @@
+//! The physical floor: a bare ping-pong on the same veth link and the same CPUs as the lab
+//! (exchange side on CPU 0, strategy side on CPU 1), one 21-byte message at a time, both
+//! sides spinning on non-blocking sockets: UDP, and TCP with TCP_NODELAY. Every path's
+//! tick-to-trade is then reported as a ratio over this floor.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use netlab::VethLab;
+
+/// Round trips per protocol (after warm-up).
+const ROUND_TRIPS: usize = 20_000;
+const WARMUP: usize = 1_000;
+
+fn pin(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it; pid 0 = this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn spin_recv(
+    mut f: impl FnMut() -> std::io::Result<usize>,
+    deadline: Instant,
+) -> std::io::Result<usize> {
+    loop {
+        match f() {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                if Instant::now() > deadline {
+                    return Err(std::io::Error::new(
+                        ErrorKind::TimedOut,
+                        "ping-pong peer silent",
+                    ));
+                }
+                std::hint::spin_loop();
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Sorted round-trip times in ns: (udp, tcp).
+pub fn measure(pin_cpus: bool) -> Result<(Vec<u64>, Vec<u64>)> {
+    let lab = VethLab::new("flr").context("namespaces for the floor")?;
+    let server = lab.strategy.spawn(move || -> std::io::Result<()> {
+        if pin_cpus {
+            pin(1);
+        }
+        let udp = UdpSocket::bind("10.77.0.2:7001")?;
+        udp.set_nonblocking(true)?;
+        let listener = TcpListener::bind("10.77.0.2:7002")?;
+        let mut buf = [0u8; 64];
+        let deadline = || Instant::now() + Duration::from_secs(10);
+        for _ in 0..WARMUP + ROUND_TRIPS {
+            let (n, from) = {
+                let d = deadline();
+                loop {
+                    match udp.recv_from(&mut buf) {
+                        Ok(x) => break x,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < d => {
+                            std::hint::spin_loop()
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
+            udp.send_to(&buf[..n], from)?;
+        }
+        let (mut tcp, _) = listener.accept()?;
+        tcp.set_nodelay(true)?;
+        tcp.set_nonblocking(true)?;
+        for _ in 0..WARMUP + ROUND_TRIPS {
+            let n = spin_recv(|| tcp.read(&mut buf[..21]), deadline())?;
+            tcp.write_all(&buf[..n])?;
+        }
+        Ok(())
+    })?;
+    let client = lab
+        .exchange
+        .spawn(move || -> std::io::Result<(Vec<u64>, Vec<u64>)> {
+            if pin_cpus {
+                pin(0);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            let udp = UdpSocket::bind("10.77.0.1:0")?;
+            udp.set_nonblocking(true)?;
+            let peer: SocketAddr = "10.77.0.2:7001".parse().map_err(std::io::Error::other)?;
+            let msg = [7u8; 21];
+            let mut buf = [0u8; 64];
+            let mut udp_rtt = Vec::with_capacity(ROUND_TRIPS);
+            for i in 0..WARMUP + ROUND_TRIPS {
+                let t = Instant::now();
+                udp.send_to(&msg, peer)?;
+                spin_recv(|| udp.recv(&mut buf), t + Duration::from_secs(10))?;
+                if i >= WARMUP {
+                    udp_rtt.push(t.elapsed().as_nanos() as u64);
+                }
+            }
+            let mut tcp = TcpStream::connect("10.77.0.2:7002")?;
+            tcp.set_nodelay(true)?;
+            tcp.set_nonblocking(true)?;
+            let mut tcp_rtt = Vec::with_capacity(ROUND_TRIPS);
+            for i in 0..WARMUP + ROUND_TRIPS {
+                let t = Instant::now();
+                tcp.write_all(&msg)?;
+                let mut got = 0;
+                while got < msg.len() {
+                    got += spin_recv(|| tcp.read(&mut buf[got..21]), t + Duration::from_secs(10))?;
+                }
+                if i >= WARMUP {
+                    tcp_rtt.push(t.elapsed().as_nanos() as u64);
+                }
+            }
+            Ok((udp_rtt, tcp_rtt))
+        })?;
+    let (mut udp, mut tcp) = client
+        .join()
+        .map_err(|_| anyhow::anyhow!("ping-pong client panicked"))??;
+    server
+        .join()
+        .map_err(|_| anyhow::anyhow!("ping-pong server panicked"))??;
+    udp.sort_unstable();
+    tcp.sort_unstable();
+    Ok((udp, tcp))
+}
