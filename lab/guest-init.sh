@@ -29,6 +29,13 @@ for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25; do
     sleep 0.2
 done
 echo "lab-carrier: $(cat /sys/class/net/$IF/carrier 2>/dev/null)"
+if [ -n "$labshell" ]; then
+    echo "lab: interactive guest; the strategy is /strategy, e.g."
+    echo "  /strategy run --iface $IF --net $labnet --exchange $labex --reconnect"
+    echo "lab: leave with 'poweroff -f' (or Ctrl-a x)"
+    setsid cttyhack sh
+    poweroff -f
+fi
 /strategy run --iface "$IF" --net "$labnet" --exchange "$labex" --sessions 1 \
     --orders-out /orders.csv --results /results.jsonl $labflags > /strategy.out 2>&1
 echo "lab-exit: $?"

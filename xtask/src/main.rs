@@ -216,6 +216,7 @@ fn vm_smoke() -> Result<()> {
             guest_kernel: None,
             mem: 512,
             smp: 1,
+            interactive: false,
         },
     };
     let t0 = std::time::Instant::now();
@@ -349,6 +350,7 @@ fn test(a: &TestArgs) -> Result<()> {
             guest_kernel: None,
             mem: 512,
             smp: 1,
+            interactive: false,
         },
     })?;
     if !a.no_vm {

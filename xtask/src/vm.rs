@@ -47,6 +47,10 @@ pub struct VmArgs {
     /// Guest vCPUs. With one vCPU virtio-net uses one queue pair, the one AF_XDP binds.
     #[arg(long, default_value_t = 1)]
     pub smp: u32,
+    /// Leave the tap, the exchange and a guest shell running for your own experiments
+    /// (serial console on this terminal); everything is removed when the guest powers off.
+    #[arg(long)]
+    pub interactive: bool,
 }
 
 fn output(program: &str, args: &[&str]) -> Result<String> {
@@ -387,6 +391,10 @@ pub fn run(a: &LabArgs, v: &VmArgs) -> Result<(PathBuf, Vec<RunResult>)> {
         let stop = Arc::clone(&stop);
         let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
     }
+    if v.interactive {
+        interactive(a, v, &md_file, &dir, accel, &kernel, &initrd)?;
+        return Ok((dir, Vec::new()));
+    }
     let oracle = strategy::replay::replay(&md_file, EngineConfig::default()).context("oracle")?;
     let mut results = Vec::new();
     for run in 1..=a.runs {
@@ -603,4 +611,99 @@ fn one_vm_run(
         t2t_user,
         t2t_kernel,
     })
+}
+
+/// `lab --vm --interactive`: the namespace, tap and exchange stay up while a guest shell runs
+/// on this terminal; all of it goes when the guest powers off.
+fn interactive(
+    a: &LabArgs,
+    v: &VmArgs,
+    md_file: &Path,
+    dir: &Path,
+    accel: &str,
+    kernel: &Path,
+    initrd: &Path,
+) -> Result<()> {
+    let nic = v.nic.first().map_or("virtio", String::as_str);
+    let path = a.paths.first().map_or("kernel", String::as_str);
+    let ns = Netns::new("vmlab").context("namespace")?;
+    ns.exec(&["ip", "tuntap", "add", "dev", "tap0", "mode", "tap"])?;
+    ns.exec(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{HOST_ADDR}/24"),
+        "dev",
+        "tap0",
+    ])?;
+    ns.exec(&["ip", "link", "set", "tap0", "up"])?;
+    ns.exec(&["ip", "route", "add", "224.0.0.0/4", "dev", "tap0"])?;
+    let log = dir.join("interactive.exchange.log");
+    let mut ex = ns
+        .command(root().join("target/release/exchange"))
+        .args([
+            "serve",
+            "--oe-listen",
+            &format!("{HOST_ADDR}:9012"),
+            "--md-iface",
+            "tap0",
+            "--pace",
+            &a.pace,
+        ])
+        .args(["--handshake-delay", "1s", "--quiet-orders"])
+        .arg("--md-file")
+        .arg(md_file)
+        .arg("--results")
+        .arg(dir.join("interactive.orders.csv"))
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log)?)
+        .spawn()
+        .context("starting the exchange")?;
+    println!(
+        "lab: namespace {} with tap0 {HOST_ADDR}/24; exchange on {HOST_ADDR}:9012 (log {})",
+        ns.name(),
+        log.display()
+    );
+    println!(
+        "lab: results in {}; enter the host side with `ip netns exec {} bash`",
+        dir.display(),
+        ns.name()
+    );
+    let device = match nic {
+        "e1000e" => "e1000e,netdev=n0,mac=52:54:00:12:34:56",
+        "igb" => "igb,netdev=n0,mac=52:54:00:12:34:56",
+        _ => "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56",
+    };
+    let append = format!("console=ttyS0 panic=-1 quiet labip={GUEST_CIDR} labex={HOST_ADDR}:9012 labnet={path} labshell=1");
+    let st = ns
+        .command("qemu-system-x86_64")
+        .args([
+            "-accel",
+            accel,
+            "-m",
+            &v.mem.to_string(),
+            "-smp",
+            &v.smp.to_string(),
+            "-nographic",
+            "-no-reboot",
+        ])
+        .arg("-kernel")
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .args([
+            "-append",
+            &append,
+            "-netdev",
+            "tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=off",
+            "-device",
+            device,
+        ])
+        .status()
+        .context("starting qemu-system-x86_64")?;
+    let _ = ex.kill();
+    let _ = ex.wait();
+    drop(ns);
+    println!("lab: guest exited ({st}); tap, exchange and namespace removed");
+    Ok(())
 }
