@@ -62,9 +62,26 @@ pub struct LabArgs {
     /// p50 shift by D, per clock, within 1 us + 5 %.
     #[arg(long)]
     pub calibrate: bool,
+    /// Capture every run on the exchange's veth (tcpdump, nanosecond timestamps) into the
+    /// results folder; `cargo xtask lab analyze DIR` matches orders to packets on the wire.
+    #[arg(long)]
+    pub pcap: bool,
     /// Settings of the VM lab.
     #[command(flatten)]
     pub vm_args: crate::vm::VmArgs,
+    #[command(subcommand)]
+    pub action: Option<LabAction>,
+}
+
+/// `lab` subcommands.
+#[derive(clap::Subcommand, Clone)]
+pub enum LabAction {
+    /// Match each order to the market-data packet whose id it carries, on the wire, in the
+    /// captures of a results folder (from `lab --pcap`).
+    Analyze {
+        /// The results folder the lab printed.
+        dir: PathBuf,
+    },
 }
 
 /// One run's outcome.
@@ -112,6 +129,9 @@ impl Drop for Proc {
 
 /// Runs the lab.
 pub fn run(a: &LabArgs) -> Result<()> {
+    if let Some(LabAction::Analyze { dir }) = &a.action {
+        return crate::analyze::run(dir);
+    }
     if a.calibrate {
         return calibrate(a);
     }
@@ -265,6 +285,38 @@ fn one_run(
         counters(&lab.exchange, netlab::VethLab::EXCHANGE_IF),
         counters(&lab.strategy, netlab::VethLab::STRATEGY_IF),
     );
+    let capture = if a.pcap {
+        let mut c = lab
+            .exchange
+            .command("tcpdump")
+            .args([
+                "-i",
+                netlab::VethLab::EXCHANGE_IF,
+                "-n",
+                "-s",
+                "256",
+                "--time-stamp-precision",
+                "nano",
+                "-w",
+            ])
+            .arg(dir.join(format!("{tag}.pcap")))
+            .args(["udp", "port", "12345", "or", "tcp", "port", "9012"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting tcpdump (cargo xtask setup installs it)")?;
+        // tcpdump says "listening on" once the capture is open.
+        if let Some(err) = c.stderr.take() {
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(err), &mut line);
+        }
+        Some(Proc {
+            name: "tcpdump",
+            child: c,
+        })
+    } else {
+        None
+    };
     let mut ex = lab.exchange.command("env");
     taskset("0", &mut ex);
     ex.arg(bin.join("exchange"))
@@ -354,6 +406,12 @@ fn one_run(
         counters(&lab.exchange, netlab::VethLab::EXCHANGE_IF),
         counters(&lab.strategy, netlab::VethLab::STRATEGY_IF),
     );
+    if let Some(mut c) = capture {
+        // SIGINT lets tcpdump flush the file.
+        // SAFETY: kill(2) on our child's pid.
+        unsafe { libc::kill(c.child.id() as i32, libc::SIGINT) };
+        let _ = c.child.wait();
+    }
     drop((ex, st, lab));
     let deltas = serde_json::json!({
         "exchange": delta(&before.0, &after.0),

@@ -6,6 +6,7 @@
 //! paths side by side; `gen-md` writes the default market-data file; `bench-exchange`
 //! measures the publisher.
 
+mod analyze;
 mod bench;
 mod floor;
 mod lab;
@@ -210,6 +211,8 @@ fn vm_smoke() -> Result<()> {
         timeout: 120,
         vm: true,
         calibrate: false,
+        pcap: false,
+        action: None,
         vm_args: vm::VmArgs {
             nic: vec!["virtio".into()],
             accel: "tcg".into(),
@@ -344,6 +347,8 @@ fn test(a: &TestArgs) -> Result<()> {
         timeout: 300,
         vm: false,
         calibrate: true,
+        pcap: false,
+        action: None,
         vm_args: vm::VmArgs {
             nic: vec!["virtio".into()],
             accel: "tcg".into(),
@@ -353,6 +358,43 @@ fn test(a: &TestArgs) -> Result<()> {
             interactive: false,
         },
     })?;
+    // Captures: the analyzer must find on the wire exactly the orders the results list.
+    let pcap_dir = root().join("target/lab-results/pcap-test");
+    let _ = std::fs::remove_dir_all(&pcap_dir);
+    std::fs::create_dir_all(&pcap_dir)?;
+    let small = pcap_dir.join("md-small.csv.gz");
+    exchange::mdgen::generate(
+        &small,
+        &exchange::mdgen::GenConfig {
+            target_bytes: 40_000,
+            depth: 60,
+            trigger_every: 80,
+            ..Default::default()
+        },
+    )?;
+    lab::run(&lab::LabArgs {
+        paths: vec!["kernel".into(), "xdp".into()],
+        runs: 1,
+        md_file: Some(small),
+        pace: "rate:5000".into(),
+        results_dir: Some(pcap_dir.clone()),
+        no_build: true,
+        strategy_flags: String::new(),
+        timeout: 120,
+        vm: false,
+        calibrate: false,
+        pcap: true,
+        action: None,
+        vm_args: vm::VmArgs {
+            nic: vec!["virtio".into()],
+            accel: "tcg".into(),
+            guest_kernel: None,
+            mem: 512,
+            smp: 1,
+            interactive: false,
+        },
+    })?;
+    analyze::run(&pcap_dir)?;
     if !a.no_vm {
         vm_smoke()?;
     }

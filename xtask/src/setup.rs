@@ -26,6 +26,7 @@ const BASE: &[(&str, &str)] = &[
     ),
     ("ethtool", "NIC offload settings and statistics"),
     ("procps", "sysctl and ps for the lab"),
+    ("tcpdump", "lab --pcap captures"),
 ];
 
 fn missing_packages(pkgs: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
