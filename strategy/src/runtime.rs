@@ -85,6 +85,10 @@ pub struct RunArgs {
     #[cfg(feature = "xdp")]
     #[arg(long, value_enum, default_value = "auto")]
     pub xsk_bind: crate::net::xdp::XskBind,
+    /// AF_PACKET: smoltcp's own address on the link (not the interface's: the kernel would
+    /// reset the order flow), e.g. 10.77.0.3.
+    #[arg(long)]
+    pub packet_ip: Option<Ipv4Addr>,
     /// AF_XDP: RX queue to bind.
     #[arg(long, default_value_t = 0)]
     pub xsk_queue: u32,
@@ -225,10 +229,26 @@ pub fn main(a: &RunArgs) -> Result<()> {
                 frame_count: a.frame_count,
                 hugepages: a.hugepages,
             };
-            run_loop(a, crate::net::xdp::XdpPath::new(cfg, xcfg))
+            run_loop(a, crate::net::xdp::path(cfg, xcfg))
+        }
+        #[cfg(feature = "xdp")]
+        NetKind::Packet => {
+            let iface = a.iface.clone().context("--net packet needs --iface")?;
+            let local = a.packet_ip.context(
+                "--net packet needs --packet-ip (an unused address on the link for smoltcp)",
+            )?;
+            let pcfg = crate::net::packet::PacketConfig {
+                iface,
+                local,
+                frame_size: a.frame_size.max(2048),
+                frames: 256,
+            };
+            run_loop(a, crate::net::packet::path(cfg, pcfg))
         }
         #[cfg(not(feature = "xdp"))]
-        NetKind::Xdp => anyhow::bail!("this strategy was built without the `xdp` feature"),
+        NetKind::Xdp | NetKind::Packet => {
+            anyhow::bail!("this strategy was built without the `xdp` feature")
+        }
     }
 }
 

@@ -7,6 +7,12 @@
 //! buffer and hand it to the kernel, then stamp again.
 
 pub mod kernel;
+#[cfg(feature = "xdp")]
+pub mod packet;
+#[cfg(feature = "xdp")]
+pub mod raw;
+#[cfg(feature = "xdp")]
+pub mod smol;
 pub mod uring;
 #[cfg(feature = "xdp")]
 pub mod xdp;
@@ -29,6 +35,8 @@ pub enum NetKind {
     Uring,
     /// AF_XDP: XDP steering, UMEM busy loop, smoltcp TCP.
     Xdp,
+    /// AF_PACKET: mmap'd TPACKET_V2 rings, classic BPF filter, qdisc bypass, smoltcp TCP.
+    Packet,
 }
 
 impl NetKind {
@@ -38,6 +46,7 @@ impl NetKind {
             Self::Kernel => "kernel",
             Self::Uring => "uring",
             Self::Xdp => "xdp",
+            Self::Packet => "packet",
         }
     }
 }

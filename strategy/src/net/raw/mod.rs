@@ -1,0 +1,282 @@
+//! Raw-frame rings (AF_XDP's UMEM rings, AF_PACKET's mmap'd rings) behind two small traits,
+//! and the one smoltcp `phy::Device` that serves both.
+//!
+//! A ring is split in two halves so that smoltcp can hold an RX token (which lends a
+//! received frame in place) and a TX token (which writes a frame straight into the ring)
+//! at the same time: [`RxRing`] hands out received frames by handle and takes them back;
+//! [`TxRing`] fills one transmit slot in place, posts it and kicks the kernel only when it
+//! must. [`RingDevice`] adds the queue of frames waiting for smoltcp and the list of frames
+//! to give back, and checks that every frame is accounted for.
+
+pub mod packet;
+pub mod xsk;
+
+use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+
+/// Frames handled per ring operation.
+pub const BATCH: usize = 64;
+
+/// The receive half of a ring.
+pub trait RxRing {
+    /// Handle of a received frame.
+    type Frame: Copy + Default;
+    /// Takes up to `out.len()` received frames from the kernel; returns the count.
+    fn recv(&mut self, out: &mut [Self::Frame]) -> usize;
+    /// The bytes of a received frame (valid until it is given back).
+    fn data(&self, frame: &Self::Frame) -> &[u8];
+    /// Gives frames back to the kernel; drains what it took from `frames`.
+    fn give_back(&mut self, frames: &mut Vec<Self::Frame>);
+    /// Frames the kernel holds (to receive into) plus `held` frames held by the device equal
+    /// the ring's size.
+    fn accounted(&self, held: usize) -> bool;
+}
+
+/// The transmit half of a ring.
+pub trait TxRing {
+    /// Writes one frame of `len` bytes in place with `f`, posts it and kicks the kernel if
+    /// needed; `None` when no slot is free.
+    fn send<R>(&mut self, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> Option<R>;
+    /// Takes back the slots the kernel has sent.
+    fn reap(&mut self);
+    /// Slots posted and not yet sent.
+    fn in_flight(&self) -> usize;
+    /// Every slot is free, posted or in flight.
+    fn accounted(&self) -> bool;
+    /// Counters.
+    fn stats(&self) -> TxStats;
+}
+
+/// Transmit counters.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct TxStats {
+    /// Frames posted.
+    pub tx_frames: u64,
+    /// Kicks (syscalls) to make the kernel send.
+    pub tx_kicks: u64,
+    /// Transmits dropped because no slot was free.
+    pub tx_no_frame: u64,
+}
+
+/// Device counters.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct DeviceStats {
+    /// Frames handed to smoltcp.
+    pub rx_to_stack: u64,
+    /// Frames smoltcp dropped without consuming (given back anyway).
+    pub rx_unconsumed: u64,
+    /// Transmit side.
+    #[serde(flatten)]
+    pub tx: TxStats,
+}
+
+/// A smoltcp device over a ring's two halves.
+pub struct RingDevice<R: RxRing, T: TxRing> {
+    /// Receive half.
+    pub rx: R,
+    /// Transmit half.
+    pub tx: T,
+    /// Frames consumed, waiting to go back to the kernel.
+    pub recycle: Vec<R::Frame>,
+    pending: Vec<R::Frame>,
+    pending_head: usize,
+    /// The last batch read by [`RingDevice::recv_batch`].
+    pub batch: [R::Frame; BATCH],
+    mtu: usize,
+    rx_to_stack: u64,
+    rx_unconsumed: u64,
+}
+
+impl<R: RxRing, T: TxRing> RingDevice<R, T> {
+    /// A device over these halves; `capacity` bounds the frames it can hold (no allocation
+    /// after this).
+    pub fn new(rx: R, tx: T, capacity: usize, mtu: usize) -> Self {
+        Self {
+            rx,
+            tx,
+            recycle: Vec::with_capacity(capacity),
+            pending: Vec::with_capacity(capacity),
+            pending_head: 0,
+            batch: [R::Frame::default(); BATCH],
+            mtu,
+            rx_to_stack: 0,
+            rx_unconsumed: 0,
+        }
+    }
+
+    /// Reads a batch of received frames into `self.batch`; returns the count.
+    #[inline]
+    pub fn recv_batch(&mut self) -> usize {
+        self.rx.recv(&mut self.batch)
+    }
+
+    /// The bytes of a received frame.
+    #[inline]
+    pub fn frame_data(&self, frame: &R::Frame) -> &[u8] {
+        self.rx.data(frame)
+    }
+
+    /// Queues a received frame for smoltcp.
+    #[inline]
+    pub fn to_stack(&mut self, frame: R::Frame) {
+        if self.pending_head == self.pending.len() {
+            self.pending.clear();
+            self.pending_head = 0;
+        }
+        self.pending.push(frame);
+    }
+
+    /// Reads a batch and queues every frame for smoltcp; returns the count.
+    pub fn rx_all_to_stack(&mut self) -> usize {
+        let n = self.recv_batch();
+        for i in 0..n {
+            let f = self.batch[i];
+            self.to_stack(f);
+        }
+        n
+    }
+
+    /// Gives consumed frames back to the kernel.
+    #[inline]
+    pub fn refill(&mut self) {
+        if !self.recycle.is_empty() {
+            self.rx.give_back(&mut self.recycle);
+        }
+    }
+
+    /// Takes back sent slots.
+    #[inline]
+    pub fn reap_completions(&mut self) {
+        self.tx.reap();
+    }
+
+    /// Frames smoltcp has not taken yet.
+    pub fn stack_pending(&self) -> usize {
+        self.pending.len() - self.pending_head
+    }
+
+    /// Frames posted for transmit and not sent yet.
+    pub fn tx_in_flight(&self) -> usize {
+        self.tx.in_flight()
+    }
+
+    /// Every frame is in exactly one place (kernel, pending, recycle, free, in flight).
+    pub fn accounted(&self) -> bool {
+        self.rx.accounted(self.stack_pending() + self.recycle.len()) && self.tx.accounted()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> DeviceStats {
+        DeviceStats {
+            rx_to_stack: self.rx_to_stack,
+            rx_unconsumed: self.rx_unconsumed,
+            tx: self.tx.stats(),
+        }
+    }
+}
+
+/// Lends one received frame to smoltcp, in place.
+pub struct RingRxToken<'a, R: RxRing> {
+    rx: &'a R,
+    frame: Option<R::Frame>,
+    recycle: &'a mut Vec<R::Frame>,
+    unconsumed: &'a mut u64,
+}
+
+impl<R: RxRing> phy::RxToken for RingRxToken<'_, R> {
+    fn consume<U, F: FnOnce(&[u8]) -> U>(mut self, f: F) -> U {
+        let frame = self.frame.take().unwrap_or_default();
+        let r = f(self.rx.data(&frame));
+        self.recycle.push(frame);
+        r
+    }
+}
+
+impl<R: RxRing> Drop for RingRxToken<'_, R> {
+    fn drop(&mut self) {
+        if let Some(frame) = self.frame.take() {
+            *self.unconsumed += 1;
+            self.recycle.push(frame);
+        }
+    }
+}
+
+/// Lets smoltcp write one frame straight into a transmit slot.
+pub struct RingTxToken<'a, T: TxRing> {
+    tx: &'a mut T,
+}
+
+impl<T: TxRing> phy::TxToken for RingTxToken<'_, T> {
+    fn consume<U, F: FnOnce(&mut [u8]) -> U>(self, len: usize, f: F) -> U {
+        let mut f = Some(f);
+        if let Some(r) = self
+            .tx
+            .send(len, |buf| (f.take().expect("called once"))(buf))
+        {
+            return r;
+        }
+        // No slot free: smoltcp still needs a buffer; the frame is dropped (counted by the
+        // ring) and TCP retransmits it.
+        let mut scratch = [0u8; 2048];
+        (f.take().expect("not called yet"))(&mut scratch[..len.min(2048)])
+    }
+}
+
+impl<R: RxRing, T: TxRing> phy::Device for RingDevice<R, T> {
+    type RxToken<'a>
+        = RingRxToken<'a, R>
+    where
+        Self: 'a;
+    type TxToken<'a>
+        = RingTxToken<'a, T>
+    where
+        Self: 'a;
+
+    fn receive(&mut self, _timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        if self.pending_head == self.pending.len() {
+            return None;
+        }
+        let frame = self.pending[self.pending_head];
+        self.pending_head += 1;
+        self.rx_to_stack += 1;
+        let Self {
+            rx,
+            tx,
+            recycle,
+            rx_unconsumed,
+            ..
+        } = self;
+        Some((
+            RingRxToken {
+                rx,
+                frame: Some(frame),
+                recycle,
+                unconsumed: rx_unconsumed,
+            },
+            RingTxToken { tx },
+        ))
+    }
+
+    fn transmit(&mut self, _timestamp: Instant) -> Option<Self::TxToken<'_>> {
+        self.tx.reap();
+        Some(RingTxToken { tx: &mut self.tx })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = self.mtu + 14;
+        caps.max_burst_size = Some(BATCH);
+        // A veth peer with TX checksum offload sends TCP segments whose checksum is not
+        // filled in (CHECKSUM_PARTIAL crosses the pair as is): verifying would drop every
+        // segment. Checksums are computed on transmit and not verified on receive; on a
+        // real NIC the hardware has verified them (docs/decisions.md).
+        let mut c = ChecksumCapabilities::default();
+        c.ipv4 = phy::Checksum::Tx;
+        c.tcp = phy::Checksum::Tx;
+        c.udp = phy::Checksum::Tx;
+        c.icmpv4 = phy::Checksum::Tx;
+        caps.checksum = c;
+        caps
+    }
+}

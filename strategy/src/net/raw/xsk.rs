@@ -1,0 +1,154 @@
+//! The AF_XDP rings (xsk-rs) as [`RxRing`] and [`TxRing`]: the RX half owns the fill and RX
+//! rings, the TX half the TX and completion rings and the free list of TX frames; both
+//! hold a handle to the same UMEM.
+
+use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem};
+
+use super::{RxRing, TxRing, TxStats, BATCH};
+
+/// The receive half.
+pub struct XskRx {
+    umem: Umem,
+    fq: FillQueue,
+    rx: RxQueue,
+    in_kernel: usize,
+    total: usize,
+    /// Fill-ring wakeups.
+    pub fill_kicks: u64,
+}
+
+/// The transmit half.
+pub struct XskTx {
+    umem: Umem,
+    cq: CompQueue,
+    tx: TxQueue,
+    free: Vec<FrameDesc>,
+    done: [FrameDesc; BATCH],
+    in_flight: usize,
+    total: usize,
+    stats: TxStats,
+}
+
+/// Splits a socket's rings and frames into the two halves; `rx_frames` go to the fill ring.
+pub fn halves(
+    umem: Umem,
+    fq: FillQueue,
+    cq: CompQueue,
+    rx: RxQueue,
+    tx: TxQueue,
+    rx_frames: Vec<FrameDesc>,
+    tx_frames: Vec<FrameDesc>,
+) -> (XskRx, XskTx) {
+    let mut r = XskRx {
+        umem: umem.clone(),
+        fq,
+        rx,
+        in_kernel: 0,
+        total: rx_frames.len(),
+        fill_kicks: 0,
+    };
+    let mut frames = rx_frames;
+    r.give_back(&mut frames);
+    let total = tx_frames.len();
+    let t = XskTx {
+        umem,
+        cq,
+        tx,
+        free: tx_frames,
+        done: [FrameDesc::default(); BATCH],
+        in_flight: 0,
+        total,
+        stats: TxStats::default(),
+    };
+    (r, t)
+}
+
+impl XskRx {
+    /// The RX ring's fd (for the XSKMAP).
+    pub fn fd(&self) -> &xsk_rs::socket::Fd {
+        self.rx.fd()
+    }
+}
+
+impl RxRing for XskRx {
+    type Frame = FrameDesc;
+
+    #[inline]
+    fn recv(&mut self, out: &mut [FrameDesc]) -> usize {
+        // SAFETY: `out` is ours; the kernel hands the frames it filled over to us.
+        let n = unsafe { self.rx.consume(out) };
+        self.in_kernel -= n.min(self.in_kernel);
+        n
+    }
+
+    #[inline]
+    fn data(&self, frame: &FrameDesc) -> &[u8] {
+        // SAFETY: the frame came from our RX ring and is not on the fill ring while the
+        // device holds it; the slice borrows `self`.
+        unsafe { self.umem.data(frame) }.contents()
+    }
+
+    #[inline]
+    fn give_back(&mut self, frames: &mut Vec<FrameDesc>) {
+        // SAFETY: every frame given back is ours and nothing references its memory any more.
+        let n = unsafe { self.fq.produce(frames) };
+        self.in_kernel += n;
+        frames.drain(..n);
+        if n > 0 && self.fq.needs_wakeup() {
+            self.fill_kicks += 1;
+            let _ = self.fq.wakeup(self.rx.fd_mut(), 0);
+        }
+    }
+
+    fn accounted(&self, held: usize) -> bool {
+        self.in_kernel + held == self.total
+    }
+}
+
+impl TxRing for XskTx {
+    #[inline]
+    fn send<R>(&mut self, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
+        let Some(mut desc) = self.free.pop() else {
+            self.stats.tx_no_frame += 1;
+            return None;
+        };
+        // SAFETY: `desc` was on the free list: on no kernel ring, no other reference.
+        let mut data = unsafe { self.umem.data_mut(&mut desc) };
+        data.cursor().set_pos(len);
+        let r = f(&mut data.contents_mut()[..len]);
+        // SAFETY: the frame is fully written; we give up access until it comes back on the
+        // completion ring.
+        if unsafe { self.tx.produce_one(&desc) } == 1 {
+            self.in_flight += 1;
+            self.stats.tx_frames += 1;
+            if self.tx.needs_wakeup() {
+                self.stats.tx_kicks += 1;
+                let _ = self.tx.wakeup();
+            }
+        } else {
+            self.stats.tx_no_frame += 1;
+            self.free.push(desc);
+        }
+        Some(r)
+    }
+
+    #[inline]
+    fn reap(&mut self) {
+        // SAFETY: `done` is ours; the descriptors written are frames the kernel has sent.
+        let n = unsafe { self.cq.consume(&mut self.done) };
+        self.in_flight -= n.min(self.in_flight);
+        self.free.extend_from_slice(&self.done[..n]);
+    }
+
+    fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    fn accounted(&self) -> bool {
+        self.free.len() + self.in_flight == self.total
+    }
+
+    fn stats(&self) -> TxStats {
+        self.stats
+    }
+}
