@@ -36,8 +36,10 @@ if [ -n "$labshell" ]; then
     setsid cttyhack sh
     poweroff -f
 fi
+EXTRA=""
+[ "$labnet" = packet ] && EXTRA="--packet-ip $labpktip"
 /strategy run --iface "$IF" --net "$labnet" --exchange "$labex" --sessions 1 \
-    --orders-out /orders.csv --results /results.jsonl $labflags > /strategy.out 2>&1
+    --orders-out /orders.csv --results /results.jsonl $EXTRA $labflags > /strategy.out 2>&1
 echo "lab-exit: $?"
 tail -n 5 /strategy.out
 echo "lab-orders-begin"

@@ -124,6 +124,21 @@ fn read_orders(csv: &Path, session: Option<&str>) -> Vec<Order> {
         .collect()
 }
 
+/// `Tcp: OutRsts` of a namespace.
+fn out_rsts(ns: &Netns) -> u64 {
+    let snmp = ns.exec(&["cat", "/proc/net/snmp"]).expect("snmp");
+    let tcp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Tcp:")).collect();
+    let i = tcp[0]
+        .split_whitespace()
+        .position(|n| n == "OutRsts")
+        .expect("OutRsts");
+    tcp[1]
+        .split_whitespace()
+        .nth(i)
+        .and_then(|v| v.parse().ok())
+        .expect("value")
+}
+
 fn oracle(md: &Path) -> Vec<Order> {
     let r = strategy::replay::replay(md, EngineConfig::default()).expect("replay");
     r.orders
@@ -154,7 +169,7 @@ fn orders_equal_the_oracle_on_every_path() {
     let md = small_file(dir.path(), 60_000);
     let want = oracle(&md);
     assert!(want.len() > 20);
-    for net in ["kernel", "uring", "xdp"] {
+    for net in ["kernel", "uring", "xdp", "packet"] {
         let lab = VethLab::new("e2e").expect("lab");
         let (csv, orders) = (
             dir.path().join(format!("{net}.ex.csv")),
@@ -166,7 +181,13 @@ fn orders_equal_the_oracle_on_every_path() {
         );
         let mut ex = start_exchange(&lab.exchange, &md, &csv, &exlog, "rate:5000");
         std::thread::sleep(Duration::from_millis(100));
-        let mut st = start_strategy(&lab.strategy, net, &orders, &stlog, &["--sessions", "1"]);
+        let rsts_before = out_rsts(&lab.strategy);
+        let extra: &[&str] = if net == "packet" {
+            &["--sessions", "1", "--packet-ip", "10.77.0.3"]
+        } else {
+            &["--sessions", "1"]
+        };
+        let mut st = start_strategy(&lab.strategy, net, &orders, &stlog, extra);
         wait(&mut ex, Duration::from_secs(60), "exchange", &exlog);
         wait(&mut st, Duration::from_secs(10), "strategy", &stlog);
         assert_eq!(
@@ -186,6 +207,11 @@ fn orders_equal_the_oracle_on_every_path() {
         assert_eq!(s.orders_accepted as usize, want.len());
         assert_eq!(s.malformed_lines, 2);
         assert_eq!(s.t2t_kernel_ns.count as usize, want.len());
+        assert_eq!(
+            out_rsts(&lab.strategy),
+            rsts_before,
+            "{net}: the strategy's kernel sent no TCP reset"
+        );
         let out = lab
             .strategy
             .exec(&["ip", "link", "show", "dev", "vs0"])

@@ -28,8 +28,8 @@ use crate::{cmd, ensure_md_file, root};
 /// Flags.
 #[derive(clap::Args, Clone)]
 pub struct LabArgs {
-    /// Network paths to compare, in order (kernel, uring, xdp); ratios are against the first.
-    #[arg(long, value_delimiter = ',', default_value = "kernel,uring,xdp")]
+    /// Network paths to compare, in order (kernel, uring, xdp, packet); ratios are against the first.
+    #[arg(long, value_delimiter = ',', default_value = "kernel,uring,xdp,packet")]
     pub paths: Vec<String>,
     /// Repetitions per path.
     #[arg(long, default_value_t = 1)]
@@ -145,8 +145,8 @@ pub fn run(a: &LabArgs) -> Result<()> {
     }
     crate::setup::run(&crate::setup::SetupArgs::default())?;
     for p in &a.paths {
-        if !["kernel", "uring", "xdp"].contains(&p.as_str()) {
-            bail!("unknown path `{p}` (available: kernel, uring, xdp)");
+        if !["kernel", "uring", "xdp", "packet"].contains(&p.as_str()) {
+            bail!("unknown path `{p}` (available: kernel, uring, xdp, packet)");
         }
     }
     if !a.no_build && a.paths.iter().any(|p| p == "xdp") {
@@ -361,6 +361,12 @@ fn one_run(
         .arg(&st_sum)
         .arg("--orders-out")
         .arg(dir.join(format!("{tag}.strategy-orders.csv")))
+        // AF_PACKET: smoltcp's own address on the link (the kernel must not own it).
+        .args(if path == "packet" {
+            &["--packet-ip", "10.77.0.3"][..]
+        } else {
+            &[][..]
+        })
         .args(a.strategy_flags.split_whitespace())
         .stdout(fs::File::create(dir.join(format!("{tag}.strategy.out")))?)
         .stderr(fs::File::create(dir.join(format!("{tag}.strategy.log")))?);
@@ -430,6 +436,8 @@ fn one_run(
         ("exchange", "Tcp.RetransSegs"),
         ("strategy", "Tcp.RetransSegs"),
         ("exchange", "Tcp.InErrs"),
+        ("strategy", "Tcp.OutRsts"),
+        ("exchange", "Tcp.OutRsts"),
     ];
     for (side, key) in suspicious {
         if let Some(v) = deltas[side][key].as_i64().filter(|v| *v > 0) {

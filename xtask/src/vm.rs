@@ -344,8 +344,8 @@ pub fn run(a: &LabArgs, v: &VmArgs) -> Result<(PathBuf, Vec<RunResult>)> {
     })?;
     let xdp = a.paths.iter().any(|p| p == "xdp");
     for p in &a.paths {
-        if !["kernel", "uring", "xdp"].contains(&p.as_str()) {
-            bail!("unknown path `{p}` (available in the guest: kernel, uring, xdp)");
+        if !["kernel", "uring", "xdp", "packet"].contains(&p.as_str()) {
+            bail!("unknown path `{p}` (available in the guest: kernel, uring, xdp, packet)");
         }
     }
     for n in &v.nic {
@@ -513,7 +513,7 @@ fn one_vm_run(
         "tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=off".to_owned()
     };
     let append = format!(
-        "console=ttyS0 panic=-1 quiet labip={GUEST_CIDR} labex={HOST_ADDR}:9012 labnet={path}"
+        "console=ttyS0 panic=-1 quiet labip={GUEST_CIDR} labex={HOST_ADDR}:9012 labnet={path} labpktip=192.168.100.3"
     );
     let serial = dir.join(format!("{tag}.serial.log"));
     let mut qemu = ns
