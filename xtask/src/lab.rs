@@ -84,6 +84,9 @@ pub enum LabAction {
     },
 }
 
+/// Orders at the start of each run left out of the percentiles (warm-up).
+pub const WARMUP_ORDERS: usize = 5;
+
 /// One run's outcome.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunResult {
@@ -451,7 +454,11 @@ fn one_run(
         .context("no exchange summary")?;
     let strat: serde_json::Value =
         serde_json::from_str(fs::read_to_string(&st_sum)?.lines().next().unwrap_or("{}"))?;
-    let (received, t2t_user, t2t_kernel) = read_exchange_orders(&ex_csv)?;
+    let (received, mut t2t_user, mut t2t_kernel) = read_exchange_orders(&ex_csv)?;
+    // Warm-up: the first orders of a session pay for cold caches, page faults and the
+    // first ARP; they stay in the CSV but not in the percentiles.
+    t2t_user.drain(..WARMUP_ORDERS.min(t2t_user.len()));
+    t2t_kernel.drain(..WARMUP_ORDERS.min(t2t_kernel.len()));
     let expected: Vec<(u64, &str, i64, u32)> = oracle
         .iter()
         .map(|o| (o.trigger_id, o.side.as_str(), o.price, o.qty))
@@ -519,6 +526,7 @@ fn report(dir: &Path, results: &[RunResult]) -> Result<()> {
     println!();
     println!("tick-to-trade at the exchange (us): user = CLOCK_MONOTONIC in the exchange, kernel = SO_TIMESTAMPING software stamps;");
     println!("strat = the strategy's own packet-read -> order-handed-to-kernel time (us)");
+    println!("warm-up: the first {WARMUP_ORDERS} orders of every run are left out of the exchange-side percentiles (kept in the CSVs)");
     println!(
         "{:<14}{:>5}{:>8}{:>8}{:>7}{:>6}  {:<7}{:>8}{:>8}{:>8}{:>8}{:>8}{:>9}  {:>10}{:>10}",
         "path",
@@ -817,7 +825,7 @@ fn calibrate(a: &LabArgs) -> Result<()> {
 }
 
 /// Kernel counters of one namespace: /proc/net/snmp (Ip, Udp, Tcp), /proc/net/netstat
-/// (TcpExt) and the interface's link statistics.
+/// (TcpExt), the driver's `ethtool -S` statistics and the interface's link statistics.
 fn counters(ns: &netlab::Netns, ifname: &str) -> BTreeMap<String, i64> {
     let mut out = BTreeMap::new();
     for file in ["/proc/net/snmp", "/proc/net/netstat"] {
@@ -839,6 +847,15 @@ fn counters(ns: &netlab::Netns, ifname: &str) -> BTreeMap<String, i64> {
             for (name, value) in n.zip(v) {
                 if let Ok(x) = value.parse::<i64>() {
                     out.insert(format!("{proto}.{name}"), x);
+                }
+            }
+        }
+    }
+    if let Ok(text) = ns.exec(&["ethtool", "-S", ifname]) {
+        for line in text.lines().skip(1) {
+            if let Some((k, v)) = line.trim().split_once(':') {
+                if let Ok(x) = v.trim().parse::<i64>() {
+                    out.insert(format!("ethtool.{}", k.trim()), x);
                 }
             }
         }

@@ -587,7 +587,9 @@ fn one_vm_run(
         .into_iter()
         .next()
         .context("no exchange summary")?;
-    let (received, t2t_user, t2t_kernel) = read_exchange_orders(&ex_csv)?;
+    let (received, mut t2t_user, mut t2t_kernel) = read_exchange_orders(&ex_csv)?;
+    t2t_user.drain(..crate::lab::WARMUP_ORDERS.min(t2t_user.len()));
+    t2t_kernel.drain(..crate::lab::WARMUP_ORDERS.min(t2t_kernel.len()));
     let expected: Vec<(u64, &str, i64, u32)> = oracle
         .iter()
         .map(|o| (o.trigger_id, o.side.as_str(), o.price, o.qty))
