@@ -84,6 +84,38 @@ pub enum LabAction {
     },
 }
 
+/// Checks the paths, builds what they need (unless `--no-build`), makes sure of the market
+/// data file and the results folder (`target/lab-results/<prefix><unix time>` by default).
+pub fn prepare(a: &LabArgs, known: &[&str], prefix: &str) -> Result<(PathBuf, PathBuf)> {
+    for p in &a.paths {
+        if !known.contains(&p.as_str()) {
+            bail!("unknown path `{p}` (available: {})", known.join(", "));
+        }
+    }
+    if !a.no_build {
+        if a.paths.iter().any(|p| p == "xdp") {
+            crate::build_ebpf()?;
+        }
+        cmd(
+            "cargo",
+            &["build", "--release", "-p", "exchange", "-p", "strategy"],
+        )?;
+    }
+    let md_file = match &a.md_file {
+        Some(f) => f.clone(),
+        None => ensure_md_file(&crate::default_md_file(), false)?,
+    };
+    let dir = a.results_dir.clone().unwrap_or_else(|| {
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        root().join(format!("target/lab-results/{prefix}{ts}"))
+    });
+    fs::create_dir_all(&dir)?;
+    Ok((md_file, dir))
+}
+
 /// Orders at the start of each run left out of the percentiles (warm-up).
 pub const WARMUP_ORDERS: usize = 5;
 
@@ -147,32 +179,7 @@ pub fn run(a: &LabArgs) -> Result<()> {
         bail!("the lab creates network namespaces: run it as root");
     }
     crate::setup::run(&crate::setup::SetupArgs::default())?;
-    for p in &a.paths {
-        if !["kernel", "uring", "xdp", "packet"].contains(&p.as_str()) {
-            bail!("unknown path `{p}` (available: kernel, uring, xdp, packet)");
-        }
-    }
-    if !a.no_build && a.paths.iter().any(|p| p == "xdp") {
-        crate::build_ebpf()?;
-    }
-    if !a.no_build {
-        cmd(
-            "cargo",
-            &["build", "--release", "-p", "exchange", "-p", "strategy"],
-        )?;
-    }
-    let md_file = match &a.md_file {
-        Some(f) => f.clone(),
-        None => ensure_md_file(&crate::default_md_file(), false)?,
-    };
-    let dir = a.results_dir.clone().unwrap_or_else(|| {
-        let ts = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        root().join(format!("target/lab-results/{ts}"))
-    });
-    fs::create_dir_all(&dir)?;
+    let (md_file, dir) = prepare(a, &["kernel", "uring", "xdp", "packet"], "")?;
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = Arc::clone(&stop);

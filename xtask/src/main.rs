@@ -67,6 +67,33 @@ struct RunArgs {
     rest: Vec<String>,
 }
 
+/// Lab settings for the test command's own runs: no build (the test command built
+/// everything), one run, a fixed results folder, nothing else switched on.
+fn test_lab(paths: &[&str], md_file: Option<PathBuf>, dir: PathBuf, pace: &str) -> lab::LabArgs {
+    lab::LabArgs {
+        paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+        runs: 1,
+        md_file,
+        pace: pace.into(),
+        results_dir: Some(dir),
+        no_build: true,
+        strategy_flags: String::new(),
+        timeout: 300,
+        vm: false,
+        calibrate: false,
+        pcap: false,
+        action: None,
+        vm_args: vm::VmArgs {
+            nic: vec!["virtio".into()],
+            accel: "tcg".into(),
+            guest_kernel: None,
+            mem: 512,
+            smp: 1,
+            interactive: false,
+        },
+    }
+}
+
 fn run_strategy(a: &RunArgs) -> Result<()> {
     if a.net == "xdp" {
         build_ebpf()?;
@@ -201,26 +228,9 @@ fn vm_smoke() -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     exchange::mdgen::generate(&md, &cfg)?;
     let args = lab::LabArgs {
-        paths: vec!["kernel".into(), "xdp".into()],
-        runs: 1,
-        md_file: Some(md),
-        pace: "rate:500".into(),
-        results_dir: Some(dir),
-        no_build: true,
-        strategy_flags: String::new(),
-        timeout: 120,
         vm: true,
-        calibrate: false,
-        pcap: false,
-        action: None,
-        vm_args: vm::VmArgs {
-            nic: vec!["virtio".into()],
-            accel: "tcg".into(),
-            guest_kernel: None,
-            mem: 512,
-            smp: 1,
-            interactive: false,
-        },
+        timeout: 120,
+        ..test_lab(&["kernel", "xdp"], Some(md), dir, "rate:500")
     };
     let t0 = std::time::Instant::now();
     lab::run(&args)?;
@@ -337,26 +347,13 @@ fn test(a: &TestArgs) -> Result<()> {
     cmd("cargo", &["test", "--workspace", "--release"])?;
     // The measurement chain: injected delays must show up as p50 shifts (1 us + 5 %).
     lab::run(&lab::LabArgs {
-        paths: vec!["kernel".into()],
-        runs: 1,
-        md_file: None,
-        pace: "rate:5000".into(),
-        results_dir: Some(root().join("target/lab-results/calibrate-test")),
-        no_build: true,
-        strategy_flags: String::new(),
-        timeout: 300,
-        vm: false,
         calibrate: true,
-        pcap: false,
-        action: None,
-        vm_args: vm::VmArgs {
-            nic: vec!["virtio".into()],
-            accel: "tcg".into(),
-            guest_kernel: None,
-            mem: 512,
-            smp: 1,
-            interactive: false,
-        },
+        ..test_lab(
+            &["kernel"],
+            None,
+            root().join("target/lab-results/calibrate-test"),
+            "rate:5000",
+        )
     })?;
     // Captures: the analyzer must find on the wire exactly the orders the results list.
     let pcap_dir = root().join("target/lab-results/pcap-test");
@@ -373,26 +370,13 @@ fn test(a: &TestArgs) -> Result<()> {
         },
     )?;
     lab::run(&lab::LabArgs {
-        paths: vec!["kernel".into(), "xdp".into()],
-        runs: 1,
-        md_file: Some(small),
-        pace: "rate:5000".into(),
-        results_dir: Some(pcap_dir.clone()),
-        no_build: true,
-        strategy_flags: String::new(),
-        timeout: 120,
-        vm: false,
-        calibrate: false,
         pcap: true,
-        action: None,
-        vm_args: vm::VmArgs {
-            nic: vec!["virtio".into()],
-            accel: "tcg".into(),
-            guest_kernel: None,
-            mem: 512,
-            smp: 1,
-            interactive: false,
-        },
+        ..test_lab(
+            &["kernel", "xdp"],
+            Some(small),
+            pcap_dir.clone(),
+            "rate:5000",
+        )
     })?;
     analyze::run(&pcap_dir)?;
     if !a.no_vm {

@@ -24,7 +24,7 @@ use netlab::Netns;
 use strategy::engine::EngineConfig;
 
 use crate::lab::{read_exchange_orders, LabArgs, RunResult};
-use crate::{cmd, ensure_md_file, root};
+use crate::root;
 
 const HOST_ADDR: &str = "192.168.100.1";
 const GUEST_CIDR: &str = "192.168.100.2/24";
@@ -333,6 +333,26 @@ fn choose_accel(v: &VmArgs, kernel: &Path, initrd: &Path) -> Result<&'static str
     }
 }
 
+/// `tap0` in `ns` with the host address and the route for the group (multi-queue if asked).
+fn host_tap(ns: &Netns, multi_queue: bool) -> Result<()> {
+    let mut tap = vec!["ip", "tuntap", "add", "dev", "tap0", "mode", "tap"];
+    if multi_queue {
+        tap.push("multi_queue");
+    }
+    ns.exec(&tap)?;
+    ns.exec(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{HOST_ADDR}/24"),
+        "dev",
+        "tap0",
+    ])?;
+    ns.exec(&["ip", "link", "set", "tap0", "up"])?;
+    ns.exec(&["ip", "route", "add", "224.0.0.0/4", "dev", "tap0"])?;
+    Ok(())
+}
+
 /// Runs the VM lab.
 pub fn run(a: &LabArgs, v: &VmArgs) -> Result<(PathBuf, Vec<RunResult>)> {
     if !netlab::is_root() {
@@ -342,12 +362,6 @@ pub fn run(a: &LabArgs, v: &VmArgs) -> Result<(PathBuf, Vec<RunResult>)> {
         ebpf: false,
         vm: true,
     })?;
-    let xdp = a.paths.iter().any(|p| p == "xdp");
-    for p in &a.paths {
-        if !["kernel", "uring", "xdp", "packet"].contains(&p.as_str()) {
-            bail!("unknown path `{p}` (available in the guest: kernel, uring, xdp, packet)");
-        }
-    }
     for n in &v.nic {
         match n.as_str() {
             "virtio" | "e1000e" => {}
@@ -356,27 +370,7 @@ pub fn run(a: &LabArgs, v: &VmArgs) -> Result<(PathBuf, Vec<RunResult>)> {
             other => bail!("--nic {other}: expected virtio, e1000e or igb"),
         }
     }
-    if !a.no_build {
-        if xdp {
-            crate::build_ebpf()?;
-        }
-        cmd(
-            "cargo",
-            &["build", "--release", "-p", "exchange", "-p", "strategy"],
-        )?;
-    }
-    let md_file = match &a.md_file {
-        Some(f) => f.clone(),
-        None => ensure_md_file(&crate::default_md_file(), false)?,
-    };
-    let dir = a.results_dir.clone().unwrap_or_else(|| {
-        let ts = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        root().join(format!("target/lab-results/vm-{ts}"))
-    });
-    fs::create_dir_all(&dir)?;
+    let (md_file, dir) = crate::lab::prepare(a, &["kernel", "uring", "xdp", "packet"], "vm-")?;
     let (kernel, kver) = guest_kernel(v)?;
     let initrd = dir.join("initramfs.cpio");
     initramfs(&initrd, &kver, &v.nic)?;
@@ -447,21 +441,7 @@ fn one_vm_run(
     // so the kernel's "locked tx mode" warning does not matter here (docs/decisions.md).
     let queues = 2 * v.smp.max(1);
     let mq = nic == "virtio" && path != "xdp";
-    let mut tap = vec!["ip", "tuntap", "add", "dev", "tap0", "mode", "tap"];
-    if mq {
-        tap.push("multi_queue");
-    }
-    ns.exec(&tap)?;
-    ns.exec(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{HOST_ADDR}/24"),
-        "dev",
-        "tap0",
-    ])?;
-    ns.exec(&["ip", "link", "set", "tap0", "up"])?;
-    ns.exec(&["ip", "route", "add", "224.0.0.0/4", "dev", "tap0"])?;
+    host_tap(&ns, mq)?;
     let bin = root().join("target/release");
     let ex_csv = dir.join(format!("{tag}.exchange.csv"));
     let ex_sum = dir.join(format!("{tag}.exchange.jsonl"));
@@ -629,17 +609,7 @@ fn interactive(
     let nic = v.nic.first().map_or("virtio", String::as_str);
     let path = a.paths.first().map_or("kernel", String::as_str);
     let ns = Netns::new("vmlab").context("namespace")?;
-    ns.exec(&["ip", "tuntap", "add", "dev", "tap0", "mode", "tap"])?;
-    ns.exec(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{HOST_ADDR}/24"),
-        "dev",
-        "tap0",
-    ])?;
-    ns.exec(&["ip", "link", "set", "tap0", "up"])?;
-    ns.exec(&["ip", "route", "add", "224.0.0.0/4", "dev", "tap0"])?;
+    host_tap(&ns, false)?;
     let log = dir.join("interactive.exchange.log");
     let mut ex = ns
         .command(root().join("target/release/exchange"))
