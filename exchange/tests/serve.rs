@@ -443,3 +443,43 @@ fn soak_200_sessions_keeps_fds_and_rss_stable() {
         "RSS grew: {rss_a} KiB -> {rss_b} KiB"
     );
 }
+
+#[test]
+fn sigint_mid_session_writes_the_report_and_exits_0() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let md_file = small_file(dir.path());
+    let lab = VethLab::new("exi").expect("lab");
+    let mut ex = Exchange::start(&lab, &md_file, dir.path(), &["--pace", "rate:500"]);
+    let pid = ex.pid();
+    let client = lab
+        .strategy
+        .spawn(move || {
+            let mut buf = [0u8; 2048];
+            let md = join_group();
+            let oe = connect();
+            for _ in 0..20 {
+                recv_line(&md, &mut buf).expect("packet");
+            }
+            // SAFETY: kill(2) on the exchange's pid.
+            unsafe { libc::kill(pid as i32, libc::SIGINT) };
+            oe
+        })
+        .expect("spawn");
+    let _oe = client.join().expect("client");
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = ex.child.try_wait().expect("try_wait") {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "exchange did not exit on SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "SIGINT is a clean exit: {status}");
+    let summaries = read_summaries(&ex.summary).expect("summary written");
+    assert_eq!(summaries.len(), 1);
+    assert_eq!(summaries[0].end_reason, EndReason::Signal);
+    assert!(summaries[0].packets_sent >= 20);
+}
