@@ -474,7 +474,10 @@ fn sigint_mid_session_writes_the_report_and_exits_0() {
         if let Some(s) = ex.child.try_wait().expect("try_wait") {
             break s;
         }
-        assert!(t0.elapsed() < Duration::from_secs(10), "exchange did not exit on SIGINT");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "exchange did not exit on SIGINT"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "SIGINT is a clean exit: {status}");

@@ -77,6 +77,9 @@ pub struct RunArgs {
     /// io_uring: send orders with SEND_ZC.
     #[arg(long)]
     pub send_zc: bool,
+    /// Kernel path: send orders with MSG_ZEROCOPY (completions read from the error queue).
+    #[arg(long)]
+    pub msg_zerocopy: bool,
     /// AF_XDP: XDP attach mode.
     #[cfg(feature = "xdp")]
     #[arg(long, value_enum, default_value = "auto")]
@@ -203,6 +206,7 @@ pub fn main(a: &RunArgs) -> Result<()> {
         busy_poll_us: a.busy_poll,
         sqpoll_idle_ms: a.sqpoll,
         send_zc: a.send_zc,
+        msg_zerocopy: a.msg_zerocopy,
     };
     if let Some(cpu) = a.cpu {
         sys::pin_cpu(cpu).with_context(|| format!("pinning to CPU {cpu}"))?;

@@ -161,3 +161,46 @@ pub fn iface_mtu(name: &str) -> io::Result<usize> {
     // SAFETY: the kernel filled the ifr_mtu member of the union.
     Ok(unsafe { req.ifr_ifru.ifru_mtu } as usize)
 }
+
+/// One MSG_ZEROCOPY completion from the error queue: `(first id, last id, copied)`, or
+/// `None` when the queue is empty.
+pub fn read_zerocopy_completion(fd: RawFd) -> Option<(u32, u32, bool)> {
+    const SO_EE_ORIGIN_ZEROCOPY: u8 = 5;
+    const SO_EE_CODE_ZEROCOPY_COPIED: u8 = 1;
+    #[repr(C, align(8))]
+    struct Ctrl([u8; 128]);
+    let mut control = Ctrl([0; 128]);
+    // SAFETY: all-zero is a valid msghdr.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    msg.msg_controllen = control.0.len();
+    // SAFETY: msg points at `control`, live and writable for the call; no data is read.
+    let rc = unsafe { libc::recvmsg(fd, &raw mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT) };
+    if rc < 0 {
+        return None;
+    }
+    // SAFETY: `msg` was filled by a successful recvmsg; the CMSG macros stay in bounds.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !cmsg.is_null() {
+        // SAFETY: a non-null header returned by the CMSG macros lies inside `control`.
+        let hdr = unsafe { &*cmsg };
+        if (hdr.cmsg_level == libc::SOL_IP && hdr.cmsg_type == libc::IP_RECVERR)
+            || (hdr.cmsg_level == libc::SOL_IPV6 && hdr.cmsg_type == libc::IPV6_RECVERR)
+        {
+            // SAFETY: the kernel wrote a sock_extended_err as this message's data;
+            // read_unaligned copes with the cmsg data alignment.
+            let ee: libc::sock_extended_err =
+                unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast()) };
+            if ee.ee_origin == SO_EE_ORIGIN_ZEROCOPY {
+                return Some((
+                    ee.ee_info,
+                    ee.ee_data,
+                    ee.ee_code & SO_EE_CODE_ZEROCOPY_COPIED != 0,
+                ));
+            }
+        }
+        // SAFETY: as above.
+        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
+    }
+    None
+}

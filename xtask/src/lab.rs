@@ -28,7 +28,8 @@ use crate::{cmd, ensure_md_file, root};
 /// Flags.
 #[derive(clap::Args, Clone)]
 pub struct LabArgs {
-    /// Network paths to compare, in order (kernel, uring, xdp, packet); ratios are against the first.
+    /// Network paths to compare, in order (kernel, uring, xdp, packet; variants kernel+zc,
+    /// uring+zc, uring+sqpoll); ratios are against the first.
     #[arg(long, value_delimiter = ',', default_value = "kernel,uring,xdp,packet")]
     pub paths: Vec<String>,
     /// Repetitions per path.
@@ -88,7 +89,9 @@ pub enum LabAction {
 /// data file and the results folder (`target/lab-results/<prefix><unix time>` by default).
 pub fn prepare(a: &LabArgs, known: &[&str], prefix: &str) -> Result<(PathBuf, PathBuf)> {
     for p in &a.paths {
-        if !known.contains(&p.as_str()) {
+        if !known.contains(&net_of(p))
+            || !matches!(p.split_once('+').map(|v| v.1), None | Some("zc" | "sqpoll"))
+        {
             bail!("unknown path `{p}` (available: {})", known.join(", "));
         }
     }
@@ -114,6 +117,22 @@ pub fn prepare(a: &LabArgs, known: &[&str], prefix: &str) -> Result<(PathBuf, Pa
     });
     fs::create_dir_all(&dir)?;
     Ok((md_file, dir))
+}
+
+/// The network path of a lab path name: `kernel`, or `kernel+zc` (a variant).
+pub fn net_of(path: &str) -> &str {
+    path.split('+').next().unwrap_or(path)
+}
+
+/// Strategy flags of a variant: `+zc` is MSG_ZEROCOPY on the kernel path and SEND_ZC on
+/// io_uring; `+sqpoll` is io_uring's SQPOLL (100 ms idle).
+pub fn variant_flags(path: &str) -> &'static [&'static str] {
+    match path {
+        "kernel+zc" => &["--msg-zerocopy"],
+        "uring+zc" => &["--send-zc"],
+        "uring+sqpoll" => &["--sqpoll", "100"],
+        _ => &[],
+    }
 }
 
 /// Orders at the start of each run left out of the percentiles (warm-up).
@@ -363,10 +382,11 @@ fn one_run(
             "--iface",
             netlab::VethLab::STRATEGY_IF,
             "--net",
-            path,
+            net_of(path),
             "--sessions",
             "1",
         ])
+        .args(variant_flags(path))
         .arg("--results")
         .arg(&st_sum)
         .arg("--orders-out")

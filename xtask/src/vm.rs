@@ -370,6 +370,9 @@ pub fn run(a: &LabArgs, v: &VmArgs) -> Result<(PathBuf, Vec<RunResult>)> {
             other => bail!("--nic {other}: expected virtio, e1000e or igb"),
         }
     }
+    if let Some(p) = a.paths.iter().find(|p| p.contains('+')) {
+        bail!("path variant `{p}`: the VM lab runs the plain paths (kernel, uring, xdp, packet)");
+    }
     let (md_file, dir) = crate::lab::prepare(a, &["kernel", "uring", "xdp", "packet"], "vm-")?;
     let (kernel, kver) = guest_kernel(v)?;
     let initrd = dir.join("initramfs.cpio");

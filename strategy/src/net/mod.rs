@@ -66,6 +66,8 @@ pub struct NetConfig {
     pub sqpoll_idle_ms: Option<u32>,
     /// io_uring: send orders with SEND_ZC.
     pub send_zc: bool,
+    /// Kernel path: send orders with MSG_ZEROCOPY.
+    pub msg_zerocopy: bool,
 }
 
 /// What one `poll` did.
