@@ -1,0 +1,188 @@
+//! Proves every network path's busy loop allocates nothing once a session runs: each path
+//! trades a real session against the exchange in a namespace pair, and a counting global
+//! allocator checks that no `poll` (receive -> parse -> book -> trigger -> send) allocated
+//! after the first orders. Needs root; the AF_XDP path also needs the embedded program.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use exchange::mdgen::{self, GenConfig};
+use netlab::VethLab;
+use strategy::engine::{Engine, EngineConfig};
+use strategy::latency::Latency;
+use strategy::net::{Hot, NetConfig, NetPath, OrderLog, Status};
+
+struct Counting;
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as our caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn run_session<P: NetPath>(mut path: P) -> (u64, u64) {
+    let mut engine = Engine::new(EngineConfig::default());
+    let mut latency = Latency::new();
+    let mut log = OrderLog::with_capacity(1 << 16);
+    let t0 = Instant::now();
+    loop {
+        if path.begin_connect().is_ok() {
+            let c0 = Instant::now();
+            while c0.elapsed() < Duration::from_secs(3) {
+                match path.poll_connect() {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(_) => break,
+                }
+            }
+            if matches!(path.poll_connect(), Ok(true)) {
+                break;
+            }
+            path.close();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "could not connect");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    path.start_md().expect("market data");
+    let (mut allocs_in_polls, mut measured_polls) = (0u64, 0u64);
+    loop {
+        let mut hot = Hot {
+            engine: &mut engine,
+            latency: &mut latency,
+            log: &mut log,
+            delays: &[],
+        };
+        let warm = hot.log.total() >= 3;
+        let before = ALLOCS.load(Ordering::Relaxed);
+        let status = path.poll(&mut hot).expect("poll");
+        let after = ALLOCS.load(Ordering::Relaxed);
+        if status == Status::Disconnected {
+            break;
+        }
+        if warm {
+            allocs_in_polls += after - before;
+            measured_polls += 1;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "session did not end"
+        );
+    }
+    path.close();
+    assert!(log.total() > 10, "orders sent: {}", log.total());
+    assert!(measured_polls > 1000, "measured polls: {measured_polls}");
+    (allocs_in_polls, log.total())
+}
+
+#[test]
+fn no_path_allocates_in_its_busy_loop() {
+    if !netlab::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let md = dir.path().join("md.csv.gz");
+    mdgen::generate(
+        &md,
+        &GenConfig {
+            target_bytes: 40_000,
+            depth: 60,
+            trigger_every: 60,
+            ..GenConfig::default()
+        },
+    )
+    .expect("gen");
+    let mut nets = vec!["kernel", "uring", "packet"];
+    if strategy::net::xdp::loader::has_object() {
+        nets.push("xdp");
+    } else {
+        eprintln!("AF_XDP left out: built without the XDP program (cargo xtask build-ebpf)");
+    }
+    for net in nets {
+        let lab = VethLab::new("nal").expect("lab");
+        let exchange = PathBuf::from(env!("CARGO_BIN_EXE_strategy")).with_file_name("exchange");
+        let mut ex = lab
+            .exchange
+            .command(exchange)
+            .args([
+                "serve",
+                "--oe-listen",
+                "10.77.0.1:9012",
+                "--md-iface",
+                "vx0",
+                "--sessions",
+                "1",
+                "--quiet-orders",
+            ])
+            .args(["--pace", "rate:4000", "--grace", "200ms"])
+            .arg("--md-file")
+            .arg(&md)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("exchange");
+        let cfg = NetConfig {
+            exchange: SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 1), 9012),
+            group: SocketAddrV4::new(Ipv4Addr::new(239, 255, 0, 1), 12345),
+            iface_addr: Some(Ipv4Addr::new(10, 77, 0, 2)),
+            busy_poll_us: 0,
+            sqpoll_idle_ms: None,
+            send_zc: false,
+            msg_zerocopy: false,
+        };
+        let worker = lab
+            .strategy
+            .spawn(move || match net {
+                "kernel" => run_session(strategy::net::kernel::KernelPath::new(cfg)),
+                "uring" => run_session(strategy::net::uring::UringPath::new(cfg)),
+                "packet" => run_session(strategy::net::packet::path(
+                    cfg,
+                    strategy::net::packet::PacketConfig {
+                        iface: "vs0".into(),
+                        local: Ipv4Addr::new(10, 77, 0, 3),
+                        frame_size: 2048,
+                        frames: 256,
+                    },
+                )),
+                _ => run_session(strategy::net::xdp::path(
+                    cfg,
+                    strategy::net::xdp::XdpConfig {
+                        iface: "vs0".into(),
+                        queue: 0,
+                        mode: strategy::net::xdp::loader::XdpModeArg::Auto,
+                        bind: strategy::net::xdp::XskBind::Auto,
+                        frame_size: 2048,
+                        frame_count: 1024,
+                        hugepages: false,
+                    },
+                )),
+            })
+            .expect("spawn");
+        let (allocs, orders) = worker.join().expect("session");
+        let _ = ex.wait();
+        assert_eq!(
+            allocs, 0,
+            "{net}: allocations in the busy loop over {orders} orders"
+        );
+    }
+}
