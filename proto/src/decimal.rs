@@ -69,6 +69,20 @@ fn eight_digits(chunk: u64) -> Option<u64> {
     Some((v.wrapping_mul(10_000) + (v >> 32)) & 0xFFFF_FFFF)
 }
 
+/// Exactly 16 ASCII digits (a microsecond timestamp) to their value, without a loop.
+#[inline]
+pub(crate) fn digits16(text: &[u8]) -> Option<u64> {
+    let (hi, lo) = text.split_at_checked(8)?;
+    if lo.len() != 8 {
+        return None;
+    }
+    let mut h = [0u8; 8];
+    let mut l = [0u8; 8];
+    h.copy_from_slice(hi);
+    l.copy_from_slice(lo);
+    Some(eight_digits(u64::from_le_bytes(h))? * 100_000_000 + eight_digits(u64::from_le_bytes(l))?)
+}
+
 /// Digits only, at most 18 of them (cannot overflow): the fast path.
 #[inline]
 fn short_digits(text: &[u8]) -> Option<u64> {

@@ -163,6 +163,63 @@ fn split_fields(line: &[u8]) -> Result<[&[u8]; FIELD_COUNT], ParseError> {
 /// units (0 for Deribit's whole USD amounts). Allocation-free; never panics.
 pub fn parse_line(line: &[u8], amount_decimals: u8) -> Result<MdLine<'_>, ParseError> {
     let line = trim_eol(line);
+    if let Some(l) = parse_common_layout(line, amount_decimals) {
+        return Ok(l);
+    }
+    parse_general(line, amount_decimals)
+}
+
+/// The fast path for the layout nearly every line has: 16-digit timestamps, `true`/`false`,
+/// `bid`/`ask`, short decimals. It reads each field at its expected place instead of
+/// splitting the whole line, and gives up (`None`) on anything else, which then takes the
+/// general path, so both return the same for every input (property-tested).
+#[inline]
+fn parse_common_layout(line: &[u8], amount_decimals: u8) -> Option<MdLine<'_>> {
+    let c1 = line.iter().position(|&b| b == b',')?;
+    let c2 = c1 + 1 + line.get(c1 + 1..)?.iter().position(|&b| b == b',')?;
+    if c1 == 0 || c2 == c1 + 1 {
+        return None;
+    }
+    let ts0 = c2 + 1;
+    if line.get(ts0 + 16) != Some(&b',') || line.get(ts0 + 33) != Some(&b',') {
+        return None;
+    }
+    let timestamp = decimal::digits16(&line[ts0..ts0 + 16])?;
+    let local_timestamp = decimal::digits16(&line[ts0 + 17..ts0 + 33])?;
+    let rest = &line[ts0 + 34..];
+    let (is_snapshot, rest) = if let Some(r) = rest.strip_prefix(b"false,") {
+        (false, r)
+    } else {
+        (true, rest.strip_prefix(b"true,")?)
+    };
+    let (side, rest) = if let Some(r) = rest.strip_prefix(b"bid,") {
+        (BookSide::Bid, r)
+    } else {
+        (BookSide::Ask, rest.strip_prefix(b"ask,")?)
+    };
+    let c = rest.iter().position(|&b| b == b',')?;
+    let (price, amount) = (&rest[..c], &rest[c + 1..]);
+    if amount.contains(&b',') {
+        return None;
+    }
+    let price = decimal::parse_fixed(price, PRICE_DECIMALS)
+        .ok()
+        .filter(|&p| p > 0)?;
+    let amount = u64::try_from(decimal::parse_fixed(amount, amount_decimals).ok()?).ok()?;
+    Some(MdLine {
+        exchange: &line[..c1],
+        symbol: &line[c1 + 1..c2],
+        timestamp,
+        local_timestamp,
+        is_snapshot,
+        side,
+        price,
+        amount,
+    })
+}
+
+/// The general parser: splits on commas and checks every field.
+fn parse_general(line: &[u8], amount_decimals: u8) -> Result<MdLine<'_>, ParseError> {
     let [exchange, symbol, ts, lts, snap, side, price, amount] = split_fields(line)?;
     let non_empty = |v: &'_ [u8], f: Field| {
         if v.is_empty() {
@@ -225,6 +282,8 @@ pub fn is_header(line: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    extern crate std;
 
     static LINE: &[u8] =
         b"deribit,BTC-PERPETUAL,1585699200245000,1585699200355000,false,ask,6593.5,20750";
@@ -344,6 +403,26 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..96), d in 0u8..=18) {
             let _ = parse_line(&bytes, d);
+        }
+
+        #[test]
+        fn fast_path_agrees_with_the_general_parser(
+            ex in "[a-z]{0,8}", sym in "[A-Z-]{0,14}", ts in proptest::prop_oneof![1_000_000_000_000_000u64..10_000_000_000_000_000, 0u64..100_000_000_000_000_000], lts in proptest::prop_oneof![1_000_000_000_000_000u64..10_000_000_000_000_000, 0u64..100_000_000_000_000_000],
+            snap in "(true|false|tru|x)", side in "(bid|ask|bi|buy)", price in "-?[0-9]{0,7}(\\.[0-9]{0,9})?", amount in "-?[0-9]{0,9}(\\.[0-9]{0,3})?",
+            extra in proptest::option::of(",[0-9]{1,3}"), d in 0u8..=3, mutate in proptest::option::of((0usize..90, proptest::num::u8::ANY)),
+        ) {
+            let text = std::format!("{ex},{sym},{ts},{lts},{snap},{side},{price},{amount}{}", extra.unwrap_or_default());
+            let mut bytes = text.into_bytes();
+            if let Some((at, b)) = mutate {
+                if !bytes.is_empty() {
+                    let at = at % bytes.len();
+                    bytes[at] = b;
+                }
+            }
+            proptest::prop_assert_eq!(parse_line(&bytes, d), parse_general(trim_eol(&bytes), d));
+            if let Some(fast) = parse_common_layout(trim_eol(&bytes), d) {
+                proptest::prop_assert_eq!(Ok(fast), parse_general(trim_eol(&bytes), d));
+            }
         }
     }
 }

@@ -104,11 +104,29 @@ impl Side {
         self.levels.iter().rev().map(|l| (self.price(l.key), l.qty))
     }
 
+    /// Index of the first level whose key is not below `key` (where it is or would go).
+    /// Most updates touch the top few levels, at the end of the array: scan those
+    /// linearly from the end (predictable, one cache line or two), binary search the rest.
+    #[inline]
+    fn position(&self, key: i64) -> usize {
+        const SCAN: usize = 8;
+        let len = self.levels.len();
+        let stop = len.saturating_sub(SCAN);
+        let mut i = len;
+        while i > stop {
+            if self.levels[i - 1].key < key {
+                return i;
+            }
+            i -= 1;
+        }
+        self.levels[..stop].partition_point(|l| l.key < key)
+    }
+
     #[inline]
     fn apply(&mut self, price: i64, qty: u64, stats: &mut BookStats) -> Applied {
         let key = self.key(price);
         let len = self.levels.len();
-        let idx = self.levels.partition_point(|l| l.key < key);
+        let idx = self.position(key);
         if let Some(level) = self.levels.get_mut(idx).filter(|l| l.key == key) {
             let old_qty = level.qty;
             if qty == 0 {
