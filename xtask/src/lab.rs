@@ -14,7 +14,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -199,11 +198,7 @@ pub fn run(a: &LabArgs) -> Result<()> {
     }
     crate::setup::run(&crate::setup::SetupArgs::default())?;
     let (md_file, dir) = prepare(a, &["kernel", "uring", "xdp", "packet"], "")?;
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = Arc::clone(&stop);
-        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst)).context("Ctrl-C handler")?;
-    }
+    let stop = crate::stop_flag()?;
     let oracle = strategy::replay::replay(&md_file, EngineConfig::default())
         .context("replaying the file (oracle)")?;
     println!(
@@ -236,7 +231,7 @@ pub fn run(a: &LabArgs) -> Result<()> {
     let mut results = Vec::new();
     for run in 1..=a.runs {
         for path in &a.paths {
-            let r = one_run(a, &md_file, &dir, path, run, pin, &oracle.orders, &stop)
+            let r = one_run(a, &md_file, &dir, path, run, pin, &oracle.orders, stop)
                 .with_context(|| format!("path {path}, run {run}"))?;
             results.push(r);
         }

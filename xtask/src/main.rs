@@ -272,6 +272,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// The Ctrl-C flag, with its handler installed on first use (once per process: the test
+/// command runs several labs).
+pub fn stop_flag() -> Result<&'static std::sync::atomic::AtomicBool> {
+    static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    static INSTALLED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            ctrlc::set_handler(|| STOP.store(true, std::sync::atomic::Ordering::SeqCst))
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(|e| anyhow::anyhow!("Ctrl-C handler: {e}"))?;
+    Ok(&STOP)
+}
+
 /// The workspace root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

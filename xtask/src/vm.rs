@@ -16,7 +16,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -383,11 +382,7 @@ pub fn run(a: &LabArgs, v: &VmArgs) -> Result<(PathBuf, Vec<RunResult>)> {
         initrd.display()
     );
     let accel = choose_accel(v, &kernel, &initrd)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = Arc::clone(&stop);
-        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
-    }
+    let stop = crate::stop_flag()?;
     if v.interactive {
         interactive(a, v, &md_file, &dir, accel, &kernel, &initrd)?;
         return Ok((dir, Vec::new()));
@@ -409,7 +404,7 @@ pub fn run(a: &LabArgs, v: &VmArgs) -> Result<(PathBuf, Vec<RunResult>)> {
                     &kernel,
                     &initrd,
                     &oracle.orders,
-                    &stop,
+                    stop,
                 )
                 .with_context(|| format!("{nic}/{path} run {run}"))?;
                 results.push(r);
