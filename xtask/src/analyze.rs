@@ -147,6 +147,17 @@ pub fn run(dir: &Path) -> Result<()> {
             .collect();
         let matched = from_wire == from_results && wire.iter().all(|w| w.md_ns.is_some());
         if !matched {
+            let first = from_wire
+                .iter()
+                .zip(&from_results)
+                .position(|(w, r)| w != r)
+                .unwrap_or(from_wire.len().min(from_results.len()));
+            println!(
+                "{tag}: first difference at order {first}: wire {:?}, results {:?}; orders without a market-data packet: {}",
+                from_wire.get(first),
+                from_results.get(first),
+                wire.iter().filter(|w| w.md_ns.is_none()).count()
+            );
             bad.push(tag.clone());
         }
         let mut w2w: Vec<u64> = wire

@@ -310,13 +310,15 @@ fn one_run(
         counters(&lab.strategy, netlab::VethLab::STRATEGY_IF),
     );
     let capture = if a.pcap {
-        let mut c = lab
+        let c = lab
             .exchange
             .command("tcpdump")
+            // -U: write each packet as it comes, so nothing waits in tcpdump's buffer.
             .args([
                 "-i",
                 netlab::VethLab::EXCHANGE_IF,
                 "-n",
+                "-U",
                 "-s",
                 "256",
                 "--time-stamp-precision",
@@ -326,13 +328,19 @@ fn one_run(
             .arg(dir.join(format!("{tag}.pcap")))
             .args(["udp", "port", "12345", "or", "tcp", "port", "9012"])
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(fs::File::create(dir.join(format!("{tag}.tcpdump.log")))?)
             .spawn()
             .context("starting tcpdump (cargo xtask setup installs it)")?;
         // tcpdump says "listening on" once the capture is open.
-        if let Some(err) = c.stderr.take() {
-            let mut line = String::new();
-            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(err), &mut line);
+        let t0 = Instant::now();
+        while !fs::read_to_string(dir.join(format!("{tag}.tcpdump.log")))
+            .unwrap_or_default()
+            .contains("listening on")
+        {
+            if t0.elapsed() > Duration::from_secs(10) {
+                bail!("tcpdump did not start capturing; see {tag}.tcpdump.log");
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
         Some(Proc {
             name: "tcpdump",
@@ -438,6 +446,20 @@ fn one_run(
         counters(&lab.strategy, netlab::VethLab::STRATEGY_IF),
     );
     if let Some(mut c) = capture {
+        // tcpdump runs behind while both sides spin on the CPUs: let it drain the socket
+        // (the file stops growing) before stopping it, or the tail of the run is lost.
+        let pcap = dir.join(format!("{tag}.pcap"));
+        let (mut last, mut stable_since, t0) = (0u64, Instant::now(), Instant::now());
+        while stable_since.elapsed() < Duration::from_millis(300)
+            && t0.elapsed() < Duration::from_secs(10)
+        {
+            let len = fs::metadata(&pcap).map(|m| m.len()).unwrap_or(0);
+            if len != last {
+                last = len;
+                stable_since = Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         // SIGINT lets tcpdump flush the file.
         // SAFETY: kill(2) on our child's pid.
         unsafe { libc::kill(c.child.id() as i32, libc::SIGINT) };
