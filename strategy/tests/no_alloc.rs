@@ -1,37 +1,13 @@
 //! Proves the hot path (parse -> book -> trigger -> encode) does not allocate after warm-up,
 //! with a counting global allocator.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use exchange::mdgen::{self, GenConfig};
 use mdfile::{MdReader, Record};
 use strategy::engine::{Engine, EngineConfig};
 
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "common/counting.rs"]
+mod counting;
+use counting::allocations;
 
 #[test]
 fn hot_path_does_not_allocate() {
@@ -59,7 +35,7 @@ fn hot_path_does_not_allocate() {
     for p in &packets[..1000] {
         let _ = engine.on_packet(p, 0);
     }
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = allocations();
     let mut orders = 0;
     for (i, p) in packets[1000..].iter().enumerate() {
         if let Some(o) = engine.on_packet(p, i as u64) {
@@ -67,7 +43,7 @@ fn hot_path_does_not_allocate() {
             orders += n / proto::order::ORDER_LEN;
         }
     }
-    let after = ALLOCS.load(Ordering::Relaxed);
+    let after = allocations();
     assert!(orders > 5, "the file fires orders ({orders})");
     assert_eq!(after - before, 0, "allocations on the hot path");
 }

@@ -3,11 +3,9 @@
 //! allocator checks that no `poll` (receive -> parse -> book -> trigger -> send) allocated
 //! after the first orders. Needs root; the AF_XDP path also needs the embedded program.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use exchange::mdgen::{self, GenConfig};
@@ -16,29 +14,9 @@ use strategy::engine::{Engine, EngineConfig};
 use strategy::latency::Latency;
 use strategy::net::{Hot, NetConfig, NetPath, OrderLog, Status};
 
-struct Counting;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "common/counting.rs"]
+mod counting;
+use counting::allocations;
 
 fn run_session<P: NetPath>(mut path: P) -> (u64, u64) {
     let mut engine = Engine::new(EngineConfig::default());
@@ -73,9 +51,9 @@ fn run_session<P: NetPath>(mut path: P) -> (u64, u64) {
             delays: &[],
         };
         let warm = hot.log.total() >= 3;
-        let before = ALLOCS.load(Ordering::Relaxed);
+        let before = allocations();
         let status = path.poll(&mut hot).expect("poll");
-        let after = ALLOCS.load(Ordering::Relaxed);
+        let after = allocations();
         if status == Status::Disconnected {
             break;
         }

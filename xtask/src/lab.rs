@@ -498,7 +498,40 @@ fn one_run(
         .context("no exchange summary")?;
     let strat: serde_json::Value =
         serde_json::from_str(fs::read_to_string(&st_sum)?.lines().next().unwrap_or("{}"))?;
-    let (received, mut t2t_user, mut t2t_kernel) = read_exchange_orders(&ex_csv)?;
+    let rx = received_vs_oracle(&ex_csv, oracle)?;
+    Ok(RunResult {
+        path: path.to_owned(),
+        run,
+        orders_expected: rx.expected,
+        orders_received: rx.got,
+        orders_match: rx.matches,
+        packets_sent: summary.packets_sent,
+        packets_received: strat["path"]["packets"].as_u64().unwrap_or(0),
+        exchange: summary,
+        strategy: strat,
+        t2t_user: rx.t2t_user,
+        t2t_kernel: rx.t2t_kernel,
+    })
+}
+
+/// What the exchange received in one run, against the oracle.
+pub struct Received {
+    /// Orders the oracle expects.
+    pub expected: usize,
+    /// Orders the exchange accepted.
+    pub got: usize,
+    /// Equal, in order.
+    pub matches: bool,
+    /// Tick-to-trade samples, user clock, warm-up left out.
+    pub t2t_user: Vec<u64>,
+    /// Same, kernel stamps.
+    pub t2t_kernel: Vec<u64>,
+}
+
+/// Reads the exchange's order CSV and compares it with the oracle; leaves the warm-up
+/// orders out of the latency samples.
+pub fn received_vs_oracle(ex_csv: &Path, oracle: &[proto::order::OrderRepr]) -> Result<Received> {
+    let (received, mut t2t_user, mut t2t_kernel) = read_exchange_orders(ex_csv)?;
     // Warm-up: the first orders of a session pay for cold caches, page faults and the
     // first ARP; they stay in the CSV but not in the percentiles.
     t2t_user.drain(..WARMUP_ORDERS.min(t2t_user.len()));
@@ -511,16 +544,10 @@ fn one_run(
         .iter()
         .map(|(id, s, p, q)| (*id, s.as_str(), *p, *q))
         .collect();
-    Ok(RunResult {
-        path: path.to_owned(),
-        run,
-        orders_expected: expected.len(),
-        orders_received: got.len(),
-        orders_match: got == expected,
-        packets_sent: summary.packets_sent,
-        packets_received: strat["path"]["packets"].as_u64().unwrap_or(0),
-        exchange: summary,
-        strategy: strat,
+    Ok(Received {
+        expected: expected.len(),
+        got: got.len(),
+        matches: got == expected,
         t2t_user,
         t2t_kernel,
     })

@@ -106,7 +106,8 @@ pub fn bpf_linker_dir() -> std::path::PathBuf {
     home.join("bpf-linker-llvm")
 }
 
-fn output(program: &str, args: &[&str]) -> Result<String> {
+/// Runs a command and returns its stdout, failing with its stderr.
+pub fn output(program: &str, args: &[&str]) -> Result<String> {
     let o = Command::new(program)
         .args(args)
         .output()

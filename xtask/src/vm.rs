@@ -22,7 +22,7 @@ use anyhow::{bail, Context, Result};
 use netlab::Netns;
 use strategy::engine::EngineConfig;
 
-use crate::lab::{read_exchange_orders, LabArgs, RunResult};
+use crate::lab::{LabArgs, RunResult};
 use crate::root;
 
 const HOST_ADDR: &str = "192.168.100.1";
@@ -50,21 +50,6 @@ pub struct VmArgs {
     /// (serial console on this terminal); everything is removed when the guest powers off.
     #[arg(long)]
     pub interactive: bool,
-}
-
-fn output(program: &str, args: &[&str]) -> Result<String> {
-    let o = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {program}"))?;
-    if !o.status.success() {
-        bail!(
-            "`{program} {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 /// The newest /boot/vmlinuz-* and its version.
@@ -145,7 +130,7 @@ fn modules(kver: &str, nics: &[String]) -> Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
     for nic in nics {
         for m in nic_modules(nic) {
-            let deps = output("modprobe", &["-S", kver, "--show-depends", m])
+            let deps = crate::setup::output("modprobe", &["-S", kver, "--show-depends", m])
                 .with_context(|| format!("module {m} for {kver}"))?;
             for line in deps.lines() {
                 let Some(path) = line
@@ -185,7 +170,7 @@ fn modules(kver: &str, nics: &[String]) -> Result<Vec<(String, Vec<u8>)>> {
 
 /// Shared libraries of a binary (ldd), as (path in the guest, host path).
 fn shared_libs(bin: &Path) -> Result<Vec<String>> {
-    let text = output("ldd", &[&bin.to_string_lossy()])?;
+    let text = crate::setup::output("ldd", &[&bin.to_string_lossy()])?;
     let mut libs = Vec::new();
     for line in text.lines() {
         let line = line.trim();
@@ -352,6 +337,27 @@ fn host_tap(ns: &Netns, multi_queue: bool) -> Result<()> {
     Ok(())
 }
 
+/// The QEMU command line common to every run: accelerator, size, serial console, no
+/// reboot (a panicking guest ends the run), the guest kernel and the initramfs.
+fn qemu(ns: &Netns, accel: &str, v: &VmArgs, kernel: &Path, initrd: &Path) -> Command {
+    let mut c = ns.command("qemu-system-x86_64");
+    c.args([
+        "-accel",
+        accel,
+        "-m",
+        &v.mem.to_string(),
+        "-smp",
+        &v.smp.to_string(),
+        "-nographic",
+        "-no-reboot",
+    ])
+    .arg("-kernel")
+    .arg(kernel)
+    .arg("-initrd")
+    .arg(initrd);
+    c
+}
+
 /// Runs the VM lab.
 pub fn run(a: &LabArgs, v: &VmArgs) -> Result<(PathBuf, Vec<RunResult>)> {
     if !netlab::is_root() {
@@ -494,22 +500,7 @@ fn one_vm_run(
         "console=ttyS0 panic=-1 quiet labip={GUEST_CIDR} labex={HOST_ADDR}:9012 labnet={path} labpktip=192.168.100.3"
     );
     let serial = dir.join(format!("{tag}.serial.log"));
-    let mut qemu = ns
-        .command("qemu-system-x86_64")
-        .args([
-            "-accel",
-            accel,
-            "-m",
-            &v.mem.to_string(),
-            "-smp",
-            &v.smp.to_string(),
-            "-nographic",
-            "-no-reboot",
-        ])
-        .arg("-kernel")
-        .arg(kernel)
-        .arg("-initrd")
-        .arg(initrd)
+    let mut guest = qemu(&ns, accel, v, kernel, initrd)
         .args(["-append", &append, "-netdev", &netdev, "-device", &device])
         .stdin(Stdio::null())
         .stdout(fs::File::create(&serial)?)
@@ -530,13 +521,13 @@ fn one_vm_run(
                 serial.display()
             ));
         }
-        if qemu.try_wait()?.is_some() {
+        if guest.try_wait()?.is_some() {
             break Ok(());
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let _ = qemu.kill();
-    let _ = qemu.wait();
+    let _ = guest.kill();
+    let _ = guest.wait();
     // The exchange ends its session when the guest's connection goes; give it the grace.
     let t1 = Instant::now();
     while ex.try_wait()?.is_none() && t1.elapsed() < Duration::from_secs(10) {
@@ -565,31 +556,21 @@ fn one_vm_run(
         .into_iter()
         .next()
         .context("no exchange summary")?;
-    let (received, mut t2t_user, mut t2t_kernel) = read_exchange_orders(&ex_csv)?;
-    t2t_user.drain(..crate::lab::WARMUP_ORDERS.min(t2t_user.len()));
-    t2t_kernel.drain(..crate::lab::WARMUP_ORDERS.min(t2t_kernel.len()));
-    let expected: Vec<(u64, &str, i64, u32)> = oracle
-        .iter()
-        .map(|o| (o.trigger_id, o.side.as_str(), o.price, o.qty))
-        .collect();
-    let got: Vec<(u64, &str, i64, u32)> = received
-        .iter()
-        .map(|(id, s, p, q)| (*id, s.as_str(), *p, *q))
-        .collect();
+    let rx = crate::lab::received_vs_oracle(&ex_csv, oracle)?;
     let mut f = fs::File::create(dir.join(format!("{tag}.strategy.jsonl")))?;
     writeln!(f, "{strat_json}")?;
     Ok(RunResult {
         path: format!("{nic}/{path}"),
         run,
-        orders_expected: expected.len(),
-        orders_received: got.len(),
-        orders_match: got == expected,
+        orders_expected: rx.expected,
+        orders_received: rx.got,
+        orders_match: rx.matches,
         packets_sent: summary.packets_sent,
         packets_received: strat_json["path"]["packets"].as_u64().unwrap_or(0),
         exchange: summary,
         strategy: strat_json,
-        t2t_user,
-        t2t_kernel,
+        t2t_user: rx.t2t_user,
+        t2t_kernel: rx.t2t_kernel,
     })
 }
 
@@ -645,22 +626,7 @@ fn interactive(
         _ => "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56",
     };
     let append = format!("console=ttyS0 panic=-1 quiet labip={GUEST_CIDR} labex={HOST_ADDR}:9012 labnet={path} labshell=1");
-    let st = ns
-        .command("qemu-system-x86_64")
-        .args([
-            "-accel",
-            accel,
-            "-m",
-            &v.mem.to_string(),
-            "-smp",
-            &v.smp.to_string(),
-            "-nographic",
-            "-no-reboot",
-        ])
-        .arg("-kernel")
-        .arg(kernel)
-        .arg("-initrd")
-        .arg(initrd)
+    let st = qemu(&ns, accel, v, kernel, initrd)
         .args([
             "-append",
             &append,
