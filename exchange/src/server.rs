@@ -36,7 +36,7 @@ use crate::order_entry::OrderStream;
 use crate::pacing::{Pace, Pacer};
 use crate::results::{EndReason, OrderRow, ResultsSink, SessionStats, Summary};
 use crate::sys;
-use mdfile::{MdReader, ReadError, Record};
+use mdfile::{MdReader, ReadError};
 
 const LISTENER: Token = Token(0);
 const CONN: Token = Token(1);
@@ -590,42 +590,40 @@ fn next_packet(
         return Ok(None);
     };
     loop {
-        match reader.next_record()? {
-            None => return Ok(None),
-            Some(Record::Malformed { line_no, error }) => {
+        if !reader.next_raw()? {
+            return Ok(None);
+        }
+        // One parse per line: it validates the line and feeds the formatter.
+        let line = reader.line();
+        match proto::md::parse_line(line, reader.amount_decimals()) {
+            Err(error) => {
                 s.stats.malformed_lines += 1;
                 warn!(
                     session = s.stats.session,
-                    line_no, "malformed line skipped: {error}"
+                    line_no = reader.line_no(),
+                    "malformed line skipped: {error}"
                 );
             }
-            Some(Record::Line {
-                line_no,
-                is_snapshot,
-                local_timestamp,
-            }) => {
-                let line = reader.line();
-                let parsed = proto::md::parse_line(line, reader.amount_decimals());
-                let len = parsed.ok().and_then(|p| formatter.format(line, &p, out));
-                match len {
-                    Some(len) => {
-                        let deadline = s.pacer.deadline(local_timestamp);
-                        return Ok(Some(Pending {
-                            len,
-                            id: local_timestamp,
-                            snapshot: is_snapshot,
-                            deadline,
-                        }));
-                    }
-                    None => {
-                        s.stats.malformed_lines += 1;
-                        warn!(
-                            session = s.stats.session,
-                            line_no, "line does not fit a packet: skipped"
-                        );
-                    }
+            Ok(parsed) => match formatter.format(line, &parsed, out) {
+                Some(len) => {
+                    let id = parsed.local_timestamp;
+                    let deadline = s.pacer.deadline(id);
+                    return Ok(Some(Pending {
+                        len,
+                        id,
+                        snapshot: parsed.is_snapshot,
+                        deadline,
+                    }));
                 }
-            }
+                None => {
+                    s.stats.malformed_lines += 1;
+                    warn!(
+                        session = s.stats.session,
+                        line_no = reader.line_no(),
+                        "line does not fit a packet: skipped"
+                    );
+                }
+            },
         }
     }
 }

@@ -114,6 +114,12 @@ impl<R: BufRead> MdReader<R> {
         self
     }
 
+    /// Reads the next line into [`MdReader::line`] without parsing it (for a caller that
+    /// parses it itself, once); `false` at the end of the file.
+    pub fn next_raw(&mut self) -> Result<bool, ReadError> {
+        self.read_raw()
+    }
+
     fn read_raw(&mut self) -> Result<bool, ReadError> {
         self.buf.clear();
         let n = self

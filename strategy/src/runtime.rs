@@ -261,9 +261,11 @@ fn run_loop<P: NetPath>(a: &RunArgs, mut path: P) -> Result<()> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&shutdown)).context("signal handler")?;
     }
-    let mut engine = Engine::new(a.trigger.engine_config());
-    let mut latency = Latency::new();
-    let mut log = OrderLog::with_capacity(1 << 20);
+    let mut tally = Tally {
+        engine: Engine::new(a.trigger.engine_config()),
+        latency: Latency::new(),
+        log: OrderLog::with_capacity(1 << 20),
+    };
     let started = Instant::now();
     let deadline = a.max_runtime.map(|s| started + Duration::from_secs_f64(s));
     let mut state = State::Init {
@@ -286,16 +288,7 @@ fn run_loop<P: NetPath>(a: &RunArgs, mut path: P) -> Result<()> {
         if shutdown.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
             if let State::Running { since, udp_before } = state {
                 sessions += 1;
-                finish_session(
-                    a,
-                    &mut path,
-                    &mut engine,
-                    &mut latency,
-                    &mut log,
-                    sessions,
-                    since,
-                    udp_before,
-                )?;
+                finish_session(a, &mut path, &tally, sessions, since, udp_before)?;
             }
             path.close();
             info!("exit");
@@ -320,9 +313,9 @@ fn run_loop<P: NetPath>(a: &RunArgs, mut path: P) -> Result<()> {
             }
             State::Connecting { since } => match path.poll_connect() {
                 Ok(true) => {
-                    engine.reset();
-                    latency.reset();
-                    log.clear();
+                    tally.engine.reset();
+                    tally.latency.reset();
+                    tally.log.clear();
                     let udp_before = UdpCounters::read();
                     match path.start_md() {
                         Ok(()) => {
@@ -355,9 +348,9 @@ fn run_loop<P: NetPath>(a: &RunArgs, mut path: P) -> Result<()> {
             },
             State::Running { since, udp_before } => {
                 let mut hot = Hot {
-                    engine: &mut engine,
-                    latency: &mut latency,
-                    log: &mut log,
+                    engine: &mut tally.engine,
+                    latency: &mut tally.latency,
+                    log: &mut tally.log,
                     delays,
                 };
                 let status = match path.poll(&mut hot) {
@@ -374,16 +367,7 @@ fn run_loop<P: NetPath>(a: &RunArgs, mut path: P) -> Result<()> {
                 }
                 if status == Status::Disconnected {
                     sessions += 1;
-                    finish_session(
-                        a,
-                        &mut path,
-                        &mut engine,
-                        &mut latency,
-                        &mut log,
-                        sessions,
-                        since,
-                        udp_before,
-                    )?;
+                    finish_session(a, &mut path, &tally, sessions, since, udp_before)?;
                     path.close();
                     info!("state Running -> Init (disconnected)");
                     if !a.reconnect || a.sessions.is_some_and(|m| sessions >= m) {
@@ -406,16 +390,17 @@ fn retry(backoff: &mut Duration) -> State {
     s
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the session's whole context, called from two places"
-)]
+/// What one session accumulates: the book and trigger, the latency histogram, the orders.
+struct Tally {
+    engine: Engine,
+    latency: Latency,
+    log: OrderLog,
+}
+
 fn finish_session<P: NetPath>(
     a: &RunArgs,
     path: &mut P,
-    engine: &mut Engine,
-    latency: &mut Latency,
-    log: &mut OrderLog,
+    tally: &Tally,
     session: u64,
     since: Instant,
     udp_before: UdpCounters,
@@ -425,10 +410,10 @@ fn finish_session<P: NetPath>(
         net: a.net,
         duration_s: since.elapsed().as_secs_f64(),
         path: path.stats(),
-        engine: engine.stats().into(),
-        held_back: engine.trigger_stats().held_back,
+        engine: tally.engine.stats().into(),
+        held_back: tally.engine.trigger_stats().held_back,
         udp_drops: UdpCounters::read().since(&udp_before),
-        latency_ns: latency.percentiles(),
+        latency_ns: tally.latency.percentiles(),
         path_extra: path.report_extra(),
     };
     let l = report.latency_ns;
@@ -469,7 +454,7 @@ fn finish_session<P: NetPath>(
         if new {
             writeln!(f, "session,trigger_id,side,price,qty,delay_ns")?;
         }
-        for (o, delay) in log.orders() {
+        for (o, delay) in tally.log.orders() {
             writeln!(
                 f,
                 "{session},{},{},{},{},{delay}",

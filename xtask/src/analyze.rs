@@ -17,6 +17,8 @@ use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use pcap_file::pcap::PcapReader;
 use proto::order::{OrderRepr, ORDER_LEN};
 
+use crate::lab::pct;
+
 /// One order found on the wire.
 #[derive(Debug, Clone, Copy)]
 pub struct WireOrder {
@@ -87,13 +89,6 @@ pub fn read_capture(path: &Path, md_port: u16, oe_port: u16) -> Result<Vec<WireO
         o.md_ns = first_md.get(&o.order.trigger_id).copied();
     }
     Ok(orders)
-}
-
-fn pct(sorted: &[u64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[(((sorted.len() - 1) as f64) * q).round() as usize] as f64 / 1e3
 }
 
 /// Analyzes every capture of a results folder; fails when a capture's orders differ from

@@ -575,7 +575,8 @@ pub fn read_exchange_orders(csv: &Path) -> Result<(Orders, Vec<u64>, Vec<u64>)> 
     Ok((orders, user, kernel))
 }
 
-fn pct(sorted: &[u64], q: f64) -> f64 {
+/// The `q` quantile of sorted nanosecond samples, in microseconds (NaN when empty).
+pub fn pct(sorted: &[u64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
