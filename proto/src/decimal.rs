@@ -69,7 +69,12 @@ fn eight_digits(chunk: u64) -> Option<u64> {
     Some((v.wrapping_mul(10_000) + (v >> 32)) & 0xFFFF_FFFF)
 }
 
-/// Exactly 16 ASCII digits (a microsecond timestamp) to their value, without a loop.
+/// Exactly 16 ASCII digits (a microsecond timestamp) to their value, without a loop. (On
+/// x86-64 the SSE2 version in `simd` is used; this one is its reference in the tests.)
+#[cfg_attr(
+    all(target_arch = "x86_64", target_feature = "sse2"),
+    allow(dead_code, reason = "the portable version, tested against SSE2")
+)]
 #[inline]
 pub(crate) fn digits16(text: &[u8]) -> Option<u64> {
     let (hi, lo) = text.split_at_checked(8)?;
@@ -81,6 +86,112 @@ pub(crate) fn digits16(text: &[u8]) -> Option<u64> {
     h.copy_from_slice(hi);
     l.copy_from_slice(lo);
     Some(eight_digits(u64::from_le_bytes(h))? * 100_000_000 + eight_digits(u64::from_le_bytes(l))?)
+}
+
+/// Sixteen copies of a byte.
+const fn splat16(b: u8) -> u128 {
+    u128::from_le_bytes([b; 16])
+}
+
+/// A mask with `0x80` in every byte of `w` equal to `b` and 0 elsewhere. Exact: no false
+/// positives (each byte's sum stays below `0x100`, so no carry crosses into the next byte).
+#[inline]
+pub(crate) fn eq_mask16(w: u128, b: u8) -> u128 {
+    const LOW7: u128 = splat16(0x7F);
+    let x = w ^ splat16(b);
+    !(((x & LOW7) + LOW7) | x | LOW7)
+}
+
+/// Sixteen bytes as a little-endian `u128` (the first byte lowest), or `None` if the slice
+/// is not exactly 16 bytes long.
+#[inline]
+pub(crate) fn load16(bytes: &[u8]) -> Option<u128> {
+    let a: [u8; 16] = bytes.try_into().ok()?;
+    Some(u128::from_le_bytes(a))
+}
+
+/// The branch-light fast path of [`parse_fixed`] for an unsigned decimal of 1 to 16 bytes
+/// that ends a 16-byte window: `window` holds the 16 bytes ending where the number ends
+/// (as loaded by [`load16`]), `len` is the number's length. No loop and no branch on the
+/// digits: the bytes before the number become `'0'`, the dot is found with a SWAR compare
+/// and squeezed out with shifts (a number without a dot takes the same instructions), then
+/// one or two 8-digit SWAR conversions. Numbers of at most 7 bytes (nearly every price and
+/// size) use one 64-bit word. `None` means "not the simple case" (sign, two dots, too long,
+/// too many decimals, possible overflow, a non-digit); the caller then takes
+/// [`parse_fixed`], so both give the same result wherever this one answers
+/// (property-tested).
+#[inline]
+pub(crate) fn fixed_in_window(window: u128, len: usize, decimals: u8) -> Option<i64> {
+    if len <= 7 {
+        fixed_in_word(window, len, decimals)
+    } else {
+        fixed_in_two_words(window, len, decimals)
+    }
+}
+
+/// [`fixed_in_window`] for `len <= 7`, in the window's last 8 bytes.
+#[inline]
+fn fixed_in_word(window: u128, len: usize, decimals: u8) -> Option<i64> {
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    let word = (window >> 64) as u64;
+    // Bytes 0..8-len belong to the previous field: they become leading zeros.
+    let keep = u64::MAX.checked_shl(8 * (8 - len) as u32).unwrap_or(0);
+    let w = (word & keep) | (ZEROS & !keep);
+    let x = w ^ 0x2E2E_2E2E_2E2E_2E2E;
+    let dots = !(((x & LOW7) + LOW7) | x | LOW7);
+    let has_dot = dots != 0;
+    // The dot's byte, or 0 without a dot: then byte 0 is a leading zero (at most 7 digits,
+    // checked below) and dropping it changes nothing. Everything before the dot moves up
+    // one byte into its place and a '0' enters at byte 0.
+    let d = (dots.trailing_zeros() / 8) & 7;
+    let below = (1u64 << (8 * d)) - 1;
+    let above = u64::MAX.checked_shl(8 * (d + 1)).unwrap_or(0);
+    let w = ((w & below) << 8) | (w & above) | u64::from(b'0');
+    let frac = if has_dot { 7 - d as usize } else { 0 };
+    let digits = len - usize::from(has_dot);
+    let decimals = usize::from(decimals);
+    if dots & dots.wrapping_sub(1) != 0
+        || digits == 0
+        || digits > 7
+        || frac > decimals
+        || digits - frac + decimals > 18
+    {
+        return None;
+    }
+    // < 10^(digits - frac + decimals) <= 10^18: no overflow.
+    Some(eight_digits(w)? as i64 * POW10[decimals - frac])
+}
+
+/// [`fixed_in_window`] for `len` 8 to 16.
+#[inline]
+fn fixed_in_two_words(window: u128, len: usize, decimals: u8) -> Option<i64> {
+    if len > 16 {
+        return None;
+    }
+    let keep = u128::MAX << (8 * (16 - len));
+    let w = (window & keep) | (splat16(b'0') & !keep);
+    let dots = eq_mask16(w, b'.');
+    let has_dot = dots != 0;
+    // As in `fixed_in_word`: without a dot, d = 0 drops a leading zero (at most 15 digits).
+    let d = (dots.trailing_zeros() / 8) & 15;
+    let below = (1u128 << (8 * d)) - 1;
+    let above = u128::MAX.checked_shl(8 * (d + 1)).unwrap_or(0);
+    let w = ((w & below) << 8) | (w & above) | u128::from(b'0');
+    let frac = if has_dot { 15 - d as usize } else { 0 };
+    let digits = len - usize::from(has_dot);
+    let decimals = usize::from(decimals);
+    if dots & dots.wrapping_sub(1) != 0
+        || digits > 15
+        || frac > decimals
+        || digits - frac + decimals > 18
+    {
+        return None;
+    }
+    let high = eight_digits(w as u64)?;
+    let low = eight_digits((w >> 64) as u64)?;
+    // < 10^(digits - frac + decimals) <= 10^18: no overflow.
+    Some((high * 100_000_000 + low) as i64 * POW10[decimals - frac])
 }
 
 /// Digits only, at most 18 of them (cannot overflow): the fast path.
@@ -278,6 +389,37 @@ mod tests {
     }
 
     #[test]
+    fn window_path_cases() {
+        let w = |s: &[u8], d: u8| {
+            let mut b = [b','; 32];
+            b[32 - s.len()..].copy_from_slice(s);
+            fixed_in_window(load16(&b[16..]).expect("16"), s.len(), d)
+        };
+        assert_eq!(w(b"6593.5", 8), Some(659_350_000_000));
+        assert_eq!(w(b"6594", 8), Some(659_400_000_000));
+        assert_eq!(w(b"20750", 0), Some(20750));
+        assert_eq!(w(b".5", 1), Some(5));
+        assert_eq!(w(b"1.", 2), Some(100));
+        assert_eq!(w(b"123456789012345", 0), Some(123_456_789_012_345));
+        assert_eq!(
+            w(b"1234567890123456", 0),
+            None,
+            "16 digits: the general path"
+        );
+        assert_eq!(w(b"12345678", 0), Some(12_345_678));
+        assert_eq!(w(b"1234567.", 0), Some(1_234_567));
+        assert_eq!(w(b".1234567", 7), Some(1_234_567));
+        assert_eq!(w(b"123456789.123456", 6), Some(123_456_789_123_456));
+        assert_eq!(w(b"0.00000001", 8), Some(1));
+        assert_eq!(w(b"1.2.3", 8), None);
+        assert_eq!(w(b"-1", 8), None);
+        assert_eq!(w(b".", 8), None);
+        assert_eq!(w(b"", 8), None);
+        assert_eq!(w(b"20750.5", 0), None);
+        assert_eq!(w(b"100000000000", 8), None);
+    }
+
+    #[test]
     fn displays_minimal_decimals() {
         assert_eq!(Fixed(659_350_000_000, 8).to_string(), "6593.5");
         assert_eq!(Fixed(659_300_000_000, 8).to_string(), "6593");
@@ -306,6 +448,15 @@ mod tests {
             if !junk.is_ascii_digit() {
                 digits[at] = junk;
                 proptest::prop_assert!(parse_u64(&digits).is_err());
+            }
+        }
+
+        #[test]
+        fn window_path_agrees_with_parse_fixed(text in "-?[0-9]{0,17}(\\.[0-9]{0,10})?(\\.[0-9]{0,2})?", prefix in "[0-9a-z,.]{16}", d in 0u8..=18) {
+            let bytes = std::format!("{prefix}{text}").into_bytes();
+            let window = load16(&bytes[bytes.len() - 16..]).expect("16 bytes");
+            if let Some(v) = fixed_in_window(window, text.len(), d) {
+                proptest::prop_assert_eq!(Ok(v), parse_fixed(text.as_bytes(), d), "{}", text);
             }
         }
 

@@ -12,11 +12,13 @@
 //! style of smoltcp's `wire` modules: a zero-copy view with `new_checked`, field byte ranges
 //! in a private `field` module, a plain `Repr` with `parse` and `emit`, and tiny `Copy` errors.
 #![no_std]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod decimal;
 pub mod md;
 pub mod order;
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+mod simd;
 
 /// Default market-data multicast group.
 pub const DEFAULT_MD_GROUP: [u8; 4] = [239, 255, 0, 1];

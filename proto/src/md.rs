@@ -170,13 +170,21 @@ pub fn parse_line(line: &[u8], amount_decimals: u8) -> Result<MdLine<'_>, ParseE
 }
 
 /// The fast path for the layout nearly every line has: 16-digit timestamps, `true`/`false`,
-/// `bid`/`ask`, short decimals. It reads each field at its expected place instead of
-/// splitting the whole line, and gives up (`None`) on anything else, which then takes the
-/// general path, so both return the same for every input (property-tested).
+/// `bid`/`ask`, a price of at most 16 bytes and an amount of at most 15. It reads each field at its expected
+/// place instead of splitting the whole line, with word-at-a-time (SWAR) steps and almost
+/// no data-dependent branch:
+///
+/// * the first two commas by an 8-byte SWAR search (exchange and symbol rarely change, so
+///   its loop is predicted);
+/// * both timestamps by 8-digit SWAR conversions at fixed offsets;
+/// * the amount and the last comma from the 16 bytes that end the line, the price from the
+///   16 bytes that end at that comma ([`decimal::fixed_in_window`]).
+///
+/// It gives up (`None`) on anything else, which then takes the general path, so both return
+/// the same for every input (property-tested).
 #[inline]
 fn parse_common_layout(line: &[u8], amount_decimals: u8) -> Option<MdLine<'_>> {
-    let c1 = line.iter().position(|&b| b == b',')?;
-    let c2 = c1 + 1 + line.get(c1 + 1..)?.iter().position(|&b| b == b',')?;
+    let (c1, c2) = first_two_commas(line)?;
     if c1 == 0 || c2 == c1 + 1 {
         return None;
     }
@@ -184,28 +192,41 @@ fn parse_common_layout(line: &[u8], amount_decimals: u8) -> Option<MdLine<'_>> {
     if line.get(ts0 + 16) != Some(&b',') || line.get(ts0 + 33) != Some(&b',') {
         return None;
     }
-    let timestamp = decimal::digits16(&line[ts0..ts0 + 16])?;
-    let local_timestamp = decimal::digits16(&line[ts0 + 17..ts0 + 33])?;
-    let rest = &line[ts0 + 34..];
-    let (is_snapshot, rest) = if let Some(r) = rest.strip_prefix(b"false,") {
-        (false, r)
+    let (timestamp, local_timestamp) = two_timestamps(
+        line.get(ts0..ts0 + 16)?.try_into().ok()?,
+        line.get(ts0 + 17..ts0 + 33)?.try_into().ok()?,
+    )?;
+    let p = ts0 + 34;
+    let rest = line.get(p..)?;
+    let (is_snapshot, p) = if rest.starts_with(b"false,") {
+        (false, p + 6)
+    } else if rest.starts_with(b"true,") {
+        (true, p + 5)
     } else {
-        (true, rest.strip_prefix(b"true,")?)
+        return None;
     };
-    let (side, rest) = if let Some(r) = rest.strip_prefix(b"bid,") {
-        (BookSide::Bid, r)
-    } else {
-        (BookSide::Ask, rest.strip_prefix(b"ask,")?)
+    let side = match line.get(p..p + 4)? {
+        b"bid," => BookSide::Bid,
+        b"ask," => BookSide::Ask,
+        _ => return None,
     };
-    let c = rest.iter().position(|&b| b == b',')?;
-    let (price, amount) = (&rest[..c], &rest[c + 1..]);
-    if amount.contains(&b',') {
+    let p = p + 4;
+    // The amount is what follows the line's last comma, which must be within its last 16
+    // bytes; the price lies between `p` and that comma.
+    let len = line.len();
+    let tail = decimal::load16(line.get(len.checked_sub(16)?..)?)?;
+    let commas = decimal::eq_mask16(tail, b',');
+    if commas == 0 {
         return None;
     }
-    let price = decimal::parse_fixed(price, PRICE_DECIMALS)
-        .ok()
-        .filter(|&p| p > 0)?;
-    let amount = u64::try_from(decimal::parse_fixed(amount, amount_decimals).ok()?).ok()?;
+    let last = 15 - (commas.leading_zeros() / 8) as usize;
+    let amount_len = 15 - last;
+    let comma = len - 16 + last;
+    let price_len = comma.checked_sub(p)?;
+    let price_window = decimal::load16(line.get(comma.checked_sub(16)?..comma)?)?;
+    let price =
+        decimal::fixed_in_window(price_window, price_len, PRICE_DECIMALS).filter(|&p| p > 0)?;
+    let amount = decimal::fixed_in_window(tail, amount_len, amount_decimals)?;
     Some(MdLine {
         exchange: &line[..c1],
         symbol: &line[c1 + 1..c2],
@@ -214,8 +235,52 @@ fn parse_common_layout(line: &[u8], amount_decimals: u8) -> Option<MdLine<'_>> {
         is_snapshot,
         side,
         price,
-        amount,
+        // `fixed_in_window` accepts no sign: never negative.
+        amount: amount.unsigned_abs(),
     })
+}
+
+/// The positions of the first two commas: 32 bytes at once with SSE2 when both are there
+/// (exchange and symbol names are short), else the portable search.
+#[inline]
+fn first_two_commas(line: &[u8]) -> Option<(usize, usize)> {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    if let Some(c) = crate::simd::first_two_commas(line) {
+        return Some(c);
+    }
+    first_two_commas_swar(line)
+}
+
+/// Both timestamps: SSE2 on x86-64, 8-digit SWAR steps elsewhere.
+#[inline]
+fn two_timestamps(a: &[u8; 16], b: &[u8; 16]) -> Option<(u64, u64)> {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    return crate::simd::two_timestamps(a, b);
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    return Some((decimal::digits16(a)?, decimal::digits16(b)?));
+}
+
+/// The positions of the first two commas, searched eight bytes at a time; `None` if the
+/// line has fewer than two commas in whole 8-byte words (the general path then decides).
+#[inline]
+pub(crate) fn first_two_commas_swar(line: &[u8]) -> Option<(usize, usize)> {
+    let mut first = None;
+    for (i, chunk) in line.chunks_exact(8).enumerate() {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(b) ^ 0x2C2C_2C2C_2C2C_2C2C;
+        let low7 = 0x7F7F_7F7F_7F7F_7F7F;
+        let mut mask = !(((x & low7) + low7) | x | low7);
+        while mask != 0 {
+            let at = i * 8 + (mask.trailing_zeros() / 8) as usize;
+            match first {
+                None => first = Some(at),
+                Some(f) => return Some((f, at)),
+            }
+            mask &= mask - 1;
+        }
+    }
+    None
 }
 
 /// The general parser: splits on commas and checks every field.
@@ -299,6 +364,23 @@ mod tests {
         assert_eq!(l.side, BookSide::Ask);
         assert_eq!(l.price, 659_350_000_000);
         assert_eq!(l.amount, 20750);
+    }
+
+    #[test]
+    fn common_lines_take_the_fast_path() {
+        for line in [
+            LINE,
+            b"deribit,BTC-PERPETUAL,1585699200245000,1585699200355000,true,bid,6594,0",
+            b"d,s,1585699200245000,1585699200355000,false,bid,0.5,123456789012",
+            b"binance-futures,BTCUSDT,1585699200245000,1585699200355000,false,ask,65930.25,1.5",
+        ] {
+            assert_eq!(
+                parse_common_layout(line, 1).map(Ok),
+                Some(parse_general(line, 1)),
+                "{:?}",
+                core::str::from_utf8(line)
+            );
+        }
     }
 
     #[test]
@@ -406,10 +488,21 @@ mod tests {
         }
 
         #[test]
+        fn well_formed_common_lines_take_the_fast_path(
+            ex in "[a-z-]{1,16}", sym in "[A-Z0-9-]{1,24}", ts in 1_000_000_000_000_000u64..10_000_000_000_000_000, lts in 1_000_000_000_000_000u64..10_000_000_000_000_000,
+            snap in proptest::bool::ANY, bid in proptest::bool::ANY, price in "[1-9][0-9]{0,6}(\\.[0-9]{1,4})?", amount in "[0-9]{1,11}(\\.[0-9]{1,3})?",
+        ) {
+            let text = std::format!("{ex},{sym},{ts},{lts},{snap},{},{price},{amount}", if bid { "bid" } else { "ask" });
+            let fast = parse_common_layout(text.as_bytes(), 3);
+            proptest::prop_assert!(fast.is_some(), "{}", text);
+            proptest::prop_assert_eq!(fast.map(Ok), Some(parse_general(text.as_bytes(), 3)));
+        }
+
+        #[test]
         fn fast_path_agrees_with_the_general_parser(
-            ex in "[a-z]{0,8}", sym in "[A-Z-]{0,14}", ts in proptest::prop_oneof![1_000_000_000_000_000u64..10_000_000_000_000_000, 0u64..100_000_000_000_000_000], lts in proptest::prop_oneof![1_000_000_000_000_000u64..10_000_000_000_000_000, 0u64..100_000_000_000_000_000],
-            snap in "(true|false|tru|x)", side in "(bid|ask|bi|buy)", price in "-?[0-9]{0,7}(\\.[0-9]{0,9})?", amount in "-?[0-9]{0,9}(\\.[0-9]{0,3})?",
-            extra in proptest::option::of(",[0-9]{1,3}"), d in 0u8..=3, mutate in proptest::option::of((0usize..90, proptest::num::u8::ANY)),
+            ex in "[a-z]{0,8}", sym in "[A-Z-]{0,14}", ts in proptest::prop_oneof![4 => 1_000_000_000_000_000u64..10_000_000_000_000_000, 1 => 0u64..100_000_000_000_000_000], lts in proptest::prop_oneof![4 => 1_000_000_000_000_000u64..10_000_000_000_000_000, 1 => 0u64..100_000_000_000_000_000],
+            snap in "(true|false|true|false|tru|x)", side in "(bid|ask|bid|ask|bi|buy)", price in "-?[0-9]{0,12}(\\.[0-9]{0,9})?(\\.[0-9])?", amount in "-?[0-9]{0,17}(\\.[0-9]{0,3})?",
+            extra in proptest::option::of(",[0-9]{1,3}"), d in 0u8..=18, mutate in proptest::option::of((0usize..90, proptest::num::u8::ANY)),
         ) {
             let text = std::format!("{ex},{sym},{ts},{lts},{snap},{side},{price},{amount}{}", extra.unwrap_or_default());
             let mut bytes = text.into_bytes();

@@ -7,7 +7,9 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use exchange::mdgen::{self, GenConfig};
 use mdfile::{MdReader, Record};
+use strategy::book::Book;
 use strategy::engine::{Engine, EngineConfig};
+use strategy::trigger::Trigger;
 
 fn pipeline(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("strategy-bench-{}", std::process::id()));
@@ -40,6 +42,36 @@ fn pipeline(c: &mut Criterion) {
                 let mut orders = 0u32;
                 for (i, p) in updates.iter().enumerate() {
                     orders += u32::from(e.on_packet(std::hint::black_box(p), i as u64).is_some());
+                }
+                orders
+            },
+            criterion::BatchSize::LargeInput,
+        );
+    });
+    g.bench_function("book+trigger per update line (pre-parsed)", |b| {
+        let lines: Vec<_> = updates
+            .iter()
+            .filter_map(|p| strategy::parse::parse_packet(p, 0).ok())
+            .collect();
+        let snap: Vec<_> = snapshot
+            .iter()
+            .filter_map(|p| strategy::parse::parse_packet(p, 0).ok())
+            .collect();
+        let cfg = EngineConfig::default();
+        b.iter_batched_ref(
+            || {
+                let mut book = Book::new(cfg.book_capacity);
+                for l in &snap {
+                    book.update(l.side, l.price, l.amount, l.is_snapshot);
+                }
+                (book, Trigger::new(cfg.trigger))
+            },
+            |(book, trigger)| {
+                let mut orders = 0u32;
+                for (i, l) in lines.iter().enumerate() {
+                    let l = std::hint::black_box(l);
+                    let applied = book.update(l.side, l.price, l.amount, l.is_snapshot);
+                    orders += u32::from(trigger.check(book, l, applied, i as u64).is_some());
                 }
                 orders
             },

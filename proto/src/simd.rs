@@ -1,0 +1,146 @@
+//! SSE2 steps of the market-data fast path, 16 bytes per instruction.
+//!
+//! SSE2 is part of the x86-64 baseline, so this module is compiled exactly when
+//! `target_feature = "sse2"` is enabled at build time; other targets use the SWAR (64-bit
+//! word) versions in [`crate::md`] and [`crate::decimal`], which the tests compare these
+//! against on every input they generate.
+//!
+//! Unsafe discipline: the SIMD code lives in safe `#[target_feature(enable = "sse2")]`
+//! functions that read only through safe slice accesses; the one `unsafe` per entry point is
+//! the call into such a function, sound because the feature is statically enabled.
+#![allow(unsafe_code)]
+
+use core::arch::x86_64::{
+    __m128i, _mm_add_epi16, _mm_and_si128, _mm_cmpeq_epi8, _mm_cvtsi128_si64, _mm_madd_epi16,
+    _mm_movemask_epi8, _mm_mullo_epi16, _mm_or_si128, _mm_packs_epi32, _mm_set1_epi16,
+    _mm_set1_epi32, _mm_set1_epi8, _mm_set_epi64x, _mm_setzero_si128, _mm_srli_epi16,
+    _mm_srli_si128, _mm_sub_epi8, _mm_subs_epu8,
+};
+
+/// Sixteen bytes into a vector register (byte 0 in lane 0).
+#[inline]
+#[target_feature(enable = "sse2")]
+fn load(bytes: &[u8; 16]) -> __m128i {
+    let v = u128::from_le_bytes(*bytes);
+    _mm_set_epi64x((v >> 64) as i64, v as i64)
+}
+
+/// The positions of the first two commas if both are within the first 32 bytes.
+#[inline]
+pub(crate) fn first_two_commas(line: &[u8]) -> Option<(usize, usize)> {
+    let head: &[u8; 32] = line.get(..32)?.try_into().ok()?;
+    // SAFETY: this module is compiled only with `target_feature = "sse2"` enabled, so every
+    // CPU that runs this code has SSE2; the callee reads nothing but its argument.
+    let mask = unsafe { comma_mask32(head) };
+    let rest = mask & mask.wrapping_sub(1);
+    if rest == 0 {
+        return None;
+    }
+    Some((
+        mask.trailing_zeros() as usize,
+        rest.trailing_zeros() as usize,
+    ))
+}
+
+/// A bit per byte of `head` that is a comma.
+#[inline]
+#[target_feature(enable = "sse2")]
+fn comma_mask32(head: &[u8; 32]) -> u32 {
+    let comma = _mm_set1_epi8(b',' as i8);
+    let (lo, hi) = head.split_at(16);
+    let lo: &[u8; 16] = lo.try_into().unwrap_or(&[0; 16]);
+    let hi: &[u8; 16] = hi.try_into().unwrap_or(&[0; 16]);
+    let m_lo = _mm_movemask_epi8(_mm_cmpeq_epi8(load(lo), comma)) as u32;
+    let m_hi = _mm_movemask_epi8(_mm_cmpeq_epi8(load(hi), comma)) as u32;
+    m_lo | (m_hi << 16)
+}
+
+/// Two fields of exactly 16 ASCII digits (the timestamps) to their values, or `None` if any
+/// byte is not a digit.
+#[inline]
+pub(crate) fn two_timestamps(a: &[u8; 16], b: &[u8; 16]) -> Option<(u64, u64)> {
+    // SAFETY: as in `first_two_commas`: SSE2 is statically enabled.
+    let (ok, halves) = unsafe { digits16x2(a, b) };
+    if !ok {
+        return None;
+    }
+    // halves = [a_high8, a_low8, b_high8, b_low8] as 32-bit lanes, each < 10^8.
+    let a = (halves & 0xFFFF_FFFF) * 100_000_000 + ((halves >> 32) & 0xFFFF_FFFF);
+    let b = ((halves >> 64) & 0xFFFF_FFFF) * 100_000_000 + (halves >> 96);
+    Some((a as u64, b as u64))
+}
+
+/// Both 16-digit fields at once: digit check, then digit pairs (x10 + next), groups of four
+/// (x100 + next, `pmaddwd`), groups of eight (x10000 + next, `pmaddwd` again).
+#[inline]
+#[target_feature(enable = "sse2")]
+fn digits16x2(a: &[u8; 16], b: &[u8; 16]) -> (bool, u128) {
+    let zero = _mm_set1_epi8(b'0' as i8);
+    let nine = _mm_set1_epi8(9);
+    let da = _mm_sub_epi8(load(a), zero);
+    let db = _mm_sub_epi8(load(b), zero);
+    // A byte is a digit iff (byte - '0') saturating-minus 9 is 0 (bytes below '0' wrap high).
+    let excess = _mm_or_si128(_mm_subs_epu8(da, nine), _mm_subs_epu8(db, nine));
+    let ok = _mm_movemask_epi8(_mm_cmpeq_epi8(excess, _mm_setzero_si128())) == 0xFFFF;
+    let quads = _mm_packs_epi32(groups_of_four(da), groups_of_four(db));
+    let eights = _mm_madd_epi16(quads, _mm_set1_epi32(0x0001_2710)); // (10000, 1) per pair
+    let low = _mm_cvtsi128_si64(eights) as u64;
+    let high = _mm_cvtsi128_si64(_mm_srli_si128::<8>(eights)) as u64;
+    (ok, u128::from(low) | (u128::from(high) << 64))
+}
+
+/// Sixteen digit values (0..=9, the first most significant) to four 32-bit lanes of four
+/// digits each.
+#[inline]
+#[target_feature(enable = "sse2")]
+fn groups_of_four(d: __m128i) -> __m128i {
+    // 16-bit lane i holds digit 2i (low byte, more significant) and digit 2i+1.
+    let first = _mm_and_si128(d, _mm_set1_epi16(0x00FF));
+    let second = _mm_srli_epi16::<8>(d);
+    let pairs = _mm_add_epi16(_mm_mullo_epi16(first, _mm_set1_epi16(10)), second);
+    _mm_madd_epi16(pairs, _mm_set1_epi32(0x0001_0064)) // (100, 1) per pair
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decimal::digits16;
+
+    extern crate std;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(
+            two_timestamps(b"1585699200245000", b"0000000000000001"),
+            Some((1_585_699_200_245_000, 1))
+        );
+        assert_eq!(
+            two_timestamps(b"9999999999999999", b"0000000000000000"),
+            Some((9_999_999_999_999_999, 0))
+        );
+        assert_eq!(
+            two_timestamps(b"158569920024500/", b"0000000000000001"),
+            None
+        );
+        assert_eq!(
+            two_timestamps(b"1585699200245000", b":000000000000001"),
+            None
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn timestamps_agree_with_swar(a in proptest::array::uniform16(b'.'..=b';'), b in proptest::array::uniform16(b'0'..=b'9'), swap in proptest::bool::ANY) {
+            let (a, b) = if swap { (b, a) } else { (a, b) };
+            let swar = digits16(&a).zip(digits16(&b));
+            proptest::prop_assert_eq!(two_timestamps(&a, &b), swar);
+        }
+
+        #[test]
+        fn commas_agree_with_swar(line in proptest::collection::vec(proptest::prop_oneof![4 => b'a'..=b'z', 1 => proptest::strategy::Just(b',')], 0..64)) {
+            if let Some(c) = first_two_commas(&line) {
+                proptest::prop_assert_eq!(Some(c), crate::md::first_two_commas_swar(&line));
+            }
+        }
+    }
+}
