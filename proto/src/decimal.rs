@@ -54,7 +54,7 @@ const POW10: [i64; 19] = [
 /// Eight ASCII digits (first digit in the lowest byte, as loaded little-endian) to their
 /// value, or `None` if any byte is not a digit. SWAR: three multiply-shift steps combine
 /// digit pairs, then pairs of pairs, then halves.
-#[inline]
+#[inline(always)]
 fn eight_digits(chunk: u64) -> Option<u64> {
     const ZEROS: u64 = 0x3030_3030_3030_3030;
     const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
@@ -95,7 +95,7 @@ const fn splat16(b: u8) -> u128 {
 
 /// A mask with `0x80` in every byte of `w` equal to `b` and 0 elsewhere. Exact: no false
 /// positives (each byte's sum stays below `0x100`, so no carry crosses into the next byte).
-#[inline]
+#[inline(always)]
 pub(crate) fn eq_mask16(w: u128, b: u8) -> u128 {
     const LOW7: u128 = splat16(0x7F);
     let x = w ^ splat16(b);
@@ -104,7 +104,7 @@ pub(crate) fn eq_mask16(w: u128, b: u8) -> u128 {
 
 /// Sixteen bytes as a little-endian `u128` (the first byte lowest), or `None` if the slice
 /// is not exactly 16 bytes long.
-#[inline]
+#[inline(always)]
 pub(crate) fn load16(bytes: &[u8]) -> Option<u128> {
     let a: [u8; 16] = bytes.try_into().ok()?;
     Some(u128::from_le_bytes(a))
@@ -120,7 +120,7 @@ pub(crate) fn load16(bytes: &[u8]) -> Option<u128> {
 /// too many decimals, possible overflow, a non-digit); the caller then takes
 /// [`parse_fixed`], so both give the same result wherever this one answers
 /// (property-tested).
-#[inline]
+#[inline(always)]
 pub(crate) fn fixed_in_window(window: u128, len: usize, decimals: u8) -> Option<i64> {
     if len <= 7 {
         fixed_in_word(window, len, decimals)
@@ -130,7 +130,7 @@ pub(crate) fn fixed_in_window(window: u128, len: usize, decimals: u8) -> Option<
 }
 
 /// [`fixed_in_window`] for `len <= 7`, in the window's last 8 bytes.
-#[inline]
+#[inline(always)]
 fn fixed_in_word(window: u128, len: usize, decimals: u8) -> Option<i64> {
     const ZEROS: u64 = 0x3030_3030_3030_3030;
     const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
@@ -149,13 +149,15 @@ fn fixed_in_word(window: u128, len: usize, decimals: u8) -> Option<i64> {
     let above = u64::MAX.checked_shl(8 * (d + 1)).unwrap_or(0);
     let w = ((w & below) << 8) | (w & above) | u64::from(b'0');
     let frac = if has_dot { 7 - d as usize } else { 0 };
-    let digits = len - usize::from(has_dot);
     let decimals = usize::from(decimals);
-    if dots & dots.wrapping_sub(1) != 0
-        || digits == 0
-        || digits > 7
-        || frac > decimals
-        || digits - frac + decimals > 18
+    // One branch for every reason to give up (`|`, not `||`): two dots, a lone dot, more
+    // decimals than the scale holds, a result that could reach 10^18. At most 7 digits, so
+    // byte 0 was padding when there is no dot.
+    let digits = len - usize::from(has_dot);
+    if (dots & dots.wrapping_sub(1) != 0)
+        | (digits == 0)
+        | (frac > decimals)
+        | (digits + decimals > 18 + frac)
     {
         return None;
     }

@@ -161,6 +161,7 @@ fn split_fields(line: &[u8]) -> Result<[&[u8]; FIELD_COUNT], ParseError> {
 ///
 /// `amount_decimals` is the number of decimal places the `amount` is scaled by into integer
 /// units (0 for Deribit's whole USD amounts). Allocation-free; never panics.
+#[inline]
 pub fn parse_line(line: &[u8], amount_decimals: u8) -> Result<MdLine<'_>, ParseError> {
     let line = trim_eol(line);
     if let Some(l) = parse_common_layout(line, amount_decimals) {
@@ -182,7 +183,7 @@ pub fn parse_line(line: &[u8], amount_decimals: u8) -> Result<MdLine<'_>, ParseE
 ///
 /// It gives up (`None`) on anything else, which then takes the general path, so both return
 /// the same for every input (property-tested).
-#[inline]
+#[inline(always)]
 fn parse_common_layout(line: &[u8], amount_decimals: u8) -> Option<MdLine<'_>> {
     let (c1, c2) = first_two_commas(line)?;
     if c1 == 0 || c2 == c1 + 1 {
@@ -214,16 +215,17 @@ fn parse_common_layout(line: &[u8], amount_decimals: u8) -> Option<MdLine<'_>> {
     // The amount is what follows the line's last comma, which must be within its last 16
     // bytes; the price lies between `p` and that comma.
     let len = line.len();
-    let tail = decimal::load16(line.get(len.checked_sub(16)?..)?)?;
-    let commas = decimal::eq_mask16(tail, b',');
+    let tail_bytes: &[u8; 16] = line.get(len.checked_sub(16)?..)?.try_into().ok()?;
+    let commas = comma_mask16(tail_bytes);
     if commas == 0 {
         return None;
     }
-    let last = 15 - (commas.leading_zeros() / 8) as usize;
+    let last = (31 - commas.leading_zeros()) as usize;
     let amount_len = 15 - last;
     let comma = len - 16 + last;
     let price_len = comma.checked_sub(p)?;
     let price_window = decimal::load16(line.get(comma.checked_sub(16)?..comma)?)?;
+    let tail = u128::from_le_bytes(*tail_bytes);
     let price =
         decimal::fixed_in_window(price_window, price_len, PRICE_DECIMALS).filter(|&p| p > 0)?;
     let amount = decimal::fixed_in_window(tail, amount_len, amount_decimals)?;
@@ -249,6 +251,27 @@ fn first_two_commas(line: &[u8]) -> Option<(usize, usize)> {
         return Some(c);
     }
     first_two_commas_swar(line)
+}
+
+/// A bit per comma of 16 bytes (bit `i` for byte `i`): one SSE2 compare on x86-64.
+#[inline]
+fn comma_mask16(bytes: &[u8; 16]) -> u32 {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    return crate::simd::comma_mask16(bytes);
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    return comma_mask16_portable(bytes);
+}
+
+/// [`comma_mask16`] without SIMD (other targets; the tests' reference).
+#[cfg_attr(
+    all(target_arch = "x86_64", target_feature = "sse2"),
+    allow(dead_code, reason = "the portable version, tested against SSE2")
+)]
+pub(crate) fn comma_mask16_portable(bytes: &[u8; 16]) -> u32 {
+    bytes
+        .iter()
+        .enumerate()
+        .fold(0, |m, (i, &b)| m | (u32::from(b == b',') << i))
 }
 
 /// Both timestamps: SSE2 on x86-64, 8-digit SWAR steps elsewhere.
@@ -283,7 +306,9 @@ pub(crate) fn first_two_commas_swar(line: &[u8]) -> Option<(usize, usize)> {
     None
 }
 
-/// The general parser: splits on commas and checks every field.
+/// The general parser: splits on commas and checks every field. Out of line: it is the rare
+/// path, and keeping it out keeps the inlined fast path small.
+#[inline(never)]
 fn parse_general(line: &[u8], amount_decimals: u8) -> Result<MdLine<'_>, ParseError> {
     let [exchange, symbol, ts, lts, snap, side, price, amount] = split_fields(line)?;
     let non_empty = |v: &'_ [u8], f: Field| {
@@ -334,9 +359,12 @@ fn parse_general(line: &[u8], amount_decimals: u8) -> Result<MdLine<'_>, ParseEr
 }
 
 /// Strips one trailing `\n`, `\r\n` or `\r`.
+#[inline]
 pub fn trim_eol(line: &[u8]) -> &[u8] {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    line.strip_suffix(b"\r").unwrap_or(line)
+    match line {
+        [rest @ .., b'\r', b'\n'] | [rest @ .., b'\n' | b'\r'] => rest,
+        _ => line,
+    }
 }
 
 /// Is this the `incremental_book_L2` header (ignoring the line ending)?

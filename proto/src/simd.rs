@@ -26,7 +26,7 @@ fn load(bytes: &[u8; 16]) -> __m128i {
 }
 
 /// The positions of the first two commas if both are within the first 32 bytes.
-#[inline]
+#[inline(always)]
 pub(crate) fn first_two_commas(line: &[u8]) -> Option<(usize, usize)> {
     let head: &[u8; 32] = line.get(..32)?.try_into().ok()?;
     // SAFETY: this module is compiled only with `target_feature = "sse2"` enabled, so every
@@ -40,6 +40,19 @@ pub(crate) fn first_two_commas(line: &[u8]) -> Option<(usize, usize)> {
         mask.trailing_zeros() as usize,
         rest.trailing_zeros() as usize,
     ))
+}
+
+/// A bit per byte of `bytes` that is a comma (bit `i` for byte `i`).
+#[inline(always)]
+pub(crate) fn comma_mask16(bytes: &[u8; 16]) -> u32 {
+    // SAFETY: as in `first_two_commas`: SSE2 is statically enabled.
+    unsafe { comma_mask16_sse2(bytes) }
+}
+
+#[inline]
+#[target_feature(enable = "sse2")]
+fn comma_mask16_sse2(bytes: &[u8; 16]) -> u32 {
+    _mm_movemask_epi8(_mm_cmpeq_epi8(load(bytes), _mm_set1_epi8(b',' as i8))) as u32
 }
 
 /// A bit per byte of `head` that is a comma.
@@ -57,7 +70,7 @@ fn comma_mask32(head: &[u8; 32]) -> u32 {
 
 /// Two fields of exactly 16 ASCII digits (the timestamps) to their values, or `None` if any
 /// byte is not a digit.
-#[inline]
+#[inline(always)]
 pub(crate) fn two_timestamps(a: &[u8; 16], b: &[u8; 16]) -> Option<(u64, u64)> {
     // SAFETY: as in `first_two_commas`: SSE2 is statically enabled.
     let (ok, halves) = unsafe { digits16x2(a, b) };
@@ -134,6 +147,11 @@ mod tests {
             let (a, b) = if swap { (b, a) } else { (a, b) };
             let swar = digits16(&a).zip(digits16(&b));
             proptest::prop_assert_eq!(two_timestamps(&a, &b), swar);
+        }
+
+        #[test]
+        fn comma_mask_agrees_with_portable(bytes in proptest::array::uniform16(proptest::prop_oneof![b'+'..=b'-', proptest::num::u8::ANY])) {
+            proptest::prop_assert_eq!(comma_mask16(&bytes), crate::md::comma_mask16_portable(&bytes));
         }
 
         #[test]

@@ -105,22 +105,24 @@ impl Side {
     }
 
     /// Index of the first level whose key is not below `key` (where it is or would go).
-    /// Most updates touch the top few levels, at the end of the array: scan those
-    /// linearly from the end (predictable, one cache line or two), binary search the rest.
+    /// Most updates touch the top few levels, at the end of the array: count the top
+    /// [`Self::SCAN`] levels at or above `key` without a branch (a loop exit at a
+    /// data-dependent level would mispredict on nearly every update), and binary search the
+    /// rest only when `key` is below all of them.
     #[inline]
     fn position(&self, key: i64) -> usize {
-        const SCAN: usize = 8;
         let len = self.levels.len();
-        let stop = len.saturating_sub(SCAN);
-        let mut i = len;
-        while i > stop {
-            if self.levels[i - 1].key < key {
-                return i;
-            }
-            i -= 1;
+        let stop = len.saturating_sub(Self::SCAN);
+        let top = &self.levels[stop..];
+        let at_or_above = top.iter().map(|l| usize::from(l.key >= key)).sum::<usize>();
+        if at_or_above < top.len() || stop == 0 {
+            return len - at_or_above;
         }
         self.levels[..stop].partition_point(|l| l.key < key)
     }
+
+    /// Levels counted branch-free from the top before a binary search.
+    const SCAN: usize = 16;
 
     #[inline]
     fn apply(&mut self, price: i64, qty: u64, stats: &mut BookStats) -> Applied {

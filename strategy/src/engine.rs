@@ -10,10 +10,40 @@ use proto::order::OrderRepr;
 use crate::book::{Book, BookStats};
 use crate::trigger::{Trigger, TriggerConfig, TriggerStats};
 
-/// The replaceable parse step: packet bytes -> line fields. The default is
-/// [`proto::md::parse_line`], matching the exchange's default formatter; a binary format
-/// replaces this one function (see `strategy::parse`).
+/// The replaceable parse step: packet bytes -> line fields. The default is [`TextParser`]
+/// ([`proto::md::parse_line`], matching the exchange's default formatter); a binary format
+/// replaces this one step (see `strategy::parse`). Any
+/// `fn(&[u8], u8) -> Result<MdLine, ParseError>` (such as a [`ParseFn`]) is a `Parse`. The
+/// engine is generic over it, so the parser inlines into [`Engine::on_packet`] (no indirect
+/// call, no `MdLine` written to memory and read back).
+pub trait Parse {
+    /// Parses one packet; `amount_decimals` scales the amount.
+    fn parse<'a>(&self, pkt: &'a [u8], amount_decimals: u8) -> Result<MdLine<'a>, ParseError>;
+}
+
+/// A parse function pointer.
 pub type ParseFn = for<'a> fn(&'a [u8], u8) -> Result<MdLine<'a>, ParseError>;
+
+impl<F> Parse for F
+where
+    F: for<'a> Fn(&'a [u8], u8) -> Result<MdLine<'a>, ParseError>,
+{
+    #[inline]
+    fn parse<'a>(&self, pkt: &'a [u8], amount_decimals: u8) -> Result<MdLine<'a>, ParseError> {
+        self(pkt, amount_decimals)
+    }
+}
+
+/// The default parser: [`crate::parse::parse_packet`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TextParser;
+
+impl Parse for TextParser {
+    #[inline(always)]
+    fn parse<'a>(&self, pkt: &'a [u8], amount_decimals: u8) -> Result<MdLine<'a>, ParseError> {
+        crate::parse::parse_packet(pkt, amount_decimals)
+    }
+}
 
 /// Engine settings.
 #[derive(Debug, Clone, Copy)]
@@ -46,8 +76,8 @@ pub struct EngineStats {
 
 /// Book + trigger + counters.
 #[derive(Debug, Clone)]
-pub struct Engine {
-    parse: ParseFn,
+pub struct Engine<P = TextParser> {
+    parse: P,
     book: Book,
     trigger: Trigger,
     last_seq: u64,
@@ -58,11 +88,13 @@ pub struct Engine {
 impl Engine {
     /// An engine with the default parser.
     pub fn new(cfg: EngineConfig) -> Self {
-        Self::with_parser(cfg, crate::parse::parse_packet)
+        Self::with_parser(cfg, TextParser)
     }
+}
 
+impl<P: Parse> Engine<P> {
     /// An engine with a custom parser.
-    pub fn with_parser(cfg: EngineConfig, parse: ParseFn) -> Self {
+    pub fn with_parser(cfg: EngineConfig, parse: P) -> Self {
         Self {
             parse,
             book: Book::new(cfg.book_capacity),
@@ -77,7 +109,7 @@ impl Engine {
     #[inline]
     pub fn on_packet(&mut self, pkt: &[u8], now_ns: u64) -> Option<OrderRepr> {
         self.stats.packets += 1;
-        let line = match (self.parse)(pkt, self.cfg.trigger.amount_decimals) {
+        let line = match self.parse.parse(pkt, self.cfg.trigger.amount_decimals) {
             Ok(l) => l,
             Err(_) => {
                 self.stats.malformed += 1;
@@ -151,5 +183,22 @@ mod tests {
                 stale: 1
             }
         );
+    }
+
+    #[test]
+    fn a_custom_parser_replaces_the_text_one() {
+        // A format for the test: one header byte, then the text line.
+        fn skip_one(pkt: &[u8], d: u8) -> Result<MdLine<'_>, ParseError> {
+            proto::md::parse_line(pkt.get(1..).unwrap_or_default(), d)
+        }
+        let mut e = Engine::with_parser(EngineConfig::default(), skip_one as ParseFn);
+        assert!(e.on_packet(b"xd,s,1,10,true,bid,100,5", 0).is_none());
+        assert!(e.on_packet(b"xd,s,1,10,true,ask,101,5", 0).is_none());
+        let o = e
+            .on_packet(b"xd,s,1,11,false,bid,100,500000000", 0)
+            .expect("fires through the custom parser");
+        assert_eq!(o.trigger_id, 11);
+        assert!(e.on_packet(b"d,s,1,12,false,bid,100,5", 0).is_none());
+        assert_eq!(e.stats().malformed, 1, "the text line is not this format");
     }
 }
