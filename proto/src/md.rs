@@ -161,7 +161,7 @@ fn split_fields(line: &[u8]) -> Result<[&[u8]; FIELD_COUNT], ParseError> {
 ///
 /// `amount_decimals` is the number of decimal places the `amount` is scaled by into integer
 /// units (0 for Deribit's whole USD amounts). Allocation-free; never panics.
-#[inline]
+#[inline(always)]
 pub fn parse_line(line: &[u8], amount_decimals: u8) -> Result<MdLine<'_>, ParseError> {
     let line = trim_eol(line);
     if let Some(l) = parse_common_layout(line, amount_decimals) {

@@ -7,7 +7,7 @@
 use proto::md::{MdLine, ParseError};
 
 /// Parses one market-data packet. Zero-copy, allocation-free, never panics.
-#[inline]
+#[inline(always)]
 pub fn parse_packet(pkt: &[u8], amount_decimals: u8) -> Result<MdLine<'_>, ParseError> {
     proto::md::parse_line(pkt, amount_decimals)
 }

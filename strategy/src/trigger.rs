@@ -120,8 +120,10 @@ impl Trigger {
         }
     }
 
-    /// Checks one applied update; returns the order to send, if any.
-    #[inline]
+    /// Checks one applied update; returns the order to send, if any. The rejection of an
+    /// ordinary update (nearly every one) is inlined into the caller; building an order is
+    /// out of line.
+    #[inline(always)]
     pub fn check(
         &mut self,
         book: &Book,
@@ -129,19 +131,25 @@ impl Trigger {
         applied: Applied,
         now_ns: u64,
     ) -> Option<OrderRepr> {
-        let (side, price, is_snapshot, trigger_id) = (
-            line.side,
-            line.price,
-            line.is_snapshot,
-            line.local_timestamp,
-        );
         let rank = applied.rank?;
-        if is_snapshot || rank >= self.cfg.levels || applied.new_qty <= applied.old_qty {
+        if line.is_snapshot || rank >= self.cfg.levels || applied.new_qty <= applied.old_qty {
             return None;
         }
-        if !self.exceeds(price, applied.new_qty - applied.old_qty) {
+        if !self.exceeds(line.price, applied.new_qty - applied.old_qty) {
             return None;
         }
+        self.fire(book, line.side, line.local_timestamp, now_ns)
+    }
+
+    /// A trigger: the order at the other side's best price, if the risk limits allow.
+    #[inline(never)]
+    fn fire(
+        &mut self,
+        book: &Book,
+        side: BookSide,
+        trigger_id: u64,
+        now_ns: u64,
+    ) -> Option<OrderRepr> {
         let (other, order_side) = match side {
             BookSide::Bid => (book.asks(), Side::Buy),
             BookSide::Ask => (book.bids(), Side::Sell),
