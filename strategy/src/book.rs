@@ -3,8 +3,9 @@
 //! Each side stores `(key, qty)` pairs sorted by `key` ascending with the best level last,
 //! where `key` is the price for bids and the negated price for asks. The best level is
 //! therefore always at the end, the top of the book is the hot end of the array, an update
-//! near the top shifts only the few levels above it, and the position found by binary search
-//! gives the level's rank (0 = best) with no second search. Capacity is fixed at
+//! near the top shifts only the few levels above it, and the position found (by branch-free
+//! counting near the top, binary search deeper) gives the level's rank (0 = best) with no
+//! second search. Capacity is fixed at
 //! construction; the arrays never reallocate. When a side is full, a new level worse than
 //! every held level is dropped, otherwise the worst level is evicted; both are counted.
 //!
