@@ -171,13 +171,12 @@ pub fn parse_line(line: &[u8], amount_decimals: u8) -> Result<MdLine<'_>, ParseE
 }
 
 /// The fast path for the layout nearly every line has: 16-digit timestamps, `true`/`false`,
-/// `bid`/`ask`, a price of at most 16 bytes and an amount of at most 15. It reads each field at its expected
-/// place instead of splitting the whole line, with word-at-a-time (SWAR) steps and almost
-/// no data-dependent branch:
+/// `bid`/`ask`, a price of at most 16 bytes and an amount of at most 15. It reads each field
+/// at its expected place instead of splitting the whole line, 8 or 16 bytes at a time and
+/// with almost no data-dependent branch:
 ///
-/// * the first two commas by an 8-byte SWAR search (exchange and symbol rarely change, so
-///   its loop is predicted);
-/// * both timestamps by 8-digit SWAR conversions at fixed offsets;
+/// * the first two commas from one 32-byte compare (SSE2; SWAR words elsewhere);
+/// * both timestamps at fixed offsets in one SSE2 conversion (8-digit SWAR elsewhere);
 /// * the amount and the last comma from the 16 bytes that end the line, the price from the
 ///   16 bytes that end at that comma ([`decimal::fixed_in_window`]).
 ///

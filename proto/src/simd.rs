@@ -28,10 +28,11 @@ fn load(bytes: &[u8; 16]) -> __m128i {
 /// The positions of the first two commas if both are within the first 32 bytes.
 #[inline(always)]
 pub(crate) fn first_two_commas(line: &[u8]) -> Option<(usize, usize)> {
-    let head: &[u8; 32] = line.get(..32)?.try_into().ok()?;
+    let lo: &[u8; 16] = line.get(..16)?.try_into().ok()?;
+    let hi: &[u8; 16] = line.get(16..32)?.try_into().ok()?;
     // SAFETY: this module is compiled only with `target_feature = "sse2"` enabled, so every
-    // CPU that runs this code has SSE2; the callee reads nothing but its argument.
-    let mask = unsafe { comma_mask32(head) };
+    // CPU that runs this code has SSE2; the callee reads nothing but its arguments.
+    let mask = unsafe { comma_mask32(lo, hi) };
     let rest = mask & mask.wrapping_sub(1);
     if rest == 0 {
         return None;
@@ -55,14 +56,11 @@ fn comma_mask16_sse2(bytes: &[u8; 16]) -> u32 {
     _mm_movemask_epi8(_mm_cmpeq_epi8(load(bytes), _mm_set1_epi8(b',' as i8))) as u32
 }
 
-/// A bit per byte of `head` that is a comma.
+/// A bit per comma of 32 bytes, `lo` then `hi`.
 #[inline]
 #[target_feature(enable = "sse2")]
-fn comma_mask32(head: &[u8; 32]) -> u32 {
+fn comma_mask32(lo: &[u8; 16], hi: &[u8; 16]) -> u32 {
     let comma = _mm_set1_epi8(b',' as i8);
-    let (lo, hi) = head.split_at(16);
-    let lo: &[u8; 16] = lo.try_into().unwrap_or(&[0; 16]);
-    let hi: &[u8; 16] = hi.try_into().unwrap_or(&[0; 16]);
     let m_lo = _mm_movemask_epi8(_mm_cmpeq_epi8(load(lo), comma)) as u32;
     let m_hi = _mm_movemask_epi8(_mm_cmpeq_epi8(load(hi), comma)) as u32;
     m_lo | (m_hi << 16)
