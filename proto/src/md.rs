@@ -305,6 +305,14 @@ pub(crate) fn first_two_commas_swar(line: &[u8]) -> Option<(usize, usize)> {
     None
 }
 
+/// The reference parser: splits on commas and checks every field, one at a time, with no
+/// fast path. [`parse_line`] returns exactly what this returns for every input (the
+/// property tests and the `md_line` fuzz target check it); it is also `parse_line`'s path
+/// for lines outside the common layout.
+pub fn parse_line_reference(line: &[u8], amount_decimals: u8) -> Result<MdLine<'_>, ParseError> {
+    parse_general(trim_eol(line), amount_decimals)
+}
+
 /// The general parser: splits on commas and checks every field. Out of line: it is the rare
 /// path, and keeping it out keeps the inlined fast path small.
 #[inline(never)]

@@ -187,19 +187,18 @@ fn fuzz(a: &FuzzArgs) -> Result<()> {
     }
     let time = format!("-max_total_time={}", a.seconds);
     for t in FUZZ_TARGETS {
-        cmd(
-            "cargo",
-            &[
-                "+nightly",
-                "fuzz",
-                "run",
-                "--fuzz-dir",
-                "fuzz",
-                t,
-                "--",
-                &time,
-            ],
-        )?;
+        // New inputs go to fuzz/corpus/<target> (not committed); fuzz/seeds/<target>, when
+        // present, adds hand-written starting points (e.g. real lines, so the parser's fast
+        // path is reached at once).
+        let corpus = format!("fuzz/corpus/{t}");
+        let seeds = format!("fuzz/seeds/{t}");
+        std::fs::create_dir_all(root().join(&corpus))?;
+        let mut args = vec!["+nightly", "fuzz", "run", "--fuzz-dir", "fuzz", t, &corpus];
+        if root().join(&seeds).is_dir() {
+            args.push(&seeds);
+        }
+        args.extend(["--", &time]);
+        cmd("cargo", &args)?;
     }
     Ok(())
 }
