@@ -76,6 +76,8 @@ pub struct TriggerStats {
 #[derive(Debug, Clone)]
 pub struct Trigger {
     cfg: TriggerConfig,
+    /// For a notional threshold: dollars in price x amount units (computed once).
+    notional_limit: i128,
     window_start_ns: u64,
     in_window: u32,
     stats: TriggerStats,
@@ -84,8 +86,17 @@ pub struct Trigger {
 impl Trigger {
     /// A trigger with these settings.
     pub fn new(cfg: TriggerConfig) -> Self {
+        let notional_limit = match cfg.threshold {
+            Threshold::Size(_) => 0,
+            Threshold::Notional { dollars } => 10i128
+                .checked_pow(u32::from(cfg.amount_decimals))
+                .and_then(|s| s.checked_mul(i128::from(proto::PRICE_SCALE)))
+                .and_then(|s| s.checked_mul(i128::from(dollars)))
+                .unwrap_or(i128::MAX),
+        };
         Self {
             cfg,
+            notional_limit,
             window_start_ns: 0,
             in_window: 0,
             stats: TriggerStats::default(),
@@ -112,10 +123,8 @@ impl Trigger {
     fn exceeds(&self, price: i64, increase: u64) -> bool {
         match self.cfg.threshold {
             Threshold::Size(t) => increase > t,
-            Threshold::Notional { dollars } => {
-                let scale = 10i128.pow(u32::from(self.cfg.amount_decimals))
-                    * i128::from(proto::PRICE_SCALE);
-                i128::from(price) * i128::from(increase) > i128::from(dollars) * scale
+            Threshold::Notional { .. } => {
+                i128::from(price) * i128::from(increase) > self.notional_limit
             }
         }
     }
@@ -131,11 +140,16 @@ impl Trigger {
         applied: Applied,
         now_ns: u64,
     ) -> Option<OrderRepr> {
-        let rank = applied.rank?;
-        if line.is_snapshot || rank >= self.cfg.levels || applied.new_qty <= applied.old_qty {
-            return None;
-        }
-        if !self.exceeds(line.price, applied.new_qty - applied.old_qty) {
+        // Every condition evaluated, combined with `&` into one branch, which is nearly
+        // always "no": separate `||` branches on rank and size change would each be a coin
+        // toss for the branch predictor on ordinary updates.
+        let rank = applied.rank.unwrap_or(usize::MAX);
+        let increase = applied.new_qty.saturating_sub(applied.old_qty);
+        let fires = !line.is_snapshot
+            & (rank < self.cfg.levels)
+            & (increase > 0)
+            & self.exceeds(line.price, increase);
+        if !fires {
             return None;
         }
         self.fire(book, line.side, line.local_timestamp, now_ns)
