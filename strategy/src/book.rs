@@ -5,9 +5,9 @@
 //! therefore always at the end, the top of the book is the hot end of the array, an update
 //! near the top shifts only the few levels above it, and the position found (by branch-free
 //! counting near the top, binary search deeper) gives the level's rank (0 = best) with no
-//! second search. Capacity is fixed at
-//! construction; the arrays never reallocate. When a side is full, a new level worse than
-//! every held level is dropped, otherwise the worst level is evicted; both are counted.
+//! second search. Capacity is fixed at construction; the arrays never reallocate. When a
+//! side is full, a new level worse than every held level is dropped, otherwise the worst
+//! level is evicted; both are counted.
 //!
 //! A run of snapshot lines rebuilds the book: the first snapshot line after any update line
 //! (or the very first line) clears both sides.
