@@ -68,13 +68,9 @@ pub enum EndReason {
     FileError,
 }
 
-/// Counters and histograms of one session.
-#[derive(Debug)]
-pub struct SessionStats {
-    /// Session number (1-based).
-    pub session: u64,
-    /// Client address.
-    pub peer: String,
+/// The counters of one session: kept live by the server and reported as they are.
+#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct SessionCounters {
     /// Packets sent.
     pub packets_sent: u64,
     /// Of which snapshot lines (HANDSHAKE and re-snapshots).
@@ -95,6 +91,17 @@ pub struct SessionStats {
     pub unknown_trigger: u64,
     /// Kernel TX timestamps that never came back.
     pub tx_ts_missing: u64,
+}
+
+/// Counters and histograms of one session.
+#[derive(Debug)]
+pub struct SessionStats {
+    /// Session number (1-based).
+    pub session: u64,
+    /// Client address.
+    pub peer: String,
+    /// Counters, as reported.
+    pub counters: SessionCounters,
     /// Tick-to-trade from the first packet with the id, user clock.
     pub t2t_user: Histogram<u64>,
     /// Tick-to-trade from the last packet with the id, user clock.
@@ -119,16 +126,7 @@ impl SessionStats {
         Self {
             session,
             peer,
-            packets_sent: 0,
-            snapshot_packets: 0,
-            late: 0,
-            send_retries: 0,
-            malformed_lines: 0,
-            orders_accepted: 0,
-            rejected_bytes: 0,
-            invalid: 0,
-            unknown_trigger: 0,
-            tx_ts_missing: 0,
+            counters: SessionCounters::default(),
             t2t_user: new_histogram(),
             t2t_user_last: new_histogram(),
             t2t_kernel: new_histogram(),
@@ -148,16 +146,7 @@ impl SessionStats {
             end_reason: reason,
             duration_s: self.end_ns.saturating_sub(self.start_ns) as f64 / 1e9,
             publish_s: self.last_send_ns.saturating_sub(self.first_send_ns) as f64 / 1e9,
-            packets_sent: self.packets_sent,
-            snapshot_packets: self.snapshot_packets,
-            late: self.late,
-            send_retries: self.send_retries,
-            malformed_lines: self.malformed_lines,
-            orders_accepted: self.orders_accepted,
-            rejected_bytes: self.rejected_bytes,
-            invalid: self.invalid,
-            unknown_trigger: self.unknown_trigger,
-            tx_ts_missing: self.tx_ts_missing,
+            counters: self.counters,
             t2t_user_ns: Percentiles::of(&self.t2t_user),
             t2t_user_last_ns: Percentiles::of(&self.t2t_user_last),
             t2t_kernel_ns: Percentiles::of(&self.t2t_kernel),
@@ -180,26 +169,9 @@ pub struct Summary {
     /// Seconds from the first to the last market-data packet.
     #[serde(default)]
     pub publish_s: f64,
-    /// Packets sent.
-    pub packets_sent: u64,
-    /// Snapshot packets.
-    pub snapshot_packets: u64,
-    /// Late packets.
-    pub late: u64,
-    /// Send retries.
-    pub send_retries: u64,
-    /// Malformed lines.
-    pub malformed_lines: u64,
-    /// Orders accepted.
-    pub orders_accepted: u64,
-    /// Bytes rejected in HANDSHAKE.
-    pub rejected_bytes: u64,
-    /// Invalid messages.
-    pub invalid: u64,
-    /// Unknown trigger ids.
-    pub unknown_trigger: u64,
-    /// Missing kernel TX timestamps.
-    pub tx_ts_missing: u64,
+    /// Counters (flattened: the same JSON keys as before).
+    #[serde(flatten)]
+    pub counters: SessionCounters,
     /// Tick-to-trade, user clock, from the first packet with the id.
     pub t2t_user_ns: Percentiles,
     /// Same, from the last packet with the id.
@@ -221,16 +193,19 @@ impl Summary {
         writeln!(
             out,
             "   packets {} (snapshot {}), late {}, send retries {}, malformed lines {}",
-            self.packets_sent,
-            self.snapshot_packets,
-            self.late,
-            self.send_retries,
-            self.malformed_lines
+            self.counters.packets_sent,
+            self.counters.snapshot_packets,
+            self.counters.late,
+            self.counters.send_retries,
+            self.counters.malformed_lines
         )?;
         writeln!(
             out,
             "   orders accepted {}, invalid {}, unknown trigger {}, bytes rejected in HANDSHAKE {}",
-            self.orders_accepted, self.invalid, self.unknown_trigger, self.rejected_bytes
+            self.counters.orders_accepted,
+            self.counters.invalid,
+            self.counters.unknown_trigger,
+            self.counters.rejected_bytes
         )?;
         writeln!(
             out,
@@ -386,4 +361,29 @@ pub fn read_summaries(path: &Path) -> io::Result<Vec<Summary>> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_json_keeps_flat_counter_keys_and_round_trips() {
+        let mut stats = SessionStats::new(3, "10.77.0.2:40000".into(), 1_000);
+        stats.counters.packets_sent = 7;
+        stats.counters.orders_accepted = 2;
+        stats.t2t_user.record(5_000).expect("in range");
+        stats.end_ns = 2_000_001_000;
+        let summary = stats.summary(EndReason::Disconnected);
+        let json = serde_json::to_string(&summary).expect("serialize");
+        let value: serde_json::Value = serde_json::from_str(&json).expect("json");
+        assert_eq!(
+            value["packets_sent"], 7,
+            "counters stay top-level keys: {json}"
+        );
+        assert_eq!(value["orders_accepted"], 2);
+        assert!(value.get("counters").is_none());
+        let back: Summary = serde_json::from_str(&json).expect("deserialize");
+        assert_eq!(back, summary);
+    }
 }

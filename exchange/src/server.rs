@@ -320,7 +320,7 @@ impl Server {
         self.md.reset_pending();
         let ts_missing = self.md.ts_missing;
         let mut stats = SessionStats::new(self.sessions, peer.to_string(), now);
-        stats.tx_ts_missing = ts_missing; // baseline, subtracted at the end
+        stats.counters.tx_ts_missing = ts_missing; // baseline, subtracted at the end
         self.session = Some(Session {
             conn,
             reader: Some(reader),
@@ -341,7 +341,7 @@ impl Server {
         self.md.reset_pending();
         let _ = self.poll.registry().deregister(&mut s.conn);
         s.stats.end_ns = mono_ns();
-        s.stats.tx_ts_missing = self.md.ts_missing - s.stats.tx_ts_missing;
+        s.stats.counters.tx_ts_missing = self.md.ts_missing - s.stats.counters.tx_ts_missing;
         let summary = s.stats.summary(reason);
         let _ = summary.print(&mut self.out);
         if let Ok(json) = serde_json::to_string(&summary) {
@@ -374,7 +374,7 @@ impl Server {
                     let recv_ns = mono_ns();
                     s.stream.commit(n);
                     if s.phase == Phase::Handshake {
-                        s.stats.rejected_bytes += n as u64;
+                        s.stats.counters.rejected_bytes += n as u64;
                         s.stream.clear();
                         warn!(
                             session = s.stats.session,
@@ -415,7 +415,7 @@ impl Server {
                             ktx_first_ns: t.ktx_first,
                             krx_ns: krx,
                         };
-                        s.stats.orders_accepted += 1;
+                        s.stats.counters.orders_accepted += 1;
                         let _ = s
                             .stats
                             .t2t_user
@@ -446,7 +446,7 @@ impl Server {
                         }
                     }
                     None => {
-                        s.stats.unknown_trigger += 1;
+                        s.stats.counters.unknown_trigger += 1;
                         warn!(
                             session = s.stats.session,
                             trigger_id = order.trigger_id,
@@ -455,7 +455,7 @@ impl Server {
                     }
                 },
                 Err(e) => {
-                    s.stats.invalid += 1;
+                    s.stats.counters.invalid += 1;
                     warn!(session = s.stats.session, "invalid order message: {e}");
                 }
             }
@@ -526,18 +526,18 @@ impl Server {
                 Ok(Sent::Ok) => {
                     s.next = None;
                     s.pacer.sent();
-                    s.stats.packets_sent += 1;
+                    s.stats.counters.packets_sent += 1;
                     if s.stats.first_send_ns == 0 {
                         s.stats.first_send_ns = send_ns;
                     }
                     s.stats.last_send_ns = send_ns;
-                    s.stats.snapshot_packets += u64::from(p.snapshot);
+                    s.stats.counters.snapshot_packets += u64::from(p.snapshot);
                     let lateness = send_ns.saturating_sub(p.deadline);
                     let _ = s.stats.pacing_error.record(lateness.max(1));
                     if lateness
                         > u64::try_from(self.cfg.late_threshold.as_nanos()).unwrap_or(u64::MAX)
                     {
-                        s.stats.late += 1;
+                        s.stats.counters.late += 1;
                     }
                     s.sends
                         .entry(p.id)
@@ -550,12 +550,12 @@ impl Server {
                     sent_any = true;
                 }
                 Ok(Sent::WouldBlock) => {
-                    s.stats.send_retries += 1;
+                    s.stats.counters.send_retries += 1;
                     break;
                 }
                 Err(e) => {
                     // Not a full buffer: a hard error (no route...). Retried and counted.
-                    s.stats.send_retries += 1;
+                    s.stats.counters.send_retries += 1;
                     warn!("market-data send: {e}");
                     break;
                 }
@@ -597,7 +597,7 @@ fn next_packet(
         let line = reader.line();
         match proto::md::parse_line(line, reader.amount_decimals()) {
             Err(error) => {
-                s.stats.malformed_lines += 1;
+                s.stats.counters.malformed_lines += 1;
                 warn!(
                     session = s.stats.session,
                     line_no = reader.line_no(),
@@ -616,7 +616,7 @@ fn next_packet(
                     }));
                 }
                 None => {
-                    s.stats.malformed_lines += 1;
+                    s.stats.counters.malformed_lines += 1;
                     warn!(
                         session = s.stats.session,
                         line_no = reader.line_no(),

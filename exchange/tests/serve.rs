@@ -273,14 +273,14 @@ fn session_lifecycle_orders_and_disconnect() {
     let s1 = &summaries[0];
     assert_eq!(s1.end_reason, EndReason::EndOfFile);
     assert_eq!(
-        s1.packets_sent, packets,
+        s1.counters.packets_sent, packets,
         "client saw every packet (veth, paced)"
     );
-    assert_eq!(s1.orders_accepted, sent.len() as u64);
-    assert_eq!(s1.invalid, 1);
-    assert_eq!(s1.unknown_trigger, 1);
-    assert_eq!(s1.rejected_bytes, 20);
-    assert!(s1.snapshot_packets > 80);
+    assert_eq!(s1.counters.orders_accepted, sent.len() as u64);
+    assert_eq!(s1.counters.invalid, 1);
+    assert_eq!(s1.counters.unknown_trigger, 1);
+    assert_eq!(s1.counters.rejected_bytes, 20);
+    assert!(s1.counters.snapshot_packets > 80);
     assert_eq!(s1.t2t_user_ns.count, sent.len() as u64);
     assert!(s1.t2t_user_ns.min > 0 && s1.t2t_user_ns.max < 5_000_000_000);
     assert_eq!(
@@ -484,5 +484,5 @@ fn sigint_mid_session_writes_the_report_and_exits_0() {
     let summaries = read_summaries(&ex.summary).expect("summary written");
     assert_eq!(summaries.len(), 1);
     assert_eq!(summaries[0].end_reason, EndReason::Signal);
-    assert!(summaries[0].packets_sent >= 20);
+    assert!(summaries[0].counters.packets_sent >= 20);
 }

@@ -204,8 +204,8 @@ fn orders_equal_the_oracle_on_every_path() {
             std::fs::read_to_string(format!("{}.summary.jsonl", csv.display())).expect("summary");
         let s: exchange::results::Summary =
             serde_json::from_str(summary.trim()).expect("summary parses");
-        assert_eq!(s.orders_accepted as usize, want.len());
-        assert_eq!(s.malformed_lines, 2);
+        assert_eq!(s.counters.orders_accepted as usize, want.len());
+        assert_eq!(s.counters.malformed_lines, 2);
         assert_eq!(s.t2t_kernel_ns.count as usize, want.len());
         assert_eq!(
             out_rsts(&lab.strategy),

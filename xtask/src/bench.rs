@@ -128,14 +128,14 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         println!(
             "{:<14}{:>10}{:>12.0}{:>10.1}{:>10.1}{:>10.1}{:>10.1}{:>8}{:>9}",
             pace,
-            s.packets_sent,
-            s.packets_sent as f64 / s.publish_s.max(1e-9),
+            s.counters.packets_sent,
+            s.counters.packets_sent as f64 / s.publish_s.max(1e-9),
             us(s.pacing_error_ns.p50),
             us(s.pacing_error_ns.p90),
             us(s.pacing_error_ns.p99),
             us(s.pacing_error_ns.max),
-            s.late,
-            s.send_retries
+            s.counters.late,
+            s.counters.send_retries
         );
         println!(
             "{:<14}(sink in the other namespace received {received} packets)",

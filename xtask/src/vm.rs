@@ -565,7 +565,7 @@ fn one_vm_run(
         orders_expected: rx.expected,
         orders_received: rx.got,
         orders_match: rx.matches,
-        packets_sent: summary.packets_sent,
+        packets_sent: summary.counters.packets_sent,
         packets_received: strat_json["path"]["packets"].as_u64().unwrap_or(0),
         exchange: summary,
         strategy: strat_json,
