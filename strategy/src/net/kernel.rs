@@ -85,15 +85,7 @@ impl KernelPath {
                 libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
             )
         };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::WouldBlock {
-                Ok(0)
-            } else {
-                Err(e)
-            };
-        }
-        Ok(n as usize)
+        sent_or_would_block(n)
     }
 
     fn flush_backlog(&mut self, fd: i32) -> io::Result<()> {
@@ -129,18 +121,14 @@ impl KernelPath {
                 libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL | libc::MSG_ZEROCOPY,
             )
         };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::WouldBlock {
-                Ok(0)
-            } else {
-                Err(e)
-            };
+        let n = sent_or_would_block(n)?;
+        if n == 0 {
+            return Ok(0);
         }
         self.zc.busy[slot] = Some(self.zc.next_id);
         self.zc.next_id = self.zc.next_id.wrapping_add(1);
         self.zc.next_slot = (slot + 1) % ZC_SLOTS;
-        Ok(n as usize)
+        Ok(n)
     }
 
     /// Reads MSG_ZEROCOPY completions (ranges of send ids) and frees their slots.
@@ -190,13 +178,7 @@ impl NetPath for KernelPath {
     }
 
     fn poll_connect(&mut self) -> io::Result<bool> {
-        match &self.tcp {
-            Some(s) => super::tcp_connected(s),
-            None => Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "no connect in progress",
-            )),
-        }
+        super::tcp_connected(self.tcp.as_ref())
     }
 
     fn start_md(&mut self) -> io::Result<()> {
@@ -306,5 +288,20 @@ impl NetPath for KernelPath {
 
     fn stats(&self) -> PathStats {
         self.stats
+    }
+}
+
+/// The result of a non-blocking `send(2)`: the bytes taken, 0 when the socket buffer is
+/// full (EAGAIN), or the error.
+#[inline]
+fn sent_or_would_block(n: isize) -> io::Result<usize> {
+    if n >= 0 {
+        return Ok(n as usize);
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::WouldBlock {
+        Ok(0)
+    } else {
+        Err(e)
     }
 }

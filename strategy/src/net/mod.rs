@@ -212,9 +212,12 @@ pub fn start_tcp_connect(addr: SocketAddrV4) -> io::Result<socket2::Socket> {
     Ok(s)
 }
 
-/// Has the non-blocking connect of `s` completed? Error if it failed.
-pub fn tcp_connected(s: &socket2::Socket) -> io::Result<bool> {
+/// Has the non-blocking connect of `s` completed? Error if it failed, or if no connect was
+/// started (`None`).
+pub fn tcp_connected(s: Option<&socket2::Socket>) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
+    let s =
+        s.ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "no connect in progress"))?;
     if !crate::sys::writable_now(s.as_raw_fd())? {
         return Ok(false);
     }

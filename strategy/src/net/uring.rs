@@ -215,13 +215,7 @@ impl NetPath for UringPath {
     }
 
     fn poll_connect(&mut self) -> io::Result<bool> {
-        match &self.tcp {
-            Some(s) => super::tcp_connected(s),
-            None => Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "no connect in progress",
-            )),
-        }
+        super::tcp_connected(self.tcp.as_ref())
     }
 
     fn start_md(&mut self) -> io::Result<()> {
