@@ -102,6 +102,14 @@ pub(crate) fn eq_mask16(w: u128, b: u8) -> u128 {
     !(((x & LOW7) + LOW7) | x | LOW7)
 }
 
+/// [`eq_mask16`] for one 64-bit word.
+#[inline(always)]
+pub(crate) fn eq_mask8(w: u64, b: u8) -> u64 {
+    const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    let x = w ^ u64::from_le_bytes([b; 8]);
+    !(((x & LOW7) + LOW7) | x | LOW7)
+}
+
 /// Sixteen bytes as a little-endian `u128` (the first byte lowest), or `None` if the slice
 /// is not exactly 16 bytes long.
 #[inline(always)]
@@ -133,13 +141,11 @@ pub(crate) fn fixed_in_window(window: u128, len: usize, decimals: u8) -> Option<
 #[inline(always)]
 fn fixed_in_word(window: u128, len: usize, decimals: u8) -> Option<i64> {
     const ZEROS: u64 = 0x3030_3030_3030_3030;
-    const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
     let word = (window >> 64) as u64;
     // Bytes 0..8-len belong to the previous field: they become leading zeros.
     let keep = u64::MAX.checked_shl(8 * (8 - len) as u32).unwrap_or(0);
     let w = (word & keep) | (ZEROS & !keep);
-    let x = w ^ 0x2E2E_2E2E_2E2E_2E2E;
-    let dots = !(((x & LOW7) + LOW7) | x | LOW7);
+    let dots = eq_mask8(w, b'.');
     let has_dot = dots != 0;
     // Squeeze the dot out: everything before it moves up one byte into its place and a '0'
     // enters at byte 0. Computed whether or not there is a dot, then selected by a mask

@@ -131,9 +131,7 @@ fn split_fields(line: &[u8]) -> Result<[&[u8]; FIELD_COUNT], ParseError> {
                 .rev()
                 .fold(0u64, |acc, &b| (acc << 8) | u64::from(b)),
         };
-        let x = word ^ 0x2C2C_2C2C_2C2C_2C2C;
-        let low7 = 0x7F7F_7F7F_7F7F_7F7F;
-        let mut mask = !(((x & low7) + low7) | x | low7);
+        let mut mask = decimal::eq_mask8(word, b',');
         while mask != 0 {
             if n == FIELD_COUNT - 1 {
                 return Err(ParseError::TooManyFields);
@@ -293,9 +291,7 @@ pub(crate) fn first_two_commas_swar(line: &[u8]) -> Option<(usize, usize)> {
     for (i, chunk) in line.chunks_exact(8).enumerate() {
         let mut b = [0u8; 8];
         b.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(b) ^ 0x2C2C_2C2C_2C2C_2C2C;
-        let low7 = 0x7F7F_7F7F_7F7F_7F7F;
-        let mut mask = !(((x & low7) + low7) | x | low7);
+        let mut mask = decimal::eq_mask8(u64::from_le_bytes(b), b',');
         while mask != 0 {
             let at = i * 8 + (mask.trailing_zeros() / 8) as usize;
             match first {
