@@ -359,7 +359,7 @@ fn test(a: &TestArgs) -> Result<()> {
     // every binary first: the strategy's end-to-end tests start the exchange's.
     cmd("cargo", &["build", "--workspace", "--release", "--bins"])?;
     cmd("cargo", &["test", "--workspace", "--release"])?;
-    // The measurement chain: injected delays must show up as p50 shifts (1 us + 5 %).
+    // The measurement chain: injected delays must show up as p50 shifts (1 us + 5 %, widened by the medians' 95 % confidence).
     lab::run(&lab::LabArgs {
         calibrate: true,
         ..test_lab(
