@@ -11,7 +11,6 @@
 //! [`server`] is the one event loop (mio) with the INIT -> HANDSHAKE -> TRANSMIT -> INIT
 //! state machine; [`mdgen`] writes the synthetic Tardis-style file the lab replays.
 
-pub mod clock;
 pub mod formatter;
 pub mod md_publisher;
 pub use mdfile;
@@ -20,4 +19,3 @@ pub mod order_entry;
 pub mod pacing;
 pub mod results;
 pub mod server;
-pub mod sys;

@@ -12,7 +12,7 @@ use std::os::fd::AsRawFd;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::sys;
+use hostsys::errqueue as sys;
 
 /// Socket settings.
 #[derive(Debug, Clone)]
@@ -141,10 +141,5 @@ pub fn resolve_iface(spec: &str) -> io::Result<Ipv4Addr> {
     if let Ok(a) = spec.parse() {
         return Ok(a);
     }
-    sys::iface_ipv4(spec)?.ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("interface `{spec}` has no IPv4 address (or does not exist)"),
-        )
-    })
+    hostsys::iface::iface_ipv4(spec)
 }

@@ -29,13 +29,13 @@ use mio::{Events, Interest, Poll, Token};
 use proto::order::OrderRepr;
 use tracing::{error, info, warn};
 
-use crate::clock::mono_ns;
 use crate::formatter::PacketFormatter;
 use crate::md_publisher::{MdPublisher, PublisherConfig, Sent};
 use crate::order_entry::OrderStream;
 use crate::pacing::{Pace, Pacer};
 use crate::results::{EndReason, OrderRow, ResultsSink, SessionStats, Summary};
-use crate::sys;
+use hostsys::clock::mono_ns;
+use hostsys::errqueue as sys;
 use mdfile::{MdReader, ReadError};
 
 const LISTENER: Token = Token(0);

@@ -17,5 +17,4 @@ pub mod net;
 pub mod parse;
 pub mod replay;
 pub mod runtime;
-pub mod sys;
 pub mod trigger;

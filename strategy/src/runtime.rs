@@ -23,8 +23,10 @@ use crate::engine::{Engine, EngineStats};
 use crate::latency::{Latency, Percentiles};
 use crate::net::kernel::KernelPath;
 use crate::net::uring::UringPath;
-use crate::net::{Hot, NetConfig, NetKind, NetPath, OrderLog, PathStats, Status};
-use crate::sys::{self, UdpCounters};
+use crate::net::{Hot, NetConfig, NetKind, NetPath, OrderLog, PathReport, PathStats, Status};
+use hostsys::iface::iface_ipv4;
+use hostsys::procfs::UdpCounters;
+use hostsys::sched;
 
 /// Flags of `strategy run`.
 #[derive(Debug, Clone, clap::Args)]
@@ -38,8 +40,8 @@ pub struct RunArgs {
     /// Interface to join the group on (its first IPv4 address is used).
     #[arg(long)]
     pub iface: Option<String>,
-    /// Network path.
-    #[arg(long, value_enum, default_value_t = NetKind::Kernel)]
+    /// Network path: kernel, uring, xdp or packet.
+    #[arg(long, default_value = "kernel")]
     pub net: NetKind,
     /// Trigger, risk and book settings.
     #[command(flatten)]
@@ -80,14 +82,14 @@ pub struct RunArgs {
     /// Kernel path: send orders with MSG_ZEROCOPY (completions read from the error queue).
     #[arg(long)]
     pub msg_zerocopy: bool,
-    /// AF_XDP: XDP attach mode.
+    /// AF_XDP: XDP attach mode: auto (driver, else SKB), drv or skb.
     #[cfg(feature = "xdp")]
-    #[arg(long, value_enum, default_value = "auto")]
-    pub xdp_mode: crate::net::xdp::loader::XdpModeArg,
-    /// AF_XDP: bind mode (zero-copy where the driver allows).
+    #[arg(long, default_value = "auto")]
+    pub xdp_mode: crate::net::af_xdp::loader::XdpModeArg,
+    /// AF_XDP: bind mode: auto (zero-copy where the driver allows, else copy), zc or copy.
     #[cfg(feature = "xdp")]
-    #[arg(long, value_enum, default_value = "auto")]
-    pub xsk_bind: crate::net::xdp::XskBind,
+    #[arg(long, default_value = "auto")]
+    pub xsk_bind: crate::net::af_xdp::XskBind,
     /// AF_PACKET: smoltcp's own address on the link (not the interface's: the kernel would
     /// reset the order flow), e.g. 10.77.0.3.
     #[arg(long)]
@@ -143,7 +145,7 @@ pub struct SessionReport {
     pub net: NetKind,
     /// Seconds connected.
     pub duration_s: f64,
-    /// Path counters.
+    /// Order-path counters (one meaning each: see `strategy::net::hot`).
     pub path: PathStats,
     /// Engine counters.
     pub engine: EngineStatsReport,
@@ -154,7 +156,7 @@ pub struct SessionReport {
     /// Packet read -> order handed to the kernel, ns.
     pub latency_ns: Percentiles,
     /// Path-specific fields (AF_XDP: program counters, frame accounting).
-    pub path_extra: serde_json::Value,
+    pub path_extra: PathReport,
 }
 
 /// Engine counters, serializable.
@@ -196,7 +198,7 @@ pub fn main(a: &RunArgs) -> Result<()> {
     let iface_addr: Option<Ipv4Addr> = a
         .iface
         .as_deref()
-        .map(sys::iface_ipv4)
+        .map(iface_ipv4)
         .transpose()
         .context("--iface")?;
     let cfg = NetConfig {
@@ -209,14 +211,14 @@ pub fn main(a: &RunArgs) -> Result<()> {
         msg_zerocopy: a.msg_zerocopy,
     };
     if let Some(cpu) = a.cpu {
-        sys::pin_cpu(cpu).with_context(|| format!("pinning to CPU {cpu}"))?;
+        sched::pin_cpu(cpu).with_context(|| format!("pinning to CPU {cpu}"))?;
         info!(cpu, "pinned");
     }
     if a.rt {
-        sys::set_fifo(50).context("SCHED_FIFO (needs root or CAP_SYS_NICE)")?;
+        sched::set_fifo(50).context("SCHED_FIFO (needs root or CAP_SYS_NICE)")?;
     }
     if a.mlock {
-        sys::mlock_all().context("mlockall (needs root or a large RLIMIT_MEMLOCK)")?;
+        sched::mlock_all().context("mlockall (needs root or a large RLIMIT_MEMLOCK)")?;
     }
     match a.net {
         NetKind::Kernel => run_loop(a, KernelPath::new(cfg)),
@@ -224,7 +226,7 @@ pub fn main(a: &RunArgs) -> Result<()> {
         #[cfg(feature = "xdp")]
         NetKind::Xdp => {
             let iface = a.iface.clone().context("--net xdp needs --iface")?;
-            let xcfg = crate::net::xdp::XdpConfig {
+            let xcfg = crate::net::af_xdp::XdpConfig {
                 iface,
                 queue: a.xsk_queue,
                 mode: a.xdp_mode,
@@ -233,7 +235,7 @@ pub fn main(a: &RunArgs) -> Result<()> {
                 frame_count: a.frame_count,
                 hugepages: a.hugepages,
             };
-            run_loop(a, crate::net::xdp::path(cfg, xcfg))
+            run_loop(a, crate::net::af_xdp::path(cfg, xcfg))
         }
         #[cfg(feature = "xdp")]
         NetKind::Packet => {
@@ -241,13 +243,13 @@ pub fn main(a: &RunArgs) -> Result<()> {
             let local = a.packet_ip.context(
                 "--net packet needs --packet-ip (an unused address on the link for smoltcp)",
             )?;
-            let pcfg = crate::net::packet::PacketConfig {
+            let pcfg = crate::net::af_packet::PacketConfig {
                 iface,
                 local,
                 frame_size: a.frame_size.max(2048),
                 frames: 256,
             };
-            run_loop(a, crate::net::packet::path(cfg, pcfg))
+            run_loop(a, crate::net::af_packet::path(cfg, pcfg))
         }
         #[cfg(not(feature = "xdp"))]
         NetKind::Xdp | NetKind::Packet => {
@@ -265,6 +267,7 @@ fn run_loop<P: NetPath>(a: &RunArgs, mut path: P) -> Result<()> {
         engine: Engine::new(a.trigger.engine_config()),
         latency: Latency::new(),
         log: OrderLog::with_capacity(1 << 20),
+        stats: PathStats::default(),
     };
     let started = Instant::now();
     let deadline = a.max_runtime.map(|s| started + Duration::from_secs_f64(s));
@@ -316,6 +319,7 @@ fn run_loop<P: NetPath>(a: &RunArgs, mut path: P) -> Result<()> {
                     tally.engine.reset();
                     tally.latency.reset();
                     tally.log.clear();
+                    tally.stats = PathStats::default();
                     let udp_before = UdpCounters::read();
                     match path.start_md() {
                         Ok(()) => {
@@ -351,6 +355,7 @@ fn run_loop<P: NetPath>(a: &RunArgs, mut path: P) -> Result<()> {
                     engine: &mut tally.engine,
                     latency: &mut tally.latency,
                     log: &mut tally.log,
+                    stats: &mut tally.stats,
                     delays,
                 };
                 let status = match path.poll(&mut hot) {
@@ -361,7 +366,7 @@ fn run_loop<P: NetPath>(a: &RunArgs, mut path: P) -> Result<()> {
                     }
                 };
                 if a.panic_after_packets
-                    .is_some_and(|n| path.stats().packets >= n)
+                    .is_some_and(|n| tally.stats.packets >= n)
                 {
                     panic!("--panic-after-packets reached (test hook)");
                 }
@@ -395,6 +400,7 @@ struct Tally {
     engine: Engine,
     latency: Latency,
     log: OrderLog,
+    stats: PathStats,
 }
 
 fn finish_session<P: NetPath>(
@@ -409,20 +415,22 @@ fn finish_session<P: NetPath>(
         session,
         net: a.net,
         duration_s: since.elapsed().as_secs_f64(),
-        path: path.stats(),
+        path: tally.stats,
         engine: tally.engine.stats().into(),
         held_back: tally.engine.trigger_stats().held_back,
         udp_drops: UdpCounters::read().since(&udp_before),
         latency_ns: tally.latency.percentiles(),
-        path_extra: path.report_extra(),
+        path_extra: path.report(),
     };
     let l = report.latency_ns;
     println!(
-        "strategy session {session} ({}): packets {}, orders {}, malformed {}, stale {}, held back {}, udp drops {}/{}; \
+        "strategy session {session} ({}): packets {}, orders {} (queued {}, not sent: transport full {}), malformed {}, stale {}, held back by risk {}, udp drops {}/{}; \
          packet->order ns p50 {} p90 {} p99 {} max {}",
         a.net.as_str(),
         report.path.packets,
         report.path.orders,
+        report.path.orders_queued,
+        report.path.orders_held_back,
         report.engine.malformed,
         report.engine.stale,
         report.held_back,

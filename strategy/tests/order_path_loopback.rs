@@ -15,7 +15,7 @@ use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, Ipv4Address};
 use strategy::engine::{Engine, EngineConfig};
-use strategy::net::xdp::send_order;
+use strategy::net::af_xdp::send_order;
 
 fn socket() -> tcp::Socket<'static> {
     let mut s = tcp::Socket::new(

@@ -12,7 +12,7 @@ use exchange::mdgen::{self, GenConfig};
 use netlab::VethLab;
 use strategy::engine::{Engine, EngineConfig};
 use strategy::latency::Latency;
-use strategy::net::{Hot, NetConfig, NetPath, OrderLog, Status};
+use strategy::net::{Hot, NetConfig, NetPath, OrderLog, PathStats, Status};
 
 #[path = "common/counting.rs"]
 mod counting;
@@ -22,6 +22,7 @@ fn run_session<P: NetPath>(mut path: P) -> (u64, u64) {
     let mut engine = Engine::new(EngineConfig::default());
     let mut latency = Latency::new();
     let mut log = OrderLog::with_capacity(1 << 16);
+    let mut stats = PathStats::default();
     let t0 = Instant::now();
     loop {
         if path.begin_connect().is_ok() {
@@ -48,6 +49,7 @@ fn run_session<P: NetPath>(mut path: P) -> (u64, u64) {
             engine: &mut engine,
             latency: &mut latency,
             log: &mut log,
+            stats: &mut stats,
             delays: &[],
         };
         let warm = hot.log.total() >= 3;
@@ -91,7 +93,7 @@ fn no_path_allocates_in_its_busy_loop() {
     )
     .expect("gen");
     let mut nets = vec!["kernel", "uring", "packet"];
-    if strategy::net::xdp::loader::has_object() {
+    if strategy::net::af_xdp::loader::has_object() {
         nets.push("xdp");
     } else {
         eprintln!("AF_XDP left out: built without the XDP program (cargo xtask build-ebpf)");
@@ -133,22 +135,22 @@ fn no_path_allocates_in_its_busy_loop() {
             .spawn(move || match net {
                 "kernel" => run_session(strategy::net::kernel::KernelPath::new(cfg)),
                 "uring" => run_session(strategy::net::uring::UringPath::new(cfg)),
-                "packet" => run_session(strategy::net::packet::path(
+                "packet" => run_session(strategy::net::af_packet::path(
                     cfg,
-                    strategy::net::packet::PacketConfig {
+                    strategy::net::af_packet::PacketConfig {
                         iface: "vs0".into(),
                         local: Ipv4Addr::new(10, 77, 0, 3),
                         frame_size: 2048,
                         frames: 256,
                     },
                 )),
-                _ => run_session(strategy::net::xdp::path(
+                _ => run_session(strategy::net::af_xdp::path(
                     cfg,
-                    strategy::net::xdp::XdpConfig {
+                    strategy::net::af_xdp::XdpConfig {
                         iface: "vs0".into(),
                         queue: 0,
-                        mode: strategy::net::xdp::loader::XdpModeArg::Auto,
-                        bind: strategy::net::xdp::XskBind::Auto,
+                        mode: strategy::net::af_xdp::loader::XdpModeArg::Auto,
+                        bind: strategy::net::af_xdp::XskBind::Auto,
                         frame_size: 2048,
                         frame_count: 1024,
                         hugepages: false,

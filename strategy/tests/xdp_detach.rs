@@ -46,7 +46,7 @@ fn xdp_program_is_detached_on_every_exit_path() {
         eprintln!("skipped: needs root");
         return;
     }
-    if !strategy::net::xdp::loader::has_object() {
+    if !strategy::net::af_xdp::loader::has_object() {
         eprintln!("skipped: built without the XDP program (run `cargo xtask build-ebpf`)");
         return;
     }

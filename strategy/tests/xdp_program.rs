@@ -8,10 +8,11 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use netlab::VethLab;
 use smoltcp::phy::{Device, RxToken, TxToken};
 use smoltcp::time::Instant;
-use strategy::net::raw::packet::{self as pring, Flows, Geometry};
-use strategy::net::raw::{RingDevice, RxRing, TxRing};
-use strategy::net::xdp::loader::{counters_of, test_run, Steering, XdpModeArg};
-use strategy::net::xdp::{open, XdpConfig, XskBind};
+use strategy::net::af_packet::filter::Flows;
+use strategy::net::af_packet::rings::{self as pring, Geometry};
+use strategy::net::af_xdp::loader::{counters_of, test_run, Steering, XdpModeArg};
+use strategy::net::af_xdp::{open, XdpConfig, XskBind};
+use strategy::net::ring::{RingDevice, RxRing, TxRing};
 
 const XDP_PASS: u32 = 2;
 const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
@@ -23,7 +24,7 @@ fn skip() -> bool {
         eprintln!("skipped: needs root");
         return true;
     }
-    if !strategy::net::xdp::loader::has_object() {
+    if !strategy::net::af_xdp::loader::has_object() {
         eprintln!("skipped: built without the XDP program (run `cargo xtask build-ebpf`)");
         return true;
     }
@@ -170,7 +171,7 @@ fn device_accounts_for_every_frame_under_random_token_use() {
                 hugepages: false,
             };
             let mut o = open(&xcfg, EXCHANGE, GROUP).expect("open AF_XDP");
-            let _join = strategy::net::join_group(GROUP, Some(LOCAL), 0).expect("join");
+            let _join = strategy::net::sockets::join_group(GROUP, Some(LOCAL), 0).expect("join");
             exercise(&mut o.dev)
         })
         .expect("spawn worker");

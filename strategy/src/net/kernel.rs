@@ -1,142 +1,210 @@
 //! The kernel-socket path: a non-blocking UDP socket for market data, a non-blocking TCP
 //! socket (TCP_NODELAY) for orders, one busy-polling loop. One `recv` syscall per packet
 //! and one `send` per order; nothing else on the packet-to-order path.
+//!
+//! An order goes out whole or not at all ([`TcpOrderTx`]): when the kernel's send buffer
+//! takes only part of it, or is full, the rest waits in a backlog of whole orders that is
+//! flushed, in order, before anything new is sent; an order that does not fit the backlog
+//! is held back (counted, never half-sent), so the exchange's 21-byte framing never breaks.
 
 use std::io;
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 
-use proto::order::ORDER_LEN;
+use hostsys::socket::{recv_nb, send_nb, send_zerocopy, setsockopt_int};
+use proto::order::{OrderRepr, ORDER_LEN};
 
-use super::{Hot, NetConfig, NetPath, PathStats, Status};
-use crate::sys::mono_ns;
+use super::{Hot, NetConfig, NetPath, PathReport, Sent, Status};
 
 /// Idle turns between two hang-up checks of the order socket.
 const HUP_CHECK_EVERY: u32 = 1024;
+/// Bytes of orders the path holds while the kernel's send buffer is full.
+pub const BACKLOG_BYTES: usize = 4096;
 
 /// The path.
 pub struct KernelPath {
     cfg: NetConfig,
-    tcp: Option<socket2::Socket>,
+    tx: Option<TcpOrderTx>,
     udp: Option<UdpSocket>,
     buf: Box<[u8; 65536]>,
-    /// Bytes of orders the kernel did not take yet.
-    backlog: Box<[u8; 4096]>,
-    backlog_len: usize,
     idle_turns: u32,
-    stats: PathStats,
-    zc: ZeroCopy,
+}
+
+/// MSG_ZEROCOPY counters of a session.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct KernelReport {
+    /// Completions received.
+    pub completed: u64,
+    /// Completions the kernel reported as copied after all (always so on veth and loopback).
+    pub copied_by_kernel: u64,
+    /// Orders sent with a plain send because every slot was busy.
+    pub plain_send_fallbacks: u64,
 }
 
 /// MSG_ZEROCOPY state: the kernel reads an order's bytes after `send` returns, until its
 /// completion arrives on the error queue, so each order sits in a slot of its own until then.
 struct ZeroCopy {
-    on: bool,
     slots: Box<[[u8; ORDER_LEN]; ZC_SLOTS]>,
     /// Send id (the kernel counts zerocopy sends from 0) of each busy slot.
     busy: [Option<u32>; ZC_SLOTS],
     next_id: u32,
     next_slot: usize,
-    /// Completions the kernel reported as copied after all (always so on veth and loopback).
-    copied: u64,
-    /// Completions received.
-    completed: u64,
-    /// Orders sent with a plain send because every slot was busy.
-    fallback: u64,
+    report: KernelReport,
 }
 
 const ZC_SLOTS: usize = 64;
 
-impl KernelPath {
-    /// A path with these settings (no sockets yet).
-    pub fn new(cfg: NetConfig) -> Self {
-        let cfg_zc = cfg.msg_zerocopy;
-        Self {
-            cfg,
-            tcp: None,
-            udp: None,
-            buf: Box::new([0; 65536]),
-            backlog: Box::new([0; 4096]),
-            backlog_len: 0,
-            idle_turns: 0,
-            stats: PathStats::default(),
-            zc: ZeroCopy {
-                on: cfg_zc,
+/// The order connection: a non-blocking TCP socket and the backlog that keeps every order
+/// whole.
+pub struct TcpOrderTx {
+    sock: socket2::Socket,
+    backlog: Box<[u8; BACKLOG_BYTES]>,
+    backlog_len: usize,
+    zc: Option<ZeroCopy>,
+}
+
+impl TcpOrderTx {
+    /// Orders over `sock` (connected or connecting, non-blocking); `zerocopy` sends with
+    /// MSG_ZEROCOPY (SO_ZEROCOPY is set here).
+    pub fn new(sock: socket2::Socket, zerocopy: bool) -> io::Result<Self> {
+        let zc = if zerocopy {
+            setsockopt_int(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_ZEROCOPY, 1)?;
+            Some(ZeroCopy {
                 slots: Box::new([[0; ORDER_LEN]; ZC_SLOTS]),
                 busy: [None; ZC_SLOTS],
                 next_id: 0,
                 next_slot: 0,
-                copied: 0,
-                completed: 0,
-                fallback: 0,
-            },
-        }
-    }
-
-    /// `send(2)` of `bytes`; returns how many the kernel took.
-    #[inline]
-    fn send_raw(fd: i32, bytes: &[u8]) -> io::Result<usize> {
-        // SAFETY: `bytes` is valid for reads of its length for the call's duration.
-        let n = unsafe {
-            libc::send(
-                fd,
-                bytes.as_ptr().cast(),
-                bytes.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
+                report: KernelReport::default(),
+            })
+        } else {
+            None
         };
-        sent_or_would_block(n)
+        Ok(Self {
+            sock,
+            backlog: Box::new([0; BACKLOG_BYTES]),
+            backlog_len: 0,
+            zc,
+        })
     }
 
-    fn flush_backlog(&mut self, fd: i32) -> io::Result<()> {
+    /// The socket.
+    pub fn socket(&self) -> &socket2::Socket {
+        &self.sock
+    }
+
+    /// Bytes waiting in the backlog.
+    pub fn backlog_len(&self) -> usize {
+        self.backlog_len
+    }
+
+    /// Encodes `order` and sends it whole, queues it whole, or holds it back.
+    #[inline]
+    pub fn send(&mut self, order: &OrderRepr) -> io::Result<Sent> {
+        let mut msg = [0u8; ORDER_LEN];
+        order.emit(&mut proto::order::Packet::new_unchecked(&mut msg[..]));
+        if self.backlog_len > 0 {
+            self.flush()?;
+        }
+        if self.backlog_len > 0 {
+            // Earlier bytes still wait: this order goes behind them, whole, or not at all.
+            return Ok(self.queue(&msg));
+        }
+        let fd = self.sock.as_raw_fd();
+        let n = match &mut self.zc {
+            Some(zc) => zc.send(fd, &msg)?,
+            None => send_nb(fd, &msg, 0)?,
+        };
+        if n == ORDER_LEN {
+            return Ok(Sent::Now);
+        }
+        // The kernel took a prefix (or nothing): the rest must follow before anything else.
+        // The backlog was empty, so it has room.
+        let sent = self.queue(&msg[n..]);
+        debug_assert_eq!(sent, Sent::Queued);
+        Ok(Sent::Queued)
+    }
+
+    fn queue(&mut self, bytes: &[u8]) -> Sent {
+        let end = self.backlog_len + bytes.len();
+        if end > BACKLOG_BYTES {
+            return Sent::HeldBack;
+        }
+        self.backlog[self.backlog_len..end].copy_from_slice(bytes);
+        self.backlog_len = end;
+        Sent::Queued
+    }
+
+    /// Hands the kernel as much of the backlog as it takes.
+    pub fn flush(&mut self) -> io::Result<()> {
         if self.backlog_len == 0 {
             return Ok(());
         }
-        let n = Self::send_raw(fd, &self.backlog[..self.backlog_len])?;
+        let n = send_nb(self.sock.as_raw_fd(), &self.backlog[..self.backlog_len], 0)?;
         self.backlog.copy_within(n..self.backlog_len, 0);
         self.backlog_len -= n;
         Ok(())
     }
 
+    /// Work for an idle turn: zero-copy completions, the backlog.
+    pub fn idle(&mut self) -> io::Result<()> {
+        let fd = self.sock.as_raw_fd();
+        if let Some(zc) = &mut self.zc {
+            if zc.busy.iter().any(Option::is_some) {
+                zc.reap(fd);
+            }
+        }
+        self.flush()
+    }
+
+    /// Has the exchange closed the connection?
+    pub fn hung_up(&self) -> io::Result<bool> {
+        let mut b = [0u8; 64];
+        match recv_nb(self.sock.as_raw_fd(), &mut b, 0) {
+            Ok(Some(0)) => Ok(true),
+            Ok(_) => Ok(false), // nothing, or stray bytes: the exchange sends nothing
+            Err(e) => match e.kind() {
+                io::ErrorKind::ConnectionReset
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::ConnectionAborted => Ok(true),
+                _ => Err(e),
+            },
+        }
+    }
+}
+
+impl ZeroCopy {
     /// `send(2)` with MSG_ZEROCOPY from a slot that stays untouched until its completion;
     /// a plain send when every slot is busy.
-    fn send_zerocopy(&mut self, fd: i32, msg: &[u8; ORDER_LEN]) -> io::Result<usize> {
-        let slot = self.zc.next_slot;
-        if self.zc.busy[slot].is_some() {
-            self.reap_zerocopy(fd);
+    fn send(&mut self, fd: i32, msg: &[u8; ORDER_LEN]) -> io::Result<usize> {
+        let slot = self.next_slot;
+        if self.busy[slot].is_some() {
+            self.reap(fd);
         }
-        if self.zc.busy[slot].is_some() {
-            self.zc.fallback += 1;
-            return Self::send_raw(fd, msg);
+        if self.busy[slot].is_some() {
+            self.report.plain_send_fallbacks += 1;
+            return send_nb(fd, msg, 0);
         }
-        self.zc.slots[slot] = *msg;
-        let bytes = &self.zc.slots[slot];
-        // SAFETY: the slot stays alive and unmodified until the kernel reports the send
-        // complete on the error queue (reap_zerocopy frees it only then).
-        let n = unsafe {
-            libc::send(
-                fd,
-                bytes.as_ptr().cast(),
-                bytes.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL | libc::MSG_ZEROCOPY,
-            )
-        };
-        let n = sent_or_would_block(n)?;
+        self.slots[slot] = *msg;
+        // SAFETY: the slot stays alive (owned by self, boxed) and unmodified until the kernel
+        // reports the send complete on the error queue: `reap` frees it only then, and a
+        // busy slot is never written.
+        let n = unsafe { send_zerocopy(fd, &self.slots[slot]) }?;
         if n == 0 {
             return Ok(0);
         }
-        self.zc.busy[slot] = Some(self.zc.next_id);
-        self.zc.next_id = self.zc.next_id.wrapping_add(1);
-        self.zc.next_slot = (slot + 1) % ZC_SLOTS;
+        self.busy[slot] = Some(self.next_id);
+        self.next_id = self.next_id.wrapping_add(1);
+        self.next_slot = (slot + 1) % ZC_SLOTS;
         Ok(n)
     }
 
     /// Reads MSG_ZEROCOPY completions (ranges of send ids) and frees their slots.
-    fn reap_zerocopy(&mut self, fd: i32) {
-        while let Some((lo, hi, copied)) = crate::sys::read_zerocopy_completion(fd) {
-            self.zc.completed += u64::from(hi.wrapping_sub(lo)) + 1;
-            self.zc.copied += u64::from(copied) * (u64::from(hi.wrapping_sub(lo)) + 1);
-            for b in self.zc.busy.iter_mut() {
+    fn reap(&mut self, fd: i32) {
+        while let Some((lo, hi, copied)) = hostsys::errqueue::read_zerocopy_completion(fd) {
+            let count = u64::from(hi.wrapping_sub(lo)) + 1;
+            self.report.completed += count;
+            self.report.copied_by_kernel += u64::from(copied) * count;
+            for b in self.busy.iter_mut() {
                 if let Some(id) = *b {
                     if id.wrapping_sub(lo) <= hi.wrapping_sub(lo) {
                         *b = None;
@@ -145,120 +213,63 @@ impl KernelPath {
             }
         }
     }
+}
 
-    fn hung_up(fd: i32) -> io::Result<bool> {
-        let mut b = [0u8; 64];
-        // SAFETY: `b` is valid for writes of its length.
-        let n = unsafe { libc::recv(fd, b.as_mut_ptr().cast(), b.len(), libc::MSG_DONTWAIT) };
-        if n == 0 {
-            return Ok(true);
+impl KernelPath {
+    /// A path with these settings (no sockets yet).
+    pub fn new(cfg: NetConfig) -> Self {
+        Self {
+            cfg,
+            tx: None,
+            udp: None,
+            buf: Box::new([0; 65536]),
+            idle_turns: 0,
         }
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return match e.kind() {
-                io::ErrorKind::WouldBlock => Ok(false),
-                io::ErrorKind::ConnectionReset
-                | io::ErrorKind::BrokenPipe
-                | io::ErrorKind::ConnectionAborted => Ok(true),
-                _ => Err(e),
-            };
-        }
-        Ok(false) // the exchange sends nothing; ignore stray bytes
     }
 }
 
 impl NetPath for KernelPath {
     fn begin_connect(&mut self) -> io::Result<()> {
-        let tcp = super::start_tcp_connect(self.cfg.exchange)?;
-        if self.zc.on {
-            crate::sys::setsockopt_int(tcp.as_raw_fd(), libc::SOL_SOCKET, libc::SO_ZEROCOPY, 1)?;
-        }
-        self.tcp = Some(tcp);
+        let tcp = super::sockets::start_tcp_connect(self.cfg.exchange)?;
+        self.tx = Some(TcpOrderTx::new(tcp, self.cfg.msg_zerocopy)?);
         Ok(())
     }
 
     fn poll_connect(&mut self) -> io::Result<bool> {
-        super::tcp_connected(self.tcp.as_ref())
+        super::sockets::tcp_connected(self.tx.as_ref().map(TcpOrderTx::socket))
     }
 
     fn start_md(&mut self) -> io::Result<()> {
-        self.udp = Some(super::join_group(
+        self.udp = Some(super::sockets::join_group(
             self.cfg.group,
             self.cfg.iface_addr,
             self.cfg.busy_poll_us,
         )?);
-        self.stats = PathStats::default();
         Ok(())
     }
 
     #[inline]
     fn poll(&mut self, hot: &mut Hot<'_>) -> io::Result<Status> {
-        let (Some(udp), Some(tcp)) = (&self.udp, &self.tcp) else {
+        let (Some(udp), Some(tx)) = (&self.udp, &mut self.tx) else {
             return Ok(Status::Disconnected);
         };
-        let (ufd, tfd) = (udp.as_raw_fd(), tcp.as_raw_fd());
+        let ufd = udp.as_raw_fd();
         let mut status = Status::Idle;
         for _ in 0..64 {
-            // SAFETY: `buf` is valid for writes of its length.
-            let n = unsafe {
-                libc::recv(
-                    ufd,
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    libc::MSG_DONTWAIT,
-                )
+            let Some(n) = recv_nb(ufd, &mut self.buf[..], 0)? else {
+                break;
             };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::WouldBlock {
-                    break;
-                }
-                return Err(e);
-            }
-            let t_rx = mono_ns();
             status = Status::Busy;
-            self.stats.packets += 1;
-            let Some(order) = hot.engine.on_packet(&self.buf[..n as usize], t_rx) else {
-                continue;
-            };
-            let mut msg = [0u8; ORDER_LEN];
-            order.emit(&mut proto::order::Packet::new_unchecked(&mut msg[..]));
-            let delay = hot.next_delay();
-            super::spin_for(delay);
-            if self.backlog_len > 0 {
-                self.flush_backlog(tfd)?;
+            if let Some(p) = hot.on_packet(&self.buf[..n]) {
+                hot.send(p, |o| tx.send(o))?;
             }
-            let sent = if self.backlog_len > 0 {
-                0
-            } else if self.zc.on {
-                self.send_zerocopy(tfd, &msg)?
-            } else {
-                Self::send_raw(tfd, &msg)?
-            };
-            let t_tx = mono_ns();
-            if sent < ORDER_LEN {
-                self.stats.partial_sends += 1;
-                let rest = &msg[sent..];
-                let end = (self.backlog_len + rest.len()).min(self.backlog.len());
-                let take = end - self.backlog_len;
-                self.backlog[self.backlog_len..end].copy_from_slice(&rest[..take]);
-                self.backlog_len = end;
-            }
-            self.stats.orders += 1;
-            hot.latency.record(t_tx - t_rx);
-            hot.log.push(order, delay);
         }
         if status == Status::Idle {
             self.idle_turns += 1;
-            if self.zc.on && self.zc.busy.iter().any(Option::is_some) {
-                self.reap_zerocopy(tfd);
-            }
-            if self.backlog_len > 0 {
-                self.flush_backlog(tfd)?;
-            }
+            tx.idle()?;
             if self.idle_turns >= HUP_CHECK_EVERY {
                 self.idle_turns = 0;
-                if Self::hung_up(tfd)? {
+                if tx.hung_up()? {
                     return Ok(Status::Disconnected);
                 }
             }
@@ -266,42 +277,102 @@ impl NetPath for KernelPath {
         Ok(status)
     }
 
-    fn report_extra(&self) -> serde_json::Value {
-        if !self.zc.on {
-            return serde_json::Value::Null;
+    fn report(&self) -> PathReport {
+        match self.tx.as_ref().and_then(|t| t.zc.as_ref()) {
+            Some(zc) => PathReport::Kernel(zc.report),
+            None => PathReport::None,
         }
-        serde_json::json!({
-            "msg_zerocopy": {
-                "completed": self.zc.completed,
-                "copied_by_kernel": self.zc.copied,
-                "plain_send_fallbacks": self.zc.fallback,
-            }
-        })
     }
 
     fn close(&mut self) {
-        self.zc.busy = [None; ZC_SLOTS];
-        self.tcp = None;
+        self.tx = None;
         self.udp = None;
-        self.backlog_len = 0;
-    }
-
-    fn stats(&self) -> PathStats {
-        self.stats
     }
 }
 
-/// The result of a non-blocking `send(2)`: the bytes taken, 0 when the socket buffer is
-/// full (EAGAIN), or the error.
-#[inline]
-fn sent_or_would_block(n: isize) -> io::Result<usize> {
-    if n >= 0 {
-        return Ok(n as usize);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::order::{OrderRepr, Side};
+    use std::io::Read;
+    use std::net::TcpListener;
+    use std::time::{Duration, Instant};
+
+    fn order(i: u64) -> OrderRepr {
+        OrderRepr {
+            qty: 1 + (i % 7) as u32,
+            price: 659_350_000_000 + i as i64,
+            side: if i.is_multiple_of(2) {
+                Side::Buy
+            } else {
+                Side::Sell
+            },
+            trigger_id: 1_585_699_200_000_000 + i,
+        }
     }
-    let e = io::Error::last_os_error();
-    if e.kind() == io::ErrorKind::WouldBlock {
-        Ok(0)
-    } else {
-        Err(e)
+
+    /// A receiver that stops reading: the sender's buffer and then the backlog fill up.
+    /// Every order counted as sent must arrive whole and in order, every other one must be
+    /// counted as held back, and the stream must parse as whole 21-byte messages.
+    #[test]
+    fn a_stalled_receiver_gets_whole_orders_and_the_rest_are_held_back() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = match listener.local_addr().expect("addr") {
+            std::net::SocketAddr::V4(a) => a,
+            std::net::SocketAddr::V6(_) => unreachable!("bound to IPv4"),
+        };
+        // Small buffers on both sides so the stall comes quickly.
+        let sock = super::super::sockets::start_tcp_connect(addr).expect("connect");
+        sock.set_send_buffer_size(4096).expect("sndbuf");
+        let (mut peer, _) = listener.accept().expect("accept");
+        socket2::SockRef::from(&peer)
+            .set_recv_buffer_size(4096)
+            .expect("rcvbuf");
+        let t0 = Instant::now();
+        while !super::super::sockets::tcp_connected(Some(&sock)).expect("connected") {
+            assert!(t0.elapsed() < Duration::from_secs(5));
+        }
+        let mut tx = TcpOrderTx::new(sock, false).expect("tx");
+        let (mut sent, mut queued, mut held) = (Vec::new(), 0u64, 0u64);
+        for i in 0..20_000u64 {
+            match tx.send(&order(i)).expect("send") {
+                Sent::Now => sent.push(i),
+                Sent::Queued => {
+                    sent.push(i);
+                    queued += 1;
+                }
+                Sent::HeldBack => held += 1,
+            }
+        }
+        assert!(queued > 0, "the backlog was used");
+        assert!(held > 0, "a stalled receiver must make orders be held back");
+        // The receiver reads again; the backlog drains.
+        peer.set_nonblocking(true).expect("nonblocking");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 65536];
+        let t0 = Instant::now();
+        while got.len() < sent.len() * ORDER_LEN {
+            tx.idle().expect("flush");
+            match peer.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("read: {e}"),
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "backlog never drained"
+            );
+        }
+        assert_eq!(tx.backlog_len(), 0);
+        assert_eq!(
+            got.len(),
+            sent.len() * ORDER_LEN,
+            "only whole orders on the wire"
+        );
+        for (chunk, &i) in got.chunks_exact(ORDER_LEN).zip(&sent) {
+            let p = proto::order::Packet::new_checked(chunk).expect("21 bytes");
+            assert_eq!(OrderRepr::parse(&p).expect("valid order"), order(i));
+        }
     }
 }

@@ -1,32 +1,36 @@
-//! Network paths: each one module behind [`NetPath`], the engine shared.
+//! Network paths, one room per backend, the hot path written once.
 //!
-//! A path owns its sockets or rings. The runtime drives it: [`NetPath::begin_connect`] and
+//! * [`hot`]: the one sequence around every order (stamp, engine, delay, send, stamp,
+//!   record, log, counters); a path supplies only its I/O.
+//! * [`kernel`]: non-blocking kernel sockets. [`uring`]: io_uring.
+//! * [`ring`]: a smoltcp device and TCP session over any raw RX/TX ring pair, used by
+//!   [`af_xdp`] (aya XDP steering into a UMEM) and [`af_packet`] (TPACKET_V2 rings and a
+//!   classic BPF filter).
+//! * [`sockets`]: the kernel sockets every path needs (the order connection, the group join).
+//!
+//! The runtime drives a path through [`NetPath`]: [`NetPath::begin_connect`] and
 //! [`NetPath::poll_connect`] (never blocking), then [`NetPath::start_md`] (join the group),
-//! then [`NetPath::poll`] in a busy loop. `poll` is the hot path: receive a packet, stamp
-//! it, run the engine, and if an order comes out, encode it straight into the path's send
-//! buffer and hand it to the kernel, then stamp again.
+//! then [`NetPath::poll`] in a busy loop. Configuration comes in as plain types
+//! ([`NetConfig`]); reports go out as typed values ([`PathReport`]).
 
+#[cfg(feature = "xdp")]
+pub mod af_packet;
+#[cfg(feature = "xdp")]
+pub mod af_xdp;
+pub mod hot;
 pub mod kernel;
 #[cfg(feature = "xdp")]
-pub mod packet;
-#[cfg(feature = "xdp")]
-pub mod raw;
-#[cfg(feature = "xdp")]
-pub mod smol;
+pub mod ring;
+pub mod sockets;
 pub mod uring;
-#[cfg(feature = "xdp")]
-pub mod xdp;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use proto::order::OrderRepr;
-
-use crate::engine::Engine;
-use crate::latency::Latency;
+pub use hot::{Hot, OrderLog, PathStats, Pending, Sent};
 
 /// Which path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NetKind {
     /// Non-blocking kernel sockets in a busy loop.
@@ -40,6 +44,9 @@ pub enum NetKind {
 }
 
 impl NetKind {
+    /// Every path, in the lab's default order.
+    pub const ALL: [Self; 4] = [Self::Kernel, Self::Uring, Self::Xdp, Self::Packet];
+
     /// Lower-case name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -48,6 +55,16 @@ impl NetKind {
             Self::Xdp => "xdp",
             Self::Packet => "packet",
         }
+    }
+}
+
+impl std::str::FromStr for NetKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown network path `{s}` (kernel, uring, xdp, packet)"))
     }
 }
 
@@ -81,89 +98,20 @@ pub enum Status {
     Disconnected,
 }
 
-/// Per-session counters of a path.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct PathStats {
-    /// Market-data packets received.
-    pub packets: u64,
-    /// Orders handed to the kernel.
-    pub orders: u64,
-    /// Sends that did not take the whole order at once.
-    pub partial_sends: u64,
-}
-
-/// Where the orders of a session are recorded with the calibration delay each one got
-/// (preallocated; the hot path only pushes).
-#[derive(Debug)]
-pub struct OrderLog {
-    orders: Vec<(OrderRepr, u64)>,
-    total: u64,
-    /// Orders that did not fit the preallocated log (still sent).
-    pub overflow: u64,
-}
-
-impl OrderLog {
-    /// A log holding up to `capacity` orders without allocating.
-    pub fn with_capacity(capacity: usize) -> Self {
-        Self {
-            orders: Vec::with_capacity(capacity),
-            total: 0,
-            overflow: 0,
-        }
-    }
-
-    /// Records an order and the delay injected before its send.
-    #[inline]
-    pub fn push(&mut self, o: OrderRepr, delay_ns: u64) {
-        self.total += 1;
-        if self.orders.len() < self.orders.capacity() {
-            self.orders.push((o, delay_ns));
-        } else {
-            self.overflow += 1;
-        }
-    }
-
-    /// Orders sent this session.
-    pub fn total(&self) -> u64 {
-        self.total
-    }
-
-    /// The orders and their injected delays.
-    pub fn orders(&self) -> &[(OrderRepr, u64)] {
-        &self.orders
-    }
-
-    /// Empties the log (keeps the capacity).
-    pub fn clear(&mut self) {
-        self.orders.clear();
-        self.total = 0;
-        self.overflow = 0;
-    }
-}
-
-/// The hot-path context a path's `poll` works with.
-pub struct Hot<'a> {
-    /// Book and trigger.
-    pub engine: &'a mut Engine,
-    /// Packet-to-order latency.
-    pub latency: &'a mut Latency,
-    /// Orders sent.
-    pub log: &'a mut OrderLog,
-    /// Calibration: order k busy-waits `delays[k % len]` ns between trigger and send
-    /// (empty = no delay).
-    pub delays: &'a [u64],
-}
-
-impl Hot<'_> {
-    /// The delay the next order gets.
-    #[inline]
-    pub fn next_delay(&self) -> u64 {
-        if self.delays.is_empty() {
-            0
-        } else {
-            self.delays[(self.log.total() % self.delays.len() as u64) as usize]
-        }
-    }
+/// Path-specific fields of a session report.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(untagged)]
+pub enum PathReport {
+    /// Nothing beyond [`PathStats`].
+    #[default]
+    None,
+    /// Kernel path with MSG_ZEROCOPY.
+    Kernel(kernel::KernelReport),
+    /// io_uring.
+    Uring(uring::UringReport),
+    /// A raw-ring path (AF_XDP, AF_PACKET).
+    #[cfg(feature = "xdp")]
+    Ring(ring::RingReport),
 }
 
 /// A network path.
@@ -178,87 +126,8 @@ pub trait NetPath {
     fn poll(&mut self, hot: &mut Hot<'_>) -> io::Result<Status>;
     /// Closes everything (back to Init).
     fn close(&mut self);
-    /// Counters of the current session.
-    fn stats(&self) -> PathStats;
     /// Path-specific report fields (program counters, ring accounting...).
-    fn report_extra(&self) -> serde_json::Value {
-        serde_json::Value::Null
+    fn report(&self) -> PathReport {
+        PathReport::None
     }
-}
-
-/// Spins for `ns` (calibration delay).
-#[inline]
-pub fn spin_for(ns: u64) {
-    if ns == 0 {
-        return;
-    }
-    let end = crate::sys::mono_ns() + ns;
-    while crate::sys::mono_ns() < end {
-        std::hint::spin_loop();
-    }
-}
-
-/// A non-blocking TCP socket connecting to `addr`, with TCP_NODELAY.
-pub fn start_tcp_connect(addr: SocketAddrV4) -> io::Result<socket2::Socket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-    s.set_nonblocking(true)?;
-    s.set_nodelay(true)?;
-    match s.connect(&addr.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(s)
-}
-
-/// Has the non-blocking connect of `s` completed? Error if it failed, or if no connect was
-/// started (`None`).
-pub fn tcp_connected(s: Option<&socket2::Socket>) -> io::Result<bool> {
-    use std::os::fd::AsRawFd;
-    let s =
-        s.ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "no connect in progress"))?;
-    if !crate::sys::writable_now(s.as_raw_fd())? {
-        return Ok(false);
-    }
-    if let Some(e) = s.take_error()? {
-        return Err(e);
-    }
-    s.peer_addr()?;
-    Ok(true)
-}
-
-/// A non-blocking UDP socket bound to the group's port and joined on `iface`.
-pub fn join_group(
-    group: SocketAddrV4,
-    iface: Option<Ipv4Addr>,
-    busy_poll_us: u32,
-) -> io::Result<std::net::UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    use std::os::fd::AsRawFd;
-    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    s.set_reuse_address(true)?;
-    s.set_nonblocking(true)?;
-    // A large receive buffer so a snapshot burst is not dropped; FORCE works as root.
-    if crate::sys::setsockopt_int(
-        s.as_raw_fd(),
-        libc::SOL_SOCKET,
-        libc::SO_RCVBUFFORCE,
-        8 << 20,
-    )
-    .is_err()
-    {
-        let _ = s.set_recv_buffer_size(8 << 20);
-    }
-    if busy_poll_us > 0 {
-        crate::sys::setsockopt_int(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_BUSY_POLL,
-            busy_poll_us as i32,
-        )?;
-    }
-    s.bind(&group.into())?;
-    s.join_multicast_v4(group.ip(), &iface.unwrap_or(Ipv4Addr::UNSPECIFIED))?;
-    Ok(s.into())
 }

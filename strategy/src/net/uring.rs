@@ -15,20 +15,24 @@
 //! Without SQPOLL each order costs one `io_uring_enter`; the completion side never needs a
 //! syscall (the loop reads the completion ring in shared memory).
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
-use proto::order::ORDER_LEN;
+use proto::order::{OrderRepr, ORDER_LEN};
 
-use super::{Hot, NetConfig, NetPath, PathStats, Status};
-use crate::sys::mono_ns;
+use super::{Hot, NetConfig, NetPath, PathReport, Sent, Status};
 
 const BUF_SIZE: usize = 2048;
 const BUF_COUNT: u16 = 256;
 const BGID: u16 = 7;
 const SLOTS: usize = 64;
+/// Completions taken from the ring and not handled yet. Bounded by what can be
+/// outstanding: one per provided buffer (receives), two per send slot (SEND_ZC's result and
+/// notification), one per buffer being given back, the hang-up poll.
+const CQE_BACKLOG: usize = 2 * BUF_COUNT as usize + 2 * SLOTS + 64;
 
 const UD_RECV: u64 = 1 << 32;
 const UD_HUP: u64 = 2 << 32;
@@ -58,14 +62,43 @@ pub struct UringFeatures {
     pub sqpoll: bool,
 }
 
+/// The io_uring path's report: features and the provided-buffer accounting.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct UringReport {
+    /// Features found at setup.
+    pub features: UringFeatures,
+    /// Provided buffers the kernel holds now (all of them, [`UringReport::buffers`], when
+    /// every received packet was handled and its buffer returned).
+    pub buffers_in_kernel: u16,
+    /// Provided buffers in the group.
+    pub buffers: u16,
+    /// Receive completions that found no buffer (ENOBUFS; the receive is re-armed).
+    pub enobufs: u64,
+    /// Times an order found every send slot in flight (the kernel had not completed 64
+    /// sends: the exchange's window was closed).
+    pub slots_exhausted: u64,
+}
+
+/// One completion, copied out of the ring.
+#[derive(Debug, Clone, Copy)]
+struct Cqe {
+    user_data: u64,
+    result: i32,
+    flags: u32,
+}
+
 struct Ring {
     ring: IoUring,
     bufs: Box<[u8]>,
     slots: Box<[[u8; ORDER_LEN]; SLOTS]>,
     slot_busy: [bool; SLOTS],
     next_slot: usize,
+    /// Completions taken from the ring, in order, not handled yet (preallocated).
+    cqes: VecDeque<Cqe>,
     recv_armed: bool,
     send_zc: bool,
+    hung_up: bool,
+    report: UringReport,
 }
 
 /// The path.
@@ -74,9 +107,7 @@ pub struct UringPath {
     tcp: Option<socket2::Socket>,
     udp: Option<UdpSocket>,
     ring: Option<Ring>,
-    features: UringFeatures,
-    stats: PathStats,
-    hung_up: bool,
+    last_report: UringReport,
 }
 
 fn missing(what: &str) -> io::Error {
@@ -94,15 +125,18 @@ impl UringPath {
             tcp: None,
             udp: None,
             ring: None,
-            features: UringFeatures::default(),
-            stats: PathStats::default(),
-            hung_up: false,
+            last_report: UringReport::default(),
         }
     }
 
     /// The features found at setup.
     pub fn features(&self) -> UringFeatures {
-        self.features
+        self.uring_report().features
+    }
+
+    /// Features and buffer accounting of the current (or last) session.
+    pub fn uring_report(&self) -> UringReport {
+        self.ring.as_ref().map_or(self.last_report, |r| r.report)
     }
 
     fn build_ring(&mut self, udp_fd: i32, tcp_fd: i32) -> io::Result<Ring> {
@@ -114,7 +148,7 @@ impl UringPath {
         let p = ring.params();
         let mut probe = Probe::new();
         ring.submitter().register_probe(&mut probe)?;
-        self.features = UringFeatures {
+        let features = UringFeatures {
             fast_poll: p.is_feature_fast_poll(),
             nodrop: p.is_feature_nodrop(),
             submit_stable: p.is_feature_submit_stable(),
@@ -123,12 +157,12 @@ impl UringPath {
             send_zc: probe.is_supported(opcode::SendZc::CODE),
             sqpoll: self.cfg.sqpoll_idle_ms.is_some(),
         };
-        if !self.features.fast_poll {
+        if !features.fast_poll {
             return Err(missing(
                 "IORING_FEAT_FAST_POLL (needed for multishot receive, Linux 5.7+)",
             ));
         }
-        if !self.features.recv_multishot {
+        if !features.recv_multishot {
             return Err(missing("multishot RECV (Linux 6.0+)"));
         }
         for (code, name) in [
@@ -140,20 +174,28 @@ impl UringPath {
                 return Err(missing(name));
             }
         }
-        let send_zc = self.cfg.send_zc && self.features.send_zc;
+        let send_zc = self.cfg.send_zc && features.send_zc;
         if self.cfg.send_zc && !send_zc {
             tracing::warn!("io_uring: SEND_ZC not supported by this kernel; using SEND");
         }
         ring.submitter().register_files(&[udp_fd, tcp_fd])?;
-        tracing::info!(features = ?self.features, "io_uring ready");
+        tracing::info!(?features, "io_uring ready");
         let mut r = Ring {
             ring,
             bufs: vec![0u8; BUF_SIZE * usize::from(BUF_COUNT)].into_boxed_slice(),
             slots: Box::new([[0; ORDER_LEN]; SLOTS]),
             slot_busy: [false; SLOTS],
             next_slot: 0,
+            cqes: VecDeque::with_capacity(CQE_BACKLOG),
             recv_armed: false,
             send_zc,
+            hung_up: false,
+            report: UringReport {
+                features,
+                buffers_in_kernel: BUF_COUNT,
+                buffers: BUF_COUNT,
+                ..UringReport::default()
+            },
         };
         let provide =
             opcode::ProvideBuffers::new(r.bufs.as_mut_ptr(), BUF_SIZE as i32, BUF_COUNT, BGID, 0)
@@ -199,27 +241,117 @@ impl Ring {
 
     fn give_back(&mut self, bid: u16) -> io::Result<()> {
         let off = usize::from(bid) * BUF_SIZE;
-        // SAFETY (pointer arithmetic): `off` is inside `bufs` (bid < BUF_COUNT).
-        let ptr = self.bufs[off..].as_mut_ptr();
+        let ptr = self.bufs[off..off + BUF_SIZE].as_mut_ptr();
         let e = opcode::ProvideBuffers::new(ptr, BUF_SIZE as i32, 1, BGID, bid)
             .build()
             .user_data(UD_PROVIDE);
-        self.push(&e)
+        self.push(&e)?;
+        self.report.buffers_in_kernel += 1;
+        Ok(())
+    }
+
+    /// Moves every completion out of the ring into `cqes`, in order. Send completions free
+    /// their slot at once (so a waiting order can take it); everything else is handled by
+    /// `poll` in the order it came. Nothing is dropped: a full backlog is an error.
+    fn take_completions(&mut self) -> io::Result<()> {
+        let Self {
+            ring,
+            cqes,
+            slot_busy,
+            send_zc,
+            ..
+        } = self;
+        for c in ring.completion() {
+            let c = Cqe {
+                user_data: c.user_data(),
+                result: c.result(),
+                flags: c.flags(),
+            };
+            // SEND_ZC: the first completion has F_MORE; the slot is free at the
+            // notification (F_NOTIF) that follows.
+            if c.user_data & UD_MASK == UD_SEND && !(*send_zc && cqueue::more(c.flags)) {
+                slot_busy[(c.user_data & 0xFFFF) as usize % SLOTS] = false;
+            }
+            if cqes.len() == cqes.capacity() {
+                return Err(io::Error::other(
+                    "io_uring: completion backlog full (more completions outstanding than the path accounts for)",
+                ));
+            }
+            cqes.push_back(c);
+        }
+        Ok(())
+    }
+
+    /// Encodes `order` into a free send slot and submits it; holds it back when all
+    /// [`SLOTS`] sends are still in flight (the exchange is not reading: waiting here
+    /// would stop market data and block the loop).
+    #[inline]
+    fn send_order(&mut self, order: &OrderRepr) -> io::Result<Sent> {
+        let slot = self.next_slot;
+        if self.slot_busy[slot] {
+            // Completions may be waiting in the ring: take them (in order, none lost).
+            self.ring.submit()?;
+            self.take_completions()?;
+        }
+        if self.slot_busy[slot] {
+            self.report.slots_exhausted += 1;
+            return Ok(Sent::HeldBack);
+        }
+        order.emit(&mut proto::order::Packet::new_unchecked(
+            &mut self.slots[slot][..],
+        ));
+        let ptr = self.slots[slot].as_ptr();
+        // MSG_WAITALL: a short send is retried by the kernel until the whole order is out.
+        let flags = libc::MSG_NOSIGNAL | libc::MSG_WAITALL;
+        let e = if self.send_zc {
+            opcode::SendZc::new(FD_TCP, ptr, ORDER_LEN as u32)
+                .flags(flags)
+                .build()
+        } else {
+            opcode::Send::new(FD_TCP, ptr, ORDER_LEN as u32)
+                .flags(flags)
+                .build()
+        };
+        self.slot_busy[slot] = true;
+        self.next_slot = (slot + 1) % SLOTS;
+        self.push(&e.user_data(UD_SEND | slot as u64))?;
+        self.ring.submit()?;
+        Ok(Sent::Now)
+    }
+
+    /// Handles one send completion (its slot is already free).
+    fn on_send(&mut self, c: Cqe) -> io::Result<()> {
+        if c.result < 0 {
+            if matches!(-c.result, libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN) {
+                self.hung_up = true;
+            } else if !cqueue::notif(c.flags) {
+                return Err(io::Error::from_raw_os_error(-c.result));
+            }
+        } else if !cqueue::notif(c.flags) && (c.result as usize) < ORDER_LEN {
+            // With MSG_WAITALL only a broken connection ends a send short: the stream's
+            // framing is lost, so the session ends rather than send a torn order.
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "io_uring: an order send ended short; closing the session",
+            ));
+        }
+        Ok(())
     }
 }
 
 impl NetPath for UringPath {
     fn begin_connect(&mut self) -> io::Result<()> {
-        self.tcp = Some(super::start_tcp_connect(self.cfg.exchange)?);
+        self.tcp = Some(super::sockets::start_tcp_connect(self.cfg.exchange)?);
         Ok(())
     }
 
     fn poll_connect(&mut self) -> io::Result<bool> {
-        super::tcp_connected(self.tcp.as_ref())
+        super::sockets::tcp_connected(self.tcp.as_ref())
     }
 
     fn start_md(&mut self) -> io::Result<()> {
-        let udp = super::join_group(self.cfg.group, self.cfg.iface_addr, self.cfg.busy_poll_us)?;
+        let udp =
+            super::sockets::join_group(self.cfg.group, self.cfg.iface_addr, self.cfg.busy_poll_us)?;
         let tcp_fd = self
             .tcp
             .as_ref()
@@ -228,8 +360,6 @@ impl NetPath for UringPath {
         let ring = self.build_ring(udp.as_raw_fd(), tcp_fd)?;
         self.udp = Some(udp);
         self.ring = Some(ring);
-        self.stats = PathStats::default();
-        self.hung_up = false;
         Ok(())
     }
 
@@ -238,96 +368,46 @@ impl NetPath for UringPath {
         let Some(r) = &mut self.ring else {
             return Ok(Status::Disconnected);
         };
-        let mut cqes = [(0u64, 0i32, 0u32); 32];
-        let mut n = 0;
-        for c in r.ring.completion().take(cqes.len()) {
-            cqes[n] = (c.user_data(), c.result(), c.flags());
-            n += 1;
-        }
+        r.take_completions()?;
         let mut status = Status::Idle;
-        for &(ud, res, flags) in &cqes[..n] {
-            match ud & UD_MASK {
+        // A bounded batch per turn; what is left stays queued, in order, for the next turn.
+        for _ in 0..64 {
+            let Some(c) = r.cqes.pop_front() else {
+                break;
+            };
+            match c.user_data & UD_MASK {
                 UD_RECV => {
-                    if !cqueue::more(flags) {
+                    if !cqueue::more(c.flags) {
                         r.recv_armed = false;
                     }
-                    if res < 0 {
-                        if -res == libc::ENOBUFS {
+                    if c.result < 0 {
+                        if -c.result == libc::ENOBUFS {
+                            r.report.enobufs += 1;
                             continue; // all buffers in use: re-armed below once some return
                         }
-                        return Err(io::Error::from_raw_os_error(-res));
+                        return Err(io::Error::from_raw_os_error(-c.result));
                     }
-                    let Some(bid) = cqueue::buffer_select(flags) else {
+                    let Some(bid) = cqueue::buffer_select(c.flags) else {
                         continue;
                     };
-                    let t_rx = mono_ns();
+                    r.report.buffers_in_kernel -= 1;
                     status = Status::Busy;
-                    self.stats.packets += 1;
-                    let off = usize::from(bid) * BUF_SIZE;
-                    let len = (res as usize).min(BUF_SIZE);
-                    let order = hot.engine.on_packet(&r.bufs[off..off + len], t_rx);
-                    if let Some(order) = order {
-                        let slot = r.next_slot;
-                        r.next_slot = (r.next_slot + 1) % SLOTS;
-                        if r.slot_busy[slot] {
-                            // 64 orders in flight: the kernel is far behind; wait for it.
-                            while r.slot_busy[slot] {
-                                r.ring.submit_and_wait(1)?;
-                                for c in r.ring.completion() {
-                                    if c.user_data() & UD_MASK == UD_SEND
-                                        && !(r.send_zc && cqueue::more(c.flags()))
-                                    {
-                                        r.slot_busy[(c.user_data() & 0xFFFF) as usize] = false;
-                                    }
-                                }
-                            }
-                        }
-                        order.emit(&mut proto::order::Packet::new_unchecked(
-                            &mut r.slots[slot][..],
-                        ));
-                        let ptr = r.slots[slot].as_ptr();
-                        let e = if r.send_zc {
-                            opcode::SendZc::new(FD_TCP, ptr, ORDER_LEN as u32).build()
-                        } else {
-                            opcode::Send::new(FD_TCP, ptr, ORDER_LEN as u32)
-                                .flags(libc::MSG_NOSIGNAL)
-                                .build()
-                        };
-                        let delay = hot.next_delay();
-                        super::spin_for(delay);
-                        r.slot_busy[slot] = true;
-                        r.push(&e.user_data(UD_SEND | slot as u64))?;
-                        r.ring.submit()?;
-                        let t_tx = mono_ns();
-                        self.stats.orders += 1;
-                        hot.latency.record(t_tx - t_rx);
-                        hot.log.push(order, delay);
+                    let off = usize::from(bid % BUF_COUNT) * BUF_SIZE;
+                    let len = (c.result as usize).min(BUF_SIZE);
+                    let pending = hot.on_packet(&r.bufs[off..off + len]);
+                    if let Some(p) = pending {
+                        hot.send(p, |o| r.send_order(o))?;
                     }
-                    r.give_back(bid)?;
+                    r.give_back(bid % BUF_COUNT)?;
                 }
-                UD_SEND => {
-                    let slot = (ud & 0xFFFF) as usize;
-                    // SEND_ZC: the first completion has F_MORE; the slot is free at the
-                    // notification (F_NOTIF) that follows.
-                    if !(r.send_zc && cqueue::more(flags)) {
-                        r.slot_busy[slot % SLOTS] = false;
-                    }
-                    if res < 0 {
-                        if matches!(-res, libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN) {
-                            self.hung_up = true;
-                        } else if !cqueue::notif(flags) {
-                            return Err(io::Error::from_raw_os_error(-res));
-                        }
-                    } else if !cqueue::notif(flags) && (res as usize) < ORDER_LEN {
-                        self.stats.partial_sends += 1;
-                    }
-                }
-                UD_HUP => self.hung_up = true,
-                UD_PROVIDE if res < 0 => return Err(io::Error::from_raw_os_error(-res)),
+                UD_SEND => r.on_send(c)?,
+                UD_HUP => r.hung_up = true,
+                UD_PROVIDE if c.result < 0 => return Err(io::Error::from_raw_os_error(-c.result)),
                 _ => {}
             }
         }
-        if self.hung_up {
+        if r.hung_up {
+            self.last_report = r.report;
             return Ok(Status::Disconnected);
         }
         if !r.recv_armed {
@@ -342,14 +422,16 @@ impl NetPath for UringPath {
         Ok(status)
     }
 
-    fn close(&mut self) {
-        // Dropping the ring cancels its requests; then the sockets close.
-        self.ring = None;
-        self.udp = None;
-        self.tcp = None;
+    fn report(&self) -> PathReport {
+        PathReport::Uring(self.uring_report())
     }
 
-    fn stats(&self) -> PathStats {
-        self.stats
+    fn close(&mut self) {
+        // Dropping the ring cancels its requests; then the sockets close.
+        if let Some(r) = self.ring.take() {
+            self.last_report = r.report;
+        }
+        self.udp = None;
+        self.tcp = None;
     }
 }

@@ -1,5 +1,6 @@
 //! The AF_PACKET path: the same smoltcp session and hot path as AF_XDP
-//! ([`crate::net::smol`]) over mmap'd TPACKET_V2 rings ([`crate::net::raw::packet`]).
+//! ([`crate::net::ring`]) over mmap'd TPACKET_V2 rings ([`rings`]) behind a classic BPF
+//! filter ([`filter`]).
 //!
 //! A packet socket sees frames *beside* the kernel, which also receives them. So that the
 //! kernel never answers the order-entry flow with a reset, smoltcp uses an address of its
@@ -11,9 +12,13 @@
 use std::io;
 use std::net::Ipv4Addr;
 
-use super::raw::packet::{self as ring, Flows, Geometry, PacketRx, PacketTx};
-use super::raw::RingDevice;
-use super::smol::{iface_info, io_other, Opened, RawPath, SessionGuard};
+pub mod filter;
+pub mod rings;
+
+use self::filter::Flows;
+use self::rings::{Geometry, PacketRx, PacketTx};
+use super::ring::session::io_other;
+use super::ring::{BackendReport, Opened, RingDevice, RingPath, SessionGuard};
 use super::NetConfig;
 
 /// AF_PACKET settings.
@@ -30,7 +35,20 @@ pub struct PacketConfig {
 }
 
 /// The AF_PACKET path.
-pub type PacketPath = RawPath<PacketRx, PacketTx>;
+pub type PacketPath = RingPath<PacketRx, PacketTx>;
+
+/// The AF_PACKET backend's report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PacketReport {
+    /// Interface.
+    pub af_packet: String,
+    /// smoltcp's address.
+    pub local: Ipv4Addr,
+    /// Ring version.
+    pub ring: &'static str,
+    /// PACKET_QDISC_BYPASS on.
+    pub qdisc_bypass: bool,
+}
 
 struct Bound {
     ifname: String,
@@ -38,14 +56,24 @@ struct Bound {
 }
 
 impl SessionGuard for Bound {
-    fn report(&self) -> serde_json::Value {
-        serde_json::json!({ "af_packet": self.ifname, "local": self.local.to_string(), "ring": "TPACKET_V2", "qdisc_bypass": true })
+    fn report(&self) -> BackendReport {
+        BackendReport::Packet(PacketReport {
+            af_packet: self.ifname.clone(),
+            local: self.local,
+            ring: "TPACKET_V2",
+            qdisc_bypass: true,
+        })
     }
 }
 
 /// Opens the packet socket and its rings for a session.
 pub fn open(p: &PacketConfig, cfg: &NetConfig) -> io::Result<Opened<PacketRx, PacketTx>> {
-    let (mac, mtu, kernel_ip, prefix) = iface_info(&p.iface)?;
+    let hostsys::iface::IfaceInfo {
+        mac,
+        mtu,
+        ip: kernel_ip,
+        prefix,
+    } = hostsys::iface::iface_info(&p.iface)?;
     if p.local == kernel_ip {
         return Err(io_other(format!(
             "--packet-ip {} is the interface's own address: the kernel would answer the order flow with resets; \
@@ -61,10 +89,10 @@ pub fn open(p: &PacketConfig, cfg: &NetConfig) -> io::Result<Opened<PacketRx, Pa
         exchange_port: cfg.exchange.port(),
         local: p.local,
     };
-    let (rx, tx) = ring::open(
+    let (rx, tx) = rings::open(
         ifindex,
         &flows,
-        ring::group_mac(*cfg.group.ip()),
+        rings::group_mac(*cfg.group.ip()),
         Geometry {
             frame_size: p.frame_size,
             frames: p.frames,
@@ -88,5 +116,5 @@ pub fn open(p: &PacketConfig, cfg: &NetConfig) -> io::Result<Opened<PacketRx, Pa
 /// The AF_PACKET path for these settings.
 pub fn path(cfg: NetConfig, p: PacketConfig) -> PacketPath {
     let c = cfg.clone();
-    RawPath::new(cfg, Box::new(move || open(&p, &c)))
+    RingPath::new(cfg, Box::new(move || open(&p, &c)))
 }

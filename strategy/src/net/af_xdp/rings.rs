@@ -4,7 +4,7 @@
 
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem};
 
-use super::{RxRing, TxRing, TxStats, BATCH};
+use crate::net::ring::{RxRing, TxRing, TxStats, BATCH};
 
 /// The receive half.
 pub struct XskRx {

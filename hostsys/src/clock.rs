@@ -2,7 +2,7 @@
 //! (SO_TIMESTAMPING) are `CLOCK_REALTIME` nanoseconds. A latency is always the difference
 //! of two readings of the same clock.
 
-/// Nanoseconds of `CLOCK_MONOTONIC`.
+/// Nanoseconds of `CLOCK_MONOTONIC` (vDSO, no syscall).
 #[inline]
 pub fn mono_ns() -> u64 {
     read(libc::CLOCK_MONOTONIC)
@@ -26,8 +26,26 @@ fn read(clock: libc::clockid_t) -> u64 {
 }
 
 /// A timespec as nanoseconds (negative fields saturate to 0).
+#[inline]
 pub fn timespec_ns(ts: &libc::timespec) -> u64 {
     let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
     let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
     secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monotonic_does_not_go_back_and_timespec_saturates() {
+        let a = mono_ns();
+        let b = mono_ns();
+        assert!(b >= a && a > 0);
+        let neg = libc::timespec {
+            tv_sec: -1,
+            tv_nsec: 5,
+        };
+        assert_eq!(timespec_ns(&neg), 5);
+    }
 }

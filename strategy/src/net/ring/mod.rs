@@ -6,10 +6,13 @@
 //! at the same time: [`RxRing`] hands out received frames by handle and takes them back;
 //! [`TxRing`] fills one transmit slot in place, posts it and kicks the kernel only when it
 //! must. [`RingDevice`] adds the queue of frames waiting for smoltcp and the list of frames
-//! to give back, and checks that every frame is accounted for.
+//! to give back, and checks that every frame is accounted for. [`session`] runs smoltcp's
+//! TCP session and the hot path over any such device; the backends ([`super::af_xdp`],
+//! [`super::af_packet`]) only open their rings.
 
-pub mod packet;
-pub mod xsk;
+pub mod session;
+
+pub use session::{BackendReport, Opened, RingPath, RingReport, SessionGuard};
 
 use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;

@@ -10,7 +10,7 @@ use aya::Ebpf;
 use strategy_common::{Class, Counters, SteerConfig, CLASS_COUNT};
 
 /// `--xdp-mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpModeArg {
     /// Driver mode, falling back to SKB mode.
@@ -19,6 +19,18 @@ pub enum XdpModeArg {
     Drv,
     /// Generic (SKB) mode.
     Skb,
+}
+
+impl std::str::FromStr for XdpModeArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "drv" => Ok(Self::Drv),
+            "skb" => Ok(Self::Skb),
+            _ => Err(format!("unknown XDP mode `{s}` (auto, drv, skb)")),
+        }
+    }
 }
 
 /// Errors of the loader.

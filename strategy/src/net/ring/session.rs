@@ -10,14 +10,18 @@
 use std::io;
 use std::net::{Ipv4Addr, UdpSocket};
 
+use hostsys::mono_ns;
+use proto::order::{OrderRepr, ORDER_LEN};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration as SmolDuration, Instant};
-use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
+use smoltcp::wire::{
+    EthernetAddress, EthernetFrame, EthernetProtocol, IpAddress, IpCidr, IpProtocol, Ipv4Packet,
+    UdpPacket,
+};
 
-use super::raw::{RingDevice, RxRing, TxRing};
-use super::{Hot, NetConfig, NetPath, PathStats, Status};
-use crate::sys::mono_ns;
+use super::{DeviceStats, RingDevice, RxRing, TxRing};
+use crate::net::{Hot, NetConfig, NetPath, PathReport, Sent, Status};
 
 pub(crate) fn io_other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
@@ -27,74 +31,68 @@ fn now() -> Instant {
     Instant::from_micros((mono_ns() / 1000) as i64)
 }
 
-/// The interface's MAC, MTU, IPv4 address and prefix (getifaddrs and an ioctl: both see the
-/// caller's network namespace).
-pub(crate) fn iface_info(name: &str) -> io::Result<([u8; 6], usize, Ipv4Addr, u8)> {
-    let mtu = crate::sys::iface_mtu(name)?;
-    let (mut mac, mut addr) = (None, None);
-    for ifa in nix::ifaddrs::getifaddrs().map_err(io::Error::from)? {
-        if ifa.interface_name != name {
-            continue;
-        }
-        let Some(a) = ifa.address.as_ref() else {
-            continue;
-        };
-        if let Some(link) = a.as_link_addr().and_then(|l| l.addr()) {
-            mac = Some(link);
-        } else if let Some(sin) = a.as_sockaddr_in() {
-            let prefix = ifa
-                .netmask
-                .as_ref()
-                .and_then(|m| m.as_sockaddr_in())
-                .map_or(24, |m| u32::from(m.ip()).count_ones() as u8);
-            addr = Some((sin.ip(), prefix));
-        }
-    }
-    let mac = mac.ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("{name}: no such interface or no MAC"),
-        )
-    })?;
-    let (ip, prefix) = addr.ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("{name} has no IPv4 address"),
-        )
-    })?;
-    Ok((mac, mtu, ip, prefix))
-}
-
 /// Encodes `order` straight into the socket's send buffer (no intermediate copy); `false`
 /// when the buffer has no room for the whole message (nothing is written then).
 #[inline]
-pub fn send_order(sock: &mut tcp::Socket<'_>, order: &proto::order::OrderRepr) -> bool {
-    sock.send(|buf| match buf.get_mut(..proto::order::ORDER_LEN) {
+pub fn send_order(sock: &mut tcp::Socket<'_>, order: &OrderRepr) -> bool {
+    sock.send(|buf| match buf.get_mut(..ORDER_LEN) {
         Some(dst) => {
             order.emit(&mut proto::order::Packet::new_unchecked(dst));
-            (proto::order::ORDER_LEN, true)
+            (ORDER_LEN, true)
         }
         None => (0, false),
     })
     .unwrap_or(false)
 }
 
-/// The UDP payload of a market-data frame (UDP to the market-data port).
+/// The UDP payload of a market-data frame (IPv4, UDP to the market-data port), read through
+/// smoltcp's wire views; `None` for anything else (it goes to the stack).
 #[inline]
-fn udp_payload(frame: &[u8], md_port: u16) -> Option<&[u8]> {
-    if frame.len() < 14 + 20 + 8 || frame[12..14] != [0x08, 0x00] || frame[14 + 9] != 17 {
+pub fn udp_payload(frame: &[u8], md_port: u16) -> Option<&[u8]> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    if eth.ethertype() != EthernetProtocol::Ipv4 {
         return None;
     }
-    let ihl = usize::from(frame[14] & 0x0f) * 4;
-    let udp = 14 + ihl;
-    if frame.get(udp + 2..udp + 4)? != md_port.to_be_bytes() {
+    let ip = Ipv4Packet::new_checked(&frame[EthernetFrame::<&[u8]>::header_len()..]).ok()?;
+    if ip.next_header() != IpProtocol::Udp || ip.more_frags() || ip.frag_offset() != 0 {
         return None;
     }
-    let len = usize::from(u16::from_be_bytes([
-        *frame.get(udp + 4)?,
-        *frame.get(udp + 5)?,
-    ]));
-    frame.get(udp + 8..udp + len.max(8))
+    let ip_payload = {
+        let hl = usize::from(ip.header_len());
+        let total = usize::from(ip.total_len());
+        &frame[EthernetFrame::<&[u8]>::header_len()..][hl..total]
+    };
+    let udp = UdpPacket::new_checked(ip_payload).ok()?;
+    if udp.dst_port() != md_port {
+        return None;
+    }
+    ip_payload.get(8..usize::from(udp.len()))
+}
+
+/// Counters of the backend that opened the ring.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(untagged)]
+pub enum BackendReport {
+    /// No backend report.
+    #[default]
+    None,
+    /// AF_XDP: attach and bind modes, the program's per-class counters.
+    Xdp(crate::net::af_xdp::XdpReport),
+    /// AF_PACKET: interface, smoltcp's address, ring version.
+    Packet(crate::net::af_packet::PacketReport),
+}
+
+/// The report of a raw-ring session.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RingReport {
+    /// Backend counters.
+    pub backend: BackendReport,
+    /// Device counters.
+    pub device: DeviceStats,
+    /// Every frame was in exactly one place when the report was taken.
+    pub frames_accounted: bool,
+    /// smoltcp's send buffer had no room for a whole order (held back).
+    pub stack_buffer_full: u64,
 }
 
 /// What a backend's opener sets up for one session.
@@ -117,12 +115,12 @@ pub struct Opened<R: RxRing, T: TxRing> {
 /// Lives for a session after the ring; reports backend-specific counters.
 pub trait SessionGuard {
     /// Backend fields of the session report.
-    fn report(&self) -> serde_json::Value;
+    fn report(&self) -> BackendReport;
 }
 
 impl SessionGuard for () {
-    fn report(&self) -> serde_json::Value {
-        serde_json::Value::Null
+    fn report(&self) -> BackendReport {
+        BackendReport::None
     }
 }
 
@@ -141,25 +139,25 @@ struct Session<R: RxRing, T: TxRing> {
 pub type Opener<R, T> = Box<dyn FnMut() -> io::Result<Opened<R, T>>>;
 
 /// A network path of smoltcp over a raw ring.
-pub struct RawPath<R: RxRing, T: TxRing> {
+pub struct RingPath<R: RxRing, T: TxRing> {
     cfg: NetConfig,
     open: Opener<R, T>,
     s: Option<Session<R, T>>,
-    stats: PathStats,
     idle_turns: u32,
-    last_report: serde_json::Value,
+    stack_buffer_full: u64,
+    last_report: RingReport,
 }
 
-impl<R: RxRing, T: TxRing> RawPath<R, T> {
+impl<R: RxRing, T: TxRing> RingPath<R, T> {
     /// A path whose sessions come from `open`.
     pub fn new(cfg: NetConfig, open: Opener<R, T>) -> Self {
         Self {
             cfg,
             open,
             s: None,
-            stats: PathStats::default(),
             idle_turns: 0,
-            last_report: serde_json::Value::Null,
+            stack_buffer_full: 0,
+            last_report: RingReport::default(),
         }
     }
 
@@ -199,7 +197,7 @@ impl<R: RxRing, T: TxRing> RawPath<R, T> {
             .get_mut::<tcp::Socket>(tcp)
             .connect(iface.context(), remote, local_port)
             .map_err(io_other)?;
-        tracing::info!(%local, report = %guard.report(), "raw-ring path up");
+        tracing::info!(%local, report = ?guard.report(), "raw-ring path up");
         Ok(Session {
             sockets,
             iface,
@@ -211,17 +209,17 @@ impl<R: RxRing, T: TxRing> RawPath<R, T> {
         })
     }
 
-    fn report(s: &Session<R, T>, stats: &PathStats) -> serde_json::Value {
-        serde_json::json!({
-            "backend": s.guard.report(),
-            "device": s.dev.stats(),
-            "frames_accounted": s.dev.accounted(),
-            "orders": stats.orders,
-        })
+    fn session_report(s: &Session<R, T>, stack_buffer_full: u64) -> RingReport {
+        RingReport {
+            backend: s.guard.report(),
+            device: s.dev.stats(),
+            frames_accounted: s.dev.accounted(),
+            stack_buffer_full,
+        }
     }
 }
 
-impl<R: RxRing, T: TxRing> NetPath for RawPath<R, T> {
+impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
     fn begin_connect(&mut self) -> io::Result<()> {
         self.s = None;
         self.s = Some(self.setup()?);
@@ -251,9 +249,13 @@ impl<R: RxRing, T: TxRing> NetPath for RawPath<R, T> {
             return Err(io_other("not set up"));
         };
         if s.kernel_join {
-            s.mcast = Some(super::join_group(self.cfg.group, self.cfg.iface_addr, 0)?);
+            s.mcast = Some(crate::net::sockets::join_group(
+                self.cfg.group,
+                self.cfg.iface_addr,
+                0,
+            )?);
         }
-        self.stats = PathStats::default();
+        self.stack_buffer_full = 0;
         Ok(())
     }
 
@@ -266,13 +268,11 @@ impl<R: RxRing, T: TxRing> NetPath for RawPath<R, T> {
         let mut need_poll = false;
         for i in 0..n {
             let desc = s.dev.batch[i];
-            let order = match udp_payload(s.dev.frame_data(&desc), self.cfg.group.port()) {
+            let pending = match udp_payload(s.dev.frame_data(&desc), self.cfg.group.port()) {
                 Some(payload) => {
-                    let t_rx = mono_ns();
-                    self.stats.packets += 1;
-                    let o = hot.engine.on_packet(payload, t_rx).map(|o| (o, t_rx));
+                    let p = hot.on_packet(payload);
                     s.dev.recycle.push(desc);
-                    o
+                    p
                 }
                 None => {
                     s.dev.to_stack(desc);
@@ -280,22 +280,25 @@ impl<R: RxRing, T: TxRing> NetPath for RawPath<R, T> {
                     None
                 }
             };
-            if let Some((order, t_rx)) = order {
-                let sock = s.sockets.get_mut::<tcp::Socket>(s.tcp);
-                // The 21 bytes go straight into smoltcp's send buffer; the egress poll below
-                // builds the segment straight into a UMEM TX frame.
-                let sent = send_order(sock, &order);
-                let delay = hot.next_delay();
-                super::spin_for(delay);
-                s.iface.poll(now(), &mut s.dev, &mut s.sockets);
-                let t_tx = mono_ns();
-                if sent {
-                    self.stats.orders += 1;
-                    hot.latency.record(t_tx - t_rx);
-                    hot.log.push(order, delay);
-                } else {
-                    self.stats.partial_sends += 1;
-                }
+            if let Some(p) = pending {
+                let Session {
+                    sockets,
+                    iface,
+                    dev,
+                    tcp,
+                    ..
+                } = s;
+                let full = &mut self.stack_buffer_full;
+                hot.send(p, |o| {
+                    // The 21 bytes go straight into smoltcp's send buffer; the egress poll
+                    // builds the segment straight into a ring TX slot.
+                    if !send_order(sockets.get_mut::<tcp::Socket>(*tcp), o) {
+                        *full += 1;
+                        return Ok(Sent::HeldBack);
+                    }
+                    iface.poll(now(), dev, sockets);
+                    Ok(Sent::Now)
+                })?;
             }
         }
         self.idle_turns = if n == 0 { self.idle_turns + 1 } else { 0 };
@@ -309,7 +312,7 @@ impl<R: RxRing, T: TxRing> NetPath for RawPath<R, T> {
             state,
             tcp::State::Established | tcp::State::SynSent | tcp::State::SynReceived
         ) {
-            self.last_report = Self::report(s, &self.stats);
+            self.last_report = Self::session_report(s, self.stack_buffer_full);
             return Ok(Status::Disconnected);
         }
         Ok(if n > 0 { Status::Busy } else { Status::Idle })
@@ -319,19 +322,15 @@ impl<R: RxRing, T: TxRing> NetPath for RawPath<R, T> {
         if let Some(mut s) = self.s.take() {
             s.sockets.get_mut::<tcp::Socket>(s.tcp).abort();
             s.iface.poll(now(), &mut s.dev, &mut s.sockets);
-            self.last_report = Self::report(&s, &self.stats);
-            tracing::info!(report = %self.last_report, "raw-ring path down");
+            self.last_report = Self::session_report(&s, self.stack_buffer_full);
+            tracing::info!(report = ?self.last_report, "raw-ring path down");
         }
     }
 
-    fn stats(&self) -> PathStats {
-        self.stats
-    }
-
-    fn report_extra(&self) -> serde_json::Value {
-        match &self.s {
-            Some(s) => Self::report(s, &self.stats),
+    fn report(&self) -> PathReport {
+        PathReport::Ring(match &self.s {
+            Some(s) => Self::session_report(s, self.stack_buffer_full),
             None => self.last_report.clone(),
-        }
+        })
     }
 }

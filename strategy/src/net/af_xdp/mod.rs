@@ -1,6 +1,6 @@
 //! The AF_XDP path: an aya XDP program steers only the market-data and order-entry flows
 //! (and ARP replies for us) into an AF_XDP socket; one busy-polling loop owns the UMEM;
-//! smoltcp runs the TCP session over the UMEM ([`crate::net::smol`]), so an order is a frame
+//! smoltcp runs the TCP session over the UMEM ([`crate::net::ring`]), so an order is a frame
 //! built by smoltcp straight into a UMEM TX frame, with no kernel socket on the order path.
 //!
 //! AF_XDP does no IGMP: the group is joined through the kernel by a UDP socket held open
@@ -8,6 +8,7 @@
 //! program then steers them away from that socket.
 
 pub mod loader;
+pub mod rings;
 
 use std::io;
 use std::net::SocketAddrV4;
@@ -18,16 +19,16 @@ use xsk_rs::config::{
 };
 use xsk_rs::{Socket, Umem};
 
-use self::loader::{Steering, XdpModeArg};
-use super::raw::xsk::{XskRx, XskTx};
-use super::raw::RingDevice;
-use super::smol::{iface_info, io_other, Opened, RawPath, SessionGuard};
+use self::loader::{SteerCounters, Steering, XdpModeArg};
+use self::rings::{XskRx, XskTx};
+use super::ring::session::io_other;
+use super::ring::{BackendReport, Opened, RingDevice, RingPath, SessionGuard};
 use super::NetConfig;
 
-pub use super::smol::send_order;
+pub use super::ring::session::send_order;
 
 /// `--xsk-bind`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum XskBind {
     /// Zero-copy, falling back to copy mode.
@@ -36,6 +37,29 @@ pub enum XskBind {
     Zc,
     /// Copy mode.
     Copy,
+}
+
+impl std::str::FromStr for XskBind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "zc" => Ok(Self::Zc),
+            "copy" => Ok(Self::Copy),
+            _ => Err(format!("unknown bind mode `{s}` (auto, zc, copy)")),
+        }
+    }
+}
+
+/// The AF_XDP backend's report.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct XdpReport {
+    /// Attach mode that worked (drv, skb).
+    pub xdp_mode: &'static str,
+    /// Bind mode that worked (zero-copy, copy).
+    pub xsk_bind: &'static str,
+    /// The program's per-class counters.
+    pub steering: SteerCounters,
 }
 
 /// AF_XDP settings.
@@ -61,7 +85,7 @@ pub struct XdpConfig {
 pub type XskDevice = RingDevice<XskRx, XskTx>;
 
 /// The AF_XDP path.
-pub type XdpPath = RawPath<XskRx, XskTx>;
+pub type XdpPath = RingPath<XskRx, XskTx>;
 
 /// The attached program: dropped after the ring, which detaches it.
 struct Attached {
@@ -70,11 +94,11 @@ struct Attached {
 }
 
 impl SessionGuard for Attached {
-    fn report(&self) -> serde_json::Value {
-        serde_json::json!({
-            "xdp_mode": self.steering.mode,
-            "xsk_bind": self.bind_mode,
-            "steering": self.steering.counters(),
+    fn report(&self) -> BackendReport {
+        BackendReport::Xdp(XdpReport {
+            xdp_mode: self.steering.mode,
+            xsk_bind: self.bind_mode,
+            steering: self.steering.counters(),
         })
     }
 }
@@ -110,7 +134,12 @@ pub fn open(
     exchange: SocketAddrV4,
     group: SocketAddrV4,
 ) -> io::Result<Opened<XskRx, XskTx>> {
-    let (mac, mtu, local, prefix) = iface_info(&xcfg.iface)?;
+    let hostsys::iface::IfaceInfo {
+        mac,
+        mtu,
+        ip: local,
+        prefix,
+    } = hostsys::iface::iface_info(&xcfg.iface)?;
     let mut steering =
         Steering::attach(&xcfg.iface, xcfg.mode, local, exchange, group).map_err(io_other)?;
     let ring = (xcfg.frame_count / 2).next_power_of_two().max(64);
@@ -157,7 +186,7 @@ pub fn open(
     };
     let total = frames.len();
     let tx_frames = frames.split_off(frames.len() / 2);
-    let (rx, tx) = super::raw::xsk::halves(umem, fq, cq, rx, tx, frames, tx_frames);
+    let (rx, tx) = rings::halves(umem, fq, cq, rx, tx, frames, tx_frames);
     steering
         .register_socket(xcfg.queue, rx.fd())
         .map_err(io_other)?;
@@ -178,5 +207,5 @@ pub fn open(
 /// The AF_XDP path for these settings.
 pub fn path(cfg: NetConfig, xcfg: XdpConfig) -> XdpPath {
     let (exchange, group) = (cfg.exchange, cfg.group);
-    RawPath::new(cfg, Box::new(move || open(&xcfg, exchange, group)))
+    RingPath::new(cfg, Box::new(move || open(&xcfg, exchange, group)))
 }

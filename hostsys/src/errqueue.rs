@@ -1,7 +1,6 @@
-//! The few raw syscalls the exchange needs that std and socket2 do not wrap: software
-//! timestamping (SO_TIMESTAMPING) on receive and from the transmit error queue.
-//!
-//! All `unsafe` of the crate lives here.
+//! The socket error queue and its control messages, walked in one place: kernel software
+//! timestamps (SO_TIMESTAMPING, on receive and from the transmit error queue) and
+//! MSG_ZEROCOPY completions.
 
 use std::io;
 use std::mem::size_of;
@@ -19,21 +18,9 @@ mod flags {
 }
 const SO_EE_ORIGIN_TIMESTAMPING: u8 = 4;
 
-/// One place that turns `-1/errno` into `io::Result` (mio's `syscall!`).
-macro_rules! syscall {
-    ($e:expr) => {{
-        let rc = $e;
-        if rc == -1 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(rc)
-        }
-    }};
-}
-
 fn set_timestamping(fd: RawFd, value: u32) -> io::Result<()> {
     // SAFETY: `value` outlives the call and its size is passed; the kernel only reads it.
-    syscall!(unsafe {
+    crate::syscall!(unsafe {
         libc::setsockopt(
             fd,
             libc::SOL_SOCKET,
@@ -78,7 +65,7 @@ pub fn recv_timestamped(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<
     msg.msg_controllen = control.0.len();
     // SAFETY: msg points at `iov` (over `buf`) and `control`, both live and writable for the
     // whole call.
-    let n = syscall!(unsafe { libc::recvmsg(fd, &raw mut msg, libc::MSG_DONTWAIT) })?;
+    let n = crate::syscall!(unsafe { libc::recvmsg(fd, &raw mut msg, libc::MSG_DONTWAIT) })?;
     let mut ts = None;
     for_each_cmsg(&msg, |level, ty, data| {
         if level == libc::SOL_SOCKET && ty == libc::SO_TIMESTAMPING {
@@ -110,14 +97,7 @@ pub fn read_tx_timestamp(fd: RawFd) -> io::Result<Option<(u32, u64)>> {
     for_each_cmsg(&msg, |level, ty, data| {
         if level == libc::SOL_SOCKET && ty == libc::SO_TIMESTAMPING {
             ts = first_timespec(data);
-        } else if ((level == libc::SOL_IP && ty == libc::IP_RECVERR)
-            || (level == libc::SOL_IPV6 && ty == libc::IPV6_RECVERR))
-            && data.len() >= size_of::<libc::sock_extended_err>()
-        {
-            // SAFETY: the kernel wrote a sock_extended_err here (length checked);
-            // read_unaligned copes with the cmsg data alignment.
-            let ee: libc::sock_extended_err =
-                unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
+        } else if let Some(ee) = extended_err(level, ty, data) {
             if ee.ee_origin == SO_EE_ORIGIN_TIMESTAMPING {
                 key = Some(ee.ee_data);
             }
@@ -141,7 +121,9 @@ fn first_timespec(data: &[u8]) -> Option<u64> {
     (ns != 0).then_some(ns)
 }
 
-fn for_each_cmsg(msg: &libc::msghdr, mut f: impl FnMut(i32, i32, &[u8])) {
+/// Calls `f(level, type, data)` for every control message of a `msghdr` that a successful
+/// `recvmsg` filled.
+pub fn for_each_cmsg(msg: &libc::msghdr, mut f: impl FnMut(i32, i32, &[u8])) {
     // SAFETY: `msg` was filled by a successful recvmsg; CMSG_FIRSTHDR/NXTHDR stay within
     // msg_control/msg_controllen and return null at the end.
     let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(msg) };
@@ -160,50 +142,45 @@ fn for_each_cmsg(msg: &libc::msghdr, mut f: impl FnMut(i32, i32, &[u8])) {
     }
 }
 
-/// Count of open file descriptors of this process (for soak tests and reports).
-pub fn open_fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count())
-        .unwrap_or(0)
+const SO_EE_ORIGIN_ZEROCOPY: u8 = 5;
+const SO_EE_CODE_ZEROCOPY_COPIED: u8 = 1;
+
+/// The `sock_extended_err` of an IP_RECVERR/IPV6_RECVERR control message, if `data` is one.
+fn extended_err(level: i32, ty: i32, data: &[u8]) -> Option<libc::sock_extended_err> {
+    let is_err = (level == libc::SOL_IP && ty == libc::IP_RECVERR)
+        || (level == libc::SOL_IPV6 && ty == libc::IPV6_RECVERR);
+    if !is_err || data.len() < size_of::<libc::sock_extended_err>() {
+        return None;
+    }
+    // SAFETY: the kernel wrote a sock_extended_err here (length checked); read_unaligned
+    // copes with the cmsg data alignment.
+    Some(unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) })
 }
 
-/// Resident set size of this process in KiB.
-pub fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
-/// The first IPv4 address of interface `name`, from getifaddrs(3).
-pub fn iface_ipv4(name: &str) -> io::Result<Option<std::net::Ipv4Addr>> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs writes a list head we free below with freeifaddrs.
-    syscall!(unsafe { libc::getifaddrs(&raw mut head) })?;
+/// One MSG_ZEROCOPY completion from the error queue: `(first id, last id, copied)`, or
+/// `None` when the queue is empty.
+pub fn read_zerocopy_completion(fd: RawFd) -> Option<(u32, u32, bool)> {
+    let mut control = CmsgBuf([0; 256]);
+    // SAFETY: all-zero is a valid msghdr.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    msg.msg_controllen = control.0.len();
+    // SAFETY: msg points at `control`, live and writable for the call; no data is read.
+    let rc = unsafe { libc::recvmsg(fd, &raw mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT) };
+    if rc < 0 {
+        return None;
+    }
     let mut found = None;
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned, valid until freeifaddrs.
-        let ifa = unsafe { &*cur };
-        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
-        let ifname = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
-        if ifname.to_bytes() == name.as_bytes() && !ifa.ifa_addr.is_null() {
-            // SAFETY: ifa_addr is non-null and points at a sockaddr owned by the list.
-            let family = unsafe { (*ifa.ifa_addr).sa_family };
-            if i32::from(family) == libc::AF_INET {
-                // SAFETY: family AF_INET means the sockaddr is a sockaddr_in.
-                let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
-                found = Some(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
-                break;
+    for_each_cmsg(&msg, |level, ty, data| {
+        if let Some(ee) = extended_err(level, ty, data) {
+            if ee.ee_origin == SO_EE_ORIGIN_ZEROCOPY {
+                found = Some((
+                    ee.ee_info,
+                    ee.ee_data,
+                    ee.ee_code & SO_EE_CODE_ZEROCOPY_COPIED != 0,
+                ));
             }
         }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: `head` came from getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(head) };
-    Ok(found)
+    });
+    found
 }

@@ -1,0 +1,31 @@
+//! The raw Linux calls the exchange and the strategy share, in one place (mio's `sys`):
+//! clocks ([`clock`]), socket options and non-blocking sends and receives ([`socket`]),
+//! the error queue with its control messages ([`errqueue`]: MSG_ZEROCOPY completions and
+//! SO_TIMESTAMPING stamps), interfaces ([`iface`]), scheduling ([`sched`]) and process
+//! counters ([`procfs`]).
+//!
+//! Every `unsafe` block of the two binaries outside their ring modules lives here, each with
+//! a `// SAFETY:` line; the functions it exports are safe for every input.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+/// One place that turns `-1/errno` into `io::Result` (mio's `syscall!`).
+#[macro_export]
+macro_rules! syscall {
+    ($e:expr) => {{
+        let rc = $e;
+        if rc == -1 {
+            Err(::std::io::Error::last_os_error())
+        } else {
+            Ok(rc)
+        }
+    }};
+}
+
+pub mod clock;
+pub mod errqueue;
+pub mod iface;
+pub mod procfs;
+pub mod sched;
+pub mod socket;
+
+pub use clock::{mono_ns, real_ns};

@@ -1,0 +1,149 @@
+//! Socket calls std and socket2 do not offer in the form the hot paths need: non-blocking
+//! `send`/`recv` that report "would block" as a value, any-typed `setsockopt`, and a
+//! zero-timeout writability check for a non-blocking connect.
+
+use std::io;
+use std::os::fd::RawFd;
+
+/// Sets a socket option of any plain type.
+pub fn setsockopt<T: Copy>(fd: RawFd, level: i32, name: i32, value: &T) -> io::Result<()> {
+    // SAFETY: `value` is a live value of the type the option expects (the caller names the
+    // option); its size is passed and the kernel only reads it.
+    crate::syscall!(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// Sets an integer socket option.
+pub fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
+    setsockopt(fd, level, name, &value)
+}
+
+/// Non-blocking `send(2)` of `bytes` with `flags | MSG_DONTWAIT | MSG_NOSIGNAL`: the bytes
+/// the kernel took, 0 when its buffer is full (EAGAIN), or the error.
+///
+/// With `MSG_ZEROCOPY` in `flags` the kernel may read `bytes` after the call returns; see
+/// [`send_zerocopy`].
+#[inline]
+pub fn send_nb(fd: RawFd, bytes: &[u8], flags: i32) -> io::Result<usize> {
+    // SAFETY: `bytes` is valid for reads of its length for the call's duration.
+    let n = unsafe {
+        libc::send(
+            fd,
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            (flags & !libc::MSG_ZEROCOPY) | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    sent_or_would_block(n)
+}
+
+/// Non-blocking `send(2)` with `MSG_ZEROCOPY`: like [`send_nb`], but the kernel reads
+/// `bytes` until it reports the send complete on the error queue
+/// ([`crate::errqueue::read_zerocopy_completion`]).
+///
+/// # Safety
+/// `bytes` must stay alive and unmodified until that completion has been read.
+#[inline]
+pub unsafe fn send_zerocopy(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
+    // SAFETY: `bytes` is valid now; the caller keeps it valid until the completion.
+    let n = unsafe {
+        libc::send(
+            fd,
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            libc::MSG_ZEROCOPY | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    sent_or_would_block(n)
+}
+
+/// Non-blocking `recv(2)` into `buf`: `Some(n)` (0 = orderly shutdown of a stream), `None`
+/// when nothing is queued (EAGAIN), or the error.
+#[inline]
+pub fn recv_nb(fd: RawFd, buf: &mut [u8], flags: i32) -> io::Result<Option<usize>> {
+    // SAFETY: `buf` is valid for writes of its length for the call's duration.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            flags | libc::MSG_DONTWAIT,
+        )
+    };
+    match sent_or_would_block(n) {
+        Ok(0) if n < 0 => Ok(None),
+        Ok(n) => Ok(Some(n)),
+        Err(e) => Err(e),
+    }
+}
+
+/// A zero-length, non-blocking `send(2)`: the kick that makes a packet socket's TX ring
+/// go to the driver.
+#[inline]
+pub fn kick(fd: RawFd) -> io::Result<()> {
+    // SAFETY: a zero-length send reads no buffer.
+    let n = unsafe { libc::send(fd, std::ptr::null(), 0, libc::MSG_DONTWAIT) };
+    sent_or_would_block(n).map(drop)
+}
+
+/// The result of a non-blocking `send`/`recv`: the byte count, 0 on EAGAIN, or the error.
+#[inline]
+fn sent_or_would_block(n: isize) -> io::Result<usize> {
+    if n >= 0 {
+        return Ok(n as usize);
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::WouldBlock {
+        Ok(0)
+    } else {
+        Err(e)
+    }
+}
+
+/// Is `fd` writable now (a non-blocking connect finished)? Zero-timeout poll(2).
+pub fn writable_now(fd: RawFd) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let rc = crate::syscall!(unsafe { libc::poll(&mut p, 1, 0) })?;
+    Ok(rc == 1 && p.revents & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn nonblocking_send_and_recv_report_would_block_as_values() {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        a.connect(b.local_addr().expect("addr")).expect("connect");
+        let mut buf = [0u8; 16];
+        assert_eq!(recv_nb(b.as_raw_fd(), &mut buf, 0).expect("recv"), None);
+        assert_eq!(send_nb(a.as_raw_fd(), b"hello", 0).expect("send"), 5);
+        let mut got = None;
+        for _ in 0..1000 {
+            got = recv_nb(b.as_raw_fd(), &mut buf, 0).expect("recv");
+            if got.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(got, Some(5));
+        assert_eq!(&buf[..5], b"hello");
+        assert!(send_nb(-1, b"x", 0).is_err());
+        assert!(writable_now(a.as_raw_fd()).expect("poll"));
+    }
+}

@@ -1,0 +1,266 @@
+//! The hot path's one sequence, shared by every network path.
+//!
+//! A path owns only its I/O. For each market-data payload it calls [`Hot::on_packet`]
+//! (stamp the receive, count the packet, run the engine); when an order comes out it calls
+//! [`Hot::send`] with a closure that encodes and hands the order to its transport. Everything
+//! around the send happens here, once: the calibration delay, the second stamp, the
+//! latency record, the order log and the counters. A change to what happens around an order
+//! (warming, new stamps) is one edit in this file.
+//!
+//! Counters ([`PathStats`]), one meaning each:
+//! * `packets`: market-data payloads given to the engine.
+//! * `orders`: orders that go out whole: handed to the kernel or the user-space stack at
+//!   once ([`Sent::Now`]) or queued whole in the path's own backlog ([`Sent::Queued`]).
+//! * `orders_queued`: of `orders`, those that waited in the path's backlog because the
+//!   transport had no room (they go out, later, in order).
+//! * `orders_held_back`: orders the path could not queue whole (backlog or stack buffer full,
+//!   every send slot in flight): not sent at all, never half-sent.
+
+use std::io;
+
+use proto::order::OrderRepr;
+
+use crate::engine::Engine;
+use crate::latency::Latency;
+use hostsys::mono_ns;
+
+/// What a path's transport did with one order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// All 21 bytes were handed to the kernel or the stack now.
+    Now,
+    /// Queued whole in the path's own backlog; they go out when the transport has room.
+    Queued,
+    /// Not sent: no room to queue the whole order.
+    HeldBack,
+}
+
+/// Per-session counters of the order path (see the module docs for their meaning).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PathStats {
+    /// Market-data payloads given to the engine.
+    pub packets: u64,
+    /// Orders that go out whole (now or from the backlog).
+    pub orders: u64,
+    /// Of `orders`, those queued in the path's backlog first.
+    pub orders_queued: u64,
+    /// Orders not sent because they could not be queued whole.
+    pub orders_held_back: u64,
+}
+
+/// Where the orders of a session are recorded with the calibration delay each one got
+/// (preallocated; the hot path only pushes).
+#[derive(Debug)]
+pub struct OrderLog {
+    orders: Vec<(OrderRepr, u64)>,
+    total: u64,
+    /// Orders that did not fit the preallocated log (still sent).
+    pub overflow: u64,
+}
+
+impl OrderLog {
+    /// A log holding up to `capacity` orders without allocating.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            orders: Vec::with_capacity(capacity),
+            total: 0,
+            overflow: 0,
+        }
+    }
+
+    /// Records an order and the delay injected before its send.
+    #[inline]
+    pub fn push(&mut self, o: OrderRepr, delay_ns: u64) {
+        self.total += 1;
+        if self.orders.len() < self.orders.capacity() {
+            self.orders.push((o, delay_ns));
+        } else {
+            self.overflow += 1;
+        }
+    }
+
+    /// Orders sent this session.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// The orders and their injected delays.
+    pub fn orders(&self) -> &[(OrderRepr, u64)] {
+        &self.orders
+    }
+
+    /// Empties the log (keeps the capacity).
+    pub fn clear(&mut self) {
+        self.orders.clear();
+        self.total = 0;
+        self.overflow = 0;
+    }
+}
+
+/// An order the engine produced, with the receive stamp of its packet; hand it to
+/// [`Hot::send`].
+#[derive(Debug, Clone, Copy)]
+#[must_use = "an order from the engine must be sent or counted as held back"]
+pub struct Pending {
+    /// The order.
+    pub order: OrderRepr,
+    /// `CLOCK_MONOTONIC` ns when its packet was read.
+    pub t_rx: u64,
+}
+
+/// The hot-path context a path's `poll` works with.
+pub struct Hot<'a> {
+    /// Book and trigger.
+    pub engine: &'a mut Engine,
+    /// Packet-to-order latency.
+    pub latency: &'a mut Latency,
+    /// Orders sent.
+    pub log: &'a mut OrderLog,
+    /// Counters of the order path.
+    pub stats: &'a mut PathStats,
+    /// Calibration: order k busy-waits `delays[k % len]` ns between trigger and send
+    /// (empty = no delay).
+    pub delays: &'a [u64],
+}
+
+impl Hot<'_> {
+    /// Stamps the receive, counts the packet and runs the engine on `payload`.
+    #[inline]
+    pub fn on_packet(&mut self, payload: &[u8]) -> Option<Pending> {
+        let t_rx = mono_ns();
+        self.stats.packets += 1;
+        let order = self.engine.on_packet(payload, t_rx)?;
+        Some(Pending { order, t_rx })
+    }
+
+    /// The tail of every path: calibration delay, `send` (the path's encode and hand-off),
+    /// stamp, record, log, count. An error from `send` is the transport's (the session ends).
+    #[inline]
+    pub fn send(
+        &mut self,
+        p: Pending,
+        send: impl FnOnce(&OrderRepr) -> io::Result<Sent>,
+    ) -> io::Result<Sent> {
+        let delay = self.next_delay();
+        spin_for(delay);
+        let sent = send(&p.order)?;
+        let t_tx = mono_ns();
+        match sent {
+            Sent::Now => {
+                self.stats.orders += 1;
+                self.latency.record(t_tx.saturating_sub(p.t_rx));
+                self.log.push(p.order, delay);
+            }
+            Sent::Queued => {
+                // It goes out later: its packet-to-order time is not known here, so it is
+                // not recorded (the exchange's clock still measures it).
+                self.stats.orders += 1;
+                self.stats.orders_queued += 1;
+                self.log.push(p.order, delay);
+            }
+            Sent::HeldBack => self.stats.orders_held_back += 1,
+        }
+        Ok(sent)
+    }
+
+    /// The delay the next order gets.
+    #[inline]
+    fn next_delay(&self) -> u64 {
+        if self.delays.is_empty() {
+            0
+        } else {
+            self.delays[(self.log.total() % self.delays.len() as u64) as usize]
+        }
+    }
+}
+
+/// Spins for `ns` (calibration delay).
+#[inline]
+pub fn spin_for(ns: u64) {
+    if ns == 0 {
+        return;
+    }
+    let end = mono_ns() + ns;
+    while mono_ns() < end {
+        std::hint::spin_loop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineConfig;
+    use proto::order::Side;
+
+    fn order() -> Pending {
+        Pending {
+            order: OrderRepr {
+                qty: 1,
+                price: 659_350_000_000,
+                side: Side::Buy,
+                trigger_id: 7,
+            },
+            t_rx: mono_ns(),
+        }
+    }
+
+    #[test]
+    fn each_outcome_counts_once_and_only_sent_orders_are_logged() {
+        let mut engine = Engine::new(EngineConfig::default());
+        let (mut latency, mut log, mut stats) = (
+            Latency::new(),
+            OrderLog::with_capacity(8),
+            PathStats::default(),
+        );
+        let mut hot = Hot {
+            engine: &mut engine,
+            latency: &mut latency,
+            log: &mut log,
+            stats: &mut stats,
+            delays: &[],
+        };
+        for outcome in [Sent::Now, Sent::Queued, Sent::HeldBack, Sent::Now] {
+            assert_eq!(hot.send(order(), |_| Ok(outcome)).expect("send"), outcome);
+        }
+        assert!(hot
+            .send(order(), |_| Err(io::Error::other("gone")))
+            .is_err());
+        assert_eq!(
+            stats,
+            PathStats {
+                packets: 0,
+                orders: 3,
+                orders_queued: 1,
+                orders_held_back: 1
+            }
+        );
+        assert_eq!(log.total(), 3);
+        assert_eq!(
+            latency.percentiles().count,
+            2,
+            "queued orders have no send time"
+        );
+    }
+
+    #[test]
+    fn delays_cycle_order_by_order() {
+        let mut engine = Engine::new(EngineConfig::default());
+        let (mut latency, mut log, mut stats) = (
+            Latency::new(),
+            OrderLog::with_capacity(8),
+            PathStats::default(),
+        );
+        let mut hot = Hot {
+            engine: &mut engine,
+            latency: &mut latency,
+            log: &mut log,
+            stats: &mut stats,
+            delays: &[0, 1000],
+        };
+        for _ in 0..4 {
+            hot.send(order(), |_| Ok(Sent::Now)).expect("send");
+        }
+        let delays: Vec<u64> = log.orders().iter().map(|&(_, d)| d).collect();
+        assert_eq!(delays, [0, 1000, 0, 1000]);
+    }
+}

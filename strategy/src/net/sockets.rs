@@ -1,0 +1,71 @@
+//! The kernel sockets every path needs: the non-blocking order connection (kernel and
+//! io_uring paths) and the market-data group join (kernel and io_uring receive on it; AF_XDP
+//! holds it only so that the interface accepts the group's frames).
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+/// A non-blocking TCP socket connecting to `addr`, with TCP_NODELAY.
+pub fn start_tcp_connect(addr: SocketAddrV4) -> io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    s.set_nonblocking(true)?;
+    s.set_nodelay(true)?;
+    match s.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(s)
+}
+
+/// Has the non-blocking connect of `s` completed? Error if it failed, or if no connect was
+/// started (`None`).
+pub fn tcp_connected(s: Option<&socket2::Socket>) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let s =
+        s.ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "no connect in progress"))?;
+    if !hostsys::socket::writable_now(s.as_raw_fd())? {
+        return Ok(false);
+    }
+    if let Some(e) = s.take_error()? {
+        return Err(e);
+    }
+    s.peer_addr()?;
+    Ok(true)
+}
+
+/// A non-blocking UDP socket bound to the group's port and joined on `iface`.
+pub fn join_group(
+    group: SocketAddrV4,
+    iface: Option<Ipv4Addr>,
+    busy_poll_us: u32,
+) -> io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::AsRawFd;
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    // A large receive buffer so a snapshot burst is not dropped; FORCE works as root.
+    if hostsys::socket::setsockopt_int(
+        s.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUFFORCE,
+        8 << 20,
+    )
+    .is_err()
+    {
+        let _ = s.set_recv_buffer_size(8 << 20);
+    }
+    if busy_poll_us > 0 {
+        hostsys::socket::setsockopt_int(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BUSY_POLL,
+            busy_poll_us as i32,
+        )?;
+    }
+    s.bind(&group.into())?;
+    s.join_multicast_v4(group.ip(), &iface.unwrap_or(Ipv4Addr::UNSPECIFIED))?;
+    Ok(s.into())
+}
