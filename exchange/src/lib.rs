@@ -9,12 +9,11 @@
 //! first packet that carried the trigger id, per clock source).
 //!
 //! [`server`] is the one event loop (mio) with the INIT -> HANDSHAKE -> TRANSMIT -> INIT
-//! state machine; [`mdgen`] writes the synthetic Tardis-style file the lab replays.
+//! state machine; the synthetic Tardis-style file the lab replays is written by [`mdfile::mdgen`].
 
 pub mod formatter;
 pub mod md_publisher;
 pub use mdfile;
-pub mod mdgen;
 pub mod order_entry;
 pub mod pacing;
 pub mod results;

@@ -10,9 +10,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use exchange::md_publisher::{resolve_iface, PublisherConfig};
-use exchange::mdgen::{self, GenConfig};
 use exchange::pacing::Pace;
 use exchange::server::{Server, ServerConfig, ServerError};
+use mdfile::mdgen::{self, GenConfig};
 
 #[derive(Parser)]
 #[command(

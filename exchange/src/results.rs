@@ -5,6 +5,7 @@
 //! right before `sendto` and right after `recv`) and `kernel` (software timestamps taken
 //! by the kernel when the datagram left and when the order segment arrived).
 
+use mdfile::orders::{OrderRow, RowKind};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -236,60 +237,6 @@ impl Summary {
     }
 }
 
-/// One accepted order.
-#[derive(Debug, Clone, Copy)]
-pub struct OrderRow {
-    /// Session number.
-    pub session: u64,
-    /// The order.
-    pub order: proto::order::OrderRepr,
-    /// User send time of the first / last packet with the trigger id.
-    pub send_first_ns: u64,
-    /// Last.
-    pub send_last_ns: u64,
-    /// User receive time.
-    pub recv_ns: u64,
-    /// Kernel TX timestamp of the first packet with the id.
-    pub ktx_first_ns: Option<u64>,
-    /// Kernel RX timestamp of the segment that completed the order.
-    pub krx_ns: Option<u64>,
-}
-
-/// CSV header of the order rows.
-pub const CSV_HEADER: &str = "session,trigger_id,side,price,qty,send_first_ns,send_last_ns,recv_ns,t2t_first_ns,t2t_last_ns,ktx_first_ns,krx_ns,kt2t_first_ns";
-
-impl OrderRow {
-    /// Kernel tick-to-trade, when both stamps exist and are ordered.
-    pub fn kernel_t2t(&self) -> Option<u64> {
-        match (self.ktx_first_ns, self.krx_ns) {
-            (Some(tx), Some(rx)) if rx >= tx => Some(rx - tx),
-            _ => None,
-        }
-    }
-
-    /// Writes the CSV row.
-    pub fn write_csv(&self, out: &mut impl Write) -> io::Result<()> {
-        let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
-        writeln!(
-            out,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{}",
-            self.session,
-            self.order.trigger_id,
-            self.order.side.as_str(),
-            proto::decimal::Fixed(self.order.price, proto::PRICE_DECIMALS),
-            self.order.qty,
-            self.send_first_ns,
-            self.send_last_ns,
-            self.recv_ns,
-            self.recv_ns.saturating_sub(self.send_first_ns),
-            self.recv_ns.saturating_sub(self.send_last_ns),
-            opt(self.ktx_first_ns),
-            opt(self.krx_ns),
-            opt(self.kernel_t2t()),
-        )
-    }
-}
-
 /// Where results go.
 #[derive(Debug, Default)]
 pub struct ResultsSink {
@@ -312,7 +259,7 @@ impl ResultsSink {
                 let new = f.metadata()?.len() == 0;
                 let mut w = BufWriter::new(f);
                 if new {
-                    writeln!(w, "{CSV_HEADER}")?;
+                    writeln!(w, "{}", RowKind::Exchange.header())?;
                 }
                 Some(w)
             }
@@ -327,7 +274,7 @@ impl ResultsSink {
     /// Appends an order row (buffered).
     pub fn order(&mut self, row: &OrderRow) -> io::Result<()> {
         if let Some(w) = &mut self.csv {
-            row.write_csv(w)?;
+            row.write(RowKind::Exchange, w)?;
         }
         Ok(())
     }

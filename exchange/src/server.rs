@@ -33,9 +33,10 @@ use crate::formatter::PacketFormatter;
 use crate::md_publisher::{MdPublisher, PublisherConfig, Sent};
 use crate::order_entry::OrderStream;
 use crate::pacing::{Pace, Pacer};
-use crate::results::{EndReason, OrderRow, ResultsSink, SessionStats, Summary};
+use crate::results::{EndReason, ResultsSink, SessionStats, Summary};
 use hostsys::clock::mono_ns;
 use hostsys::errqueue as sys;
+use mdfile::orders::{OrderRow, Timing};
 use mdfile::{MdReader, ReadError};
 
 const LISTENER: Token = Token(0);
@@ -406,14 +407,18 @@ impl Server {
             match OrderRepr::decode(&msg) {
                 Ok(order) => match s.sends.get(&order.trigger_id) {
                     Some(t) => {
-                        let row = OrderRow {
-                            session: s.stats.session,
-                            order,
+                        let timing = Timing {
                             send_first_ns: t.first,
                             send_last_ns: t.last,
                             recv_ns,
                             ktx_first_ns: t.ktx_first,
                             krx_ns: krx,
+                        };
+                        let row = OrderRow {
+                            session: s.stats.session,
+                            order,
+                            timing: Some(timing),
+                            delay_ns: None,
                         };
                         s.stats.counters.orders_accepted += 1;
                         let _ = s
@@ -424,7 +429,7 @@ impl Server {
                             .stats
                             .t2t_user_last
                             .record(recv_ns.saturating_sub(t.last).max(1));
-                        if let Some(k) = row.kernel_t2t() {
+                        if let Some(k) = timing.kernel_t2t_ns() {
                             let _ = s.stats.t2t_kernel.record(k.max(1));
                         }
                         if self.cfg.log_orders {
@@ -438,7 +443,7 @@ impl Server {
                                 order.qty,
                                 recv_ns,
                                 recv_ns.saturating_sub(t.first),
-                                row.kernel_t2t().map_or_else(|| "-".to_owned(), |v| v.to_string()),
+                                timing.kernel_t2t_ns().map_or_else(|| "-".to_owned(), |v| v.to_string()),
                             );
                         }
                         if let Err(e) = self.sink.order(&row) {

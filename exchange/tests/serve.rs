@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use exchange::mdgen::{self, GenConfig};
 use exchange::results::{read_summaries, EndReason, Summary};
+use mdfile::mdgen::{self, GenConfig};
 use netlab::VethLab;
 use proto::order::{OrderRepr, Side};
 use socket2::{Domain, Protocol, Socket, Type};

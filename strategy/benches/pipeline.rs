@@ -5,7 +5,7 @@
 )]
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use exchange::mdgen::{self, GenConfig};
+use mdfile::mdgen::{self, GenConfig};
 use mdfile::{MdReader, Record};
 use strategy::book::Book;
 use strategy::engine::{Engine, EngineConfig};

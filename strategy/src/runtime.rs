@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use proto::decimal::Fixed;
+use mdfile::orders::{OrderRow, RowKind};
 use serde::Serialize;
 use tracing::{info, warn};
 
@@ -460,17 +460,16 @@ fn finish_session<P: NetPath>(
                 .open(p)?,
         );
         if new {
-            writeln!(f, "session,trigger_id,side,price,qty,delay_ns")?;
+            writeln!(f, "{}", RowKind::Strategy.header())?;
         }
-        for (o, delay) in tally.log.orders() {
-            writeln!(
-                f,
-                "{session},{},{},{},{},{delay}",
-                o.trigger_id,
-                o.side.as_str(),
-                Fixed(o.price, proto::PRICE_DECIMALS),
-                o.qty
-            )?;
+        for &(order, delay) in tally.log.orders() {
+            let row = OrderRow {
+                session,
+                order,
+                timing: None,
+                delay_ns: Some(delay),
+            };
+            row.write(RowKind::Strategy, &mut f)?;
         }
         f.flush()?;
     }

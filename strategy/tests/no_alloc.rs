@@ -1,7 +1,7 @@
 //! Proves the hot path (parse -> book -> trigger -> encode) does not allocate after warm-up,
 //! with a counting global allocator.
 
-use exchange::mdgen::{self, GenConfig};
+use mdfile::mdgen::{self, GenConfig};
 use mdfile::{MdReader, Record};
 use strategy::engine::{Engine, EngineConfig};
 

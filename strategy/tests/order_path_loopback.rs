@@ -5,8 +5,8 @@
 //! arrives must equal what the engine fired, in order; then a close is seen as EOF.
 #![cfg(feature = "xdp")]
 
-use exchange::mdgen::{self, GenConfig};
 use exchange::order_entry::OrderStream;
+use mdfile::mdgen::{self, GenConfig};
 use mdfile::{MdReader, Record};
 use proto::order::OrderRepr;
 use smoltcp::iface::{Config, Interface, SocketSet};

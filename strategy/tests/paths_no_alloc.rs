@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use exchange::mdgen::{self, GenConfig};
+use mdfile::mdgen::{self, GenConfig};
 use netlab::VethLab;
 use strategy::engine::{Engine, EngineConfig};
 use strategy::latency::Latency;

@@ -1,6 +1,6 @@
 //! The replay's orders on a generated file are exactly the triggers the generator planted.
 
-use exchange::mdgen::{self, GenConfig};
+use mdfile::mdgen::{self, GenConfig};
 use proto::order::Side;
 use strategy::engine::EngineConfig;
 

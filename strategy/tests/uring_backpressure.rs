@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use exchange::mdgen::{self, GenConfig};
+use mdfile::mdgen::{self, GenConfig};
 use netlab::VethLab;
 use strategy::engine::{Engine, EngineConfig};
 use strategy::latency::Latency;

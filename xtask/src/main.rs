@@ -6,18 +6,15 @@
 //! paths side by side; `gen-md` writes the default market-data file; `bench-exchange`
 //! measures the publisher.
 
-mod analyze;
-mod bench;
-mod floor;
-mod lab;
+mod lab_cmd;
 mod setup;
-mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use lab::{Env, LabConfig};
 
 #[derive(Parser)]
 #[command(
@@ -39,9 +36,9 @@ enum Cmd {
     /// Write the default market-data file (cached in target/lab-data/).
     GenMd(GenMdArgs),
     /// Run the network-namespace lab: exchange and strategy over veth, paths side by side.
-    Lab(lab::LabArgs),
+    Lab(lab_cmd::LabArgs),
     /// Benchmark the exchange's publisher: max rate and pacing error.
-    BenchExchange(bench::BenchArgs),
+    BenchExchange(lab_cmd::BenchArgs),
     /// Build the XDP program (nightly, build-std, bpf-linker; installs them if missing).
     BuildEbpf,
     /// Build what is needed and run the strategy on an interface (e.g. inside the guest:
@@ -67,30 +64,16 @@ struct RunArgs {
     rest: Vec<String>,
 }
 
-/// Lab settings for the test command's own runs: no build (the test command built
-/// everything), one run, a fixed results folder, nothing else switched on.
-fn test_lab(paths: &[&str], md_file: Option<PathBuf>, dir: PathBuf, pace: &str) -> lab::LabArgs {
-    lab::LabArgs {
+/// Lab settings for the test command's own runs: one run, a fixed results folder,
+/// nothing else switched on (the test command built everything first).
+fn test_lab(paths: &[&str], md_file: Option<PathBuf>, dir: PathBuf, pace: &str) -> LabConfig {
+    LabConfig {
         paths: paths.iter().map(|p| (*p).to_owned()).collect(),
-        runs: 1,
         md_file,
         pace: pace.into(),
         results_dir: Some(dir),
-        no_build: true,
-        strategy_flags: String::new(),
         timeout: 300,
-        vm: false,
-        calibrate: false,
-        pcap: false,
-        action: None,
-        vm_args: vm::VmArgs {
-            nic: vec!["virtio".into()],
-            accel: "tcg".into(),
-            guest_kernel: None,
-            mem: 512,
-            smp: 1,
-            interactive: false,
-        },
+        ..LabConfig::default()
     }
 }
 
@@ -215,24 +198,29 @@ struct TestArgs {
 
 /// The VM tests: one TCG guest with virtio-net per path (kernel, xdp) on a small file; the
 /// lab fails unless the exchange's orders equal the replay oracle. Bounded by timeouts.
-fn vm_smoke() -> Result<()> {
-    let dir = root().join("target/lab-results/vm-test");
+fn vm_smoke(env: &Env) -> Result<()> {
+    let dir = env.results_root().join("vm-test");
     let md = dir.join("md-small.csv.gz");
-    let cfg = exchange::mdgen::GenConfig {
+    let cfg = mdfile::mdgen::GenConfig {
         target_bytes: 20_000,
         depth: 40,
         trigger_every: 60,
-        ..exchange::mdgen::GenConfig::default()
+        ..mdfile::mdgen::GenConfig::default()
     };
     std::fs::create_dir_all(&dir)?;
-    exchange::mdgen::generate(&md, &cfg)?;
-    let args = lab::LabArgs {
-        vm: true,
+    mdfile::mdgen::generate(&md, &cfg)?;
+    let args = LabConfig {
         timeout: 120,
         ..test_lab(&["kernel", "xdp"], Some(md), dir, "rate:500")
     };
+    let vm = lab::vm::VmConfig {
+        accel: "tcg".into(),
+        ..lab::vm::VmConfig::default()
+    };
     let t0 = std::time::Instant::now();
-    lab::run(&args)?;
+    let (dir, results) = lab::vm::run(env, &args, &vm)?;
+    lab::report::report(&dir, &results)?;
+    lab::check(&dir, &results)?;
     println!("VM tests passed in {:.0} s", t0.elapsed().as_secs_f64());
     Ok(())
 }
@@ -253,11 +241,13 @@ fn main() -> ExitCode {
         Cmd::Setup(a) => setup::run(&a),
         Cmd::Test(a) => test(&a),
         Cmd::GenMd(a) => {
-            let out = a.out.unwrap_or_else(default_md_file);
-            ensure_md_file(&out, a.force).map(|_| ())
+            let out = a
+                .out
+                .unwrap_or_else(|| lab::data::default_md_file(&Env::workspace()));
+            lab::data::ensure_md_file(&out, a.force).map(|_| ())
         }
-        Cmd::Lab(a) => lab::run(&a),
-        Cmd::BenchExchange(a) => bench::run(&a),
+        Cmd::Lab(a) => lab_cmd::run(&a),
+        Cmd::BenchExchange(a) => lab_cmd::bench(&a),
         Cmd::Fuzz(a) => fuzz(&a),
         Cmd::BuildEbpf => build_ebpf(),
         Cmd::Run(a) => run_strategy(&a),
@@ -271,21 +261,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// The Ctrl-C flag, with its handler installed on first use (once per process: the test
-/// command runs several labs).
-pub fn stop_flag() -> Result<&'static std::sync::atomic::AtomicBool> {
-    static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    static INSTALLED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    INSTALLED
-        .get_or_init(|| {
-            ctrlc::set_handler(|| STOP.store(true, std::sync::atomic::Ordering::SeqCst))
-                .map_err(|e| e.to_string())
-        })
-        .clone()
-        .map_err(|e| anyhow::anyhow!("Ctrl-C handler: {e}"))?;
-    Ok(&STOP)
-}
-
 /// The workspace root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -294,41 +269,9 @@ pub fn root() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// `target/lab-data/md-default.csv.gz`.
-pub fn default_md_file() -> PathBuf {
-    root().join("target/lab-data/md-default.csv.gz")
-}
-
-/// Generates the file with the default settings unless it is already there.
-pub fn ensure_md_file(out: &Path, force: bool) -> Result<PathBuf> {
-    if out.exists() && exchange::mdgen::planted_path(out).exists() && !force {
-        println!("market data: {} (cached)", out.display());
-        return Ok(out.to_owned());
-    }
-    let s = exchange::mdgen::generate(out, &exchange::mdgen::GenConfig::default())
-        .with_context(|| format!("generating {}", out.display()))?;
-    println!(
-        "market data: wrote {} ({} bytes, {} lines, {} planted triggers)",
-        out.display(),
-        s.bytes,
-        s.lines,
-        s.planted.len()
-    );
-    Ok(out.to_owned())
-}
-
-/// Runs a command, failing when it fails.
+/// Runs a command in the workspace root, failing when it fails.
 pub fn cmd(program: &str, args: &[&str]) -> Result<()> {
-    println!("+ {program} {}", args.join(" "));
-    let st = Command::new(program)
-        .args(args)
-        .current_dir(root())
-        .status()
-        .with_context(|| format!("running {program}"))?;
-    if !st.success() {
-        bail!("`{program} {}` failed ({st})", args.join(" "));
-    }
-    Ok(())
+    lab::process::cmd_in(&root(), program, args)
 }
 
 fn test(a: &TestArgs) -> Result<()> {
@@ -359,42 +302,46 @@ fn test(a: &TestArgs) -> Result<()> {
     // every binary first: the strategy's end-to-end tests start the exchange's.
     cmd("cargo", &["build", "--workspace", "--release", "--bins"])?;
     cmd("cargo", &["test", "--workspace", "--release"])?;
+    let env = Env::workspace();
     // The measurement chain: injected delays must show up as p50 shifts (1 us + 5 %, widened by the medians' 95 % confidence).
-    lab::run(&lab::LabArgs {
-        calibrate: true,
-        ..test_lab(
+    lab::calibrate::run(
+        &env,
+        &test_lab(
             &["kernel"],
             None,
-            root().join("target/lab-results/calibrate-test"),
+            env.results_root().join("calibrate-test"),
             "rate:5000",
-        )
-    })?;
+        ),
+    )?;
     // Captures: the analyzer must find on the wire exactly the orders the results list.
-    let pcap_dir = root().join("target/lab-results/pcap-test");
+    let pcap_dir = env.results_root().join("pcap-test");
     let _ = std::fs::remove_dir_all(&pcap_dir);
     std::fs::create_dir_all(&pcap_dir)?;
     let small = pcap_dir.join("md-small.csv.gz");
-    exchange::mdgen::generate(
+    mdfile::mdgen::generate(
         &small,
-        &exchange::mdgen::GenConfig {
+        &mdfile::mdgen::GenConfig {
             target_bytes: 40_000,
             depth: 60,
             trigger_every: 80,
             ..Default::default()
         },
     )?;
-    lab::run(&lab::LabArgs {
-        pcap: true,
-        ..test_lab(
-            &["kernel", "xdp"],
-            Some(small),
-            pcap_dir.clone(),
-            "rate:5000",
-        )
-    })?;
-    analyze::run(&pcap_dir)?;
+    lab::netns::run(
+        &env,
+        &LabConfig {
+            pcap: true,
+            ..test_lab(
+                &["kernel", "xdp"],
+                Some(small),
+                pcap_dir.clone(),
+                "rate:5000",
+            )
+        },
+    )?;
+    lab::capture::run(&pcap_dir)?;
     if !a.no_vm {
-        vm_smoke()?;
+        vm_smoke(&env)?;
     }
     println!("all tests passed");
     Ok(())

@@ -6,6 +6,7 @@
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+use lab::process::output;
 
 /// Which groups to install.
 #[derive(clap::Args, Default)]
@@ -104,22 +105,6 @@ pub fn bpf_linker_dir() -> std::path::PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cargo")))
         .unwrap_or_else(|| std::path::PathBuf::from("/root/.cargo"));
     home.join("bpf-linker-llvm")
-}
-
-/// Runs a command and returns its stdout, failing with its stderr.
-pub fn output(program: &str, args: &[&str]) -> Result<String> {
-    let o = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {program}"))?;
-    if !o.status.success() {
-        bail!(
-            "`{program} {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).trim().to_owned())
 }
 
 /// The eBPF toolchain: nightly rust-src and bpf-linker linked against nightly's libLLVM.

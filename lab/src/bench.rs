@@ -1,4 +1,4 @@
-//! `cargo xtask bench-exchange`: the publisher's maximum rate and its pacing error.
+//! The publisher benchmark (`cargo xtask bench-exchange`): maximum rate and pacing error.
 //!
 //! Runs `exchange serve` in a namespace of a fresh veth pair with a sink client in the
 //! other (joins the group, connects, reads until the session ends), once with `--pace max`
@@ -14,36 +14,22 @@ use anyhow::{bail, Context, Result};
 use exchange::results::read_summaries;
 use netlab::VethLab;
 
-use crate::{cmd, ensure_md_file, root};
+use crate::data::{default_md_file, ensure_md_file};
+use crate::Env;
 
-/// Flags.
-#[derive(clap::Args)]
-pub struct BenchArgs {
-    /// Rate for the pacing-error measurement (packets/s).
-    #[arg(long, default_value_t = 20_000)]
-    pub rate: u32,
-    /// Do not build first.
-    #[arg(long)]
-    pub no_build: bool,
-}
-
-/// Runs it.
-pub fn run(a: &BenchArgs) -> Result<()> {
+/// Runs it at `rate` packets/s (and at `--pace max`).
+pub fn run(env: &Env, rate: u32) -> Result<()> {
     if !netlab::is_root() {
         bail!("the benchmark creates network namespaces: run it as root");
     }
-    crate::setup::run(&crate::setup::SetupArgs::default())?;
-    if !a.no_build {
-        cmd("cargo", &["build", "--release", "-p", "exchange"])?;
-    }
-    let md = ensure_md_file(&crate::default_md_file(), false)?;
-    let dir = root().join("target/lab-results/bench-exchange");
+    let md = ensure_md_file(&default_md_file(env), false)?;
+    let dir = env.results_root().join("bench-exchange");
     std::fs::create_dir_all(&dir)?;
     println!(
         "{:<14}{:>10}{:>12}{:>10}{:>10}{:>10}{:>10}{:>8}{:>9}",
         "pace", "packets", "pkts/s", "err p50", "err p90", "err p99", "err max", "late", "retries"
     );
-    for pace in ["max".to_owned(), format!("rate:{}", a.rate)] {
+    for pace in ["max".to_owned(), format!("rate:{rate}")] {
         let lab = VethLab::new("bex").context("namespaces")?;
         let summary = dir.join(format!("{}.jsonl", pace.replace(':', "-")));
         let _ = std::fs::remove_file(&summary);
@@ -51,7 +37,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             .exchange
             .command("taskset")
             .args(["-c", "0"])
-            .arg(root().join("target/release/exchange"))
+            .arg(env.bin("exchange"))
             .args([
                 "serve",
                 "--oe-listen",

@@ -1,4 +1,6 @@
-//! `cargo xtask lab analyze RESULTS`: wire-to-wire latency from the lab's packet captures.
+//! Packet captures of lab runs: taking them (`lab --pcap`: tcpdump on the exchange's veth,
+//! [`start`] / [`stop`]) and reading them (`cargo xtask lab analyze RESULTS`, [`run`]):
+//! wire-to-wire latency from the captures.
 //!
 //! Each capture (`<path>-<run>.pcap`, nanosecond timestamps, taken on the exchange's side
 //! of the veth by `lab --pcap`) is read with pcap-file and etherparse: the first market-data
@@ -11,13 +13,17 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use pcap_file::pcap::PcapReader;
 use proto::order::{OrderRepr, ORDER_LEN};
 
-use crate::lab::pct;
+use crate::oracle::read_exchange_orders;
+use crate::process::Proc;
+use crate::stats::pct;
 
 /// One order found on the wire.
 #[derive(Debug, Clone, Copy)]
@@ -124,22 +130,9 @@ pub fn run(dir: &Path) -> Result<()> {
             .unwrap_or_default();
         let wire = read_capture(&cap, proto::DEFAULT_MD_PORT, proto::DEFAULT_OE_PORT)?;
         let (rows, mut user, mut kernel) =
-            crate::lab::read_exchange_orders(&dir.join(format!("{tag}.exchange.csv")))?;
-        let from_wire: Vec<(u64, &str, i64, u32)> = wire
-            .iter()
-            .map(|w| {
-                (
-                    w.order.trigger_id,
-                    w.order.side.as_str(),
-                    w.order.price,
-                    w.order.qty,
-                )
-            })
-            .collect();
-        let from_results: Vec<(u64, &str, i64, u32)> = rows
-            .iter()
-            .map(|(id, s, p, q)| (*id, s.as_str(), *p, *q))
-            .collect();
+            read_exchange_orders(&dir.join(format!("{tag}.exchange.csv")))?;
+        let from_wire: Vec<OrderRepr> = wire.iter().map(|w| w.order).collect();
+        let from_results: Vec<OrderRepr> = rows.iter().map(|r| r.order).collect();
         let matched = from_wire == from_results && wire.iter().all(|w| w.md_ns.is_some());
         if !matched {
             let first = from_wire
@@ -184,4 +177,59 @@ pub fn run(dir: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Starts tcpdump on the exchange side of the veth, writing `<tag>.pcap` (nanosecond
+/// timestamps, every packet written as it comes), and waits until it captures.
+pub fn start(ns: &netlab::Netns, dir: &Path, tag: &str) -> Result<Proc> {
+    let log = dir.join(format!("{tag}.tcpdump.log"));
+    let mut c = ns.command("tcpdump");
+    // -U: write each packet as it comes, so nothing waits in tcpdump's buffer.
+    c.args([
+        "-i",
+        netlab::VethLab::EXCHANGE_IF,
+        "-n",
+        "-U",
+        "-s",
+        "256",
+        "--time-stamp-precision",
+        "nano",
+        "-w",
+    ])
+    .arg(dir.join(format!("{tag}.pcap")))
+    .args(["udp", "port", "12345", "or", "tcp", "port", "9012"])
+    .stdout(Stdio::null())
+    .stderr(fs::File::create(&log)?);
+    let p = Proc::spawn("tcpdump", &mut c)
+        .context("starting tcpdump (cargo xtask setup installs it)")?;
+    // tcpdump says "listening on" once the capture is open.
+    let t0 = Instant::now();
+    while !fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("listening on")
+    {
+        if t0.elapsed() > Duration::from_secs(10) {
+            bail!("tcpdump did not start capturing; see {tag}.tcpdump.log");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(p)
+}
+
+/// Stops a capture once it has caught up: tcpdump runs behind while both sides spin on
+/// the CPUs, so it is stopped (SIGINT, which flushes the file) only when `pcap` has stopped
+/// growing, or the tail of the run would be lost.
+pub fn stop(c: Proc, pcap: &Path) {
+    let (mut last, mut stable_since, t0) = (0u64, Instant::now(), Instant::now());
+    while stable_since.elapsed() < Duration::from_millis(300)
+        && t0.elapsed() < Duration::from_secs(10)
+    {
+        let len = fs::metadata(pcap).map(|m| m.len()).unwrap_or(0);
+        if len != last {
+            last = len;
+            stable_since = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.interrupt();
 }

@@ -435,7 +435,7 @@ pub fn read_planted(path: &Path) -> io::Result<Vec<Planted>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mdfile::{MdReader, Record};
+    use crate::{MdReader, Record};
 
     #[test]
     fn deterministic_and_readable() {

@@ -1,0 +1,241 @@
+//! The lab: one command runs an experiment and prints the network paths side by side.
+//!
+//! An experiment flows: [`LabConfig`] (plain settings; `cargo xtask lab` maps its flags to
+//! them) -> a run per path and repetition, in network namespaces over veth ([`netns`]) or
+//! in a QEMU guest behind an emulated NIC over a tap ([`vm`]) -> the exchange's order rows
+//! checked against the offline replay ([`oracle`]) -> percentiles ([`stats`]), the table,
+//! `summary.csv` and `runs.json` ([`report`]) and the tick-to-trade CDF ([`plot`]). Beside
+//! it: the ping-pong floor on the same link ([`floor`]), the calibration of the measurement
+//! chain by injected delays ([`calibrate`]), the matching of orders to packets in a capture
+//! ([`capture`]), the publisher benchmark ([`bench`]), the default market-data file
+//! ([`data`]) and the processes it starts ([`process`]).
+//!
+//! Every namespace, tap, QEMU and process a run creates is removed when it ends, fails or
+//! is interrupted (Ctrl-C sets [`stop_flag`]; the runs poll it).
+//!
+//! The lab is the implementation of a command: its errors are reports to a person at a
+//! terminal, so it uses `anyhow` with context like a binary does (docs/decisions.md).
+
+pub mod bench;
+pub mod calibrate;
+pub mod capture;
+pub mod data;
+pub mod floor;
+pub mod netns;
+pub mod oracle;
+pub mod plot;
+pub mod process;
+pub mod report;
+pub mod stats;
+pub mod vm;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+
+/// Where the lab finds the binaries and keeps its files.
+#[derive(Debug, Clone)]
+pub struct Env {
+    /// The workspace root.
+    pub root: PathBuf,
+}
+
+impl Env {
+    /// The workspace this crate belongs to.
+    pub fn workspace() -> Self {
+        Self {
+            root: Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// A release binary of the workspace.
+    pub fn bin(&self, name: &str) -> PathBuf {
+        self.root.join("target/release").join(name)
+    }
+
+    /// `target/lab-data`: generated market-data files.
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.join("target/lab-data")
+    }
+
+    /// `target/lab-results`: one folder per experiment.
+    pub fn results_root(&self) -> PathBuf {
+        self.root.join("target/lab-results")
+    }
+}
+
+/// An experiment's settings.
+#[derive(Debug, Clone)]
+pub struct LabConfig {
+    /// Network paths to compare, in order (kernel, uring, xdp, packet; variants kernel+zc,
+    /// uring+zc, uring+sqpoll); ratios are against the first.
+    pub paths: Vec<String>,
+    /// Repetitions per path.
+    pub runs: u32,
+    /// Market-data file (None: the generated default).
+    pub md_file: Option<PathBuf>,
+    /// Replay pace (`exchange serve --pace`).
+    pub pace: String,
+    /// Results folder (None: `target/lab-results/<prefix><unix time>`).
+    pub results_dir: Option<PathBuf>,
+    /// Extra flags for every `strategy run`.
+    pub strategy_flags: String,
+    /// Seconds a single run may take.
+    pub timeout: u64,
+    /// Capture every run on the exchange's veth.
+    pub pcap: bool,
+}
+
+impl Default for LabConfig {
+    fn default() -> Self {
+        Self {
+            paths: ["kernel", "uring", "xdp", "packet"]
+                .map(str::to_owned)
+                .to_vec(),
+            runs: 1,
+            md_file: None,
+            pace: "rate:5000".into(),
+            results_dir: None,
+            strategy_flags: String::new(),
+            timeout: 600,
+            pcap: false,
+        }
+    }
+}
+
+/// The network paths a lab run knows.
+pub const NETS: [&str; 4] = ["kernel", "uring", "xdp", "packet"];
+
+/// The network path of a lab path name: `kernel`, or `kernel+zc` (a variant).
+pub fn net_of(path: &str) -> &str {
+    path.split('+').next().unwrap_or(path)
+}
+
+/// Strategy flags of a variant: `+zc` is MSG_ZEROCOPY on the kernel path and SEND_ZC on
+/// io_uring; `+sqpoll` is io_uring's SQPOLL (100 ms idle).
+pub fn variant_flags(path: &str) -> &'static [&'static str] {
+    match path {
+        "kernel+zc" => &["--msg-zerocopy"],
+        "uring+zc" => &["--send-zc"],
+        "uring+sqpoll" => &["--sqpoll", "100"],
+        _ => &[],
+    }
+}
+
+/// Checks the path names.
+pub fn check_paths(paths: &[String]) -> Result<()> {
+    for p in paths {
+        if !NETS.contains(&net_of(p))
+            || !matches!(p.split_once('+').map(|v| v.1), None | Some("zc" | "sqpoll"))
+        {
+            bail!(
+                "unknown path `{p}` (available: {}; variants kernel+zc, uring+zc, uring+sqpoll)",
+                NETS.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Makes sure of the market-data file and the results folder
+/// (`target/lab-results/<prefix><unix time>` by default).
+pub fn prepare(env: &Env, a: &LabConfig, prefix: &str) -> Result<(PathBuf, PathBuf)> {
+    check_paths(&a.paths)?;
+    let md_file = match &a.md_file {
+        Some(f) => f.clone(),
+        None => data::ensure_md_file(&data::default_md_file(env), false)?,
+    };
+    let dir = a.results_dir.clone().unwrap_or_else(|| {
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        env.results_root().join(format!("{prefix}{ts}"))
+    });
+    fs::create_dir_all(&dir)?;
+    Ok((md_file, dir))
+}
+
+/// Orders at the start of each run left out of the percentiles (warm-up).
+pub const WARMUP_ORDERS: usize = 5;
+
+/// One run's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    /// Path.
+    pub path: String,
+    /// Repetition.
+    pub run: u32,
+    /// Orders the oracle expects.
+    pub orders_expected: usize,
+    /// Orders the exchange accepted.
+    pub orders_received: usize,
+    /// Received orders equal to the oracle's, in order.
+    pub orders_match: bool,
+    /// Market-data packets the exchange sent.
+    pub packets_sent: u64,
+    /// Packets the strategy received.
+    pub packets_received: u64,
+    /// The exchange's session summary.
+    pub exchange: exchange::results::Summary,
+    /// The strategy's session report (JSON as written).
+    pub strategy: serde_json::Value,
+    /// Tick-to-trade samples (user clock), ns.
+    #[serde(skip)]
+    pub t2t_user: Vec<u64>,
+    /// Tick-to-trade samples (kernel timestamps), ns.
+    #[serde(skip)]
+    pub t2t_kernel: Vec<u64>,
+}
+
+/// Fails when any run's received orders differ from the oracle.
+pub fn check(dir: &Path, results: &[RunResult]) -> Result<()> {
+    let bad: Vec<String> = results
+        .iter()
+        .filter(|r| !r.orders_match)
+        .map(|r| format!("{} run {}", r.path, r.run))
+        .collect();
+    if !bad.is_empty() {
+        bail!(
+            "orders received differ from the oracle in: {} (see {})",
+            bad.join(", "),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// The Ctrl-C flag, with its handler installed on first use (once per process: the test
+/// command runs several labs).
+pub fn stop_flag() -> Result<&'static std::sync::atomic::AtomicBool> {
+    static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    static INSTALLED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            ctrlc::set_handler(|| STOP.store(true, std::sync::atomic::Ordering::SeqCst))
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(|e| anyhow::anyhow!("Ctrl-C handler: {e}"))?;
+    Ok(&STOP)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_names_and_variants() {
+        assert_eq!(net_of("uring+sqpoll"), "uring");
+        assert_eq!(variant_flags("kernel+zc"), ["--msg-zerocopy"]);
+        assert!(variant_flags("xdp").is_empty());
+        assert!(check_paths(&["kernel+zc".into(), "xdp".into()]).is_ok());
+        assert!(check_paths(&["kernel+warp".into()]).is_err());
+        assert!(check_paths(&["dpdk".into()]).is_err());
+    }
+}

@@ -1,0 +1,409 @@
+//! The network-namespace lab.
+//!
+//! For each requested path and repetition: two fresh namespaces joined by veth
+//! ([`netlab::VethLab`], removed on exit, on error and on Ctrl-C), `exchange serve` in one
+//! (pinned to CPU 0, spinning), `strategy run --net PATH` in the other (pinned to CPU 1),
+//! one session over the whole file. Then the exchange's received orders are checked against
+//! the offline replay (the oracle), and the paths are compared ([`crate::report`]).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use exchange::results::read_summaries;
+use netlab::VethLab;
+use proto::order::OrderRepr;
+use strategy::engine::EngineConfig;
+
+use crate::capture;
+use crate::oracle::received_vs_oracle;
+use crate::process::Proc;
+use crate::stats::pct;
+use crate::{net_of, variant_flags, Env, LabConfig, RunResult};
+
+/// Runs the namespace lab: the floor, every path and repetition, the report, the oracle
+/// check (an error when any run's orders differ).
+pub fn run(env: &Env, a: &LabConfig) -> Result<()> {
+    if !netlab::is_root() {
+        bail!("the lab creates network namespaces: run it as root");
+    }
+    let (md_file, dir) = crate::prepare(env, a, "")?;
+    let stop = crate::stop_flag()?;
+    let oracle = strategy::replay::replay(&md_file, EngineConfig::default())
+        .context("replaying the file (oracle)")?;
+    println!(
+        "oracle: {} orders from {} lines of {}",
+        oracle.orders.len(),
+        oracle.lines,
+        md_file.display()
+    );
+    let cpus = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1);
+    let pin = cpus >= 2;
+    println!(
+        "cpus: {cpus}; {}",
+        if pin {
+            "exchange pinned to CPU 0, strategy to CPU 1"
+        } else {
+            "one CPU: no pinning (figures will be poor)"
+        }
+    );
+    let floor = crate::floor::measure(pin).context("the ping-pong floor")?;
+    println!(
+        "floor (bare ping-pong, same link and CPUs, {} round trips each): UDP p50 {:.1} p99 {:.1} us, TCP_NODELAY p50 {:.1} p99 {:.1} us",
+        floor.0.len(),
+        pct(&floor.0, 0.5),
+        pct(&floor.0, 0.99),
+        pct(&floor.1, 0.5),
+        pct(&floor.1, 0.99)
+    );
+    let mut results = Vec::new();
+    for run in 1..=a.runs {
+        for path in &a.paths {
+            let ctx = RunCtx {
+                env,
+                a,
+                md_file: &md_file,
+                dir: &dir,
+                pin,
+                oracle: &oracle.orders,
+                stop,
+            };
+            let r = one_run(&ctx, path, run).with_context(|| format!("path {path}, run {run}"))?;
+            results.push(r);
+        }
+    }
+    crate::report::report(&dir, &results)?;
+    println!("over the floor (user-clock tick-to-trade / UDP ping-pong round trip, same run):");
+    for path in &a.paths {
+        let mut user: Vec<u64> = results
+            .iter()
+            .filter(|r| &r.path == path)
+            .flat_map(|r| r.t2t_user.iter().copied())
+            .collect();
+        user.sort_unstable();
+        println!(
+            "  {path}: p50 x{:.2}, p99 x{:.2}",
+            pct(&user, 0.5) / pct(&floor.0, 0.5),
+            pct(&user, 0.99) / pct(&floor.0, 0.99)
+        );
+    }
+    fs::write(
+        dir.join("floor.json"),
+        serde_json::to_string_pretty(&serde_json::json!({
+            "udp_rtt_us": {"p50": pct(&floor.0, 0.5), "p90": pct(&floor.0, 0.9), "p99": pct(&floor.0, 0.99)},
+            "tcp_rtt_us": {"p50": pct(&floor.1, 0.5), "p90": pct(&floor.1, 0.9), "p99": pct(&floor.1, 0.99)},
+        }))?,
+    )?;
+    crate::check(&dir, &results)
+}
+
+/// What every run of one experiment shares.
+pub struct RunCtx<'a> {
+    /// Binaries and folders.
+    pub env: &'a Env,
+    /// The experiment.
+    pub a: &'a LabConfig,
+    /// The market-data file.
+    pub md_file: &'a Path,
+    /// The results folder.
+    pub dir: &'a Path,
+    /// Pin the exchange to CPU 0 and the strategy to CPU 1.
+    pub pin: bool,
+    /// The oracle's orders.
+    pub oracle: &'a [OrderRepr],
+    /// Ctrl-C.
+    pub stop: &'a AtomicBool,
+}
+
+impl RunCtx<'_> {
+    fn file(&self, tag: &str, suffix: &str) -> PathBuf {
+        self.dir.join(format!("{tag}.{suffix}"))
+    }
+
+    /// `env [taskset -c CPU]`: the command a process of the run starts with.
+    fn pinned(&self, ns: &netlab::Netns, cpu: &str) -> Command {
+        let mut c = ns.command("env");
+        if self.pin {
+            c.args(["taskset", "-c", cpu]);
+        }
+        c
+    }
+}
+
+/// One run of one path: fresh namespaces, the exchange and the strategy for one session,
+/// the kernel counters of both sides, the oracle check.
+fn one_run(ctx: &RunCtx<'_>, path: &str, run: u32) -> Result<RunResult> {
+    let tag = format!("{path}-{run}");
+    let lab = VethLab::new("lab")
+        .context("creating namespaces (is iproute2 installed? are you root?)")?;
+    let (ex_csv, ex_sum, st_sum) = (
+        ctx.file(&tag, "exchange.csv"),
+        ctx.file(&tag, "exchange.jsonl"),
+        ctx.file(&tag, "strategy.jsonl"),
+    );
+    for f in [
+        &ex_csv,
+        &ex_sum,
+        &st_sum,
+        &ctx.file(&tag, "strategy-orders.csv"),
+    ] {
+        let _ = fs::remove_file(f);
+    }
+    let before = both_counters(&lab);
+    let capture = if ctx.a.pcap {
+        Some(capture::start(&lab.exchange, ctx.dir, &tag)?)
+    } else {
+        None
+    };
+    let ex = spawn_exchange(ctx, &lab, &tag)?;
+    std::thread::sleep(Duration::from_millis(200));
+    let st = spawn_strategy(ctx, &lab, path, &tag)?;
+    wait_both(ctx, ex, st, &tag)?;
+    let after = both_counters(&lab);
+    if let Some(c) = capture {
+        capture::stop(c, &ctx.file(&tag, "pcap"));
+    }
+    drop(lab);
+    write_counter_deltas(ctx, &tag, &before, &after)?;
+    let summary = read_summaries(&ex_sum)?
+        .into_iter()
+        .next()
+        .context("no exchange summary")?;
+    let strat: serde_json::Value =
+        serde_json::from_str(fs::read_to_string(&st_sum)?.lines().next().unwrap_or("{}"))?;
+    let rx = received_vs_oracle(&ex_csv, ctx.oracle)?;
+    Ok(RunResult {
+        path: path.to_owned(),
+        run,
+        orders_expected: rx.expected,
+        orders_received: rx.got,
+        orders_match: rx.matches,
+        packets_sent: summary.counters.packets_sent,
+        packets_received: strat["path"]["packets"].as_u64().unwrap_or(0),
+        exchange: summary,
+        strategy: strat,
+        t2t_user: rx.t2t_user,
+        t2t_kernel: rx.t2t_kernel,
+    })
+}
+
+fn spawn_exchange(ctx: &RunCtx<'_>, lab: &VethLab, tag: &str) -> Result<Proc> {
+    let mut ex = ctx.pinned(&lab.exchange, "0");
+    ex.arg(ctx.env.bin("exchange"))
+        .args([
+            "serve",
+            "--oe-listen",
+            "10.77.0.1:9012",
+            "--md-iface",
+            VethLab::EXCHANGE_IF,
+            "--sessions",
+            "1",
+        ])
+        .args(["--spin", "--quiet-orders", "--pace", &ctx.a.pace])
+        .arg("--md-file")
+        .arg(ctx.md_file)
+        .arg("--results")
+        .arg(ctx.file(tag, "exchange.csv"))
+        .arg("--summary")
+        .arg(ctx.file(tag, "exchange.jsonl"))
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(ctx.file(tag, "exchange.log"))?);
+    Proc::spawn("exchange", &mut ex)
+}
+
+fn spawn_strategy(ctx: &RunCtx<'_>, lab: &VethLab, path: &str, tag: &str) -> Result<Proc> {
+    let mut st = ctx.pinned(&lab.strategy, "1");
+    st.arg(ctx.env.bin("strategy"))
+        .args([
+            "run",
+            "--exchange",
+            "10.77.0.1:9012",
+            "--iface",
+            VethLab::STRATEGY_IF,
+            "--net",
+            net_of(path),
+            "--sessions",
+            "1",
+        ])
+        .args(variant_flags(path))
+        .arg("--results")
+        .arg(ctx.file(tag, "strategy.jsonl"))
+        .arg("--orders-out")
+        .arg(ctx.file(tag, "strategy-orders.csv"))
+        // AF_PACKET: smoltcp's own address on the link (the kernel must not own it).
+        .args(if path == "packet" {
+            &["--packet-ip", "10.77.0.3"][..]
+        } else {
+            &[][..]
+        })
+        .args(ctx.a.strategy_flags.split_whitespace())
+        .stdout(fs::File::create(ctx.file(tag, "strategy.out"))?)
+        .stderr(fs::File::create(ctx.file(tag, "strategy.log"))?);
+    Proc::spawn("strategy", &mut st)
+}
+
+/// Waits for both processes to exit successfully, within the run's time limit; Ctrl-C or a
+/// failure ends the run (the guards kill what is left).
+fn wait_both(ctx: &RunCtx<'_>, mut ex: Proc, mut st: Proc, tag: &str) -> Result<()> {
+    let t0 = Instant::now();
+    let limit = Duration::from_secs(ctx.a.timeout);
+    let mut done = [false, false];
+    let mut ticks = 0u32;
+    while !(done[0] && done[1]) {
+        if ctx.stop.load(Ordering::SeqCst) {
+            bail!("interrupted (namespaces and processes removed)");
+        }
+        for (i, p) in [&mut ex, &mut st].into_iter().enumerate() {
+            if !done[i] {
+                if let Some(status) = p.child.try_wait()? {
+                    if !status.success() {
+                        bail!(
+                            "{} exited with {status}; logs in {}",
+                            p.name,
+                            ctx.dir.display()
+                        );
+                    }
+                    done[i] = true;
+                }
+            }
+        }
+        if t0.elapsed() > limit {
+            bail!(
+                "run took longer than {limit:?}; logs in {}",
+                ctx.dir.display()
+            );
+        }
+        ticks += 1;
+        if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            print!("\r  {tag}: running {:>5.1} s", t0.elapsed().as_secs_f64());
+            let _ = std::io::stdout().flush();
+        } else if ticks.is_multiple_of(50) {
+            println!("  {tag}: running {:>5.1} s", t0.elapsed().as_secs_f64());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "\r  {tag}: done in {:.1} s        ",
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+type Counters = BTreeMap<String, i64>;
+
+fn both_counters(lab: &VethLab) -> (Counters, Counters) {
+    (
+        counters(&lab.exchange, VethLab::EXCHANGE_IF),
+        counters(&lab.strategy, VethLab::STRATEGY_IF),
+    )
+}
+
+/// Writes `<tag>.counters.json` and warns about counters a clean run leaves at zero.
+fn write_counter_deltas(
+    ctx: &RunCtx<'_>,
+    tag: &str,
+    before: &(Counters, Counters),
+    after: &(Counters, Counters),
+) -> Result<()> {
+    let deltas = serde_json::json!({
+        "exchange": delta(&before.0, &after.0),
+        "strategy": delta(&before.1, &after.1),
+    });
+    fs::write(
+        ctx.file(tag, "counters.json"),
+        serde_json::to_string_pretty(&deltas)?,
+    )?;
+    let suspicious = [
+        ("strategy", "Udp.InErrors"),
+        ("strategy", "Udp.RcvbufErrors"),
+        ("strategy", "link.rx_dropped"),
+        ("exchange", "link.rx_dropped"),
+        ("exchange", "Udp.SndbufErrors"),
+        ("exchange", "Tcp.RetransSegs"),
+        ("strategy", "Tcp.RetransSegs"),
+        ("exchange", "Tcp.InErrs"),
+        ("strategy", "Tcp.OutRsts"),
+        ("exchange", "Tcp.OutRsts"),
+    ];
+    for (side, key) in suspicious {
+        if let Some(v) = deltas[side][key].as_i64().filter(|v| *v > 0) {
+            println!("  {tag}: WARNING {side} {key} +{v} during the run (not explained by the lab; see {tag}.counters.json)");
+        }
+    }
+    Ok(())
+}
+
+/// Kernel counters of one namespace: /proc/net/snmp (Ip, Udp, Tcp), /proc/net/netstat
+/// (TcpExt), the driver's `ethtool -S` statistics and the interface's link statistics.
+pub fn counters(ns: &netlab::Netns, ifname: &str) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    for file in ["/proc/net/snmp", "/proc/net/netstat"] {
+        let Ok(text) = ns.exec(&["cat", file]) else {
+            continue;
+        };
+        let lines: Vec<&str> = text.lines().collect();
+        for pair in lines.chunks(2) {
+            let [names, values] = pair else { continue };
+            let mut n = names.split_whitespace();
+            let mut v = values.split_whitespace();
+            let Some(proto) = n.next().map(|p| p.trim_end_matches(':').to_owned()) else {
+                continue;
+            };
+            v.next();
+            if !["Ip", "Udp", "Tcp", "TcpExt"].contains(&proto.as_str()) {
+                continue;
+            }
+            for (name, value) in n.zip(v) {
+                if let Ok(x) = value.parse::<i64>() {
+                    out.insert(format!("{proto}.{name}"), x);
+                }
+            }
+        }
+    }
+    if let Ok(text) = ns.exec(&["ethtool", "-S", ifname]) {
+        for line in text.lines().skip(1) {
+            if let Some((k, v)) = line.trim().split_once(':') {
+                if let Ok(x) = v.trim().parse::<i64>() {
+                    out.insert(format!("ethtool.{}", k.trim()), x);
+                }
+            }
+        }
+    }
+    if let Ok(j) = ns.exec(&["ip", "-s", "-j", "link", "show", "dev", ifname]) {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&j) {
+            let st = &v[0]["stats64"];
+            for (dir, key) in [
+                ("rx", "dropped"),
+                ("rx", "errors"),
+                ("tx", "dropped"),
+                ("tx", "errors"),
+                ("rx", "packets"),
+                ("tx", "packets"),
+            ] {
+                if let Some(x) = st[dir][key].as_i64() {
+                    out.insert(format!("link.{dir}_{key}"), x);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Non-zero differences.
+pub fn delta(before: &BTreeMap<String, i64>, after: &BTreeMap<String, i64>) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for (k, v) in after {
+        let d = v - before.get(k).copied().unwrap_or(0);
+        if d != 0 && !k.ends_with("CurrEstab") {
+            m.insert(k.clone(), serde_json::json!(d));
+        }
+    }
+    serde_json::Value::Object(m)
+}

@@ -1,0 +1,60 @@
+//! The oracle check: the orders the exchange received against the offline replay of the
+//! same file, in order, field by field; and the latency samples of a run from the same rows.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use mdfile::orders::{read_rows, OrderRow};
+use proto::order::OrderRepr;
+
+use crate::WARMUP_ORDERS;
+
+/// What the exchange received in one run, against the oracle.
+pub struct Received {
+    /// Orders the oracle expects.
+    pub expected: usize,
+    /// Orders the exchange accepted.
+    pub got: usize,
+    /// Equal, in order.
+    pub matches: bool,
+    /// Tick-to-trade samples, user clock, warm-up left out.
+    pub t2t_user: Vec<u64>,
+    /// Same, kernel stamps.
+    pub t2t_kernel: Vec<u64>,
+}
+
+/// Reads the exchange's order CSV and compares it with the oracle; leaves the warm-up
+/// orders out of the latency samples.
+pub fn received_vs_oracle(ex_csv: &Path, oracle: &[OrderRepr]) -> Result<Received> {
+    let (received, mut t2t_user, mut t2t_kernel) = read_exchange_orders(ex_csv)?;
+    // Warm-up: the first orders of a session pay for cold caches, page faults and the
+    // first ARP; they stay in the CSV but not in the percentiles.
+    t2t_user.drain(..WARMUP_ORDERS.min(t2t_user.len()));
+    t2t_kernel.drain(..WARMUP_ORDERS.min(t2t_kernel.len()));
+    let got: Vec<OrderRepr> = received.iter().map(|r| r.order).collect();
+    Ok(Received {
+        expected: oracle.len(),
+        got: got.len(),
+        matches: got == oracle,
+        t2t_user,
+        t2t_kernel,
+    })
+}
+
+/// Reads the exchange's order rows and their latency samples (user clock; kernel stamps
+/// where both exist). A missing file (the exchange accepted nothing) has no rows.
+pub fn read_exchange_orders(csv: &Path) -> Result<(Vec<OrderRow>, Vec<u64>, Vec<u64>)> {
+    if !csv.exists() {
+        return Ok((Vec::new(), Vec::new(), Vec::new()));
+    }
+    let (_, rows) = read_rows(csv).with_context(|| format!("{}", csv.display()))?;
+    let user = rows
+        .iter()
+        .filter_map(|r| r.timing.map(|t| t.t2t_first_ns()))
+        .collect();
+    let kernel = rows
+        .iter()
+        .filter_map(|r| r.timing.and_then(|t| t.kernel_t2t_ns()))
+        .collect();
+    Ok((rows, user, kernel))
+}

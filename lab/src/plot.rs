@@ -1,0 +1,60 @@
+//! Plots (SVG, plotters): the tick-to-trade CDF per path on a log axis.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+/// Draws one CDF line per `(name, sorted ns samples)` into `out`; nothing when there are no
+/// samples.
+pub fn cdf(out: &Path, curves: &[(String, Vec<u64>)]) -> Result<()> {
+    use plotters::prelude::*;
+    let all: Vec<f64> = curves
+        .iter()
+        .flat_map(|(_, v)| v.iter().map(|&x| x as f64 / 1e3))
+        .collect();
+    if all.is_empty() {
+        return Ok(());
+    }
+    let lo = all.iter().copied().fold(f64::INFINITY, f64::min).max(0.1) * 0.8;
+    let hi = all.iter().copied().fold(0.0, f64::max) * 1.2;
+    let root = SVGBackend::new(out, (900, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "exchange-side tick-to-trade CDF (user clock)",
+            ("sans-serif", 20),
+        )
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d((lo..hi).log_scale(), 0.0..1.0)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("tick-to-trade (us, log)")
+        .y_desc("fraction of orders")
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let colors = [RED, BLUE, GREEN, MAGENTA, CYAN, BLACK];
+    for (i, (name, v)) in curves.iter().enumerate() {
+        let n = v.len() as f64;
+        let color = colors[i % colors.len()];
+        chart
+            .draw_series(LineSeries::new(
+                v.iter()
+                    .enumerate()
+                    .map(|(k, &x)| (x as f64 / 1e3, (k + 1) as f64 / n)),
+                color.stroke_width(2),
+            ))
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! The processes the lab starts: commands that must succeed, commands whose output it
+//! reads, and children that are killed and reaped when their guard drops (end of a run,
+//! error, Ctrl-C).
+
+use std::path::Path;
+use std::process::{Child, Command};
+
+use anyhow::{bail, Context, Result};
+
+/// Runs a command in `dir`, echoing it, failing when it fails.
+pub fn cmd_in(dir: &Path, program: &str, args: &[&str]) -> Result<()> {
+    println!("+ {program} {}", args.join(" "));
+    let st = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .with_context(|| format!("running {program}"))?;
+    if !st.success() {
+        bail!("`{program} {}` failed ({st})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Runs a command and returns its stdout, failing with its stderr.
+pub fn output(program: &str, args: &[&str]) -> Result<String> {
+    let o = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program}"))?;
+    if !o.status.success() {
+        bail!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).trim().to_owned())
+}
+
+/// A child process killed (if still running) and reaped on drop.
+pub struct Proc {
+    /// Name for messages.
+    pub name: &'static str,
+    /// The child.
+    pub child: Child,
+}
+
+impl Proc {
+    /// Starts `c` under `name`.
+    pub fn spawn(name: &'static str, c: &mut Command) -> Result<Self> {
+        Ok(Self {
+            name,
+            child: c.spawn().with_context(|| format!("starting {name}"))?,
+        })
+    }
+
+    /// Sends SIGINT (lets a capture flush) and waits for the child.
+    pub fn interrupt(mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix_kill(pid);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn nix_kill(pid: i32) -> std::io::Result<()> {
+    // SAFETY: kill(2) on our own child's pid (not yet reaped, so the pid is still ours).
+    hostsys::syscall!(unsafe { libc::kill(pid, libc::SIGINT) }).map(drop)
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}

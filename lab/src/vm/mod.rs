@@ -1,0 +1,358 @@
+//! The VM lab (`cargo xtask lab --vm`): the strategy in a QEMU guest behind an emulated NIC, the exchange
+//! on the host side of a tap device.
+//!
+//! Per NIC model and path: a network namespace of its own holding a tap device (the users'
+//! addressing: host 192.168.100.1/24, guest 192.168.100.2/24, a route for the group), the
+//! exchange bound to it, and QEMU (TCG, or KVM where it works) with the guest kernel and an
+//! initramfs built here: busybox-static, the NIC's modules and their dependencies (from the
+//! guest kernel's modules.dep through `modprobe --show-depends`), the strategy binary with
+//! the shared libraries `ldd` lists, and `lab/vm/guest-init.sh` as /init. The guest configures
+//! the interface from the kernel command line, runs one session, prints its orders and
+//! report on the serial console and powers off. Everything is torn down at the end, on
+//! error and on Ctrl-C (the namespace takes the tap with it).
+
+pub mod initramfs;
+pub mod qemu;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use netlab::Netns;
+use proto::order::OrderRepr;
+use strategy::engine::EngineConfig;
+
+use crate::{Env, LabConfig, RunResult};
+
+/// The host's address on the tap (the users' setup).
+pub const HOST_ADDR: &str = "192.168.100.1";
+const GUEST_CIDR: &str = "192.168.100.2/24";
+
+/// The VM lab's settings.
+#[derive(Clone, Debug)]
+pub struct VmConfig {
+    /// Emulated NIC models: virtio, e1000e, igb (igb needs QEMU >= 8).
+    pub nic: Vec<String>,
+    /// Accelerator: auto (KVM only where the CPU has vmx/svm and a probe boot succeeds), kvm,
+    /// tcg.
+    pub accel: String,
+    /// Guest kernel (None: the newest /boot/vmlinuz-*).
+    pub guest_kernel: Option<PathBuf>,
+    /// Guest memory, MiB.
+    pub mem: u32,
+    /// Guest vCPUs. With one vCPU virtio-net uses one queue pair, the one AF_XDP binds.
+    pub smp: u32,
+    /// Leave the tap, the exchange and a guest shell running (serial console on this
+    /// terminal); everything is removed when the guest powers off.
+    pub interactive: bool,
+}
+
+impl Default for VmConfig {
+    fn default() -> Self {
+        Self {
+            nic: vec!["virtio".into()],
+            accel: "auto".into(),
+            guest_kernel: None,
+            mem: 512,
+            smp: 1,
+            interactive: false,
+        }
+    }
+}
+
+/// Runs the VM lab.
+pub fn run(env: &Env, a: &LabConfig, v: &VmConfig) -> Result<(PathBuf, Vec<RunResult>)> {
+    if !netlab::is_root() {
+        bail!("the VM lab creates a network namespace and a tap device: run it as root");
+    }
+    for n in &v.nic {
+        match n.as_str() {
+            "virtio" | "e1000e" => {}
+            "igb" if qemu::qemu_has_device("igb") => {}
+            "igb" => bail!("--nic igb: this QEMU has no igb device (igb needs QEMU 8 or newer; Debian 12 has 7.2, bookworm-backports has 10.0)"),
+            other => bail!("--nic {other}: expected virtio, e1000e or igb"),
+        }
+    }
+    if let Some(p) = a.paths.iter().find(|p| p.contains('+')) {
+        bail!("path variant `{p}`: the VM lab runs the plain paths (kernel, uring, xdp, packet)");
+    }
+    let (md_file, dir) = crate::prepare(env, a, "vm-")?;
+    let (kernel, kver) = initramfs::guest_kernel(v)?;
+    let initrd = dir.join("initramfs.cpio");
+    initramfs::initramfs(env, &initrd, &kver, &v.nic)?;
+    println!(
+        "guest: kernel {} ({kver}), initramfs {}",
+        kernel.display(),
+        initrd.display()
+    );
+    let accel = qemu::choose_accel(v, &kernel, &initrd)?;
+    let stop = crate::stop_flag()?;
+    if v.interactive {
+        interactive(env, a, v, &md_file, &dir, (accel, &kernel, &initrd))?;
+        return Ok((dir, Vec::new()));
+    }
+    let oracle = strategy::replay::replay(&md_file, EngineConfig::default()).context("oracle")?;
+    let mut results = Vec::new();
+    for run in 1..=a.runs {
+        for nic in &v.nic {
+            for path in &a.paths {
+                let ctx = VmRunCtx {
+                    env,
+                    a,
+                    v,
+                    md_file: &md_file,
+                    dir: &dir,
+                    accel,
+                    kernel: &kernel,
+                    initrd: &initrd,
+                    oracle: &oracle.orders,
+                    stop,
+                };
+                let r = one_vm_run(&ctx, nic, path, run)
+                    .with_context(|| format!("{nic}/{path} run {run}"))?;
+                results.push(r);
+            }
+        }
+    }
+    Ok((dir, results))
+}
+
+/// What every guest run of one experiment shares.
+struct VmRunCtx<'a> {
+    env: &'a Env,
+    a: &'a LabConfig,
+    v: &'a VmConfig,
+    md_file: &'a Path,
+    dir: &'a Path,
+    accel: &'a str,
+    kernel: &'a Path,
+    initrd: &'a Path,
+    oracle: &'a [OrderRepr],
+    stop: &'a AtomicBool,
+}
+
+/// One guest run: a namespace with the tap and the exchange, QEMU with the strategy for one
+/// session, the guest's report from its serial console, the oracle check.
+fn one_vm_run(ctx: &VmRunCtx<'_>, nic: &str, path: &str, run: u32) -> Result<RunResult> {
+    let VmRunCtx {
+        a,
+        v,
+        md_file,
+        dir,
+        accel,
+        kernel,
+        initrd,
+        oracle,
+        stop,
+        ..
+    } = *ctx;
+    let tag = format!("{nic}-{path}-{run}");
+    let ns = Netns::new("vmlab").context("namespace")?;
+    // virtio-net native XDP wants queues >= 2 x vCPUs and vectors = 2 * queues + 2 on a
+    // multi-queue tap for full-speed XDP_TX. The kernel path gets that. The AF_XDP path binds
+    // one socket to queue 0, and with several queues the tap spreads flows over them (the
+    // market data then lands on a queue with no socket: the program counts it as aborted),
+    // so it gets a single queue: XDP_TX is not used (the program only redirects to the XSK),
+    // so the kernel's "locked tx mode" warning does not matter here (docs/decisions.md).
+    let queues = 2 * v.smp.max(1);
+    let mq = nic == "virtio" && path != "xdp";
+    qemu::host_tap(&ns, mq)?;
+    let ex_csv = dir.join(format!("{tag}.exchange.csv"));
+    let ex_sum = dir.join(format!("{tag}.exchange.jsonl"));
+    for f in [&ex_csv, &ex_sum] {
+        let _ = fs::remove_file(f);
+    }
+    let mut ex = ns
+        .command(ctx.env.bin("exchange"))
+        .args([
+            "serve",
+            "--oe-listen",
+            &format!("{HOST_ADDR}:9012"),
+            "--md-iface",
+            "tap0",
+            "--sessions",
+            "1",
+            "--quiet-orders",
+        ])
+        .args([
+            "--pace",
+            &a.pace,
+            "--handshake-delay",
+            "1s",
+            "--grace",
+            "2s",
+        ])
+        .arg("--md-file")
+        .arg(md_file)
+        .arg("--results")
+        .arg(&ex_csv)
+        .arg("--summary")
+        .arg(&ex_sum)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(dir.join(format!("{tag}.exchange.log")))?)
+        .spawn()
+        .context("starting the exchange")?;
+    let device = match nic {
+        "virtio" if mq => format!(
+            "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,mq=on,vectors={}",
+            2 * queues + 2
+        ),
+        "virtio" => "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56".to_owned(),
+        "e1000e" => "e1000e,netdev=n0,mac=52:54:00:12:34:56".to_owned(),
+        _ => "igb,netdev=n0,mac=52:54:00:12:34:56".to_owned(),
+    };
+    let netdev = if mq {
+        format!("tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=off,queues={queues}")
+    } else {
+        "tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=off".to_owned()
+    };
+    let append = format!(
+        "console=ttyS0 panic=-1 quiet labip={GUEST_CIDR} labex={HOST_ADDR}:9012 labnet={path} labpktip=192.168.100.3"
+    );
+    let serial = dir.join(format!("{tag}.serial.log"));
+    let mut guest = qemu::qemu(&ns, accel, v, kernel, initrd)
+        .args(["-append", &append, "-netdev", &netdev, "-device", &device])
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&serial)?)
+        .stderr(fs::File::create(dir.join(format!("{tag}.qemu.log")))?)
+        .spawn()
+        .context("starting qemu-system-x86_64")?;
+    let t0 = Instant::now();
+    let limit = Duration::from_secs(a.timeout);
+    let result = loop {
+        if stop.load(Ordering::SeqCst) {
+            break Err(anyhow::anyhow!(
+                "interrupted (guest, exchange and namespace removed)"
+            ));
+        }
+        if t0.elapsed() > limit {
+            break Err(anyhow::anyhow!(
+                "the guest did not finish in {limit:?}; serial log: {}",
+                serial.display()
+            ));
+        }
+        if guest.try_wait()?.is_some() {
+            break Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = guest.kill();
+    let _ = guest.wait();
+    // The exchange ends its session when the guest's connection goes; give it the grace.
+    let t1 = Instant::now();
+    while ex.try_wait()?.is_none() && t1.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = ex.kill();
+    let _ = ex.wait();
+    drop(ns);
+    result?;
+    println!("  {tag}: guest done in {:.1} s", t0.elapsed().as_secs_f64());
+    let log = fs::read_to_string(&serial).unwrap_or_default();
+    let exit_ok = log.lines().any(|l| l.trim() == "lab-exit: 0");
+    if !exit_ok {
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        bail!(
+            "the strategy in the guest failed; serial log tail:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    let strat_json = log
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("lab-results: "))
+        .and_then(|j| serde_json::from_str::<serde_json::Value>(j.trim()).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let summary = exchange::results::read_summaries(&ex_sum)?
+        .into_iter()
+        .next()
+        .context("no exchange summary")?;
+    let rx = crate::oracle::received_vs_oracle(&ex_csv, oracle)?;
+    let mut f = fs::File::create(dir.join(format!("{tag}.strategy.jsonl")))?;
+    writeln!(f, "{strat_json}")?;
+    Ok(RunResult {
+        path: format!("{nic}/{path}"),
+        run,
+        orders_expected: rx.expected,
+        orders_received: rx.got,
+        orders_match: rx.matches,
+        packets_sent: summary.counters.packets_sent,
+        packets_received: strat_json["path"]["packets"].as_u64().unwrap_or(0),
+        exchange: summary,
+        strategy: strat_json,
+        t2t_user: rx.t2t_user,
+        t2t_kernel: rx.t2t_kernel,
+    })
+}
+
+/// `lab --vm --interactive`: the namespace, tap and exchange stay up while a guest shell runs
+/// on this terminal; all of it goes when the guest powers off.
+fn interactive(
+    env: &Env,
+    a: &LabConfig,
+    v: &VmConfig,
+    md_file: &Path,
+    dir: &Path,
+    (accel, kernel, initrd): (&str, &Path, &Path),
+) -> Result<()> {
+    let nic = v.nic.first().map_or("virtio", String::as_str);
+    let path = a.paths.first().map_or("kernel", String::as_str);
+    let ns = Netns::new("vmlab").context("namespace")?;
+    qemu::host_tap(&ns, false)?;
+    let log = dir.join("interactive.exchange.log");
+    let mut ex = ns
+        .command(env.bin("exchange"))
+        .args([
+            "serve",
+            "--oe-listen",
+            &format!("{HOST_ADDR}:9012"),
+            "--md-iface",
+            "tap0",
+            "--pace",
+            &a.pace,
+        ])
+        .args(["--handshake-delay", "1s", "--quiet-orders"])
+        .arg("--md-file")
+        .arg(md_file)
+        .arg("--results")
+        .arg(dir.join("interactive.orders.csv"))
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log)?)
+        .spawn()
+        .context("starting the exchange")?;
+    println!(
+        "lab: namespace {} with tap0 {HOST_ADDR}/24; exchange on {HOST_ADDR}:9012 (log {})",
+        ns.name(),
+        log.display()
+    );
+    println!(
+        "lab: results in {}; enter the host side with `ip netns exec {} bash`",
+        dir.display(),
+        ns.name()
+    );
+    let device = match nic {
+        "e1000e" => "e1000e,netdev=n0,mac=52:54:00:12:34:56",
+        "igb" => "igb,netdev=n0,mac=52:54:00:12:34:56",
+        _ => "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56",
+    };
+    let append = format!("console=ttyS0 panic=-1 quiet labip={GUEST_CIDR} labex={HOST_ADDR}:9012 labnet={path} labshell=1");
+    let st = qemu::qemu(&ns, accel, v, kernel, initrd)
+        .args([
+            "-append",
+            &append,
+            "-netdev",
+            "tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=off",
+            "-device",
+            device,
+        ])
+        .status()
+        .context("starting qemu-system-x86_64")?;
+    let _ = ex.kill();
+    let _ = ex.wait();
+    drop(ns);
+    println!("lab: guest exited ({st}); tap, exchange and namespace removed");
+    Ok(())
+}

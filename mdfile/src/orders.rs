@@ -1,0 +1,349 @@
+//! Order rows: the one type behind the CSVs the exchange writes (every order it accepted,
+//! with its timing), the strategy writes (every order it sent, with the calibration delay it
+//! got) and the lab reads back.
+//!
+//! A file says what it holds by its header: [`RowKind::Exchange`] or [`RowKind::Strategy`]
+//! columns. [`read_rows`] finds the columns by name, so a reader never depends on column
+//! positions, and a malformed row is an error naming the file and the line, never a panic.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use proto::decimal::{parse_fixed, Fixed};
+use proto::order::{OrderRepr, Side};
+use proto::PRICE_DECIMALS;
+
+/// Which program wrote a file of rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowKind {
+    /// The exchange: timing columns (user clock and kernel stamps).
+    Exchange,
+    /// The strategy: the delay injected before the send (calibration).
+    Strategy,
+}
+
+/// Columns of an exchange file.
+pub const EXCHANGE_HEADER: &str = "session,trigger_id,side,price,qty,send_first_ns,send_last_ns,recv_ns,t2t_first_ns,t2t_last_ns,ktx_first_ns,krx_ns,kt2t_first_ns";
+/// Columns of a strategy file.
+pub const STRATEGY_HEADER: &str = "session,trigger_id,side,price,qty,delay_ns";
+
+impl RowKind {
+    /// The CSV header line (without newline).
+    pub fn header(self) -> &'static str {
+        match self {
+            Self::Exchange => EXCHANGE_HEADER,
+            Self::Strategy => STRATEGY_HEADER,
+        }
+    }
+}
+
+/// The exchange's timing of one order. Times are `CLOCK_MONOTONIC` ns (user) or
+/// `CLOCK_REALTIME` ns (kernel stamps).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timing {
+    /// User send time of the first packet with the trigger id.
+    pub send_first_ns: u64,
+    /// Of the last packet with the id.
+    pub send_last_ns: u64,
+    /// User receive time of the order.
+    pub recv_ns: u64,
+    /// Kernel TX timestamp of the first packet with the id.
+    pub ktx_first_ns: Option<u64>,
+    /// Kernel RX timestamp of the segment that completed the order.
+    pub krx_ns: Option<u64>,
+}
+
+impl Timing {
+    /// Tick-to-trade from the first packet with the id, user clock.
+    pub fn t2t_first_ns(&self) -> u64 {
+        self.recv_ns.saturating_sub(self.send_first_ns)
+    }
+
+    /// From the last packet with the id.
+    pub fn t2t_last_ns(&self) -> u64 {
+        self.recv_ns.saturating_sub(self.send_last_ns)
+    }
+
+    /// Kernel tick-to-trade, when both stamps exist and are ordered.
+    pub fn kernel_t2t_ns(&self) -> Option<u64> {
+        match (self.ktx_first_ns, self.krx_ns) {
+            (Some(tx), Some(rx)) if rx >= tx => Some(rx - tx),
+            _ => None,
+        }
+    }
+}
+
+/// One order of a session, as either program saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderRow {
+    /// Session number.
+    pub session: u64,
+    /// The order.
+    pub order: OrderRepr,
+    /// The exchange's timing (exchange files).
+    pub timing: Option<Timing>,
+    /// The delay injected before the send, ns (strategy files).
+    pub delay_ns: Option<u64>,
+}
+
+struct Opt(Option<u64>);
+
+impl fmt::Display for Opt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(v) => write!(f, "{v}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl OrderRow {
+    /// Writes the row in the columns of `kind` (missing values are empty).
+    pub fn write(&self, kind: RowKind, out: &mut impl Write) -> io::Result<()> {
+        let o = &self.order;
+        write!(
+            out,
+            "{},{},{},{},{}",
+            self.session,
+            o.trigger_id,
+            o.side.as_str(),
+            Fixed(o.price, PRICE_DECIMALS),
+            o.qty
+        )?;
+        match kind {
+            RowKind::Strategy => writeln!(out, ",{}", Opt(self.delay_ns)),
+            RowKind::Exchange => {
+                let t = self.timing.unwrap_or_default();
+                let known = self.timing.is_some();
+                let user = |v: u64| Opt(known.then_some(v));
+                writeln!(
+                    out,
+                    ",{},{},{},{},{},{},{},{}",
+                    user(t.send_first_ns),
+                    user(t.send_last_ns),
+                    user(t.recv_ns),
+                    user(t.t2t_first_ns()),
+                    user(t.t2t_last_ns()),
+                    Opt(t.ktx_first_ns),
+                    Opt(t.krx_ns),
+                    Opt(t.kernel_t2t_ns()),
+                )
+            }
+        }
+    }
+}
+
+/// A file of rows that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RowError {
+    /// Reading failed.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The header is not one of the known ones.
+    #[error("{path}: not an order-row file (header `{header}`)")]
+    Header {
+        /// The file.
+        path: PathBuf,
+        /// The header found.
+        header: String,
+    },
+    /// A row does not parse.
+    #[error("{path} line {line}: {what}")]
+    Row {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+/// Reads a file of rows (either kind, by its header). An empty or missing file is an I/O
+/// error; a file with only a header has no rows.
+pub fn read_rows(path: &Path) -> Result<(RowKind, Vec<OrderRow>), RowError> {
+    let text = std::fs::read_to_string(path).map_err(|source| RowError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_rows(&text).map_err(|e| match e {
+        ParseRowsError::Header(header) => RowError::Header {
+            path: path.to_owned(),
+            header,
+        },
+        ParseRowsError::Row(line, what) => RowError::Row {
+            path: path.to_owned(),
+            line,
+            what,
+        },
+    })
+}
+
+/// Why text did not parse as rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseRowsError {
+    /// Unknown header.
+    Header(String),
+    /// Line number (1-based) and what is wrong.
+    Row(usize, String),
+}
+
+/// Parses the text of a file of rows.
+pub fn parse_rows(text: &str) -> Result<(RowKind, Vec<OrderRow>), ParseRowsError> {
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default().trim_end();
+    let kind = match header {
+        EXCHANGE_HEADER => RowKind::Exchange,
+        STRATEGY_HEADER => RowKind::Strategy,
+        other => return Err(ParseRowsError::Header(other.to_owned())),
+    };
+    let columns = kind.header().split(',').count();
+    let mut rows = Vec::new();
+    for (i, line) in lines.enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let line_no = i + 2;
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() != columns {
+            return Err(ParseRowsError::Row(
+                line_no,
+                format!("{} fields, expected {columns}", f.len()),
+            ));
+        }
+        parse_row(kind, &f)
+            .map(|r| rows.push(r))
+            .map_err(|what| ParseRowsError::Row(line_no, what))?;
+    }
+    Ok((kind, rows))
+}
+
+fn num(field: &str, name: &str) -> Result<u64, String> {
+    field
+        .parse()
+        .map_err(|_| format!("{name} `{field}` is not a whole number"))
+}
+
+fn opt_num(field: &str, name: &str) -> Result<Option<u64>, String> {
+    if field.is_empty() {
+        Ok(None)
+    } else {
+        num(field, name).map(Some)
+    }
+}
+
+fn parse_row(kind: RowKind, f: &[&str]) -> Result<OrderRow, String> {
+    let side = match f[2] {
+        "buy" => Side::Buy,
+        "sell" => Side::Sell,
+        other => return Err(format!("side `{other}`")),
+    };
+    let price = parse_fixed(f[3].as_bytes(), PRICE_DECIMALS)
+        .map_err(|e| format!("price `{}`: {e:?}", f[3]))?;
+    let qty = u32::try_from(num(f[4], "qty")?).map_err(|_| format!("qty `{}`", f[4]))?;
+    let order = OrderRepr {
+        qty,
+        price,
+        side,
+        trigger_id: num(f[1], "trigger_id")?,
+    };
+    let session = num(f[0], "session")?;
+    Ok(match kind {
+        RowKind::Strategy => OrderRow {
+            session,
+            order,
+            timing: None,
+            delay_ns: opt_num(f[5], "delay_ns")?,
+        },
+        RowKind::Exchange => OrderRow {
+            session,
+            order,
+            timing: Some(Timing {
+                send_first_ns: num(f[5], "send_first_ns")?,
+                send_last_ns: num(f[6], "send_last_ns")?,
+                recv_ns: num(f[7], "recv_ns")?,
+                ktx_first_ns: opt_num(f[10], "ktx_first_ns")?,
+                krx_ns: opt_num(f[11], "krx_ns")?,
+            }),
+            delay_ns: None,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(kind: RowKind) -> OrderRow {
+        OrderRow {
+            session: 3,
+            order: OrderRepr {
+                qty: 7,
+                price: 659_350_000_000,
+                side: Side::Sell,
+                trigger_id: 1_585_699_200_355_000,
+            },
+            timing: (kind == RowKind::Exchange).then_some(Timing {
+                send_first_ns: 1_000,
+                send_last_ns: 1_500,
+                recv_ns: 9_000,
+                ktx_first_ns: Some(10_000),
+                krx_ns: None,
+            }),
+            delay_ns: (kind == RowKind::Strategy).then_some(10_000),
+        }
+    }
+
+    #[test]
+    fn rows_round_trip_through_both_kinds() {
+        for kind in [RowKind::Exchange, RowKind::Strategy] {
+            let mut out = format!("{}\n", kind.header()).into_bytes();
+            row(kind).write(kind, &mut out).expect("write");
+            let text = String::from_utf8(out).expect("utf8");
+            let (k, rows) = parse_rows(&text).expect("parse");
+            assert_eq!(k, kind);
+            assert_eq!(rows, vec![row(kind)], "{text}");
+        }
+    }
+
+    #[test]
+    fn exchange_row_has_the_documented_columns() {
+        let mut out = Vec::new();
+        row(RowKind::Exchange)
+            .write(RowKind::Exchange, &mut out)
+            .expect("write");
+        assert_eq!(
+            String::from_utf8(out).expect("utf8"),
+            "3,1585699200355000,sell,6593.5,7,1000,1500,9000,8000,7500,10000,,\n"
+        );
+    }
+
+    #[test]
+    fn malformed_rows_are_errors_with_their_line() {
+        let bad = [
+            (format!("{STRATEGY_HEADER}\n1,2,buy,1.5,3\n"), 2),
+            (
+                format!("{STRATEGY_HEADER}\n1,2,buy,1.5,3,0\n1,2,hold,1.5,3,0\n"),
+                3,
+            ),
+            (format!("{STRATEGY_HEADER}\n1,x,buy,1.5,3,0\n"), 2),
+            (format!("{STRATEGY_HEADER}\n1,2,buy,1.5,99999999999,0\n"), 2),
+        ];
+        for (text, line) in bad {
+            match parse_rows(&text) {
+                Err(ParseRowsError::Row(l, _)) => assert_eq!(l, line, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            parse_rows("a,b\n"),
+            Err(ParseRowsError::Header(_))
+        ));
+    }
+}

@@ -1,0 +1,243 @@
+//! Streaming reader of a gzip Tardis `incremental_book_L2` file, shared by the exchange
+//! (which publishes each line), the strategy's offline replay and the lab.
+//!
+//! The file is decompressed as it is read (flate2), one line at a time into a reused
+//! buffer; the header is checked on open; each line is validated with the same parser the
+//! strategy uses. A malformed line is returned as [`Record::Malformed`] with its line
+//! number (the caller counts, logs and skips it); a corrupt gzip stream or an I/O error is
+//! a [`ReadError`].
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use flate2::read::MultiGzDecoder;
+use proto::md::{self, ParseError};
+
+/// Errors that stop reading the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The file could not be opened.
+    #[error("cannot open market-data file {path}: {source}")]
+    Open {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Decompression or read failed (not gzip, truncated, corrupt).
+    #[error("reading {path} at line {line}: {source} (is it a valid gzip file?)")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Line number reached.
+        line: u64,
+        /// Why.
+        source: io::Error,
+    },
+    /// The first line is not the `incremental_book_L2` header.
+    #[error(
+        "{path}: first line is not the incremental_book_L2 header `{}`",
+        String::from_utf8_lossy(md::HEADER)
+    )]
+    BadHeader {
+        /// The path.
+        path: PathBuf,
+    },
+}
+
+/// One line of the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record {
+    /// A valid line; its bytes are [`MdReader::line`].
+    Line {
+        /// 1-based line number in the file (the header is line 1).
+        line_no: u64,
+        /// `is_snapshot` field.
+        is_snapshot: bool,
+        /// `local_timestamp` field (the trigger id).
+        local_timestamp: u64,
+    },
+    /// A line that does not parse; skipped.
+    Malformed {
+        /// 1-based line number.
+        line_no: u64,
+        /// Why.
+        error: ParseError,
+    },
+}
+
+/// Reads a file line by line.
+pub struct MdReader<R> {
+    path: PathBuf,
+    inner: R,
+    buf: Vec<u8>,
+    line_no: u64,
+    amount_decimals: u8,
+}
+
+impl MdReader<BufReader<MultiGzDecoder<File>>> {
+    /// Opens a gzip file and checks its header.
+    pub fn open(path: &Path) -> Result<Self, ReadError> {
+        let file = File::open(path).map_err(|source| ReadError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::new(
+            path,
+            BufReader::with_capacity(1 << 16, MultiGzDecoder::new(file)),
+        )
+    }
+}
+
+impl<R: BufRead> MdReader<R> {
+    /// Wraps an uncompressed line source (tests) and checks its header.
+    pub fn new(path: &Path, inner: R) -> Result<Self, ReadError> {
+        let mut r = Self {
+            path: path.to_owned(),
+            inner,
+            buf: Vec::with_capacity(256),
+            line_no: 0,
+            amount_decimals: 0,
+        };
+        if !r.read_raw()? || !md::is_header(&r.buf) {
+            return Err(ReadError::BadHeader {
+                path: path.to_owned(),
+            });
+        }
+        Ok(r)
+    }
+
+    /// Sets the decimals of `amount` used for validation (default 0).
+    pub fn with_amount_decimals(mut self, d: u8) -> Self {
+        self.amount_decimals = d;
+        self
+    }
+
+    /// Reads the next line into [`MdReader::line`] without parsing it (for a caller that
+    /// parses it itself, once); `false` at the end of the file.
+    pub fn next_raw(&mut self) -> Result<bool, ReadError> {
+        self.read_raw()
+    }
+
+    fn read_raw(&mut self) -> Result<bool, ReadError> {
+        self.buf.clear();
+        let n = self
+            .inner
+            .read_until(b'\n', &mut self.buf)
+            .map_err(|source| ReadError::Io {
+                path: self.path.clone(),
+                line: self.line_no + 1,
+                source,
+            })?;
+        if n == 0 {
+            return Ok(false);
+        }
+        self.line_no += 1;
+        let len = md::trim_eol(&self.buf).len();
+        self.buf.truncate(len);
+        Ok(true)
+    }
+
+    /// The next record, or `None` at the end of the file.
+    pub fn next_record(&mut self) -> Result<Option<Record>, ReadError> {
+        if !self.read_raw()? {
+            return Ok(None);
+        }
+        let line_no = self.line_no;
+        Ok(Some(
+            match md::parse_line(&self.buf, self.amount_decimals) {
+                Ok(l) => Record::Line {
+                    line_no,
+                    is_snapshot: l.is_snapshot,
+                    local_timestamp: l.local_timestamp,
+                },
+                Err(error) => Record::Malformed { line_no, error },
+            },
+        ))
+    }
+
+    /// The current line's bytes, without its line ending.
+    pub fn line(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Decimals of `amount` used for validation.
+    pub fn amount_decimals(&self) -> u8 {
+        self.amount_decimals
+    }
+
+    /// Current line number.
+    pub fn line_no(&self) -> u64 {
+        self.line_no
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    const GOOD: &str = "exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount\n\
+        deribit,BTC-PERPETUAL,1,10,true,bid,6593,100\n\
+        deribit,BTC-PERPETUAL,1,10,true,ask,6593.5,nope\n\
+        \n\
+        deribit,BTC-PERPETUAL,2,11,false,ask,6593.5,20750";
+
+    #[test]
+    fn reads_and_reports_malformed_with_line_numbers() {
+        let mut r = MdReader::new(Path::new("t"), Cursor::new(GOOD)).expect("header");
+        assert_eq!(
+            r.next_record().expect("io"),
+            Some(Record::Line {
+                line_no: 2,
+                is_snapshot: true,
+                local_timestamp: 10
+            })
+        );
+        assert!(matches!(
+            r.next_record().expect("io"),
+            Some(Record::Malformed { line_no: 3, .. })
+        ));
+        assert!(matches!(
+            r.next_record().expect("io"),
+            Some(Record::Malformed { line_no: 4, .. })
+        ));
+        assert_eq!(
+            r.next_record().expect("io"),
+            Some(Record::Line {
+                line_no: 5,
+                is_snapshot: false,
+                local_timestamp: 11
+            })
+        );
+        assert_eq!(
+            r.line(),
+            b"deribit,BTC-PERPETUAL,2,11,false,ask,6593.5,20750"
+        );
+        assert_eq!(r.next_record().expect("io"), None);
+    }
+
+    #[test]
+    fn rejects_a_wrong_header() {
+        let e = MdReader::new(Path::new("t"), Cursor::new("a,b\n1,2\n"));
+        assert!(matches!(e, Err(ReadError::BadHeader { .. })));
+        let e = MdReader::new(Path::new("t"), Cursor::new(""));
+        assert!(matches!(e, Err(ReadError::BadHeader { .. })));
+    }
+
+    #[test]
+    fn corrupt_gzip_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("bad.csv.gz");
+        std::fs::write(&p, b"\x1f\x8b\x08\x00garbage-not-deflate").expect("write");
+        assert!(matches!(
+            MdReader::open(&p),
+            Err(ReadError::Io { .. } | ReadError::BadHeader { .. })
+        ));
+        assert!(matches!(
+            MdReader::open(&dir.path().join("missing.gz")),
+            Err(ReadError::Open { .. })
+        ));
+    }
+}

@@ -1,0 +1,187 @@
+//! `cargo xtask lab` and `cargo xtask bench-exchange`: the flags, mapped to the `lab`
+//! crate's plain settings, with the setup and build the lab needs done first.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use lab::vm::VmConfig;
+use lab::{Env, LabConfig};
+
+use crate::{build_ebpf, cmd, setup};
+
+/// Flags of `cargo xtask lab`.
+#[derive(clap::Args, Clone)]
+pub struct LabArgs {
+    /// Network paths to compare, in order (kernel, uring, xdp, packet; variants kernel+zc,
+    /// uring+zc, uring+sqpoll); ratios are against the first.
+    #[arg(long, value_delimiter = ',', default_value = "kernel,uring,xdp,packet")]
+    pub paths: Vec<String>,
+    /// Repetitions per path.
+    #[arg(long, default_value_t = 1)]
+    pub runs: u32,
+    /// Market-data file (default: the generated one, cached in target/lab-data/).
+    #[arg(long)]
+    pub md_file: Option<PathBuf>,
+    /// Replay pace (see `exchange serve --pace`). The default leaves 200 us between packets,
+    /// far more than the strategy needs per packet, so the figures measure latency, not
+    /// queueing.
+    #[arg(long, default_value = "rate:5000")]
+    pub pace: String,
+    /// Results folder (default: target/lab-results/<timestamp>).
+    #[arg(long)]
+    pub results_dir: Option<PathBuf>,
+    /// Do not build the binaries first (use target/release as it is).
+    #[arg(long)]
+    pub no_build: bool,
+    /// Extra flags for every `strategy run` (e.g. "--busy-poll 50").
+    #[arg(long, allow_hyphen_values = true, default_value = "")]
+    pub strategy_flags: String,
+    /// Seconds a single run may take before it is declared failed.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+    /// Run the strategy in a QEMU guest behind an emulated NIC over a tap device.
+    #[arg(long)]
+    pub vm: bool,
+    /// Calibrate the measurement chain: run the first path with injected delays of 0, 10 and
+    /// 50 us (cycling order by order in one session) and check that the exchange sees the
+    /// p50 shift by D, per clock, within 1 us + 5 % plus the medians' 95 % confidence.
+    #[arg(long)]
+    pub calibrate: bool,
+    /// Capture every run on the exchange's veth (tcpdump, nanosecond timestamps) into the
+    /// results folder; `cargo xtask lab analyze DIR` matches orders to packets on the wire.
+    #[arg(long)]
+    pub pcap: bool,
+    /// Settings of the VM lab.
+    #[command(flatten)]
+    pub vm_args: VmArgs,
+    #[command(subcommand)]
+    pub action: Option<LabAction>,
+}
+
+/// VM-specific flags (with `--vm`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct VmArgs {
+    /// Emulated NIC models: virtio, e1000e, igb (igb needs QEMU >= 8).
+    #[arg(long, value_delimiter = ',', default_value = "virtio")]
+    pub nic: Vec<String>,
+    /// Accelerator: auto (KVM only where the CPU has vmx/svm and a probe boot succeeds), kvm, tcg.
+    #[arg(long, default_value = "auto")]
+    pub accel: String,
+    /// Guest kernel (default: the newest /boot/vmlinuz-*).
+    #[arg(long)]
+    pub guest_kernel: Option<PathBuf>,
+    /// Guest memory, MiB.
+    #[arg(long, default_value_t = 512)]
+    pub mem: u32,
+    /// Guest vCPUs. With one vCPU virtio-net uses one queue pair, the one AF_XDP binds.
+    #[arg(long, default_value_t = 1)]
+    pub smp: u32,
+    /// Leave the tap, the exchange and a guest shell running for your own experiments
+    /// (serial console on this terminal); everything is removed when the guest powers off.
+    #[arg(long)]
+    pub interactive: bool,
+}
+
+/// `lab` subcommands.
+#[derive(clap::Subcommand, Clone)]
+pub enum LabAction {
+    /// Match each order to the market-data packet whose id it carries, on the wire, in the
+    /// captures of a results folder (from `lab --pcap`).
+    Analyze {
+        /// The results folder the lab printed.
+        dir: PathBuf,
+    },
+}
+
+impl LabArgs {
+    /// The lab crate's settings.
+    pub fn config(&self) -> LabConfig {
+        LabConfig {
+            paths: self.paths.clone(),
+            runs: self.runs,
+            md_file: self.md_file.clone(),
+            pace: self.pace.clone(),
+            results_dir: self.results_dir.clone(),
+            strategy_flags: self.strategy_flags.clone(),
+            timeout: self.timeout,
+            pcap: self.pcap,
+        }
+    }
+}
+
+impl VmArgs {
+    /// The VM lab's settings.
+    pub fn config(&self) -> VmConfig {
+        VmConfig {
+            nic: self.nic.clone(),
+            accel: self.accel.clone(),
+            guest_kernel: self.guest_kernel.clone(),
+            mem: self.mem,
+            smp: self.smp,
+            interactive: self.interactive,
+        }
+    }
+}
+
+/// Installs what the experiment needs and builds the binaries (unless `--no-build`).
+fn setup_and_build(a: &LabArgs) -> Result<()> {
+    setup::run(&setup::SetupArgs {
+        ebpf: false,
+        vm: a.vm,
+    })?;
+    lab::check_paths(&a.paths)?;
+    if !a.no_build {
+        if a.paths.iter().any(|p| lab::net_of(p) == "xdp") {
+            build_ebpf()?;
+        }
+        cmd(
+            "cargo",
+            &["build", "--release", "-p", "exchange", "-p", "strategy"],
+        )?;
+    }
+    Ok(())
+}
+
+/// `cargo xtask lab ...`.
+pub fn run(a: &LabArgs) -> Result<()> {
+    let env = Env::workspace();
+    if let Some(LabAction::Analyze { dir }) = &a.action {
+        return lab::capture::run(dir);
+    }
+    if !netlab::is_root() {
+        anyhow::bail!(
+            "the lab creates network namespaces (and, with --vm, a tap device): run it as root"
+        );
+    }
+    setup_and_build(a)?;
+    let cfg = a.config();
+    if a.calibrate {
+        return lab::calibrate::run(&env, &cfg);
+    }
+    if a.vm {
+        let (dir, results) = lab::vm::run(&env, &cfg, &a.vm_args.config())?;
+        lab::report::report(&dir, &results)?;
+        return lab::check(&dir, &results);
+    }
+    lab::netns::run(&env, &cfg)
+}
+
+/// Flags of `cargo xtask bench-exchange`.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Rate for the pacing-error measurement (packets/s).
+    #[arg(long, default_value_t = 20_000)]
+    pub rate: u32,
+    /// Do not build first.
+    #[arg(long)]
+    pub no_build: bool,
+}
+
+/// `cargo xtask bench-exchange`.
+pub fn bench(a: &BenchArgs) -> Result<()> {
+    setup::run(&setup::SetupArgs::default())?;
+    if !a.no_build {
+        cmd("cargo", &["build", "--release", "-p", "exchange"])?;
+    }
+    lab::bench::run(&Env::workspace(), a.rate)
+}
