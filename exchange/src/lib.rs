@@ -10,6 +10,7 @@
 //!
 //! [`server`] is the one event loop (mio) with the INIT -> HANDSHAKE -> TRANSMIT -> INIT
 //! state machine; the synthetic Tardis-style file the lab replays is written by [`mdfile::mdgen`].
+#![deny(unsafe_code)]
 
 pub mod formatter;
 pub mod md_publisher;

@@ -1,4 +1,5 @@
 //! `exchange`: the exchange simulator's command line (`serve`, `gen`).
+#![deny(unsafe_code)]
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;

@@ -15,6 +15,7 @@
 //!
 //! The lab is the implementation of a command: its errors are reports to a person at a
 //! terminal, so it uses `anyhow` with context like a binary does (docs/decisions.md).
+#![deny(unsafe_code)]
 
 pub mod bench;
 pub mod calibrate;

@@ -56,16 +56,10 @@ impl Proc {
 
     /// Sends SIGINT (lets a capture flush) and waits for the child.
     pub fn interrupt(mut self) {
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = nix_kill(pid);
-        }
+        // The child is not reaped yet, so its pid is still ours.
+        let _ = hostsys::signal::interrupt(self.child.id());
         let _ = self.child.wait();
     }
-}
-
-fn nix_kill(pid: i32) -> std::io::Result<()> {
-    // SAFETY: kill(2) on our own child's pid (not yet reaped, so the pid is still ours).
-    hostsys::syscall!(unsafe { libc::kill(pid, libc::SIGINT) }).map(drop)
 }
 
 impl Drop for Proc {

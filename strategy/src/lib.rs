@@ -8,6 +8,7 @@
 //! offline oracle). [`runtime`] is the never-blocking Init -> Connecting -> Running state
 //! machine around a path; [`latency`] records the strategy's own packet-to-order time.
 #![deny(unsafe_op_in_unsafe_fn)]
+#![deny(unsafe_code)]
 
 pub mod book;
 pub mod cli;

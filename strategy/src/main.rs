@@ -1,4 +1,5 @@
 //! `strategy`: replay a file offline, or run against an exchange over a network path.
+#![deny(unsafe_code)]
 
 use std::io::Write;
 use std::path::PathBuf;

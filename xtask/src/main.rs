@@ -5,6 +5,7 @@
 //! suite (what CI runs); `lab` runs an experiment in network namespaces and prints the
 //! paths side by side; `gen-md` writes the default market-data file; `bench-exchange`
 //! measures the publisher.
+#![deny(unsafe_code)]
 
 mod lab_cmd;
 mod setup;

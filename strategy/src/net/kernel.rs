@@ -11,7 +11,8 @@ use std::io;
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 
-use hostsys::socket::{recv_nb, send_nb, send_zerocopy, setsockopt_int};
+use hostsys::socket::{recv_nb, send_nb, setsockopt_int};
+use hostsys::zerocopy::ZcSlots;
 use proto::order::{OrderRepr, ORDER_LEN};
 
 use super::{Hot, NetConfig, NetPath, PathReport, Sent, Status};
@@ -31,28 +32,10 @@ pub struct KernelPath {
 }
 
 /// MSG_ZEROCOPY counters of a session.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct KernelReport {
-    /// Completions received.
-    pub completed: u64,
-    /// Completions the kernel reported as copied after all (always so on veth and loopback).
-    pub copied_by_kernel: u64,
-    /// Orders sent with a plain send because every slot was busy.
-    pub plain_send_fallbacks: u64,
-}
-
-/// MSG_ZEROCOPY state: the kernel reads an order's bytes after `send` returns, until its
-/// completion arrives on the error queue, so each order sits in a slot of its own until then.
-struct ZeroCopy {
-    slots: Box<[[u8; ORDER_LEN]; ZC_SLOTS]>,
-    /// Send id (the kernel counts zerocopy sends from 0) of each busy slot.
-    busy: [Option<u32>; ZC_SLOTS],
-    next_id: u32,
-    next_slot: usize,
-    report: KernelReport,
-}
+pub type KernelReport = hostsys::zerocopy::ZcStats;
 
 const ZC_SLOTS: usize = 64;
+type ZeroCopy = ZcSlots<ZC_SLOTS, ORDER_LEN>;
 
 /// The order connection: a non-blocking TCP socket and the backlog that keeps every order
 /// whole.
@@ -69,13 +52,7 @@ impl TcpOrderTx {
     pub fn new(sock: socket2::Socket, zerocopy: bool) -> io::Result<Self> {
         let zc = if zerocopy {
             setsockopt_int(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_ZEROCOPY, 1)?;
-            Some(ZeroCopy {
-                slots: Box::new([[0; ORDER_LEN]; ZC_SLOTS]),
-                busy: [None; ZC_SLOTS],
-                next_id: 0,
-                next_slot: 0,
-                report: KernelReport::default(),
-            })
+            Some(ZeroCopy::new())
         } else {
             None
         };
@@ -149,7 +126,7 @@ impl TcpOrderTx {
     pub fn idle(&mut self) -> io::Result<()> {
         let fd = self.sock.as_raw_fd();
         if let Some(zc) = &mut self.zc {
-            if zc.busy.iter().any(Option::is_some) {
+            if zc.any_busy() {
                 zc.reap(fd);
             }
         }
@@ -168,49 +145,6 @@ impl TcpOrderTx {
                 | io::ErrorKind::ConnectionAborted => Ok(true),
                 _ => Err(e),
             },
-        }
-    }
-}
-
-impl ZeroCopy {
-    /// `send(2)` with MSG_ZEROCOPY from a slot that stays untouched until its completion;
-    /// a plain send when every slot is busy.
-    fn send(&mut self, fd: i32, msg: &[u8; ORDER_LEN]) -> io::Result<usize> {
-        let slot = self.next_slot;
-        if self.busy[slot].is_some() {
-            self.reap(fd);
-        }
-        if self.busy[slot].is_some() {
-            self.report.plain_send_fallbacks += 1;
-            return send_nb(fd, msg, 0);
-        }
-        self.slots[slot] = *msg;
-        // SAFETY: the slot stays alive (owned by self, boxed) and unmodified until the kernel
-        // reports the send complete on the error queue: `reap` frees it only then, and a
-        // busy slot is never written.
-        let n = unsafe { send_zerocopy(fd, &self.slots[slot]) }?;
-        if n == 0 {
-            return Ok(0);
-        }
-        self.busy[slot] = Some(self.next_id);
-        self.next_id = self.next_id.wrapping_add(1);
-        self.next_slot = (slot + 1) % ZC_SLOTS;
-        Ok(n)
-    }
-
-    /// Reads MSG_ZEROCOPY completions (ranges of send ids) and frees their slots.
-    fn reap(&mut self, fd: i32) {
-        while let Some((lo, hi, copied)) = hostsys::errqueue::read_zerocopy_completion(fd) {
-            let count = u64::from(hi.wrapping_sub(lo)) + 1;
-            self.report.completed += count;
-            self.report.copied_by_kernel += u64::from(copied) * count;
-            for b in self.busy.iter_mut() {
-                if let Some(id) = *b {
-                    if id.wrapping_sub(lo) <= hi.wrapping_sub(lo) {
-                        *b = None;
-                    }
-                }
-            }
         }
     }
 }
@@ -279,7 +213,7 @@ impl NetPath for KernelPath {
 
     fn report(&self) -> PathReport {
         match self.tx.as_ref().and_then(|t| t.zc.as_ref()) {
-            Some(zc) => PathReport::Kernel(zc.report),
+            Some(zc) => PathReport::Kernel(zc.stats()),
             None => PathReport::None,
         }
     }

@@ -14,6 +14,10 @@
 //!
 //! Without SQPOLL each order costs one `io_uring_enter`; the completion side never needs a
 //! syscall (the loop reads the completion ring in shared memory).
+#![allow(
+    unsafe_code,
+    reason = "a ring module: memory shared with the kernel (see the module docs and each SAFETY comment)"
+)]
 
 use std::collections::VecDeque;
 use std::io;

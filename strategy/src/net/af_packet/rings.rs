@@ -14,6 +14,10 @@
 //! status word is read with Acquire (the kernel wrote the frame before publishing it) and
 //! written with Release (our writes to a TX frame happen before the kernel sees
 //! SEND_REQUEST, and we are done reading an RX frame before handing it back).
+#![allow(
+    unsafe_code,
+    reason = "a ring module: memory shared with the kernel (see the module docs and each SAFETY comment)"
+)]
 
 use std::io;
 use std::mem::{offset_of, size_of};

@@ -200,29 +200,18 @@ impl Steering {
 
 /// Runs the loaded program once on `frame` with BPF_PROG_TEST_RUN; returns its action.
 pub fn test_run(ebpf: &Ebpf, frame: &[u8]) -> std::io::Result<u32> {
+    let mut out = [0u8; 2048];
+    test_run_repeat(ebpf, frame, &mut out, 1).map(|r| r.retval)
+}
+
+/// Runs the loaded program `repeat` times on `frame`; the frame after the run goes to `out`.
+pub fn test_run_repeat(
+    ebpf: &Ebpf,
+    frame: &[u8],
+    out: &mut [u8],
+    repeat: u32,
+) -> std::io::Result<hostsys::bpf::TestRun> {
     use std::os::fd::AsFd;
-    // struct bpf_attr, `test` member (linux/bpf.h), zero-padded to the size the kernel reads.
-    #[repr(C)]
-    #[derive(Default)]
-    struct TestAttr {
-        prog_fd: u32,
-        retval: u32,
-        data_size_in: u32,
-        data_size_out: u32,
-        data_in: u64,
-        data_out: u64,
-        repeat: u32,
-        duration: u32,
-        ctx_size_in: u32,
-        ctx_size_out: u32,
-        ctx_in: u64,
-        ctx_out: u64,
-        flags: u32,
-        cpu: u32,
-        batch_size: u32,
-        pad: u32,
-    }
-    const BPF_PROG_TEST_RUN: libc::c_long = 10;
     let prog = ebpf
         .program("steer")
         .ok_or_else(|| std::io::Error::other("program steer missing"))?;
@@ -231,30 +220,7 @@ pub fn test_run(ebpf: &Ebpf, frame: &[u8]) -> std::io::Result<u32> {
         .map_err(std::io::Error::other)?
         .as_fd()
         .as_raw_fd();
-    let mut out = [0u8; 2048];
-    let mut attr = TestAttr {
-        prog_fd: fd as u32,
-        data_size_in: frame.len() as u32,
-        data_size_out: out.len() as u32,
-        data_in: frame.as_ptr() as u64,
-        data_out: out.as_mut_ptr() as u64,
-        repeat: 1,
-        ..TestAttr::default()
-    };
-    // SAFETY: `attr` is a valid bpf_attr prefix for BPF_PROG_TEST_RUN whose pointers refer to
-    // `frame` (read) and `out` (written, its size given), both alive for the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &raw mut attr,
-            std::mem::size_of::<TestAttr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(attr.retval)
+    hostsys::bpf::prog_test_run(fd, frame, out, repeat)
 }
 
 /// Reads the per-class counters of a loaded program, summed over CPUs.

@@ -14,10 +14,8 @@ use std::io;
 use std::net::SocketAddrV4;
 use std::num::NonZeroU32;
 
-use xsk_rs::config::{
-    BindFlags, FrameSize, Interface as XskIface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig,
-};
-use xsk_rs::{Socket, Umem};
+use xsk_rs::config::{BindFlags, FrameSize, QueueSize, UmemConfig};
+use xsk_rs::Umem;
 
 use self::loader::{SteerCounters, Steering, XdpModeArg};
 use self::rings::{XskRx, XskTx};
@@ -103,30 +101,6 @@ impl SessionGuard for Attached {
     }
 }
 
-type SocketRings = (
-    xsk_rs::TxQueue,
-    xsk_rs::RxQueue,
-    xsk_rs::FillQueue,
-    xsk_rs::CompQueue,
-);
-
-fn open_socket(xcfg: &XdpConfig, umem: &Umem, bind: BindFlags) -> io::Result<SocketRings> {
-    let q = |n: u32| QueueSize::new(n).map_err(io_other);
-    let ring = (xcfg.frame_count / 2).next_power_of_two().max(64);
-    let sc = SocketConfig::builder()
-        .rx_queue_size(q(ring)?)
-        .tx_queue_size(q(ring)?)
-        .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
-        .bind_flags(bind | BindFlags::XDP_USE_NEED_WAKEUP)
-        .build();
-    let name = XskIface::new(std::ffi::CString::new(xcfg.iface.clone()).map_err(io_other)?);
-    // SAFETY: the UMEM is used by this one socket only (no shared UMEM), and the program is
-    // loaded by us (INHIBIT_PROG_LOAD), as Socket::new requires.
-    let (tx, rx, fqcq) = unsafe { Socket::new(sc, umem, &name, xcfg.queue) }.map_err(io_other)?;
-    let (fq, cq) = fqcq.ok_or_else(|| io_other("no fill/completion queue returned"))?;
-    Ok((tx, rx, fq, cq))
-}
-
 /// Attaches the program to `xcfg.iface`, creates the UMEM, binds an AF_XDP socket to
 /// `xcfg.queue` (zero-copy first under `--xsk-bind auto`) and registers it in the XSKMAP.
 pub fn open(
@@ -170,7 +144,7 @@ pub fn open(
     let mut opened = None;
     let mut last_err = None;
     for &(flags, name) in tries {
-        match open_socket(xcfg, &umem, flags) {
+        match rings::open_socket(&xcfg.iface, xcfg.queue, ring, &umem, flags) {
             Ok(rings) => {
                 opened = Some((rings, name));
                 break;

@@ -1,10 +1,46 @@
 //! The AF_XDP rings (xsk-rs) as [`RxRing`] and [`TxRing`]: the RX half owns the fill and RX
 //! rings, the TX half the TX and completion rings and the free list of TX frames; both
 //! hold a handle to the same UMEM.
+#![allow(
+    unsafe_code,
+    reason = "a ring module: memory shared with the kernel (see the module docs and each SAFETY comment)"
+)]
 
-use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem};
+use std::io;
 
+use xsk_rs::config::{BindFlags, Interface as XskIface, LibxdpFlags, QueueSize, SocketConfig};
+use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
+
+use crate::net::ring::session::io_other;
 use crate::net::ring::{RxRing, TxRing, TxStats, BATCH};
+
+/// The four rings of a bound socket.
+pub type SocketRings = (TxQueue, RxQueue, FillQueue, CompQueue);
+
+/// Binds an AF_XDP socket on `iface` queue `queue` over `umem` (its only user) with rings of
+/// `ring` entries; the XDP program is ours (libxdp is told not to load its own).
+pub fn open_socket(
+    iface: &str,
+    queue: u32,
+    ring: u32,
+    umem: &Umem,
+    bind: BindFlags,
+) -> io::Result<SocketRings> {
+    let q = |n: u32| QueueSize::new(n).map_err(io_other);
+    let sc = SocketConfig::builder()
+        .rx_queue_size(q(ring)?)
+        .tx_queue_size(q(ring)?)
+        .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+        .bind_flags(bind | BindFlags::XDP_USE_NEED_WAKEUP)
+        .build();
+    let name = XskIface::new(std::ffi::CString::new(iface).map_err(io_other)?);
+    // SAFETY: the UMEM is used by this one socket only (no shared UMEM: `open` creates one
+    // UMEM per socket), and the program is loaded by us (INHIBIT_PROG_LOAD), as Socket::new
+    // requires.
+    let (tx, rx, fqcq) = unsafe { Socket::new(sc, umem, &name, queue) }.map_err(io_other)?;
+    let (fq, cq) = fqcq.ok_or_else(|| io_other("no fill/completion queue returned"))?;
+    Ok((tx, rx, fq, cq))
+}
 
 /// The receive half.
 pub struct XskRx {

@@ -1,0 +1,105 @@
+//! MSG_ZEROCOPY sends from slots that live until the kernel is done with them.
+//!
+//! With MSG_ZEROCOPY the kernel reads a message's bytes after `send` returns, until it
+//! reports the send complete on the socket's error queue. [`ZcSlots`] owns the bytes: each
+//! message is copied into a slot that is not touched again until its completion has been
+//! read, so the unsafe contract of [`crate::socket::send_zerocopy`] holds by construction.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use crate::errqueue::read_zerocopy_completion;
+use crate::socket::{send_nb, send_zerocopy};
+
+/// MSG_ZEROCOPY counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ZcStats {
+    /// Completions received.
+    pub completed: u64,
+    /// Completions the kernel reported as copied after all (always so on veth and loopback).
+    pub copied_by_kernel: u64,
+    /// Messages sent with a plain send because every slot was busy.
+    pub plain_send_fallbacks: u64,
+}
+
+/// `N` slots of `L` bytes for MSG_ZEROCOPY sends on one socket (SO_ZEROCOPY must be set).
+pub struct ZcSlots<const N: usize, const L: usize> {
+    slots: Box<[[u8; L]; N]>,
+    /// Send id (the kernel counts zerocopy sends from 0 per socket) of each busy slot.
+    busy: [Option<u32>; N],
+    next_id: u32,
+    next_slot: usize,
+    stats: ZcStats,
+}
+
+impl<const N: usize, const L: usize> Default for ZcSlots<N, L> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize, const L: usize> ZcSlots<N, L> {
+    /// Free slots for a fresh socket.
+    pub fn new() -> Self {
+        Self {
+            slots: Box::new([[0; L]; N]),
+            busy: [None; N],
+            next_id: 0,
+            next_slot: 0,
+            stats: ZcStats::default(),
+        }
+    }
+
+    /// Sends `msg` on `fd` with MSG_ZEROCOPY from the next slot (a plain send when it is
+    /// still busy after reading completions); returns the bytes the kernel took, 0 when its
+    /// buffer is full.
+    pub fn send(&mut self, fd: RawFd, msg: &[u8; L]) -> io::Result<usize> {
+        let slot = self.next_slot;
+        if self.busy[slot].is_some() {
+            self.reap(fd);
+        }
+        if self.busy[slot].is_some() {
+            self.stats.plain_send_fallbacks += 1;
+            return send_nb(fd, msg, 0);
+        }
+        self.slots[slot] = *msg;
+        // SAFETY: the slot is owned by self (boxed, so it does not move), is not written
+        // while busy (checked above), and becomes free only in `reap`, once the kernel has
+        // reported this send complete; `Drop` of the socket first is the caller's order of
+        // fields, and a dropped socket's pending sends no longer read user memory.
+        let n = unsafe { send_zerocopy(fd, &self.slots[slot]) }?;
+        if n == 0 {
+            return Ok(0);
+        }
+        self.busy[slot] = Some(self.next_id);
+        self.next_id = self.next_id.wrapping_add(1);
+        self.next_slot = (slot + 1) % N;
+        Ok(n)
+    }
+
+    /// Reads completions (ranges of send ids) from `fd`'s error queue and frees their slots.
+    pub fn reap(&mut self, fd: RawFd) {
+        while let Some((lo, hi, copied)) = read_zerocopy_completion(fd) {
+            let count = u64::from(hi.wrapping_sub(lo)) + 1;
+            self.stats.completed += count;
+            self.stats.copied_by_kernel += u64::from(copied) * count;
+            for b in self.busy.iter_mut() {
+                if let Some(id) = *b {
+                    if id.wrapping_sub(lo) <= hi.wrapping_sub(lo) {
+                        *b = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Is any slot waiting for its completion?
+    pub fn any_busy(&self) -> bool {
+        self.busy.iter().any(Option::is_some)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ZcStats {
+        self.stats
+    }
+}
