@@ -117,6 +117,18 @@ struct GenArgs {
     /// Malformed lines to scatter through the file.
     #[arg(long, default_value_t = 0)]
     malformed: u64,
+    /// Place triggers this far apart in time at the replay rate `--rate` (one line per
+    /// packet): e.g. 10ms at rate 5000 is one trigger every 50 lines. Replaces
+    /// --trigger-every.
+    #[arg(long, value_parser = parse_duration)]
+    order_gap: Option<Duration>,
+    /// The replay rate (packets/s) the file is meant for (`serve --pace rate:PPS`); with
+    /// --order-gap.
+    #[arg(long, default_value_t = 5000)]
+    rate: u32,
+    /// Stop after this many planted triggers instead of at --size.
+    #[arg(long)]
+    orders: Option<u64>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -183,6 +195,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 unique_ids: a.unique_ids,
                 resnapshot: !a.no_resnapshot,
                 trigger_every: a.trigger_every.max(10),
+                trigger_every_lines: a.order_gap.map(|g| mdgen::lines_for_gap(g, a.rate)),
+                orders: a.orders,
                 malformed: a.malformed,
             };
             let s = mdgen::generate(&a.out, &cfg)

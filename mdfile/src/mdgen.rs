@@ -43,6 +43,11 @@ pub struct GenConfig {
     pub resnapshot: bool,
     /// Events between planted triggers.
     pub trigger_every: u64,
+    /// Lines (packets, at one line per packet) between planted triggers instead: with a
+    /// replay at R packets/s, orders come every `N / R` seconds (`exchange gen --order-gap`).
+    pub trigger_every_lines: Option<u64>,
+    /// Stop after this many planted triggers (instead of at `target_bytes`).
+    pub orders: Option<u64>,
     /// Malformed lines to scatter through the updates (to exercise error handling).
     pub malformed: u64,
 }
@@ -56,6 +61,8 @@ impl Default for GenConfig {
             unique_ids: false,
             resnapshot: true,
             trigger_every: 500,
+            trigger_every_lines: None,
+            orders: None,
             malformed: 0,
         }
     }
@@ -140,6 +147,12 @@ impl Book {
             self.asks.len()
         }
     }
+}
+
+/// Lines between triggers for orders `gap` apart when the file is replayed at `rate_pps`
+/// packets per second (one line per packet); at least 2.
+pub fn lines_for_gap(gap: std::time::Duration, rate_pps: u32) -> u64 {
+    ((gap.as_secs_f64() * f64::from(rate_pps)).round() as u64).max(2)
 }
 
 /// Fixed-point price (8 decimals) of a tick count.
@@ -233,177 +246,276 @@ pub fn planted_path(out: &Path) -> PathBuf {
 type GzWriter<W> = Writer<GzEncoder<Counting<W>>>;
 
 fn write_events<W: Write>(w: &mut GzWriter<W>, cfg: &GenConfig) -> io::Result<GenSummary> {
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let mut book = Book::default();
-    let mut s = GenSummary::default();
     writeln!(w.out, "{}", String::from_utf8_lossy(proto::md::HEADER))?;
-
-    let mut lts: u64 = 1_585_699_200_000_000;
-    let exch_ts = |rng: &mut ChaCha8Rng, lts: u64| lts - 80_000 - rng.gen_range(0..40_000);
+    let mut g = Gen {
+        w,
+        cfg,
+        rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+        book: Book::default(),
+        s: GenSummary::default(),
+        lts: 1_585_699_200_000_000,
+        next_trigger_line: 0,
+        near_miss_due: false,
+    };
     let mid: i64 = 13_187; // 6593.5 USD in ticks
     for i in 0..cfg.depth as i64 {
-        book.bids.insert(mid - 1 - i, amount(&mut rng, 20_000));
-        book.asks.insert(mid + i, amount(&mut rng, 20_000));
+        let (b, a) = (amount(&mut g.rng, 20_000), amount(&mut g.rng, 20_000));
+        g.book.bids.insert(mid - 1 - i, b);
+        g.book.asks.insert(mid + i, a);
     }
-    let snapshot = |w: &mut GzWriter<W>,
-                    book: &Book,
-                    rng: &mut ChaCha8Rng,
-                    lts: u64,
-                    s: &mut GenSummary|
-     -> io::Result<()> {
-        let ts = exch_ts(rng, lts);
-        for (&p, &a) in book.bids.iter().rev() {
-            w.line(ts, lts, true, true, p, a)?;
-            s.snapshot_lines += 1;
-        }
-        for (&p, &a) in &book.asks {
-            w.line(ts, lts, true, false, p, a)?;
-            s.snapshot_lines += 1;
-        }
-        Ok(())
-    };
-    snapshot(w, &book, &mut rng, lts, &mut s)?;
-
+    g.snapshot()?;
+    if let Some(n) = cfg.trigger_every_lines {
+        g.next_trigger_line = g.w.lines + n;
+    }
     let mut events: u64 = 0;
     let mut resnapshotted = !cfg.resnapshot;
     let mut malformed_left = cfg.malformed;
-    // The encoder buffers, so its output count lags: estimate with a 6:1 ratio until it
-    // has written enough to be trusted.
-    let compressed = |w: &GzWriter<W>| w.out.get_ref().count.max(w.raw_bytes / 6);
-    while compressed(w) < cfg.target_bytes || events < 3 * cfg.trigger_every {
+    while !g.done(events) {
         events += 1;
-        let new_id = cfg.unique_ids || rng.gen_bool(0.6);
-        let planted = events.is_multiple_of(cfg.trigger_every);
-        let near_miss = events % cfg.trigger_every == cfg.trigger_every / 2;
+        // The order of the random draws is part of the format: the same seed gives the same
+        // file, byte for byte, across versions.
+        let new_id = cfg.unique_ids || g.rng.gen_bool(0.6);
+        let (planted, near_miss) = g.schedule(events);
         if new_id || planted {
-            lts += rng.gen_range(1..400)
-                + if rng.gen_bool(0.1) {
-                    rng.gen_range(500..5000)
-                } else {
-                    0
-                };
+            let step = g.rng.gen_range(1..400);
+            let jump = if g.rng.gen_bool(0.1) {
+                g.rng.gen_range(500..5000)
+            } else {
+                0
+            };
+            g.lts += step + jump;
         }
-        let ts = exch_ts(&mut rng, lts);
-
-        if !resnapshotted && compressed(w) >= cfg.target_bytes / 2 {
+        let ts = g.exch_ts();
+        if !resnapshotted && g.compressed() >= cfg.target_bytes / 2 {
             resnapshotted = true;
-            lts += 1000;
-            snapshot(w, &book, &mut rng, lts, &mut s)?;
-            lts += 1;
+            g.lts += 1000;
+            g.snapshot()?;
+            g.lts += 1;
             continue;
         }
-        if malformed_left > 0 && rng.gen_bool(0.01) {
+        if malformed_left > 0 && g.rng.gen_bool(0.01) {
             malformed_left -= 1;
-            s.malformed += 1;
-            w.out.write_all(b"deribit,BTC-PERPETUAL,garbage,line\n")?;
-            w.lines += 1;
+            g.s.malformed += 1;
+            g.w.out.write_all(b"deribit,BTC-PERPETUAL,garbage,line\n")?;
+            g.w.lines += 1;
             continue;
         }
-
-        let bid = rng.gen_bool(0.5);
+        let bid = g.rng.gen_bool(0.5);
         if planted {
-            let rank = rng.gen_range(0..TRIGGER_LEVELS);
-            let Some(p) = book.at_rank(bid, rank) else {
-                continue;
-            };
-            let inc = TRIGGER_THRESHOLD + 10 + amount(&mut rng, 10_000_000);
-            let old = book.side(bid)[&p];
-            book.side(bid).insert(p, old + inc);
-            w.line(ts, lts, false, bid, p, old + inc)?;
-            let other = book.best(!bid).unwrap_or_default();
-            s.planted.push(Planted {
-                trigger_id: lts,
-                bid,
-                price: tick_price(other),
-            });
-            continue;
-        }
-        if near_miss {
-            // Exactly the threshold at the top (equal is not more), then a big jump too deep.
-            if let Some(p) = book.at_rank(bid, 0) {
-                let old = book.side(bid)[&p];
-                book.side(bid).insert(p, old + TRIGGER_THRESHOLD);
-                w.line(ts, lts, false, bid, p, old + TRIGGER_THRESHOLD)?;
-            }
-            if let Some(p) = book.at_rank(!bid, rng.gen_range(TRIGGER_LEVELS..TRIGGER_LEVELS + 5)) {
-                lts += u64::from(cfg.unique_ids);
-                let old = book.side(!bid)[&p];
-                book.side(!bid).insert(p, old + 3 * TRIGGER_THRESHOLD);
-                w.line(ts, lts, false, !bid, p, old + 3 * TRIGGER_THRESHOLD)?;
-            }
-            continue;
-        }
-
-        let roll: f64 = rng.gen();
-        let len = book.len(bid);
-        if roll < 0.55 || (roll < 0.75 && len < cfg.depth / 2) && len > 0 {
-            // Size change near the top, skewed towards rank 0.
-            let rank = (rng.gen_range(0.0f64..1.0).powi(3) * 20.0) as usize;
-            let Some(p) = book.at_rank(bid, rank.min(len.saturating_sub(1))) else {
-                continue;
-            };
-            let old = book.side(bid)[&p];
-            let new = if rng.gen_bool(0.5) {
-                old + amount(&mut rng, 500_000)
-            } else {
-                old.saturating_sub(amount(&mut rng, 20_000)).max(10)
-            };
-            book.side(bid).insert(p, new);
-            w.line(ts, lts, false, bid, p, new)?;
-        } else if roll < 0.75 && len > cfg.depth / 2 {
-            // Cancel near the top: cancelling the best moves the market.
-            let rank = (rng.gen_range(0.0f64..1.0).powi(2) * 20.0) as usize;
-            let Some(p) = book.at_rank(bid, rank) else {
-                continue;
-            };
-            book.side(bid).remove(&p);
-            w.line(ts, lts, false, bid, p, 0)?;
-        } else if roll < 0.95 {
-            // New level: inside the spread when there is room, else just behind the top.
-            let (Some(best), Some(other)) = (book.best(bid), book.best(!bid)) else {
-                continue;
-            };
-            let p = if rng.gen_bool(0.3) && (other - best).abs() > 1 {
-                if bid {
-                    best + 1
-                } else {
-                    best - 1
-                }
-            } else {
-                let off = rng.gen_range(1..30);
-                if bid {
-                    best - off
-                } else {
-                    best + off
-                }
-            };
-            if book.side(bid).contains_key(&p) {
-                continue;
-            }
-            let a = amount(&mut rng, 50_000);
-            book.side(bid).insert(p, a);
-            w.line(ts, lts, false, bid, p, a)?;
+            g.plant(ts, bid)?;
+        } else if near_miss {
+            g.near_miss(ts, bid)?;
         } else {
-            // Deep change.
-            let rank = rng.gen_range(20..cfg.depth.max(21));
-            let Some(p) = book.at_rank(bid, rank) else {
-                continue;
-            };
-            let a = amount(&mut rng, 20_000);
-            book.side(bid).insert(p, a);
-            w.line(ts, lts, false, bid, p, a)?;
+            g.ordinary(ts, bid)?;
         }
-        // Keep the book from growing without bound: trim the deepest level.
-        if book.len(bid) > cfg.depth * 2 {
-            if let Some(p) = book.at_rank(bid, book.len(bid) - 1) {
-                lts += u64::from(cfg.unique_ids);
-                book.side(bid).remove(&p);
-                w.line(ts, lts, false, bid, p, 0)?;
+    }
+    g.s.lines = g.w.lines;
+    Ok(g.s)
+}
+
+/// The generator's state while it writes.
+struct Gen<'a, W: Write> {
+    w: &'a mut GzWriter<W>,
+    cfg: &'a GenConfig,
+    rng: ChaCha8Rng,
+    book: Book,
+    s: GenSummary,
+    /// The current `local_timestamp`.
+    lts: u64,
+    /// With `trigger_every_lines`: the line at (or after) which the next trigger goes.
+    next_trigger_line: u64,
+    /// With `trigger_every_lines`: the near miss of this interval is still to come.
+    near_miss_due: bool,
+}
+
+impl<W: Write> Gen<'_, W> {
+    /// The compressed size so far. The encoder buffers, so its output count lags: estimate
+    /// with a 6:1 ratio until it has written enough to be trusted.
+    fn compressed(&self) -> u64 {
+        self.w.out.get_ref().count.max(self.w.raw_bytes / 6)
+    }
+
+    fn done(&self, events: u64) -> bool {
+        match (self.cfg.trigger_every_lines, self.cfg.orders) {
+            (Some(_), Some(n)) => self.s.planted.len() as u64 >= n,
+            (None, Some(n)) => {
+                self.s.planted.len() as u64 >= n && events >= 3 * self.cfg.trigger_every
+            }
+            _ => self.compressed() >= self.cfg.target_bytes && events >= 3 * self.cfg.trigger_every,
+        }
+    }
+
+    /// Is event `events` a planted trigger, a near miss, or ordinary?
+    fn schedule(&mut self, events: u64) -> (bool, bool) {
+        match self.cfg.trigger_every_lines {
+            Some(n) => {
+                // The next trigger is due once its line is reached; `plant` moves the mark
+                // on only when it planted (a snapshot or malformed line in between delays it).
+                let planted = self.w.lines >= self.next_trigger_line;
+                let half = self.next_trigger_line.saturating_sub(n / 2);
+                let near = !planted && self.near_miss_due && n >= 8 && self.w.lines >= half;
+                if near {
+                    self.near_miss_due = false;
+                }
+                (planted, near)
+            }
+            None => {
+                let every = self.cfg.trigger_every;
+                (events.is_multiple_of(every), events % every == every / 2)
             }
         }
     }
-    s.lines = w.lines;
-    Ok(s)
+
+    fn exch_ts(&mut self) -> u64 {
+        self.lts - 80_000 - self.rng.gen_range(0..40_000)
+    }
+
+    fn snapshot(&mut self) -> io::Result<()> {
+        let ts = self.exch_ts();
+        let lts = self.lts;
+        for (&p, &a) in self.book.bids.iter().rev() {
+            self.w.line(ts, lts, true, true, p, a)?;
+            self.s.snapshot_lines += 1;
+        }
+        for (&p, &a) in &self.book.asks {
+            self.w.line(ts, lts, true, false, p, a)?;
+            self.s.snapshot_lines += 1;
+        }
+        Ok(())
+    }
+
+    /// A size jump above the threshold on one of the top levels: one order.
+    fn plant(&mut self, ts: u64, bid: bool) -> io::Result<()> {
+        let rank = self.rng.gen_range(0..TRIGGER_LEVELS);
+        let Some(p) = self.book.at_rank(bid, rank) else {
+            return Ok(());
+        };
+        let inc = TRIGGER_THRESHOLD + 10 + amount(&mut self.rng, 10_000_000);
+        let old = self.book.side(bid)[&p];
+        self.book.side(bid).insert(p, old + inc);
+        self.w.line(ts, self.lts, false, bid, p, old + inc)?;
+        let other = self.book.best(!bid).unwrap_or_default();
+        self.s.planted.push(Planted {
+            trigger_id: self.lts,
+            bid,
+            price: tick_price(other),
+        });
+        if let Some(n) = self.cfg.trigger_every_lines {
+            // The trigger is the line just written: the next one comes `n` lines later.
+            self.next_trigger_line = self.w.lines - 1 + n;
+            self.near_miss_due = true;
+        }
+        Ok(())
+    }
+
+    /// Exactly the threshold at the top (equal is not more), then a big jump too deep.
+    fn near_miss(&mut self, ts: u64, bid: bool) -> io::Result<()> {
+        if let Some(p) = self.book.at_rank(bid, 0) {
+            let old = self.book.side(bid)[&p];
+            self.book.side(bid).insert(p, old + TRIGGER_THRESHOLD);
+            self.w
+                .line(ts, self.lts, false, bid, p, old + TRIGGER_THRESHOLD)?;
+        }
+        let deep = self.rng.gen_range(TRIGGER_LEVELS..TRIGGER_LEVELS + 5);
+        if let Some(p) = self.book.at_rank(!bid, deep) {
+            self.lts += u64::from(self.cfg.unique_ids);
+            let old = self.book.side(!bid)[&p];
+            self.book.side(!bid).insert(p, old + 3 * TRIGGER_THRESHOLD);
+            self.w
+                .line(ts, self.lts, false, !bid, p, old + 3 * TRIGGER_THRESHOLD)?;
+        }
+        Ok(())
+    }
+
+    /// A size change near the top, a cancel, a new level or a deep change; then the book is
+    /// kept from growing without bound.
+    fn ordinary(&mut self, ts: u64, bid: bool) -> io::Result<()> {
+        let roll: f64 = self.rng.gen();
+        let len = self.book.len(bid);
+        let depth = self.cfg.depth;
+        let written = if roll < 0.55 || (roll < 0.75 && len < depth / 2) && len > 0 {
+            self.size_change(ts, bid, len)?
+        } else if roll < 0.75 && len > depth / 2 {
+            // Cancel near the top: cancelling the best moves the market.
+            let rank = (self.rng.gen_range(0.0f64..1.0).powi(2) * 20.0) as usize;
+            match self.book.at_rank(bid, rank) {
+                Some(p) => {
+                    self.book.side(bid).remove(&p);
+                    self.w.line(ts, self.lts, false, bid, p, 0)?;
+                    true
+                }
+                None => false,
+            }
+        } else if roll < 0.95 {
+            self.new_level(ts, bid)?
+        } else {
+            // Deep change.
+            let rank = self.rng.gen_range(20..depth.max(21));
+            match self.book.at_rank(bid, rank) {
+                Some(p) => {
+                    let a = amount(&mut self.rng, 20_000);
+                    self.book.side(bid).insert(p, a);
+                    self.w.line(ts, self.lts, false, bid, p, a)?;
+                    true
+                }
+                None => false,
+            }
+        };
+        if written && self.book.len(bid) > depth * 2 {
+            if let Some(p) = self.book.at_rank(bid, self.book.len(bid) - 1) {
+                self.lts += u64::from(self.cfg.unique_ids);
+                self.book.side(bid).remove(&p);
+                self.w.line(ts, self.lts, false, bid, p, 0)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Size change near the top, skewed towards rank 0 (ordinary increases stay far below
+    /// the threshold).
+    fn size_change(&mut self, ts: u64, bid: bool, len: usize) -> io::Result<bool> {
+        let rank = (self.rng.gen_range(0.0f64..1.0).powi(3) * 20.0) as usize;
+        let Some(p) = self.book.at_rank(bid, rank.min(len.saturating_sub(1))) else {
+            return Ok(false);
+        };
+        let old = self.book.side(bid)[&p];
+        let new = if self.rng.gen_bool(0.5) {
+            old + amount(&mut self.rng, 500_000)
+        } else {
+            old.saturating_sub(amount(&mut self.rng, 20_000)).max(10)
+        };
+        self.book.side(bid).insert(p, new);
+        self.w.line(ts, self.lts, false, bid, p, new)?;
+        Ok(true)
+    }
+
+    /// New level: inside the spread when there is room, else just behind the top.
+    fn new_level(&mut self, ts: u64, bid: bool) -> io::Result<bool> {
+        let (Some(best), Some(other)) = (self.book.best(bid), self.book.best(!bid)) else {
+            return Ok(false);
+        };
+        let p = if self.rng.gen_bool(0.3) && (other - best).abs() > 1 {
+            if bid {
+                best + 1
+            } else {
+                best - 1
+            }
+        } else {
+            let off = self.rng.gen_range(1..30);
+            if bid {
+                best - off
+            } else {
+                best + off
+            }
+        };
+        if self.book.side(bid).contains_key(&p) {
+            return Ok(false);
+        }
+        let a = amount(&mut self.rng, 50_000);
+        self.book.side(bid).insert(p, a);
+        self.w.line(ts, self.lts, false, bid, p, a)?;
+        Ok(true)
+    }
 }
 
 /// Reads a `.planted.csv` sidecar back.

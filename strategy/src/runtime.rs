@@ -314,42 +314,9 @@ fn run_loop<P: NetPath>(a: &RunArgs, mut path: P) -> Result<()> {
                     }
                 }
             }
-            State::Connecting { since } => match path.poll_connect() {
-                Ok(true) => {
-                    tally.engine.reset();
-                    tally.latency.reset();
-                    tally.log.clear();
-                    tally.stats = PathStats::default();
-                    let udp_before = UdpCounters::read();
-                    match path.start_md() {
-                        Ok(()) => {
-                            info!("state Connecting -> Running");
-                            backoff = Duration::from_millis(20);
-                            State::Running {
-                                since: Instant::now(),
-                                udp_before,
-                            }
-                        }
-                        Err(e) => {
-                            path.close();
-                            return Err(e).context("starting market data");
-                        }
-                    }
-                }
-                Ok(false) if since.elapsed() < Duration::from_secs(3) => {
-                    State::Connecting { since }
-                }
-                Ok(false) => {
-                    warn!("connect timed out");
-                    path.close();
-                    retry(&mut backoff)
-                }
-                Err(e) => {
-                    warn!("connect: {e}");
-                    path.close();
-                    retry(&mut backoff)
-                }
-            },
+            State::Connecting { since } => {
+                step_connecting(&mut path, &mut tally, since, &mut backoff)?
+            }
             State::Running { since, udp_before } => {
                 let mut hot = Hot {
                     engine: &mut tally.engine,
@@ -385,6 +352,46 @@ fn run_loop<P: NetPath>(a: &RunArgs, mut path: P) -> Result<()> {
             }
         };
     }
+}
+
+/// One turn in Connecting: on success the session's tallies start from zero and market
+/// data starts; a refused or timed-out connect goes back to Init with backoff.
+fn step_connecting<P: NetPath>(
+    path: &mut P,
+    tally: &mut Tally,
+    since: Instant,
+    backoff: &mut Duration,
+) -> Result<State> {
+    Ok(match path.poll_connect() {
+        Ok(true) => {
+            tally.engine.reset();
+            tally.latency.reset();
+            tally.log.clear();
+            tally.stats = PathStats::default();
+            let udp_before = UdpCounters::read();
+            if let Err(e) = path.start_md() {
+                path.close();
+                return Err(e).context("starting market data");
+            }
+            info!("state Connecting -> Running");
+            *backoff = Duration::from_millis(20);
+            State::Running {
+                since: Instant::now(),
+                udp_before,
+            }
+        }
+        Ok(false) if since.elapsed() < Duration::from_secs(3) => State::Connecting { since },
+        Ok(false) => {
+            warn!("connect timed out");
+            path.close();
+            retry(backoff)
+        }
+        Err(e) => {
+            warn!("connect: {e}");
+            path.close();
+            retry(backoff)
+        }
+    })
 }
 
 fn retry(backoff: &mut Duration) -> State {
