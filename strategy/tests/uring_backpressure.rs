@@ -98,64 +98,9 @@ fn a_stalled_exchange_does_not_lose_market_data_or_buffers() {
     let strategy = lab
         .strategy
         .spawn(move || {
-            let mut path = UringPath::new(NetConfig {
-                exchange: EXCHANGE,
-                group: GROUP,
-                iface_addr: Some(Ipv4Addr::new(10, 77, 0, 2)),
-                busy_poll_us: 0,
-                sqpoll_idle_ms: None,
-                send_zc: false,
-                msg_zerocopy: false,
-            });
-            path.begin_connect().expect("connect");
-            let t0 = Instant::now();
-            while !path.poll_connect().expect("connect") {
-                assert!(t0.elapsed() < Duration::from_secs(5), "connect timed out");
-            }
-            path.start_md().expect("market data");
-            go_tx.send(()).expect("go");
-            let mut engine = Engine::new(EngineConfig::default());
-            let (mut latency, mut log, mut stats) = (
-                Latency::new(),
-                OrderLog::with_capacity(1 << 16),
-                PathStats::default(),
-            );
-            let mut last_packet = Instant::now();
-            loop {
-                let mut hot = Hot {
-                    engine: &mut engine,
-                    latency: &mut latency,
-                    log: &mut log,
-                    stats: &mut stats,
-                    delays: &[],
-                };
-                let status = path.poll(&mut hot).expect("poll");
-                if status == Status::Busy {
-                    last_packet = Instant::now();
-                }
-                // Every packet is in once the stream has been quiet for a while.
-                if stats.packets as usize >= n_lines
-                    || last_packet.elapsed() > Duration::from_secs(2)
-                {
-                    break;
-                }
-            }
-            // Let the last returned buffers reach the kernel.
-            let until = Instant::now() + Duration::from_millis(50);
-            while Instant::now() < until {
-                let mut hot = Hot {
-                    engine: &mut engine,
-                    latency: &mut latency,
-                    log: &mut log,
-                    stats: &mut stats,
-                    delays: &[],
-                };
-                let _ = path.poll(&mut hot);
-            }
-            let report = path.uring_report();
-            path.close();
+            let out = strategy_session(n_lines, &go_tx);
             let _ = done_tx.send(());
-            (stats, report, engine.stats().packets)
+            out
         })
         .expect("strategy");
     // The old loop blocked here forever, waiting for a free slot: fail instead of hanging.
@@ -184,4 +129,67 @@ fn a_stalled_exchange_does_not_lose_market_data_or_buffers() {
         expected,
         "each order sent or held back, none lost: {stats:?}"
     );
+}
+
+/// The strategy's side: the io_uring path until every packet is in (or the stream has been
+/// quiet for 2 s); returns the path counters, the ring's report and the engine's count.
+fn strategy_session(
+    n_lines: usize,
+    go_tx: &mpsc::Sender<()>,
+) -> (PathStats, strategy::net::uring::UringReport, u64) {
+    let mut path = UringPath::new(NetConfig {
+        exchange: EXCHANGE,
+        group: GROUP,
+        iface_addr: Some(Ipv4Addr::new(10, 77, 0, 2)),
+        busy_poll_us: 0,
+        sqpoll_idle_ms: None,
+        send_zc: false,
+        msg_zerocopy: false,
+    });
+    path.begin_connect().expect("connect");
+    let t0 = Instant::now();
+    while !path.poll_connect().expect("connect") {
+        assert!(t0.elapsed() < Duration::from_secs(5), "connect timed out");
+    }
+    path.start_md().expect("market data");
+    go_tx.send(()).expect("go");
+    let mut engine = Engine::new(EngineConfig::default());
+    let (mut latency, mut log, mut stats) = (
+        Latency::new(),
+        OrderLog::with_capacity(1 << 16),
+        PathStats::default(),
+    );
+    let mut last_packet = Instant::now();
+    loop {
+        let mut hot = Hot {
+            engine: &mut engine,
+            latency: &mut latency,
+            log: &mut log,
+            stats: &mut stats,
+            delays: &[],
+        };
+        let status = path.poll(&mut hot).expect("poll");
+        if status == Status::Busy {
+            last_packet = Instant::now();
+        }
+        // Every packet is in once the stream has been quiet for a while.
+        if stats.packets as usize >= n_lines || last_packet.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+    }
+    // Let the last returned buffers reach the kernel.
+    let until = Instant::now() + Duration::from_millis(50);
+    while Instant::now() < until {
+        let mut hot = Hot {
+            engine: &mut engine,
+            latency: &mut latency,
+            log: &mut log,
+            stats: &mut stats,
+            delays: &[],
+        };
+        let _ = path.poll(&mut hot);
+    }
+    let report = path.uring_report();
+    path.close();
+    (stats, report, engine.stats().packets)
 }

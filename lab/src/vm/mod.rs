@@ -196,23 +196,7 @@ fn one_vm_run(ctx: &VmRunCtx<'_>, nic: &str, path: &str, run: u32) -> Result<Run
         .stderr(fs::File::create(dir.join(format!("{tag}.exchange.log")))?)
         .spawn()
         .context("starting the exchange")?;
-    let device = match nic {
-        "virtio" if mq => format!(
-            "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,mq=on,vectors={}",
-            2 * queues + 2
-        ),
-        "virtio" => "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56".to_owned(),
-        "e1000e" => "e1000e,netdev=n0,mac=52:54:00:12:34:56".to_owned(),
-        _ => "igb,netdev=n0,mac=52:54:00:12:34:56".to_owned(),
-    };
-    let netdev = if mq {
-        format!("tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=off,queues={queues}")
-    } else {
-        "tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=off".to_owned()
-    };
-    let append = format!(
-        "console=ttyS0 panic=-1 quiet labip={GUEST_CIDR} labex={HOST_ADDR}:9012 labnet={path} labpktip=192.168.100.3"
-    );
+    let (device, netdev, append) = guest_nic(nic, path, mq, queues);
     let serial = dir.join(format!("{tag}.serial.log"));
     let mut guest = qemu::qemu(&ns, accel, v, kernel, initrd)
         .args(["-append", &append, "-netdev", &netdev, "-device", &device])
@@ -252,20 +236,7 @@ fn one_vm_run(ctx: &VmRunCtx<'_>, nic: &str, path: &str, run: u32) -> Result<Run
     drop(ns);
     result?;
     println!("  {tag}: guest done in {:.1} s", t0.elapsed().as_secs_f64());
-    let log = fs::read_to_string(&serial).unwrap_or_default();
-    let exit_ok = log.lines().any(|l| l.trim() == "lab-exit: 0");
-    if !exit_ok {
-        let tail: Vec<&str> = log.lines().rev().take(15).collect();
-        bail!(
-            "the strategy in the guest failed; serial log tail:\n{}",
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        );
-    }
-    let strat_json = log
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("lab-results: "))
-        .and_then(|j| serde_json::from_str::<serde_json::Value>(j.trim()).ok())
-        .unwrap_or(serde_json::Value::Null);
+    let strat_json = guest_report(&serial)?;
     let summary = exchange::results::read_summaries(&ex_sum)?
         .into_iter()
         .next()
@@ -286,6 +257,49 @@ fn one_vm_run(ctx: &VmRunCtx<'_>, nic: &str, path: &str, run: u32) -> Result<Run
         t2t_user: rx.t2t_user,
         t2t_kernel: rx.t2t_kernel,
     })
+}
+
+/// The guest's NIC: QEMU's `-device` and `-netdev` arguments and the kernel command line
+/// the guest's /init reads (its address, the exchange, the path).
+fn guest_nic(nic: &str, path: &str, mq: bool, queues: u32) -> (String, String, String) {
+    let device: String = match nic {
+        "virtio" if mq => format!(
+            "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,mq=on,vectors={}",
+            2 * queues + 2
+        ),
+        "virtio" => "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56".to_owned(),
+        "e1000e" => "e1000e,netdev=n0,mac=52:54:00:12:34:56".to_owned(),
+        _ => "igb,netdev=n0,mac=52:54:00:12:34:56".to_owned(),
+    };
+    let netdev = if mq {
+        format!("tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=off,queues={queues}")
+    } else {
+        "tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=off".to_owned()
+    };
+    let append = format!(
+        "console=ttyS0 panic=-1 quiet labip={GUEST_CIDR} labex={HOST_ADDR}:9012 labnet={path} labpktip=192.168.100.3"
+    );
+    (device, netdev, append)
+}
+
+/// The strategy's report from the guest's serial console; an error with the console's tail
+/// when the guest's strategy did not exit cleanly.
+fn guest_report(serial: &Path) -> Result<serde_json::Value> {
+    let log = fs::read_to_string(serial).unwrap_or_default();
+    let exit_ok = log.lines().any(|l| l.trim() == "lab-exit: 0");
+    if !exit_ok {
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        bail!(
+            "the strategy in the guest failed; serial log tail:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    let strat_json = log
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("lab-results: "))
+        .and_then(|j| serde_json::from_str::<serde_json::Value>(j.trim()).ok())
+        .unwrap_or(serde_json::Value::Null);
+    Ok(strat_json)
 }
 
 /// `lab --vm --interactive`: the namespace, tap and exchange stay up while a guest shell runs

@@ -26,18 +26,18 @@ use std::time::Duration;
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use proto::order::OrderRepr;
 use tracing::{error, info, warn};
 
 use crate::formatter::PacketFormatter;
-use crate::md_publisher::{MdPublisher, PublisherConfig, Sent};
+use crate::md_publisher::{MdPublisher, PublisherConfig};
 use crate::order_entry::OrderStream;
 use crate::pacing::{Pace, Pacer};
 use crate::results::{EndReason, ResultsSink, SessionStats, Summary};
 use hostsys::clock::mono_ns;
-use hostsys::errqueue as sys;
-use mdfile::orders::{OrderRow, Timing};
 use mdfile::{MdReader, ReadError};
+
+mod order_rx;
+mod replay;
 
 const LISTENER: Token = Token(0);
 const CONN: Token = Token(1);
@@ -303,7 +303,7 @@ impl Server {
             }
         };
         let _ = conn.set_nodelay(true);
-        if let Err(e) = sys::enable_rx_timestamps(conn.as_raw_fd()) {
+        if let Err(e) = hostsys::errqueue::enable_rx_timestamps(conn.as_raw_fd()) {
             warn!("no kernel RX timestamps on the order socket: {e}");
         }
         if let Err(e) = self
@@ -361,217 +361,6 @@ impl Server {
         // Dropping `s` closes the connection and the file.
     }
 
-    fn read_conn(&mut self) {
-        let mut end = None;
-        loop {
-            let Some(s) = &mut self.session else { return };
-            let fd = s.conn.as_raw_fd();
-            match sys::recv_timestamped(fd, s.stream.spare()) {
-                Ok((0, _)) => {
-                    end = Some(EndReason::Disconnected);
-                    break;
-                }
-                Ok((n, krx)) => {
-                    let recv_ns = mono_ns();
-                    s.stream.commit(n);
-                    if s.phase == Phase::Handshake {
-                        s.stats.counters.rejected_bytes += n as u64;
-                        s.stream.clear();
-                        warn!(
-                            session = s.stats.session,
-                            bytes = n,
-                            "rejected: order bytes during HANDSHAKE"
-                        );
-                        continue;
-                    }
-                    self.handle_orders(recv_ns, krx);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    info!("order connection: {e}");
-                    end = Some(EndReason::Disconnected);
-                    break;
-                }
-            }
-        }
-        if let Some(r) = end {
-            self.end_session(r);
-        }
-    }
-
-    fn handle_orders(&mut self, recv_ns: u64, krx: Option<u64>) {
-        self.drain_tx_timestamps();
-        let Some(s) = &mut self.session else { return };
-        while let Some(msg) = s.stream.pop() {
-            match OrderRepr::decode(&msg) {
-                Ok(order) => match s.sends.get(&order.trigger_id) {
-                    Some(t) => {
-                        let timing = Timing {
-                            send_first_ns: t.first,
-                            send_last_ns: t.last,
-                            recv_ns,
-                            ktx_first_ns: t.ktx_first,
-                            krx_ns: krx,
-                        };
-                        let row = OrderRow {
-                            session: s.stats.session,
-                            order,
-                            timing: Some(timing),
-                            delay_ns: None,
-                        };
-                        s.stats.counters.orders_accepted += 1;
-                        let _ = s
-                            .stats
-                            .t2t_user
-                            .record(recv_ns.saturating_sub(t.first).max(1));
-                        let _ = s
-                            .stats
-                            .t2t_user_last
-                            .record(recv_ns.saturating_sub(t.last).max(1));
-                        if let Some(k) = timing.kernel_t2t_ns() {
-                            let _ = s.stats.t2t_kernel.record(k.max(1));
-                        }
-                        if self.cfg.log_orders {
-                            let _ = writeln!(
-                                self.out,
-                                "order session={} trigger_id={} side={} price={} qty={} recv_ns={} t2t_ns={} kt2t_ns={}",
-                                row.session,
-                                order.trigger_id,
-                                order.side.as_str(),
-                                proto::decimal::Fixed(order.price, proto::PRICE_DECIMALS),
-                                order.qty,
-                                recv_ns,
-                                recv_ns.saturating_sub(t.first),
-                                timing.kernel_t2t_ns().map_or_else(|| "-".to_owned(), |v| v.to_string()),
-                            );
-                        }
-                        if let Err(e) = self.sink.order(&row) {
-                            error!("writing results: {e}");
-                        }
-                    }
-                    None => {
-                        s.stats.counters.unknown_trigger += 1;
-                        warn!(
-                            session = s.stats.session,
-                            trigger_id = order.trigger_id,
-                            "order with an unknown trigger id"
-                        );
-                    }
-                },
-                Err(e) => {
-                    s.stats.counters.invalid += 1;
-                    warn!(session = s.stats.session, "invalid order message: {e}");
-                }
-            }
-        }
-    }
-
-    fn drain_tx_timestamps(&mut self) {
-        if let Some(mut s) = self.session.take() {
-            self.drain_tx_into(&mut s);
-            self.session = Some(s);
-        } else {
-            let _ = self.md.drain_tx_timestamps(|_, _| {});
-        }
-    }
-
-    fn drain_tx_into(&mut self, s: &mut Session) {
-        let sends = &mut s.sends;
-        if let Err(e) = self.md.drain_tx_timestamps(|id, ns| {
-            if let Some(t) = sends.get_mut(&id) {
-                t.ktx_first.get_or_insert(ns);
-            }
-        }) {
-            warn!("reading TX timestamps: {e}");
-        }
-    }
-
-    /// Sends the packets that are due; returns whether anything was sent.
-    fn publish_due(&mut self) -> bool {
-        let mut sent_any = false;
-        let mut end = None;
-        for _ in 0..SEND_BATCH {
-            let Some(s) = &mut self.session else { break };
-            if matches!(s.phase, Phase::Grace { .. }) {
-                break;
-            }
-            if s.next.is_none() {
-                match next_packet(s, self.formatter.as_mut(), &mut self.pkt[..]) {
-                    Ok(Some(p)) => s.next = Some(p),
-                    Ok(None) => {
-                        let until_ns = mono_ns()
-                            + u64::try_from(self.cfg.grace.as_nanos()).unwrap_or(u64::MAX);
-                        s.reader = None; // close the file
-                        info!(
-                            session = s.stats.session,
-                            "end of file: grace period {:?}", self.cfg.grace
-                        );
-                        s.phase = Phase::Grace { until_ns };
-                        break;
-                    }
-                    Err(e) => {
-                        error!(session = s.stats.session, "{e}");
-                        end = Some(EndReason::FileError);
-                        break;
-                    }
-                }
-            }
-            let Some(p) = s.next else { break };
-            let now = mono_ns();
-            if now < p.deadline {
-                break;
-            }
-            if s.phase == Phase::Handshake && !p.snapshot {
-                s.phase = Phase::Transmit;
-                info!(session = s.stats.session, "state HANDSHAKE -> TRANSMIT");
-            }
-            let send_ns = mono_ns();
-            match self.md.send(&self.pkt[..p.len], p.id) {
-                Ok(Sent::Ok) => {
-                    s.next = None;
-                    s.pacer.sent();
-                    s.stats.counters.packets_sent += 1;
-                    if s.stats.first_send_ns == 0 {
-                        s.stats.first_send_ns = send_ns;
-                    }
-                    s.stats.last_send_ns = send_ns;
-                    s.stats.counters.snapshot_packets += u64::from(p.snapshot);
-                    let lateness = send_ns.saturating_sub(p.deadline);
-                    let _ = s.stats.pacing_error.record(lateness.max(1));
-                    if lateness
-                        > u64::try_from(self.cfg.late_threshold.as_nanos()).unwrap_or(u64::MAX)
-                    {
-                        s.stats.counters.late += 1;
-                    }
-                    s.sends
-                        .entry(p.id)
-                        .and_modify(|t| t.last = send_ns)
-                        .or_insert(SendTimes {
-                            first: send_ns,
-                            last: send_ns,
-                            ktx_first: None,
-                        });
-                    sent_any = true;
-                }
-                Ok(Sent::WouldBlock) => {
-                    s.stats.counters.send_retries += 1;
-                    break;
-                }
-                Err(e) => {
-                    // Not a full buffer: a hard error (no route...). Retried and counted.
-                    s.stats.counters.send_retries += 1;
-                    warn!("market-data send: {e}");
-                    break;
-                }
-            }
-        }
-        if let Some(r) = end {
-            self.end_session(r);
-        }
-        sent_any
-    }
-
     fn check_grace(&mut self) {
         if let Some(Session {
             phase: Phase::Grace { until_ns },
@@ -581,54 +370,6 @@ impl Server {
             if mono_ns() >= *until_ns {
                 self.end_session(EndReason::EndOfFile);
             }
-        }
-    }
-}
-
-/// Reads lines until one formats into a packet (malformed lines are counted and skipped).
-fn next_packet(
-    s: &mut Session,
-    formatter: &mut dyn PacketFormatter,
-    out: &mut [u8],
-) -> Result<Option<Pending>, ReadError> {
-    let Some(reader) = &mut s.reader else {
-        return Ok(None);
-    };
-    loop {
-        if !reader.next_raw()? {
-            return Ok(None);
-        }
-        // One parse per line: it validates the line and feeds the formatter.
-        let line = reader.line();
-        match proto::md::parse_line(line, reader.amount_decimals()) {
-            Err(error) => {
-                s.stats.counters.malformed_lines += 1;
-                warn!(
-                    session = s.stats.session,
-                    line_no = reader.line_no(),
-                    "malformed line skipped: {error}"
-                );
-            }
-            Ok(parsed) => match formatter.format(line, &parsed, out) {
-                Some(len) => {
-                    let id = parsed.local_timestamp;
-                    let deadline = s.pacer.deadline(id);
-                    return Ok(Some(Pending {
-                        len,
-                        id,
-                        snapshot: parsed.is_snapshot,
-                        deadline,
-                    }));
-                }
-                None => {
-                    s.stats.counters.malformed_lines += 1;
-                    warn!(
-                        session = s.stats.session,
-                        line_no = reader.line_no(),
-                        "line does not fit a packet: skipped"
-                    );
-                }
-            },
         }
     }
 }
