@@ -18,6 +18,7 @@ pub mod rings;
 use self::filter::Flows;
 use self::rings::{Geometry, PacketRx, PacketTx};
 use super::ring::session::io_other;
+use super::ring::session::PacketReport;
 use super::ring::{BackendReport, Opened, RingDevice, RingPath, SessionGuard};
 use super::NetConfig;
 
@@ -36,19 +37,6 @@ pub struct PacketConfig {
 
 /// The AF_PACKET path.
 pub type PacketPath = RingPath<PacketRx, PacketTx>;
-
-/// The AF_PACKET backend's report.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct PacketReport {
-    /// Interface.
-    pub af_packet: String,
-    /// smoltcp's address.
-    pub local: Ipv4Addr,
-    /// Ring version.
-    pub ring: &'static str,
-    /// PACKET_QDISC_BYPASS on.
-    pub qdisc_bypass: bool,
-}
 
 struct Bound {
     ifname: String,

@@ -17,9 +17,10 @@ use std::num::NonZeroU32;
 use xsk_rs::config::{BindFlags, FrameSize, QueueSize, UmemConfig};
 use xsk_rs::Umem;
 
-use self::loader::{SteerCounters, Steering, XdpModeArg};
+use self::loader::{Steering, XdpModeArg};
 use self::rings::{XskRx, XskTx};
 use super::ring::session::io_other;
+use super::ring::session::XdpReport;
 use super::ring::{BackendReport, Opened, RingDevice, RingPath, SessionGuard};
 use super::NetConfig;
 
@@ -47,17 +48,6 @@ impl std::str::FromStr for XskBind {
             _ => Err(format!("unknown bind mode `{s}` (auto, zc, copy)")),
         }
     }
-}
-
-/// The AF_XDP backend's report.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
-pub struct XdpReport {
-    /// Attach mode that worked (drv, skb).
-    pub xdp_mode: &'static str,
-    /// Bind mode that worked (zero-copy, copy).
-    pub xsk_bind: &'static str,
-    /// The program's per-class counters.
-    pub steering: SteerCounters,
 }
 
 /// AF_XDP settings.

@@ -77,10 +77,35 @@ pub enum BackendReport {
     #[default]
     None,
     /// AF_XDP: attach and bind modes, the program's per-class counters.
-    Xdp(crate::net::af_xdp::XdpReport),
+    Xdp(XdpReport),
     /// AF_PACKET: interface, smoltcp's address, ring version.
-    Packet(crate::net::af_packet::PacketReport),
+    Packet(PacketReport),
 }
+
+/// The AF_XDP backend's report.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct XdpReport {
+    /// Attach mode that worked (drv, skb).
+    pub xdp_mode: &'static str,
+    /// Bind mode that worked (zero-copy, copy).
+    pub xsk_bind: &'static str,
+    /// The program's per-class counters.
+    pub steering: crate::net::af_xdp::loader::SteerCounters,
+}
+
+/// The AF_PACKET backend's report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PacketReport {
+    /// Interface.
+    pub af_packet: String,
+    /// smoltcp's address.
+    pub local: Ipv4Addr,
+    /// Ring version.
+    pub ring: &'static str,
+    /// PACKET_QDISC_BYPASS on.
+    pub qdisc_bypass: bool,
+}
+
 
 /// The report of a raw-ring session.
 #[derive(Debug, Clone, Default, serde::Serialize)]
