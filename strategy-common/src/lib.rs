@@ -24,10 +24,14 @@ pub struct SteerConfig {
     pub exchange_port: u16,
     /// 1 = also steer ARP replies addressed to us (smoltcp resolves the neighbour).
     pub steer_arp: u32,
+    /// 1 = log frames off the common path (too short to classify, no socket on the queue)
+    /// with aya-log; 0 = never log (the common path then pays one predictable branch at the
+    /// most, only on those frames).
+    pub diag: u32,
 }
 
 const _: () = assert!(
-    core::mem::size_of::<SteerConfig>() == 20,
+    core::mem::size_of::<SteerConfig>() == 24,
     "no implicit padding"
 );
 

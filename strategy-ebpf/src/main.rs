@@ -6,7 +6,9 @@
 //! to our address, (c) ARP replies addressed to our address (smoltcp resolves the exchange's
 //! MAC itself). Everything else is `XDP_PASS`: the kernel keeps ping, ssh and ARP requests.
 //! The loader writes a [`SteerConfig`] into `CONFIG[0]`; per-CPU counters per class record
-//! redirected, passed and aborted frames.
+//! redirected, passed and aborted frames. With `diag` set at load time (`--xdp-diag`), the
+//! odd frames (too short to classify, no socket on the frame's queue) are also logged with
+//! aya-log; the frames the program exists for never log.
 #![no_std]
 #![no_main]
 
@@ -14,6 +16,7 @@ use aya_ebpf::bindings::xdp_action;
 use aya_ebpf::macros::{map, xdp};
 use aya_ebpf::maps::{Array, PerCpuArray, XskMap};
 use aya_ebpf::programs::XdpContext;
+use aya_log_ebpf::warn;
 use strategy_common::{Class, Counters, SteerConfig, CLASS_COUNT};
 
 #[map]
@@ -115,6 +118,10 @@ fn try_steer(ctx: &XdpContext) -> Result<u32, ()> {
         Err(()) => {
             // Too short to classify: not ours; let the kernel judge it.
             count(Class::Other, false, false);
+            if cfg.diag != 0 {
+                let len = ctx.data_end() - ctx.data();
+                warn!(ctx, "frame too short to classify: {} bytes", len);
+            }
             return Ok(xdp_action::XDP_PASS);
         }
     };
@@ -132,6 +139,9 @@ fn try_steer(ctx: &XdpContext) -> Result<u32, ()> {
         Err(_) => {
             // No socket on this queue: count and leave the frame to the kernel.
             count(class, false, true);
+            if cfg.diag != 0 {
+                warn!(ctx, "no AF_XDP socket on queue {} (class {})", queue, class as u32);
+            }
             Ok(xdp_action::XDP_PASS)
         }
     }

@@ -106,6 +106,10 @@ pub struct RunArgs {
     /// AF_XDP: UMEM on huge pages.
     #[arg(long)]
     pub hugepages: bool,
+    /// AF_XDP: the XDP program logs its odd frames (too short to classify, no socket on the
+    /// queue) with aya-log; off, it never logs.
+    #[arg(long)]
+    pub xdp_diag: bool,
     /// Test hook: panic once this many packets were received (checks that every exit path,
     /// unwinding included, cleans up).
     #[arg(long, hide = true)]
@@ -234,6 +238,7 @@ pub fn main(a: &RunArgs) -> Result<()> {
                 frame_size: a.frame_size,
                 frame_count: a.frame_count,
                 hugepages: a.hugepages,
+                diag: a.xdp_diag,
             };
             run_loop(a, crate::net::af_xdp::path(cfg, xcfg))
         }

@@ -154,6 +154,7 @@ fn no_path_allocates_in_its_busy_loop() {
                         frame_size: 2048,
                         frame_count: 1024,
                         hugepages: false,
+                        diag: false,
                     },
                 )),
             })

@@ -92,7 +92,7 @@ fn program_classifies_crafted_frames() {
     if skip() {
         return;
     }
-    let ebpf = Steering::load(LOCAL, EXCHANGE, GROUP).expect("load");
+    let ebpf = Steering::load(LOCAL, EXCHANGE, GROUP, false).expect("load");
     let md = b"deribit,BTC-PERPETUAL,1,2,false,ask,6593.5,20750";
     let ex = *EXCHANGE.ip();
     let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -169,6 +169,7 @@ fn device_accounts_for_every_frame_under_random_token_use() {
                 frame_size: 2048,
                 frame_count: 256,
                 hugepages: false,
+                diag: false,
             };
             let mut o = open(&xcfg, EXCHANGE, GROUP).expect("open AF_XDP");
             let _join = strategy::net::sockets::join_group(GROUP, Some(LOCAL), 0).expect("join");
@@ -441,4 +442,57 @@ fn packet_filter_passes_only_the_flows() {
         "and nothing else ({} frames)",
         got.len()
     );
+}
+
+/// A `log::Log` that keeps the messages it is given (the program's aya-log records).
+struct Capture(std::sync::Mutex<Vec<String>>);
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(record.args().to_string());
+        }
+    }
+    fn flush(&self) {}
+}
+
+/// The load-time switch: with `diag` the odd frames are logged through aya-log (and the
+/// frames the program exists for are not); without it nothing is ever logged.
+#[test]
+fn diagnostics_log_odd_frames_only_when_switched_on() {
+    if skip() {
+        return;
+    }
+    let md = b"deribit,BTC-PERPETUAL,1,2,false,ask,6593.5,20750";
+    let ex = *EXCHANGE.ip();
+    let short = eth(0x0800); // no IPv4 header at all
+    let steered = ipv4(17, ex, *GROUP.ip(), &udp(12345, md)); // no socket: aborted
+    let passed = arp(1, LOCAL); // an ordinary frame for the kernel
+    for diag in [false, true] {
+        let mut ebpf = Steering::load(LOCAL, EXCHANGE, GROUP, diag).expect("load");
+        let capture: &'static Capture = Box::leak(Box::new(Capture(Default::default())));
+        let mut logger =
+            aya_log::EbpfLogger::init_with_logger(&mut ebpf, capture).expect("log ring");
+        for frame in [&short, &steered, &passed] {
+            test_run(&ebpf, frame).expect("test run");
+        }
+        logger.flush();
+        let got = capture.0.lock().expect("lock").clone();
+        if diag {
+            assert_eq!(got.len(), 2, "{got:?}");
+            assert!(
+                got[0].contains("too short to classify: 14 bytes"),
+                "{got:?}"
+            );
+            assert!(
+                got[1].contains("no AF_XDP socket on queue 0 (class 0)"),
+                "{got:?}"
+            );
+        } else {
+            assert!(got.is_empty(), "logged with the switch off: {got:?}");
+        }
+    }
 }

@@ -82,6 +82,8 @@ pub fn has_object() -> bool {
 
 /// The loaded, attached program. Dropping it detaches the program from the interface.
 pub struct Steering {
+    // The logger holds the program's log ring: dropped before the program.
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     ebpf: Ebpf,
     /// Mode that attached.
     pub mode: &'static str,
@@ -103,10 +105,13 @@ pub struct SteerCounters {
 impl Steering {
     /// Loads and verifies the program with its configuration, without attaching it
     /// (used by [`Steering::attach`], and by tests that run it on crafted frames).
+    /// `diag` switches on the program's aya-log diagnostics of odd frames (read them with an
+    /// [`aya_log::EbpfLogger`] on the returned object).
     pub fn load(
         local: Ipv4Addr,
         exchange: SocketAddrV4,
         group: SocketAddrV4,
+        diag: bool,
     ) -> Result<Ebpf, LoadError> {
         if !has_object() {
             return Err(LoadError::NoObject);
@@ -119,6 +124,7 @@ impl Steering {
             md_port: group.port().to_be(),
             exchange_port: exchange.port().to_be(),
             steer_arp: 1,
+            diag: u32::from(diag),
         };
         {
             let map = ebpf.map_mut("CONFIG").ok_or_else(|| LoadError::Aya {
@@ -138,15 +144,21 @@ impl Steering {
         Ok(ebpf)
     }
 
-    /// Loads and attaches the program to `iface`, steering the given flows.
+    /// Loads and attaches the program to `iface`, steering the given flows; with `diag`, the
+    /// program's log records go to the `log` crate (and so to tracing) at each
+    /// [`Steering::flush_log`].
     pub fn attach(
         iface: &str,
         mode: XdpModeArg,
-        local: Ipv4Addr,
-        exchange: SocketAddrV4,
-        group: SocketAddrV4,
+        (local, exchange, group): (Ipv4Addr, SocketAddrV4, SocketAddrV4),
+        diag: bool,
     ) -> Result<Self, LoadError> {
-        let mut ebpf = Self::load(local, exchange, group)?;
+        let mut ebpf = Self::load(local, exchange, group, diag)?;
+        let logger = if diag {
+            Some(aya_log::EbpfLogger::init(&mut ebpf).map_err(aya_err("aya-log ring"))?)
+        } else {
+            None
+        };
         let prog = ebpf.program_mut("steer").ok_or_else(|| LoadError::Aya {
             what: "program steer",
             source: "missing".into(),
@@ -160,7 +172,13 @@ impl Steering {
         let mut last = None;
         for &(m, name) in attempts {
             match prog.attach(iface, m) {
-                Ok(_) => return Ok(Self { ebpf, mode: name }),
+                Ok(_) => {
+                    return Ok(Self {
+                        logger,
+                        ebpf,
+                        mode: name,
+                    })
+                }
                 Err(e) => {
                     tracing::warn!(iface, mode = name, "XDP attach failed: {e}");
                     last = Some((name, e));
@@ -190,6 +208,14 @@ impl Steering {
         let mut xsks = XskMap::try_from(map).map_err(aya_err("map XSKS"))?;
         xsks.set(queue, fd.as_raw_fd(), 0)
             .map_err(aya_err("XSKS[queue] = socket"))
+    }
+
+    /// Hands the program's pending log records to the logger (no syscall: the ring is
+    /// mapped); nothing without `diag`.
+    pub fn flush_log(&mut self) {
+        if let Some(l) = &mut self.logger {
+            l.flush();
+        }
     }
 
     /// Reads the program's counters.

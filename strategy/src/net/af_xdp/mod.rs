@@ -67,6 +67,8 @@ pub struct XdpConfig {
     pub frame_count: u32,
     /// UMEM on huge pages.
     pub hugepages: bool,
+    /// Log the program's odd frames with aya-log (`--xdp-diag`).
+    pub diag: bool,
 }
 
 /// The AF_XDP device.
@@ -82,6 +84,10 @@ struct Attached {
 }
 
 impl SessionGuard for Attached {
+    fn idle(&mut self) {
+        self.steering.flush_log();
+    }
+
     fn report(&self) -> BackendReport {
         BackendReport::Xdp(XdpReport {
             xdp_mode: self.steering.mode,
@@ -105,7 +111,8 @@ pub fn open(
         prefix,
     } = hostsys::iface::iface_info(&xcfg.iface)?;
     let mut steering =
-        Steering::attach(&xcfg.iface, xcfg.mode, local, exchange, group).map_err(io_other)?;
+        Steering::attach(&xcfg.iface, xcfg.mode, (local, exchange, group), xcfg.diag)
+            .map_err(io_other)?;
     let ring = (xcfg.frame_count / 2).next_power_of_two().max(64);
     let q = |n: u32| QueueSize::new(n).map_err(io_other);
     let uc = UmemConfig::builder()

@@ -106,7 +106,6 @@ pub struct PacketReport {
     pub qdisc_bypass: bool,
 }
 
-
 /// The report of a raw-ring session.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RingReport {
@@ -141,6 +140,8 @@ pub struct Opened<R: RxRing, T: TxRing> {
 pub trait SessionGuard {
     /// Backend fields of the session report.
     fn report(&self) -> BackendReport;
+    /// Work for an idle turn of the loop (off the hot path), e.g. reading diagnostics.
+    fn idle(&mut self) {}
 }
 
 impl SessionGuard for () {
@@ -329,6 +330,9 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
         self.idle_turns = if n == 0 { self.idle_turns + 1 } else { 0 };
         if need_poll || self.idle_turns % 256 == 255 {
             s.iface.poll(now(), &mut s.dev, &mut s.sockets);
+        }
+        if self.idle_turns % 4096 == 4095 {
+            s.guard.idle();
         }
         s.dev.refill();
         s.dev.reap_completions();
