@@ -24,9 +24,10 @@ pub enum RowKind {
 }
 
 /// Columns of an exchange file.
-pub const EXCHANGE_HEADER: &str = "session,trigger_id,side,price,qty,send_first_ns,send_last_ns,recv_ns,t2t_first_ns,t2t_last_ns,ktx_first_ns,krx_ns,kt2t_first_ns";
+pub const EXCHANGE_HEADER: &str = "session,trigger_id,side,price,qty,send_first_ns,send_last_ns,recv_ns,t2t_first_ns,t2t_last_ns,ktx_first_ns,krx_ns,kt2t_first_ns,gap_order_ns,gap_md_ns";
 /// Columns of a strategy file.
-pub const STRATEGY_HEADER: &str = "session,trigger_id,side,price,qty,delay_ns";
+pub const STRATEGY_HEADER: &str =
+    "session,trigger_id,side,price,qty,delay_ns,gap_order_ns,gap_md_ns,decide_ns,send_ns,total_ns";
 
 impl RowKind {
     /// The CSV header line (without newline).
@@ -74,6 +75,33 @@ impl Timing {
     }
 }
 
+/// How long the order path sat idle before an order: the axis every latency figure
+/// depends on (a path 400 ms idle is several times slower than one 4 ms idle).
+///
+/// At the exchange: `order_ns` from the previous order's receive to this one's, `md_ns` from
+/// the previous market-data packet's send to the trigger packet's. At the strategy:
+/// `order_ns` from the previous order's hand-off to this trigger packet's read (the time
+/// the order path was unused), `md_ns` from the previous packet's read to this one's.
+/// `None` for the first order (or packet) of a session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gap {
+    /// Since the previous order, ns.
+    pub order_ns: Option<u64>,
+    /// Since the previous market-data packet, ns.
+    pub md_ns: Option<u64>,
+}
+
+/// Where the strategy's time went for one order, ns from the trigger packet's read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stages {
+    /// Parse, book update and trigger decision.
+    pub decide_ns: u64,
+    /// Encode and hand-off: the path's send (syscall, or smoltcp's egress and the ring kick).
+    pub send_ns: u64,
+    /// Packet read to send returned (includes an injected delay).
+    pub total_ns: u64,
+}
+
 /// One order of a session, as either program saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OrderRow {
@@ -81,10 +109,14 @@ pub struct OrderRow {
     pub session: u64,
     /// The order.
     pub order: OrderRepr,
+    /// Idle time before it.
+    pub gap: Gap,
     /// The exchange's timing (exchange files).
     pub timing: Option<Timing>,
     /// The delay injected before the send, ns (strategy files).
     pub delay_ns: Option<u64>,
+    /// The strategy's stages (strategy files).
+    pub stages: Option<Stages>,
 }
 
 struct Opt(Option<u64>);
@@ -111,15 +143,28 @@ impl OrderRow {
             Fixed(o.price, PRICE_DECIMALS),
             o.qty
         )?;
+        let gap = (Opt(self.gap.order_ns), Opt(self.gap.md_ns));
         match kind {
-            RowKind::Strategy => writeln!(out, ",{}", Opt(self.delay_ns)),
+            RowKind::Strategy => {
+                let st = self.stages;
+                writeln!(
+                    out,
+                    ",{},{},{},{},{},{}",
+                    Opt(self.delay_ns),
+                    gap.0,
+                    gap.1,
+                    Opt(st.map(|s| s.decide_ns)),
+                    Opt(st.map(|s| s.send_ns)),
+                    Opt(st.map(|s| s.total_ns)),
+                )
+            }
             RowKind::Exchange => {
                 let t = self.timing.unwrap_or_default();
                 let known = self.timing.is_some();
                 let user = |v: u64| Opt(known.then_some(v));
                 writeln!(
                     out,
-                    ",{},{},{},{},{},{},{},{}",
+                    ",{},{},{},{},{},{},{},{},{},{}",
                     user(t.send_first_ns),
                     user(t.send_last_ns),
                     user(t.recv_ns),
@@ -128,6 +173,8 @@ impl OrderRow {
                     Opt(t.ktx_first_ns),
                     Opt(t.krx_ns),
                     Opt(t.kernel_t2t_ns()),
+                    gap.0,
+                    gap.1,
                 )
             }
         }
@@ -255,15 +302,36 @@ fn parse_row(kind: RowKind, f: &[&str]) -> Result<OrderRow, String> {
     };
     let session = num(f[0], "session")?;
     Ok(match kind {
-        RowKind::Strategy => OrderRow {
-            session,
-            order,
-            timing: None,
-            delay_ns: opt_num(f[5], "delay_ns")?,
-        },
+        RowKind::Strategy => {
+            let decide = opt_num(f[8], "decide_ns")?;
+            let send = opt_num(f[9], "send_ns")?;
+            let total = opt_num(f[10], "total_ns")?;
+            OrderRow {
+                session,
+                order,
+                gap: Gap {
+                    order_ns: opt_num(f[6], "gap_order_ns")?,
+                    md_ns: opt_num(f[7], "gap_md_ns")?,
+                },
+                timing: None,
+                delay_ns: opt_num(f[5], "delay_ns")?,
+                stages: match (decide, send, total) {
+                    (Some(decide_ns), Some(send_ns), Some(total_ns)) => Some(Stages {
+                        decide_ns,
+                        send_ns,
+                        total_ns,
+                    }),
+                    _ => None,
+                },
+            }
+        }
         RowKind::Exchange => OrderRow {
             session,
             order,
+            gap: Gap {
+                order_ns: opt_num(f[13], "gap_order_ns")?,
+                md_ns: opt_num(f[14], "gap_md_ns")?,
+            },
             timing: Some(Timing {
                 send_first_ns: num(f[5], "send_first_ns")?,
                 send_last_ns: num(f[6], "send_last_ns")?,
@@ -272,6 +340,7 @@ fn parse_row(kind: RowKind, f: &[&str]) -> Result<OrderRow, String> {
                 krx_ns: opt_num(f[11], "krx_ns")?,
             }),
             delay_ns: None,
+            stages: None,
         },
     })
 }
@@ -289,6 +358,10 @@ mod tests {
                 side: Side::Sell,
                 trigger_id: 1_585_699_200_355_000,
             },
+            gap: Gap {
+                order_ns: Some(4_000_000),
+                md_ns: None,
+            },
             timing: (kind == RowKind::Exchange).then_some(Timing {
                 send_first_ns: 1_000,
                 send_last_ns: 1_500,
@@ -297,6 +370,11 @@ mod tests {
                 krx_ns: None,
             }),
             delay_ns: (kind == RowKind::Strategy).then_some(10_000),
+            stages: (kind == RowKind::Strategy).then_some(Stages {
+                decide_ns: 90,
+                send_ns: 3_000,
+                total_ns: 13_200,
+            }),
         }
     }
 
@@ -320,7 +398,7 @@ mod tests {
             .expect("write");
         assert_eq!(
             String::from_utf8(out).expect("utf8"),
-            "3,1585699200355000,sell,6593.5,7,1000,1500,9000,8000,7500,10000,,\n"
+            "3,1585699200355000,sell,6593.5,7,1000,1500,9000,8000,7500,10000,,,4000000,\n"
         );
     }
 
@@ -329,11 +407,15 @@ mod tests {
         let bad = [
             (format!("{STRATEGY_HEADER}\n1,2,buy,1.5,3\n"), 2),
             (
-                format!("{STRATEGY_HEADER}\n1,2,buy,1.5,3,0\n1,2,hold,1.5,3,0\n"),
+                format!("{STRATEGY_HEADER}\n1,2,buy,1.5,3,0,,,,,\n1,2,hold,1.5,3,0,,,,,\n"),
                 3,
             ),
-            (format!("{STRATEGY_HEADER}\n1,x,buy,1.5,3,0\n"), 2),
-            (format!("{STRATEGY_HEADER}\n1,2,buy,1.5,99999999999,0\n"), 2),
+            (format!("{STRATEGY_HEADER}\n1,x,buy,1.5,3,0,,,,,\n"), 2),
+            (
+                format!("{STRATEGY_HEADER}\n1,2,buy,1.5,99999999999,0,,,,,\n"),
+                2,
+            ),
+            (format!("{STRATEGY_HEADER}\n1,2,buy,1.5,3,0,-5,,,,\n"), 2),
         ];
         for (text, line) in bad {
             match parse_rows(&text) {

@@ -474,12 +474,14 @@ fn finish_session<P: NetPath>(
         if new {
             writeln!(f, "{}", RowKind::Strategy.header())?;
         }
-        for &(order, delay) in tally.log.orders() {
+        for o in tally.log.orders() {
             let row = OrderRow {
                 session,
-                order,
+                order: o.order,
+                gap: o.gap,
                 timing: None,
-                delay_ns: Some(delay),
+                delay_ns: Some(o.delay_ns),
+                stages: Some(o.stages),
             };
             row.write(RowKind::Strategy, &mut f)?;
         }

@@ -276,3 +276,72 @@ fn strategy_reconnects_after_the_exchange_dies() {
     let log = std::fs::read_to_string(&stlog).expect("log");
     assert!(log.contains("Running -> Init"), "{log}");
 }
+
+/// The gap columns on a file whose gaps are known in advance: triggers every 20 lines
+/// replayed at 2,000 packets/s are 10 ms apart, packets 0.5 ms apart. Both programs' rows
+/// must say so (medians within 20 %: the pacing is the exchange's, checked elsewhere to a
+/// few microseconds), the first order of the session has no order gap, and the stage
+/// columns add up (decision + send <= total).
+#[test]
+fn gap_and_stage_columns_match_a_file_with_known_gaps() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let md = dir.path().join("gap.csv.gz");
+    mdgen::generate(
+        &md,
+        &GenConfig {
+            depth: 40,
+            trigger_every_lines: Some(mdgen::lines_for_gap(Duration::from_millis(10), 2000)),
+            orders: Some(40),
+            resnapshot: false,
+            ..GenConfig::default()
+        },
+    )
+    .expect("generate");
+    let want = oracle(&md);
+    assert_eq!(want.len(), 40);
+    let lab = VethLab::new("e2g").expect("lab");
+    let (csv, orders) = (dir.path().join("ex.csv"), dir.path().join("st.csv"));
+    let (exlog, stlog) = (dir.path().join("ex.log"), dir.path().join("st.log"));
+    let mut ex = start_exchange(&lab.exchange, &md, &csv, &exlog, "rate:2000");
+    std::thread::sleep(Duration::from_millis(100));
+    let mut st = start_strategy(
+        &lab.strategy,
+        "kernel",
+        &orders,
+        &stlog,
+        &["--sessions", "1"],
+    );
+    wait(&mut ex, Duration::from_secs(60), "exchange", &exlog);
+    wait(&mut st, Duration::from_secs(10), "strategy", &stlog);
+    let median = |mut v: Vec<u64>| {
+        v.sort_unstable();
+        v[v.len() / 2] as f64
+    };
+    let near = |got: f64, want: f64, what: &str| {
+        assert!(
+            (got - want).abs() <= 0.2 * want,
+            "{what}: median {got} ns, expected about {want} ns"
+        );
+    };
+    for (path, side) in [(&csv, "exchange"), (&orders, "strategy")] {
+        let (_, rows) = mdfile::orders::read_rows(path).expect("rows");
+        assert_eq!(rows.len(), want.len(), "{side}");
+        assert_eq!(rows[0].gap.order_ns, None, "{side}: first order has no gap");
+        let order_gaps: Vec<u64> = rows.iter().filter_map(|r| r.gap.order_ns).collect();
+        let md_gaps: Vec<u64> = rows.iter().filter_map(|r| r.gap.md_ns).collect();
+        assert_eq!(order_gaps.len(), want.len() - 1, "{side}");
+        assert_eq!(md_gaps.len(), want.len(), "{side}");
+        near(median(order_gaps), 10e6, &format!("{side} gap_order_ns"));
+        near(median(md_gaps), 0.5e6, &format!("{side} gap_md_ns"));
+        if side == "strategy" {
+            for r in &rows {
+                let s = r.stages.expect("stage columns");
+                assert!(s.decide_ns + s.send_ns <= s.total_ns, "{s:?}");
+                assert!(s.send_ns > 0 && s.total_ns > 0, "{s:?}");
+            }
+        }
+    }
+}

@@ -104,6 +104,9 @@ struct SendTimes {
     first: u64,
     last: u64,
     ktx_first: Option<u64>,
+    /// Send time of the packet before the first one with this id (the idle time of the
+    /// market-data path before the trigger).
+    prev: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +133,8 @@ struct Session {
     phase: Phase,
     next: Option<Pending>,
     sends: HashMap<u64, SendTimes>,
+    /// Receive time of the previous order (the gap before the next one).
+    last_order_recv_ns: Option<u64>,
     stats: SessionStats,
 }
 
@@ -330,6 +335,7 @@ impl Server {
             phase: Phase::Handshake,
             next: None,
             sends: HashMap::with_capacity(1 << 16),
+            last_order_recv_ns: None,
             stats,
         });
     }

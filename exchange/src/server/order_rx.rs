@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 
 use hostsys::clock::mono_ns;
 use hostsys::errqueue as sys;
-use mdfile::orders::{OrderRow, Timing};
+use mdfile::orders::{Gap, OrderRow, Timing};
 use proto::order::OrderRepr;
 use tracing::{error, info, warn};
 
@@ -68,11 +68,18 @@ impl Server {
                             ktx_first_ns: t.ktx_first,
                             krx_ns: krx,
                         };
+                        let gap = Gap {
+                            order_ns: s.last_order_recv_ns.map(|p| recv_ns.saturating_sub(p)),
+                            md_ns: t.prev.map(|p| t.first.saturating_sub(p)),
+                        };
+                        s.last_order_recv_ns = Some(recv_ns);
                         let row = OrderRow {
                             session: s.stats.session,
                             order,
+                            gap,
                             timing: Some(timing),
                             delay_ns: None,
+                            stages: None,
                         };
                         s.stats.counters.orders_accepted += 1;
                         let _ = s

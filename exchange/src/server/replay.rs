@@ -77,6 +77,7 @@ impl Server {
                     s.next = None;
                     s.pacer.sent();
                     s.stats.counters.packets_sent += 1;
+                    let prev = (s.stats.last_send_ns != 0).then_some(s.stats.last_send_ns);
                     if s.stats.first_send_ns == 0 {
                         s.stats.first_send_ns = send_ns;
                     }
@@ -96,6 +97,7 @@ impl Server {
                             first: send_ns,
                             last: send_ns,
                             ktx_first: None,
+                            prev,
                         });
                     sent_any = true;
                 }

@@ -18,6 +18,7 @@
 
 use std::io;
 
+use mdfile::orders::{Gap, Stages};
 use proto::order::OrderRepr;
 
 use crate::engine::Engine;
@@ -48,14 +49,29 @@ pub struct PathStats {
     pub orders_held_back: u64,
 }
 
-/// Where the orders of a session are recorded with the calibration delay each one got
-/// (preallocated; the hot path only pushes).
+/// One order as the strategy sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoggedOrder {
+    /// The order.
+    pub order: OrderRepr,
+    /// The calibration delay injected before its send, ns.
+    pub delay_ns: u64,
+    /// How long the order path and the market-data path sat idle before it.
+    pub gap: Gap,
+    /// Where its time went.
+    pub stages: Stages,
+}
+
+/// Where the orders of a session are recorded (preallocated; the hot path only pushes),
+/// with the session's timeline: when the last packet was read and the last order sent.
 #[derive(Debug)]
 pub struct OrderLog {
-    orders: Vec<(OrderRepr, u64)>,
+    orders: Vec<LoggedOrder>,
     total: u64,
     /// Orders that did not fit the preallocated log (still sent).
     pub overflow: u64,
+    last_packet_rx_ns: Option<u64>,
+    last_order_tx_ns: Option<u64>,
 }
 
 impl OrderLog {
@@ -65,15 +81,17 @@ impl OrderLog {
             orders: Vec::with_capacity(capacity),
             total: 0,
             overflow: 0,
+            last_packet_rx_ns: None,
+            last_order_tx_ns: None,
         }
     }
 
-    /// Records an order and the delay injected before its send.
+    /// Records an order.
     #[inline]
-    pub fn push(&mut self, o: OrderRepr, delay_ns: u64) {
+    pub fn push(&mut self, o: LoggedOrder) {
         self.total += 1;
         if self.orders.len() < self.orders.capacity() {
-            self.orders.push((o, delay_ns));
+            self.orders.push(o);
         } else {
             self.overflow += 1;
         }
@@ -84,16 +102,18 @@ impl OrderLog {
         self.total
     }
 
-    /// The orders and their injected delays.
-    pub fn orders(&self) -> &[(OrderRepr, u64)] {
+    /// The orders.
+    pub fn orders(&self) -> &[LoggedOrder] {
         &self.orders
     }
 
-    /// Empties the log (keeps the capacity).
+    /// Empties the log and the timeline (keeps the capacity).
     pub fn clear(&mut self) {
         self.orders.clear();
         self.total = 0;
         self.overflow = 0;
+        self.last_packet_rx_ns = None;
+        self.last_order_tx_ns = None;
     }
 }
 
@@ -106,6 +126,10 @@ pub struct Pending {
     pub order: OrderRepr,
     /// `CLOCK_MONOTONIC` ns when its packet was read.
     pub t_rx: u64,
+    /// When the engine had decided.
+    pub t_decided: u64,
+    /// Idle time before it.
+    pub gap: Gap,
 }
 
 /// The hot-path context a path's `poll` works with.
@@ -129,8 +153,18 @@ impl Hot<'_> {
     pub fn on_packet(&mut self, payload: &[u8]) -> Option<Pending> {
         let t_rx = mono_ns();
         self.stats.packets += 1;
+        let prev_rx = self.log.last_packet_rx_ns.replace(t_rx);
         let order = self.engine.on_packet(payload, t_rx)?;
-        Some(Pending { order, t_rx })
+        let t_decided = mono_ns();
+        Some(Pending {
+            order,
+            t_rx,
+            t_decided,
+            gap: Gap {
+                order_ns: self.log.last_order_tx_ns.map(|t| t_rx.saturating_sub(t)),
+                md_ns: prev_rx.map(|t| t_rx.saturating_sub(t)),
+            },
+        })
     }
 
     /// The tail of every path: calibration delay, `send` (the path's encode and hand-off),
@@ -143,20 +177,33 @@ impl Hot<'_> {
     ) -> io::Result<Sent> {
         let delay = self.next_delay();
         spin_for(delay);
+        let t_enter = mono_ns();
         let sent = send(&p.order)?;
         let t_tx = mono_ns();
+        let logged = LoggedOrder {
+            order: p.order,
+            delay_ns: delay,
+            gap: p.gap,
+            stages: Stages {
+                decide_ns: p.t_decided.saturating_sub(p.t_rx),
+                send_ns: t_tx.saturating_sub(t_enter),
+                total_ns: t_tx.saturating_sub(p.t_rx),
+            },
+        };
         match sent {
             Sent::Now => {
                 self.stats.orders += 1;
                 self.latency.record(t_tx.saturating_sub(p.t_rx));
-                self.log.push(p.order, delay);
+                self.log.push(logged);
+                self.log.last_order_tx_ns = Some(t_tx);
             }
             Sent::Queued => {
                 // It goes out later: its packet-to-order time is not known here, so it is
                 // not recorded (the exchange's clock still measures it).
                 self.stats.orders += 1;
                 self.stats.orders_queued += 1;
-                self.log.push(p.order, delay);
+                self.log.push(logged);
+                self.log.last_order_tx_ns = Some(t_tx);
             }
             Sent::HeldBack => self.stats.orders_held_back += 1,
         }
@@ -193,6 +240,7 @@ mod tests {
     use proto::order::Side;
 
     fn order() -> Pending {
+        let t_rx = mono_ns();
         Pending {
             order: OrderRepr {
                 qty: 1,
@@ -200,7 +248,9 @@ mod tests {
                 side: Side::Buy,
                 trigger_id: 7,
             },
-            t_rx: mono_ns(),
+            t_rx,
+            t_decided: t_rx,
+            gap: Gap::default(),
         }
     }
 
@@ -260,7 +310,7 @@ mod tests {
         for _ in 0..4 {
             hot.send(order(), |_| Ok(Sent::Now)).expect("send");
         }
-        let delays: Vec<u64> = log.orders().iter().map(|&(_, d)| d).collect();
+        let delays: Vec<u64> = log.orders().iter().map(|o| o.delay_ns).collect();
         assert_eq!(delays, [0, 1000, 0, 1000]);
     }
 }
