@@ -1,6 +1,7 @@
 //! The lab's default market-data file: generated once with the default settings and cached.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
@@ -28,4 +29,67 @@ pub fn ensure_md_file(out: &Path, force: bool) -> Result<PathBuf> {
         s.planted.len()
     );
     Ok(out.to_owned())
+}
+
+/// A gap as a short label: `1ms`, `250us`, `1s`.
+pub fn gap_label(gap: Duration) -> String {
+    let ns = gap.as_nanos();
+    if ns >= 1_000_000_000 && ns.is_multiple_of(1_000_000_000) {
+        format!("{}s", ns / 1_000_000_000)
+    } else if ns >= 1_000_000 && ns.is_multiple_of(1_000_000) {
+        format!("{}ms", ns / 1_000_000)
+    } else if ns >= 1_000 && ns.is_multiple_of(1_000) {
+        format!("{}us", ns / 1_000)
+    } else {
+        format!("{ns}ns")
+    }
+}
+
+/// The packets per second of a `rate:PPS` pace.
+pub fn pace_rate(pace: &str) -> Option<u32> {
+    pace.strip_prefix("rate:")?.parse().ok().filter(|&r| r > 0)
+}
+
+/// A file whose orders are `gap` apart when replayed at `rate` packets/s, with `orders`
+/// orders; generated once and cached in `target/lab-data`.
+pub fn gap_md_file(env: &Env, gap: Duration, rate: u32, orders: u64) -> Result<PathBuf> {
+    let out = env.data_dir().join(format!(
+        "md-gap-{}-rate{rate}-orders{orders}.csv.gz",
+        gap_label(gap)
+    ));
+    if out.exists() && mdfile::mdgen::planted_path(&out).exists() {
+        return Ok(out);
+    }
+    let cfg = mdfile::mdgen::GenConfig {
+        trigger_every_lines: Some(mdfile::mdgen::lines_for_gap(gap, rate)),
+        orders: Some(orders),
+        resnapshot: false,
+        ..mdfile::mdgen::GenConfig::default()
+    };
+    let s = mdfile::mdgen::generate(&out, &cfg)
+        .with_context(|| format!("generating {}", out.display()))?;
+    println!(
+        "market data: wrote {} ({} lines, {} orders {} apart at rate:{rate})",
+        out.display(),
+        s.lines,
+        s.planted.len(),
+        gap_label(gap)
+    );
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gap_labels_and_rates() {
+        assert_eq!(gap_label(Duration::from_millis(1)), "1ms");
+        assert_eq!(gap_label(Duration::from_secs(1)), "1s");
+        assert_eq!(gap_label(Duration::from_micros(250)), "250us");
+        assert_eq!(gap_label(Duration::from_micros(1500)), "1500us");
+        assert_eq!(pace_rate("rate:5000"), Some(5000));
+        assert_eq!(pace_rate("max"), None);
+        assert_eq!(pace_rate("rate:0"), None);
+    }
 }

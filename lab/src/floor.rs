@@ -1,7 +1,9 @@
 //! The physical floor: a bare ping-pong on the same veth link and the same CPUs as the lab
 //! (exchange side on CPU 0, strategy side on CPU 1), one 21-byte message at a time, both
 //! sides spinning on non-blocking sockets: UDP, and TCP with TCP_NODELAY. Every path's
-//! tick-to-trade is then reported as a ratio over this floor.
+//! tick-to-trade is then reported as a ratio over this floor. With a gap, the client spins
+//! for that long between round trips, so the floor is measured as cold as the orders it is
+//! compared with (the gap changes the floor several times over on these machines).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -10,9 +12,32 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use netlab::VethLab;
 
-/// Round trips per protocol (after warm-up).
+/// Round trips per protocol (after warm-up) with no gap.
 const ROUND_TRIPS: usize = 20_000;
 const WARMUP: usize = 1_000;
+/// With a gap: about this long per protocol, at least `MIN_GAP_TRIPS` round trips.
+const GAP_BUDGET: Duration = Duration::from_secs(4);
+const MIN_GAP_TRIPS: usize = 20;
+
+/// Round trips measured at `gap`.
+pub fn round_trips(gap: Duration) -> usize {
+    if gap.is_zero() {
+        return ROUND_TRIPS;
+    }
+    let n = (GAP_BUDGET.as_secs_f64() / gap.as_secs_f64()) as usize;
+    n.clamp(MIN_GAP_TRIPS, ROUND_TRIPS)
+}
+
+/// Busy-waits `gap` (both sides of the lab spin through their idle time too).
+fn spin_gap(gap: Duration) {
+    if gap.is_zero() {
+        return;
+    }
+    let end = Instant::now() + gap;
+    while Instant::now() < end {
+        std::hint::spin_loop();
+    }
+}
 
 fn pin(cpu: usize) {
     // Best effort: the floor is still measured unpinned.
@@ -40,8 +65,10 @@ fn spin_recv(
     }
 }
 
-/// Sorted round-trip times in ns: (udp, tcp).
-pub fn measure(pin_cpus: bool) -> Result<(Vec<u64>, Vec<u64>)> {
+/// Sorted round-trip times in ns, `(udp, tcp)`, with `gap` between round trips.
+pub fn measure(pin_cpus: bool, gap: Duration) -> Result<(Vec<u64>, Vec<u64>)> {
+    let trips = round_trips(gap);
+    let warmup = if gap.is_zero() { WARMUP } else { 2 };
     let lab = VethLab::new("flr").context("namespaces for the floor")?;
     let server = lab.strategy.spawn(move || -> std::io::Result<()> {
         if pin_cpus {
@@ -51,8 +78,8 @@ pub fn measure(pin_cpus: bool) -> Result<(Vec<u64>, Vec<u64>)> {
         udp.set_nonblocking(true)?;
         let listener = TcpListener::bind("10.77.0.2:7002")?;
         let mut buf = [0u8; 64];
-        let deadline = || Instant::now() + Duration::from_secs(10);
-        for _ in 0..WARMUP + ROUND_TRIPS {
+        let deadline = || Instant::now() + Duration::from_secs(10) + gap;
+        for _ in 0..warmup + trips {
             let (n, from) = {
                 let d = deadline();
                 loop {
@@ -70,7 +97,7 @@ pub fn measure(pin_cpus: bool) -> Result<(Vec<u64>, Vec<u64>)> {
         let (mut tcp, _) = listener.accept()?;
         tcp.set_nodelay(true)?;
         tcp.set_nonblocking(true)?;
-        for _ in 0..WARMUP + ROUND_TRIPS {
+        for _ in 0..warmup + trips {
             let n = spin_recv(|| tcp.read(&mut buf[..21]), deadline())?;
             tcp.write_all(&buf[..n])?;
         }
@@ -88,27 +115,29 @@ pub fn measure(pin_cpus: bool) -> Result<(Vec<u64>, Vec<u64>)> {
             let peer: SocketAddr = "10.77.0.2:7001".parse().map_err(std::io::Error::other)?;
             let msg = [7u8; 21];
             let mut buf = [0u8; 64];
-            let mut udp_rtt = Vec::with_capacity(ROUND_TRIPS);
-            for i in 0..WARMUP + ROUND_TRIPS {
+            let mut udp_rtt = Vec::with_capacity(trips);
+            for i in 0..warmup + trips {
+                spin_gap(gap);
                 let t = Instant::now();
                 udp.send_to(&msg, peer)?;
                 spin_recv(|| udp.recv(&mut buf), t + Duration::from_secs(10))?;
-                if i >= WARMUP {
+                if i >= warmup {
                     udp_rtt.push(t.elapsed().as_nanos() as u64);
                 }
             }
             let mut tcp = TcpStream::connect("10.77.0.2:7002")?;
             tcp.set_nodelay(true)?;
             tcp.set_nonblocking(true)?;
-            let mut tcp_rtt = Vec::with_capacity(ROUND_TRIPS);
-            for i in 0..WARMUP + ROUND_TRIPS {
+            let mut tcp_rtt = Vec::with_capacity(trips);
+            for i in 0..warmup + trips {
+                spin_gap(gap);
                 let t = Instant::now();
                 tcp.write_all(&msg)?;
                 let mut got = 0;
                 while got < msg.len() {
                     got += spin_recv(|| tcp.read(&mut buf[got..21]), t + Duration::from_secs(10))?;
                 }
-                if i >= WARMUP {
+                if i >= warmup {
                     tcp_rtt.push(t.elapsed().as_nanos() as u64);
                 }
             }

@@ -90,6 +90,11 @@ pub struct LabConfig {
     pub timeout: u64,
     /// Capture every run on the exchange's veth.
     pub pcap: bool,
+    /// Run every path at each of these gaps between orders (a generated file per gap);
+    /// empty: one file (`md_file` or the default) and its own gaps.
+    pub order_gaps: Vec<std::time::Duration>,
+    /// Orders per gap file.
+    pub orders_per_gap: u64,
 }
 
 impl Default for LabConfig {
@@ -105,6 +110,8 @@ impl Default for LabConfig {
             strategy_flags: String::new(),
             timeout: 600,
             pcap: false,
+            order_gaps: Vec::new(),
+            orders_per_gap: 100,
         }
     }
 }
@@ -143,14 +150,18 @@ pub fn check_paths(paths: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Makes sure of the market-data file and the results folder
-/// (`target/lab-results/<prefix><unix time>` by default).
+/// Makes sure of the market-data file and the results folder.
 pub fn prepare(env: &Env, a: &LabConfig, prefix: &str) -> Result<(PathBuf, PathBuf)> {
     check_paths(&a.paths)?;
     let md_file = match &a.md_file {
         Some(f) => f.clone(),
         None => data::ensure_md_file(&data::default_md_file(env), false)?,
     };
+    Ok((md_file, results_dir(env, a, prefix)?))
+}
+
+/// The results folder (`target/lab-results/<prefix><unix time>` by default), created.
+pub fn results_dir(env: &Env, a: &LabConfig, prefix: &str) -> Result<PathBuf> {
     let dir = a.results_dir.clone().unwrap_or_else(|| {
         let ts = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -159,17 +170,34 @@ pub fn prepare(env: &Env, a: &LabConfig, prefix: &str) -> Result<(PathBuf, PathB
         env.results_root().join(format!("{prefix}{ts}"))
     });
     fs::create_dir_all(&dir)?;
-    Ok((md_file, dir))
+    Ok(dir)
 }
 
 /// Orders at the start of each run left out of the percentiles (warm-up).
 pub const WARMUP_ORDERS: usize = 5;
+
+/// Medians of the strategy's stages over a run's orders, us (from its order rows).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct StageMedians {
+    /// Parse, book and decision.
+    pub decide_us: f64,
+    /// Encode and hand-off (the path's send).
+    pub send_us: f64,
+    /// Packet read to send returned.
+    pub total_us: f64,
+}
 
 /// One run's outcome.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunResult {
     /// Path.
     pub path: String,
+    /// The gap between orders the file was made for (`--order-gap`), ms.
+    pub gap_ms: Option<f64>,
+    /// The median gap between orders the exchange measured, ms.
+    pub measured_gap_ms: f64,
+    /// The strategy's stages.
+    pub stages: StageMedians,
     /// Repetition.
     pub run: u32,
     /// Orders the oracle expects.

@@ -20,28 +20,70 @@ use netlab::VethLab;
 use proto::order::OrderRepr;
 use strategy::engine::EngineConfig;
 
-use crate::capture;
 use crate::oracle::received_vs_oracle;
 use crate::process::Proc;
 use crate::stats::pct;
+use crate::{capture, data};
 use crate::{net_of, variant_flags, Env, LabConfig, RunResult};
 
-/// Runs the namespace lab: the floor, every path and repetition, the report, the oracle
-/// check (an error when any run's orders differ).
+/// One file of an experiment: its gap (None: the file's own) and its oracle.
+struct Step {
+    gap: Option<Duration>,
+    md_file: PathBuf,
+    oracle: Vec<OrderRepr>,
+}
+
+/// The files of an experiment: one per `--order-gap`, or the one file.
+fn steps(env: &Env, a: &LabConfig) -> Result<Vec<Step>> {
+    let files: Vec<(Option<Duration>, PathBuf)> = if a.order_gaps.is_empty() {
+        let md = match &a.md_file {
+            Some(f) => f.clone(),
+            None => data::ensure_md_file(&data::default_md_file(env), false)?,
+        };
+        vec![(None, md)]
+    } else {
+        let rate = data::pace_rate(&a.pace).with_context(|| {
+            format!(
+                "--order-gap needs a `rate:PPS` pace to place the orders (got `{}`)",
+                a.pace
+            )
+        })?;
+        a.order_gaps
+            .iter()
+            .map(|&g| Ok((Some(g), data::gap_md_file(env, g, rate, a.orders_per_gap)?)))
+            .collect::<Result<_>>()?
+    };
+    files
+        .into_iter()
+        .map(|(gap, md_file)| {
+            let oracle = strategy::replay::replay(&md_file, EngineConfig::default())
+                .context("replaying the file (oracle)")?;
+            println!(
+                "oracle: {} orders from {} lines of {}",
+                oracle.orders.len(),
+                oracle.lines,
+                md_file.display()
+            );
+            Ok(Step {
+                gap,
+                md_file,
+                oracle: oracle.orders,
+            })
+        })
+        .collect()
+}
+
+/// Runs the namespace lab: per file (one per gap), the floor at that gap and every path
+/// and repetition; then the report and the oracle check (an error when any run's orders
+/// differ).
 pub fn run(env: &Env, a: &LabConfig) -> Result<()> {
     if !netlab::is_root() {
         bail!("the lab creates network namespaces: run it as root");
     }
-    let (md_file, dir) = crate::prepare(env, a, "")?;
+    crate::check_paths(&a.paths)?;
+    let dir = crate::results_dir(env, a, "")?;
     let stop = crate::stop_flag()?;
-    let oracle = strategy::replay::replay(&md_file, EngineConfig::default())
-        .context("replaying the file (oracle)")?;
-    println!(
-        "oracle: {} orders from {} lines of {}",
-        oracle.orders.len(),
-        oracle.lines,
-        md_file.display()
-    );
+    let steps = steps(env, a)?;
     let cpus = std::thread::available_parallelism()
         .map(usize::from)
         .unwrap_or(1);
@@ -54,53 +96,40 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<()> {
             "one CPU: no pinning (figures will be poor)"
         }
     );
-    let floor = crate::floor::measure(pin).context("the ping-pong floor")?;
-    println!(
-        "floor (bare ping-pong, same link and CPUs, {} round trips each): UDP p50 {:.1} p99 {:.1} us, TCP_NODELAY p50 {:.1} p99 {:.1} us",
-        floor.0.len(),
-        pct(&floor.0, 0.5),
-        pct(&floor.0, 0.99),
-        pct(&floor.1, 0.5),
-        pct(&floor.1, 0.99)
-    );
     let mut results = Vec::new();
-    for run in 1..=a.runs {
-        for path in &a.paths {
-            let ctx = RunCtx {
-                env,
-                a,
-                md_file: &md_file,
-                dir: &dir,
-                pin,
-                oracle: &oracle.orders,
-                stop,
-            };
-            let r = one_run(&ctx, path, run).with_context(|| format!("path {path}, run {run}"))?;
-            results.push(r);
-        }
-    }
-    crate::report::report(&dir, &results)?;
-    println!("over the floor (user-clock tick-to-trade / UDP ping-pong round trip, same run):");
-    for path in &a.paths {
-        let mut user: Vec<u64> = results
-            .iter()
-            .filter(|r| &r.path == path)
-            .flat_map(|r| r.t2t_user.iter().copied())
-            .collect();
-        user.sort_unstable();
+    let mut floors = Vec::new();
+    for step in &steps {
+        let floor_gap = step.gap.unwrap_or(Duration::ZERO);
+        let floor = crate::floor::measure(pin, floor_gap).context("the ping-pong floor")?;
         println!(
-            "  {path}: p50 x{:.2}, p99 x{:.2}",
-            pct(&user, 0.5) / pct(&floor.0, 0.5),
-            pct(&user, 0.99) / pct(&floor.0, 0.99)
+            "floor at gap {} (bare ping-pong, same link and CPUs, {} round trips each): UDP p50 {:.1} p99 {:.1} us, TCP_NODELAY p50 {:.1} p99 {:.1} us",
+            data::gap_label(floor_gap),
+            floor.0.len(),
+            pct(&floor.0, 0.5),
+            pct(&floor.0, 0.99),
+            pct(&floor.1, 0.5),
+            pct(&floor.1, 0.99)
         );
+        for run in 1..=a.runs {
+            for path in &a.paths {
+                let ctx = RunCtx {
+                    env,
+                    a,
+                    md_file: &step.md_file,
+                    dir: &dir,
+                    pin,
+                    oracle: &step.oracle,
+                    stop,
+                    gap: step.gap,
+                };
+                let r =
+                    one_run(&ctx, path, run).with_context(|| format!("path {path}, run {run}"))?;
+                results.push(r);
+            }
+        }
+        floors.push(crate::report::Floor::new(step.gap, &floor));
     }
-    fs::write(
-        dir.join("floor.json"),
-        serde_json::to_string_pretty(&serde_json::json!({
-            "udp_rtt_us": {"p50": pct(&floor.0, 0.5), "p90": pct(&floor.0, 0.9), "p99": pct(&floor.0, 0.99)},
-            "tcp_rtt_us": {"p50": pct(&floor.1, 0.5), "p90": pct(&floor.1, 0.9), "p99": pct(&floor.1, 0.99)},
-        }))?,
-    )?;
+    crate::report::report(&dir, &results, &floors)?;
     crate::check(&dir, &results)
 }
 
@@ -120,6 +149,8 @@ pub struct RunCtx<'a> {
     pub oracle: &'a [OrderRepr],
     /// Ctrl-C.
     pub stop: &'a AtomicBool,
+    /// The gap the file was made for.
+    pub gap: Option<Duration>,
 }
 
 impl RunCtx<'_> {
@@ -140,7 +171,10 @@ impl RunCtx<'_> {
 /// One run of one path: fresh namespaces, the exchange and the strategy for one session,
 /// the kernel counters of both sides, the oracle check.
 fn one_run(ctx: &RunCtx<'_>, path: &str, run: u32) -> Result<RunResult> {
-    let tag = format!("{path}-{run}");
+    let tag = match ctx.gap {
+        Some(g) => format!("{}-{path}-{run}", data::gap_label(g)),
+        None => format!("{path}-{run}"),
+    };
     let lab = VethLab::new("lab")
         .context("creating namespaces (is iproute2 installed? are you root?)")?;
     let (ex_csv, ex_sum, st_sum) = (
@@ -181,6 +215,9 @@ fn one_run(ctx: &RunCtx<'_>, path: &str, run: u32) -> Result<RunResult> {
     let rx = received_vs_oracle(&ex_csv, ctx.oracle)?;
     Ok(RunResult {
         path: path.to_owned(),
+        gap_ms: ctx.gap.map(|g| g.as_secs_f64() * 1e3),
+        measured_gap_ms: rx.median_gap_ns as f64 / 1e6,
+        stages: crate::oracle::stage_medians(&ctx.file(&tag, "strategy-orders.csv"))?,
         run,
         orders_expected: rx.expected,
         orders_received: rx.got,

@@ -11,6 +11,8 @@ use crate::WARMUP_ORDERS;
 
 /// What the exchange received in one run, against the oracle.
 pub struct Received {
+    /// Median gap between orders at the exchange, ns (0 with fewer than two orders).
+    pub median_gap_ns: u64,
     /// Orders the oracle expects.
     pub expected: usize,
     /// Orders the exchange accepted.
@@ -32,7 +34,10 @@ pub fn received_vs_oracle(ex_csv: &Path, oracle: &[OrderRepr]) -> Result<Receive
     t2t_user.drain(..WARMUP_ORDERS.min(t2t_user.len()));
     t2t_kernel.drain(..WARMUP_ORDERS.min(t2t_kernel.len()));
     let got: Vec<OrderRepr> = received.iter().map(|r| r.order).collect();
+    let mut gaps: Vec<u64> = received.iter().filter_map(|r| r.gap.order_ns).collect();
+    gaps.sort_unstable();
     Ok(Received {
+        median_gap_ns: gaps.get(gaps.len() / 2).copied().unwrap_or(0),
         expected: oracle.len(),
         got: got.len(),
         matches: got == oracle,
@@ -57,4 +62,25 @@ pub fn read_exchange_orders(csv: &Path) -> Result<(Vec<OrderRow>, Vec<u64>, Vec<
         .filter_map(|r| r.timing.and_then(|t| t.kernel_t2t_ns()))
         .collect();
     Ok((rows, user, kernel))
+}
+
+/// Medians of the stage columns of a strategy order file (zeros when it has none).
+pub fn stage_medians(csv: &Path) -> Result<crate::StageMedians> {
+    if !csv.exists() {
+        return Ok(crate::StageMedians::default());
+    }
+    let (_, rows) = read_rows(csv).with_context(|| format!("{}", csv.display()))?;
+    let med = |f: fn(&mdfile::orders::Stages) -> u64| {
+        let mut v: Vec<u64> = rows
+            .iter()
+            .filter_map(|r| r.stages.as_ref().map(f))
+            .collect();
+        v.sort_unstable();
+        v.get(v.len() / 2).map_or(0.0, |&x| x as f64 / 1e3)
+    };
+    Ok(crate::StageMedians {
+        decide_us: med(|s| s.decide_ns),
+        send_us: med(|s| s.send_ns),
+        total_us: med(|s| s.total_ns),
+    })
 }

@@ -1,4 +1,5 @@
-//! Plots (SVG, plotters): the tick-to-trade CDF per path on a log axis.
+//! Plots (SVG, plotters): the tick-to-trade CDF per path on a log axis, and tick-to-trade
+//! against the gap between orders (both axes log), one line per path.
 
 use std::path::Path;
 
@@ -56,5 +57,67 @@ pub fn cdf(out: &Path, curves: &[(String, Vec<u64>)]) -> Result<()> {
         .draw()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+/// Draws one line per `(name, [(gap ms, p50 us)])` into `out`, both axes log.
+pub fn against_gap(out: &Path, lines: &[(String, Vec<(f64, f64)>)]) -> Result<()> {
+    use plotters::prelude::*;
+    let pts: Vec<(f64, f64)> = lines
+        .iter()
+        .flat_map(|(_, v)| v.iter().copied())
+        .filter(|(x, y)| *x > 0.0 && *y > 0.0 && y.is_finite())
+        .collect();
+    if pts.is_empty() {
+        return Ok(());
+    }
+    let (x_lo, x_hi) = pts.iter().fold((f64::INFINITY, 0.0f64), |(a, b), p| {
+        (a.min(p.0), b.max(p.0))
+    });
+    let (y_lo, y_hi) = pts.iter().fold((f64::INFINITY, 0.0f64), |(a, b), p| {
+        (a.min(p.1), b.max(p.1))
+    });
+    let e = |x: plotters::drawing::DrawingAreaErrorKind<_>| anyhow::anyhow!("{x}");
+    let root = SVGBackend::new(out, (900, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(e)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "tick-to-trade p50 (kernel stamps) against the gap between orders",
+            ("sans-serif", 20),
+        )
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(
+            (x_lo * 0.7..x_hi * 1.4).log_scale(),
+            (y_lo * 0.7..y_hi * 1.4).log_scale(),
+        )
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc("gap between orders (ms, log)")
+        .y_desc("p50 (us, log)")
+        .draw()
+        .map_err(e)?;
+    let colors = [RED, BLUE, GREEN, MAGENTA, CYAN, BLACK];
+    for (i, (name, v)) in lines.iter().enumerate() {
+        let color = colors[i % colors.len()];
+        let mut v: Vec<(f64, f64)> = v.iter().copied().filter(|p| p.1.is_finite()).collect();
+        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+        chart
+            .draw_series(LineSeries::new(v.iter().copied(), color.stroke_width(2)))
+            .map_err(e)?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        chart
+            .draw_series(v.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            .map_err(e)?;
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .draw()
+        .map_err(e)?;
+    root.present().map_err(e)?;
     Ok(())
 }

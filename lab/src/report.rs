@@ -1,6 +1,9 @@
-//! The comparison of paths: a table on stdout (orders expected and received, packets lost,
-//! exchange-side tick-to-trade per clock, the strategy's own latency), `summary.csv`,
-//! `runs.json`, ratios against the first path of the same run, and the CDF plot.
+//! The comparison of paths: per gap between orders, a table on stdout (orders expected and
+//! received, packets lost, exchange-side tick-to-trade per clock, the strategy's own
+//! latency and its stages), ratios against the first path and over the floor measured at
+//! the same gap; then, with several gaps, tick-to-trade against the gap per path. Files:
+//! `summary.csv` (one row per gap, path and clock; `gap_ms` first), `runs.json`,
+//! `floor.json`, `t2t_cdf.svg` and, with several gaps, `t2t_vs_gap.svg`.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -12,12 +15,43 @@ use anyhow::Result;
 use crate::stats::pct;
 use crate::{RunResult, WARMUP_ORDERS};
 
-/// The columns of `summary.csv`.
-pub const SUMMARY_HEADER: &str = "path,runs,orders_expected,orders_received,match,packets_lost,clock,min_us,p50_us,p90_us,p99_us,p999_us,max_us,strategy_p50_us,strategy_p99_us";
+/// The columns of `summary.csv`. `gap_ms` is the gap the file was made for
+/// (`--order-gap`), or else the median gap between orders the exchange measured;
+/// `gap_source` says which.
+pub const SUMMARY_HEADER: &str = "gap_ms,gap_source,path,runs,orders_expected,orders_received,match,packets_lost,clock,min_us,p50_us,p90_us,p99_us,p999_us,max_us,strategy_p50_us,strategy_p99_us,decide_p50_us,send_p50_us,floor_udp_p50_us,floor_tcp_p50_us";
 
-/// One path's runs, pooled.
+/// The ping-pong floor measured at one gap, us.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Floor {
+    /// The gap, ms (None: back to back, for a file with its own gaps).
+    pub gap_ms: Option<f64>,
+    /// UDP round trip p50 / p90 / p99.
+    pub udp_us: [f64; 3],
+    /// TCP_NODELAY round trip p50 / p90 / p99.
+    pub tcp_us: [f64; 3],
+    /// Round trips per protocol.
+    pub round_trips: usize,
+}
+
+impl Floor {
+    /// From sorted round-trip samples (ns).
+    pub fn new(gap: Option<std::time::Duration>, (udp, tcp): &(Vec<u64>, Vec<u64>)) -> Self {
+        let q = |v: &[u64]| [pct(v, 0.5), pct(v, 0.9), pct(v, 0.99)];
+        Self {
+            gap_ms: gap.map(|g| g.as_secs_f64() * 1e3),
+            udp_us: q(udp),
+            tcp_us: q(tcp),
+            round_trips: udp.len(),
+        }
+    }
+}
+
+/// One path's runs at one gap, pooled.
 struct PathRow<'a> {
     path: &'a str,
+    gap_ms: f64,
+    gap_requested: bool,
+    floor: Option<Floor>,
     runs: Vec<&'a RunResult>,
     user: Vec<u64>,
     kernel: Vec<u64>,
@@ -30,7 +64,7 @@ struct PathRow<'a> {
 }
 
 impl<'a> PathRow<'a> {
-    fn new(path: &'a str, runs: Vec<&'a RunResult>) -> Self {
+    fn new(path: &'a str, runs: Vec<&'a RunResult>, floor: Option<Floor>) -> Self {
         let mut user: Vec<u64> = runs
             .iter()
             .flat_map(|r| r.t2t_user.iter().copied())
@@ -48,8 +82,15 @@ impl<'a> PathRow<'a> {
                 / runs.len() as f64
                 / 1e3
         };
+        let mut measured: Vec<f64> = runs.iter().map(|r| r.measured_gap_ms).collect();
+        measured.sort_by(f64::total_cmp);
+        let requested = runs.first().and_then(|r| r.gap_ms);
         Self {
             path,
+            gap_ms: requested
+                .unwrap_or_else(|| measured.get(measured.len() / 2).copied().unwrap_or(0.0)),
+            gap_requested: requested.is_some(),
+            floor,
             expected: runs.iter().map(|r| r.orders_expected).sum(),
             received: runs.iter().map(|r| r.orders_received).sum(),
             all_match: runs.iter().all(|r| r.orders_match),
@@ -75,9 +116,15 @@ impl<'a> PathRow<'a> {
                 self.path, self.runs.len(), self.expected, self.received, ok, self.lost, clock,
                 v[0], v[1], v[2], v[3], v[4], v[5], self.strategy_p50_us, self.strategy_p99_us
             );
+            let stage = |f: fn(&RunResult) -> f64| {
+                self.runs.iter().map(|r| f(r)).sum::<f64>() / self.runs.len() as f64
+            };
+            let floor = |f: fn(&Floor) -> f64| self.floor.as_ref().map_or(f64::NAN, f);
             writeln!(
                 csv,
-                "{},{},{},{},{},{},{clock},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2}",
+                "{:.3},{},{},{},{},{},{},{},{clock},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2}",
+                self.gap_ms,
+                if self.gap_requested { "requested" } else { "measured_median" },
                 self.path,
                 self.runs.len(),
                 self.expected,
@@ -91,7 +138,11 @@ impl<'a> PathRow<'a> {
                 v[4],
                 v[5],
                 self.strategy_p50_us,
-                self.strategy_p99_us
+                self.strategy_p99_us,
+                stage(|r| r.stages.decide_us),
+                stage(|r| r.stages.send_us),
+                floor(|f| f.udp_us[0]),
+                floor(|f| f.tcp_us[0]),
             )?;
         }
         if self.runs.len() > 1 {
@@ -147,27 +198,58 @@ fn print_header() {
     );
 }
 
-/// Prints the comparison and writes `summary.csv`, `runs.json` and `t2t_cdf.svg` to `dir`.
-pub fn report(dir: &Path, results: &[RunResult]) -> Result<()> {
-    let mut by_path: BTreeMap<&str, Vec<&RunResult>> = BTreeMap::new();
-    let mut order: Vec<&str> = Vec::new();
+/// The runs of one gap, in the order the paths ran.
+fn group_by_gap(results: &[RunResult]) -> Vec<(Option<f64>, Vec<&RunResult>)> {
+    let mut groups: Vec<(Option<f64>, Vec<&RunResult>)> = Vec::new();
     for r in results {
+        match groups.iter_mut().find(|(g, _)| *g == r.gap_ms) {
+            Some((_, v)) => v.push(r),
+            None => groups.push((r.gap_ms, vec![r])),
+        }
+    }
+    groups
+}
+
+/// Prints one gap's table and ratios; returns its rows.
+fn gap_table<'a>(
+    csv: &mut impl Write,
+    runs: &[&'a RunResult],
+    floor: Option<Floor>,
+) -> Result<Vec<PathRow<'a>>> {
+    let mut order: Vec<&str> = Vec::new();
+    let mut by_path: BTreeMap<&str, Vec<&RunResult>> = BTreeMap::new();
+    for r in runs {
         if !order.contains(&r.path.as_str()) {
             order.push(&r.path);
         }
         by_path.entry(&r.path).or_default().push(r);
     }
-    let mut csv = fs::File::create(dir.join("summary.csv"))?;
-    writeln!(csv, "{SUMMARY_HEADER}")?;
+    let rows: Vec<PathRow<'a>> = order
+        .iter()
+        .map(|p| PathRow::new(p, by_path.remove(p).unwrap_or_default(), floor))
+        .collect();
+    if let Some(first) = rows.first() {
+        println!();
+        println!(
+            "order gap {:.1} ms ({}){}",
+            first.gap_ms,
+            if first.gap_requested {
+                "file made for this gap; measured medians per run are in runs.json"
+            } else {
+                "median measured at the exchange: every figure below is at this gap"
+            },
+            floor.map_or(String::new(), |f| format!(
+                "; floor at this gap: UDP p50 {:.1} us, TCP p50 {:.1} us",
+                f.udp_us[0], f.tcp_us[0]
+            ))
+        );
+    }
     print_header();
-    let mut rows = Vec::new();
-    for path in &order {
-        let row = PathRow::new(path, by_path.remove(path).unwrap_or_default());
-        row.write(&mut csv)?;
-        rows.push(row);
+    for row in &rows {
+        row.write(csv)?;
     }
     if let Some((base, rest)) = rows.split_first().filter(|(_, rest)| !rest.is_empty()) {
-        println!("ratios against {} (same run):", base.path);
+        println!("ratios against {} (same run, same gap):", base.path);
         let b = base.key_figures();
         for row in rest {
             let c = row.key_figures();
@@ -182,15 +264,135 @@ pub fn report(dir: &Path, results: &[RunResult]) -> Result<()> {
             );
         }
     }
+    if let Some(f) = floor {
+        println!("over the floor at this gap (user-clock tick-to-trade p50 / UDP round trip p50):");
+        for row in &rows {
+            println!("  {}: x{:.2}", row.path, pct(&row.user, 0.5) / f.udp_us[0]);
+        }
+    }
+    println!("where the strategy's time went (p50 over runs' medians, us): decide = parse+book+trigger, send = encode+hand-off");
+    for row in &rows {
+        let n = row.runs.len() as f64;
+        let (d, s, t) = row.runs.iter().fold((0.0, 0.0, 0.0), |acc, r| {
+            (
+                acc.0 + r.stages.decide_us,
+                acc.1 + r.stages.send_us,
+                acc.2 + r.stages.total_us,
+            )
+        });
+        println!(
+            "  {:<14} decide {:>6.2}  send {:>7.2}  strategy total {:>7.2}  exchange kernel-stamp t2t {:>7.2}",
+            row.path,
+            d / n,
+            s / n,
+            t / n,
+            pct(&row.kernel, 0.5)
+        );
+    }
+    Ok(rows)
+}
+
+/// With several gaps: p50 / p99 of the kernel-stamp tick-to-trade per path (rows) and gap
+/// (columns), and the floor's TCP round trip at each gap.
+fn gap_matrix(all: &[Vec<PathRow<'_>>]) {
+    if all.len() < 2 {
+        return;
+    }
+    println!();
+    println!("tick-to-trade against the gap between orders (kernel stamps, us, p50 / p99):");
+    print!("{:<14}", "path");
+    for rows in all {
+        if let Some(r) = rows.first() {
+            print!("{:>18}", format!("{:.0} ms", r.gap_ms));
+        }
+    }
+    println!();
+    let mut paths: Vec<&str> = Vec::new();
+    for r in all.iter().flatten() {
+        if !paths.contains(&r.path) {
+            paths.push(r.path);
+        }
+    }
+    for p in paths {
+        print!("{p:<14}");
+        for rows in all {
+            match rows.iter().find(|r| r.path == p) {
+                Some(r) => print!(
+                    "{:>18}",
+                    format!("{:.1} / {:.1}", pct(&r.kernel, 0.5), pct(&r.kernel, 0.99))
+                ),
+                None => print!("{:>18}", "-"),
+            }
+        }
+        println!();
+    }
+    print!("{:<14}", "floor (TCP)");
+    for rows in all {
+        let f = rows.first().and_then(|r| r.floor);
+        print!(
+            "{:>18}",
+            f.map_or("-".to_owned(), |f| format!(
+                "{:.1} / {:.1}",
+                f.tcp_us[0], f.tcp_us[2]
+            ))
+        );
+    }
+    println!();
+}
+
+/// Prints the comparison and writes `summary.csv`, `runs.json`, `floor.json` and the plots
+/// to `dir`. `floors` holds the floor measured at each gap (none in the VM lab).
+pub fn report(dir: &Path, results: &[RunResult], floors: &[Floor]) -> Result<()> {
+    let mut csv = fs::File::create(dir.join("summary.csv"))?;
+    writeln!(csv, "{SUMMARY_HEADER}")?;
+    let mut all = Vec::new();
+    for (gap, runs) in group_by_gap(results) {
+        let floor = floors.iter().copied().find(|f| f.gap_ms == gap);
+        all.push(gap_table(&mut csv, &runs, floor)?);
+    }
+    gap_matrix(&all);
     fs::write(
         dir.join("runs.json"),
         serde_json::to_string_pretty(results)?,
     )?;
-    let curves: Vec<(String, Vec<u64>)> = rows
-        .into_iter()
-        .map(|r| (r.path.to_owned(), r.user))
+    if !floors.is_empty() {
+        fs::write(
+            dir.join("floor.json"),
+            serde_json::to_string_pretty(floors)?,
+        )?;
+    }
+    let cdf: Vec<(String, Vec<u64>)> = all
+        .iter()
+        .flatten()
+        .map(|r| {
+            let name = if all.len() > 1 {
+                format!("{} @ {:.0} ms", r.path, r.gap_ms)
+            } else {
+                r.path.to_owned()
+            };
+            (name, r.user.clone())
+        })
         .collect();
-    crate::plot::cdf(&dir.join("t2t_cdf.svg"), &curves)?;
+    crate::plot::cdf(&dir.join("t2t_cdf.svg"), &cdf)?;
+    if all.len() > 1 {
+        let mut lines: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+        for r in all.iter().flatten() {
+            let point = (r.gap_ms, pct(&r.kernel, 0.5));
+            match lines.iter_mut().find(|(n, _)| n == r.path) {
+                Some((_, v)) => v.push(point),
+                None => lines.push((r.path.to_owned(), vec![point])),
+            }
+        }
+        let floor_line: Vec<(f64, f64)> = all
+            .iter()
+            .filter_map(|rows| rows.first())
+            .filter_map(|r| r.floor.map(|f| (r.gap_ms, f.tcp_us[0])))
+            .collect();
+        if !floor_line.is_empty() {
+            lines.push(("floor (TCP ping-pong)".to_owned(), floor_line));
+        }
+        crate::plot::against_gap(&dir.join("t2t_vs_gap.svg"), &lines)?;
+    }
     println!("results: {}", dir.display());
     Ok(())
 }

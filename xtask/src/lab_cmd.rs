@@ -51,6 +51,14 @@ pub struct LabArgs {
     /// results folder; `cargo xtask lab analyze DIR` matches orders to packets on the wire.
     #[arg(long)]
     pub pcap: bool,
+    /// Run every path at each of these gaps between orders (e.g. 1ms,10ms,100ms,1s): a file
+    /// per gap with its orders exactly that far apart at the `--pace` rate, the ping-pong
+    /// floor measured at the same gap, and tick-to-trade against the gap per path.
+    #[arg(long, value_delimiter = ',', value_parser = parse_gap)]
+    pub order_gap: Vec<std::time::Duration>,
+    /// Orders per gap file (with --order-gap).
+    #[arg(long, default_value_t = 100)]
+    pub orders_per_gap: u64,
     /// Settings of the VM lab.
     #[command(flatten)]
     pub vm_args: VmArgs,
@@ -105,6 +113,8 @@ impl LabArgs {
             strategy_flags: self.strategy_flags.clone(),
             timeout: self.timeout,
             pcap: self.pcap,
+            order_gaps: self.order_gap.clone(),
+            orders_per_gap: self.orders_per_gap.max(2),
         }
     }
 }
@@ -160,7 +170,7 @@ pub fn run(a: &LabArgs) -> Result<()> {
     }
     if a.vm {
         let (dir, results) = lab::vm::run(&env, &cfg, &a.vm_args.config())?;
-        lab::report::report(&dir, &results)?;
+        lab::report::report(&dir, &results, &[])?;
         return lab::check(&dir, &results);
     }
     lab::netns::run(&env, &cfg)
@@ -184,4 +194,24 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         cmd("cargo", &["build", "--release", "-p", "exchange"])?;
     }
     lab::bench::run(&Env::workspace(), a.rate)
+}
+
+/// A gap: a number and a unit (`us`, `ms`, `s`).
+fn parse_gap(s: &str) -> Result<std::time::Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map_or((s, "ms"), |i| s.split_at(i));
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid gap `{s}` (e.g. 1ms, 100ms, 1s)"))?;
+    let secs = match unit {
+        "us" => v * 1e-6,
+        "ms" => v * 1e-3,
+        "s" => v,
+        _ => return Err(format!("invalid gap unit in `{s}` (us, ms, s)")),
+    };
+    if !(1e-6..=60.0).contains(&secs) {
+        return Err(format!("gap `{s}` out of range (1us to 60s)"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }

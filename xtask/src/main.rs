@@ -220,7 +220,7 @@ fn vm_smoke(env: &Env) -> Result<()> {
     };
     let t0 = std::time::Instant::now();
     let (dir, results) = lab::vm::run(env, &args, &vm)?;
-    lab::report::report(&dir, &results)?;
+    lab::report::report(&dir, &results, &[])?;
     lab::check(&dir, &results)?;
     println!("VM tests passed in {:.0} s", t0.elapsed().as_secs_f64());
     Ok(())

@@ -246,6 +246,10 @@ fn one_vm_run(ctx: &VmRunCtx<'_>, nic: &str, path: &str, run: u32) -> Result<Run
     writeln!(f, "{strat_json}")?;
     Ok(RunResult {
         path: format!("{nic}/{path}"),
+        gap_ms: None,
+        measured_gap_ms: rx.median_gap_ns as f64 / 1e6,
+        // The guest prints its orders on the serial console, without the stage columns.
+        stages: crate::StageMedians::default(),
         run,
         orders_expected: rx.expected,
         orders_received: rx.got,
