@@ -77,6 +77,11 @@ struct ServeArgs {
     /// Append one JSON summary per session to this file (default: <results>.summary.jsonl).
     #[arg(long)]
     summary: Option<PathBuf>,
+    /// Count and discard heartbeat messages (21 bytes, side 255, everything else 0) that a
+    /// warming strategy sends on the order connection; without this flag they are invalid
+    /// messages. A deviation from the one-message spec, for the warming experiments.
+    #[arg(long)]
+    heartbeats: bool,
     /// Packet formatter (line -> packet bytes).
     #[arg(long, default_value = "ascii", value_parser = clap::builder::PossibleValuesParser::new(exchange::formatter::NAMES))]
     formatter: String,
@@ -246,6 +251,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 results: a.results,
                 summary,
                 log_orders: !a.quiet_orders,
+                accept_heartbeats: a.heartbeats,
                 amount_decimals: a.amount_decimals,
             };
             let shutdown = Arc::new(AtomicBool::new(false));

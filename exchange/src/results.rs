@@ -92,6 +92,9 @@ pub struct SessionCounters {
     pub unknown_trigger: u64,
     /// Kernel TX timestamps that never came back.
     pub tx_ts_missing: u64,
+    /// Heartbeats received and discarded (`--heartbeats`; never orders).
+    #[serde(default)]
+    pub heartbeats: u64,
 }
 
 /// Counters and histograms of one session.
@@ -202,11 +205,12 @@ impl Summary {
         )?;
         writeln!(
             out,
-            "   orders accepted {}, invalid {}, unknown trigger {}, bytes rejected in HANDSHAKE {}",
+            "   orders accepted {}, invalid {}, unknown trigger {}, bytes rejected in HANDSHAKE {}, heartbeats discarded {}",
             self.counters.orders_accepted,
             self.counters.invalid,
             self.counters.unknown_trigger,
-            self.counters.rejected_bytes
+            self.counters.rejected_bytes,
+            self.counters.heartbeats
         )?;
         writeln!(
             out,

@@ -486,3 +486,68 @@ fn sigint_mid_session_writes_the_report_and_exits_0() {
     assert_eq!(summaries[0].end_reason, EndReason::Signal);
     assert!(summaries[0].counters.packets_sent >= 20);
 }
+
+/// Heartbeats (the warming experiments' opt-in message) are counted and discarded with
+/// `--heartbeats`, never taken as orders, and leave the framing of the orders around them
+/// intact; without the flag they are invalid messages.
+#[test]
+fn heartbeats_are_counted_and_never_orders() {
+    if skip() {
+        return;
+    }
+    for accept in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let md_file = small_file(dir.path());
+        let lab = VethLab::new("exh").expect("lab");
+        let mut args = vec!["--pace", "rate:4000", "--sessions", "1", "--grace", "300ms"];
+        if accept {
+            args.push("--heartbeats");
+        }
+        let ex = Exchange::start(&lab, &md_file, dir.path(), &args);
+        let client = lab
+            .strategy
+            .spawn(move || {
+                let mut buf = [0u8; 2048];
+                let md = join_group();
+                let mut oe = connect();
+                let (mut sent, mut beats, mut n) = (Vec::new(), 0u64, 0u64);
+                while let Some((snap, id, side, price)) = recv_line(&md, &mut buf) {
+                    n += 1;
+                    if snap {
+                        continue;
+                    }
+                    // A heartbeat before every order, one split across two writes.
+                    if n.is_multiple_of(20) {
+                        let hb = proto::order::HEARTBEAT;
+                        oe.write_all(&hb[..9]).expect("write");
+                        oe.write_all(&hb[9..]).expect("write");
+                        beats += 1;
+                        let o = OrderRepr {
+                            qty: 1,
+                            price,
+                            side,
+                            trigger_id: id,
+                        };
+                        oe.write_all(&o.to_bytes()).expect("write");
+                        sent.push(o);
+                    }
+                }
+                (sent, beats)
+            })
+            .expect("client");
+        let (sent, beats) = client.join().expect("client thread");
+        let (summaries, log) = ex.wait(Duration::from_secs(60));
+        let c = &summaries[0].counters;
+        assert!(beats > 5);
+        assert_eq!(c.orders_accepted, sent.len() as u64, "{log}");
+        let (_, rows) =
+            mdfile::orders::read_rows(&dir.path().join("orders.csv")).expect("order rows");
+        let got: Vec<OrderRepr> = rows.iter().map(|r| r.order).collect();
+        assert_eq!(got, sent, "the rows are the orders, nothing else");
+        if accept {
+            assert_eq!((c.heartbeats, c.invalid), (beats, 0));
+        } else {
+            assert_eq!((c.heartbeats, c.invalid), (0, beats));
+        }
+    }
+}

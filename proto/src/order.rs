@@ -10,11 +10,33 @@
 //!
 //! TCP is a stream: the exchange slices its receive buffer into [`ORDER_LEN`] chunks and
 //! views each with [`Packet::new_checked`].
+//!
+//! **Heartbeat (an opt-in deviation from the one-message spec).** For the warming
+//! experiments the strategy can send [`HEARTBEAT`]: a 21-byte message with side byte
+//! [`HEARTBEAT_SIDE`] (255), quantity 0, price 0 and trigger id 0, which exercises the very
+//! path an order takes. An exchange started with `--heartbeats` counts and discards it
+//! ([`is_heartbeat`]); without the flag it is an invalid message like any other. It is never
+//! an order: `OrderRepr::parse` rejects it (side 255).
 
 use core::fmt;
 
 /// Length of one order message.
 pub const ORDER_LEN: usize = 21;
+
+/// Side byte of a heartbeat.
+pub const HEARTBEAT_SIDE: u8 = 255;
+
+/// The heartbeat message: qty 0, price 0, side 255, trigger id 0.
+pub const HEARTBEAT: [u8; ORDER_LEN] = {
+    let mut b = [0u8; ORDER_LEN];
+    b[field::SIDE] = HEARTBEAT_SIDE;
+    b
+};
+
+/// Is this message exactly the heartbeat?
+pub fn is_heartbeat(msg: &[u8]) -> bool {
+    msg.get(..ORDER_LEN) == Some(&HEARTBEAT[..])
+}
 
 mod field {
     use core::ops::Range;
@@ -231,6 +253,21 @@ mod tests {
         side: Side::Sell,
         trigger_id: 1_585_699_200_355_000,
     };
+
+    #[test]
+    fn heartbeat_is_recognised_and_never_an_order() {
+        assert!(is_heartbeat(&HEARTBEAT));
+        assert_eq!(HEARTBEAT[12], HEARTBEAT_SIDE);
+        assert_eq!(
+            OrderRepr::decode(&HEARTBEAT),
+            Err(Error::InvalidSide(HEARTBEAT_SIDE))
+        );
+        assert!(!is_heartbeat(&BYTES));
+        assert!(!is_heartbeat(&HEARTBEAT[..20]));
+        let mut almost = HEARTBEAT;
+        almost[0] = 1; // side 255 with a quantity: not the heartbeat, an invalid message
+        assert!(!is_heartbeat(&almost));
+    }
 
     #[test]
     fn deconstruct() {

@@ -74,6 +74,9 @@ pub struct ServerConfig {
     pub summary: Option<PathBuf>,
     /// Log every order to stdout.
     pub log_orders: bool,
+    /// Count and discard heartbeat messages (side 255) instead of counting them invalid:
+    /// an opt-in deviation for the warming experiments.
+    pub accept_heartbeats: bool,
     /// Decimals of `amount` for line validation.
     pub amount_decimals: u8,
 }

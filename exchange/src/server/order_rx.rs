@@ -58,6 +58,10 @@ impl Server {
         self.drain_tx_timestamps();
         let Some(s) = &mut self.session else { return };
         while let Some(msg) = s.stream.pop() {
+            if self.cfg.accept_heartbeats && proto::order::is_heartbeat(&msg) {
+                s.stats.counters.heartbeats += 1;
+                continue;
+            }
             match OrderRepr::decode(&msg) {
                 Ok(order) => match s.sends.get(&order.trigger_id) {
                     Some(t) => {
