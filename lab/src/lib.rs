@@ -95,6 +95,8 @@ pub struct LabConfig {
     pub order_gaps: Vec<std::time::Duration>,
     /// Orders per gap file.
     pub orders_per_gap: u64,
+    /// Interval of the warming variants.
+    pub warm_every: std::time::Duration,
 }
 
 impl Default for LabConfig {
@@ -112,6 +114,7 @@ impl Default for LabConfig {
             pcap: false,
             order_gaps: Vec::new(),
             orders_per_gap: 100,
+            warm_every: std::time::Duration::from_micros(100),
         }
     }
 }
@@ -124,25 +127,63 @@ pub fn net_of(path: &str) -> &str {
     path.split('+').next().unwrap_or(path)
 }
 
+/// The variant of a lab path name: `warm` for `xdp+warm`.
+pub fn variant_of(path: &str) -> Option<&str> {
+    path.split_once('+').map(|v| v.1)
+}
+
+/// Warming variants and what they warm (`strategy run --warm`).
+const WARM_VARIANTS: [(&str, &str); 4] = [
+    ("warm", "all"),
+    ("warmcode", "code"),
+    ("warmtx", "tx"),
+    ("hb", "heartbeat"),
+];
+
 /// Strategy flags of a variant: `+zc` is MSG_ZEROCOPY on the kernel path and SEND_ZC on
-/// io_uring; `+sqpoll` is io_uring's SQPOLL (100 ms idle).
-pub fn variant_flags(path: &str) -> &'static [&'static str] {
-    match path {
+/// io_uring; `+sqpoll` is io_uring's SQPOLL (100 ms idle); `+warm` warms everything the
+/// path has every `warm_every`, `+warmcode`, `+warmtx` and `+hb` one part each
+/// (strategy::net::warm).
+pub fn variant_flags(path: &str, warm_every: std::time::Duration) -> Vec<String> {
+    let fixed: &[&str] = match path {
         "kernel+zc" => &["--msg-zerocopy"],
         "uring+zc" => &["--send-zc"],
         "uring+sqpoll" => &["--sqpoll", "100"],
         _ => &[],
+    };
+    let mut flags: Vec<String> = fixed.iter().map(|f| (*f).to_owned()).collect();
+    if let Some((_, modes)) = WARM_VARIANTS
+        .iter()
+        .find(|(v, _)| Some(*v) == variant_of(path))
+    {
+        flags.extend([
+            "--warm-every".to_owned(),
+            format!("{}ns", warm_every.as_nanos()),
+            "--warm".to_owned(),
+            (*modes).to_owned(),
+        ]);
     }
+    flags
+}
+
+/// Does this variant send heartbeats (the exchange must then accept them)?
+pub fn sends_heartbeats(path: &str) -> bool {
+    matches!(variant_of(path), Some("warm" | "hb"))
 }
 
 /// Checks the path names.
 pub fn check_paths(paths: &[String]) -> Result<()> {
     for p in paths {
-        if !NETS.contains(&net_of(p))
-            || !matches!(p.split_once('+').map(|v| v.1), None | Some("zc" | "sqpoll"))
-        {
+        let variant_ok = match variant_of(p) {
+            None => true,
+            Some("zc") => matches!(net_of(p), "kernel" | "uring"),
+            Some("sqpoll") => net_of(p) == "uring",
+            Some(v) => WARM_VARIANTS.iter().any(|(w, _)| *w == v),
+        };
+        if !NETS.contains(&net_of(p)) || !variant_ok {
             bail!(
-                "unknown path `{p}` (available: {}; variants kernel+zc, uring+zc, uring+sqpoll)",
+                "unknown path `{p}` (available: {}; variants kernel+zc, uring+zc, uring+sqpoll, \
+                 and on every path +warm, +warmcode, +warmtx, +hb)",
                 NETS.join(", ")
             );
         }
@@ -261,10 +302,19 @@ mod tests {
     #[test]
     fn path_names_and_variants() {
         assert_eq!(net_of("uring+sqpoll"), "uring");
-        assert_eq!(variant_flags("kernel+zc"), ["--msg-zerocopy"]);
-        assert!(variant_flags("xdp").is_empty());
-        assert!(check_paths(&["kernel+zc".into(), "xdp".into()]).is_ok());
+        let us100 = std::time::Duration::from_micros(100);
+        assert_eq!(variant_flags("kernel+zc", us100), ["--msg-zerocopy"]);
+        assert!(variant_flags("xdp", us100).is_empty());
+        assert_eq!(
+            variant_flags("xdp+warm", us100),
+            ["--warm-every", "100000ns", "--warm", "all"]
+        );
+        assert_eq!(variant_flags("packet+warmtx", us100)[3], "tx");
+        assert!(sends_heartbeats("uring+hb") && sends_heartbeats("kernel+warm"));
+        assert!(!sends_heartbeats("kernel+warmcode") && !sends_heartbeats("kernel"));
+        assert!(check_paths(&["kernel+zc".into(), "xdp+warm".into(), "packet+hb".into()]).is_ok());
         assert!(check_paths(&["kernel+warp".into()]).is_err());
+        assert!(check_paths(&["xdp+zc".into()]).is_err());
         assert!(check_paths(&["dpdk".into()]).is_err());
     }
 }

@@ -121,6 +121,7 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<()> {
                     oracle: &step.oracle,
                     stop,
                     gap: step.gap,
+                    heartbeats: a.paths.iter().any(|p| crate::sends_heartbeats(p)),
                 };
                 let r =
                     one_run(&ctx, path, run).with_context(|| format!("path {path}, run {run}"))?;
@@ -151,6 +152,9 @@ pub struct RunCtx<'a> {
     pub stop: &'a AtomicBool,
     /// The gap the file was made for.
     pub gap: Option<Duration>,
+    /// The exchange accepts heartbeats (some path of the experiment sends them; the same
+    /// exchange settings for every path, so that they compare like with like).
+    pub heartbeats: bool,
 }
 
 impl RunCtx<'_> {
@@ -244,6 +248,11 @@ fn spawn_exchange(ctx: &RunCtx<'_>, lab: &VethLab, tag: &str) -> Result<Proc> {
             "1",
         ])
         .args(["--spin", "--quiet-orders", "--pace", &ctx.a.pace])
+        .args(if ctx.heartbeats {
+            &["--heartbeats"][..]
+        } else {
+            &[][..]
+        })
         .arg("--md-file")
         .arg(ctx.md_file)
         .arg("--results")
@@ -269,7 +278,7 @@ fn spawn_strategy(ctx: &RunCtx<'_>, lab: &VethLab, path: &str, tag: &str) -> Res
             "--sessions",
             "1",
         ])
-        .args(variant_flags(path))
+        .args(variant_flags(path, ctx.a.warm_every))
         .arg("--results")
         .arg(ctx.file(tag, "strategy.jsonl"))
         .arg("--orders-out")

@@ -100,6 +100,27 @@ impl Side {
         self.levels.get(i).map(|l| (self.price(l.key), l.qty))
     }
 
+    /// What [`Book::update`] would return for `(price, qty)`, without changing anything
+    /// (the same search; used to warm the decision path).
+    #[inline]
+    pub fn would_apply(&self, price: i64, qty: u64) -> Applied {
+        let key = self.key(price);
+        let idx = self.position(key);
+        let len = self.levels.len();
+        match self.levels.get(idx).filter(|l| l.key == key) {
+            Some(level) => Applied {
+                rank: (qty > 0).then_some(len - 1 - idx),
+                old_qty: level.qty,
+                new_qty: qty,
+            },
+            None => Applied {
+                rank: (qty > 0).then_some(len - idx),
+                old_qty: 0,
+                new_qty: qty,
+            },
+        }
+    }
+
     /// Levels from best to worst.
     pub fn iter(&self) -> impl Iterator<Item = (i64, u64)> + '_ {
         self.levels.iter().rev().map(|l| (self.price(l.key), l.qty))

@@ -4,7 +4,7 @@
 //! replay: no allocation, no syscall, no formatting, no lock. It returns the order to send,
 //! and the caller encodes it straight into its transmit buffer.
 
-use proto::md::{MdLine, ParseError};
+use proto::md::{BookSide, MdLine, ParseError};
 use proto::order::OrderRepr;
 
 use crate::book::{Book, BookStats};
@@ -127,6 +127,36 @@ impl<P: Parse> Engine<P> {
         self.trigger.check(&self.book, &line, applied, now_ns)
     }
 
+    /// Runs the decision path on a synthetic trigger, changing nothing: the book search for
+    /// the best level of `side`, the trigger rule with that level's size raised far above the
+    /// threshold, the order build and its encoding into `scratch`. Keeps the code and data
+    /// of the order path in the caches while no order has gone out for a while (the warming
+    /// experiments; the parser needs none: every packet runs it). Returns a value derived
+    /// from the work, so it is not optimised away; 0 when that side is empty.
+    #[inline(never)]
+    pub fn warm(&self, side: BookSide, scratch: &mut [u8; proto::order::ORDER_LEN]) -> u64 {
+        let levels = self.book.side(side);
+        let Some((price, old)) = levels.best() else {
+            return 0;
+        };
+        let line = MdLine {
+            exchange: b"",
+            symbol: b"",
+            timestamp: 0,
+            local_timestamp: self.last_seq,
+            is_snapshot: false,
+            side,
+            price,
+            amount: old.saturating_add(u64::MAX / 4),
+        };
+        let applied = levels.would_apply(line.price, line.amount);
+        let Some(order) = self.trigger.would_fire(&self.book, &line, applied) else {
+            return applied.new_qty ^ applied.rank.unwrap_or(0) as u64;
+        };
+        order.emit(&mut proto::order::Packet::new_unchecked(&mut scratch[..]));
+        u64::from(scratch[0]) ^ order.trigger_id.wrapping_add(1)
+    }
+
     /// Starts a new session: empty book, sequence and per-session limits reset.
     pub fn reset(&mut self) {
         self.book = Book::new(self.cfg.book_capacity);
@@ -200,5 +230,53 @@ mod tests {
         assert_eq!(o.trigger_id, 11);
         assert!(e.on_packet(b"d,s,1,12,false,bid,100,5", 0).is_none());
         assert_eq!(e.stats().malformed, 1, "the text line is not this format");
+    }
+
+    #[test]
+    fn warming_decides_on_a_synthetic_trigger_and_changes_nothing() {
+        let lines: [&[u8]; 4] = [
+            b"d,s,1,10,true,bid,100,5",
+            b"d,s,1,10,true,ask,101,5",
+            b"d,s,1,11,false,ask,102,7",
+            b"d,s,1,12,false,bid,99.5,3",
+        ];
+        let (mut warmed, mut cold) = (
+            Engine::new(EngineConfig::default()),
+            Engine::new(EngineConfig::default()),
+        );
+        for l in lines {
+            assert_eq!(warmed.on_packet(l, 0), cold.on_packet(l, 0));
+        }
+        let mut scratch = [0u8; proto::order::ORDER_LEN];
+        let before = (warmed.stats(), warmed.trigger_stats(), warmed.book_stats());
+        let levels: Vec<(i64, u64)> = warmed.book().bids().iter().collect();
+        assert_ne!(warmed.warm(BookSide::Bid, &mut scratch), 0);
+        // A bid-side jump buys at the best ask: 101.
+        let o = OrderRepr::decode(&scratch).expect("an order was encoded");
+        assert_eq!(
+            (o.side, o.price, o.trigger_id),
+            (proto::order::Side::Buy, 101 * proto::PRICE_SCALE, 12)
+        );
+        assert_ne!(warmed.warm(BookSide::Ask, &mut scratch), 0);
+        let o = OrderRepr::decode(&scratch).expect("an order was encoded");
+        assert_eq!(
+            (o.side, o.price),
+            (proto::order::Side::Sell, 100 * proto::PRICE_SCALE)
+        );
+        assert_eq!(
+            before,
+            (warmed.stats(), warmed.trigger_stats(), warmed.book_stats())
+        );
+        assert_eq!(levels, warmed.book().bids().iter().collect::<Vec<_>>());
+        // And the next real trigger is the same with or without the warming.
+        let next: &[u8] = b"d,s,1,13,false,ask,101,900000000";
+        assert_eq!(warmed.on_packet(next, 0), cold.on_packet(next, 0));
+        assert_eq!(warmed.trigger_stats(), cold.trigger_stats());
+        let empty = Engine::new(EngineConfig::default());
+        assert_eq!(
+            empty.warm(BookSide::Bid, &mut scratch),
+            0,
+            "an empty book does nothing"
+        );
     }
 }

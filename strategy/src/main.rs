@@ -26,7 +26,7 @@ enum Cmd {
     /// Run a market-data file through parser, book and trigger; print the orders as CSV.
     Replay(ReplayArgs),
     /// Connect to the exchange and trade over a network path.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(clap::Args)]

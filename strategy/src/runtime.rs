@@ -23,7 +23,10 @@ use crate::engine::{Engine, EngineStats};
 use crate::latency::{Latency, Percentiles};
 use crate::net::kernel::KernelPath;
 use crate::net::uring::UringPath;
-use crate::net::{Hot, NetConfig, NetKind, NetPath, OrderLog, PathReport, PathStats, Status};
+use crate::net::warm::{WarmConfig, WarmStats};
+use crate::net::{
+    Hot, NetConfig, NetKind, NetPath, OrderLog, PathReport, PathStats, Sent, Status, Warmer,
+};
 use hostsys::iface::iface_ipv4;
 use hostsys::procfs::UdpCounters;
 use hostsys::sched;
@@ -114,6 +117,15 @@ pub struct RunArgs {
     /// unwinding included, cleans up).
     #[arg(long, hide = true)]
     pub panic_after_packets: Option<u64>,
+    /// Keep the order path warm: every D on an idle turn, run what `--warm` lists (e.g.
+    /// 100us; off by default). See strategy::net::warm.
+    #[arg(long, value_parser = parse_delay)]
+    pub warm_every: Option<Duration>,
+    /// What to warm: code (decision and encoding on a synthetic trigger), tx (the transmit
+    /// side without sending), heartbeat (a 21-byte heartbeat on the order connection: the
+    /// exchange needs --heartbeats), all.
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    pub warm: Vec<String>,
     /// Busy-wait between the trigger and the send (calibration), e.g. 10us; a list
     /// (0,10us,50us) cycles through its values order by order, so several delays are
     /// measured in one session under the same conditions.
@@ -161,6 +173,8 @@ pub struct SessionReport {
     pub latency_ns: Percentiles,
     /// Path-specific fields (AF_XDP: program counters, frame accounting).
     pub path_extra: PathReport,
+    /// Warming counters (all zero without `--warm-every`).
+    pub warm: WarmStats,
 }
 
 /// Engine counters, serializable.
@@ -268,11 +282,19 @@ fn run_loop<P: NetPath>(a: &RunArgs, mut path: P) -> Result<()> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&shutdown)).context("signal handler")?;
     }
+    let every_ns = a
+        .warm_every
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let warm_cfg = WarmConfig::parse_modes(every_ns, &a.warm).map_err(anyhow::Error::msg)?;
+    if warm_cfg.is_on() {
+        info!(?warm_cfg, "warming the order path");
+    }
     let mut tally = Tally {
         engine: Engine::new(a.trigger.engine_config()),
         latency: Latency::new(),
         log: OrderLog::with_capacity(1 << 20),
         stats: PathStats::default(),
+        warmer: Warmer::new(warm_cfg),
     };
     let started = Instant::now();
     let deadline = a.max_runtime.map(|s| started + Duration::from_secs_f64(s));
@@ -337,6 +359,9 @@ fn run_loop<P: NetPath>(a: &RunArgs, mut path: P) -> Result<()> {
                         Status::Disconnected
                     }
                 };
+                if status == Status::Idle {
+                    warm_turn(&mut path, &mut tally);
+                }
                 if a.panic_after_packets
                     .is_some_and(|n| tally.stats.packets >= n)
                 {
@@ -373,6 +398,7 @@ fn step_connecting<P: NetPath>(
             tally.latency.reset();
             tally.log.clear();
             tally.stats = PathStats::default();
+            tally.warmer.reset();
             let udp_before = UdpCounters::read();
             if let Err(e) = path.start_md() {
                 path.close();
@@ -407,12 +433,26 @@ fn retry(backoff: &mut Duration) -> State {
     s
 }
 
-/// What one session accumulates: the book and trigger, the latency histogram, the orders.
+/// What one session accumulates: the book and trigger, the latency histogram, the orders,
+/// the counters, the warming schedule.
 struct Tally {
     engine: Engine,
     latency: Latency,
     log: OrderLog,
     stats: PathStats,
+    warmer: Warmer,
+}
+
+/// An idle turn: warm the order path when the interval has passed. A path error here is
+/// left for the next `poll` to report (the connection is the same).
+#[inline]
+fn warm_turn<P: NetPath>(path: &mut P, tally: &mut Tally) {
+    let Some(req) = tally.warmer.due(&tally.engine) else {
+        return;
+    };
+    if let Ok(Some(sent)) = path.warm(req) {
+        tally.warmer.heartbeat_sent(sent != Sent::HeldBack);
+    }
 }
 
 fn finish_session<P: NetPath>(
@@ -433,6 +473,7 @@ fn finish_session<P: NetPath>(
         udp_drops: UdpCounters::read().since(&udp_before),
         latency_ns: tally.latency.percentiles(),
         path_extra: path.report(),
+        warm: tally.warmer.stats(),
     };
     let l = report.latency_ns;
     println!(
@@ -453,6 +494,12 @@ fn finish_session<P: NetPath>(
         l.p99,
         l.max
     );
+    if report.warm.turns > 0 {
+        println!(
+            "strategy session {session}: warming turns {}, heartbeats sent {}, heartbeats held back {}",
+            report.warm.turns, report.warm.heartbeats, report.warm.heartbeats_held_back
+        );
+    }
     let json = serde_json::to_string(&report)?;
     println!("strategy-summary: {json}");
     if let Some(p) = &a.results {

@@ -155,6 +155,37 @@ impl Trigger {
         self.fire(book, line.side, line.local_timestamp, now_ns)
     }
 
+    /// The order `check` would build for this update, ignoring the risk limits and changing
+    /// nothing (used to warm the decision path on a synthetic trigger).
+    #[inline]
+    pub fn would_fire(
+        &self,
+        book: &Book,
+        line: &MdLine<'_>,
+        applied: Applied,
+    ) -> Option<OrderRepr> {
+        let rank = applied.rank.unwrap_or(usize::MAX);
+        let increase = applied.new_qty.saturating_sub(applied.old_qty);
+        let fires = !line.is_snapshot
+            & (rank < self.cfg.levels)
+            & (increase > 0)
+            & self.exceeds(line.price, increase);
+        if !fires {
+            return None;
+        }
+        let (other, order_side) = match line.side {
+            BookSide::Bid => (book.asks(), Side::Buy),
+            BookSide::Ask => (book.bids(), Side::Sell),
+        };
+        let (best, _) = other.best()?;
+        Some(OrderRepr {
+            qty: self.cfg.qty,
+            price: best,
+            side: order_side,
+            trigger_id: line.local_timestamp,
+        })
+    }
+
     /// A trigger: the order at the other side's best price, if the risk limits allow.
     #[inline(never)]
     fn fire(

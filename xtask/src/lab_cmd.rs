@@ -13,7 +13,8 @@ use crate::{build_ebpf, cmd, setup};
 #[derive(clap::Args, Clone)]
 pub struct LabArgs {
     /// Network paths to compare, in order (kernel, uring, xdp, packet; variants kernel+zc,
-    /// uring+zc, uring+sqpoll); ratios are against the first.
+    /// uring+zc, uring+sqpoll, and on every path +warm, +warmcode, +warmtx, +hb); ratios are
+    /// against the first.
     #[arg(long, value_delimiter = ',', default_value = "kernel,uring,xdp,packet")]
     pub paths: Vec<String>,
     /// Repetitions per path.
@@ -59,6 +60,9 @@ pub struct LabArgs {
     /// Orders per gap file (with --order-gap).
     #[arg(long, default_value_t = 100)]
     pub orders_per_gap: u64,
+    /// Interval of the warming variants (`+warm`, `+warmcode`, `+warmtx`, `+hb`).
+    #[arg(long, default_value = "100us", value_parser = parse_gap)]
+    pub warm_every: std::time::Duration,
     /// Settings of the VM lab.
     #[command(flatten)]
     pub vm_args: VmArgs,
@@ -115,6 +119,7 @@ impl LabArgs {
             pcap: self.pcap,
             order_gaps: self.order_gap.clone(),
             orders_per_gap: self.orders_per_gap.max(2),
+            warm_every: self.warm_every,
         }
     }
 }

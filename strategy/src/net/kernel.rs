@@ -15,7 +15,7 @@ use hostsys::socket::{recv_nb, send_nb, setsockopt_int};
 use hostsys::zerocopy::ZcSlots;
 use proto::order::{OrderRepr, ORDER_LEN};
 
-use super::{Hot, NetConfig, NetPath, PathReport, Sent, Status};
+use super::{Hot, NetConfig, NetPath, PathReport, Sent, Status, WarmRequest};
 
 /// Idle turns between two hang-up checks of the order socket.
 const HUP_CHECK_EVERY: u32 = 1024;
@@ -79,17 +79,23 @@ impl TcpOrderTx {
     pub fn send(&mut self, order: &OrderRepr) -> io::Result<Sent> {
         let mut msg = [0u8; ORDER_LEN];
         order.emit(&mut proto::order::Packet::new_unchecked(&mut msg[..]));
+        self.send_msg(&msg)
+    }
+
+    /// Sends one 21-byte message whole, queues it whole, or holds it back.
+    #[inline]
+    pub fn send_msg(&mut self, msg: &[u8; ORDER_LEN]) -> io::Result<Sent> {
         if self.backlog_len > 0 {
             self.flush()?;
         }
         if self.backlog_len > 0 {
             // Earlier bytes still wait: this order goes behind them, whole, or not at all.
-            return Ok(self.queue(&msg));
+            return Ok(self.queue(msg));
         }
         let fd = self.sock.as_raw_fd();
         let n = match &mut self.zc {
-            Some(zc) => zc.send(fd, &msg)?,
-            None => send_nb(fd, &msg, 0)?,
+            Some(zc) => zc.send(fd, msg)?,
+            None => send_nb(fd, msg, 0)?,
         };
         if n == ORDER_LEN {
             return Ok(Sent::Now);
@@ -120,6 +126,12 @@ impl TcpOrderTx {
         self.backlog.copy_within(n..self.backlog_len, 0);
         self.backlog_len -= n;
         Ok(())
+    }
+
+    /// The send path without sending: a zero-length `send(2)` on the order socket (the
+    /// syscall entry, the socket lookup and lock, `tcp_sendmsg` up to "nothing to copy").
+    pub fn warm_tx(&self) {
+        let _ = send_nb(self.sock.as_raw_fd(), &[], 0);
     }
 
     /// Work for an idle turn: zero-copy completions, the backlog.
@@ -209,6 +221,19 @@ impl NetPath for KernelPath {
             }
         }
         Ok(status)
+    }
+
+    fn warm(&mut self, req: WarmRequest) -> io::Result<Option<Sent>> {
+        let Some(tx) = &mut self.tx else {
+            return Ok(None);
+        };
+        if req.tx {
+            tx.warm_tx();
+        }
+        if req.heartbeat {
+            return tx.send_msg(&proto::order::HEARTBEAT).map(Some);
+        }
+        Ok(None)
     }
 
     fn report(&self) -> PathReport {

@@ -7,6 +7,8 @@
 //!   [`af_xdp`] (aya XDP steering into a UMEM) and [`af_packet`] (TPACKET_V2 rings and a
 //!   classic BPF filter).
 //! * [`sockets`]: the kernel sockets every path needs (the order connection, the group join).
+//! * [`warm`]: keeping the order path warm while no order goes out (the cold/warm
+//!   experiments).
 //!
 //! The runtime drives a path through [`NetPath`]: [`NetPath::begin_connect`] and
 //! [`NetPath::poll_connect`] (never blocking), then [`NetPath::start_md`] (join the group),
@@ -23,11 +25,13 @@ pub mod kernel;
 pub mod ring;
 pub mod sockets;
 pub mod uring;
+pub mod warm;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 pub use hot::{Hot, OrderLog, PathStats, Pending, Sent};
+pub use warm::{WarmRequest, Warmer};
 
 /// Which path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -126,6 +130,9 @@ pub trait NetPath {
     fn poll(&mut self, hot: &mut Hot<'_>) -> io::Result<Status>;
     /// Closes everything (back to Init).
     fn close(&mut self);
+    /// Warms the transmit side as asked (see [`warm`]); returns what happened to a
+    /// heartbeat (`None` when none was asked for or the path is not connected).
+    fn warm(&mut self, req: WarmRequest) -> io::Result<Option<Sent>>;
     /// Path-specific report fields (program counters, ring accounting...).
     fn report(&self) -> PathReport {
         PathReport::None

@@ -27,7 +27,7 @@ use std::os::fd::AsRawFd;
 use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 use proto::order::{OrderRepr, ORDER_LEN};
 
-use super::{Hot, NetConfig, NetPath, PathReport, Sent, Status};
+use super::{Hot, NetConfig, NetPath, PathReport, Sent, Status, WarmRequest};
 
 const BUF_SIZE: usize = 2048;
 const BUF_COUNT: u16 = 256;
@@ -35,13 +35,15 @@ const BGID: u16 = 7;
 const SLOTS: usize = 64;
 /// Completions taken from the ring and not handled yet. Bounded by what can be
 /// outstanding: one per provided buffer (receives), two per send slot (SEND_ZC's result and
-/// notification), one per buffer being given back, the hang-up poll.
+/// notification), one per buffer being given back, the hang-up poll, and the warming sends
+/// (at most one per warming interval, drained every turn).
 const CQE_BACKLOG: usize = 2 * BUF_COUNT as usize + 2 * SLOTS + 64;
 
 const UD_RECV: u64 = 1 << 32;
 const UD_HUP: u64 = 2 << 32;
 const UD_PROVIDE: u64 = 3 << 32;
 const UD_SEND: u64 = 4 << 32;
+const UD_WARM: u64 = 5 << 32;
 const UD_MASK: u64 = 0xFFFF_FFFF << 32;
 
 const FD_UDP: types::Fixed = types::Fixed(0);
@@ -291,6 +293,13 @@ impl Ring {
     /// would stop market data and block the loop).
     #[inline]
     fn send_order(&mut self, order: &OrderRepr) -> io::Result<Sent> {
+        self.send_msg(|buf| order.emit(&mut proto::order::Packet::new_unchecked(&mut buf[..])))
+    }
+
+    /// Writes one 21-byte message into a free send slot with `fill` and submits it (held
+    /// back when every slot is in flight, see [`Ring::send_order`]).
+    #[inline]
+    fn send_msg(&mut self, fill: impl FnOnce(&mut [u8; ORDER_LEN])) -> io::Result<Sent> {
         let slot = self.next_slot;
         if self.slot_busy[slot] {
             // Completions may be waiting in the ring: take them (in order, none lost).
@@ -301,9 +310,7 @@ impl Ring {
             self.report.slots_exhausted += 1;
             return Ok(Sent::HeldBack);
         }
-        order.emit(&mut proto::order::Packet::new_unchecked(
-            &mut self.slots[slot][..],
-        ));
+        fill(&mut self.slots[slot]);
         let ptr = self.slots[slot].as_ptr();
         // MSG_WAITALL: a short send is retried by the kernel until the whole order is out.
         let flags = libc::MSG_NOSIGNAL | libc::MSG_WAITALL;
@@ -321,6 +328,19 @@ impl Ring {
         self.push(&e.user_data(UD_SEND | slot as u64))?;
         self.ring.submit()?;
         Ok(Sent::Now)
+    }
+
+    /// The send path without sending: a zero-length SEND on the order socket through the
+    /// ring (`io_uring_enter`, the SEND opcode, `sock_sendmsg` with nothing to copy). Its
+    /// completion is ignored.
+    fn warm_tx(&mut self) -> io::Result<()> {
+        let e = opcode::Send::new(FD_TCP, self.slots[0].as_ptr(), 0)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(UD_WARM);
+        self.push(&e)?;
+        self.ring.submit()?;
+        Ok(())
     }
 
     /// Handles one send completion (its slot is already free).
@@ -424,6 +444,19 @@ impl NetPath for UringPath {
             r.ring.submit()?;
         }
         Ok(status)
+    }
+
+    fn warm(&mut self, req: WarmRequest) -> io::Result<Option<Sent>> {
+        let Some(r) = &mut self.ring else {
+            return Ok(None);
+        };
+        if req.tx {
+            r.warm_tx()?;
+        }
+        if req.heartbeat {
+            return r.send_msg(|buf| *buf = proto::order::HEARTBEAT).map(Some);
+        }
+        Ok(None)
     }
 
     fn report(&self) -> PathReport {

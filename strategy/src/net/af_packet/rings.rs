@@ -382,6 +382,17 @@ impl TxRing for PacketTx {
         Some(r)
     }
 
+    fn touch(&mut self, len: usize, f: impl FnOnce(&mut [u8])) -> bool {
+        if self.in_flight == self.ring.frames || len > self.ring.frame_size - TX_DATA_OFF {
+            return false;
+        }
+        // SAFETY: as in `send`: slot `next` is not posted, so the kernel does not touch it,
+        // and this half is its only user; its status stays AVAILABLE (nothing is sent).
+        let (buf, _) = unsafe { self.ring.tx_slot(self.next, len) };
+        f(buf);
+        true
+    }
+
     #[inline]
     fn reap(&mut self) {
         while self.in_flight > 0 {

@@ -168,6 +168,19 @@ impl TxRing for XskTx {
         Some(r)
     }
 
+    fn touch(&mut self, len: usize, f: impl FnOnce(&mut [u8])) -> bool {
+        let Some(mut desc) = self.free.pop() else {
+            return false;
+        };
+        // SAFETY: `desc` was on the free list: on no kernel ring, no other reference; it goes
+        // straight back to the free list, never to the TX ring.
+        let mut data = unsafe { self.umem.data_mut(&mut desc) };
+        let n = len.min(data.contents_mut().len());
+        f(&mut data.contents_mut()[..n]);
+        self.free.push(desc);
+        true
+    }
+
     #[inline]
     fn reap(&mut self) {
         // SAFETY: `done` is ours; the descriptors written are frames the kernel has sent.

@@ -40,6 +40,10 @@ pub trait TxRing {
     /// Writes one frame of `len` bytes in place with `f`, posts it and kicks the kernel if
     /// needed; `None` when no slot is free.
     fn send<R>(&mut self, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> Option<R>;
+    /// Writes `len` bytes with `f` into a free slot and gives the slot back without posting
+    /// it: the transmit side's memory and code warmed, nothing sent. `false` when no slot is
+    /// free.
+    fn touch(&mut self, len: usize, f: impl FnOnce(&mut [u8])) -> bool;
     /// Takes back the slots the kernel has sent.
     fn reap(&mut self);
     /// Slots posted and not yet sent.
