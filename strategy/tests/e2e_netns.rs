@@ -39,6 +39,17 @@ impl Drop for Proc {
 }
 
 fn start_exchange(ns: &Netns, md: &Path, csv: &Path, log: &Path, pace: &str) -> Proc {
+    start_exchange_with(ns, md, csv, log, pace, &[])
+}
+
+fn start_exchange_with(
+    ns: &Netns,
+    md: &Path,
+    csv: &Path,
+    log: &Path,
+    pace: &str,
+    extra: &[&str],
+) -> Proc {
     let child = ns
         .command(bin("exchange"))
         .args([
@@ -56,6 +67,7 @@ fn start_exchange(ns: &Netns, md: &Path, csv: &Path, log: &Path, pace: &str) -> 
         .arg(md)
         .arg("--results")
         .arg(csv)
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).expect("log"))
         .spawn()
@@ -343,5 +355,70 @@ fn gap_and_stage_columns_match_a_file_with_known_gaps() {
                 assert!(s.send_ns > 0 && s.total_ns > 0, "{s:?}");
             }
         }
+    }
+}
+
+/// Warming never changes the orders: on every path, with everything warmed (decision,
+/// transmit side, heartbeats through the order path) every 200 us, the exchange receives
+/// exactly the oracle's orders, counts the heartbeats apart, and sees nothing invalid.
+#[test]
+fn warming_variants_equal_the_oracle() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let md = small_file(dir.path(), 40_000);
+    let want = oracle(&md);
+    assert!(want.len() > 10);
+    for net in ["kernel", "uring", "xdp", "packet"] {
+        let lab = VethLab::new("e2w").expect("lab");
+        let (csv, orders) = (
+            dir.path().join(format!("{net}.ex.csv")),
+            dir.path().join(format!("{net}.st.csv")),
+        );
+        let (exlog, stlog) = (
+            dir.path().join(format!("{net}.ex.log")),
+            dir.path().join(format!("{net}.st.log")),
+        );
+        let mut ex = start_exchange_with(
+            &lab.exchange,
+            &md,
+            &csv,
+            &exlog,
+            "rate:5000",
+            &["--heartbeats"],
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        let mut extra = vec!["--sessions", "1", "--warm-every", "200us", "--warm", "all"];
+        if net == "packet" {
+            extra.extend(["--packet-ip", "10.77.0.3"]);
+        }
+        let mut st = start_strategy(&lab.strategy, net, &orders, &stlog, &extra);
+        wait(&mut ex, Duration::from_secs(60), "exchange", &exlog);
+        wait(&mut st, Duration::from_secs(10), "strategy", &stlog);
+        assert_eq!(
+            read_orders(&csv, None),
+            want,
+            "{net}+warm: exchange received = oracle"
+        );
+        assert_eq!(
+            read_orders(&orders, None),
+            want,
+            "{net}+warm: strategy sent = oracle"
+        );
+        let summary =
+            std::fs::read_to_string(format!("{}.summary.jsonl", csv.display())).expect("summary");
+        let s: exchange::results::Summary =
+            serde_json::from_str(summary.trim()).expect("summary parses");
+        assert!(
+            s.counters.heartbeats > 100,
+            "{net}: heartbeats {}",
+            s.counters.heartbeats
+        );
+        assert_eq!(s.counters.invalid, 0, "{net}");
+        assert_eq!(
+            s.counters.rejected_bytes, 0,
+            "{net}: no heartbeat before TRANSMIT"
+        );
     }
 }

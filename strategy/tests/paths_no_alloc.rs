@@ -12,6 +12,7 @@ use mdfile::mdgen::{self, GenConfig};
 use netlab::VethLab;
 use strategy::engine::{Engine, EngineConfig};
 use strategy::latency::Latency;
+use strategy::net::warm::{WarmConfig, Warmer};
 use strategy::net::{Hot, NetConfig, NetPath, OrderLog, PathStats, Status};
 
 #[path = "common/counting.rs"]
@@ -44,6 +45,9 @@ fn run_session<P: NetPath>(mut path: P) -> (u64, u64) {
     }
     path.start_md().expect("market data");
     let (mut allocs_in_polls, mut measured_polls) = (0u64, 0u64);
+    let mut measured_turns = 0u64;
+    let mut warmer =
+        Warmer::new(WarmConfig::parse_modes(1, &["all".to_owned()]).expect("warm modes"));
     loop {
         let mut hot = Hot {
             engine: &mut engine,
@@ -55,6 +59,14 @@ fn run_session<P: NetPath>(mut path: P) -> (u64, u64) {
         let warm = hot.log.total() >= 3;
         let before = allocations();
         let status = path.poll(&mut hot).expect("poll");
+        // The warming routine runs inside the measured region too: every 64th turn, the
+        // decision on a synthetic trigger, the transmit side without sending, a heartbeat.
+        measured_turns += 1;
+        if warm && measured_turns % 64 == 0 {
+            if let Some(req) = warmer.due(&engine) {
+                let _ = path.warm(req).expect("warm");
+            }
+        }
         let after = allocations();
         if status == Status::Disconnected {
             break;
