@@ -62,7 +62,7 @@ fn run_session<P: NetPath>(mut path: P) -> (u64, u64) {
         // The warming routine runs inside the measured region too: every 64th turn, the
         // decision on a synthetic trigger, the transmit side without sending, a heartbeat.
         measured_turns += 1;
-        if warm && measured_turns % 64 == 0 {
+        if warm && measured_turns.is_multiple_of(64) {
             if let Some(req) = warmer.due(&engine) {
                 let _ = path.warm(req).expect("warm");
             }
