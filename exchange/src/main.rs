@@ -82,6 +82,11 @@ struct ServeArgs {
     /// messages. A deviation from the one-message spec, for the warming experiments.
     #[arg(long)]
     heartbeats: bool,
+    /// Keep the exchange's own order-receive path warm: every D (e.g. 100us) a heartbeat
+    /// over a loopback TCP connection to itself, read by the order path's receive function
+    /// (the strategy's coldness told apart from the exchange's).
+    #[arg(long, value_parser = parse_duration)]
+    warm_rx_every: Option<Duration>,
     /// Packet formatter (line -> packet bytes).
     #[arg(long, default_value = "ascii", value_parser = clap::builder::PossibleValuesParser::new(exchange::formatter::NAMES))]
     formatter: String,
@@ -252,6 +257,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 summary,
                 log_orders: !a.quiet_orders,
                 accept_heartbeats: a.heartbeats,
+                warm_rx_every_ns: a
+                    .warm_rx_every
+                    .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
                 amount_decimals: a.amount_decimals,
             };
             let shutdown = Arc::new(AtomicBool::new(false));

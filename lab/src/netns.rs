@@ -284,7 +284,7 @@ fn spawn_strategy(ctx: &RunCtx<'_>, lab: &VethLab, path: &str, tag: &str) -> Res
         .arg("--orders-out")
         .arg(ctx.file(tag, "strategy-orders.csv"))
         // AF_PACKET: smoltcp's own address on the link (the kernel must not own it).
-        .args(if path == "packet" {
+        .args(if net_of(path) == "packet" {
             &["--packet-ip", "10.77.0.3"][..]
         } else {
             &[][..]

@@ -38,6 +38,7 @@ use mdfile::{MdReader, ReadError};
 
 mod order_rx;
 mod replay;
+mod rx_warm;
 
 const LISTENER: Token = Token(0);
 const CONN: Token = Token(1);
@@ -77,6 +78,9 @@ pub struct ServerConfig {
     /// Count and discard heartbeat messages (side 255) instead of counting them invalid:
     /// an opt-in deviation for the warming experiments.
     pub accept_heartbeats: bool,
+    /// Keep the exchange's own receive path warm with a loopback heartbeat every this many
+    /// ns (0 = off; see `rx_warm`).
+    pub warm_rx_every_ns: u64,
     /// Decimals of `amount` for line validation.
     pub amount_decimals: u8,
 }
@@ -155,6 +159,7 @@ pub struct Server {
     pkt: Box<[u8; 65536]>,
     shutdown: Arc<AtomicBool>,
     summaries: Vec<Summary>,
+    rx_warm: Option<rx_warm::RxWarmer>,
 }
 
 impl Server {
@@ -175,6 +180,14 @@ impl Server {
         let md = MdPublisher::new(&cfg.publisher).map_err(io_err("market-data socket"))?;
         let sink = ResultsSink::open(cfg.results.as_deref(), cfg.summary.as_deref())
             .map_err(io_err("results file"))?;
+        let rx_warm = if cfg.warm_rx_every_ns > 0 {
+            Some(
+                rx_warm::RxWarmer::new(cfg.warm_rx_every_ns)
+                    .map_err(io_err("loopback pair for --warm-rx-every"))?,
+            )
+        } else {
+            None
+        };
         let server = Self {
             cfg,
             poll,
@@ -188,6 +201,7 @@ impl Server {
             pkt: Box::new([0; 65536]),
             shutdown,
             summaries: Vec::new(),
+            rx_warm,
         };
         let fd = server.md.socket().as_raw_fd();
         // mio only borrows the fd for registration; the std socket keeps ownership.
@@ -246,8 +260,14 @@ impl Server {
             idle &= !self.publish_due();
             self.check_grace();
             if idle {
+                if let Some(w) = &mut self.rx_warm {
+                    w.turn();
+                }
                 let _ = self.out.flush();
             }
+        }
+        if let Some(w) = &self.rx_warm {
+            info!(turns = w.turns, "receive path warmed over loopback");
         }
         let _ = self.out.flush();
         let _ = self.sink.flush();
