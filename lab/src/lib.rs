@@ -8,7 +8,8 @@
 //! it: the ping-pong floor on the same link ([`floor`]), the calibration of the measurement
 //! chain by injected delays ([`calibrate`]), the matching of orders to packets in a capture
 //! ([`capture`]), the publisher benchmark ([`bench`]), the default market-data file
-//! ([`data`]) and the processes it starts ([`process`]).
+//! ([`data`]), huge pages reserved for the `+huge` variants ([`hugepages`]) and the
+//! processes it starts ([`process`]).
 //!
 //! Every namespace, tap, QEMU and process a run creates is removed when it ends, fails or
 //! is interrupted (Ctrl-C sets [`stop_flag`]; the runs poll it).
@@ -22,6 +23,7 @@ pub mod calibrate;
 pub mod capture;
 pub mod data;
 pub mod floor;
+pub mod hugepages;
 pub mod netns;
 pub mod oracle;
 pub mod plot;
@@ -97,6 +99,9 @@ pub struct LabConfig {
     pub orders_per_gap: u64,
     /// Interval of the warming variants.
     pub warm_every: std::time::Duration,
+    /// Keep the exchange's own receive path warm at this interval, for every path
+    /// (`exchange serve --warm-rx-every`; None: off).
+    pub exchange_warm: Option<std::time::Duration>,
 }
 
 impl Default for LabConfig {
@@ -115,6 +120,7 @@ impl Default for LabConfig {
             order_gaps: Vec::new(),
             orders_per_gap: 100,
             warm_every: std::time::Duration::from_micros(100),
+            exchange_warm: None,
         }
     }
 }
@@ -152,6 +158,9 @@ pub fn variant_flags(path: &str, warm_every: std::time::Duration) -> Vec<String>
         _ => &[],
     };
     let mut flags: Vec<String> = fixed.iter().map(|f| (*f).to_owned()).collect();
+    if uses_hugepages(path) {
+        flags.push("--hugepages".to_owned());
+    }
     if let Some((_, modes)) = WARM_VARIANTS
         .iter()
         .find(|(v, _)| Some(*v) == variant_of(path))
@@ -166,6 +175,11 @@ pub fn variant_flags(path: &str, warm_every: std::time::Duration) -> Vec<String>
     flags
 }
 
+/// Does this variant put the AF_XDP UMEM on huge pages (the lab reserves them)?
+pub fn uses_hugepages(path: &str) -> bool {
+    variant_of(path) == Some("huge")
+}
+
 /// Does this variant send heartbeats (the exchange must then accept them)?
 pub fn sends_heartbeats(path: &str) -> bool {
     matches!(variant_of(path), Some("warm" | "hb"))
@@ -178,12 +192,13 @@ pub fn check_paths(paths: &[String]) -> Result<()> {
             None => true,
             Some("zc") => matches!(net_of(p), "kernel" | "uring"),
             Some("sqpoll") => net_of(p) == "uring",
+            Some("huge") => net_of(p) == "xdp",
             Some(v) => WARM_VARIANTS.iter().any(|(w, _)| *w == v),
         };
         if !NETS.contains(&net_of(p)) || !variant_ok {
             bail!(
                 "unknown path `{p}` (available: {}; variants kernel+zc, uring+zc, uring+sqpoll, \
-                 and on every path +warm, +warmcode, +warmtx, +hb)",
+                 xdp+huge (UMEM on huge pages), and on every path +warm, +warmcode, +warmtx, +hb)",
                 NETS.join(", ")
             );
         }
@@ -315,6 +330,9 @@ mod tests {
         assert!(check_paths(&["kernel+zc".into(), "xdp+warm".into(), "packet+hb".into()]).is_ok());
         assert!(check_paths(&["kernel+warp".into()]).is_err());
         assert!(check_paths(&["xdp+zc".into()]).is_err());
+        assert!(check_paths(&["xdp+huge".into()]).is_ok());
+        assert!(check_paths(&["kernel+huge".into()]).is_err());
+        assert_eq!(variant_flags("xdp+huge", us100), ["--hugepages"]);
         assert!(check_paths(&["dpdk".into()]).is_err());
     }
 }

@@ -84,6 +84,12 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<()> {
     let dir = crate::results_dir(env, a, "")?;
     let stop = crate::stop_flag()?;
     let steps = steps(env, a)?;
+    // The UMEM of 4096 x 2 KiB frames is 8 MiB: 4 pages, 16 with room to spare.
+    let _huge = if a.paths.iter().any(|p| crate::uses_hugepages(p)) {
+        Some(crate::hugepages::HugePages::reserve(16)?)
+    } else {
+        None
+    };
     let cpus = std::thread::available_parallelism()
         .map(usize::from)
         .unwrap_or(1);
@@ -253,6 +259,13 @@ fn spawn_exchange(ctx: &RunCtx<'_>, lab: &VethLab, tag: &str) -> Result<Proc> {
         } else {
             &[][..]
         })
+        .args(
+            ctx.a
+                .exchange_warm
+                .map(|d| ["--warm-rx-every".to_owned(), format!("{}ns", d.as_nanos())])
+                .into_iter()
+                .flatten(),
+        )
         .arg("--md-file")
         .arg(ctx.md_file)
         .arg("--results")

@@ -63,6 +63,11 @@ pub struct LabArgs {
     /// Interval of the warming variants (`+warm`, `+warmcode`, `+warmtx`, `+hb`).
     #[arg(long, default_value = "100us", value_parser = parse_gap)]
     pub warm_every: std::time::Duration,
+    /// Keep the exchange's own receive path warm too (a loopback heartbeat every D inside the
+    /// exchange, for every path of the run; e.g. 100us): separates the strategy's coldness
+    /// from the exchange's.
+    #[arg(long, value_parser = parse_gap)]
+    pub exchange_warm: Option<std::time::Duration>,
     /// Settings of the VM lab.
     #[command(flatten)]
     pub vm_args: VmArgs,
@@ -120,6 +125,7 @@ impl LabArgs {
             order_gaps: self.order_gap.clone(),
             orders_per_gap: self.orders_per_gap.max(2),
             warm_every: self.warm_every,
+            exchange_warm: self.exchange_warm,
         }
     }
 }
