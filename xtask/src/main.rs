@@ -37,7 +37,7 @@ enum Cmd {
     /// Write the default market-data file (cached in target/lab-data/).
     GenMd(GenMdArgs),
     /// Run the network-namespace lab: exchange and strategy over veth, paths side by side.
-    Lab(lab_cmd::LabArgs),
+    Lab(Box<lab_cmd::LabArgs>),
     /// Benchmark the exchange's publisher: max rate and pacing error.
     BenchExchange(lab_cmd::BenchArgs),
     /// Build the XDP program (nightly, build-std, bpf-linker; installs them if missing).
