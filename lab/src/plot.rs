@@ -4,6 +4,22 @@
 use std::path::Path;
 
 use anyhow::Result;
+use plotters::style::RGBColor;
+
+/// Ten colours that stay apart (Tableau 10), so a comparison of up to ten lines never
+/// repeats one.
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
 
 /// Draws one CDF line per `(name, sorted ns samples)` into `out`; nothing when there are no
 /// samples.
@@ -36,10 +52,9 @@ pub fn cdf(out: &Path, curves: &[(String, Vec<u64>)]) -> Result<()> {
         .y_desc("fraction of orders")
         .draw()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let colors = [RED, BLUE, GREEN, MAGENTA, CYAN, BLACK];
     for (i, (name, v)) in curves.iter().enumerate() {
         let n = v.len() as f64;
-        let color = colors[i % colors.len()];
+        let color = PALETTE[i % PALETTE.len()];
         chart
             .draw_series(LineSeries::new(
                 v.iter()
@@ -99,9 +114,8 @@ pub fn against_gap(out: &Path, lines: &[(String, Vec<(f64, f64)>)]) -> Result<()
         .y_desc("p50 (us, log)")
         .draw()
         .map_err(e)?;
-    let colors = [RED, BLUE, GREEN, MAGENTA, CYAN, BLACK];
     for (i, (name, v)) in lines.iter().enumerate() {
-        let color = colors[i % colors.len()];
+        let color = PALETTE[i % PALETTE.len()];
         let mut v: Vec<(f64, f64)> = v.iter().copied().filter(|p| p.1.is_finite()).collect();
         v.sort_by(|a, b| a.0.total_cmp(&b.0));
         chart

@@ -238,10 +238,17 @@ fn gap_table<'a>(
             } else {
                 "median measured at the exchange: every figure below is at this gap"
             },
-            floor.map_or(String::new(), |f| format!(
-                "; floor at this gap: UDP p50 {:.1} us, TCP p50 {:.1} us",
-                f.udp_us[0], f.tcp_us[0]
-            ))
+            floor.map_or(String::new(), |f| {
+                let at = if f.gap_ms.is_some() {
+                    "at this gap"
+                } else {
+                    "back to back, NOT at this gap (use --order-gap to compare like with like)"
+                };
+                format!(
+                    "; floor {at}: UDP p50 {:.1} us, TCP p50 {:.1} us",
+                    f.udp_us[0], f.tcp_us[0]
+                )
+            })
         );
     }
     print_header();
@@ -265,7 +272,14 @@ fn gap_table<'a>(
         }
     }
     if let Some(f) = floor {
-        println!("over the floor at this gap (user-clock tick-to-trade p50 / UDP round trip p50):");
+        println!(
+            "over the floor{} (user-clock tick-to-trade p50 / UDP round trip p50):",
+            if f.gap_ms.is_some() {
+                " at this gap"
+            } else {
+                " measured back to back"
+            }
+        );
         for row in &rows {
             println!("  {}: x{:.2}", row.path, pct(&row.user, 0.5) / f.udp_us[0]);
         }
