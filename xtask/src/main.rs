@@ -341,6 +341,25 @@ fn test(a: &TestArgs) -> Result<()> {
         },
     )?;
     lab::capture::run(&pcap_dir)?;
+    // The gap as an axis, and warming: two gaps, a cold and a warmed path; fails unless
+    // every run's orders equal the oracle (heartbeats included, which the exchange must
+    // count apart).
+    lab::netns::run(
+        &env,
+        &LabConfig {
+            order_gaps: vec![
+                std::time::Duration::from_millis(1),
+                std::time::Duration::from_millis(20),
+            ],
+            orders_per_gap: 12,
+            ..test_lab(
+                &["kernel", "xdp+warm"],
+                None,
+                env.results_root().join("gap-test"),
+                "rate:5000",
+            )
+        },
+    )?;
     if !a.no_vm {
         vm_smoke(&env)?;
     }
