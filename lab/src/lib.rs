@@ -133,9 +133,13 @@ pub fn net_of(path: &str) -> &str {
     path.split('+').next().unwrap_or(path)
 }
 
-/// The variant of a lab path name: `warm` for `xdp+warm`.
-pub fn variant_of(path: &str) -> Option<&str> {
-    path.split_once('+').map(|v| v.1)
+/// The variants of a lab path name, in order: `["defer", "warm"]` for `uring+defer+warm`.
+pub fn variants_of(path: &str) -> impl Iterator<Item = &str> {
+    path.split('+').skip(1)
+}
+
+fn has_variant(path: &str, v: &str) -> bool {
+    variants_of(path).any(|x| x == v)
 }
 
 /// Warming variants and what they warm (`strategy run --warm`).
@@ -146,59 +150,70 @@ const WARM_VARIANTS: [(&str, &str); 4] = [
     ("hb", "heartbeat"),
 ];
 
-/// Strategy flags of a variant: `+zc` is MSG_ZEROCOPY on the kernel path and SEND_ZC on
-/// io_uring; `+sqpoll` is io_uring's SQPOLL (100 ms idle); `+warm` warms everything the
-/// path has every `warm_every`, `+warmcode`, `+warmtx` and `+hb` one part each
-/// (strategy::net::warm).
+/// Variants of one path only, with the strategy flags each adds: `kernel+zc`
+/// MSG_ZEROCOPY, `uring+zc` SEND_ZC, `uring+sqpoll` SQPOLL (100 ms idle), `uring+defer`
+/// SINGLE_ISSUER + DEFER_TASKRUN, `uring+coop` COOP_TASKRUN, `uring+napi` NAPI busy polling
+/// on the ring (50 us), `xdp+huge` the UMEM on huge pages.
+const PATH_VARIANTS: [(&str, &str, &[&str]); 7] = [
+    ("kernel", "zc", &["--msg-zerocopy"]),
+    ("uring", "zc", &["--send-zc"]),
+    ("uring", "sqpoll", &["--sqpoll", "100"]),
+    ("uring", "defer", &["--uring-defer"]),
+    ("uring", "coop", &["--uring-coop"]),
+    ("uring", "napi", &["--uring-napi", "50"]),
+    ("xdp", "huge", &["--hugepages"]),
+];
+
+/// Strategy flags of a path name's variants (several may be combined:
+/// `uring+defer+warm`): see [`PATH_VARIANTS`]; `+warm` warms everything the path has every
+/// `warm_every`, `+warmcode`, `+warmtx` and `+hb` one part each (strategy::net::warm).
 pub fn variant_flags(path: &str, warm_every: std::time::Duration) -> Vec<String> {
-    let fixed: &[&str] = match path {
-        "kernel+zc" => &["--msg-zerocopy"],
-        "uring+zc" => &["--send-zc"],
-        "uring+sqpoll" => &["--sqpoll", "100"],
-        _ => &[],
-    };
-    let mut flags: Vec<String> = fixed.iter().map(|f| (*f).to_owned()).collect();
-    if uses_hugepages(path) {
-        flags.push("--hugepages".to_owned());
-    }
-    if let Some((_, modes)) = WARM_VARIANTS
-        .iter()
-        .find(|(v, _)| Some(*v) == variant_of(path))
-    {
-        flags.extend([
-            "--warm-every".to_owned(),
-            format!("{}ns", warm_every.as_nanos()),
-            "--warm".to_owned(),
-            (*modes).to_owned(),
-        ]);
+    let net = net_of(path);
+    let mut flags = Vec::new();
+    for v in variants_of(path) {
+        if let Some((_, _, f)) = PATH_VARIANTS
+            .iter()
+            .find(|(n, pv, _)| *n == net && *pv == v)
+        {
+            flags.extend(f.iter().map(|x| (*x).to_owned()));
+        }
+        if let Some((_, modes)) = WARM_VARIANTS.iter().find(|(w, _)| *w == v) {
+            flags.extend([
+                "--warm-every".to_owned(),
+                format!("{}ns", warm_every.as_nanos()),
+                "--warm".to_owned(),
+                (*modes).to_owned(),
+            ]);
+        }
     }
     flags
 }
 
 /// Does this variant put the AF_XDP UMEM on huge pages (the lab reserves them)?
 pub fn uses_hugepages(path: &str) -> bool {
-    variant_of(path) == Some("huge")
+    has_variant(path, "huge")
 }
 
 /// Does this variant send heartbeats (the exchange must then accept them)?
 pub fn sends_heartbeats(path: &str) -> bool {
-    matches!(variant_of(path), Some("warm" | "hb"))
+    has_variant(path, "warm") || has_variant(path, "hb")
 }
 
 /// Checks the path names.
 pub fn check_paths(paths: &[String]) -> Result<()> {
     for p in paths {
-        let variant_ok = match variant_of(p) {
-            None => true,
-            Some("zc") => matches!(net_of(p), "kernel" | "uring"),
-            Some("sqpoll") => net_of(p) == "uring",
-            Some("huge") => net_of(p) == "xdp",
-            Some(v) => WARM_VARIANTS.iter().any(|(w, _)| *w == v),
-        };
-        if !NETS.contains(&net_of(p)) || !variant_ok {
+        let net = net_of(p);
+        let mut warm = 0;
+        let variants_ok = variants_of(p).all(|v| {
+            let is_warm = WARM_VARIANTS.iter().any(|(w, _)| *w == v);
+            warm += usize::from(is_warm);
+            is_warm || PATH_VARIANTS.iter().any(|(n, pv, _)| *n == net && *pv == v)
+        });
+        if !NETS.contains(&net) || !variants_ok || warm > 1 {
             bail!(
                 "unknown path `{p}` (available: {}; variants kernel+zc, uring+zc, uring+sqpoll, \
-                 xdp+huge (UMEM on huge pages), and on every path +warm, +warmcode, +warmtx, +hb)",
+                 uring+defer, uring+coop, uring+napi, xdp+huge, and on every path one of +warm, \
+                 +warmcode, +warmtx, +hb; combine with `+`, e.g. uring+defer+warm)",
                 NETS.join(", ")
             );
         }
@@ -333,6 +348,22 @@ mod tests {
         assert!(check_paths(&["xdp+huge".into()]).is_ok());
         assert!(check_paths(&["kernel+huge".into()]).is_err());
         assert_eq!(variant_flags("xdp+huge", us100), ["--hugepages"]);
+        assert!(check_paths(&["uring+defer+warm".into(), "uring+napi".into()]).is_ok());
+        assert!(
+            check_paths(&["uring+warm+hb".into()]).is_err(),
+            "one warming at a time"
+        );
+        assert!(check_paths(&["kernel+defer".into()]).is_err());
+        assert_eq!(
+            variant_flags("uring+defer+hb", us100),
+            [
+                "--uring-defer",
+                "--warm-every",
+                "100000ns",
+                "--warm",
+                "heartbeat"
+            ]
+        );
         assert!(check_paths(&["dpdk".into()]).is_err());
     }
 }

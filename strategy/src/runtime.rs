@@ -82,6 +82,20 @@ pub struct RunArgs {
     /// io_uring: send orders with SEND_ZC.
     #[arg(long)]
     pub send_zc: bool,
+    /// io_uring: pin the SQPOLL thread to this CPU (with --sqpoll).
+    #[arg(long)]
+    pub sqpoll_cpu: Option<u32>,
+    /// io_uring: SINGLE_ISSUER + DEFER_TASKRUN (completions fetched by the loop with
+    /// GETEVENTS on idle turns; no task-work interrupts).
+    #[arg(long)]
+    pub uring_defer: bool,
+    /// io_uring: COOP_TASKRUN + TASKRUN_FLAG (no task-work interrupts; the loop enters the
+    /// kernel when the ring's flag says task work waits).
+    #[arg(long)]
+    pub uring_coop: bool,
+    /// io_uring: NAPI busy polling registered on the ring, this many microseconds (Linux 6.9+).
+    #[arg(long)]
+    pub uring_napi: Option<u32>,
     /// Kernel path: send orders with MSG_ZEROCOPY (completions read from the error queue).
     #[arg(long)]
     pub msg_zerocopy: bool,
@@ -227,6 +241,12 @@ pub fn main(a: &RunArgs) -> Result<()> {
         sqpoll_idle_ms: a.sqpoll,
         send_zc: a.send_zc,
         msg_zerocopy: a.msg_zerocopy,
+        uring: crate::net::uring::UringOptions {
+            defer_taskrun: a.uring_defer,
+            coop_taskrun: a.uring_coop,
+            sqpoll_cpu: a.sqpoll_cpu,
+            napi_busy_poll_us: a.uring_napi,
+        },
     };
     if let Some(cpu) = a.cpu {
         sched::pin_cpu(cpu).with_context(|| format!("pinning to CPU {cpu}"))?;

@@ -141,6 +141,7 @@ fn no_path_allocates_in_its_busy_loop() {
             sqpoll_idle_ms: None,
             send_zc: false,
             msg_zerocopy: false,
+            uring: Default::default(),
         };
         let worker = lab
             .strategy

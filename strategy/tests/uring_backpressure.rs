@@ -145,6 +145,7 @@ fn strategy_session(
         sqpoll_idle_ms: None,
         send_zc: false,
         msg_zerocopy: false,
+        uring: Default::default(),
     });
     path.begin_connect().expect("connect");
     let t0 = Instant::now();

@@ -89,6 +89,8 @@ pub struct NetConfig {
     pub send_zc: bool,
     /// Kernel path: send orders with MSG_ZEROCOPY.
     pub msg_zerocopy: bool,
+    /// io_uring: ring set-up and polling features.
+    pub uring: uring::UringOptions,
 }
 
 /// What one `poll` did.

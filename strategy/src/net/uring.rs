@@ -24,6 +24,7 @@ use std::io;
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 
+use io_uring::types::Napi;
 use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 use proto::order::{OrderRepr, ORDER_LEN};
 
@@ -49,6 +50,24 @@ const UD_MASK: u64 = 0xFFFF_FFFF << 32;
 const FD_UDP: types::Fixed = types::Fixed(0);
 const FD_TCP: types::Fixed = types::Fixed(1);
 
+/// Ring set-up and polling features asked for (`strategy run` flags). Each is probed at
+/// set-up; one the kernel refuses falls back with its reason in the report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UringOptions {
+    /// IORING_SETUP_SINGLE_ISSUER + DEFER_TASKRUN: completions are produced only when the
+    /// loop enters the kernel with GETEVENTS (it does, once per idle turn), so no task-work
+    /// interrupt (an IPI: a VM exit in a guest) reaches the spinning thread.
+    pub defer_taskrun: bool,
+    /// IORING_SETUP_COOP_TASKRUN + TASKRUN_FLAG: no interrupt either; the kernel raises a flag
+    /// in the ring when task work waits and the loop enters the kernel only then.
+    pub coop_taskrun: bool,
+    /// Pin the SQPOLL thread to this CPU (with `sqpoll_idle_ms`).
+    pub sqpoll_cpu: Option<u32>,
+    /// IORING_REGISTER_NAPI: busy-poll the device queue for this long (us) when the loop
+    /// waits for completions (Linux 6.9+).
+    pub napi_busy_poll_us: Option<u32>,
+}
+
 /// What the kernel offers, printed at start.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct UringFeatures {
@@ -66,13 +85,23 @@ pub struct UringFeatures {
     pub send_zc: bool,
     /// SQPOLL in use.
     pub sqpoll: bool,
+    /// The SQPOLL thread's CPU, when pinned.
+    pub sqpoll_cpu: Option<u32>,
+    /// SINGLE_ISSUER + DEFER_TASKRUN in use.
+    pub defer_taskrun: bool,
+    /// COOP_TASKRUN + TASKRUN_FLAG in use.
+    pub coop_taskrun: bool,
+    /// NAPI busy polling registered (us).
+    pub napi_busy_poll_us: Option<u32>,
 }
 
 /// The io_uring path's report: features and the provided-buffer accounting.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct UringReport {
-    /// Features found at setup.
+    /// Features in use (what ran, not what was asked for).
     pub features: UringFeatures,
+    /// Features asked for that fell back, with the kernel's reason.
+    pub fallbacks: Vec<String>,
     /// Provided buffers the kernel holds now (all of them, [`UringReport::buffers`], when
     /// every received packet was handled and its buffer returned).
     pub buffers_in_kernel: u16,
@@ -137,20 +166,60 @@ impl UringPath {
 
     /// The features found at setup.
     pub fn features(&self) -> UringFeatures {
-        self.uring_report().features
+        self.ring
+            .as_ref()
+            .map_or(self.last_report.features, |r| r.report.features)
     }
 
     /// Features and buffer accounting of the current (or last) session.
     pub fn uring_report(&self) -> UringReport {
-        self.ring.as_ref().map_or(self.last_report, |r| r.report)
+        self.ring
+            .as_ref()
+            .map_or_else(|| self.last_report.clone(), |r| r.report.clone())
+    }
+
+    /// Builds the ring with the asked features, dropping those the kernel refuses (each
+    /// with its reason, in `fallbacks`).
+    fn setup_ring(&self, fallbacks: &mut Vec<String>) -> io::Result<(IoUring, UringOptions)> {
+        let mut want = self.cfg.uring;
+        loop {
+            let mut b = IoUring::builder();
+            if let Some(idle) = self.cfg.sqpoll_idle_ms {
+                b.setup_sqpoll(idle);
+                if let Some(cpu) = want.sqpoll_cpu {
+                    b.setup_sqpoll_cpu(cpu);
+                }
+            }
+            if want.defer_taskrun {
+                b.setup_single_issuer().setup_defer_taskrun();
+            }
+            if want.coop_taskrun {
+                b.setup_coop_taskrun().setup_taskrun_flag();
+            }
+            match b.build(512) {
+                Ok(ring) => return Ok((ring, want)),
+                Err(e) if want.defer_taskrun => {
+                    fallbacks.push(format!(
+                        "SINGLE_ISSUER+DEFER_TASKRUN refused ({e}): without"
+                    ));
+                    want.defer_taskrun = false;
+                }
+                Err(e) if want.coop_taskrun => {
+                    fallbacks.push(format!("COOP_TASKRUN refused ({e}): without"));
+                    want.coop_taskrun = false;
+                }
+                Err(e) if want.sqpoll_cpu.is_some() && self.cfg.sqpoll_idle_ms.is_some() => {
+                    fallbacks.push(format!("SQPOLL thread on a CPU refused ({e}): unpinned"));
+                    want.sqpoll_cpu = None;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     fn build_ring(&mut self, udp_fd: i32, tcp_fd: i32) -> io::Result<Ring> {
-        let mut b = IoUring::builder();
-        if let Some(idle) = self.cfg.sqpoll_idle_ms {
-            b.setup_sqpoll(idle);
-        }
-        let ring = b.build(512)?;
+        let mut fallbacks = Vec::new();
+        let (ring, got) = self.setup_ring(&mut fallbacks)?;
         let p = ring.params();
         let mut probe = Probe::new();
         ring.submitter().register_probe(&mut probe)?;
@@ -162,6 +231,10 @@ impl UringPath {
             recv_multishot: probe.is_supported(opcode::RecvMulti::CODE) && p.is_feature_fast_poll(),
             send_zc: probe.is_supported(opcode::SendZc::CODE),
             sqpoll: self.cfg.sqpoll_idle_ms.is_some(),
+            sqpoll_cpu: got.sqpoll_cpu.filter(|_| self.cfg.sqpoll_idle_ms.is_some()),
+            defer_taskrun: got.defer_taskrun,
+            coop_taskrun: got.coop_taskrun,
+            napi_busy_poll_us: None,
         };
         if !features.fast_poll {
             return Err(missing(
@@ -182,9 +255,24 @@ impl UringPath {
         }
         let send_zc = self.cfg.send_zc && features.send_zc;
         if self.cfg.send_zc && !send_zc {
-            tracing::warn!("io_uring: SEND_ZC not supported by this kernel; using SEND");
+            fallbacks.push("SEND_ZC not supported by this kernel: SEND".to_owned());
         }
         ring.submitter().register_files(&[udp_fd, tcp_fd])?;
+        let mut features = features;
+        if let Some(us) = self.cfg.uring.napi_busy_poll_us {
+            let mut napi = Napi::new()
+                .set_busy_poll_timeout(us)
+                .set_prefer_busy_poll(true);
+            match ring.submitter().register_napi(&mut napi) {
+                Ok(()) => features.napi_busy_poll_us = Some(us),
+                Err(e) => fallbacks.push(format!(
+                    "IORING_REGISTER_NAPI refused ({e}; needs Linux 6.9+): without"
+                )),
+            }
+        }
+        for f in &fallbacks {
+            tracing::warn!("io_uring: {f}");
+        }
         tracing::info!(?features, "io_uring ready");
         let mut r = Ring {
             ring,
@@ -198,6 +286,7 @@ impl UringPath {
             hung_up: false,
             report: UringReport {
                 features,
+                fallbacks,
                 buffers_in_kernel: BUF_COUNT,
                 buffers: BUF_COUNT,
                 ..UringReport::default()
@@ -253,6 +342,34 @@ impl Ring {
             .user_data(UD_PROVIDE);
         self.push(&e)?;
         self.report.buffers_in_kernel += 1;
+        Ok(())
+    }
+
+    /// Without the default task-work interrupts, the loop runs the kernel's pending work
+    /// itself: with DEFER_TASKRUN an enter with GETEVENTS (not waiting) whenever the
+    /// completion ring is empty; with COOP_TASKRUN only when the ring's flag says work waits.
+    /// Either also submits what is queued.
+    #[inline]
+    fn run_task_work(&mut self) -> io::Result<()> {
+        const IORING_ENTER_GETEVENTS: u32 = 1;
+        if self.report.features.defer_taskrun {
+            if self.ring.completion().is_empty() {
+                let queued = u32::try_from(self.ring.submission().len()).unwrap_or(u32::MAX);
+                // SAFETY: a plain io_uring_enter on our ring: `queued` entries (all prepared
+                // by `push`, whose buffers this Ring owns), GETEVENTS with min_complete 0
+                // (no wait), no argument.
+                unsafe {
+                    self.ring.submitter().enter::<libc::sigset_t>(
+                        queued,
+                        0,
+                        IORING_ENTER_GETEVENTS,
+                        None,
+                    )
+                }?;
+            }
+        } else if self.report.features.coop_taskrun && self.ring.submission().taskrun() {
+            self.ring.submit()?;
+        }
         Ok(())
     }
 
@@ -392,6 +509,7 @@ impl NetPath for UringPath {
         let Some(r) = &mut self.ring else {
             return Ok(Status::Disconnected);
         };
+        r.run_task_work()?;
         r.take_completions()?;
         let mut status = Status::Idle;
         // A bounded batch per turn; what is left stays queued, in order, for the next turn.
@@ -431,7 +549,6 @@ impl NetPath for UringPath {
             }
         }
         if r.hung_up {
-            self.last_report = r.report;
             return Ok(Status::Disconnected);
         }
         if !r.recv_armed {
