@@ -191,7 +191,11 @@ impl UringPath {
                 }
             }
             if want.defer_taskrun {
-                b.setup_single_issuer().setup_defer_taskrun();
+                // TASKRUN_FLAG: the kernel raises IORING_SQ_TASKRUN in the ring when deferred
+                // work waits, so the loop enters the kernel only then.
+                b.setup_single_issuer()
+                    .setup_defer_taskrun()
+                    .setup_taskrun_flag();
             }
             if want.coop_taskrun {
                 b.setup_coop_taskrun().setup_taskrun_flag();
@@ -346,14 +350,15 @@ impl Ring {
     }
 
     /// Without the default task-work interrupts, the loop runs the kernel's pending work
-    /// itself: with DEFER_TASKRUN an enter with GETEVENTS (not waiting) whenever the
-    /// completion ring is empty; with COOP_TASKRUN only when the ring's flag says work waits.
-    /// Either also submits what is queued.
+    /// itself, when the ring's IORING_SQ_TASKRUN flag says work waits (a load from shared
+    /// memory per turn, a syscall only then): with DEFER_TASKRUN an enter with GETEVENTS (not
+    /// waiting), with COOP_TASKRUN a submit (which adds GETEVENTS for the flag). Either also
+    /// submits what is queued.
     #[inline]
     fn run_task_work(&mut self) -> io::Result<()> {
         const IORING_ENTER_GETEVENTS: u32 = 1;
         if self.report.features.defer_taskrun {
-            if self.ring.completion().is_empty() {
+            if self.ring.completion().is_empty() && self.ring.submission().taskrun() {
                 let queued = u32::try_from(self.ring.submission().len()).unwrap_or(u32::MAX);
                 // SAFETY: a plain io_uring_enter on our ring: `queued` entries (all prepared
                 // by `push`, whose buffers this Ring owns), GETEVENTS with min_complete 0
