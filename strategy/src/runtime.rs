@@ -354,9 +354,15 @@ fn run_loop<P: NetPath>(a: &RunArgs, mut path: P) -> Result<()> {
                         Ok(()) => State::Connecting {
                             since: Instant::now(),
                         },
-                        Err(e) => {
+                        Err(e) if retriable(&e) => {
                             warn!("connect: {e}");
                             retry(&mut backoff)
+                        }
+                        Err(e) => {
+                            // A local set-up error (the group join, the XDP attach, a
+                            // socket option): retrying would not change it.
+                            path.close();
+                            return Err(e).context("setting up the session");
                         }
                     }
                 }
@@ -443,6 +449,24 @@ fn step_connecting<P: NetPath>(
             retry(backoff)
         }
     })
+}
+
+/// Errors of the network between here and the exchange, worth another try; anything else
+/// in setting up a session is local and final.
+fn retriable(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{
+        ConnectionAborted, ConnectionRefused, ConnectionReset, HostUnreachable, NetworkUnreachable,
+        TimedOut,
+    };
+    matches!(
+        e.kind(),
+        ConnectionRefused
+            | ConnectionReset
+            | ConnectionAborted
+            | TimedOut
+            | HostUnreachable
+            | NetworkUnreachable
+    )
 }
 
 fn retry(backoff: &mut Duration) -> State {

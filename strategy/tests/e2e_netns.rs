@@ -510,3 +510,52 @@ fn uring_variants_equal_the_oracle_and_report_their_features() {
         );
     }
 }
+
+/// An exchange that publishes the moment it accepts (`--handshake-delay 0ms`, as the
+/// users' spec has no pause): no path may miss the first snapshot lines. Every path is a
+/// member of the group with its receive armed before its connect completes, and buffers
+/// what arrives; the orders then equal the oracle (a missed snapshot line changes the book,
+/// and with it the orders' prices).
+#[test]
+fn no_path_misses_the_start_of_a_session() {
+    if skip() {
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let md = small_file(dir.path(), 40_000);
+    let want = oracle(&md);
+    for net in ["kernel", "uring", "xdp", "packet"] {
+        for round in 0..2 {
+            let lab = VethLab::new("e2h").expect("lab");
+            let tag = format!("{net}-{round}");
+            let csv = dir.path().join(format!("{tag}.ex.csv"));
+            let orders = dir.path().join(format!("{tag}.st.csv"));
+            let (exlog, stlog) = (
+                dir.path().join(format!("{tag}.ex.log")),
+                dir.path().join(format!("{tag}.st.log")),
+            );
+            let mut ex = start_exchange_with(
+                &lab.exchange,
+                &md,
+                &csv,
+                &exlog,
+                "rate:5000",
+                &["--handshake-delay", "0ms"],
+            );
+            std::thread::sleep(Duration::from_millis(100));
+            let mut extra = vec!["--sessions", "1"];
+            if net == "packet" {
+                extra.extend(["--packet-ip", "10.77.0.3"]);
+            }
+            let mut st = start_strategy(&lab.strategy, net, &orders, &stlog, &extra);
+            wait(&mut ex, Duration::from_secs(60), "exchange", &exlog);
+            wait(&mut st, Duration::from_secs(10), "strategy", &stlog);
+            assert_eq!(
+                read_orders(&csv, None),
+                want,
+                "{net} (round {round}): with no handshake delay the exchange still received the oracle's orders"
+            );
+        }
+    }
+}

@@ -176,6 +176,13 @@ impl KernelPath {
 
 impl NetPath for KernelPath {
     fn begin_connect(&mut self) -> io::Result<()> {
+        // Member of the group before the connect completes: an exchange may publish the
+        // moment it accepts, and the socket buffers what arrives until the session runs.
+        self.udp = Some(super::sockets::join_group(
+            self.cfg.group,
+            self.cfg.iface_addr,
+            self.cfg.busy_poll_us,
+        )?);
         let tcp = super::sockets::start_tcp_connect(self.cfg.exchange)?;
         self.tx = Some(TcpOrderTx::new(tcp, self.cfg.msg_zerocopy)?);
         Ok(())
@@ -186,11 +193,7 @@ impl NetPath for KernelPath {
     }
 
     fn start_md(&mut self) -> io::Result<()> {
-        self.udp = Some(super::sockets::join_group(
-            self.cfg.group,
-            self.cfg.iface_addr,
-            self.cfg.busy_poll_us,
-        )?);
+        // Joined in `begin_connect`; what arrived since waits in the socket buffer.
         Ok(())
     }
 

@@ -487,7 +487,16 @@ impl Ring {
 
 impl NetPath for UringPath {
     fn begin_connect(&mut self) -> io::Result<()> {
-        self.tcp = Some(super::sockets::start_tcp_connect(self.cfg.exchange)?);
+        // Member of the group with the receive armed before the connect completes: an
+        // exchange may publish the moment it accepts; completions wait in the ring (and data
+        // in the socket buffer if the provided buffers run out) until the session runs.
+        let udp =
+            super::sockets::join_group(self.cfg.group, self.cfg.iface_addr, self.cfg.busy_poll_us)?;
+        let tcp = super::sockets::start_tcp_connect(self.cfg.exchange)?;
+        let ring = self.build_ring(udp.as_raw_fd(), tcp.as_raw_fd())?;
+        self.udp = Some(udp);
+        self.tcp = Some(tcp);
+        self.ring = Some(ring);
         Ok(())
     }
 
@@ -496,16 +505,10 @@ impl NetPath for UringPath {
     }
 
     fn start_md(&mut self) -> io::Result<()> {
-        let udp =
-            super::sockets::join_group(self.cfg.group, self.cfg.iface_addr, self.cfg.busy_poll_us)?;
-        let tcp_fd = self
-            .tcp
-            .as_ref()
-            .map(AsRawFd::as_raw_fd)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "not connected"))?;
-        let ring = self.build_ring(udp.as_raw_fd(), tcp_fd)?;
-        self.udp = Some(udp);
-        self.ring = Some(ring);
+        // The ring was built and the receive armed in `begin_connect`.
+        if self.ring.is_none() {
+            return Err(io::Error::new(io::ErrorKind::NotConnected, "not connected"));
+        }
         Ok(())
     }
 

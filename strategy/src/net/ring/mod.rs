@@ -87,6 +87,9 @@ pub struct RingDevice<R: RxRing, T: TxRing> {
     pub recycle: Vec<R::Frame>,
     pending: Vec<R::Frame>,
     pending_head: usize,
+    /// Market-data frames that arrived before the session ran, in order.
+    held: Vec<R::Frame>,
+    held_head: usize,
     /// The last batch read by [`RingDevice::recv_batch`].
     pub batch: [R::Frame; BATCH],
     mtu: usize,
@@ -104,6 +107,8 @@ impl<R: RxRing, T: TxRing> RingDevice<R, T> {
             recycle: Vec::with_capacity(capacity),
             pending: Vec::with_capacity(capacity),
             pending_head: 0,
+            held: Vec::with_capacity(capacity),
+            held_head: 0,
             batch: [R::Frame::default(); BATCH],
             mtu,
             rx_to_stack: 0,
@@ -111,10 +116,41 @@ impl<R: RxRing, T: TxRing> RingDevice<R, T> {
         }
     }
 
-    /// Reads a batch of received frames into `self.batch`; returns the count.
+    /// Reads a batch of received frames into `self.batch`; returns the count. Frames held
+    /// by [`RingDevice::rx_to_stack_holding`] come first, in their order.
     #[inline]
     pub fn recv_batch(&mut self) -> usize {
+        if self.held_head < self.held.len() {
+            let n = (self.held.len() - self.held_head).min(BATCH);
+            self.batch[..n].copy_from_slice(&self.held[self.held_head..self.held_head + n]);
+            self.held_head += n;
+            return n;
+        }
         self.rx.recv(&mut self.batch)
+    }
+
+    /// Before the session runs: reads a batch, keeps the frames `hold` picks (market data,
+    /// to be handled first once the session runs) and queues the rest for smoltcp.
+    pub fn rx_to_stack_holding(&mut self, hold: impl Fn(&[u8]) -> bool) -> usize {
+        let n = self.rx.recv(&mut self.batch);
+        for i in 0..n {
+            let f = self.batch[i];
+            if hold(self.rx.data(&f)) {
+                if self.held_head == self.held.len() {
+                    self.held.clear();
+                    self.held_head = 0;
+                }
+                self.held.push(f);
+            } else {
+                self.to_stack(f);
+            }
+        }
+        n
+    }
+
+    /// Frames held for the session.
+    pub fn held(&self) -> usize {
+        self.held.len() - self.held_head
     }
 
     /// The bytes of a received frame.
@@ -169,7 +205,9 @@ impl<R: RxRing, T: TxRing> RingDevice<R, T> {
 
     /// Every frame is in exactly one place (kernel, pending, recycle, free, in flight).
     pub fn accounted(&self) -> bool {
-        self.rx.accounted(self.stack_pending() + self.recycle.len()) && self.tx.accounted()
+        self.rx
+            .accounted(self.stack_pending() + self.recycle.len() + self.held())
+            && self.tx.accounted()
     }
 
     /// Counters.

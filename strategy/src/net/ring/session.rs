@@ -157,8 +157,9 @@ struct Session<R: RxRing, T: TxRing> {
     dev: RingDevice<R, T>,
     tcp: SocketHandle,
     guard: Box<dyn SessionGuard>,
-    mcast: Option<UdpSocket>,
-    kernel_join: bool,
+    /// The kernel socket holding the group membership (AF_XDP): never read, kept open for
+    /// the session (closing it leaves the group).
+    _membership: Option<UdpSocket>,
 }
 
 /// Opens a backend for a session.
@@ -223,6 +224,17 @@ impl<R: RxRing, T: TxRing> RingPath<R, T> {
             .get_mut::<tcp::Socket>(tcp)
             .connect(iface.context(), remote, local_port)
             .map_err(io_other)?;
+        // Member of the group before the connect completes (AF_XDP joins through a kernel
+        // socket; AF_PACKET accepted the group's MAC when it opened).
+        let mcast = if kernel_join {
+            Some(crate::net::sockets::join_group(
+                self.cfg.group,
+                self.cfg.iface_addr,
+                0,
+            )?)
+        } else {
+            None
+        };
         tracing::info!(%local, report = ?guard.report(), "raw-ring path up");
         Ok(Session {
             sockets,
@@ -230,8 +242,7 @@ impl<R: RxRing, T: TxRing> RingPath<R, T> {
             dev,
             tcp,
             guard,
-            mcast: None,
-            kernel_join,
+            _membership: mcast,
         })
     }
 
@@ -256,7 +267,11 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
         let Some(s) = &mut self.s else {
             return Err(io_other("not set up"));
         };
-        s.dev.rx_all_to_stack();
+        // Market data that arrives before the session runs is held, not lost: an exchange
+        // may publish the moment it accepts.
+        let md_port = self.cfg.group.port();
+        s.dev
+            .rx_to_stack_holding(|frame| udp_payload(frame, md_port).is_some());
         s.iface.poll(now(), &mut s.dev, &mut s.sockets);
         s.dev.refill();
         s.dev.reap_completions();
@@ -274,13 +289,8 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
         let Some(s) = &mut self.s else {
             return Err(io_other("not set up"));
         };
-        if s.kernel_join {
-            s.mcast = Some(crate::net::sockets::join_group(
-                self.cfg.group,
-                self.cfg.iface_addr,
-                0,
-            )?);
-        }
+        // The group was joined in `begin_connect`.
+        let _ = s;
         self.stack_buffer_full = 0;
         Ok(())
     }
