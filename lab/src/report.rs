@@ -375,16 +375,15 @@ pub fn report(dir: &Path, results: &[RunResult], floors: &[Floor]) -> Result<()>
             serde_json::to_string_pretty(floors)?,
         )?;
     }
-    let cdf: Vec<(String, Vec<u64>)> = all
+    let cdf: Vec<(String, Vec<u64>, bool)> = all
         .iter()
         .flatten()
-        .map(|r| {
-            let name = if all.len() > 1 {
-                format!("{} @ {:.0} ms", r.path, r.gap_ms)
-            } else {
-                r.path.to_owned()
-            };
-            (name, r.user.clone())
+        .flat_map(|r| {
+            let name = format!("{} @ {:.1} ms", r.path, r.gap_ms);
+            [
+                (format!("{name}, user"), r.user.clone(), true),
+                (format!("{name}, kernel"), r.kernel.clone(), false),
+            ]
         })
         .collect();
     crate::plot::cdf(&dir.join("t2t_cdf.svg"), &cdf)?;
