@@ -409,3 +409,55 @@ pub fn report(dir: &Path, results: &[RunResult], floors: &[Floor]) -> Result<()>
     println!("results: {}", dir.display());
     Ok(())
 }
+
+/// Redraws `t2t_vs_gap.svg` of a results folder from its `summary.csv` (kernel-stamp p50 per
+/// path and gap, and the floor), e.g. after a change to the plot.
+pub fn replot_gap(dir: &Path) -> Result<()> {
+    let path = dir.join("summary.csv");
+    let text = fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .ok_or_else(|| anyhow::anyhow!("{}: no column {name}", path.display()))
+    };
+    let (gap, p, clock, p50, floor) = (
+        col("gap_ms")?,
+        col("path")?,
+        col("clock")?,
+        col("p50_us")?,
+        col("floor_tcp_p50_us")?,
+    );
+    let mut out: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    let mut floor_line: Vec<(f64, f64)> = Vec::new();
+    for (i, line) in lines.enumerate() {
+        let f: Vec<&str> = line.split(',').collect();
+        let num = |c: usize| -> Result<f64> {
+            f.get(c)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| anyhow::anyhow!("{} line {}: bad number", path.display(), i + 2))
+        };
+        if f.get(clock) != Some(&"kernel") {
+            continue;
+        }
+        let (g, v) = (num(gap)?, num(p50)?);
+        let name = f.get(p).copied().unwrap_or_default().to_owned();
+        match out.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, pts)) => pts.push((g, v)),
+            None => out.push((name, vec![(g, v)])),
+        }
+        if let Ok(fl) = num(floor) {
+            if fl.is_finite() && !floor_line.iter().any(|&(x, _)| x == g) {
+                floor_line.push((g, fl));
+            }
+        }
+    }
+    if !floor_line.is_empty() {
+        out.push(("floor (TCP ping-pong)".to_owned(), floor_line));
+    }
+    crate::plot::against_gap(&dir.join("t2t_vs_gap.svg"), &out)?;
+    println!("wrote {}", dir.join("t2t_vs_gap.svg").display());
+    Ok(())
+}

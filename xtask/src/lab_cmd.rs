@@ -108,6 +108,11 @@ pub enum LabAction {
         /// The results folder the lab printed.
         dir: PathBuf,
     },
+    /// Redraw the tick-to-trade-against-gap plot of a results folder from its summary.csv.
+    Replot {
+        /// The results folder (or any folder with a lab summary.csv).
+        dir: PathBuf,
+    },
 }
 
 impl LabArgs {
@@ -166,8 +171,10 @@ fn setup_and_build(a: &LabArgs) -> Result<()> {
 /// `cargo xtask lab ...`.
 pub fn run(a: &LabArgs) -> Result<()> {
     let env = Env::workspace();
-    if let Some(LabAction::Analyze { dir }) = &a.action {
-        return lab::capture::run(dir);
+    match &a.action {
+        Some(LabAction::Analyze { dir }) => return lab::capture::run(dir),
+        Some(LabAction::Replot { dir }) => return lab::report::replot_gap(dir),
+        None => {}
     }
     if !netlab::is_root() {
         anyhow::bail!(
