@@ -102,6 +102,7 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<()> {
             "one CPU: no pinning (figures will be poor)"
         }
     );
+    write_probe(env, &dir)?;
     let mut results = Vec::new();
     let mut floors = Vec::new();
     for step in &steps {
@@ -138,6 +139,26 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<()> {
     }
     crate::report::report(&dir, &results, &floors)?;
     crate::check(&dir, &results)
+}
+
+/// `strategy probe` in a namespace like the runs' (XDP attach tried on its veth), kept as
+/// `probe.txt` with the results: what the machine offered the paths.
+fn write_probe(env: &Env, dir: &Path) -> Result<()> {
+    let lab = VethLab::new("prb").context("namespaces for the probe")?;
+    let out = lab
+        .strategy
+        .command(env.bin("strategy"))
+        .args(["probe", "--iface", VethLab::STRATEGY_IF])
+        .output()
+        .context("running strategy probe")?;
+    fs::write(dir.join("probe.txt"), &out.stdout)?;
+    if !out.status.success() {
+        println!(
+            "probe: strategy probe failed ({}); see probe.txt",
+            out.status
+        );
+    }
+    Ok(())
 }
 
 /// What every run of one experiment shares.

@@ -16,6 +16,7 @@ pub mod engine;
 pub mod latency;
 pub mod net;
 pub mod parse;
+pub mod probe;
 pub mod replay;
 pub mod runtime;
 pub mod trigger;

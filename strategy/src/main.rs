@@ -27,6 +27,46 @@ enum Cmd {
     Replay(ReplayArgs),
     /// Connect to the exchange and trade over a network path.
     Run(Box<RunArgs>),
+    /// Print what this machine offers each network path (io_uring, XDP, busy polling, huge
+    /// pages, clock source, CPUs).
+    Probe(ProbeArgs),
+}
+
+#[derive(clap::Args)]
+struct ProbeArgs {
+    /// Try attaching the XDP program (driver mode, then generic) on these interfaces; it is
+    /// detached at once.
+    #[arg(long, value_delimiter = ',')]
+    iface: Vec<String>,
+    /// JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn probe(a: &ProbeArgs) -> anyhow::Result<()> {
+    let sections = strategy::probe::probe(&a.iface);
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let map: serde_json::Map<String, serde_json::Value> = sections
+            .into_iter()
+            .map(|(t, rows)| {
+                let inner: serde_json::Map<String, serde_json::Value> = rows
+                    .into_iter()
+                    .map(|(k, v)| (k, serde_json::Value::String(v)))
+                    .collect();
+                (t, serde_json::Value::Object(inner))
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::Value::Object(map))?;
+        return Ok(());
+    }
+    for (title, rows) in sections {
+        writeln!(out, "{title}")?;
+        for (k, v) in rows {
+            writeln!(out, "  {k:<32} {v}")?;
+        }
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -48,6 +88,7 @@ fn main() -> ExitCode {
     let r = match Cli::parse().cmd {
         Cmd::Replay(a) => replay(&a),
         Cmd::Run(a) => strategy::runtime::main(&a),
+        Cmd::Probe(a) => probe(&a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

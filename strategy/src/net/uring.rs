@@ -597,3 +597,74 @@ impl NetPath for UringPath {
         self.tcp = None;
     }
 }
+
+/// What this kernel's io_uring offers, for `strategy probe`: each set-up flag tried on a
+/// small ring, the features from the params, the opcodes the paths use.
+pub fn probe() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let verdict = |r: io::Result<IoUring>| match r {
+        Ok(_) => "yes".to_owned(),
+        Err(e) => format!("no ({e})"),
+    };
+    out.push(("plain ring".into(), verdict(IoUring::new(8))));
+    out.push((
+        "SQPOLL".into(),
+        verdict(IoUring::builder().setup_sqpoll(100).build(8)),
+    ));
+    out.push((
+        "SINGLE_ISSUER + DEFER_TASKRUN".into(),
+        verdict(
+            IoUring::builder()
+                .setup_single_issuer()
+                .setup_defer_taskrun()
+                .setup_taskrun_flag()
+                .build(8),
+        ),
+    ));
+    out.push((
+        "COOP_TASKRUN + TASKRUN_FLAG".into(),
+        verdict(
+            IoUring::builder()
+                .setup_coop_taskrun()
+                .setup_taskrun_flag()
+                .build(8),
+        ),
+    ));
+    let Ok(ring) = IoUring::new(8) else {
+        return out;
+    };
+    let p = ring.params();
+    for (name, ok) in [
+        ("FEAT_FAST_POLL", p.is_feature_fast_poll()),
+        ("FEAT_NODROP", p.is_feature_nodrop()),
+        ("FEAT_SUBMIT_STABLE", p.is_feature_submit_stable()),
+        ("FEAT_EXT_ARG", p.is_feature_ext_arg()),
+    ] {
+        out.push((name.into(), if ok { "yes" } else { "no" }.into()));
+    }
+    let mut pr = Probe::new();
+    if ring.submitter().register_probe(&mut pr).is_ok() {
+        for (name, code) in [
+            ("op RECV (multishot)", opcode::RecvMulti::CODE),
+            ("op RECV bundle", opcode::RecvMultiBundle::CODE),
+            ("op SEND", opcode::Send::CODE),
+            ("op SEND_ZC", opcode::SendZc::CODE),
+            ("op PROVIDE_BUFFERS", opcode::ProvideBuffers::CODE),
+            ("op POLL_ADD", opcode::PollAdd::CODE),
+        ] {
+            out.push((
+                name.into(),
+                if pr.is_supported(code) { "yes" } else { "no" }.into(),
+            ));
+        }
+    }
+    let mut napi = Napi::new().set_busy_poll_timeout(50);
+    out.push((
+        "REGISTER_NAPI (6.9+)".into(),
+        match ring.submitter().register_napi(&mut napi) {
+            Ok(()) => "yes".into(),
+            Err(e) => format!("no ({e})"),
+        },
+    ));
+    out
+}
