@@ -19,30 +19,29 @@ fn read_trim(path: impl AsRef<Path>) -> String {
 }
 
 fn machine() -> Section {
-    let mut rows = Vec::new();
-    rows.push(("kernel".into(), read_trim("/proc/sys/kernel/osrelease")));
-    rows.push((
-        "CPUs".into(),
-        std::thread::available_parallelism().map_or("-".into(), |n| n.to_string()),
-    ));
-    rows.push((
-        "isolated CPUs".into(),
-        match read_trim("/sys/devices/system/cpu/isolated").as_str() {
-            "" => "none".into(),
-            s => s.to_owned(),
-        },
-    ));
-    rows.push((
-        "nohz_full".into(),
-        match read_trim("/sys/devices/system/cpu/nohz_full").as_str() {
-            "" | "(null)" => "none".into(),
-            s => s.to_owned(),
-        },
-    ));
-    rows.push((
-        "clock source".into(),
-        read_trim("/sys/devices/system/clocksource/clocksource0/current_clocksource"),
-    ));
+    let none_if_empty = |s: String| match s.as_str() {
+        "" | "(null)" => "none".to_owned(),
+        _ => s,
+    };
+    let mut rows = vec![
+        ("kernel".into(), read_trim("/proc/sys/kernel/osrelease")),
+        (
+            "CPUs".into(),
+            std::thread::available_parallelism().map_or("-".into(), |n| n.to_string()),
+        ),
+        (
+            "isolated CPUs".into(),
+            none_if_empty(read_trim("/sys/devices/system/cpu/isolated")),
+        ),
+        (
+            "nohz_full".into(),
+            none_if_empty(read_trim("/sys/devices/system/cpu/nohz_full")),
+        ),
+        (
+            "clock source".into(),
+            read_trim("/sys/devices/system/clocksource/clocksource0/current_clocksource"),
+        ),
+    ];
     let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
     for key in ["HugePages_Total", "HugePages_Free", "Hugepagesize"] {
         let v = meminfo
