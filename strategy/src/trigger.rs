@@ -140,19 +140,24 @@ impl Trigger {
         applied: Applied,
         now_ns: u64,
     ) -> Option<OrderRepr> {
-        // Every condition evaluated, combined with `&` into one branch, which is nearly
-        // always "no": separate `||` branches on rank and size change would each be a coin
-        // toss for the branch predictor on ordinary updates.
-        let rank = applied.rank.unwrap_or(usize::MAX);
-        let increase = applied.new_qty.saturating_sub(applied.old_qty);
-        let fires = !line.is_snapshot
-            & (rank < self.cfg.levels)
-            & (increase > 0)
-            & self.exceeds(line.price, increase);
-        if !fires {
+        if !self.fires(line, applied) {
             return None;
         }
         self.fire(book, line.side, line.local_timestamp, now_ns)
+    }
+
+    /// The rule: not a snapshot, within the top levels, an increase above the threshold.
+    /// Every condition evaluated, combined with `&` into one branch, which is nearly always
+    /// "no": separate `||` branches on rank and size change would each be a coin toss for
+    /// the branch predictor on ordinary updates.
+    #[inline(always)]
+    fn fires(&self, line: &MdLine<'_>, applied: Applied) -> bool {
+        let rank = applied.rank.unwrap_or(usize::MAX);
+        let increase = applied.new_qty.saturating_sub(applied.old_qty);
+        !line.is_snapshot
+            & (rank < self.cfg.levels)
+            & (increase > 0)
+            & self.exceeds(line.price, increase)
     }
 
     /// The order `check` would build for this update, ignoring the risk limits and changing
@@ -164,13 +169,7 @@ impl Trigger {
         line: &MdLine<'_>,
         applied: Applied,
     ) -> Option<OrderRepr> {
-        let rank = applied.rank.unwrap_or(usize::MAX);
-        let increase = applied.new_qty.saturating_sub(applied.old_qty);
-        let fires = !line.is_snapshot
-            & (rank < self.cfg.levels)
-            & (increase > 0)
-            & self.exceeds(line.price, increase);
-        if !fires {
+        if !self.fires(line, applied) {
             return None;
         }
         let (other, order_side) = match line.side {

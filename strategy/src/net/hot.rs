@@ -254,21 +254,39 @@ mod tests {
         }
     }
 
+    /// The state a `Hot` lends from, owned by the test.
+    struct Parts {
+        engine: Engine,
+        latency: Latency,
+        log: OrderLog,
+        stats: PathStats,
+    }
+
+    impl Parts {
+        fn new() -> Self {
+            Self {
+                engine: Engine::new(EngineConfig::default()),
+                latency: Latency::new(),
+                log: OrderLog::with_capacity(8),
+                stats: PathStats::default(),
+            }
+        }
+
+        fn hot<'a>(&'a mut self, delays: &'a [u64]) -> Hot<'a> {
+            Hot {
+                engine: &mut self.engine,
+                latency: &mut self.latency,
+                log: &mut self.log,
+                stats: &mut self.stats,
+                delays,
+            }
+        }
+    }
+
     #[test]
     fn each_outcome_counts_once_and_only_sent_orders_are_logged() {
-        let mut engine = Engine::new(EngineConfig::default());
-        let (mut latency, mut log, mut stats) = (
-            Latency::new(),
-            OrderLog::with_capacity(8),
-            PathStats::default(),
-        );
-        let mut hot = Hot {
-            engine: &mut engine,
-            latency: &mut latency,
-            log: &mut log,
-            stats: &mut stats,
-            delays: &[],
-        };
+        let mut parts = Parts::new();
+        let mut hot = parts.hot(&[]);
         for outcome in [Sent::Now, Sent::Queued, Sent::HeldBack, Sent::Now] {
             assert_eq!(hot.send(order(), |_| Ok(outcome)).expect("send"), outcome);
         }
@@ -276,7 +294,7 @@ mod tests {
             .send(order(), |_| Err(io::Error::other("gone")))
             .is_err());
         assert_eq!(
-            stats,
+            parts.stats,
             PathStats {
                 packets: 0,
                 orders: 3,
@@ -284,9 +302,9 @@ mod tests {
                 orders_held_back: 1
             }
         );
-        assert_eq!(log.total(), 3);
+        assert_eq!(parts.log.total(), 3);
         assert_eq!(
-            latency.percentiles().count,
+            parts.latency.percentiles().count,
             2,
             "queued orders have no send time"
         );
@@ -294,23 +312,12 @@ mod tests {
 
     #[test]
     fn delays_cycle_order_by_order() {
-        let mut engine = Engine::new(EngineConfig::default());
-        let (mut latency, mut log, mut stats) = (
-            Latency::new(),
-            OrderLog::with_capacity(8),
-            PathStats::default(),
-        );
-        let mut hot = Hot {
-            engine: &mut engine,
-            latency: &mut latency,
-            log: &mut log,
-            stats: &mut stats,
-            delays: &[0, 1000],
-        };
+        let mut parts = Parts::new();
+        let mut hot = parts.hot(&[0, 1000]);
         for _ in 0..4 {
             hot.send(order(), |_| Ok(Sent::Now)).expect("send");
         }
-        let delays: Vec<u64> = log.orders().iter().map(|o| o.delay_ns).collect();
+        let delays: Vec<u64> = parts.log.orders().iter().map(|o| o.delay_ns).collect();
         assert_eq!(delays, [0, 1000, 0, 1000]);
     }
 }
