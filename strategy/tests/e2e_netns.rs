@@ -183,6 +183,44 @@ fn small_file(dir: &Path, size: u64) -> PathBuf {
     p
 }
 
+/// One session in a fresh pair of namespaces: the exchange (with `ex_extra`) and the
+/// strategy on `net` (with `--sessions 1`, AF_PACKET's own address, and `st_extra`), both
+/// run to their end. Returns the exchange's order CSV and the strategy's.
+struct Session {
+    csv: PathBuf,
+    orders: PathBuf,
+}
+
+fn session(
+    dir: &Path,
+    tag: &str,
+    md: &Path,
+    pace: &str,
+    ex_extra: &[&str],
+    net: &str,
+    st_extra: &[&str],
+) -> Session {
+    let lab = VethLab::new("e2s").expect("lab");
+    let file = |suffix: &str| dir.join(format!("{tag}.{suffix}"));
+    let (csv, orders, exlog, stlog) = (
+        file("ex.csv"),
+        file("st.csv"),
+        file("ex.log"),
+        file("st.log"),
+    );
+    let mut ex = start_exchange_with(&lab.exchange, md, &csv, &exlog, pace, ex_extra);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut extra = vec!["--sessions", "1"];
+    if net == "packet" {
+        extra.extend(["--packet-ip", "10.77.0.3"]);
+    }
+    extra.extend_from_slice(st_extra);
+    let mut st = start_strategy(&lab.strategy, net, &orders, &stlog, &extra);
+    wait(&mut ex, Duration::from_secs(60), "exchange", &exlog);
+    wait(&mut st, Duration::from_secs(10), "strategy", &stlog);
+    Session { csv, orders }
+}
+
 #[test]
 fn orders_equal_the_oracle_on_every_path() {
     if skip() {
@@ -328,20 +366,7 @@ fn gap_and_stage_columns_match_a_file_with_known_gaps() {
     .expect("generate");
     let want = oracle(&md);
     assert_eq!(want.len(), 40);
-    let lab = VethLab::new("e2g").expect("lab");
-    let (csv, orders) = (dir.path().join("ex.csv"), dir.path().join("st.csv"));
-    let (exlog, stlog) = (dir.path().join("ex.log"), dir.path().join("st.log"));
-    let mut ex = start_exchange(&lab.exchange, &md, &csv, &exlog, "rate:2000");
-    std::thread::sleep(Duration::from_millis(100));
-    let mut st = start_strategy(
-        &lab.strategy,
-        "kernel",
-        &orders,
-        &stlog,
-        &["--sessions", "1"],
-    );
-    wait(&mut ex, Duration::from_secs(60), "exchange", &exlog);
-    wait(&mut st, Duration::from_secs(10), "strategy", &stlog);
+    let Session { csv, orders } = session(dir.path(), "gap", &md, "rate:2000", &[], "kernel", &[]);
     let median = |mut v: Vec<u64>| {
         v.sort_unstable();
         v[v.len() / 2] as f64
@@ -393,31 +418,15 @@ fn warming_variants_equal_the_oracle() {
     let want = oracle(&md);
     assert!(want.len() > 10);
     for net in ["kernel", "uring", "xdp", "packet"] {
-        let lab = VethLab::new("e2w").expect("lab");
-        let (csv, orders) = (
-            dir.path().join(format!("{net}.ex.csv")),
-            dir.path().join(format!("{net}.st.csv")),
-        );
-        let (exlog, stlog) = (
-            dir.path().join(format!("{net}.ex.log")),
-            dir.path().join(format!("{net}.st.log")),
-        );
-        let mut ex = start_exchange_with(
-            &lab.exchange,
+        let Session { csv, orders } = session(
+            dir.path(),
+            &format!("warm-{net}"),
             &md,
-            &csv,
-            &exlog,
             "rate:5000",
             &["--heartbeats"],
+            net,
+            &["--warm-every", "200us", "--warm", "all"],
         );
-        std::thread::sleep(Duration::from_millis(100));
-        let mut extra = vec!["--sessions", "1", "--warm-every", "200us", "--warm", "all"];
-        if net == "packet" {
-            extra.extend(["--packet-ip", "10.77.0.3"]);
-        }
-        let mut st = start_strategy(&lab.strategy, net, &orders, &stlog, &extra);
-        wait(&mut ex, Duration::from_secs(60), "exchange", &exlog);
-        wait(&mut st, Duration::from_secs(10), "strategy", &stlog);
         assert_eq!(
             read_orders(&csv, None),
             want,
@@ -461,26 +470,18 @@ fn uring_variants_equal_the_oracle_and_report_their_features() {
         ("coop", &["--uring-coop"][..], "coop_taskrun"),
         ("napi", &["--uring-napi", "50"][..], "napi_busy_poll_us"),
     ] {
-        let lab = VethLab::new("e2u").expect("lab");
-        let csv = dir.path().join(format!("{name}.ex.csv"));
-        let orders = dir.path().join(format!("{name}.st.csv"));
         let report = dir.path().join(format!("{name}.st.jsonl"));
-        let (exlog, stlog) = (
-            dir.path().join(format!("{name}.ex.log")),
-            dir.path().join(format!("{name}.st.log")),
-        );
-        let mut ex = start_exchange(&lab.exchange, &md, &csv, &exlog, "rate:5000");
-        std::thread::sleep(Duration::from_millis(100));
-        let mut extra = vec![
-            "--sessions",
-            "1",
-            "--results",
-            report.to_str().expect("utf8"),
-        ];
+        let mut extra = vec!["--results", report.to_str().expect("utf8")];
         extra.extend_from_slice(flags);
-        let mut st = start_strategy(&lab.strategy, "uring", &orders, &stlog, &extra);
-        wait(&mut ex, Duration::from_secs(60), "exchange", &exlog);
-        wait(&mut st, Duration::from_secs(10), "strategy", &stlog);
+        let Session { csv, .. } = session(
+            dir.path(),
+            &format!("uring-{name}"),
+            &md,
+            "rate:5000",
+            &[],
+            "uring",
+            &extra,
+        );
         assert_eq!(
             read_orders(&csv, None),
             want,
@@ -527,30 +528,15 @@ fn no_path_misses_the_start_of_a_session() {
     let want = oracle(&md);
     for net in ["kernel", "uring", "xdp", "packet"] {
         for round in 0..2 {
-            let lab = VethLab::new("e2h").expect("lab");
-            let tag = format!("{net}-{round}");
-            let csv = dir.path().join(format!("{tag}.ex.csv"));
-            let orders = dir.path().join(format!("{tag}.st.csv"));
-            let (exlog, stlog) = (
-                dir.path().join(format!("{tag}.ex.log")),
-                dir.path().join(format!("{tag}.st.log")),
-            );
-            let mut ex = start_exchange_with(
-                &lab.exchange,
+            let Session { csv, .. } = session(
+                dir.path(),
+                &format!("hs-{net}-{round}"),
                 &md,
-                &csv,
-                &exlog,
                 "rate:5000",
                 &["--handshake-delay", "0ms"],
+                net,
+                &[],
             );
-            std::thread::sleep(Duration::from_millis(100));
-            let mut extra = vec!["--sessions", "1"];
-            if net == "packet" {
-                extra.extend(["--packet-ip", "10.77.0.3"]);
-            }
-            let mut st = start_strategy(&lab.strategy, net, &orders, &stlog, &extra);
-            wait(&mut ex, Duration::from_secs(60), "exchange", &exlog);
-            wait(&mut st, Duration::from_secs(10), "strategy", &stlog);
             assert_eq!(
                 read_orders(&csv, None),
                 want,
