@@ -7,7 +7,8 @@
 //! `summary.csv` and `runs.json` ([`report`]) and the tick-to-trade CDF ([`plot`]). Beside
 //! it: the ping-pong floor on the same link ([`floor`]), the calibration of the measurement
 //! chain by injected delays ([`calibrate`]), the matching of orders to packets in a capture
-//! ([`capture`]), the publisher benchmark ([`bench`]), the default market-data file
+//! ([`capture`]), comparing two results folders ([`compare`]), the publisher benchmark
+//! ([`bench`]), the default market-data file
 //! ([`data`]), huge pages reserved for the `+huge` variants ([`hugepages`]) and the
 //! processes it starts ([`process`]).
 //!
@@ -21,6 +22,7 @@
 pub mod bench;
 pub mod calibrate;
 pub mod capture;
+pub mod compare;
 pub mod data;
 pub mod floor;
 pub mod hugepages;

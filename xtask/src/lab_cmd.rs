@@ -108,6 +108,21 @@ pub enum LabAction {
         /// The results folder the lab printed.
         dir: PathBuf,
     },
+    /// Compare two results folders path by path (and gap by gap): percentiles of each, the
+    /// difference of the medians (B - A) with a 95 % bootstrap confidence interval, and a
+    /// verdict; fails on a regression beyond --threshold.
+    Compare {
+        /// The reference folder.
+        a: PathBuf,
+        /// The folder compared with it.
+        b: PathBuf,
+        /// Which tick-to-trade: kernel (SO_TIMESTAMPING stamps) or user.
+        #[arg(long, default_value = "kernel")]
+        clock: String,
+        /// Fail when B is slower by more than this (us), the whole interval above it.
+        #[arg(long, default_value_t = 0.0)]
+        threshold: f64,
+    },
     /// Redraw the tick-to-trade-against-gap plot of a results folder from its summary.csv.
     Replot {
         /// The results folder (or any folder with a lab summary.csv).
@@ -174,6 +189,19 @@ pub fn run(a: &LabArgs) -> Result<()> {
     match &a.action {
         Some(LabAction::Analyze { dir }) => return lab::capture::run(dir),
         Some(LabAction::Replot { dir }) => return lab::report::replot_gap(dir),
+        Some(LabAction::Compare {
+            a,
+            b,
+            clock,
+            threshold,
+        }) => {
+            let clock = match clock.as_str() {
+                "kernel" => lab::compare::Clock::Kernel,
+                "user" => lab::compare::Clock::User,
+                other => anyhow::bail!("--clock {other}: kernel or user"),
+            };
+            return lab::compare::run(a, b, clock, *threshold);
+        }
         None => {}
     }
     if !netlab::is_root() {
