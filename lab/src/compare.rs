@@ -148,7 +148,7 @@ pub fn run(a: &Path, b: &Path, clock: Clock, threshold_us: f64) -> Result<()> {
         );
     }
     println!(
-        "B = {} against A = {} ({} clock; us; difference of medians B - A with its 95 % \\
+        "B = {} against A = {} ({} clock; us; difference of medians B - A with its 95 % \
          percentile-bootstrap interval, 2,000 resamples)",
         b.display(),
         a.display(),
@@ -188,6 +188,36 @@ pub fn run(a: &Path, b: &Path, clock: Clock, threshold_us: f64) -> Result<()> {
             regressions.join(", ")
         );
     }
+    Ok(())
+}
+
+/// Where baseline `name` is kept: `target/lab-results/baselines/<name>`.
+pub fn baseline_dir(env: &crate::Env, name: &str) -> Result<std::path::PathBuf> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        bail!("baseline name `{name}`: use letters, digits, - _ .");
+    }
+    Ok(env.results_root().join("baselines").join(name))
+}
+
+/// Saves the order rows and the summary of results folder `dir` as baseline `name`
+/// (replacing an older one of that name).
+pub fn save_baseline(env: &crate::Env, dir: &Path, name: &str) -> Result<()> {
+    let to = baseline_dir(env, name)?;
+    if to.exists() {
+        fs::remove_dir_all(&to).with_context(|| to.display().to_string())?;
+    }
+    fs::create_dir_all(&to)?;
+    for e in fs::read_dir(dir)?.filter_map(Result::ok) {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.ends_with(".exchange.csv") || n == "summary.csv" || n == "probe.txt" {
+            fs::copy(e.path(), to.join(&n))?;
+        }
+    }
+    println!("baseline `{name}` saved in {}", to.display());
     Ok(())
 }
 

@@ -75,8 +75,8 @@ fn steps(env: &Env, a: &LabConfig) -> Result<Vec<Step>> {
 
 /// Runs the namespace lab: per file (one per gap), the floor at that gap and every path
 /// and repetition; then the report and the oracle check (an error when any run's orders
-/// differ).
-pub fn run(env: &Env, a: &LabConfig) -> Result<()> {
+/// differ). Returns the results folder.
+pub fn run(env: &Env, a: &LabConfig) -> Result<PathBuf> {
     if !netlab::is_root() {
         bail!("the lab creates network namespaces: run it as root");
     }
@@ -138,7 +138,8 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<()> {
         floors.push(crate::report::Floor::new(step.gap, &floor));
     }
     crate::report::report(&dir, &results, &floors)?;
-    crate::check(&dir, &results)
+    crate::check(&dir, &results)?;
+    Ok(dir)
 }
 
 /// `strategy probe` in a namespace like the runs' (XDP attach tried on its veth), kept as

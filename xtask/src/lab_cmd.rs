@@ -68,6 +68,16 @@ pub struct LabArgs {
     /// from the exchange's.
     #[arg(long, value_parser = parse_gap)]
     pub exchange_warm: Option<std::time::Duration>,
+    /// Save this run's order rows and summary as baseline NAME (for --baseline later).
+    #[arg(long)]
+    pub save_baseline: Option<String>,
+    /// After the run, compare it with baseline NAME (`lab compare`, kernel stamps).
+    #[arg(long)]
+    pub baseline: Option<String>,
+    /// With --baseline: fail when a path is slower than the baseline by more than this (us),
+    /// the whole confidence interval above it.
+    #[arg(long)]
+    pub fail_slower_than: Option<f64>,
     /// Settings of the VM lab.
     #[command(flatten)]
     pub vm_args: VmArgs,
@@ -219,7 +229,20 @@ pub fn run(a: &LabArgs) -> Result<()> {
         lab::report::report(&dir, &results, &[])?;
         return lab::check(&dir, &results);
     }
-    lab::netns::run(&env, &cfg)
+    let dir = lab::netns::run(&env, &cfg)?;
+    if let Some(name) = &a.baseline {
+        let base = lab::compare::baseline_dir(&env, name)?;
+        if !base.exists() {
+            anyhow::bail!("no baseline `{name}` (save one with --save-baseline {name})");
+        }
+        println!();
+        let threshold = a.fail_slower_than.unwrap_or(f64::INFINITY);
+        lab::compare::run(&base, &dir, lab::compare::Clock::Kernel, threshold)?;
+    }
+    if let Some(name) = &a.save_baseline {
+        lab::compare::save_baseline(&env, &dir, name)?;
+    }
+    Ok(())
 }
 
 /// Flags of `cargo xtask bench-exchange`.
