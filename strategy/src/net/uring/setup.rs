@@ -1,0 +1,321 @@
+//! Building the path and its ring: the set-up flags asked for, each dropped with its reason when the
+//! kernel refuses it; the features read from the params and the opcode probe; NAPI; the
+//! provided buffers, the hang-up poll and the first receive. And `probe`, what this kernel's
+//! io_uring offers, for `strategy probe`.
+
+use std::collections::VecDeque;
+use std::io;
+
+use io_uring::types::Napi;
+use io_uring::{opcode, IoUring, Probe};
+use proto::order::ORDER_LEN;
+
+use crate::net::NetConfig;
+
+use super::{
+    Ring, UringPath, BGID, BUF_COUNT, BUF_SIZE, CQE_BACKLOG, FD_TCP, SLOTS, UD_HUP, UD_PROVIDE,
+};
+
+/// Ring set-up and polling features asked for (`strategy run` flags). Each is probed at
+/// set-up; one the kernel refuses falls back with its reason in the report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UringOptions {
+    /// IORING_SETUP_SINGLE_ISSUER + DEFER_TASKRUN: completions are produced only when the
+    /// loop enters the kernel with GETEVENTS (it does, once per idle turn), so no task-work
+    /// interrupt (an IPI: a VM exit in a guest) reaches the spinning thread.
+    pub defer_taskrun: bool,
+    /// IORING_SETUP_COOP_TASKRUN + TASKRUN_FLAG: no interrupt either; the kernel raises a flag
+    /// in the ring when task work waits and the loop enters the kernel only then.
+    pub coop_taskrun: bool,
+    /// Pin the SQPOLL thread to this CPU (with `sqpoll_idle_ms`).
+    pub sqpoll_cpu: Option<u32>,
+    /// IORING_REGISTER_NAPI: busy-poll the device queue for this long (us) when the loop
+    /// waits for completions (Linux 6.9+).
+    pub napi_busy_poll_us: Option<u32>,
+}
+
+/// What the kernel offers, printed at start.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct UringFeatures {
+    /// IORING_FEAT_FAST_POLL.
+    pub fast_poll: bool,
+    /// IORING_FEAT_NODROP.
+    pub nodrop: bool,
+    /// IORING_FEAT_SUBMIT_STABLE.
+    pub submit_stable: bool,
+    /// IORING_FEAT_EXT_ARG.
+    pub ext_arg: bool,
+    /// Multishot RECV (IORING_OP_RECV with IORING_RECV_MULTISHOT).
+    pub recv_multishot: bool,
+    /// IORING_OP_SEND_ZC.
+    pub send_zc: bool,
+    /// SQPOLL in use.
+    pub sqpoll: bool,
+    /// The SQPOLL thread's CPU, when pinned.
+    pub sqpoll_cpu: Option<u32>,
+    /// SINGLE_ISSUER + DEFER_TASKRUN in use.
+    pub defer_taskrun: bool,
+    /// COOP_TASKRUN + TASKRUN_FLAG in use.
+    pub coop_taskrun: bool,
+    /// NAPI busy polling registered (us).
+    pub napi_busy_poll_us: Option<u32>,
+}
+
+/// The io_uring path's report: features and the provided-buffer accounting.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct UringReport {
+    /// Features in use (what ran, not what was asked for).
+    pub features: UringFeatures,
+    /// Features asked for that fell back, with the kernel's reason.
+    pub fallbacks: Vec<String>,
+    /// Provided buffers the kernel holds now (all of them, [`UringReport::buffers`], when
+    /// every received packet was handled and its buffer returned).
+    pub buffers_in_kernel: u16,
+    /// Provided buffers in the group.
+    pub buffers: u16,
+    /// Receive completions that found no buffer (ENOBUFS; the receive is re-armed).
+    pub enobufs: u64,
+    /// Times an order found every send slot in flight (the kernel had not completed 64
+    /// sends: the exchange's window was closed).
+    pub slots_exhausted: u64,
+}
+
+fn missing(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("io_uring: this kernel lacks {what} (try --net kernel)"),
+    )
+}
+
+impl UringPath {
+    /// A path with these settings (ring created at `start_md`).
+    pub fn new(cfg: NetConfig) -> Self {
+        Self {
+            cfg,
+            tcp: None,
+            udp: None,
+            ring: None,
+            last_report: UringReport::default(),
+        }
+    }
+
+    /// The features found at setup.
+    pub fn features(&self) -> UringFeatures {
+        self.ring
+            .as_ref()
+            .map_or(self.last_report.features, |r| r.report.features)
+    }
+
+    /// Features and buffer accounting of the current (or last) session.
+    pub fn uring_report(&self) -> UringReport {
+        self.ring
+            .as_ref()
+            .map_or_else(|| self.last_report.clone(), |r| r.report.clone())
+    }
+
+    /// Builds the ring with the asked features, dropping those the kernel refuses (each
+    /// with its reason, in `fallbacks`).
+    fn setup_ring(&self, fallbacks: &mut Vec<String>) -> io::Result<(IoUring, UringOptions)> {
+        let mut want = self.cfg.uring;
+        loop {
+            let mut b = IoUring::builder();
+            if let Some(idle) = self.cfg.sqpoll_idle_ms {
+                b.setup_sqpoll(idle);
+                if let Some(cpu) = want.sqpoll_cpu {
+                    b.setup_sqpoll_cpu(cpu);
+                }
+            }
+            if want.defer_taskrun {
+                // TASKRUN_FLAG: the kernel raises IORING_SQ_TASKRUN in the ring when deferred
+                // work waits, so the loop enters the kernel only then.
+                b.setup_single_issuer()
+                    .setup_defer_taskrun()
+                    .setup_taskrun_flag();
+            }
+            if want.coop_taskrun {
+                b.setup_coop_taskrun().setup_taskrun_flag();
+            }
+            match b.build(512) {
+                Ok(ring) => return Ok((ring, want)),
+                Err(e) if want.defer_taskrun => {
+                    fallbacks.push(format!(
+                        "SINGLE_ISSUER+DEFER_TASKRUN refused ({e}): without"
+                    ));
+                    want.defer_taskrun = false;
+                }
+                Err(e) if want.coop_taskrun => {
+                    fallbacks.push(format!("COOP_TASKRUN refused ({e}): without"));
+                    want.coop_taskrun = false;
+                }
+                Err(e) if want.sqpoll_cpu.is_some() && self.cfg.sqpoll_idle_ms.is_some() => {
+                    fallbacks.push(format!("SQPOLL thread on a CPU refused ({e}): unpinned"));
+                    want.sqpoll_cpu = None;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    pub(super) fn build_ring(&mut self, udp_fd: i32, tcp_fd: i32) -> io::Result<Ring> {
+        let mut fallbacks = Vec::new();
+        let (ring, got) = self.setup_ring(&mut fallbacks)?;
+        let p = ring.params();
+        let mut probe = Probe::new();
+        ring.submitter().register_probe(&mut probe)?;
+        let features = UringFeatures {
+            fast_poll: p.is_feature_fast_poll(),
+            nodrop: p.is_feature_nodrop(),
+            submit_stable: p.is_feature_submit_stable(),
+            ext_arg: p.is_feature_ext_arg(),
+            recv_multishot: probe.is_supported(opcode::RecvMulti::CODE) && p.is_feature_fast_poll(),
+            send_zc: probe.is_supported(opcode::SendZc::CODE),
+            sqpoll: self.cfg.sqpoll_idle_ms.is_some(),
+            sqpoll_cpu: got.sqpoll_cpu.filter(|_| self.cfg.sqpoll_idle_ms.is_some()),
+            defer_taskrun: got.defer_taskrun,
+            coop_taskrun: got.coop_taskrun,
+            napi_busy_poll_us: None,
+        };
+        if !features.fast_poll {
+            return Err(missing(
+                "IORING_FEAT_FAST_POLL (needed for multishot receive, Linux 5.7+)",
+            ));
+        }
+        if !features.recv_multishot {
+            return Err(missing("multishot RECV (Linux 6.0+)"));
+        }
+        for (code, name) in [
+            (opcode::ProvideBuffers::CODE, "PROVIDE_BUFFERS"),
+            (opcode::Send::CODE, "SEND"),
+            (opcode::PollAdd::CODE, "POLL_ADD"),
+        ] {
+            if !probe.is_supported(code) {
+                return Err(missing(name));
+            }
+        }
+        let send_zc = self.cfg.send_zc && features.send_zc;
+        if self.cfg.send_zc && !send_zc {
+            fallbacks.push("SEND_ZC not supported by this kernel: SEND".to_owned());
+        }
+        ring.submitter().register_files(&[udp_fd, tcp_fd])?;
+        let mut features = features;
+        if let Some(us) = self.cfg.uring.napi_busy_poll_us {
+            let mut napi = Napi::new()
+                .set_busy_poll_timeout(us)
+                .set_prefer_busy_poll(true);
+            match ring.submitter().register_napi(&mut napi) {
+                Ok(()) => features.napi_busy_poll_us = Some(us),
+                Err(e) => fallbacks.push(format!(
+                    "IORING_REGISTER_NAPI refused ({e}; needs Linux 6.9+): without"
+                )),
+            }
+        }
+        for f in &fallbacks {
+            tracing::warn!("io_uring: {f}");
+        }
+        tracing::info!(?features, "io_uring ready");
+        let mut r = Ring {
+            ring,
+            bufs: vec![0u8; BUF_SIZE * usize::from(BUF_COUNT)].into_boxed_slice(),
+            slots: Box::new([[0; ORDER_LEN]; SLOTS]),
+            slot_busy: [false; SLOTS],
+            next_slot: 0,
+            cqes: VecDeque::with_capacity(CQE_BACKLOG),
+            recv_armed: false,
+            send_zc,
+            hung_up: false,
+            report: UringReport {
+                features,
+                fallbacks,
+                buffers_in_kernel: BUF_COUNT,
+                buffers: BUF_COUNT,
+                ..UringReport::default()
+            },
+        };
+        let provide =
+            opcode::ProvideBuffers::new(r.bufs.as_mut_ptr(), BUF_SIZE as i32, BUF_COUNT, BGID, 0)
+                .build()
+                .user_data(UD_PROVIDE);
+        r.push(&provide)?;
+        let hup = opcode::PollAdd::new(
+            FD_TCP,
+            (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) as u32,
+        )
+        .build()
+        .user_data(UD_HUP);
+        r.push(&hup)?;
+        r.arm_recv()?;
+        r.ring.submit()?;
+        Ok(r)
+    }
+}
+
+/// What this kernel's io_uring offers, for `strategy probe`: each set-up flag tried on a
+/// small ring, the features from the params, the opcodes the paths use.
+pub fn probe() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let verdict = |r: io::Result<IoUring>| match r {
+        Ok(_) => "yes".to_owned(),
+        Err(e) => format!("no ({e})"),
+    };
+    out.push(("plain ring".into(), verdict(IoUring::new(8))));
+    out.push((
+        "SQPOLL".into(),
+        verdict(IoUring::builder().setup_sqpoll(100).build(8)),
+    ));
+    out.push((
+        "SINGLE_ISSUER + DEFER_TASKRUN".into(),
+        verdict(
+            IoUring::builder()
+                .setup_single_issuer()
+                .setup_defer_taskrun()
+                .setup_taskrun_flag()
+                .build(8),
+        ),
+    ));
+    out.push((
+        "COOP_TASKRUN + TASKRUN_FLAG".into(),
+        verdict(
+            IoUring::builder()
+                .setup_coop_taskrun()
+                .setup_taskrun_flag()
+                .build(8),
+        ),
+    ));
+    let Ok(ring) = IoUring::new(8) else {
+        return out;
+    };
+    let p = ring.params();
+    for (name, ok) in [
+        ("FEAT_FAST_POLL", p.is_feature_fast_poll()),
+        ("FEAT_NODROP", p.is_feature_nodrop()),
+        ("FEAT_SUBMIT_STABLE", p.is_feature_submit_stable()),
+        ("FEAT_EXT_ARG", p.is_feature_ext_arg()),
+    ] {
+        out.push((name.into(), if ok { "yes" } else { "no" }.into()));
+    }
+    let mut pr = Probe::new();
+    if ring.submitter().register_probe(&mut pr).is_ok() {
+        for (name, code) in [
+            ("op RECV (multishot)", opcode::RecvMulti::CODE),
+            ("op RECV bundle", opcode::RecvMultiBundle::CODE),
+            ("op SEND", opcode::Send::CODE),
+            ("op SEND_ZC", opcode::SendZc::CODE),
+            ("op PROVIDE_BUFFERS", opcode::ProvideBuffers::CODE),
+            ("op POLL_ADD", opcode::PollAdd::CODE),
+        ] {
+            out.push((
+                name.into(),
+                if pr.is_supported(code) { "yes" } else { "no" }.into(),
+            ));
+        }
+    }
+    let mut napi = Napi::new().set_busy_poll_timeout(50);
+    out.push((
+        "REGISTER_NAPI (6.9+)".into(),
+        match ring.submitter().register_napi(&mut napi) {
+            Ok(()) => "yes".into(),
+            Err(e) => format!("no ({e})"),
+        },
+    ));
+    out
+}
