@@ -95,6 +95,9 @@ pub struct SessionCounters {
     /// Heartbeats received and discarded (`--heartbeats`; never orders).
     #[serde(default)]
     pub heartbeats: u64,
+    /// Bytes the client had sent when the session ended, read and discarded at the close.
+    #[serde(default)]
+    pub bytes_after_end: u64,
 }
 
 /// Counters and histograms of one session.

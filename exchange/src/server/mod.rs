@@ -370,6 +370,19 @@ impl Server {
         self.drain_tx_into(&mut s);
         self.md.reset_pending();
         let _ = self.poll.registry().deregister(&mut s.conn);
+        if reason != EndReason::Disconnected {
+            // Say we are done (FIN), then read what the client had already sent (warming
+            // heartbeats, late orders): closing with unread bytes would answer with a reset.
+            // Counted, not processed: the session is over.
+            let _ = s.conn.shutdown(std::net::Shutdown::Write);
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut s.conn, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                s.stats.counters.bytes_after_end += n as u64;
+            }
+        }
         s.stats.end_ns = mono_ns();
         s.stats.counters.tx_ts_missing = self.md.ts_missing - s.stats.counters.tx_ts_missing;
         let summary = s.stats.summary(reason);
