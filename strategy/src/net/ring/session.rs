@@ -115,8 +115,6 @@ pub struct RingReport {
     pub device: DeviceStats,
     /// Every frame was in exactly one place when the report was taken.
     pub frames_accounted: bool,
-    /// smoltcp's send buffer had no room for a whole order (held back).
-    pub stack_buffer_full: u64,
 }
 
 /// What a backend's opener sets up for one session.
@@ -171,7 +169,6 @@ pub struct RingPath<R: RxRing, T: TxRing> {
     open: Opener<R, T>,
     s: Option<Session<R, T>>,
     idle_turns: u32,
-    stack_buffer_full: u64,
     last_report: RingReport,
 }
 
@@ -183,7 +180,6 @@ impl<R: RxRing, T: TxRing> RingPath<R, T> {
             open,
             s: None,
             idle_turns: 0,
-            stack_buffer_full: 0,
             last_report: RingReport::default(),
         }
     }
@@ -246,12 +242,11 @@ impl<R: RxRing, T: TxRing> RingPath<R, T> {
         })
     }
 
-    fn session_report(s: &Session<R, T>, stack_buffer_full: u64) -> RingReport {
+    fn session_report(s: &Session<R, T>) -> RingReport {
         RingReport {
             backend: s.guard.report(),
             device: s.dev.stats(),
             frames_accounted: s.dev.accounted(),
-            stack_buffer_full,
         }
     }
 }
@@ -291,7 +286,6 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
         };
         // The group was joined in `begin_connect`.
         let _ = s;
-        self.stack_buffer_full = 0;
         Ok(())
     }
 
@@ -324,12 +318,11 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
                     tcp,
                     ..
                 } = s;
-                let full = &mut self.stack_buffer_full;
                 hot.send(p, |o| {
                     // The 21 bytes go straight into smoltcp's send buffer; the egress poll
                     // builds the segment straight into a ring TX slot.
+                    // No room for the whole order in smoltcp's send buffer: held back.
                     if !send_order(sockets.get_mut::<tcp::Socket>(*tcp), o) {
-                        *full += 1;
                         return Ok(Sent::HeldBack);
                     }
                     iface.poll(now(), dev, sockets);
@@ -351,7 +344,7 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
             state,
             tcp::State::Established | tcp::State::SynSent | tcp::State::SynReceived
         ) {
-            self.last_report = Self::session_report(s, self.stack_buffer_full);
+            // The report is taken at `close`, which the runtime calls next.
             return Ok(Status::Disconnected);
         }
         Ok(if n > 0 { Status::Busy } else { Status::Idle })
@@ -361,7 +354,7 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
         if let Some(mut s) = self.s.take() {
             s.sockets.get_mut::<tcp::Socket>(s.tcp).abort();
             s.iface.poll(now(), &mut s.dev, &mut s.sockets);
-            self.last_report = Self::session_report(&s, self.stack_buffer_full);
+            self.last_report = Self::session_report(&s);
             tracing::info!(report = ?self.last_report, "raw-ring path down");
         }
     }
@@ -395,7 +388,7 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
 
     fn report(&self) -> PathReport {
         PathReport::Ring(match &self.s {
-            Some(s) => Self::session_report(s, self.stack_buffer_full),
+            Some(s) => Self::session_report(s),
             None => self.last_report.clone(),
         })
     }

@@ -99,13 +99,6 @@ impl UringPath {
         }
     }
 
-    /// The features found at setup.
-    pub fn features(&self) -> UringFeatures {
-        self.ring
-            .as_ref()
-            .map_or(self.last_report.features, |r| r.report.features)
-    }
-
     /// Features and buffer accounting of the current (or last) session.
     pub fn uring_report(&self) -> UringReport {
         self.ring
