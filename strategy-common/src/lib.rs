@@ -7,6 +7,8 @@
 #![no_std]
 #![deny(unsafe_code)]
 
+pub mod xtx;
+
 /// What the XDP program steers. All fields are in network byte order where they are
 /// addresses or ports, so the program compares them without swapping.
 #[repr(C)]
@@ -28,10 +30,13 @@ pub struct SteerConfig {
     /// with aya-log; 0 = never log (the common path then pays one predictable branch at the
     /// most, only on those frames).
     pub diag: u32,
+    /// 1 = the `xdp-tx` path: decide on market data in the program and send the order with
+    /// XDP_TX when the armed state in the `XTX` map is current ([`xtx`]).
+    pub xdp_tx: u32,
 }
 
 const _: () = assert!(
-    core::mem::size_of::<SteerConfig>() == 24,
+    core::mem::size_of::<SteerConfig>() == 28,
     "no implicit padding"
 );
 

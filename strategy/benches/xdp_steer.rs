@@ -7,7 +7,7 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use strategy::net::af_xdp::loader::{has_object, test_run_repeat, Steering};
+use strategy::net::af_xdp::loader::{has_object, test_run_repeat, Options, Steering};
 
 const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 const EXCHANGE: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 1), 9012);
@@ -44,7 +44,16 @@ fn md_frame() -> Vec<u8> {
 }
 
 fn median_ns(diag: bool, frame: &[u8]) -> u32 {
-    let ebpf = Steering::load(LOCAL, EXCHANGE, GROUP, diag).expect("load");
+    let ebpf = Steering::load(
+        LOCAL,
+        EXCHANGE,
+        GROUP,
+        Options {
+            diag,
+            xdp_tx: false,
+        },
+    )
+    .expect("load");
     let mut out = vec![0u8; 2048];
     let mut runs: Vec<u32> = (0..ROUNDS)
         .map(|_| {

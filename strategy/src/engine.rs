@@ -165,6 +165,16 @@ impl<P: Parse> Engine<P> {
         self.stats = EngineStats::default();
     }
 
+    /// The trigger.
+    pub fn trigger(&self) -> &Trigger {
+        &self.trigger
+    }
+
+    /// The last sequence (`local_timestamp`) applied: an older line is stale.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
     /// The book.
     pub fn book(&self) -> &Book {
         &self.book

@@ -113,7 +113,12 @@ fn xdp_rows(name: &str, rows: &mut Vec<(String, String)>) {
         (XdpModeArg::Skb, "XDP generic (SKB) mode"),
     ] {
         // Attached and, on drop, detached at once.
-        let v = match Steering::attach(name, mode, (Ipv4Addr::UNSPECIFIED, any, any), false) {
+        let v = match Steering::attach(
+            name,
+            mode,
+            (Ipv4Addr::UNSPECIFIED, any, any),
+            Default::default(),
+        ) {
             Ok(s) => {
                 drop(s);
                 "yes".to_owned()

@@ -262,7 +262,7 @@ pub fn main(a: &RunArgs) -> Result<()> {
         NetKind::Kernel => run_loop(a, KernelPath::new(cfg)),
         NetKind::Uring => run_loop(a, UringPath::new(cfg)),
         #[cfg(feature = "xdp")]
-        NetKind::Xdp => {
+        NetKind::Xdp | NetKind::XdpTx => {
             let iface = a.iface.clone().context("--net xdp needs --iface")?;
             let xcfg = crate::net::af_xdp::XdpConfig {
                 iface,
@@ -273,6 +273,7 @@ pub fn main(a: &RunArgs) -> Result<()> {
                 frame_count: a.frame_count,
                 hugepages: a.hugepages,
                 diag: a.xdp_diag,
+                xdp_tx: a.net == NetKind::XdpTx,
             };
             run_loop(a, crate::net::af_xdp::path(cfg, xcfg))
         }
@@ -291,7 +292,7 @@ pub fn main(a: &RunArgs) -> Result<()> {
             run_loop(a, crate::net::af_packet::path(cfg, pcfg))
         }
         #[cfg(not(feature = "xdp"))]
-        NetKind::Xdp | NetKind::Packet => {
+        NetKind::Xdp | NetKind::XdpTx | NetKind::Packet => {
             anyhow::bail!("this strategy was built without the `xdp` feature")
         }
     }

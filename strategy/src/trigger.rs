@@ -108,6 +108,29 @@ impl Trigger {
         &self.cfg
     }
 
+    /// For a notional threshold, the limit of price x increase (price and amount units).
+    pub fn notional_limit(&self) -> i128 {
+        self.notional_limit
+    }
+
+    /// Would the risk limits let an order of `qty` out now? Conservative on the per-second
+    /// limit (the window may reset by the time the order is checked; it never closes).
+    pub fn allows(&self, qty: u32) -> bool {
+        self.stats.fired < self.cfg.max_orders
+            && qty <= self.cfg.max_qty
+            && (self.cfg.max_per_sec == 0 || self.in_window < self.cfg.max_per_sec)
+    }
+
+    /// The quantity an order against a side whose best size is `best_qty` gets.
+    pub fn order_qty(&self, best_qty: u64) -> u32 {
+        let mut qty = self.cfg.qty;
+        if self.cfg.cap_by_size {
+            let whole = best_qty / 10u64.pow(u32::from(self.cfg.amount_decimals));
+            qty = qty.min(u32::try_from(whole).unwrap_or(u32::MAX)).max(1);
+        }
+        qty
+    }
+
     /// Counters.
     pub fn stats(&self) -> TriggerStats {
         self.stats
@@ -202,11 +225,7 @@ impl Trigger {
             self.stats.other_side_empty += 1;
             return None;
         };
-        let mut qty = self.cfg.qty;
-        if self.cfg.cap_by_size {
-            let whole = best_qty / 10u64.pow(u32::from(self.cfg.amount_decimals));
-            qty = qty.min(u32::try_from(whole).unwrap_or(u32::MAX)).max(1);
-        }
+        let qty = self.order_qty(best_qty);
         if !self.risk_ok(qty, now_ns) {
             self.stats.held_back += 1;
             return None;

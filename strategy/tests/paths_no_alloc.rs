@@ -170,6 +170,7 @@ fn no_path_allocates_in_its_busy_loop() {
                         frame_count: 1024,
                         hugepages: false,
                         diag: false,
+                        xdp_tx: false,
                     },
                 )),
             })

@@ -10,7 +10,7 @@ use smoltcp::phy::{Device, RxToken, TxToken};
 use smoltcp::time::Instant;
 use strategy::net::af_packet::filter::Flows;
 use strategy::net::af_packet::rings::{self as pring, Geometry};
-use strategy::net::af_xdp::loader::{counters_of, test_run, Steering, XdpModeArg};
+use strategy::net::af_xdp::loader::{counters_of, test_run, Options, Steering, XdpModeArg};
 use strategy::net::af_xdp::{open, XdpConfig, XskBind};
 use strategy::net::ring::{RingDevice, RxRing, TxRing};
 
@@ -92,7 +92,7 @@ fn program_classifies_crafted_frames() {
     if skip() {
         return;
     }
-    let ebpf = Steering::load(LOCAL, EXCHANGE, GROUP, false).expect("load");
+    let ebpf = Steering::load(LOCAL, EXCHANGE, GROUP, Options::default()).expect("load");
     let md = b"deribit,BTC-PERPETUAL,1,2,false,ask,6593.5,20750";
     let ex = *EXCHANGE.ip();
     let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -170,6 +170,7 @@ fn device_accounts_for_every_frame_under_random_token_use() {
                 frame_count: 256,
                 hugepages: false,
                 diag: false,
+                xdp_tx: false,
             };
             let mut o = open(&xcfg, EXCHANGE, GROUP).expect("open AF_XDP");
             let _join = strategy::net::sockets::join_group(GROUP, Some(LOCAL), 0).expect("join");
@@ -472,7 +473,16 @@ fn diagnostics_log_odd_frames_only_when_switched_on() {
     let steered = ipv4(17, ex, *GROUP.ip(), &udp(12345, md)); // no socket: aborted
     let passed = arp(1, LOCAL); // an ordinary frame for the kernel
     for diag in [false, true] {
-        let mut ebpf = Steering::load(LOCAL, EXCHANGE, GROUP, diag).expect("load");
+        let mut ebpf = Steering::load(
+            LOCAL,
+            EXCHANGE,
+            GROUP,
+            Options {
+                diag,
+                xdp_tx: false,
+            },
+        )
+        .expect("load");
         let capture: &'static Capture = Box::leak(Box::new(Capture(Default::default())));
         let mut logger =
             aya_log::EbpfLogger::init_with_logger(&mut ebpf, capture).expect("log ring");

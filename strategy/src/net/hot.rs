@@ -151,7 +151,13 @@ impl Hot<'_> {
     /// Stamps the receive, counts the packet and runs the engine on `payload`.
     #[inline]
     pub fn on_packet(&mut self, payload: &[u8]) -> Option<Pending> {
-        let t_rx = mono_ns();
+        self.on_packet_at(payload, mono_ns())
+    }
+
+    /// [`Hot::on_packet`] for a packet received at `t_rx` (`CLOCK_MONOTONIC` ns, e.g. the
+    /// XDP program's stamp on the `xdp-tx` path).
+    #[inline]
+    pub fn on_packet_at(&mut self, payload: &[u8], t_rx: u64) -> Option<Pending> {
         self.stats.packets += 1;
         let prev_rx = self.log.last_packet_rx_ns.replace(t_rx);
         let order = self.engine.on_packet(payload, t_rx)?;
@@ -208,6 +214,35 @@ impl Hot<'_> {
             Sent::HeldBack => self.stats.orders_held_back += 1,
         }
         Ok(sent)
+    }
+
+    /// Records an order another sender already put on the wire (the XDP program on the
+    /// `xdp-tx` path): received at `t_rx`, sent at `t_tx` (both `CLOCK_MONOTONIC`), with
+    /// `user_ns` of user-space work to complete it. Counted and logged as [`Sent::Now`]; its
+    /// stages are the program's decision (`decide_ns`, `total_ns`) and the completion
+    /// (`send_ns`).
+    #[inline]
+    pub fn delegated(
+        &mut self,
+        order: OrderRepr,
+        (t_rx, t_tx): (u64, u64),
+        user_ns: u64,
+        gap: Gap,
+    ) {
+        let in_program = t_tx.saturating_sub(t_rx);
+        self.stats.orders += 1;
+        self.latency.record(in_program);
+        self.log.push(LoggedOrder {
+            order,
+            delay_ns: 0,
+            gap,
+            stages: Stages {
+                decide_ns: in_program,
+                send_ns: user_ns,
+                total_ns: in_program,
+            },
+        });
+        self.log.last_order_tx_ns = Some(t_tx);
     }
 
     /// The delay the next order gets.

@@ -43,13 +43,21 @@ pub enum NetKind {
     Uring,
     /// AF_XDP: XDP steering, UMEM busy loop, smoltcp TCP.
     Xdp,
+    /// AF_XDP with the decision in the XDP program and the order sent with XDP_TX.
+    XdpTx,
     /// AF_PACKET: mmap'd TPACKET_V2 rings, classic BPF filter, qdisc bypass, smoltcp TCP.
     Packet,
 }
 
 impl NetKind {
     /// Every path, in the lab's default order.
-    pub const ALL: [Self; 4] = [Self::Kernel, Self::Uring, Self::Xdp, Self::Packet];
+    pub const ALL: [Self; 5] = [
+        Self::Kernel,
+        Self::Uring,
+        Self::Xdp,
+        Self::Packet,
+        Self::XdpTx,
+    ];
 
     /// Lower-case name.
     pub fn as_str(self) -> &'static str {
@@ -57,6 +65,7 @@ impl NetKind {
             Self::Kernel => "kernel",
             Self::Uring => "uring",
             Self::Xdp => "xdp",
+            Self::XdpTx => "xdp-tx",
             Self::Packet => "packet",
         }
     }
@@ -68,7 +77,9 @@ impl std::str::FromStr for NetKind {
         Self::ALL
             .into_iter()
             .find(|k| k.as_str() == s)
-            .ok_or_else(|| format!("unknown network path `{s}` (kernel, uring, xdp, packet)"))
+            .ok_or_else(|| {
+                format!("unknown network path `{s}` (kernel, uring, xdp, packet, xdp-tx)")
+            })
     }
 }
 

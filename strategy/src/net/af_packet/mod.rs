@@ -98,6 +98,7 @@ pub fn open(p: &PacketConfig, cfg: &NetConfig) -> io::Result<Opened<PacketRx, Pa
         prefix,
         guard,
         kernel_join: false,
+        xtx: None,
     })
 }
 

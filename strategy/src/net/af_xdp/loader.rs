@@ -33,6 +33,15 @@ impl std::str::FromStr for XdpModeArg {
     }
 }
 
+/// Load-time switches of the program.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Log the odd frames with aya-log (`--xdp-diag`).
+    pub diag: bool,
+    /// Decide in the program and send with XDP_TX (`--net xdp-tx`).
+    pub xdp_tx: bool,
+}
+
 /// Errors of the loader.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -105,13 +114,14 @@ pub struct SteerCounters {
 impl Steering {
     /// Loads and verifies the program with its configuration, without attaching it
     /// (used by [`Steering::attach`], and by tests that run it on crafted frames).
-    /// `diag` switches on the program's aya-log diagnostics of odd frames (read them with an
-    /// [`aya_log::EbpfLogger`] on the returned object).
+    /// `opts.diag` switches on the program's aya-log diagnostics of odd frames (read them
+    /// with an [`aya_log::EbpfLogger`] on the returned object); `opts.xdp_tx` its decision
+    /// on market data (the `XTX` maps).
     pub fn load(
         local: Ipv4Addr,
         exchange: SocketAddrV4,
         group: SocketAddrV4,
-        diag: bool,
+        opts: Options,
     ) -> Result<Ebpf, LoadError> {
         if !has_object() {
             return Err(LoadError::NoObject);
@@ -124,7 +134,8 @@ impl Steering {
             md_port: group.port().to_be(),
             exchange_port: exchange.port().to_be(),
             steer_arp: 1,
-            diag: u32::from(diag),
+            diag: u32::from(opts.diag),
+            xdp_tx: u32::from(opts.xdp_tx),
         };
         {
             let map = ebpf.map_mut("CONFIG").ok_or_else(|| LoadError::Aya {
@@ -151,10 +162,10 @@ impl Steering {
         iface: &str,
         mode: XdpModeArg,
         (local, exchange, group): (Ipv4Addr, SocketAddrV4, SocketAddrV4),
-        diag: bool,
+        opts: Options,
     ) -> Result<Self, LoadError> {
-        let mut ebpf = Self::load(local, exchange, group, diag)?;
-        let logger = if diag {
+        let mut ebpf = Self::load(local, exchange, group, opts)?;
+        let logger = if opts.diag {
             Some(aya_log::EbpfLogger::init(&mut ebpf).map_err(aya_err("aya-log ring"))?)
         } else {
             None
@@ -218,10 +229,32 @@ impl Steering {
         }
     }
 
+    /// Takes the `xdp-tx` maps (the mapped `XTX` value and the `XTX_RING` reader).
+    pub fn take_xtx(&mut self) -> Result<super::xtx_map::XtxMap, LoadError> {
+        take_xtx(&mut self.ebpf)
+    }
+
     /// Reads the program's counters.
     pub fn counters(&self) -> SteerCounters {
         counters_of(&self.ebpf)
     }
+}
+
+/// Takes the `xdp-tx` maps out of a loaded program.
+pub fn take_xtx(ebpf: &mut Ebpf) -> Result<super::xtx_map::XtxMap, LoadError> {
+    let missing = |what| LoadError::Aya {
+        what,
+        source: "missing".into(),
+    };
+    let array = match ebpf.take_map("XTX").ok_or_else(|| missing("map XTX"))? {
+        aya::maps::Map::Array(m) => m,
+        _ => return Err(missing("XTX as an array")),
+    };
+    let ring = ebpf
+        .take_map("XTX_RING")
+        .ok_or_else(|| missing("map XTX_RING"))?;
+    let ring = aya::maps::RingBuf::try_from(ring).map_err(aya_err("map XTX_RING"))?;
+    super::xtx_map::XtxMap::new(array, ring).map_err(aya_err("mapping XTX"))
 }
 
 /// Runs the loaded program once on `frame` with BPF_PROG_TEST_RUN; returns its action.

@@ -9,6 +9,8 @@
 
 pub mod loader;
 pub mod rings;
+pub mod xtx;
+pub mod xtx_map;
 
 use std::io;
 use std::net::SocketAddrV4;
@@ -17,7 +19,7 @@ use std::num::NonZeroU32;
 use xsk_rs::config::{BindFlags, FrameSize, QueueSize, UmemConfig};
 use xsk_rs::Umem;
 
-use self::loader::{Steering, XdpModeArg};
+use self::loader::{Options, Steering, XdpModeArg};
 use self::rings::{XskRx, XskTx};
 use super::ring::session::io_other;
 use super::ring::session::XdpReport;
@@ -69,6 +71,8 @@ pub struct XdpConfig {
     pub hugepages: bool,
     /// Log the program's odd frames with aya-log (`--xdp-diag`).
     pub diag: bool,
+    /// The `xdp-tx` path: the program decides on market data and sends with XDP_TX.
+    pub xdp_tx: bool,
 }
 
 /// The AF_XDP device.
@@ -110,9 +114,16 @@ pub fn open(
         ip: local,
         prefix,
     } = hostsys::iface::iface_info(&xcfg.iface)?;
-    let mut steering =
-        Steering::attach(&xcfg.iface, xcfg.mode, (local, exchange, group), xcfg.diag)
-            .map_err(io_other)?;
+    let mut steering = Steering::attach(
+        &xcfg.iface,
+        xcfg.mode,
+        (local, exchange, group),
+        Options {
+            diag: xcfg.diag,
+            xdp_tx: xcfg.xdp_tx,
+        },
+    )
+    .map_err(io_other)?;
     let ring = (xcfg.frame_count / 2).next_power_of_two().max(64);
     let q = |n: u32| QueueSize::new(n).map_err(io_other);
     let uc = UmemConfig::builder()
@@ -161,6 +172,11 @@ pub fn open(
     steering
         .register_socket(xcfg.queue, rx.fd())
         .map_err(io_other)?;
+    let xtx = if xcfg.xdp_tx {
+        Some(xtx::Delegation::new(steering.take_xtx().map_err(io_other)?))
+    } else {
+        None
+    };
     let dev = RingDevice::new(rx, tx, total, mtu);
     Ok(Opened {
         dev,
@@ -172,6 +188,7 @@ pub fn open(
             bind_mode,
         }),
         kernel_join: true,
+        xtx,
     })
 }
 

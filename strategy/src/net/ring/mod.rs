@@ -10,8 +10,10 @@
 //! TCP session and the hot path over any such device; the backends ([`super::af_xdp`],
 //! [`super::af_packet`]) only open their rings.
 
+pub mod delegate;
 pub mod session;
 
+pub use delegate::TxTap;
 pub use session::{BackendReport, Opened, RingPath, RingReport, SessionGuard};
 
 use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities, Medium};
@@ -95,6 +97,8 @@ pub struct RingDevice<R: RxRing, T: TxRing> {
     mtu: usize,
     rx_to_stack: u64,
     rx_unconsumed: u64,
+    /// Watches smoltcp's segments for delegated sends (`xdp-tx`; off otherwise).
+    pub tap: TxTap,
 }
 
 impl<R: RxRing, T: TxRing> RingDevice<R, T> {
@@ -113,6 +117,7 @@ impl<R: RxRing, T: TxRing> RingDevice<R, T> {
             mtu,
             rx_to_stack: 0,
             rx_unconsumed: 0,
+            tap: TxTap::default(),
         }
     }
 
@@ -249,10 +254,14 @@ impl<R: RxRing> Drop for RingRxToken<'_, R> {
 /// Lets smoltcp write one frame straight into a transmit slot.
 pub struct RingTxToken<'a, T: TxRing> {
     tx: &'a mut T,
+    tap: &'a mut TxTap,
 }
 
 impl<T: TxRing> phy::TxToken for RingTxToken<'_, T> {
     fn consume<U, F: FnOnce(&mut [u8]) -> U>(self, len: usize, f: F) -> U {
+        if self.tap.enabled {
+            return tapped(self.tx, self.tap, len, f);
+        }
         let mut f = Some(f);
         if let Some(r) = self
             .tx
@@ -265,6 +274,39 @@ impl<T: TxRing> phy::TxToken for RingTxToken<'_, T> {
         let mut scratch = [0u8; 2048];
         (f.take().expect("not called yet"))(&mut scratch[..len.min(2048)])
     }
+}
+
+/// A transmit through the tap (`xdp-tx`): observed in place; while a delegated send is being
+/// completed, built in a scratch buffer first so that the delegated segment never reaches
+/// the ring.
+#[inline(never)]
+fn tapped<T: TxRing, U, F: FnOnce(&mut [u8]) -> U>(
+    tx: &mut T,
+    tap: &mut TxTap,
+    len: usize,
+    f: F,
+) -> U {
+    let mut scratch = [0u8; 2048];
+    let n = len.min(scratch.len());
+    if tap.suppressing() {
+        let r = f(&mut scratch[..n]);
+        if !tap.observe(&scratch[..n]) {
+            // No slot free: dropped and counted by the ring; TCP retransmits.
+            let _ = tx.send(n, |buf| buf.copy_from_slice(&scratch[..n]));
+        }
+        return r;
+    }
+    let mut f = Some(f);
+    if let Some(r) = tx.send(len, |buf| {
+        let r = (f.take().expect("called once"))(buf);
+        tap.observe(buf);
+        r
+    }) {
+        return r;
+    }
+    let r = (f.take().expect("not called yet"))(&mut scratch[..n]);
+    tap.observe(&scratch[..n]);
+    r
 }
 
 impl<R: RxRing, T: TxRing> phy::Device for RingDevice<R, T> {
@@ -289,6 +331,7 @@ impl<R: RxRing, T: TxRing> phy::Device for RingDevice<R, T> {
             tx,
             recycle,
             rx_unconsumed,
+            tap,
             ..
         } = self;
         Some((
@@ -298,13 +341,16 @@ impl<R: RxRing, T: TxRing> phy::Device for RingDevice<R, T> {
                 recycle,
                 unconsumed: rx_unconsumed,
             },
-            RingTxToken { tx },
+            RingTxToken { tx, tap },
         ))
     }
 
     fn transmit(&mut self, _timestamp: Instant) -> Option<Self::TxToken<'_>> {
         self.tx.reap();
-        Some(RingTxToken { tx: &mut self.tx })
+        Some(RingTxToken {
+            tx: &mut self.tx,
+            tap: &mut self.tap,
+        })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {

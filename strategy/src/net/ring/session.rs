@@ -21,6 +21,7 @@ use smoltcp::wire::{
 };
 
 use super::{DeviceStats, RingDevice, RxRing, TxRing};
+use crate::net::af_xdp::xtx::{Delegation, XtxReport};
 use crate::net::{Hot, NetConfig, NetPath, PathReport, Sent, Status, WarmRequest};
 
 pub(crate) fn io_other(e: impl std::fmt::Display) -> io::Error {
@@ -93,6 +94,13 @@ pub struct XdpReport {
     pub steering: crate::net::af_xdp::loader::SteerCounters,
 }
 
+/// A delegated-send (`xdp-tx`) session's counters, beside the backend's.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct XtxSessionReport {
+    /// The path's counters.
+    pub xdp_tx: XtxReport,
+}
+
 /// The AF_PACKET backend's report.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PacketReport {
@@ -115,6 +123,9 @@ pub struct RingReport {
     pub device: DeviceStats,
     /// Every frame was in exactly one place when the report was taken.
     pub frames_accounted: bool,
+    /// The `xdp-tx` counters (that path only).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub xtx: Option<Box<XtxSessionReport>>,
 }
 
 /// What a backend's opener sets up for one session.
@@ -132,6 +143,8 @@ pub struct Opened<R: RxRing, T: TxRing> {
     pub guard: Box<dyn SessionGuard>,
     /// Join the group through a kernel socket (AF_XDP); AF_PACKET joins the MAC itself.
     pub kernel_join: bool,
+    /// The `xdp-tx` path's user-space half (that path only).
+    pub xtx: Option<Delegation>,
 }
 
 /// Lives for a session after the ring; reports backend-specific counters.
@@ -155,6 +168,7 @@ struct Session<R: RxRing, T: TxRing> {
     dev: RingDevice<R, T>,
     tcp: SocketHandle,
     guard: Box<dyn SessionGuard>,
+    xtx: Option<Delegation>,
     /// The kernel socket holding the group membership (AF_XDP): never read, kept open for
     /// the session (closing it leaves the group).
     _membership: Option<UdpSocket>,
@@ -192,7 +206,9 @@ impl<R: RxRing, T: TxRing> RingPath<R, T> {
             prefix,
             guard,
             kernel_join,
+            xtx,
         } = (self.open)()?;
+        dev.tap = super::TxTap::new(xtx.is_some());
         let mut config = Config::new(EthernetAddress(mac).into());
         config.random_seed = mono_ns();
         let mut iface = Interface::new(config, &mut dev, now());
@@ -238,6 +254,7 @@ impl<R: RxRing, T: TxRing> RingPath<R, T> {
             dev,
             tcp,
             guard,
+            xtx,
             _membership: mcast,
         })
     }
@@ -247,8 +264,72 @@ impl<R: RxRing, T: TxRing> RingPath<R, T> {
             backend: s.guard.report(),
             device: s.dev.stats(),
             frames_accounted: s.dev.accounted(),
+            xtx: s.xtx.as_ref().map(|x| {
+                Box::new(XtxSessionReport {
+                    xdp_tx: x.report(&s.dev.tap),
+                })
+            }),
         }
     }
+}
+
+/// Completes the program's fires (the `xdp-tx` path): for each, applies its line through the
+/// hot path (the engine must decide the same order), queues the same 21 bytes in smoltcp at
+/// the sequence number the program used with the tap keeping smoltcp's copy off the wire,
+/// and records the order with the program's stamps and the user-space time it took.
+#[inline(never)]
+fn complete_fires<R: RxRing, T: TxRing>(
+    s: &mut Session<R, T>,
+    hot: &mut Hot<'_>,
+) -> io::Result<()> {
+    let Session {
+        sockets,
+        iface,
+        dev,
+        tcp,
+        xtx,
+        ..
+    } = s;
+    let Some(x) = xtx else { return Ok(()) };
+    while let Some(rec) = x.next_fire() {
+        let t0 = mono_ns();
+        let order = OrderRepr {
+            qty: rec.qty,
+            price: rec.price,
+            side: if rec.side == 0 {
+                proto::order::Side::Buy
+            } else {
+                proto::order::Side::Sell
+            },
+            trigger_id: rec.trigger_id,
+        };
+        let decided = hot.on_packet_at(rec.line(), rec.t_start_ns);
+        let mismatched = decided.map(|p| p.order) != Some(order);
+        let gap = decided.map(|p| p.gap).unwrap_or_default();
+        let mut bytes = [0u8; ORDER_LEN];
+        order.emit(&mut proto::order::Packet::new_unchecked(&mut bytes[..]));
+        // The exchange has these bytes: smoltcp must account for them, or every later
+        // byte would carry a wrong sequence number. A full send buffer ends the session.
+        if !send_order(sockets.get_mut::<tcp::Socket>(*tcp), &order) {
+            return Err(io_other(
+                "xdp-tx: no room in smoltcp's send buffer to complete a delegated send",
+            ));
+        }
+        dev.tap.queued(ORDER_LEN);
+        dev.tap.suppress(rec.seq, bytes);
+        iface.poll(now(), dev, sockets);
+        let user_ns = mono_ns().saturating_sub(t0);
+        x.completed(&rec, mismatched, user_ns);
+        if mismatched {
+            tracing::warn!(
+                ?order,
+                ?decided,
+                "xdp-tx: the engine disagrees with the program's order"
+            );
+        }
+        hot.delegated(order, (rec.t_start_ns, rec.t_tx_ns), user_ns, gap);
+    }
+    Ok(())
 }
 
 impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
@@ -295,6 +376,10 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
             return Ok(Status::Disconnected);
         };
         let n = s.dev.recv_batch();
+        if s.xtx.is_some() {
+            // Before the batch: a fire's line precedes every frame that arrived after it.
+            complete_fires(s, hot)?;
+        }
         let mut need_poll = false;
         for i in 0..n {
             let desc = s.dev.batch[i];
@@ -302,6 +387,9 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
                 Some(payload) => {
                     let p = hot.on_packet(payload);
                     s.dev.recycle.push(desc);
+                    if let Some(x) = &mut s.xtx {
+                        x.applied += 1;
+                    }
                     p
                 }
                 None => {
@@ -325,6 +413,7 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
                     if !send_order(sockets.get_mut::<tcp::Socket>(*tcp), o) {
                         return Ok(Sent::HeldBack);
                     }
+                    dev.tap.queued(ORDER_LEN);
                     iface.poll(now(), dev, sockets);
                     Ok(Sent::Now)
                 })?;
@@ -340,6 +429,10 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
         s.dev.refill();
         s.dev.reap_completions();
         let state = s.sockets.get::<tcp::Socket>(s.tcp).state();
+        if let Some(x) = &mut s.xtx {
+            let ready = state == tcp::State::Established;
+            x.publish(hot.engine, &mut s.dev.tap, ready, !hot.delays.is_empty());
+        }
         if !matches!(
             state,
             tcp::State::Established | tcp::State::SynSent | tcp::State::SynReceived
@@ -382,6 +475,7 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
             // Cannot happen with the room checked above; the stream would be torn.
             return Err(io_other("smoltcp took part of a heartbeat"));
         }
+        s.dev.tap.queued(ORDER_LEN);
         s.iface.poll(now(), &mut s.dev, &mut s.sockets);
         Ok(Some(Sent::Now))
     }

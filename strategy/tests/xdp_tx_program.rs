@@ -1,0 +1,364 @@
+//! The `xdp-tx` decision in the XDP program, on crafted frames (BPF_PROG_TEST_RUN): it fires
+//! only when armed, current and the rule holds; the segment it builds is valid
+//! Ethernet/IPv4/TCP with correct checksums in an independent parser (etherparse), with the
+//! template's sequence and ACK numbers and the order as payload; the ring buffer carries the
+//! line and the order; anything else leaves the frame to user space. Needs root and the
+//! embedded program; skipped with a reason otherwise.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+use strategy::net::af_xdp::loader::{test_run_repeat, Options, Steering};
+use strategy::net::af_xdp::xtx_map::XtxMap;
+use strategy_common::xtx::{Armed, Level, SideTop, Template, FRAME_LEN, HEADER_LEN};
+
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+const EXCHANGE: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 1), 9012);
+const GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 0, 1), 12345);
+const SEQ: u32 = 0x1234_5678;
+const ACK: u32 = 0x0bad_cafe;
+
+fn skip() -> bool {
+    if !netlab::is_root() {
+        eprintln!("skipped: needs root");
+        return true;
+    }
+    if !strategy::net::af_xdp::loader::has_object() {
+        eprintln!("skipped: built without the XDP program (run `cargo xtask build-ebpf`)");
+        return true;
+    }
+    false
+}
+
+/// A market-data frame carrying `line`.
+fn md_frame(line: &[u8]) -> Vec<u8> {
+    let mut f = vec![
+        0x01, 0x00, 0x5e, 0x7f, 0x00, 0x01, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00,
+    ];
+    let total = (20 + 8 + line.len()) as u16;
+    f.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0]);
+    f[16..18].copy_from_slice(&total.to_be_bytes());
+    f.extend_from_slice(&EXCHANGE.ip().octets());
+    f.extend_from_slice(&GROUP.ip().octets());
+    f.extend_from_slice(&40000u16.to_be_bytes());
+    f.extend_from_slice(&GROUP.port().to_be_bytes());
+    f.extend_from_slice(&((8 + line.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(line);
+    f
+}
+
+/// Headers of the segment smoltcp would send next (ours -> the exchange).
+fn template() -> Template {
+    let mut h = [0u8; HEADER_LEN];
+    h[..6].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+    h[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+    h[12..14].copy_from_slice(&[0x08, 0x00]);
+    h[14] = 0x45;
+    h[20] = 0x40; // DF
+    h[22] = 64;
+    h[23] = 6;
+    h[26..30].copy_from_slice(&LOCAL.octets());
+    h[30..34].copy_from_slice(&EXCHANGE.ip().octets());
+    h[34..36].copy_from_slice(&50000u16.to_be_bytes());
+    h[36..38].copy_from_slice(&EXCHANGE.port().to_be_bytes());
+    h[38..42].copy_from_slice(&SEQ.to_be_bytes());
+    h[42..46].copy_from_slice(&ACK.to_be_bytes());
+    h[48..50].copy_from_slice(&2048u16.to_be_bytes());
+    Template::new(h)
+}
+
+fn side(levels: &[(i64, u64)], complete: bool) -> SideTop {
+    let mut s = SideTop::default();
+    for (slot, &(price, qty)) in s.levels.iter_mut().zip(levels) {
+        *slot = Level { price, qty };
+        s.count += 1;
+    }
+    s.complete = u32::from(complete);
+    s
+}
+
+const P: i64 = 100_000_000;
+
+/// Bids 100, 99, 98 (size 10 each); asks 101, 102 (size 20); threshold 1,000.
+fn armed(generation: u64) -> Armed {
+    Armed {
+        lock: 0,
+        generation,
+        enabled: 1,
+        levels: 5,
+        amount_decimals: 0,
+        threshold_kind: 0,
+        threshold: 1_000,
+        last_seq: 50,
+        order_qty: [3, 4],
+        allowed: [1, 1],
+        bids: side(&[(100 * P, 10), (99 * P, 10), (98 * P, 10)], true),
+        asks: side(&[(101 * P, 20), (102 * P, 20)], true),
+        template: template(),
+    }
+}
+
+fn line(seq: u64, snapshot: bool, side: &str, price: &str, amount: u64) -> Vec<u8> {
+    format!("deribit,BTC-PERPETUAL,1,{seq},{snapshot},{side},{price},{amount}\n").into_bytes()
+}
+
+struct Prog {
+    ebpf: aya::Ebpf,
+    map: XtxMap,
+}
+
+impl Prog {
+    fn load() -> Self {
+        let mut ebpf = Steering::load(
+            LOCAL,
+            EXCHANGE,
+            GROUP,
+            Options {
+                diag: false,
+                xdp_tx: true,
+            },
+        )
+        .expect("load (the verifier accepts the xdp-tx program)");
+        let map = strategy::net::af_xdp::loader::take_xtx(&mut ebpf).expect("xtx maps");
+        Self { ebpf, map }
+    }
+
+    fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; 2048];
+        let r = test_run_repeat(&self.ebpf, frame, &mut out, 1).expect("test run");
+        out.truncate(r.len_out);
+        (r.retval, out)
+    }
+}
+
+#[test]
+fn fires_only_when_armed_current_and_the_rule_holds() {
+    if skip() {
+        return;
+    }
+    let mut p = Prog::load();
+    // Not armed yet (generation 0, enabled 0): every frame goes to user space.
+    let fire_line = line(60, false, "bid", "99", 1_011);
+    assert_eq!(p.run(&md_frame(&fire_line)).0, XDP_PASS, "disarmed");
+    assert_eq!(p.map.prog().not_current, 0, "current but disabled");
+    // One frame seen: arm at generation 1 and fire.
+    p.map.publish(&armed(1));
+    let (action, out) = p.run(&md_frame(&fire_line));
+    assert_eq!(
+        action, XDP_TX,
+        "a bid-side increase of 1,001 > 1,000 at rank 1 fires"
+    );
+    assert_eq!(out.len(), FRAME_LEN);
+    check_segment(&out, &[3, 0, 0, 0], 101 * P, 0, 60);
+    let rec = p.map.next_fire().expect("a record").expect("decodes");
+    assert_eq!(rec.md_index, 1);
+    assert_eq!(rec.line(), &fire_line[..], "the line");
+    assert_eq!(
+        (rec.qty, rec.price, rec.side, rec.trigger_id, rec.seq),
+        (3, 101 * P, 0, 60, SEQ)
+    );
+    assert!(rec.t_tx_ns >= rec.t_start_ns && rec.t_start_ns > 0);
+    assert!(p.map.next_fire().is_none(), "one record per fire");
+    // The same generation again: the program has seen two frames, user space applied one
+    // (the fire is not applied yet): it must not fire twice.
+    assert_eq!(
+        p.run(&md_frame(&fire_line)).0,
+        XDP_PASS,
+        "not current after a fire"
+    );
+    let s = p.map.prog();
+    assert_eq!((s.md_seen, s.fired, s.not_current), (3, 1, 1));
+
+    // Each case at the current generation (3 frames seen so far, then one more each).
+    let mut seen = 3;
+    let cases: Vec<(&str, Vec<u8>, Armed, u32)> = vec![
+        (
+            "ask side fires a sell at the best bid",
+            line(61, false, "ask", "102", 1_021),
+            armed(0),
+            XDP_TX,
+        ),
+        (
+            "equal to the threshold",
+            line(61, false, "bid", "100", 1_010),
+            armed(0),
+            XDP_PASS,
+        ),
+        (
+            "snapshot",
+            line(61, true, "bid", "100", 5_000),
+            armed(0),
+            XDP_PASS,
+        ),
+        (
+            "stale sequence",
+            line(49, false, "bid", "100", 5_000),
+            armed(0),
+            XDP_PASS,
+        ),
+        (
+            "new level inside the top",
+            line(61, false, "bid", "99.5", 1_001),
+            armed(0),
+            XDP_TX,
+        ),
+        (
+            "new level below a complete short side",
+            line(61, false, "bid", "97", 1_001),
+            armed(0),
+            XDP_TX,
+        ),
+        (
+            "below the armed levels of a deeper side",
+            line(61, false, "bid", "97", 5_000),
+            Armed {
+                bids: side(&[(100 * P, 10), (99 * P, 10), (98 * P, 10)], false),
+                ..armed(0)
+            },
+            XDP_PASS,
+        ),
+        (
+            "rank 3 with levels 3",
+            line(61, false, "bid", "97", 5_000),
+            Armed {
+                levels: 3,
+                ..armed(0)
+            },
+            XDP_PASS,
+        ),
+        (
+            "other side empty",
+            line(61, false, "bid", "100", 5_000),
+            Armed {
+                asks: side(&[], true),
+                ..armed(0)
+            },
+            XDP_PASS,
+        ),
+        (
+            "risk room spent",
+            line(61, false, "bid", "100", 5_000),
+            Armed {
+                allowed: [0, 1],
+                ..armed(0)
+            },
+            XDP_PASS,
+        ),
+        (
+            "disabled",
+            line(61, false, "bid", "100", 5_000),
+            Armed {
+                enabled: 0,
+                ..armed(0)
+            },
+            XDP_PASS,
+        ),
+        (
+            "notional: 100 x 1,001 > 100,000 x 10^8",
+            line(61, false, "bid", "100", 1_011),
+            Armed {
+                threshold_kind: 1,
+                threshold: 100_000 * P as u64,
+                ..armed(0)
+            },
+            XDP_TX,
+        ),
+        (
+            "notional: 100 x 1,000 is not above 100,000 x 10^8",
+            line(61, false, "bid", "100", 1_010),
+            Armed {
+                threshold_kind: 1,
+                threshold: 100_000 * P as u64,
+                ..armed(0)
+            },
+            XDP_PASS,
+        ),
+        (
+            "outside the grammar",
+            line(61, false, "bid", "100.000000001", 5_000),
+            armed(0),
+            XDP_PASS,
+        ),
+        (
+            "malformed",
+            b"deribit,BTC,1,61,false,bid,100\n".to_vec(),
+            armed(0),
+            XDP_PASS,
+        ),
+    ];
+    for (name, l, a, want) in cases {
+        p.map.publish(&Armed {
+            generation: seen,
+            ..a
+        });
+        let (action, out) = p.run(&md_frame(&l));
+        seen += 1;
+        assert_eq!(action, want, "{name}");
+        let rec = p.map.next_fire();
+        assert_eq!(
+            rec.is_some(),
+            want == XDP_TX,
+            "{name}: a record exactly when it fires"
+        );
+        if want == XDP_TX {
+            assert_eq!(out.len(), FRAME_LEN, "{name}");
+            let rec = rec.expect("record").expect("decodes");
+            assert_eq!(rec.md_index, seen - 1, "{name}");
+        } else {
+            assert_eq!(out, md_frame(&l), "{name}: the frame is untouched");
+        }
+    }
+    let s = p.map.prog();
+    assert_eq!(s.md_seen, seen);
+    assert_eq!(s.unparsed, 2, "the two lines outside the grammar");
+    // A stale generation (user space one packet behind) never fires, even when the rule
+    // would hold.
+    p.map.publish(&armed(seen - 1));
+    assert_eq!(
+        p.run(&md_frame(&fire_line)).0,
+        XDP_PASS,
+        "user space behind"
+    );
+    assert!(p.map.next_fire().is_none());
+}
+
+/// The segment as an independent parser reads it.
+fn check_segment(frame: &[u8], qty: &[u8; 4], price: i64, side: u8, trigger: u64) {
+    let pkt = SlicedPacket::from_ethernet(frame).expect("etherparse reads the frame");
+    let Some(NetSlice::Ipv4(ip)) = pkt.net else {
+        panic!("not IPv4")
+    };
+    let h = ip.header();
+    assert_eq!(h.source_addr(), LOCAL);
+    assert_eq!(h.destination_addr(), *EXCHANGE.ip());
+    assert_eq!(usize::from(h.total_len()), FRAME_LEN - 14);
+    let ip_hdr = h.to_header();
+    assert_eq!(
+        ip_hdr.header_checksum,
+        ip_hdr.calc_header_checksum(),
+        "IPv4 checksum"
+    );
+    let Some(TransportSlice::Tcp(tcp)) = pkt.transport else {
+        panic!("not TCP")
+    };
+    assert_eq!(tcp.destination_port(), EXCHANGE.port());
+    assert_eq!(tcp.sequence_number(), SEQ);
+    assert_eq!(tcp.acknowledgment_number(), ACK);
+    assert!(tcp.psh() && tcp.ack() && !tcp.syn() && !tcp.fin() && !tcp.rst());
+    assert_eq!(tcp.window_size(), 2048);
+    let payload = tcp.payload();
+    let mut want = Vec::new();
+    want.extend_from_slice(qty);
+    want.extend_from_slice(&price.to_le_bytes());
+    want.push(side);
+    want.extend_from_slice(&trigger.to_le_bytes());
+    assert_eq!(payload, &want[..], "the 21-byte order");
+    let sum = tcp
+        .to_header()
+        .calc_checksum_ipv4(&ip_hdr, payload)
+        .expect("checksum");
+    assert_eq!(tcp.checksum(), sum, "TCP checksum");
+}
