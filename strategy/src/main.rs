@@ -30,6 +30,42 @@ enum Cmd {
     /// Print what this machine offers each network path (io_uring, XDP, busy polling, huge
     /// pages, clock source, CPUs).
     Probe(ProbeArgs),
+    /// Attach a bare XDP_PASS program to an interface until interrupted (the exchange's veth
+    /// for `--net xdp-tx`: a veth delivers XDP_TX frames from its peer only to an XDP
+    /// program). Detached on SIGINT/SIGTERM.
+    XdpPass(XdpPassArgs),
+}
+
+#[derive(clap::Args)]
+struct XdpPassArgs {
+    /// Interface.
+    #[arg(long)]
+    iface: String,
+}
+
+#[cfg(feature = "xdp")]
+fn xdp_pass(a: &XdpPassArgs) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).context("signal handler")?;
+    }
+    let prog = strategy::net::af_xdp::loader::attach_pass(&a.iface)
+        .with_context(|| format!("attaching XDP_PASS to {}", a.iface))?;
+    println!("xdp-pass attached to {}", a.iface);
+    std::io::stdout().flush()?;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(prog);
+    eprintln!("xdp-pass detached from {}", a.iface);
+    Ok(())
+}
+
+#[cfg(not(feature = "xdp"))]
+fn xdp_pass(_a: &XdpPassArgs) -> anyhow::Result<()> {
+    anyhow::bail!("this strategy was built without the `xdp` feature")
 }
 
 #[derive(clap::Args)]
@@ -89,6 +125,7 @@ fn main() -> ExitCode {
         Cmd::Replay(a) => replay(&a),
         Cmd::Run(a) => strategy::runtime::main(&a),
         Cmd::Probe(a) => probe(&a),
+        Cmd::XdpPass(a) => xdp_pass(&a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

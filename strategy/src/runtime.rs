@@ -145,6 +145,10 @@ pub struct RunArgs {
     /// measured in one session under the same conditions.
     #[arg(long, value_delimiter = ',', default_value = "0us", value_parser = parse_delay)]
     pub inject_delay: Vec<Duration>,
+    /// Busy-wait this long after each market-data packet (e.g. 20us): a heavier strategy,
+    /// or one that falls behind the feed (tests `xdp-tx` never deciding on a stale book).
+    #[arg(long, default_value = "0us", value_parser = parse_delay)]
+    pub md_work: Duration,
 }
 
 fn parse_delay(s: &str) -> Result<Duration, String> {
@@ -334,6 +338,7 @@ fn run_loop<P: NetPath>(a: &RunArgs, mut path: P) -> Result<()> {
     } else {
         &delays
     };
+    let md_work_ns = u64::try_from(a.md_work.as_nanos()).unwrap_or(u64::MAX);
     info!(net = a.net.as_str(), exchange = %a.exchange, group = %a.md_group, "state Init");
     loop {
         if shutdown.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
@@ -378,6 +383,7 @@ fn run_loop<P: NetPath>(a: &RunArgs, mut path: P) -> Result<()> {
                     log: &mut tally.log,
                     stats: &mut tally.stats,
                     delays,
+                    md_work_ns,
                 };
                 let status = match path.poll(&mut hot) {
                     Ok(s) => s,

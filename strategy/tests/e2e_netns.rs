@@ -545,3 +545,163 @@ fn no_path_misses_the_start_of_a_session() {
         }
     }
 }
+
+/// The exchange side's bare XDP_PASS program (`strategy xdp-pass`): a veth delivers the
+/// XDP_TX frames of its peer only to an XDP program. Interrupted (detached) on drop.
+struct XdpPass(Child);
+
+impl XdpPass {
+    fn attach(ns: &Netns) -> Self {
+        use std::io::BufRead;
+        let mut child = ns
+            .command(env!("CARGO_BIN_EXE_strategy"))
+            .args(["xdp-pass", "--iface", "vx0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn xdp-pass");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("stdout");
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read");
+        assert!(line.contains("attached"), "xdp-pass: {line:?}");
+        Self(child)
+    }
+}
+
+impl Drop for XdpPass {
+    fn drop(&mut self) {
+        let _ = hostsys::signal::interrupt(self.0.id());
+        let _ = self.0.wait();
+    }
+}
+
+/// The `xdp-tx` report of a strategy results file's first session.
+fn xtx_report(results: &Path) -> serde_json::Value {
+    let r: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(results)
+            .expect("results")
+            .lines()
+            .next()
+            .expect("a session"),
+    )
+    .expect("json");
+    r["path_extra"]["xdp_tx"].clone()
+}
+
+/// `xdp-tx`: the program decides and sends most orders with XDP_TX; the exchange receives
+/// exactly the oracle's orders, once each; user space completes every fire (smoltcp's copy
+/// never reaches the wire) and agrees with every order the program sent.
+#[test]
+fn xdp_tx_equals_the_oracle_and_the_program_sends() {
+    if skip() {
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let md = small_file(dir.path(), 60_000);
+    let want = oracle(&md);
+    let lab = VethLab::new("e2x").expect("lab");
+    let _pass = XdpPass::attach(&lab.exchange);
+    let (csv, orders, results) = (
+        dir.path().join("xtx.ex.csv"),
+        dir.path().join("xtx.st.csv"),
+        dir.path().join("xtx.st.jsonl"),
+    );
+    let (exlog, stlog) = (dir.path().join("xtx.ex.log"), dir.path().join("xtx.st.log"));
+    let mut ex = start_exchange(&lab.exchange, &md, &csv, &exlog, "rate:5000");
+    std::thread::sleep(Duration::from_millis(100));
+    let rsts_before = out_rsts(&lab.strategy);
+    let extra = [
+        "--sessions",
+        "1",
+        "--results",
+        results.to_str().expect("utf8"),
+    ];
+    let mut st = start_strategy(&lab.strategy, "xdp-tx", &orders, &stlog, &extra);
+    wait(&mut ex, Duration::from_secs(60), "exchange", &exlog);
+    wait(&mut st, Duration::from_secs(10), "strategy", &stlog);
+    assert_eq!(read_orders(&csv, None), want, "exchange received = oracle");
+    assert_eq!(
+        read_orders(&orders, None),
+        want,
+        "strategy recorded = oracle"
+    );
+    let x = xtx_report(&results);
+    eprintln!("xdp-tx report: {x}");
+    let n = |k: &str| x[k].as_u64().unwrap_or_else(|| panic!("{k} in {x}"));
+    assert!(
+        n("fired") * 2 > want.len() as u64,
+        "the program sent most orders: {x}"
+    );
+    assert_eq!(n("completed"), n("fired"), "every fire completed: {x}");
+    assert_eq!(
+        n("suppressed"),
+        n("fired"),
+        "smoltcp's copy never left: {x}"
+    );
+    assert_eq!(n("mismatched"), 0, "{x}");
+    assert_eq!(n("out_of_order"), 0, "{x}");
+    assert_eq!(n("bad_records"), 0, "{x}");
+    assert_eq!(
+        out_rsts(&lab.strategy),
+        rsts_before,
+        "the strategy's kernel sent no TCP reset"
+    );
+    let out = lab
+        .strategy
+        .exec(&["ip", "link", "show", "dev", "vs0"])
+        .expect("ip link");
+    assert!(!out.contains("xdp"), "no XDP program left: {out}");
+}
+
+/// A strategy that falls behind a dense-trigger feed at `--pace max` (busy work after each
+/// packet): the program must not decide on a book that misses packets. It leaves those
+/// frames to user space (counted `not_current`), and the orders still equal the oracle.
+#[test]
+fn xdp_tx_never_fires_on_a_stale_book() {
+    if skip() {
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let md = dir.path().join("dense.csv.gz");
+    let cfg = GenConfig {
+        target_bytes: 30_000,
+        depth: 50,
+        trigger_every: 5,
+        ..GenConfig::default()
+    };
+    mdgen::generate(&md, &cfg).expect("generate");
+    let want = oracle(&md);
+    assert!(want.len() > 20, "a dense-trigger file: {}", want.len());
+    let lab = VethLab::new("e2y").expect("lab");
+    let _pass = XdpPass::attach(&lab.exchange);
+    let (csv, orders, results) = (
+        dir.path().join("ex.csv"),
+        dir.path().join("st.csv"),
+        dir.path().join("st.jsonl"),
+    );
+    let (exlog, stlog) = (dir.path().join("ex.log"), dir.path().join("st.log"));
+    let mut ex = start_exchange(&lab.exchange, &md, &csv, &exlog, "max");
+    std::thread::sleep(Duration::from_millis(100));
+    let extra = [
+        "--sessions",
+        "1",
+        "--md-work",
+        "20us",
+        "--results",
+        results.to_str().expect("utf8"),
+    ];
+    let mut st = start_strategy(&lab.strategy, "xdp-tx", &orders, &stlog, &extra);
+    wait(&mut ex, Duration::from_secs(60), "exchange", &exlog);
+    wait(&mut st, Duration::from_secs(10), "strategy", &stlog);
+    assert_eq!(read_orders(&csv, None), want, "exchange received = oracle");
+    let x = xtx_report(&results);
+    eprintln!("xdp-tx report: {x}");
+    let n = |k: &str| x[k].as_u64().unwrap_or_else(|| panic!("{k} in {x}"));
+    assert!(n("not_current") > 0, "user space fell behind: {x}");
+    assert_eq!(n("mismatched"), 0, "never a stale decision: {x}");
+    assert_eq!(n("completed"), n("fired"), "{x}");
+}

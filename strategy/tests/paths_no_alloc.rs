@@ -55,6 +55,7 @@ fn run_session<P: NetPath>(mut path: P) -> (u64, u64) {
             log: &mut log,
             stats: &mut stats,
             delays: &[],
+            md_work_ns: 0,
         };
         let warm = hot.log.total() >= 3;
         let before = allocations();

@@ -168,6 +168,7 @@ fn strategy_session(
             log: &mut log,
             stats: &mut stats,
             delays: &[],
+            md_work_ns: 0,
         };
         let status = path.poll(&mut hot).expect("poll");
         if status == Status::Busy {
@@ -187,6 +188,7 @@ fn strategy_session(
             log: &mut log,
             stats: &mut stats,
             delays: &[],
+            md_work_ns: 0,
         };
         let _ = path.poll(&mut hot);
     }

@@ -145,6 +145,9 @@ pub struct Hot<'a> {
     /// Calibration: order k busy-waits `delays[k % len]` ns between trigger and send
     /// (empty = no delay).
     pub delays: &'a [u64],
+    /// Busy work after each market-data packet, ns (`--md-work`: a heavier strategy, or
+    /// one that falls behind the feed; 0 = none).
+    pub md_work_ns: u64,
 }
 
 impl Hot<'_> {
@@ -160,7 +163,9 @@ impl Hot<'_> {
     pub fn on_packet_at(&mut self, payload: &[u8], t_rx: u64) -> Option<Pending> {
         self.stats.packets += 1;
         let prev_rx = self.log.last_packet_rx_ns.replace(t_rx);
-        let order = self.engine.on_packet(payload, t_rx)?;
+        let order = self.engine.on_packet(payload, t_rx);
+        spin_for(self.md_work_ns);
+        let order = order?;
         let t_decided = mono_ns();
         Some(Pending {
             order,
@@ -314,6 +319,7 @@ mod tests {
                 log: &mut self.log,
                 stats: &mut self.stats,
                 delays,
+                md_work_ns: 0,
             }
         }
     }

@@ -240,6 +240,35 @@ impl Steering {
     }
 }
 
+/// The bare XDP_PASS program attached to an interface; detached on drop.
+pub struct PassProgram {
+    _ebpf: Ebpf,
+}
+
+/// Attaches the object's `pass` program (XDP_PASS for every frame) to `iface` in driver
+/// mode. On a veth, the peer of an interface whose program returns XDP_TX delivers the
+/// bounced frames only when it runs an XDP program itself (docs/xdp-tx.md).
+pub fn attach_pass(iface: &str) -> Result<PassProgram, LoadError> {
+    if !has_object() {
+        return Err(LoadError::NoObject);
+    }
+    let mut ebpf = Ebpf::load(OBJECT).map_err(aya_err("loading the XDP object"))?;
+    let prog = ebpf.program_mut("pass").ok_or_else(|| LoadError::Aya {
+        what: "program pass",
+        source: "missing".into(),
+    })?;
+    let prog: &mut Xdp = prog.try_into().map_err(aya_err("program pass"))?;
+    prog.load().map_err(aya_err("verifier"))?;
+    prog.attach(iface, XdpMode::Driver)
+        .map_err(|e| LoadError::Attach {
+            iface: iface.to_owned(),
+            mode: "drv",
+            source: Box::new(e),
+            hint: "an XDP_PASS program needs driver mode to receive XDP_TX frames from a veth peer",
+        })?;
+    Ok(PassProgram { _ebpf: ebpf })
+}
+
 /// Takes the `xdp-tx` maps out of a loaded program.
 pub fn take_xtx(ebpf: &mut Ebpf) -> Result<super::xtx_map::XtxMap, LoadError> {
     let missing = |what| LoadError::Aya {
