@@ -77,7 +77,7 @@ impl Env {
 /// An experiment's settings.
 #[derive(Debug, Clone)]
 pub struct LabConfig {
-    /// Network paths to compare, in order (kernel, uring, xdp, packet; variants kernel+zc,
+    /// Network paths to compare, in order (kernel, uring, xdp, packet, xdp-tx; variants kernel+zc,
     /// uring+zc, uring+sqpoll); ratios are against the first.
     pub paths: Vec<String>,
     /// Repetitions per path.
@@ -128,7 +128,7 @@ impl Default for LabConfig {
 }
 
 /// The network paths a lab run knows.
-pub const NETS: [&str; 4] = ["kernel", "uring", "xdp", "packet"];
+pub const NETS: [&str; 5] = ["kernel", "uring", "xdp", "packet", "xdp-tx"];
 
 /// The network path of a lab path name: `kernel`, or `kernel+zc` (a variant).
 pub fn net_of(path: &str) -> &str {

@@ -103,6 +103,14 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<PathBuf> {
         }
     );
     write_probe(env, &dir)?;
+    let xdp_pass = a.paths.iter().any(|p| net_of(p) == "xdp-tx");
+    if xdp_pass {
+        println!(
+            "exchange side: a bare XDP_PASS program on {} for every path (a veth delivers its \
+             peer's XDP_TX frames only to an XDP program; the same receive path for all)",
+            VethLab::EXCHANGE_IF
+        );
+    }
     let mut results = Vec::new();
     let mut floors = Vec::new();
     for step in &steps {
@@ -129,6 +137,7 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<PathBuf> {
                     stop,
                     gap: step.gap,
                     heartbeats: a.paths.iter().any(|p| crate::sends_heartbeats(p)),
+                    xdp_pass,
                 };
                 let r =
                     one_run(&ctx, path, run).with_context(|| format!("path {path}, run {run}"))?;
@@ -183,6 +192,9 @@ pub struct RunCtx<'a> {
     /// The exchange accepts heartbeats (some path of the experiment sends them; the same
     /// exchange settings for every path, so that they compare like with like).
     pub heartbeats: bool,
+    /// Attach a bare XDP_PASS program to the exchange's veth (some path is `xdp-tx`; then
+    /// for every path, for the same reason).
+    pub xdp_pass: bool,
 }
 
 impl RunCtx<'_> {
@@ -222,6 +234,11 @@ fn one_run(ctx: &RunCtx<'_>, path: &str, run: u32) -> Result<RunResult> {
     ] {
         let _ = fs::remove_file(f);
     }
+    let pass = if ctx.xdp_pass {
+        Some(spawn_xdp_pass(ctx, &lab, &tag)?)
+    } else {
+        None
+    };
     let before = both_counters(&lab);
     let capture = if ctx.a.pcap {
         Some(capture::start(&lab.exchange, ctx.dir, &tag)?)
@@ -235,6 +252,9 @@ fn one_run(ctx: &RunCtx<'_>, path: &str, run: u32) -> Result<RunResult> {
     let after = both_counters(&lab);
     if let Some(c) = capture {
         capture::stop(c, &ctx.file(&tag, "pcap"));
+    }
+    if let Some(p) = pass {
+        p.interrupt();
     }
     drop(lab);
     write_counter_deltas(ctx, &tag, (&before, &after), crate::sends_heartbeats(path))?;
@@ -297,6 +317,27 @@ fn spawn_exchange(ctx: &RunCtx<'_>, lab: &VethLab, tag: &str) -> Result<Proc> {
         .stdout(Stdio::null())
         .stderr(fs::File::create(ctx.file(tag, "exchange.log"))?);
     Proc::spawn("exchange", &mut ex)
+}
+
+/// `strategy xdp-pass` on the exchange's veth, once it says it is attached.
+fn spawn_xdp_pass(ctx: &RunCtx<'_>, lab: &VethLab, tag: &str) -> Result<Proc> {
+    use std::io::BufRead;
+    let mut c = lab.exchange.command(ctx.env.bin("strategy"));
+    c.args(["xdp-pass", "--iface", VethLab::EXCHANGE_IF])
+        .stdout(Stdio::piped())
+        .stderr(fs::File::create(ctx.file(tag, "xdp-pass.log"))?);
+    let mut p = Proc::spawn("xdp-pass", &mut c)?;
+    let mut line = String::new();
+    if let Some(out) = p.child.stdout.take() {
+        std::io::BufReader::new(out).read_line(&mut line)?;
+    }
+    if !line.contains("attached") {
+        bail!(
+            "strategy xdp-pass did not attach (see {}.xdp-pass.log)",
+            tag
+        );
+    }
+    Ok(p)
 }
 
 fn spawn_strategy(ctx: &RunCtx<'_>, lab: &VethLab, path: &str, tag: &str) -> Result<Proc> {

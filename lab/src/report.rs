@@ -303,7 +303,39 @@ fn gap_table<'a>(
             pct(&row.kernel, 0.5)
         );
     }
+    xdp_tx_lines(runs);
     Ok(rows)
+}
+
+/// For `xdp-tx` runs: how many orders the program sent itself, why it left the others to
+/// user space, and the user-space time each fire cost (from the strategy's report).
+fn xdp_tx_lines(runs: &[&RunResult]) {
+    let mut header = false;
+    for r in runs {
+        let x = &r.strategy["path_extra"]["xdp_tx"];
+        if x.is_null() {
+            continue;
+        }
+        if !header {
+            println!("xdp-tx: decide and strategy total above are the XDP program's own time (entry -> XDP_TX); send is user space completing the delegated send, off the order's path");
+            header = true;
+        }
+        let n = |k: &str| x[k].as_u64().unwrap_or(0);
+        let completed = n("completed").max(1) as f64;
+        println!(
+            "  {} run {}: program sent {} of {} orders; left to user space: {} frames not current, {} unparsed, {} raced; mismatched {}; user time per fired order mean {:.2} us, max {:.2} us",
+            r.path,
+            r.run,
+            n("fired"),
+            r.orders_received,
+            n("not_current"),
+            n("unparsed"),
+            n("raced"),
+            n("mismatched"),
+            n("user_ns_total") as f64 / completed / 1e3,
+            n("user_ns_max") as f64 / 1e3,
+        );
+    }
 }
 
 /// With several gaps: p50 / p99 of the kernel-stamp tick-to-trade per path (rows) and gap
