@@ -1,0 +1,174 @@
+//! The XDP program's parser and rule (`strategy_common::xtx`, the same code the program
+//! runs) checked against the strategy's own on the same inputs:
+//!
+//! * where the program's parser accepts a line, `proto::md::parse_line` accepts it with the
+//!   same fields and the same fixed point; on the lines the generator writes it accepts all;
+//! * on a random book and a random update, `decide` on the armed state user space would
+//!   publish fires exactly when the engine fires, with the same order.
+
+use proptest::prelude::*;
+use strategy::engine::{Engine, EngineConfig};
+use strategy::net::af_xdp::xtx::armed;
+use strategy::trigger::{Threshold, TriggerConfig};
+use strategy_common::xtx::{self, Template};
+
+fn field() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("deribit".to_owned()),
+        Just("".to_owned()),
+        "[a-zA-Z0-9_-]{1,12}",
+        "[ -~]{0,6}",
+    ]
+}
+
+fn number() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[0-9]{1,12}",
+        "[0-9]{1,10}\\.[0-9]{0,9}",
+        "[0-9]{0,3}\\.[0-9]{0,3}",
+        "-[0-9]{1,4}",
+        "[0-9]{1,25}",
+        "[0-9]{1,4}\\.[0-9]{1,4}0{0,8}",
+        "[0-9.eE+-]{0,6}",
+    ]
+}
+
+fn line() -> impl Strategy<Value = Vec<u8>> {
+    (
+        field(),
+        field(),
+        prop_oneof!["[0-9]{1,16}", "[0-9]{17,21}", "[0-9a]{0,3}"],
+        prop_oneof!["[0-9]{1,16}", "[0-9]{17,21}", "[0-9a]{0,3}"],
+        prop_oneof![Just("true"), Just("false"), Just("TRUE"), Just("")],
+        prop_oneof![Just("bid"), Just("ask"), Just("bids"), Just("")],
+        number(),
+        number(),
+        prop_oneof![
+            Just(""),
+            Just("\n"),
+            Just("\r\n"),
+            Just("\r"),
+            Just("\n\n"),
+            Just(",x")
+        ],
+    )
+        .prop_map(|(e, s, t, l, snap, side, p, a, eol)| {
+            format!("{e},{s},{t},{l},{snap},{side},{p},{a}{eol}").into_bytes()
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+    #[test]
+    fn where_the_program_accepts_a_line_the_strategy_reads_the_same(
+        l in line(),
+        dec in 0u8..4,
+    ) {
+        if let Some(x) = xtx::parse(&l, u32::from(dec)) {
+            let p = proto::md::parse_line(&l, dec);
+            prop_assert!(p.is_ok(), "program accepts, strategy rejects: {:?}", String::from_utf8_lossy(&l));
+            let p = p.expect("checked");
+            prop_assert_eq!(x.local_timestamp, p.local_timestamp);
+            prop_assert_eq!(x.is_snapshot, p.is_snapshot);
+            prop_assert_eq!(x.bid, p.side == proto::md::BookSide::Bid);
+            prop_assert_eq!(x.price, p.price);
+            prop_assert_eq!(x.amount, p.amount);
+        }
+    }
+
+    #[test]
+    fn the_program_reads_every_line_of_the_common_layout(
+        ts in 1_000_000_000_000_000u64..9_999_999_999_999_999,
+        bid in any::<bool>(),
+        snap in any::<bool>(),
+        int in 1u64..10_000_000,
+        frac in prop::option::of(0u32..100_000_000),
+        amount in 0u64..1_000_000_000_000,
+    ) {
+        let price = match frac {
+            Some(f) => format!("{int}.{f:08}"),
+            None => int.to_string(),
+        };
+        let side = if bid { "bid" } else { "ask" };
+        let l = format!("deribit,BTC-PERPETUAL,{ts},{ts},{snap},{side},{price},{amount}\n");
+        let x = xtx::parse(l.as_bytes(), 0);
+        prop_assert!(x.is_some(), "{}", l);
+    }
+}
+
+/// A snapshot of random levels, then updates, through the engine; after each update the
+/// armed state is what user space would publish, and the next update is decided both ways.
+fn book_and_updates() -> impl Strategy<Value = (Vec<(bool, i64, u64)>, Vec<(bool, i64, u64, bool)>)>
+{
+    (
+        prop::collection::vec((any::<bool>(), 90i64..110, 1u64..3_000), 0..30),
+        prop::collection::vec(
+            (
+                any::<bool>(),
+                85i64..115,
+                0u64..4_000,
+                prop::bool::weighted(0.05),
+            ),
+            1..60,
+        ),
+    )
+}
+
+fn threshold() -> impl Strategy<Value = Threshold> {
+    prop_oneof![
+        (0u64..2_000).prop_map(Threshold::Size),
+        (0u64..200_000).prop_map(|dollars| Threshold::Notional { dollars }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3_000))]
+
+    #[test]
+    fn the_program_fires_exactly_when_the_engine_does(
+        (snapshot, updates) in book_and_updates(),
+        levels in 1usize..=8,
+        threshold in threshold(),
+        capacity in prop_oneof![Just(4usize), Just(64)],
+        cap_by_size in any::<bool>(),
+        max_orders in 0u64..20,
+    ) {
+        let cfg = EngineConfig {
+            book_capacity: capacity,
+            trigger: TriggerConfig {
+                levels,
+                threshold,
+                qty: 7,
+                cap_by_size,
+                max_orders,
+                ..TriggerConfig::default()
+            },
+        };
+        // The program's rule assumes the book holds at least the armed levels.
+        prop_assume!(capacity >= levels);
+        let mut engine = Engine::new(cfg);
+        let mut seq = 1_000u64;
+        let text = |bid: bool, price: i64, amount: u64, snap: bool, seq: u64| {
+            let side = if bid { "bid" } else { "ask" };
+            format!("x,y,1,{seq},{snap},{side},{price},{amount}").into_bytes()
+        };
+        for (bid, price, qty) in snapshot {
+            let _ = engine.on_packet(&text(bid, price, qty, true, seq), 0);
+        }
+        for (i, (bid, price, amount, snap)) in updates.into_iter().enumerate() {
+            // Now and then an older sequence number (stale).
+            seq = if i % 17 == 16 { seq - 5 } else { seq + 1 };
+            let a = armed(&engine, 0, true, Template::default());
+            let l = text(bid, price, amount, snap, seq);
+            let x = xtx::parse(&l, 0).expect("the program reads the line");
+            let program = xtx::decide(&a, &x);
+            let user = engine.on_packet(&l, 0);
+            prop_assert_eq!(
+                program.map(|f| (f.qty, f.price, f.side, f.trigger_id)),
+                user.map(|o| (o.qty, o.price, o.side as u8, o.trigger_id)),
+                "update {} {:?}", i, String::from_utf8_lossy(&l)
+            );
+        }
+    }
+}
