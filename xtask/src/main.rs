@@ -112,7 +112,13 @@ struct FuzzArgs {
 }
 
 /// The fuzz targets (fuzz/fuzz_targets).
-const FUZZ_TARGETS: &[&str] = &["md_line", "order_decode", "order_stream", "engine_packets"];
+const FUZZ_TARGETS: &[&str] = &[
+    "md_line",
+    "order_decode",
+    "order_stream",
+    "engine_packets",
+    "xtx_line",
+];
 
 /// Builds strategy-ebpf into target/ebpf; the strategy's build script embeds it.
 pub fn build_ebpf() -> Result<()> {
