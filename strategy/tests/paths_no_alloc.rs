@@ -110,11 +110,20 @@ fn no_path_allocates_in_its_busy_loop() {
     let mut nets = vec!["kernel", "uring", "packet"];
     if strategy::net::af_xdp::loader::has_object() {
         nets.push("xdp");
+        nets.push("xdp-tx");
     } else {
         eprintln!("AF_XDP left out: built without the XDP program (cargo xtask build-ebpf)");
     }
     for net in nets {
         let lab = VethLab::new("nal").expect("lab");
+        // xdp-tx: the exchange's veth needs an XDP program to receive XDP_TX frames.
+        let _pass = (net == "xdp-tx").then(|| {
+            lab.exchange
+                .spawn(|| strategy::net::af_xdp::loader::attach_pass("vx0").expect("xdp-pass"))
+                .expect("spawn")
+                .join()
+                .expect("attach")
+        });
         let exchange = PathBuf::from(env!("CARGO_BIN_EXE_strategy")).with_file_name("exchange");
         let mut ex = lab
             .exchange
@@ -171,7 +180,7 @@ fn no_path_allocates_in_its_busy_loop() {
                         frame_count: 1024,
                         hugepages: false,
                         diag: false,
-                        xdp_tx: false,
+                        xdp_tx: net == "xdp-tx",
                     },
                 )),
             })
