@@ -210,6 +210,19 @@ fn barrier() {
     unsafe { core::arch::asm!("", options(nostack, preserves_flags)) }
 }
 
+/// `v`, with everything LLVM knows about its range forgotten (so that a mask it could
+/// prove redundant stays in the program for the verifier): a volatile store and load of a
+/// stack slot.
+#[inline(always)]
+fn opaque(v: usize) -> usize {
+    let mut slot = v;
+    // SAFETY: a local variable, read and written in place.
+    unsafe {
+        core::ptr::write_volatile(&mut slot, v);
+        core::ptr::read_volatile(&slot)
+    }
+}
+
 /// The `xdp-tx` decision on one market-data frame (UDP header at `l4`); `true` when the
 /// frame has become the order's segment and must go out with XDP_TX.
 #[inline(always)]
@@ -305,6 +318,10 @@ fn parse_and_decide(
         shared.prog.unparsed += 1;
         return None;
     }
+    // The size in a form older verifiers can bound (Linux 6.1 tracks no relation between
+    // `len` and the `len - 1 < 128` that LLVM makes of the check above): hidden from LLVM,
+    // masked, plus one: [1, MAX_LINE].
+    let len = (opaque(len - 1) & (MAX_LINE - 1)) + 1;
     // SAFETY: `buf` is this CPU's scratch value of MAX_LINE bytes and 0 < len <= MAX_LINE;
     // the helper checks the frame's bounds itself.
     let r = unsafe { bpf_xdp_load_bytes(ctx.ctx, (l4 + 8) as u32, buf as *mut _, len as u32) };

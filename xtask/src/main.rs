@@ -203,7 +203,7 @@ struct TestArgs {
     no_vm: bool,
 }
 
-/// The VM tests: one TCG guest with virtio-net per path (kernel, xdp) on a small file; the
+/// The VM tests: one TCG guest with virtio-net per path (kernel, xdp, xdp-tx) on a small file; the
 /// lab fails unless the exchange's orders equal the replay oracle. Bounded by timeouts.
 fn vm_smoke(env: &Env) -> Result<()> {
     let dir = env.results_root().join("vm-test");
@@ -218,7 +218,7 @@ fn vm_smoke(env: &Env) -> Result<()> {
     mdfile::mdgen::generate(&md, &cfg)?;
     let args = LabConfig {
         timeout: 120,
-        ..test_lab(&["kernel", "xdp"], Some(md), dir, "rate:500")
+        ..test_lab(&["kernel", "xdp", "xdp-tx"], Some(md), dir, "rate:500")
     };
     let vm = lab::vm::VmConfig {
         accel: "tcg".into(),

@@ -156,10 +156,12 @@ fn one_vm_run(ctx: &VmRunCtx<'_>, nic: &str, path: &str, run: u32) -> Result<Run
     // multi-queue tap for full-speed XDP_TX. The kernel path gets that. The AF_XDP path binds
     // one socket to queue 0, and with several queues the tap spreads flows over them (the
     // market data then lands on a queue with no socket: the program counts it as aborted),
-    // so it gets a single queue: XDP_TX is not used (the program only redirects to the XSK),
-    // so the kernel's "locked tx mode" warning does not matter here (docs/decisions.md).
+    // so it gets a single queue. On `xdp` XDP_TX is not used (the program only redirects to
+    // the XSK), so the kernel's "locked tx mode" warning does not matter; `xdp-tx` does send
+    // with XDP_TX, through that shared, locked queue (one order at a time: the lock is
+    // uncontended) (docs/decisions.md, docs/xdp-tx.md).
     let queues = 2 * v.smp.max(1);
-    let mq = nic == "virtio" && path != "xdp";
+    let mq = nic == "virtio" && !path.starts_with("xdp");
     qemu::host_tap(&ns, mq)?;
     let ex_csv = dir.join(format!("{tag}.exchange.csv"));
     let ex_sum = dir.join(format!("{tag}.exchange.jsonl"));
