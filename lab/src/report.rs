@@ -322,8 +322,16 @@ fn xdp_tx_lines(runs: &[&RunResult]) {
         }
         let n = |k: &str| x[k].as_u64().unwrap_or(0);
         let completed = n("completed").max(1) as f64;
+        let mode = r.strategy["path_extra"]["backend"]["xdp_mode"]
+            .as_str()
+            .unwrap_or("?");
+        let mode = if mode == "skb" {
+            "skb (generic XDP: this NIC's driver has no native XDP; slower)"
+        } else {
+            mode
+        };
         println!(
-            "  {} run {}: program sent {} of {} orders; left to user space: {} frames not current, {} unparsed, {} raced; mismatched {}; user time per fired order mean {:.2} us, max {:.2} us",
+            "  {} run {} (XDP mode {mode}): program sent {} of {} orders; left to user space: {} frames not current, {} unparsed, {} raced; mismatched {}; user time per fired order mean {:.2} us, max {:.2} us",
             r.path,
             r.run,
             n("fired"),
