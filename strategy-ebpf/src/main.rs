@@ -286,17 +286,26 @@ struct ParseCtx {
     n: u32,
 }
 
-/// One bpf_loop round: feeds byte `index` to the parser; 1 stops the loop.
+/// Bytes per bpf_loop round (the call per round costs more than a byte's step).
+const STEP_BYTES: usize = 8;
+
+/// One bpf_loop round: feeds bytes `index * STEP_BYTES ..` to the parser; 1 stops the loop.
 #[inline(never)]
 extern "C" fn parse_step(index: u32, ctx: *mut core::ffi::c_void) -> i64 {
     // SAFETY: bpf_loop passes back the `ParseCtx` given to it; `buf` and `p` point at this
-    // CPU's scratch and parser values; the index is masked below MAX_LINE.
+    // CPU's scratch and parser values; every index is masked below MAX_LINE.
     unsafe {
         let c = &mut *(ctx as *mut ParseCtx);
-        if index >= c.n {
-            return 1;
+        let base = index as usize * STEP_BYTES;
+        let mut j = 0;
+        while j < STEP_BYTES {
+            let i = base + j;
+            if i >= c.n as usize {
+                return 1;
+            }
+            (*c.p).step((*c.buf)[i & (MAX_LINE - 1)]);
+            j += 1;
         }
-        (*c.p).step((*c.buf)[(index as usize) & (MAX_LINE - 1)]);
     }
     0
 }
@@ -348,7 +357,7 @@ fn parse_and_decide(
     // the call (the helper runs the callback synchronously, at most MAX_LINE times).
     unsafe {
         bpf_loop(
-            MAX_LINE as u32,
+            (MAX_LINE / STEP_BYTES) as u32,
             parse_step as *mut core::ffi::c_void,
             &mut pc as *mut ParseCtx as *mut core::ffi::c_void,
             0,

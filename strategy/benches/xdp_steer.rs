@@ -2,12 +2,17 @@
 //! `repeat`: the mean run time of the program on one frame), with the aya-log diagnostics
 //! switched off and on: an ordinary frame passed to the kernel (the common path: it never
 //! reaches a log call), a market-data frame with no socket on its queue, and a frame too
-//! short to classify (both log when switched on). Needs root and the embedded program;
+//! short to classify (both log when switched on). Then the `xdp-tx` decision: a
+//! market-data frame parsed and checked against an armed book without firing, and one that
+//! fires (ring-buffer record, frame rewritten into the order segment); each is one run per
+//! generation (the program decides once per generation), re-armed between runs, median of
+//! the kernel's per-run times. Needs root and the embedded program;
 //! `cargo bench -p strategy --bench xdp_steer`.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use strategy::net::af_xdp::loader::{has_object, test_run_repeat, Options, Steering};
+use strategy::net::af_xdp::loader::{has_object, take_xtx, test_run_repeat, Options, Steering};
+use strategy_common::xtx::{Armed, Level, SideTop, Template, HEADER_LEN};
 
 const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 const EXCHANGE: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 1), 9012);
@@ -66,6 +71,69 @@ fn median_ns(diag: bool, frame: &[u8]) -> u32 {
     runs[ROUNDS / 2]
 }
 
+/// Bids 6593.0 .. 6589.0, asks 6593.5 .. 6597.5, sizes 1,000; threshold 50,000,000.
+fn armed(generation: u64) -> Armed {
+    let side = |start: i64, step: i64| {
+        let mut t = SideTop::default();
+        for (i, l) in t.levels.iter_mut().take(5).enumerate() {
+            *l = Level {
+                price: (start + step * i as i64) * 10_000_000,
+                qty: 1_000,
+            };
+        }
+        t.count = 5;
+        t
+    };
+    let mut h = [0u8; HEADER_LEN];
+    h[12] = 0x08;
+    h[14] = 0x45;
+    h[23] = 6;
+    Armed {
+        lock: 0,
+        generation,
+        enabled: 1,
+        levels: 5,
+        amount_decimals: 0,
+        threshold_kind: 0,
+        threshold: 50_000_000,
+        last_seq: 0,
+        order_qty: [1, 1],
+        allowed: [1, 1],
+        bids: side(65930, -5),
+        asks: side(65935, 5),
+        template: Template::new(h),
+    }
+}
+
+/// The `xdp-tx` decision on `frame`, one run per generation: median ns over `n` runs.
+fn xtx_ns(frame: &[u8], n: u64) -> (u32, u64) {
+    let mut ebpf = Steering::load(
+        LOCAL,
+        EXCHANGE,
+        GROUP,
+        Options {
+            diag: false,
+            xdp_tx: true,
+        },
+    )
+    .expect("load");
+    let mut map = take_xtx(&mut ebpf).expect("xtx maps");
+    let mut out = vec![0u8; 2048];
+    let mut fired = 0;
+    let mut runs: Vec<u32> = (0..n)
+        .map(|g| {
+            map.publish(&armed(g));
+            let r = test_run_repeat(&ebpf, frame, &mut out, 1).expect("BPF_PROG_TEST_RUN");
+            while let Some(rec) = map.next_fire() {
+                fired += u64::from(rec.is_ok());
+            }
+            r.duration_ns
+        })
+        .collect();
+    runs.sort_unstable();
+    (runs[runs.len() / 2], fired)
+}
+
 fn main() {
     // BPF_PROG_TEST_RUN needs CAP_BPF/CAP_SYS_ADMIN: the effective uid from /proc.
     let root = std::fs::read_to_string("/proc/self/status")
@@ -99,4 +167,33 @@ fn main() {
         );
     }
     println!("(with diag on and no logger reading, records are dropped when the ring is full)");
+    println!();
+    println!(
+        "xdp-tx decision, kernel-measured ns per run (median of 20,000 runs, one per generation):"
+    );
+    let n = 20_000;
+    let (quiet, f0) = xtx_ns(&md, n);
+    let big = md_frame_with(
+        b"deribit,BTC-PERPETUAL,1585699200245000,1585699200355000,false,ask,6593.5,90000000",
+    );
+    let (fire, f1) = xtx_ns(&big, n);
+    println!(
+        "{:<44}{:>8} ns  (fired {f0})",
+        "parsed and checked, no fire (ask size 20,750)", quiet
+    );
+    println!(
+        "{:<44}{:>8} ns  (fired {f1})",
+        "fires (ask +90,000,000): record, XDP_TX", fire
+    );
+}
+
+/// [`md_frame`] with another payload (IPv4 and UDP lengths set).
+fn md_frame_with(payload: &[u8]) -> Vec<u8> {
+    let mut f = md_frame();
+    f.truncate(42);
+    f.extend_from_slice(payload);
+    let total = 20 + 8 + payload.len();
+    f[16..18].copy_from_slice(&(total as u16).to_be_bytes());
+    f[38..40].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    f
 }
