@@ -99,8 +99,10 @@ proptest! {
 
 /// A snapshot of random levels, then updates, through the engine; after each update the
 /// armed state is what user space would publish, and the next update is decided both ways.
-fn book_and_updates() -> impl Strategy<Value = (Vec<(bool, i64, u64)>, Vec<(bool, i64, u64, bool)>)>
-{
+/// Snapshot levels (bid, price, size) and updates (bid, price, amount, snapshot).
+type BookAndUpdates = (Vec<(bool, i64, u64)>, Vec<(bool, i64, u64, bool)>);
+
+fn book_and_updates() -> impl Strategy<Value = BookAndUpdates> {
     (
         prop::collection::vec((any::<bool>(), 90i64..110, 1u64..3_000), 0..30),
         prop::collection::vec(
