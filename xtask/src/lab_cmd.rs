@@ -88,8 +88,9 @@ pub struct LabArgs {
 /// VM-specific flags (with `--vm`).
 #[derive(clap::Args, Clone, Debug)]
 pub struct VmArgs {
-    /// Emulated NIC models: virtio, e1000e, igb (igb needs QEMU >= 8).
-    #[arg(long, value_delimiter = ',', default_value = "virtio")]
+    /// Emulated NIC models: virtio, e1000e, igb (the users' Intel 82576; QEMU >= 8, which
+    /// `cargo xtask setup --vm` installs from Debian's backports).
+    #[arg(long, value_delimiter = ',', default_value = "virtio,igb")]
     pub nic: Vec<String>,
     /// Accelerator: auto (KVM only where the CPU has vmx/svm and a probe boot succeeds), kvm, tcg.
     #[arg(long, default_value = "auto")]

@@ -203,8 +203,10 @@ struct TestArgs {
     no_vm: bool,
 }
 
-/// The VM tests: one TCG guest with virtio-net per path (kernel, xdp, xdp-tx) on a small file; the
-/// lab fails unless the exchange's orders equal the replay oracle. Bounded by timeouts.
+/// The VM tests: one TCG guest per NIC (virtio-net, igb) and path (kernel, xdp, xdp-tx) on
+/// a small file; the lab fails unless the exchange's orders equal the replay oracle, and
+/// this fails unless the XDP paths ran the program in driver (native) mode on both NICs.
+/// Bounded by timeouts.
 fn vm_smoke(env: &Env) -> Result<()> {
     let dir = env.results_root().join("vm-test");
     let md = dir.join("md-small.csv.gz");
@@ -222,12 +224,32 @@ fn vm_smoke(env: &Env) -> Result<()> {
     };
     let vm = lab::vm::VmConfig {
         accel: "tcg".into(),
+        nic: vec!["virtio".into(), "igb".into()],
         ..lab::vm::VmConfig::default()
     };
     let t0 = std::time::Instant::now();
     let (dir, results) = lab::vm::run(env, &args, &vm)?;
     lab::report::report(&dir, &results, &[])?;
     lab::check(&dir, &results)?;
+    for r in results.iter().filter(|r| r.path.contains("/xdp")) {
+        let mode = r.strategy["path_extra"]["backend"]["xdp_mode"].as_str();
+        anyhow::ensure!(
+            mode == Some("drv"),
+            "{}: the XDP program ran in {mode:?} mode, not native (drv)",
+            r.path
+        );
+    }
+    let xtx = results
+        .iter()
+        .filter(|r| r.path.ends_with("/xdp-tx"))
+        .map(|r| {
+            r.strategy["path_extra"]["xdp_tx"]["fired"]
+                .as_u64()
+                .unwrap_or(0)
+        });
+    for fired in xtx {
+        anyhow::ensure!(fired > 0, "xdp-tx in a guest: the program sent no order");
+    }
     println!("VM tests passed in {:.0} s", t0.elapsed().as_secs_f64());
     Ok(())
 }

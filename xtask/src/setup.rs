@@ -173,6 +173,111 @@ fn ebpf_toolchain() -> Result<()> {
     Ok(())
 }
 
+/// Where the backports suite is added and pinned.
+const BACKPORTS_SOURCES: &str = "/etc/apt/sources.list.d/nic-lab-backports.sources";
+const BACKPORTS_PIN: &str = "/etc/apt/preferences.d/nic-lab-backports";
+
+/// The Debian mirror this machine already uses (the first `URIs:` of the deb822 sources, or
+/// the first `deb` line of sources.list), so that backports come from the same archive.
+fn debian_mirror() -> String {
+    let deb822 =
+        std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources").unwrap_or_default();
+    let from_deb822 = deb822
+        .lines()
+        .filter_map(|l| l.strip_prefix("URIs:"))
+        .map(str::trim)
+        .find(|u| u.contains("debian") && !u.contains("security"));
+    let list = std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
+    let from_list = list
+        .lines()
+        .filter(|l| l.starts_with("deb "))
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("http")))
+        .find(|u| !u.contains("security"));
+    from_deb822
+        .or(from_list)
+        .unwrap_or("http://deb.debian.org/debian")
+        .to_owned()
+}
+
+/// igb (the users' NIC) needs QEMU >= 8; Debian 12 has 7.2. On bookworm, adds Debian's own
+/// `bookworm-backports` suite from the machine's mirror, pinned at priority 100 (nothing
+/// comes from it unless asked for), and installs qemu-system-x86 (10.0) and what it needs
+/// from it. Does nothing when this QEMU already has igb.
+fn qemu_with_igb() -> Result<()> {
+    if lab::vm::qemu::qemu_has_device("igb") {
+        return Ok(());
+    }
+    let os = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    let codename = os
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .unwrap_or("")
+        .trim_matches('"')
+        .to_owned();
+    if codename != "bookworm" {
+        println!(
+            "setup: this QEMU has no igb device (QEMU >= 8 needed); on `{codename}` install a newer qemu-system-x86 by hand (`--nic igb` stays unavailable)"
+        );
+        return Ok(());
+    }
+    if !netlab::is_root() {
+        bail!("installing QEMU from bookworm-backports (for igb) needs root");
+    }
+    let mirror = debian_mirror();
+    println!(
+        "setup: installing qemu-system-x86 from Debian's bookworm-backports ({mirror}; pinned: only QEMU and what it needs come from it) for the igb NIC (QEMU >= 8)"
+    );
+    std::fs::write(
+        BACKPORTS_SOURCES,
+        format!(
+            "# Added by `cargo xtask setup --vm` (nic-lab): QEMU >= 8 for the igb NIC.\n\
+             Types: deb\nURIs: {mirror}\nSuites: bookworm-backports\nComponents: main\n\
+             Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+        ),
+    )
+    .with_context(|| format!("writing {BACKPORTS_SOURCES}"))?;
+    std::fs::write(
+        BACKPORTS_PIN,
+        "# Added by `cargo xtask setup --vm` (nic-lab): nothing from backports unless asked.\n\
+         Package: *\nPin: release n=bookworm-backports\nPin-Priority: 100\n",
+    )
+    .with_context(|| format!("writing {BACKPORTS_PIN}"))?;
+    let env = [("DEBIAN_FRONTEND", "noninteractive")];
+    let apt = |args: &[&str]| -> Result<()> {
+        let ok = Command::new("apt-get")
+            .args(args)
+            .envs(env)
+            .status()
+            .context("running apt-get")?
+            .success();
+        if !ok {
+            bail!("apt-get {} failed", args.join(" "));
+        }
+        Ok(())
+    };
+    apt(&["update", "-q"])?;
+    apt(&[
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        "-t",
+        "bookworm-backports",
+        "qemu-system-x86",
+    ])?;
+    if !lab::vm::qemu::qemu_has_device("igb") {
+        bail!("qemu-system-x86 from bookworm-backports installed, but it has no igb device");
+    }
+    println!(
+        "setup: QEMU with igb installed ({})",
+        output("qemu-system-x86_64", &["--version"])?
+            .lines()
+            .next()
+            .unwrap_or("")
+    );
+    Ok(())
+}
+
 /// Runs the setup.
 pub fn run(a: &SetupArgs) -> Result<()> {
     apt_install(BASE)?;
@@ -185,6 +290,7 @@ pub fn run(a: &SetupArgs) -> Result<()> {
     }
     if a.vm {
         apt_install(VM)?;
+        qemu_with_igb()?;
         println!("setup: QEMU lab requirements present");
     }
     println!("setup: base requirements present");

@@ -54,7 +54,7 @@ pub struct VmConfig {
 impl Default for VmConfig {
     fn default() -> Self {
         Self {
-            nic: vec!["virtio".into()],
+            nic: vec!["virtio".into(), "igb".into()],
             accel: "auto".into(),
             guest_kernel: None,
             mem: 512,
@@ -73,7 +73,7 @@ pub fn run(env: &Env, a: &LabConfig, v: &VmConfig) -> Result<(PathBuf, Vec<RunRe
         match n.as_str() {
             "virtio" | "e1000e" => {}
             "igb" if qemu::qemu_has_device("igb") => {}
-            "igb" => bail!("--nic igb: this QEMU has no igb device (igb needs QEMU 8 or newer; Debian 12 has 7.2, bookworm-backports has 10.0)"),
+            "igb" => bail!("--nic igb: this QEMU has no igb device (igb needs QEMU 8 or newer; Debian 12 has 7.2: `cargo xtask setup --vm` installs 10.0 from Debian's bookworm-backports, or pass --nic virtio)"),
             other => bail!("--nic {other}: expected virtio, e1000e or igb"),
         }
     }
