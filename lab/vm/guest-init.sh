@@ -1,7 +1,7 @@
 #!/bin/busybox sh
 # /init of the lab's guest initramfs (written into the image by `cargo xtask lab --vm`).
 # Settings come from the kernel command line as environment variables (names without
-# dots): labip, labex, labnet, labflags, labprobe.
+# dots): labip, labex, labnet, labflags, labprobe, labtune.
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -35,6 +35,17 @@ if [ -n "$labshell" ]; then
     echo "lab: leave with 'poweroff -f' (or Ctrl-a x)"
     setsid cttyhack sh
     poweroff -f
+fi
+export PATH=/bin:/sbin
+echo "lab-probe-begin"
+/strategy probe --iface "$IF" 2>&1
+echo "lab-probe-end"
+if [ -n "$labtune" ]; then
+    if [ -f "/tune/$labtune.sh" ]; then
+        . "/tune/$labtune.sh" 2>&1
+    else
+        echo "lab-tune: no /tune/$labtune.sh"
+    fi
 fi
 EXTRA=""
 [ "$labnet" = packet ] && EXTRA="--packet-ip $labpktip"

@@ -108,6 +108,13 @@ pub struct VmArgs {
     /// (serial console on this terminal); everything is removed when the guest powers off.
     #[arg(long)]
     pub interactive: bool,
+    /// Guest tuning variants, each run beside the untuned baseline and read back in the
+    /// guest: coalesce0 (ethtool -C rx-usecs 0 tx-usecs 0), nogro (GRO off), busypoll
+    /// (net.core.busy_poll/busy_read 50), napidefer (napi_defer_hard_irqs 2,
+    /// gro_flush_timeout 200 us), threaded (threaded NAPI), or NAME=COMMANDS (`$IF` is the
+    /// NIC; separate commands with `;`).
+    #[arg(long = "guest-tune", value_delimiter = ',')]
+    pub guest_tune: Vec<String>,
 }
 
 /// `lab` subcommands.
@@ -171,6 +178,7 @@ impl VmArgs {
             mem: self.mem,
             smp: self.smp,
             interactive: self.interactive,
+            tunes: self.guest_tune.clone(),
         }
     }
 }

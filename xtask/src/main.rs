@@ -250,6 +250,30 @@ fn vm_smoke(env: &Env) -> Result<()> {
     for fired in xtx {
         anyhow::ensure!(fired > 0, "xdp-tx in a guest: the program sent no order");
     }
+    // A tuning variant, applied in the guest, read back and recorded beside its baseline.
+    let tuned = LabConfig {
+        paths: vec!["kernel".into()],
+        results_dir: Some(dir.join("tuned")),
+        ..args.clone()
+    };
+    let vm = lab::vm::VmConfig {
+        nic: vec!["virtio".into()],
+        tunes: vec!["nogro".into()],
+        ..vm
+    };
+    let (tdir, tres) = lab::vm::run(env, &tuned, &vm)?;
+    lab::check(&tdir, &tres)?;
+    let rec = tres
+        .iter()
+        .find(|r| r.path == "virtio/kernel/nogro")
+        .context("no tuned run")?;
+    let back = rec.strategy["guest_tune"]["readback"]
+        .as_str()
+        .unwrap_or("");
+    anyhow::ensure!(
+        back.contains("generic-receive-offload: off"),
+        "the guest did not read GRO back as off: {back:?}"
+    );
     println!("VM tests passed in {:.0} s", t0.elapsed().as_secs_f64());
     Ok(())
 }

@@ -149,7 +149,13 @@ fn shared_libs(bin: &Path) -> Result<Vec<String>> {
 }
 
 /// Builds the initramfs: busybox, /init, the strategy and its libraries, the NIC modules.
-pub fn initramfs(env: &Env, out: &Path, kver: &str, nics: &[String]) -> Result<()> {
+pub fn initramfs(
+    env: &Env,
+    out: &Path,
+    kver: &str,
+    nics: &[String],
+    tunes: &[super::tune::Tune],
+) -> Result<()> {
     let mut c = Cpio {
         out: Vec::new(),
         ino: 0,
@@ -167,6 +173,8 @@ pub fn initramfs(env: &Env, out: &Path, kver: &str, nics: &[String]) -> Result<(
         "usr/lib",
         "lib/x86_64-linux-gnu",
         "usr/lib/x86_64-linux-gnu",
+        "sbin",
+        "tune",
     ] {
         c.dir(d);
     }
@@ -183,9 +191,21 @@ pub fn initramfs(env: &Env, out: &Path, kver: &str, nics: &[String]) -> Result<(
         0o755,
         &fs::read(&strategy).context("target/release/strategy (build it first)")?,
     );
-    for lib in shared_libs(&strategy)? {
+    let mut libs = shared_libs(&strategy)?;
+    // ethtool for the tuning variants (coalescing, offloads) and their read-back.
+    let ethtool = Path::new("/usr/sbin/ethtool");
+    if ethtool.exists() {
+        c.file("sbin/ethtool", 0o755, &fs::read(ethtool)?);
+        libs.extend(shared_libs(ethtool)?);
+    }
+    libs.sort();
+    libs.dedup();
+    for lib in libs {
         let data = fs::read(&lib).with_context(|| lib.clone())?;
         c.file(lib.trim_start_matches('/'), 0o755, &data);
+    }
+    for t in tunes {
+        c.file(&format!("tune/{}.sh", t.name), 0o644, t.script().as_bytes());
     }
     for (name, data) in modules(kver, nics)? {
         c.file(&format!("modules/{name}"), 0o644, &data);

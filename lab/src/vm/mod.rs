@@ -13,6 +13,7 @@
 
 pub mod initramfs;
 pub mod qemu;
+pub mod tune;
 
 use std::fs;
 use std::io::Write;
@@ -49,6 +50,8 @@ pub struct VmConfig {
     /// Leave the tap, the exchange and a guest shell running (serial console on this
     /// terminal); everything is removed when the guest powers off.
     pub interactive: bool,
+    /// Guest tuning variants ([`tune`]), each run beside the untuned baseline.
+    pub tunes: Vec<String>,
 }
 
 impl Default for VmConfig {
@@ -60,6 +63,7 @@ impl Default for VmConfig {
             mem: 512,
             smp: 1,
             interactive: false,
+            tunes: Vec::new(),
         }
     }
 }
@@ -83,7 +87,8 @@ pub fn run(env: &Env, a: &LabConfig, v: &VmConfig) -> Result<(PathBuf, Vec<RunRe
     let (md_file, dir) = crate::prepare(env, a, "vm-")?;
     let (kernel, kver) = initramfs::guest_kernel(v)?;
     let initrd = dir.join("initramfs.cpio");
-    initramfs::initramfs(env, &initrd, &kver, &v.nic)?;
+    let tunes = tune::parse(&v.tunes)?;
+    initramfs::initramfs(env, &initrd, &kver, &v.nic, &tunes)?;
     println!(
         "guest: kernel {} ({kver}), initramfs {}",
         kernel.display(),
@@ -97,9 +102,16 @@ pub fn run(env: &Env, a: &LabConfig, v: &VmConfig) -> Result<(PathBuf, Vec<RunRe
     }
     let oracle = strategy::replay::replay(&md_file, EngineConfig::default()).context("oracle")?;
     let mut results = Vec::new();
+    let variants: Vec<Option<&tune::Tune>> = std::iter::once(None)
+        .chain(tunes.iter().map(Some))
+        .collect();
     for run in 1..=a.runs {
         for nic in &v.nic {
-            for path in &a.paths {
+            for (path, tune) in a
+                .paths
+                .iter()
+                .flat_map(|p| variants.iter().map(move |t| (p, *t)))
+            {
                 let ctx = VmRunCtx {
                     env,
                     a,
@@ -112,7 +124,7 @@ pub fn run(env: &Env, a: &LabConfig, v: &VmConfig) -> Result<(PathBuf, Vec<RunRe
                     oracle: &oracle.orders,
                     stop,
                 };
-                let r = one_vm_run(&ctx, nic, path, run)
+                let r = one_vm_run(&ctx, (nic, path, tune), run)
                     .with_context(|| format!("{nic}/{path} run {run}"))?;
                 results.push(r);
             }
@@ -137,7 +149,11 @@ struct VmRunCtx<'a> {
 
 /// One guest run: a namespace with the tap and the exchange, QEMU with the strategy for one
 /// session, the guest's report from its serial console, the oracle check.
-fn one_vm_run(ctx: &VmRunCtx<'_>, nic: &str, path: &str, run: u32) -> Result<RunResult> {
+fn one_vm_run(
+    ctx: &VmRunCtx<'_>,
+    (nic, path, tune): (&str, &str, Option<&tune::Tune>),
+    run: u32,
+) -> Result<RunResult> {
     let VmRunCtx {
         a,
         v,
@@ -150,7 +166,10 @@ fn one_vm_run(ctx: &VmRunCtx<'_>, nic: &str, path: &str, run: u32) -> Result<Run
         stop,
         ..
     } = *ctx;
-    let tag = format!("{nic}-{path}-{run}");
+    let tag = match tune {
+        Some(t) => format!("{nic}-{path}-{}-{run}", t.name),
+        None => format!("{nic}-{path}-{run}"),
+    };
     let ns = Netns::new("vmlab").context("namespace")?;
     // virtio-net native XDP wants queues >= 2 x vCPUs and vectors = 2 * queues + 2 on a
     // multi-queue tap for full-speed XDP_TX. The kernel path gets that. The AF_XDP path binds
@@ -198,7 +217,10 @@ fn one_vm_run(ctx: &VmRunCtx<'_>, nic: &str, path: &str, run: u32) -> Result<Run
         .stderr(fs::File::create(dir.join(format!("{tag}.exchange.log")))?)
         .spawn()
         .context("starting the exchange")?;
-    let (device, netdev, append) = guest_nic(nic, path, mq, queues);
+    let (device, netdev, mut append) = guest_nic(nic, path, mq, queues);
+    if let Some(t) = tune {
+        append.push_str(&format!(" labtune={}", t.name));
+    }
     let serial = dir.join(format!("{tag}.serial.log"));
     let mut guest = qemu::qemu(&ns, accel, v, kernel, initrd)
         .args(["-append", &append, "-netdev", &netdev, "-device", &device])
@@ -238,7 +260,22 @@ fn one_vm_run(ctx: &VmRunCtx<'_>, nic: &str, path: &str, run: u32) -> Result<Run
     drop(ns);
     result?;
     println!("  {tag}: guest done in {:.1} s", t0.elapsed().as_secs_f64());
-    let strat_json = guest_report(&serial)?;
+    let mut strat_json = guest_report(&serial)?;
+    let log = fs::read_to_string(&serial).unwrap_or_default();
+    if let Some(probe) = between(&log, "lab-probe-begin", "lab-probe-end") {
+        fs::write(dir.join(format!("{tag}.probe.txt")), probe)?;
+    }
+    if let Some(t) = tune {
+        let back =
+            tune::readback(&log).unwrap_or_else(|| "(no read-back: the script failed?)".into());
+        println!(
+            "  {tag}: tuning {} read back in the guest: {}",
+            t.name,
+            back.replace('\n', "; ")
+        );
+        fs::write(dir.join(format!("{tag}.tune.txt")), &back)?;
+        strat_json["guest_tune"] = serde_json::json!({ "name": t.name, "readback": back });
+    }
     let summary = exchange::results::read_summaries(&ex_sum)?
         .into_iter()
         .next()
@@ -247,7 +284,10 @@ fn one_vm_run(ctx: &VmRunCtx<'_>, nic: &str, path: &str, run: u32) -> Result<Run
     let mut f = fs::File::create(dir.join(format!("{tag}.strategy.jsonl")))?;
     writeln!(f, "{strat_json}")?;
     Ok(RunResult {
-        path: format!("{nic}/{path}"),
+        path: match tune {
+            Some(t) => format!("{nic}/{path}/{}", t.name),
+            None => format!("{nic}/{path}"),
+        },
         gap_ms: None,
         measured_gap_ms: rx.median_gap_ns as f64 / 1e6,
         // The guest prints its orders on the serial console, without the stage columns.
@@ -263,6 +303,13 @@ fn one_vm_run(ctx: &VmRunCtx<'_>, nic: &str, path: &str, run: u32) -> Result<Run
         t2t_user: rx.t2t_user,
         t2t_kernel: rx.t2t_kernel,
     })
+}
+
+/// The text between two marker lines of a serial log.
+fn between(log: &str, begin: &str, end: &str) -> Option<String> {
+    let s = log.find(begin)? + begin.len();
+    let e = log[s..].find(end)?;
+    Some(log[s..s + e].trim().replace('\r', ""))
 }
 
 /// The guest's NIC: QEMU's `-device` and `-netdev` arguments and the kernel command line
