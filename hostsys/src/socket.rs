@@ -26,6 +26,24 @@ pub fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Resul
     setsockopt(fd, level, name, &value)
 }
 
+/// Reads an integer socket option.
+pub fn getsockopt_int(fd: RawFd, level: i32, name: i32) -> io::Result<i32> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are live locals; the kernel writes at most `len` bytes to `v`
+    // and the actual length to `len`.
+    crate::syscall!(unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            name,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(v)
+}
+
 /// Non-blocking `send(2)` of `bytes` with `flags | MSG_DONTWAIT | MSG_NOSIGNAL`: the bytes
 /// the kernel took, 0 when its buffer is full (EAGAIN), or the error.
 ///

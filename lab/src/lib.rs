@@ -155,9 +155,14 @@ const WARM_VARIANTS: [(&str, &str); 4] = [
 /// Variants of one path only, with the strategy flags each adds: `kernel+zc`
 /// MSG_ZEROCOPY, `uring+zc` SEND_ZC, `uring+sqpoll` SQPOLL (100 ms idle), `uring+defer`
 /// SINGLE_ISSUER + DEFER_TASKRUN, `uring+coop` COOP_TASKRUN, `uring+napi` NAPI busy polling
-/// on the ring (50 us), `xdp+huge` the UMEM on huge pages.
-const PATH_VARIANTS: [(&str, &str, &[&str]); 7] = [
+/// on the ring (50 us), `xdp+huge` the UMEM on huge pages, `kernel+tos` / `uring+tos` the
+/// order connection's IP_TOS at 0x10 (low delay), `+prio` its SO_PRIORITY at 6.
+const PATH_VARIANTS: [(&str, &str, &[&str]); 11] = [
     ("kernel", "zc", &["--msg-zerocopy"]),
+    ("kernel", "tos", &["--ip-tos", "16"]),
+    ("kernel", "prio", &["--so-priority", "6"]),
+    ("uring", "tos", &["--ip-tos", "16"]),
+    ("uring", "prio", &["--so-priority", "6"]),
     ("uring", "zc", &["--send-zc"]),
     ("uring", "sqpoll", &["--sqpoll", "100"]),
     ("uring", "defer", &["--uring-defer"]),
@@ -214,7 +219,8 @@ pub fn check_paths(paths: &[String]) -> Result<()> {
         if !NETS.contains(&net) || !variants_ok || warm > 1 {
             bail!(
                 "unknown path `{p}` (available: {}; variants kernel+zc, uring+zc, uring+sqpoll, \
-                 uring+defer, uring+coop, uring+napi, xdp+huge, and on every path one of +warm, \
+                 uring+defer, uring+coop, uring+napi, xdp+huge, kernel|uring+tos, kernel|uring+prio, \
+                 and on every path one of +warm, \
                  +warmcode, +warmtx, +hb; combine with `+`, e.g. uring+defer+warm)",
                 NETS.join(", ")
             );
@@ -348,6 +354,13 @@ mod tests {
         assert!(check_paths(&["kernel+warp".into()]).is_err());
         assert!(check_paths(&["xdp+zc".into()]).is_err());
         assert!(check_paths(&["xdp+huge".into()]).is_ok());
+        assert!(check_paths(&["kernel+tos".into(), "uring+prio+warm".into()]).is_ok());
+        assert!(
+            check_paths(&["xdp+tos".into()]).is_err(),
+            "smoltcp's connection is unmarked"
+        );
+        assert_eq!(variant_flags("kernel+tos", us100), ["--ip-tos", "16"]);
+        assert!(check_paths(&["xdp-tx".into(), "xdp-tx+warm".into()]).is_ok());
         assert!(check_paths(&["kernel+huge".into()]).is_err());
         assert_eq!(variant_flags("xdp+huge", us100), ["--hugepages"]);
         assert!(check_paths(&["uring+defer+warm".into(), "uring+napi".into()]).is_ok());

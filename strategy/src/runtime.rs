@@ -145,6 +145,13 @@ pub struct RunArgs {
     /// measured in one session under the same conditions.
     #[arg(long, value_delimiter = ',', default_value = "0us", value_parser = parse_delay)]
     pub inject_delay: Vec<Duration>,
+    /// IP_TOS byte on the order connection (kernel and io_uring paths), e.g. 16 (0x10,
+    /// low delay) or a DSCP << 2 such as 184 (EF).
+    #[arg(long)]
+    pub ip_tos: Option<u8>,
+    /// SO_PRIORITY on the order connection (kernel and io_uring paths; 0-6 unprivileged).
+    #[arg(long)]
+    pub so_priority: Option<u32>,
     /// Busy-wait this long after each market-data packet (e.g. 20us): a heavier strategy,
     /// or one that falls behind the feed (tests `xdp-tx` never deciding on a stale book).
     #[arg(long, default_value = "0us", value_parser = parse_delay)]
@@ -251,7 +258,19 @@ pub fn main(a: &RunArgs) -> Result<()> {
             sqpoll_cpu: a.sqpoll_cpu,
             napi_busy_poll_us: a.uring_napi,
         },
+        marks: crate::net::sockets::Marks {
+            tos: a.ip_tos,
+            priority: a.so_priority,
+        },
     };
+    if (a.ip_tos.is_some() || a.so_priority.is_some())
+        && !matches!(a.net, NetKind::Kernel | NetKind::Uring)
+    {
+        tracing::warn!(
+            "--ip-tos/--so-priority mark the kernel socket of the order connection: the {} path's order connection is smoltcp's, unmarked",
+            a.net.as_str()
+        );
+    }
     if let Some(cpu) = a.cpu {
         sched::pin_cpu(cpu).with_context(|| format!("pinning to CPU {cpu}"))?;
         info!(cpu, "pinned");

@@ -154,6 +154,7 @@ fn no_path_allocates_in_its_busy_loop() {
             send_zc: false,
             msg_zerocopy: false,
             uring: Default::default(),
+            marks: Default::default(),
         };
         let worker = lab
             .strategy

@@ -146,6 +146,7 @@ fn strategy_session(
         send_zc: false,
         msg_zerocopy: false,
         uring: Default::default(),
+        marks: Default::default(),
     });
     path.begin_connect().expect("connect");
     let t0 = Instant::now();

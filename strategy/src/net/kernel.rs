@@ -183,7 +183,7 @@ impl NetPath for KernelPath {
             self.cfg.iface_addr,
             self.cfg.busy_poll_us,
         )?);
-        let tcp = super::sockets::start_tcp_connect(self.cfg.exchange)?;
+        let tcp = super::sockets::start_tcp_connect(self.cfg.exchange, self.cfg.marks)?;
         self.tx = Some(TcpOrderTx::new(tcp, self.cfg.msg_zerocopy)?);
         Ok(())
     }
@@ -284,7 +284,8 @@ mod tests {
             std::net::SocketAddr::V6(_) => unreachable!("bound to IPv4"),
         };
         // Small buffers on both sides so the stall comes quickly.
-        let sock = super::super::sockets::start_tcp_connect(addr).expect("connect");
+        let sock =
+            super::super::sockets::start_tcp_connect(addr, Default::default()).expect("connect");
         sock.set_send_buffer_size(4096).expect("sndbuf");
         let (mut peer, _) = listener.accept().expect("accept");
         socket2::SockRef::from(&peer)

@@ -102,6 +102,8 @@ pub struct NetConfig {
     pub msg_zerocopy: bool,
     /// io_uring: ring set-up and polling features.
     pub uring: uring::UringOptions,
+    /// IP_TOS / SO_PRIORITY on the order connection (kernel and io_uring paths).
+    pub marks: sockets::Marks,
 }
 
 /// What one `poll` did.

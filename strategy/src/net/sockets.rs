@@ -5,12 +5,31 @@
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-/// A non-blocking TCP socket connecting to `addr`, with TCP_NODELAY.
-pub fn start_tcp_connect(addr: SocketAddrV4) -> io::Result<socket2::Socket> {
+/// Marks on the order connection's packets: IP_TOS (the users' notes name it: DSCP/ECN
+/// bits a switch or the host's qdisc may act on) and SO_PRIORITY (the skb priority the
+/// host's queueing disciplines and the NIC's traffic classes map to queues).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Marks {
+    /// IP_TOS byte.
+    pub tos: Option<u8>,
+    /// SO_PRIORITY (0-6 without CAP_NET_ADMIN).
+    pub priority: Option<u32>,
+}
+
+/// A non-blocking TCP socket connecting to `addr`, with TCP_NODELAY and `marks`.
+pub fn start_tcp_connect(addr: SocketAddrV4, marks: Marks) -> io::Result<socket2::Socket> {
     use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::AsRawFd;
     let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
     s.set_nonblocking(true)?;
     s.set_nodelay(true)?;
+    if let Some(tos) = marks.tos {
+        s.set_tos(u32::from(tos))?;
+    }
+    if let Some(p) = marks.priority {
+        let p = i32::try_from(p).map_err(|_| io::Error::other("SO_PRIORITY out of range"))?;
+        hostsys::socket::setsockopt_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PRIORITY, p)?;
+    }
     match s.connect(&addr.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
@@ -68,4 +87,29 @@ pub fn join_group(
     s.bind(&group.into())?;
     s.join_multicast_v4(group.ip(), &iface.unwrap_or(Ipv4Addr::UNSPECIFIED))?;
     Ok(s.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn marks_are_set_on_the_order_connection() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let std::net::SocketAddr::V4(addr) = l.local_addr().expect("addr") else {
+            panic!("v4")
+        };
+        let s = start_tcp_connect(
+            addr,
+            Marks {
+                tos: Some(0x10),
+                priority: Some(5),
+            },
+        )
+        .expect("connect");
+        assert_eq!(s.tos().expect("IP_TOS"), 0x10);
+        let p = hostsys::socket::getsockopt_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PRIORITY);
+        assert_eq!(p.expect("SO_PRIORITY"), 5);
+    }
 }

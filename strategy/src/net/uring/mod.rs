@@ -268,7 +268,7 @@ impl NetPath for UringPath {
         // in the socket buffer if the provided buffers run out) until the session runs.
         let udp =
             super::sockets::join_group(self.cfg.group, self.cfg.iface_addr, self.cfg.busy_poll_us)?;
-        let tcp = super::sockets::start_tcp_connect(self.cfg.exchange)?;
+        let tcp = super::sockets::start_tcp_connect(self.cfg.exchange, self.cfg.marks)?;
         let ring = self.build_ring(udp.as_raw_fd(), tcp.as_raw_fd())?;
         self.udp = Some(udp);
         self.tcp = Some(tcp);
