@@ -49,6 +49,7 @@ if [ -n "$labtune" ]; then
 fi
 EXTRA=""
 [ "$labnet" = packet ] && EXTRA="--packet-ip $labpktip"
+[ "$labnet" = xdp ] && EXTRA="--xsk-queues all"
 /strategy run --iface "$IF" --net "$labnet" --exchange "$labex" --sessions 1 \
     --orders-out /orders.csv --results /results.jsonl $EXTRA $labflags > /strategy.out 2>&1
 echo "lab-exit: $?"

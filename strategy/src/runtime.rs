@@ -111,9 +111,15 @@ pub struct RunArgs {
     /// reset the order flow), e.g. 10.77.0.3.
     #[arg(long)]
     pub packet_ip: Option<Ipv4Addr>,
-    /// AF_XDP: RX queue to bind.
-    #[arg(long, default_value_t = 0)]
-    pub xsk_queue: u32,
+    /// AF_XDP: RX queues to bind, one socket each: a list (0,1) or `all` (every RX queue of
+    /// the interface: a multi-queue NIC spreads the flows over its queues).
+    #[arg(
+        long = "xsk-queues",
+        alias = "xsk-queue",
+        value_delimiter = ',',
+        default_value = "0"
+    )]
+    pub xsk_queues: Vec<String>,
     /// AF_XDP: UMEM frame size.
     #[arg(long, default_value_t = 2048)]
     pub frame_size: u32,
@@ -287,9 +293,10 @@ pub fn main(a: &RunArgs) -> Result<()> {
         #[cfg(feature = "xdp")]
         NetKind::Xdp | NetKind::XdpTx => {
             let iface = a.iface.clone().context("--net xdp needs --iface")?;
+            let queues = xsk_queues(&a.xsk_queues, &iface)?;
             let xcfg = crate::net::af_xdp::XdpConfig {
                 iface,
-                queue: a.xsk_queue,
+                queues,
                 mode: a.xdp_mode,
                 bind: a.xsk_bind,
                 frame_size: a.frame_size,
@@ -319,6 +326,23 @@ pub fn main(a: &RunArgs) -> Result<()> {
             anyhow::bail!("this strategy was built without the `xdp` feature")
         }
     }
+}
+
+/// `--xsk-queues`: the queue numbers, `all` read from the interface.
+#[cfg(feature = "xdp")]
+fn xsk_queues(spec: &[String], iface: &str) -> Result<Vec<u32>> {
+    if spec.iter().any(|s| s == "all") {
+        let q = crate::net::af_xdp::rx_queues(iface)
+            .with_context(|| format!("listing the RX queues of {iface}"))?;
+        anyhow::ensure!(!q.is_empty(), "{iface} has no RX queue in sysfs");
+        return Ok(q);
+    }
+    spec.iter()
+        .map(|s| {
+            s.parse()
+                .with_context(|| format!("--xsk-queues: `{s}` is not a queue number"))
+        })
+        .collect()
 }
 
 fn run_loop<P: NetPath>(a: &RunArgs, mut path: P) -> Result<()> {

@@ -174,7 +174,7 @@ fn no_path_allocates_in_its_busy_loop() {
                     cfg,
                     strategy::net::af_xdp::XdpConfig {
                         iface: "vs0".into(),
-                        queue: 0,
+                        queues: vec![0],
                         mode: strategy::net::af_xdp::loader::XdpModeArg::Auto,
                         bind: strategy::net::af_xdp::XskBind::Auto,
                         frame_size: 2048,

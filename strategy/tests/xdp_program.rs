@@ -163,7 +163,7 @@ fn device_accounts_for_every_frame_under_random_token_use() {
         .spawn(|| {
             let xcfg = XdpConfig {
                 iface: "vs0".into(),
-                queue: 0,
+                queues: vec![0],
                 mode: XdpModeArg::Auto,
                 bind: XskBind::Copy,
                 frame_size: 2048,

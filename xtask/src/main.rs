@@ -206,7 +206,8 @@ struct TestArgs {
 /// The VM tests: one TCG guest per NIC (virtio-net, igb) and path (kernel, xdp, xdp-tx) on
 /// a small file; the lab fails unless the exchange's orders equal the replay oracle, and
 /// this fails unless the XDP paths ran the program in driver (native) mode on both NICs.
-/// Bounded by timeouts.
+/// Then `xdp` on virtio-net with two tuning variants (GRO off, read back; two queue pairs,
+/// a socket per queue). Bounded by timeouts.
 fn vm_smoke(env: &Env) -> Result<()> {
     let dir = env.results_root().join("vm-test");
     let md = dir.join("md-small.csv.gz");
@@ -250,29 +251,34 @@ fn vm_smoke(env: &Env) -> Result<()> {
     for fired in xtx {
         anyhow::ensure!(fired > 0, "xdp-tx in a guest: the program sent no order");
     }
-    // A tuning variant, applied in the guest, read back and recorded beside its baseline.
+    // Tuning variants, applied in the guest, read back and recorded beside their baseline:
+    // GRO off, and two queue pairs (AF_XDP then binds a socket per queue and the flows the
+    // tap spreads over them all arrive: the lab's oracle check covers it).
     let tuned = LabConfig {
-        paths: vec!["kernel".into()],
+        paths: vec!["xdp".into()],
         results_dir: Some(dir.join("tuned")),
         ..args.clone()
     };
     let vm = lab::vm::VmConfig {
         nic: vec!["virtio".into()],
-        tunes: vec!["nogro".into()],
+        tunes: vec!["nogro".into(), "mq=ethtool -L $IF combined 2".into()],
         ..vm
     };
     let (tdir, tres) = lab::vm::run(env, &tuned, &vm)?;
     lab::check(&tdir, &tres)?;
-    let rec = tres
-        .iter()
-        .find(|r| r.path == "virtio/kernel/nogro")
-        .context("no tuned run")?;
-    let back = rec.strategy["guest_tune"]["readback"]
+    let run = |name: &str| tres.iter().find(|r| r.path == name).context("no tuned run");
+    let back = run("virtio/xdp/nogro")?.strategy["guest_tune"]["readback"]
         .as_str()
-        .unwrap_or("");
+        .unwrap_or("")
+        .to_owned();
     anyhow::ensure!(
         back.contains("generic-receive-offload: off"),
         "the guest did not read GRO back as off: {back:?}"
+    );
+    let queues = &run("virtio/xdp/mq")?.strategy["path_extra"]["rx_queues"];
+    anyhow::ensure!(
+        queues.as_array().map_or(0, Vec::len) == 2,
+        "two queue pairs: an AF_XDP socket on each, counted: {queues}"
     );
     println!("VM tests passed in {:.0} s", t0.elapsed().as_secs_f64());
     Ok(())

@@ -172,15 +172,13 @@ fn one_vm_run(
     };
     let ns = Netns::new("vmlab").context("namespace")?;
     // virtio-net native XDP wants queues >= 2 x vCPUs and vectors = 2 * queues + 2 on a
-    // multi-queue tap for full-speed XDP_TX. The kernel path gets that. The AF_XDP path binds
-    // one socket to queue 0, and with several queues the tap spreads flows over them (the
-    // market data then lands on a queue with no socket: the program counts it as aborted),
-    // so it gets a single queue. On `xdp` XDP_TX is not used (the program only redirects to
-    // the XSK), so the kernel's "locked tx mode" warning does not matter; `xdp-tx` does send
-    // with XDP_TX, through that shared, locked queue (one order at a time: the lock is
-    // uncontended) (docs/decisions.md, docs/xdp-tx.md).
+    // multi-queue tap for full-speed XDP_TX; the kernel, io_uring and AF_XDP paths get that
+    // (AF_XDP binds a socket to every RX queue the guest has: `--xsk-queues all`, so flows the
+    // tap spreads over queues all arrive). `xdp-tx` gets a single queue: its program counts
+    // the market data of one queue; its XDP_TX then goes through the shared, locked TX queue
+    // (one order at a time: the lock is uncontended) (docs/decisions.md, docs/xdp-tx.md).
     let queues = 2 * v.smp.max(1);
-    let mq = nic == "virtio" && !path.starts_with("xdp");
+    let mq = nic == "virtio" && path != "xdp-tx";
     qemu::host_tap(&ns, mq)?;
     let ex_csv = dir.join(format!("{tag}.exchange.csv"));
     let ex_sum = dir.join(format!("{tag}.exchange.jsonl"));

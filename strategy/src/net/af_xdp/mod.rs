@@ -20,7 +20,7 @@ use xsk_rs::config::{BindFlags, FrameSize, QueueSize, UmemConfig};
 use xsk_rs::Umem;
 
 use self::loader::{Options, Steering, XdpModeArg};
-use self::rings::{XskRx, XskTx};
+use self::rings::{MultiRx, XskTx};
 use super::ring::session::io_other;
 use super::ring::session::XdpReport;
 use super::ring::{BackendReport, Opened, RingDevice, RingPath, SessionGuard};
@@ -57,8 +57,8 @@ impl std::str::FromStr for XskBind {
 pub struct XdpConfig {
     /// Interface.
     pub iface: String,
-    /// RX queue to bind.
-    pub queue: u32,
+    /// RX queues to bind, one AF_XDP socket each (the first socket also transmits).
+    pub queues: Vec<u32>,
     /// XDP attach mode.
     pub mode: XdpModeArg,
     /// Bind mode.
@@ -76,10 +76,25 @@ pub struct XdpConfig {
 }
 
 /// The AF_XDP device.
-pub type XskDevice = RingDevice<XskRx, XskTx>;
+pub type XskDevice = RingDevice<MultiRx, XskTx>;
 
 /// The AF_XDP path.
-pub type XdpPath = RingPath<XskRx, XskTx>;
+pub type XdpPath = RingPath<MultiRx, XskTx>;
+
+/// The RX queues of `iface` (from /sys/class/net/IF/queues), sorted.
+pub fn rx_queues(iface: &str) -> io::Result<Vec<u32>> {
+    let mut q: Vec<u32> = std::fs::read_dir(format!("/sys/class/net/{iface}/queues"))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("rx-"))
+                .and_then(|n| n.parse().ok())
+        })
+        .collect();
+    q.sort_unstable();
+    Ok(q)
+}
 
 /// The attached program: dropped after the ring, which detaches it.
 struct Attached {
@@ -107,7 +122,7 @@ pub fn open(
     xcfg: &XdpConfig,
     exchange: SocketAddrV4,
     group: SocketAddrV4,
-) -> io::Result<Opened<XskRx, XskTx>> {
+) -> io::Result<Opened<MultiRx, XskTx>> {
     let hostsys::iface::IfaceInfo {
         mac,
         mtu,
@@ -124,6 +139,52 @@ pub fn open(
         },
     )
     .map_err(io_other)?;
+    if xcfg.queues.is_empty() {
+        return Err(io_other("no RX queue to bind"));
+    }
+    if xcfg.xdp_tx && xcfg.queues.len() > 1 {
+        return Err(io_other(
+            "xdp-tx decides on one RX queue (its count of market-data frames is the program's): bind one queue",
+        ));
+    }
+    let mut rxs = Vec::with_capacity(xcfg.queues.len());
+    let mut tx0 = None;
+    let mut bind_mode = "";
+    for &queue in &xcfg.queues {
+        let (rx, tx, mode) = open_queue(xcfg, queue)?;
+        steering.register_socket(queue, rx.fd()).map_err(io_other)?;
+        rxs.push(rx);
+        bind_mode = mode;
+        // The first socket transmits; the others only receive.
+        tx0.get_or_insert(tx);
+    }
+    let tx = tx0.ok_or_else(|| io_other("no socket"))?;
+    let total = xcfg.frame_count.max(128) as usize * xcfg.queues.len();
+    let rx = MultiRx::new(rxs, xcfg.queues.clone());
+    let xtx = if xcfg.xdp_tx {
+        Some(xtx::Delegation::new(steering.take_xtx().map_err(io_other)?))
+    } else {
+        None
+    };
+    let dev = RingDevice::new(rx, tx, total, mtu);
+    tracing::info!(queues = ?xcfg.queues, "AF_XDP sockets bound");
+    Ok(Opened {
+        dev,
+        mac,
+        local,
+        prefix,
+        guard: Box::new(Attached {
+            steering,
+            bind_mode,
+        }),
+        kernel_join: true,
+        xtx,
+    })
+}
+
+/// One AF_XDP socket on `queue` over a UMEM of its own (zero-copy first under
+/// `--xsk-bind auto`): its two halves and the bind mode that worked.
+fn open_queue(xcfg: &XdpConfig, queue: u32) -> io::Result<(rings::XskRx, XskTx, &'static str)> {
     let ring = (xcfg.frame_count / 2).next_power_of_two().max(64);
     let q = |n: u32| QueueSize::new(n).map_err(io_other);
     let uc = UmemConfig::builder()
@@ -152,13 +213,13 @@ pub fn open(
     let mut opened = None;
     let mut last_err = None;
     for &(flags, name) in tries {
-        match rings::open_socket(&xcfg.iface, xcfg.queue, ring, &umem, flags) {
+        match rings::open_socket(&xcfg.iface, queue, ring, &umem, flags) {
             Ok(rings) => {
                 opened = Some((rings, name));
                 break;
             }
             Err(e) => {
-                tracing::info!("AF_XDP bind in {name} mode failed: {e}");
+                tracing::info!(queue, "AF_XDP bind in {name} mode failed: {e}");
                 last_err = Some(e);
             }
         }
@@ -166,30 +227,9 @@ pub fn open(
     let Some(((tx, rx, fq, cq), bind_mode)) = opened else {
         return Err(last_err.unwrap_or_else(|| io_other("AF_XDP bind failed")));
     };
-    let total = frames.len();
     let tx_frames = frames.split_off(frames.len() / 2);
     let (rx, tx) = rings::halves(umem, fq, cq, rx, tx, frames, tx_frames);
-    steering
-        .register_socket(xcfg.queue, rx.fd())
-        .map_err(io_other)?;
-    let xtx = if xcfg.xdp_tx {
-        Some(xtx::Delegation::new(steering.take_xtx().map_err(io_other)?))
-    } else {
-        None
-    };
-    let dev = RingDevice::new(rx, tx, total, mtu);
-    Ok(Opened {
-        dev,
-        mac,
-        local,
-        prefix,
-        guard: Box::new(Attached {
-            steering,
-            bind_mode,
-        }),
-        kernel_join: true,
-        xtx,
-    })
+    Ok((rx, tx, bind_mode))
 }
 
 /// The AF_XDP path for these settings.

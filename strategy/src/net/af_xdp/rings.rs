@@ -106,6 +106,119 @@ impl XskRx {
     }
 }
 
+/// A received frame of one of several sockets: the socket's index and its descriptor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QFrame {
+    /// Index of the socket (into [`MultiRx`]'s list, not the queue number).
+    pub q: u8,
+    /// The frame.
+    pub d: FrameDesc,
+}
+
+/// The receive halves of one AF_XDP socket per RX queue, as one [`RxRing`]: a NIC with
+/// several queues spreads flows over them (RSS, or a multi-queue tap), so the market data
+/// and the order flow may arrive on different queues. Each socket has its own UMEM; frames
+/// go back to the socket they came from. Frames per queue are counted.
+pub struct MultiRx {
+    rings: Vec<XskRx>,
+    queues: Vec<u32>,
+    next: usize,
+    scratch: [FrameDesc; BATCH],
+    back: Vec<Vec<FrameDesc>>,
+    /// Frames received per queue (same order as `queues`).
+    pub rx_per_queue: Vec<u64>,
+}
+
+impl MultiRx {
+    /// Over these sockets, bound to `queues` (same order).
+    pub fn new(rings: Vec<XskRx>, queues: Vec<u32>) -> Self {
+        let back = rings.iter().map(|r| Vec::with_capacity(r.total)).collect();
+        let n = rings.len();
+        Self {
+            rings,
+            queues,
+            next: 0,
+            scratch: [FrameDesc::default(); BATCH],
+            back,
+            rx_per_queue: vec![0; n],
+        }
+    }
+
+    /// The sockets with their queue numbers.
+    pub fn sockets(&self) -> impl Iterator<Item = (u32, &XskRx)> {
+        self.queues.iter().copied().zip(self.rings.iter())
+    }
+
+    /// The queue numbers.
+    pub fn queues(&self) -> &[u32] {
+        &self.queues
+    }
+}
+
+impl RxRing for MultiRx {
+    type Frame = QFrame;
+
+    #[inline]
+    fn recv(&mut self, out: &mut [QFrame]) -> usize {
+        let k = self.rings.len();
+        let mut got = 0;
+        for step in 0..k {
+            let i = (self.next + step) % k;
+            let room = out.len().min(BATCH) - got;
+            if room == 0 {
+                break;
+            }
+            let n = self.rings[i].recv(&mut self.scratch[..room]);
+            for (o, d) in out[got..got + n].iter_mut().zip(&self.scratch[..n]) {
+                *o = QFrame { q: i as u8, d: *d };
+            }
+            self.rx_per_queue[i] += n as u64;
+            got += n;
+        }
+        // Start with the next socket next time: no queue starves another.
+        self.next = (self.next + 1) % k.max(1);
+        got
+    }
+
+    #[inline]
+    fn data(&self, frame: &QFrame) -> &[u8] {
+        match self.rings.get(usize::from(frame.q)) {
+            Some(r) => r.data(&frame.d),
+            None => &[],
+        }
+    }
+
+    #[inline]
+    fn give_back(&mut self, frames: &mut Vec<QFrame>) {
+        for f in frames.drain(..) {
+            if let Some(b) = self.back.get_mut(usize::from(f.q)) {
+                b.push(f.d);
+            }
+        }
+        for (r, b) in self.rings.iter_mut().zip(self.back.iter_mut()) {
+            if !b.is_empty() {
+                // What the fill ring did not take stays here for the next call.
+                r.give_back(b);
+            }
+        }
+    }
+
+    fn queue_counts(&self) -> Vec<(u32, u64)> {
+        self.queues
+            .iter()
+            .copied()
+            .zip(self.rx_per_queue.iter().copied())
+            .collect()
+    }
+
+    fn accounted(&self, held: usize) -> bool {
+        let kernel: usize = self.rings.iter().map(|r| r.in_kernel).sum();
+        let waiting: usize = self.back.iter().map(Vec::len).sum();
+        let total: usize = self.rings.iter().map(|r| r.total).sum();
+        kernel + waiting + held == total
+    }
+}
+
 impl RxRing for XskRx {
     type Frame = FrameDesc;
 

@@ -35,6 +35,11 @@ pub trait RxRing {
     /// Frames the kernel holds (to receive into) plus `held` frames held by the device equal
     /// the ring's size.
     fn accounted(&self, held: usize) -> bool;
+    /// Frames received per RX queue `(queue, frames)`, for rings over several queues (read
+    /// at report time, off the hot path).
+    fn queue_counts(&self) -> Vec<(u32, u64)> {
+        Vec::new()
+    }
 }
 
 /// The transmit half of a ring.

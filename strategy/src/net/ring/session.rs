@@ -123,6 +123,9 @@ pub struct RingReport {
     pub device: DeviceStats,
     /// Every frame was in exactly one place when the report was taken.
     pub frames_accounted: bool,
+    /// Frames received per RX queue `[queue, frames]` (AF_XDP: one socket per queue).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rx_queues: Vec<(u32, u64)>,
     /// The `xdp-tx` counters (that path only).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub xtx: Option<Box<XtxSessionReport>>,
@@ -264,6 +267,7 @@ impl<R: RxRing, T: TxRing> RingPath<R, T> {
             backend: s.guard.report(),
             device: s.dev.stats(),
             frames_accounted: s.dev.accounted(),
+            rx_queues: s.dev.rx.queue_counts(),
             xtx: s.xtx.as_ref().map(|x| {
                 Box::new(XtxSessionReport {
                     xdp_tx: x.report(&s.dev.tap),
