@@ -38,6 +38,7 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<()> {
         md_file: Some(md),
         results_dir: Some(dir.clone()),
         strategy_flags: flags,
+        veth_tunes: Vec::new(),
         ..a.clone()
     };
     crate::netns::run(env, &args)?;

@@ -104,6 +104,9 @@ pub struct LabConfig {
     /// Keep the exchange's own receive path warm at this interval, for every path
     /// (`exchange serve --warm-rx-every`; None: off).
     pub exchange_warm: Option<std::time::Duration>,
+    /// Tuning variants of the strategy's veth (`--veth-tune`, the VM lab's `--guest-tune`
+    /// names where they apply to a veth), each run beside the untuned baseline.
+    pub veth_tunes: Vec<String>,
 }
 
 impl Default for LabConfig {
@@ -123,6 +126,7 @@ impl Default for LabConfig {
             orders_per_gap: 100,
             warm_every: std::time::Duration::from_micros(100),
             exchange_warm: None,
+            veth_tunes: Vec::new(),
         }
     }
 }
@@ -156,8 +160,16 @@ const WARM_VARIANTS: [(&str, &str); 4] = [
 /// MSG_ZEROCOPY, `uring+zc` SEND_ZC, `uring+sqpoll` SQPOLL (100 ms idle), `uring+defer`
 /// SINGLE_ISSUER + DEFER_TASKRUN, `uring+coop` COOP_TASKRUN, `uring+napi` NAPI busy polling
 /// on the ring (50 us), `xdp+huge` the UMEM on huge pages, `kernel+tos` / `uring+tos` the
-/// order connection's IP_TOS at 0x10 (low delay), `+prio` its SO_PRIORITY at 6.
-const PATH_VARIANTS: [(&str, &str, &[&str]); 11] = [
+/// order connection's IP_TOS at 0x10 (low delay), `+prio` its SO_PRIORITY at 6,
+/// `kernel+busypoll` SO_BUSY_POLL 50 us on the market-data socket, `kernel+preferbp` that
+/// with SO_PREFER_BUSY_POLL (budget 8).
+const PATH_VARIANTS: [(&str, &str, &[&str]); 13] = [
+    ("kernel", "busypoll", &["--busy-poll", "50"]),
+    (
+        "kernel",
+        "preferbp",
+        &["--busy-poll", "50", "--prefer-busy-poll", "8"],
+    ),
     ("kernel", "zc", &["--msg-zerocopy"]),
     ("kernel", "tos", &["--ip-tos", "16"]),
     ("kernel", "prio", &["--so-priority", "6"]),
@@ -220,6 +232,7 @@ pub fn check_paths(paths: &[String]) -> Result<()> {
             bail!(
                 "unknown path `{p}` (available: {}; variants kernel+zc, uring+zc, uring+sqpoll, \
                  uring+defer, uring+coop, uring+napi, xdp+huge, kernel|uring+tos, kernel|uring+prio, \
+                 kernel+busypoll, kernel+preferbp, \
                  and on every path one of +warm, \
                  +warmcode, +warmtx, +hb; combine with `+`, e.g. uring+defer+warm)",
                 NETS.join(", ")

@@ -111,6 +111,16 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<PathBuf> {
             VethLab::EXCHANGE_IF
         );
     }
+    let tunes = crate::vm::tune::parse(&a.veth_tunes)?;
+    if let Some(t) = tunes.iter().find(|t| t.name == "busypoll") {
+        bail!(
+            "--veth-tune {}: net.core.busy_poll is a global sysctl (not per namespace); use the path variant kernel+busypoll (SO_BUSY_POLL on the socket) instead",
+            t.name
+        );
+    }
+    let variants: Vec<Option<&crate::vm::tune::Tune>> = std::iter::once(None)
+        .chain(tunes.iter().map(Some))
+        .collect();
     let mut results = Vec::new();
     let mut floors = Vec::new();
     for step in &steps {
@@ -126,7 +136,11 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<PathBuf> {
             pct(&floor.1, 0.99)
         );
         for run in 1..=a.runs {
-            for path in &a.paths {
+            for (path, tune) in a
+                .paths
+                .iter()
+                .flat_map(|p| variants.iter().map(move |t| (p, *t)))
+            {
                 let ctx = RunCtx {
                     env,
                     a,
@@ -139,8 +153,8 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<PathBuf> {
                     heartbeats: a.paths.iter().any(|p| crate::sends_heartbeats(p)),
                     xdp_pass,
                 };
-                let r =
-                    one_run(&ctx, path, run).with_context(|| format!("path {path}, run {run}"))?;
+                let r = one_run(&ctx, (path, tune), run)
+                    .with_context(|| format!("path {path}, run {run}"))?;
                 results.push(r);
             }
         }
@@ -214,13 +228,41 @@ impl RunCtx<'_> {
 
 /// One run of one path: fresh namespaces, the exchange and the strategy for one session,
 /// the kernel counters of both sides, the oracle check.
-fn one_run(ctx: &RunCtx<'_>, path: &str, run: u32) -> Result<RunResult> {
+fn one_run(
+    ctx: &RunCtx<'_>,
+    (path, tune): (&str, Option<&crate::vm::tune::Tune>),
+    run: u32,
+) -> Result<RunResult> {
+    let label = match tune {
+        Some(t) => format!("{path}-{}", t.name),
+        None => path.to_owned(),
+    };
     let tag = match ctx.gap {
-        Some(g) => format!("{}-{path}-{run}", data::gap_label(g)),
-        None => format!("{path}-{run}"),
+        Some(g) => format!("{}-{label}-{run}", data::gap_label(g)),
+        None => format!("{label}-{run}"),
     };
     let lab = VethLab::new("lab")
         .context("creating namespaces (is iproute2 installed? are you root?)")?;
+    let tuned = match tune {
+        Some(t) => {
+            let out = lab.strategy.exec(&[
+                "sh",
+                "-c",
+                &format!("IF={}\n{}", VethLab::STRATEGY_IF, t.script()),
+            ])?;
+            let back = crate::vm::tune::readback(&out)
+                .unwrap_or_else(|| "(no read-back: the commands failed?)".into());
+            println!(
+                "  {tag}: {} read back on {}: {}",
+                t.name,
+                VethLab::STRATEGY_IF,
+                back.replace('\n', "; ")
+            );
+            fs::write(ctx.file(&tag, "tune.txt"), &back)?;
+            Some(serde_json::json!({ "name": t.name, "readback": back }))
+        }
+        None => None,
+    };
     let (ex_csv, ex_sum, st_sum) = (
         ctx.file(&tag, "exchange.csv"),
         ctx.file(&tag, "exchange.jsonl"),
@@ -262,11 +304,17 @@ fn one_run(ctx: &RunCtx<'_>, path: &str, run: u32) -> Result<RunResult> {
         .into_iter()
         .next()
         .context("no exchange summary")?;
-    let strat: serde_json::Value =
+    let mut strat: serde_json::Value =
         serde_json::from_str(fs::read_to_string(&st_sum)?.lines().next().unwrap_or("{}"))?;
+    if let Some(t) = tuned {
+        strat["veth_tune"] = t;
+    }
     let rx = received_vs_oracle(&ex_csv, ctx.oracle)?;
     Ok(RunResult {
-        path: path.to_owned(),
+        path: match tune {
+            Some(t) => format!("{path}/{}", t.name),
+            None => path.to_owned(),
+        },
         gap_ms: ctx.gap.map(|g| g.as_secs_f64() * 1e3),
         measured_gap_ms: rx.median_gap_ns as f64 / 1e6,
         stages: crate::oracle::stage_medians(&ctx.file(&tag, "strategy-orders.csv"))?,

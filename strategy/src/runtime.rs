@@ -151,6 +151,11 @@ pub struct RunArgs {
     /// measured in one session under the same conditions.
     #[arg(long, value_delimiter = ',', default_value = "0us", value_parser = parse_delay)]
     pub inject_delay: Vec<Duration>,
+    /// SO_PREFER_BUSY_POLL on the market-data socket with this SO_BUSY_POLL_BUDGET (kernel
+    /// and io_uring paths; with --busy-poll, and the device's napi_defer_hard_irqs /
+    /// gro_flush_timeout: the lab's `napidefer` tuning).
+    #[arg(long, default_value_t = 0)]
+    pub prefer_busy_poll: u32,
     /// IP_TOS byte on the order connection (kernel and io_uring paths), e.g. 16 (0x10,
     /// low delay) or a DSCP << 2 such as 184 (EF).
     #[arg(long)]
@@ -255,6 +260,7 @@ pub fn main(a: &RunArgs) -> Result<()> {
         group: a.md_group,
         iface_addr,
         busy_poll_us: a.busy_poll,
+        busy_poll_budget: a.prefer_busy_poll,
         sqpoll_idle_ms: a.sqpoll,
         send_zc: a.send_zc,
         msg_zerocopy: a.msg_zerocopy,

@@ -150,6 +150,7 @@ fn no_path_allocates_in_its_busy_loop() {
             group: SocketAddrV4::new(Ipv4Addr::new(239, 255, 0, 1), 12345),
             iface_addr: Some(Ipv4Addr::new(10, 77, 0, 2)),
             busy_poll_us: 0,
+            busy_poll_budget: 0,
             sqpoll_idle_ms: None,
             send_zc: false,
             msg_zerocopy: false,

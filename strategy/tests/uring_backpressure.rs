@@ -142,6 +142,7 @@ fn strategy_session(
         group: GROUP,
         iface_addr: Some(Ipv4Addr::new(10, 77, 0, 2)),
         busy_poll_us: 0,
+        busy_poll_budget: 0,
         sqpoll_idle_ms: None,
         send_zc: false,
         msg_zerocopy: false,

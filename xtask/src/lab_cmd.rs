@@ -68,6 +68,12 @@ pub struct LabArgs {
     /// from the exchange's.
     #[arg(long, value_parser = parse_gap)]
     pub exchange_warm: Option<std::time::Duration>,
+    /// Tuning variants of the strategy's veth, each run beside the untuned baseline and read
+    /// back: nogro, coalesce0, napidefer, threaded (as `--vm --guest-tune`; busypoll is a
+    /// global sysctl: use the path variant kernel+busypoll), or NAME=COMMANDS (`$IF` is the
+    /// veth).
+    #[arg(long = "veth-tune", value_delimiter = ',')]
+    pub veth_tune: Vec<String>,
     /// Save this run's order rows and summary as baseline NAME (for --baseline later).
     #[arg(long)]
     pub save_baseline: Option<String>,
@@ -164,6 +170,7 @@ impl LabArgs {
             orders_per_gap: self.orders_per_gap.max(2),
             warm_every: self.warm_every,
             exchange_warm: self.exchange_warm,
+            veth_tunes: self.veth_tune.clone(),
         }
     }
 }

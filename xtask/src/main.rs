@@ -79,7 +79,7 @@ fn test_lab(paths: &[&str], md_file: Option<PathBuf>, dir: PathBuf, pace: &str) 
 }
 
 fn run_strategy(a: &RunArgs) -> Result<()> {
-    if a.net == "xdp" {
+    if a.net.starts_with("xdp") {
         build_ebpf()?;
     }
     cmd("cargo", &["build", "--release", "-p", "strategy"])?;

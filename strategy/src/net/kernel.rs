@@ -181,7 +181,10 @@ impl NetPath for KernelPath {
         self.udp = Some(super::sockets::join_group(
             self.cfg.group,
             self.cfg.iface_addr,
-            self.cfg.busy_poll_us,
+            super::sockets::BusyPoll {
+                us: self.cfg.busy_poll_us,
+                prefer_budget: self.cfg.busy_poll_budget,
+            },
         )?);
         let tcp = super::sockets::start_tcp_connect(self.cfg.exchange, self.cfg.marks)?;
         self.tx = Some(TcpOrderTx::new(tcp, self.cfg.msg_zerocopy)?);

@@ -94,6 +94,8 @@ pub struct NetConfig {
     pub iface_addr: Option<Ipv4Addr>,
     /// SO_BUSY_POLL microseconds (0 = off).
     pub busy_poll_us: u32,
+    /// SO_PREFER_BUSY_POLL with this SO_BUSY_POLL_BUDGET (0 = off).
+    pub busy_poll_budget: u32,
     /// io_uring: SQPOLL with this idle time in ms.
     pub sqpoll_idle_ms: Option<u32>,
     /// io_uring: send orders with SEND_ZC.

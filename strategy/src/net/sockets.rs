@@ -54,12 +54,26 @@ pub fn tcp_connected(s: Option<&socket2::Socket>) -> io::Result<bool> {
     Ok(true)
 }
 
+/// Busy polling on the market-data socket: SO_BUSY_POLL for this long, and optionally
+/// SO_PREFER_BUSY_POLL (with SO_BUSY_POLL_BUDGET): the socket's polling is preferred over
+/// the device's interrupts, which stay masked while it finds work (with the device's
+/// `napi_defer_hard_irqs` and `gro_flush_timeout`; Linux >= 5.11).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BusyPoll {
+    /// SO_BUSY_POLL, us (0 = off).
+    pub us: u32,
+    /// SO_PREFER_BUSY_POLL on, with this SO_BUSY_POLL_BUDGET (0 = off).
+    pub prefer_budget: u32,
+}
+
 /// A non-blocking UDP socket bound to the group's port and joined on `iface`.
 pub fn join_group(
     group: SocketAddrV4,
     iface: Option<Ipv4Addr>,
-    busy_poll_us: u32,
+    busy: impl Into<BusyPoll>,
 ) -> io::Result<std::net::UdpSocket> {
+    let busy = busy.into();
+    let busy_poll_us = busy.us;
     use socket2::{Domain, Protocol, Socket, Type};
     use std::os::fd::AsRawFd;
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
@@ -84,9 +98,24 @@ pub fn join_group(
             busy_poll_us as i32,
         )?;
     }
+    if busy.prefer_budget > 0 {
+        let fd = s.as_raw_fd();
+        hostsys::socket::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PREFER_BUSY_POLL, 1)?;
+        let budget = i32::try_from(busy.prefer_budget).unwrap_or(i32::MAX);
+        hostsys::socket::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_BUSY_POLL_BUDGET, budget)?;
+    }
     s.bind(&group.into())?;
     s.join_multicast_v4(group.ip(), &iface.unwrap_or(Ipv4Addr::UNSPECIFIED))?;
     Ok(s.into())
+}
+
+impl From<u32> for BusyPoll {
+    fn from(us: u32) -> Self {
+        Self {
+            us,
+            prefer_budget: 0,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -111,5 +140,23 @@ mod tests {
         assert_eq!(s.tos().expect("IP_TOS"), 0x10);
         let p = hostsys::socket::getsockopt_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PRIORITY);
         assert_eq!(p.expect("SO_PRIORITY"), 5);
+    }
+
+    #[test]
+    fn prefer_busy_poll_is_set_on_the_market_data_socket() {
+        let g = SocketAddrV4::new(Ipv4Addr::new(239, 255, 0, 77), 0);
+        let s = join_group(
+            g,
+            Some(Ipv4Addr::LOCALHOST),
+            BusyPoll {
+                us: 50,
+                prefer_budget: 16,
+            },
+        )
+        .expect("join on loopback");
+        let get = |name| hostsys::socket::getsockopt_int(s.as_raw_fd(), libc::SOL_SOCKET, name);
+        assert_eq!(get(libc::SO_BUSY_POLL).expect("SO_BUSY_POLL"), 50);
+        // (SO_BUSY_POLL_BUDGET can be set, not read back.)
+        assert_eq!(get(libc::SO_PREFER_BUSY_POLL).expect("SO_PREFER_BUSY_POLL"), 1);
     }
 }
