@@ -35,6 +35,18 @@ const NAMED: &[(&str, &str, &str, &str)] = &[
         "ethtool -k $IF | grep -E '^generic-receive-offload:'",
     ),
     (
+        "nolro",
+        "LRO off (ethtool -K lro off): the NIC merges no segments (where the driver offers it)",
+        "ethtool -K $IF lro off",
+        "ethtool -k $IF | grep -E '^large-receive-offload:'",
+    ),
+    (
+        "irq0",
+        "the NIC's interrupts on CPU 0 (IRQ affinity; the strategy is pinned elsewhere when the guest has more vCPUs)",
+        "for i in $(grep -E \"$IF|virtio|igb|e1000e\" /proc/interrupts | cut -d: -f1); do echo 1 > /proc/irq/$i/smp_affinity 2>/dev/null; done",
+        "for i in $(grep -E \"$IF|virtio|igb|e1000e\" /proc/interrupts | cut -d: -f1); do echo irq$i=$(cat /proc/irq/$i/smp_affinity_list); done",
+    ),
+    (
         "busypoll",
         "socket busy polling for every socket (net.core.busy_poll / busy_read = 50 us)",
         "echo 50 > /proc/sys/net/core/busy_poll; echo 50 > /proc/sys/net/core/busy_read",

@@ -157,6 +157,9 @@ mod tests {
         let get = |name| hostsys::socket::getsockopt_int(s.as_raw_fd(), libc::SOL_SOCKET, name);
         assert_eq!(get(libc::SO_BUSY_POLL).expect("SO_BUSY_POLL"), 50);
         // (SO_BUSY_POLL_BUDGET can be set, not read back.)
-        assert_eq!(get(libc::SO_PREFER_BUSY_POLL).expect("SO_PREFER_BUSY_POLL"), 1);
+        assert_eq!(
+            get(libc::SO_PREFER_BUSY_POLL).expect("SO_PREFER_BUSY_POLL"),
+            1
+        );
     }
 }
