@@ -32,6 +32,7 @@ pub mod plot;
 pub mod process;
 pub mod report;
 pub mod stats;
+pub mod sweep;
 pub mod vm;
 
 use std::fs;
@@ -90,6 +91,8 @@ pub struct LabConfig {
     pub results_dir: Option<PathBuf>,
     /// Extra flags for every `strategy run`.
     pub strategy_flags: String,
+    /// Extra flags for every `exchange serve`.
+    pub exchange_flags: String,
     /// Seconds a single run may take.
     pub timeout: u64,
     /// Capture every run on the exchange's veth.
@@ -120,6 +123,7 @@ impl Default for LabConfig {
             pace: "rate:5000".into(),
             results_dir: None,
             strategy_flags: String::new(),
+            exchange_flags: String::new(),
             timeout: 600,
             pcap: false,
             order_gaps: Vec::new(),

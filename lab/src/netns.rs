@@ -356,6 +356,7 @@ fn spawn_exchange(ctx: &RunCtx<'_>, lab: &VethLab, tag: &str) -> Result<Proc> {
                 .into_iter()
                 .flatten(),
         )
+        .args(ctx.a.exchange_flags.split_whitespace())
         .arg("--md-file")
         .arg(ctx.md_file)
         .arg("--results")

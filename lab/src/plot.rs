@@ -198,6 +198,92 @@ pub fn against_gap(out: &Path, lines: &[(String, Vec<(f64, f64)>)]) -> Result<()
     Ok(())
 }
 
+/// Draws one line per `(name, [(x, us)])` into `out`: a linear x axis described by
+/// `x_desc` (with `ticks`, the x values are positions 0, 1, ... labelled with these), a
+/// linear y axis in us from 0. Used by sweeps.
+pub fn against_value(
+    out: &Path,
+    caption: &str,
+    x_desc: &str,
+    ticks: Option<&[String]>,
+    lines: &[(String, Vec<(f64, f64)>)],
+) -> Result<()> {
+    use plotters::prelude::*;
+    let pts: Vec<(f64, f64)> = lines
+        .iter()
+        .flat_map(|(_, v)| v.iter().copied())
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect();
+    if pts.is_empty() {
+        return Ok(());
+    }
+    let (x_lo, x_hi) = pts
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+            (a.min(p.0), b.max(p.0))
+        });
+    let y_hi = pts.iter().fold(0.0f64, |a, p| a.max(p.1)) * 1.1;
+    let pad = ((x_hi - x_lo) * 0.05).max(0.5);
+    let e = |x: plotters::drawing::DrawingAreaErrorKind<_>| anyhow::anyhow!("{x}");
+    let root = SVGBackend::new(out, (900, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(e)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d((x_lo - pad)..(x_hi + pad), 0.0..y_hi.max(1.0))
+        .map_err(e)?;
+    let label = |v: &f64| match ticks {
+        Some(t) => {
+            let i = v.round();
+            if (v - i).abs() < 1e-9 && i >= 0.0 {
+                t.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        }
+        None => format!("{v}"),
+    };
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc("tick-to-trade (us)")
+        .x_labels(ticks.map_or(10, |t| t.len() * 4 + 1))
+        .x_label_formatter(&label)
+        .draw()
+        .map_err(e)?;
+    for (i, (name, v)) in lines.iter().enumerate() {
+        let color = PALETTE[(i / 2) % PALETTE.len()];
+        let mut v: Vec<(f64, f64)> = v
+            .iter()
+            .copied()
+            .filter(|p| p.0.is_finite() && p.1.is_finite())
+            .collect();
+        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let width = if i % 2 == 0 { 2 } else { 1 };
+        chart
+            .draw_series(LineSeries::new(
+                v.iter().copied(),
+                color.stroke_width(width),
+            ))
+            .map_err(e)?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        chart
+            .draw_series(v.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            .map_err(e)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .border_style(BLACK)
+        .draw()
+        .map_err(e)?;
+    root.present().map_err(e)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

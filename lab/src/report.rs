@@ -18,7 +18,7 @@ use crate::{RunResult, WARMUP_ORDERS};
 /// The columns of `summary.csv`. `gap_ms` is the gap the file was made for
 /// (`--order-gap`), or else the median gap between orders the exchange measured;
 /// `gap_source` says which.
-pub const SUMMARY_HEADER: &str = "gap_ms,gap_source,path,runs,orders_expected,orders_received,match,packets_lost,clock,min_us,p50_us,p90_us,p99_us,p999_us,max_us,strategy_p50_us,strategy_p99_us,decide_p50_us,send_p50_us,floor_udp_p50_us,floor_tcp_p50_us";
+pub const SUMMARY_HEADER: &str = "gap_ms,gap_source,path,runs,orders_expected,orders_received,match,packets_lost,clock,min_us,p50_us,p90_us,p99_us,p999_us,max_us,strategy_p50_us,strategy_p99_us,decide_p50_us,send_p50_us,floor_udp_p50_us,floor_tcp_p50_us,p9999_us,n";
 
 /// The ping-pong floor measured at one gap, us.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -111,10 +111,14 @@ impl<'a> PathRow<'a> {
         let ok = if self.all_match { "yes" } else { "NO" };
         for (clock, s) in [("user", &self.user), ("kernel", &self.kernel)] {
             let v = [0.0, 0.5, 0.9, 0.99, 0.999, 1.0].map(|q| pct(s, q));
+            // p99.99 only where at least 10,000 samples back it (else it is the maximum).
+            let p9999 = (s.len() >= 10_000).then(|| pct(s, 0.9999));
             println!(
-                "{:<14}{:>5}{:>8}{:>8}{:>7}{:>6}  {:<7}{:>8.1}{:>8.1}{:>8.1}{:>8.1}{:>8.1}{:>9.1}  {:>10.1}{:>10.1}",
+                "{:<22}{:>5}{:>8}{:>8}{:>7}{:>6}  {:<7}{:>7}{:>8.1}{:>8.1}{:>8.1}{:>8.1}{:>8.1}{:>8}{:>9.1}  {:>10.1}{:>10.1}",
                 self.path, self.runs.len(), self.expected, self.received, ok, self.lost, clock,
-                v[0], v[1], v[2], v[3], v[4], v[5], self.strategy_p50_us, self.strategy_p99_us
+                s.len(), v[0], v[1], v[2], v[3], v[4],
+                p9999.map_or("-".to_owned(), |p| format!("{p:.1}")),
+                v[5], self.strategy_p50_us, self.strategy_p99_us
             );
             let stage = |f: fn(&RunResult) -> f64| {
                 self.runs.iter().map(|r| f(r)).sum::<f64>() / self.runs.len() as f64
@@ -122,7 +126,7 @@ impl<'a> PathRow<'a> {
             let floor = |f: fn(&Floor) -> f64| self.floor.as_ref().map_or(f64::NAN, f);
             writeln!(
                 csv,
-                "{:.3},{},{},{},{},{},{},{},{clock},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2}",
+                "{:.3},{},{},{},{},{},{},{},{clock},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{},{}",
                 self.gap_ms,
                 if self.gap_requested { "requested" } else { "measured_median" },
                 self.path,
@@ -143,6 +147,8 @@ impl<'a> PathRow<'a> {
                 stage(|r| r.stages.send_us),
                 floor(|f| f.udp_us[0]),
                 floor(|f| f.tcp_us[0]),
+                p9999.map_or(String::new(), |p| format!("{p:.2}")),
+                s.len(),
             )?;
         }
         if self.runs.len() > 1 {
@@ -178,8 +184,9 @@ fn print_header() {
     println!("tick-to-trade at the exchange (us): user = CLOCK_MONOTONIC in the exchange, kernel = SO_TIMESTAMPING software stamps;");
     println!("strat = the strategy's own packet-read -> order-handed-to-kernel time (us)");
     println!("warm-up: the first {WARMUP_ORDERS} orders of every run are left out of the exchange-side percentiles (kept in the CSVs)");
+    println!("n = samples behind the percentiles; p99.99 only where n >= 10,000 (else it would be the maximum)");
     println!(
-        "{:<14}{:>5}{:>8}{:>8}{:>7}{:>6}  {:<7}{:>8}{:>8}{:>8}{:>8}{:>8}{:>9}  {:>10}{:>10}",
+        "{:<22}{:>5}{:>8}{:>8}{:>7}{:>6}  {:<7}{:>7}{:>8}{:>8}{:>8}{:>8}{:>8}{:>8}{:>9}  {:>10}{:>10}",
         "path",
         "runs",
         "orders",
@@ -187,11 +194,13 @@ fn print_header() {
         "match",
         "lost",
         "clock",
+        "n",
         "min",
         "p50",
         "p90",
         "p99",
         "p99.9",
+        "p99.99",
         "max",
         "strat p50",
         "strat p99"

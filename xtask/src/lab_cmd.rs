@@ -74,6 +74,15 @@ pub struct LabArgs {
     /// veth).
     #[arg(long = "veth-tune", value_delimiter = ',')]
     pub veth_tune: Vec<String>,
+    /// Extra flags for every `exchange serve` (e.g. "--spin").
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    pub exchange_flags: String,
+    /// Sweep one knob: TARGET:FLAG=V1,V2,... with TARGET strategy or exchange (a flag; `-`
+    /// leaves it out), veth (`veth:tune=none,nogro`) or pace (`pace:rate=2000,5000`). A
+    /// whole run per value in <results>/sweep-<value>/, then one table and one plot
+    /// (sweep.csv, sweep.svg) of p50/p99 against the value per path.
+    #[arg(long, allow_hyphen_values = true)]
+    pub sweep: Option<String>,
     /// Save this run's order rows and summary as baseline NAME (for --baseline later).
     #[arg(long)]
     pub save_baseline: Option<String>,
@@ -164,6 +173,7 @@ impl LabArgs {
             pace: self.pace.clone(),
             results_dir: self.results_dir.clone(),
             strategy_flags: self.strategy_flags.clone(),
+            exchange_flags: self.exchange_flags.clone(),
             timeout: self.timeout,
             pcap: self.pcap,
             order_gaps: self.order_gap.clone(),
@@ -244,6 +254,28 @@ pub fn run(a: &LabArgs) -> Result<()> {
         let (dir, results) = lab::vm::run(&env, &cfg, &a.vm_args.config())?;
         lab::report::report(&dir, &results, &[])?;
         return lab::check(&dir, &results);
+    }
+    if let Some(spec) = &a.sweep {
+        let sweep = lab::sweep::Sweep::parse(spec)?;
+        let dir = lab::results_dir(&env, &cfg, "sweep-")?;
+        let mut points = Vec::new();
+        for v in &sweep.values {
+            let safe: String = v
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '.' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            let pdir = dir.join(format!("point-{safe}"));
+            println!("sweep: {} = {v}", sweep.name());
+            lab::netns::run(&env, &sweep.point(&cfg, v, pdir.clone()))?;
+            points.push((v.clone(), pdir));
+        }
+        return lab::sweep::summarize(&sweep, &dir, &points);
     }
     let dir = lab::netns::run(&env, &cfg)?;
     if let Some(name) = &a.baseline {
