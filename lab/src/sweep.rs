@@ -238,11 +238,12 @@ mod tests {
         let p = s.point(&base, "50", PathBuf::from("/x"));
         assert!(p.strategy_flags.ends_with(" --busy-poll 50"));
         assert_eq!(s.point(&base, "-", PathBuf::new()).strategy_flags, "");
-        let e = Sweep::parse("exchange:--md-batch=1,4").expect("parses");
+        let e = Sweep::parse("exchange:--warm-rx-every=-,100us").expect("parses");
         assert!(e
-            .point(&base, "4", PathBuf::new())
+            .point(&base, "100us", PathBuf::new())
             .exchange_flags
-            .ends_with("--md-batch 4"));
+            .ends_with("--warm-rx-every 100us"));
+        assert_eq!(e.point(&base, "-", PathBuf::new()).exchange_flags, "");
         let v = Sweep::parse("veth:tune=none,nogro").expect("parses");
         assert!(v.point(&base, "none", PathBuf::new()).veth_tunes.is_empty());
         assert_eq!(

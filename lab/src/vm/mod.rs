@@ -172,13 +172,18 @@ fn one_vm_run(
     };
     let ns = Netns::new("vmlab").context("namespace")?;
     // virtio-net native XDP wants queues >= 2 x vCPUs and vectors = 2 * queues + 2 on a
-    // multi-queue tap for full-speed XDP_TX; the kernel, io_uring and AF_XDP paths get that
-    // (AF_XDP binds a socket to every RX queue the guest has: `--xsk-queues all`, so flows the
-    // tap spreads over queues all arrive). `xdp-tx` gets a single queue: its program counts
-    // the market data of one queue; its XDP_TX then goes through the shared, locked TX queue
-    // (one order at a time: the lock is uncontended) (docs/decisions.md, docs/xdp-tx.md).
+    // multi-queue tap for full-speed XDP_TX; the kernel and io_uring paths get that. The
+    // AF_XDP paths get one queue pair, unless a tuning variant sets the queue count
+    // (`ethtool -L`): with XDP attached and fewer active pairs than the device has, virtio-net
+    // activates another pair for XDP's transmit queues, the tap delivers to its RX queue too,
+    // and no AF_XDP socket can bind it (sysfs does not list it: the program counts those
+    // frames as aborted; measured). With `ethtool -L $IF combined 2` both queues are real and
+    // `--xsk-queues all` binds a socket to each. `xdp-tx` always gets one queue: its program
+    // counts one queue's market data; its XDP_TX goes through the shared, locked TX queue
+    // (one order at a time: uncontended) (docs/vm.md, docs/xdp-tx.md).
     let queues = 2 * v.smp.max(1);
-    let mq = nic == "virtio" && path != "xdp-tx";
+    let sets_queues = tune.is_some_and(|t| t.apply.contains("ethtool -L"));
+    let mq = nic == "virtio" && (!path.starts_with("xdp") || (path == "xdp" && sets_queues));
     qemu::host_tap(&ns, mq)?;
     let ex_csv = dir.join(format!("{tag}.exchange.csv"));
     let ex_sum = dir.join(format!("{tag}.exchange.jsonl"));
