@@ -182,6 +182,16 @@ pub fn run(a: &Path, b: &Path, clock: Clock, threshold_us: f64) -> Result<()> {
             regressions.push(r.key.clone());
         }
     }
+    let html = crate::html::write_compare(
+        b,
+        (a, b),
+        match clock {
+            Clock::User => "user",
+            Clock::Kernel => "kernel-stamp",
+        },
+        &rows,
+    )?;
+    println!("comparison report: {}", html.display());
     if !regressions.is_empty() {
         bail!(
             "slower beyond the {threshold_us} us threshold in: {}",

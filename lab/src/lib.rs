@@ -25,6 +25,7 @@ pub mod capture;
 pub mod compare;
 pub mod data;
 pub mod floor;
+pub mod html;
 pub mod hugepages;
 pub mod netns;
 pub mod oracle;

@@ -455,7 +455,8 @@ pub fn report(dir: &Path, results: &[RunResult], floors: &[Floor]) -> Result<()>
         }
         crate::plot::against_gap(&dir.join("t2t_vs_gap.svg"), &lines)?;
     }
-    println!("results: {}", dir.display());
+    let html = crate::html::write_run(dir)?;
+    println!("results: {} (report: {})", dir.display(), html.display());
     Ok(())
 }
 

@@ -333,6 +333,79 @@ pub fn cmd(program: &str, args: &[&str]) -> Result<()> {
     lab::process::cmd_in(&root(), program, args)
 }
 
+/// The report a person reads, rendered by real renderers: every SVG plot of a results folder
+/// through librsvg (`rsvg-convert`, a PNG each), and `report.html` in headless Chromium (its
+/// DOM after load must hold the tables and the inline plots; a screenshot is kept).
+fn render_check(dir: &std::path::Path) -> Result<()> {
+    setup::apt_install(&[
+        (
+            "librsvg2-bin",
+            "renders the lab's SVG plots in the test command",
+        ),
+        (
+            "chromium",
+            "renders the lab's HTML report in the test command (headless)",
+        ),
+    ])?;
+    let mut svgs = 0;
+    for e in std::fs::read_dir(dir)?.filter_map(Result::ok) {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "svg") {
+            let png = p.with_extension("png");
+            cmd(
+                "rsvg-convert",
+                &["-o", &png.to_string_lossy(), &p.to_string_lossy()],
+            )?;
+            let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
+            anyhow::ensure!(
+                size > 5_000,
+                "{} rendered to a near-empty PNG ({size} bytes)",
+                p.display()
+            );
+            svgs += 1;
+        }
+    }
+    anyhow::ensure!(
+        svgs >= 2,
+        "expected the CDF and the gap plot in {}",
+        dir.display()
+    );
+    let html = dir.join("report.html");
+    let url = format!("file://{}", html.display());
+    let shot = dir.join("report.png");
+    let chrome = |extra: &[&str]| -> Result<std::process::Output> {
+        let mut c = Command::new("chromium");
+        c.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--window-size=1300,2600",
+        ])
+        .args(extra)
+        .arg(&url);
+        c.output().context("running chromium")
+    };
+    let dom = chrome(&["--dump-dom"])?;
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    anyhow::ensure!(
+        dom.contains("Paths side by side") && dom.contains("<svg") && dom.contains("<table"),
+        "chromium's DOM of {} lacks the tables or plots",
+        html.display()
+    );
+    chrome(&[&format!("--screenshot={}", shot.display())])?;
+    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    anyhow::ensure!(
+        size > 20_000,
+        "the report's screenshot is near-empty ({size} bytes)"
+    );
+    println!(
+        "render check: {svgs} SVG plots rendered by librsvg; {} rendered by Chromium (screenshot {})",
+        html.display(),
+        shot.display()
+    );
+    Ok(())
+}
+
 fn test(a: &TestArgs) -> Result<()> {
     // The AF_XDP tests need the XDP program: build it (this installs its toolchain); the VM
     // tests need QEMU, a guest kernel and busybox.
@@ -418,6 +491,7 @@ fn test(a: &TestArgs) -> Result<()> {
             )
         },
     )?;
+    render_check(&env.results_root().join("gap-test"))?;
     if !a.no_vm {
         vm_smoke(&env)?;
     }

@@ -1,0 +1,247 @@
+//! Self-contained HTML reports: `report.html` beside every lab run's CSV and JSON, and
+//! `compare.html` for a comparison. One file each, no script, no network: the tables, the
+//! plots inlined as SVG, the spread across runs. Open it in any browser.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::compare::{Comparison, Verdict};
+
+const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:1300px}\
+table{border-collapse:collapse;margin:1em 0;font-size:13px}\
+th,td{border:1px solid #bbb;padding:3px 7px;text-align:right}\
+th{background:#eee}td.l,th.l{text-align:left}\
+.bad{background:#fcc}.good{background:#cfc}.note{color:#555;font-size:13px}\
+svg{max-width:100%;height:auto}";
+
+/// Escapes text for HTML.
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// An SVG file's markup, inlined (its XML declaration dropped), if it exists.
+fn inline_svg(path: &Path) -> Option<String> {
+    let text = fs::read_to_string(path).ok()?;
+    let start = text.find("<svg")?;
+    Some(text[start..].to_owned())
+}
+
+/// The run's `summary.csv` as a table (the oracle check and the kernel-stamp rows marked).
+fn summary_table(dir: &Path, out: &mut String) -> Result<()> {
+    let text = fs::read_to_string(dir.join("summary.csv"))?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let col = |n: &str| header.iter().position(|h| *h == n);
+    let show = [
+        ("gap_ms", "gap ms"),
+        ("path", "path"),
+        ("runs", "runs"),
+        ("orders_expected", "orders"),
+        ("orders_received", "recv"),
+        ("match", "= oracle"),
+        ("packets_lost", "lost"),
+        ("clock", "clock"),
+        ("n", "n"),
+        ("min_us", "min"),
+        ("p50_us", "p50"),
+        ("p90_us", "p90"),
+        ("p99_us", "p99"),
+        ("p999_us", "p99.9"),
+        ("p9999_us", "p99.99"),
+        ("max_us", "max"),
+        ("strategy_p50_us", "strat p50"),
+        ("decide_p50_us", "decide"),
+        ("send_p50_us", "send"),
+        ("floor_tcp_p50_us", "floor TCP p50"),
+    ];
+    out.push_str("<table><tr>");
+    for (_, title) in &show {
+        let _ = write!(out, "<th>{}</th>", esc(title));
+    }
+    out.push_str("</tr>");
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        let get = |n: &str| col(n).and_then(|i| f.get(i)).copied().unwrap_or("");
+        let class = if get("match") == "false" {
+            " class=\"bad\""
+        } else {
+            ""
+        };
+        let _ = write!(out, "<tr{class}>");
+        for (name, _) in &show {
+            let v = get(name);
+            let v = if v.is_empty() { "-" } else { v };
+            let l = if matches!(*name, "path" | "clock") {
+                " class=\"l\""
+            } else {
+                ""
+            };
+            let _ = write!(out, "<td{l}>{}</td>", esc(v));
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</table>");
+    Ok(())
+}
+
+/// Per path and gap, each run's exchange-side p50 and p99 (user clock), from `runs.json`.
+fn spread_table(dir: &Path, out: &mut String) -> Result<()> {
+    let Ok(text) = fs::read_to_string(dir.join("runs.json")) else {
+        return Ok(());
+    };
+    let runs: serde_json::Value = serde_json::from_str(&text)?;
+    let Some(runs) = runs.as_array() else {
+        return Ok(());
+    };
+    out.push_str("<table><tr><th class=\"l\">path</th><th>gap ms</th><th>run</th><th>orders = oracle</th><th>user p50</th><th>user p99</th><th>kernel p50</th><th>kernel p99</th></tr>");
+    for r in runs {
+        let us = |v: &serde_json::Value| {
+            v.as_f64()
+                .map_or("-".to_owned(), |x| format!("{:.1}", x / 1e3))
+        };
+        let ex = &r["exchange"];
+        let _ = write!(
+            out,
+            "<tr{}><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            if r["orders_match"] == false { " class=\"bad\"" } else { "" },
+            esc(r["path"].as_str().unwrap_or("")),
+            r["gap_ms"].as_f64().map_or("-".to_owned(), |g| format!("{g}")),
+            r["run"],
+            r["orders_match"],
+            us(&ex["t2t_user_ns"]["p50"]),
+            us(&ex["t2t_user_ns"]["p99"]),
+            us(&ex["t2t_kernel_ns"]["p50"]),
+            us(&ex["t2t_kernel_ns"]["p99"]),
+        );
+    }
+    out.push_str("</table>");
+    Ok(())
+}
+
+/// Writes `report.html` for the results folder `dir` (after its `summary.csv`, `runs.json`
+/// and plots); returns its path.
+pub fn write_run(dir: &Path) -> Result<std::path::PathBuf> {
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>nic-lab run {}</title><style>{STYLE}</style></head><body>",
+        esc(&dir.display().to_string())
+    );
+    let _ = write!(
+        h,
+        "<h1>nic-lab run</h1><p class=\"note\">{}. Tick-to-trade at the exchange in us: \
+         <b>user</b> = CLOCK_MONOTONIC in the exchange, <b>kernel</b> = SO_TIMESTAMPING software \
+         stamps (trigger packet TX to order RX). Every figure is at the gap between orders in its \
+         row (requested, or the median measured). The first 5 orders of each run are left out; \
+         n is the number of samples; p99.99 only where n &ge; 10,000.</p>",
+        esc(&dir.display().to_string())
+    );
+    h.push_str("<h2>Paths side by side</h2>");
+    summary_table(dir, &mut h)?;
+    if let Some(svg) = inline_svg(&dir.join("t2t_vs_gap.svg")) {
+        h.push_str("<h2>Tick-to-trade against the gap between orders</h2>");
+        h.push_str(&svg);
+    }
+    if let Some(svg) = inline_svg(&dir.join("t2t_cdf.svg")) {
+        h.push_str("<h2>Distribution (CDF, both clocks)</h2>");
+        h.push_str(&svg);
+    }
+    h.push_str("<h2>Spread across runs</h2>");
+    spread_table(dir, &mut h)?;
+    if let Ok(probe) = fs::read_to_string(dir.join("probe.txt")) {
+        let _ = write!(
+            h,
+            "<h2>What the machine offered (strategy probe)</h2><pre>{}</pre>",
+            esc(&probe)
+        );
+    }
+    h.push_str("</body></html>\n");
+    let path = dir.join("report.html");
+    fs::write(&path, h)?;
+    Ok(path)
+}
+
+/// Writes `compare.html` (the comparison of B against A) into `out_dir`; returns its path.
+pub fn write_compare(
+    out_dir: &Path,
+    (a, b): (&Path, &Path),
+    clock: &str,
+    rows: &[Comparison],
+) -> Result<std::path::PathBuf> {
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>nic-lab comparison</title><style>{STYLE}</style></head><body>\
+         <h1>B against A</h1><p class=\"note\">A = {}<br>B = {}<br>{} clock, us; the difference of the \
+         medians B - A with its 95 % percentile-bootstrap interval (2,000 resamples).</p>",
+        esc(&a.display().to_string()),
+        esc(&b.display().to_string()),
+        esc(clock)
+    );
+    h.push_str("<table><tr><th class=\"l\">path</th><th>n A</th><th>n B</th><th>A p50</th><th>A p90</th><th>A p99</th><th>A p99.9</th><th>B p50</th><th>B p90</th><th>B p99</th><th>B p99.9</th><th>B - A</th><th>95 % CI</th><th class=\"l\">verdict</th></tr>");
+    for r in rows {
+        let (class, verdict) = match r.verdict {
+            Verdict::Slower => (" class=\"bad\"", "slower"),
+            Verdict::Faster => (" class=\"good\"", "faster"),
+            Verdict::NoDifference => ("", "no detectable difference"),
+        };
+        let _ = write!(
+            h,
+            "<tr{class}><td class=\"l\">{}</td><td>{}</td><td>{}</td>",
+            esc(&r.key),
+            r.n.0,
+            r.n.1
+        );
+        for p in r.pcts.0.iter().chain(r.pcts.1.iter()) {
+            let _ = write!(h, "<td>{p:.1}</td>");
+        }
+        let _ = write!(
+            h,
+            "<td>{:+.1}</td><td>[{:+.1}, {:+.1}]</td><td class=\"l\">{verdict}</td></tr>",
+            r.diff_us, r.ci_us.0, r.ci_us.1
+        );
+    }
+    h.push_str("</table></body></html>\n");
+    let path = out_dir.join("compare.html");
+    fs::write(&path, h)?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_report_holds_its_tables_and_plots_inline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(
+            dir.path().join("summary.csv"),
+            "gap_ms,path,match,clock,p50_us,n\n1.000,xdp,true,kernel,4.30,35\n1.000,kernel,false,kernel,<6>,35\n",
+        )
+        .expect("csv");
+        fs::write(
+            dir.path().join("t2t_cdf.svg"),
+            "<?xml version=\"1.0\"?>\n<svg><text>10 us</text></svg>",
+        )
+        .expect("svg");
+        let p = write_run(dir.path()).expect("report");
+        let h = fs::read_to_string(p).expect("html");
+        assert!(h.starts_with("<!DOCTYPE html>"));
+        assert!(h.contains("<td>4.30</td>") && h.contains("<td class=\"l\">xdp</td>"));
+        assert!(
+            h.contains("<tr class=\"bad\">"),
+            "a run whose orders differ is marked"
+        );
+        assert!(h.contains("&lt;6&gt;"), "text is escaped");
+        assert!(h.contains("<svg><text>10 us</text></svg>") && !h.contains("<?xml"));
+        assert!(
+            !h.contains(" src=") && !h.contains("<link") && !h.contains("<script"),
+            "self-contained"
+        );
+    }
+}
