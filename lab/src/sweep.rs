@@ -123,6 +123,7 @@ fn point_rows(dir: &Path, tuned: Option<&str>) -> Result<Vec<(String, f64, f64)>
             .with_context(|| format!("{}: no column {n}", path.display()))
     };
     let (p, clock, p50, p99) = (col("path")?, col("clock")?, col("p50_us")?, col("p99_us")?);
+    let gap = col("gap_ms").ok();
     let mut out = Vec::new();
     for line in lines {
         let f: Vec<&str> = line.split(',').collect();
@@ -142,7 +143,12 @@ fn point_rows(dir: &Path, tuned: Option<&str>) -> Result<Vec<(String, f64, f64)>
                 .and_then(|v| v.parse::<f64>().ok())
                 .unwrap_or(f64::NAN)
         };
-        out.push((name.to_owned(), num(p50), num(p99)));
+        // Every figure with its gap between orders (requested, or the measured median).
+        let name = match gap.map(num) {
+            Some(g) if g.is_finite() => format!("{name} @ {g} ms"),
+            _ => name.to_owned(),
+        };
+        out.push((name, num(p50), num(p99)));
     }
     Ok(out)
 }
@@ -168,14 +174,14 @@ pub fn summarize(sweep: &Sweep, dir: &Path, points: &[(String, PathBuf)]) -> Res
         "sweep of {} (kernel-stamp tick-to-trade, us, p50 / p99; each point a whole run with its own oracle check):",
         sweep.name()
     );
-    let mut line = format!("{:<18}", "path");
+    let mut line = format!("{:<26}", "path @ gap");
     for (v, _) in points {
         let _ = write!(line, "{:>16}", v);
     }
     println!("{line}");
     let mut csv = String::from("path,value,p50_us,p99_us\n");
     for p in &paths {
-        let mut line = format!("{p:<18}");
+        let mut line = format!("{p:<26}");
         for (v, _) in points {
             match rows.iter().find(|r| r.0 == *p && r.1 == *v) {
                 Some(r) => {
@@ -282,9 +288,9 @@ mod tests {
         let csv = fs::read_to_string(dir.path().join("sweep.csv")).expect("csv");
         assert_eq!(
             csv,
-            "path,value,p50_us,p99_us\nkernel,0,10.00,20.00\nkernel,50,7.50,15.00\n"
+            "path,value,p50_us,p99_us\nkernel @ 1 ms,0,10.00,20.00\nkernel @ 1 ms,50,7.50,15.00\n"
         );
         let svg = fs::read_to_string(dir.path().join("sweep.svg")).expect("svg");
-        assert!(svg.contains("kernel p50") && svg.contains("busy-poll"));
+        assert!(svg.contains("kernel @ 1 ms p50") && svg.contains("busy-poll"));
     }
 }
