@@ -3,9 +3,10 @@
 //!
 //! `SPEC` is `TARGET:FLAG=V1,V2,...` with `TARGET` one of `strategy` (a `strategy run` flag,
 //! e.g. `strategy:--busy-poll=0,50,100`), `exchange` (an `exchange serve` flag), `veth` (a
-//! `--veth-tune` variant, `veth:tune=nogro,napidefer`; `none` is the untuned point), or
-//! `pace` (`pace:rate=2000,5000,10000`). A flag value `-` leaves the flag out (its
-//! default). Every point is a whole lab run with its own oracle check; the summary reads
+//! `--veth-tune` variant, `veth:tune=nogro,napidefer`; `none` is the untuned point),
+//! `guest` (with `--vm`: a `--guest-tune` variant, `guest:tune=none,coalesce0`), `pace`
+//! (`pace:rate=2000,5000,10000`) or `gap` (`gap:order=1ms,10ms,100ms`: one gap file per
+//! point). A flag value `-` leaves the flag out (its default). Every point is a whole lab run with its own oracle check; the summary reads
 //! each point's `summary.csv`.
 
 use std::fmt::Write as _;
@@ -27,6 +28,10 @@ pub enum Target {
     VethTune,
     /// The replay rate (`rate:V`).
     Pace,
+    /// The guest's tuning variant (VM lab).
+    GuestTune,
+    /// The gap between orders.
+    Gap,
 }
 
 /// A parsed `--sweep`.
@@ -65,9 +70,16 @@ impl Sweep {
             "exchange" => Target::Exchange(flag.to_owned()),
             "veth" => Target::VethTune,
             "pace" => Target::Pace,
-            other => {
-                bail!("--sweep {spec}: unknown target `{other}` (strategy, exchange, veth, pace)")
+            "guest" => Target::GuestTune,
+            "gap" => {
+                for v in &values {
+                    parse_duration(v).with_context(|| format!("--sweep {spec}: `{v}`"))?;
+                }
+                Target::Gap
             }
+            other => bail!(
+                "--sweep {spec}: unknown target `{other}` (strategy, exchange, veth, guest, pace, gap)"
+            ),
         };
         Ok(Self { target, values })
     }
@@ -79,6 +91,8 @@ impl Sweep {
             Target::Exchange(f) => format!("exchange {f}"),
             Target::VethTune => "veth tuning".to_owned(),
             Target::Pace => "replay rate (packets/s)".to_owned(),
+            Target::GuestTune => "guest tuning".to_owned(),
+            Target::Gap => "gap between orders".to_owned(),
         }
     }
 
@@ -104,9 +118,48 @@ impl Sweep {
                 };
             }
             Target::Pace => c.pace = format!("rate:{value}"),
+            // The VM lab's tuning is in its own settings: see [`Sweep::guest_tunes`].
+            Target::GuestTune => {}
+            Target::Gap => {
+                c.order_gaps = parse_duration(value).map(|g| vec![g]).unwrap_or_default();
+            }
         }
         c
     }
+
+    /// The guest tuning variants of one point (VM lab).
+    pub fn guest_tunes(&self, value: &str) -> Vec<String> {
+        if self.target == Target::GuestTune && value != "none" {
+            vec![value.to_owned()]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Does a point's summary hold its rows under `path/value` (tuning variants)?
+    fn tuned(&self, value: &str) -> bool {
+        matches!(self.target, Target::VethTune | Target::GuestTune) && value != "none"
+    }
+}
+
+/// `1ms`, `100us`, `1s` (a number alone is ms).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
+    let (num, unit) = s
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map_or((s, "ms"), |i| s.split_at(i));
+    let v: f64 = num
+        .parse()
+        .with_context(|| format!("`{s}`: not a duration"))?;
+    let secs = match unit {
+        "us" => v * 1e-6,
+        "ms" => v * 1e-3,
+        "s" => v,
+        _ => bail!("`{s}`: unit us, ms or s"),
+    };
+    if !(1e-6..=60.0).contains(&secs) {
+        bail!("`{s}`: out of range (1us to 60s)");
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 /// One point's kernel-stamp p50 and p99 per path (from its `summary.csv`); with a veth
@@ -158,7 +211,7 @@ fn point_rows(dir: &Path, tuned: Option<&str>) -> Result<Vec<(String, f64, f64)>
 pub fn summarize(sweep: &Sweep, dir: &Path, points: &[(String, PathBuf)]) -> Result<()> {
     let mut rows: Vec<(String, String, f64, f64)> = Vec::new();
     for (value, pdir) in points {
-        let tuned = (sweep.target == Target::VethTune && value != "none").then_some(value.as_str());
+        let tuned = sweep.tuned(value).then_some(value.as_str());
         for (path, p50, p99) in point_rows(pdir, tuned)? {
             rows.push((path, value.clone(), p50, p99));
         }
@@ -258,6 +311,15 @@ mod tests {
         );
         let r = Sweep::parse("pace:rate=2000,5000").expect("parses");
         assert_eq!(r.point(&base, "2000", PathBuf::new()).pace, "rate:2000");
+        let g = Sweep::parse("gap:order=1ms,100ms").expect("parses");
+        assert_eq!(
+            g.point(&base, "100ms", PathBuf::new()).order_gaps,
+            [std::time::Duration::from_millis(100)]
+        );
+        assert!(Sweep::parse("gap:order=1parsec").is_err());
+        let t = Sweep::parse("guest:tune=none,coalesce0").expect("parses");
+        assert!(t.guest_tunes("none").is_empty());
+        assert_eq!(t.guest_tunes("coalesce0"), ["coalesce0"]);
         for bad in [
             "busy-poll=1",
             "strategy:busy-poll=1",

@@ -78,9 +78,10 @@ pub struct LabArgs {
     #[arg(long, default_value = "", allow_hyphen_values = true)]
     pub exchange_flags: String,
     /// Sweep one knob: TARGET:FLAG=V1,V2,... with TARGET strategy or exchange (a flag; `-`
-    /// leaves it out), veth (`veth:tune=none,nogro`) or pace (`pace:rate=2000,5000`). A
-    /// whole run per value in <results>/sweep-<value>/, then one table and one plot
-    /// (sweep.csv, sweep.svg) of p50/p99 against the value per path.
+    /// leaves it out), veth (`veth:tune=none,nogro`), guest (with --vm:
+    /// `guest:tune=none,coalesce0`), pace (`pace:rate=2000,5000`) or gap
+    /// (`gap:order=1ms,100ms`). A whole run per value in <results>/point-<value>/, then one
+    /// table and one plot (sweep.csv, sweep.svg) of p50/p99 against the value per path.
     #[arg(long, allow_hyphen_values = true)]
     pub sweep: Option<String>,
     /// Save this run's order rows and summary as baseline NAME (for --baseline later).
@@ -272,7 +273,20 @@ pub fn run(a: &LabArgs) -> Result<()> {
                 .collect();
             let pdir = dir.join(format!("point-{safe}"));
             println!("sweep: {} = {v}", sweep.name());
-            lab::netns::run(&env, &sweep.point(&cfg, v, pdir.clone()))?;
+            let point = sweep.point(&cfg, v, pdir.clone());
+            if a.vm {
+                let mut vm = a.vm_args.config();
+                vm.tunes.extend(sweep.guest_tunes(v));
+                let (d, results) = lab::vm::run(&env, &point, &vm)?;
+                lab::report::report(&d, &results, &[])?;
+                lab::check(&d, &results)?;
+            } else {
+                anyhow::ensure!(
+                    !matches!(sweep.target, lab::sweep::Target::GuestTune),
+                    "--sweep guest:... needs --vm"
+                );
+                lab::netns::run(&env, &point)?;
+            }
             points.push((v.clone(), pdir));
         }
         return lab::sweep::summarize(&sweep, &dir, &points);

@@ -166,31 +166,71 @@ pub fn build_ebpf() -> Result<()> {
 }
 
 fn fuzz(a: &FuzzArgs) -> Result<()> {
+    let runs = run_fuzz(a.seconds)?;
+    for (t, n) in runs {
+        println!("fuzz: {t}: {n} inputs in {} s, no crash", a.seconds);
+    }
+    Ok(())
+}
+
+/// Runs every fuzz target for `seconds` (installing cargo-fuzz first if needed); returns
+/// the inputs each ran. A crash fails with the target, the input kept in
+/// `fuzz/artifacts/<target>/` and libFuzzer's last lines.
+fn run_fuzz(seconds: u32) -> Result<Vec<(&'static str, u64)>> {
     if Command::new("cargo")
         .args(["fuzz", "--version"])
         .output()
         .map(|o| !o.status.success())
         .unwrap_or(true)
     {
-        println!("fuzz: installing cargo-fuzz (cargo install cargo-fuzz)");
+        println!("fuzz: installing cargo-fuzz (cargo install --locked cargo-fuzz)");
         cmd("cargo", &["install", "--locked", "cargo-fuzz"])?;
     }
-    let time = format!("-max_total_time={}", a.seconds);
+    let time = format!("-max_total_time={seconds}");
+    let mut out = Vec::new();
     for t in FUZZ_TARGETS {
         // New inputs go to fuzz/corpus/<target> (not committed); fuzz/seeds/<target>, when
         // present, adds hand-written starting points (e.g. real lines, so the parser's fast
         // path is reached at once).
         let corpus = format!("fuzz/corpus/{t}");
         let seeds = format!("fuzz/seeds/{t}");
+        let artifacts = format!("fuzz/artifacts/{t}/");
         std::fs::create_dir_all(root().join(&corpus))?;
+        std::fs::create_dir_all(root().join(&artifacts))?;
+        let prefix = format!("-artifact_prefix={}", root().join(&artifacts).display());
         let mut args = vec!["+nightly", "fuzz", "run", "--fuzz-dir", "fuzz", t, &corpus];
         if root().join(&seeds).is_dir() {
             args.push(&seeds);
         }
-        args.extend(["--", &time]);
-        cmd("cargo", &args)?;
+        args.extend(["--", &time, &prefix]);
+        println!("+ cargo {} ({seconds} s)", args.join(" "));
+        let o = Command::new("cargo")
+            .args(&args)
+            .current_dir(root())
+            .output()
+            .context("running cargo fuzz")?;
+        let err = String::from_utf8_lossy(&o.stderr);
+        if !o.status.success() {
+            let tail: Vec<&str> = err.lines().rev().take(25).collect();
+            bail!(
+                "fuzz target {t} failed (crash input kept in {artifacts}):\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        // libFuzzer's last word: "Done N runs in S second(s)".
+        let runs = err
+            .lines()
+            .rev()
+            .find_map(|l| {
+                l.strip_prefix("Done ")
+                    .and_then(|r| r.split_whitespace().next())
+            })
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        println!("fuzz: {t}: {runs} inputs in {seconds} s, no crash");
+        out.push((*t, runs));
     }
-    Ok(())
+    Ok(out)
 }
 
 #[derive(clap::Args)]
@@ -201,6 +241,9 @@ struct TestArgs {
     /// Skip the QEMU guest tests.
     #[arg(long)]
     no_vm: bool,
+    /// Skip the bounded fuzzing (10 s per target).
+    #[arg(long)]
+    no_fuzz: bool,
 }
 
 /// The VM tests: one TCG guest per NIC (virtio-net, igb) and path (kernel, xdp, xdp-tx) on
@@ -494,6 +537,15 @@ fn test(a: &TestArgs) -> Result<()> {
     render_check(&env.results_root().join("gap-test"))?;
     if !a.no_vm {
         vm_smoke(&env)?;
+    }
+    if !a.no_fuzz {
+        // Bounded fuzzing of every parser of outside input: 10 s per target.
+        let runs = run_fuzz(10)?;
+        let total: u64 = runs.iter().map(|r| r.1).sum();
+        println!(
+            "fuzz: {} targets, {total} inputs in total, no crash",
+            runs.len()
+        );
     }
     println!("all tests passed");
     Ok(())
