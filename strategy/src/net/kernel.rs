@@ -44,6 +44,8 @@ pub struct TcpOrderTx {
     backlog: Box<[u8; BACKLOG_BYTES]>,
     backlog_len: usize,
     zc: Option<ZeroCopy>,
+    /// Bytes the exchange sent on the order connection (it sends none): read and dropped.
+    pub unexpected_bytes: u64,
 }
 
 impl TcpOrderTx {
@@ -61,6 +63,7 @@ impl TcpOrderTx {
             backlog: Box::new([0; BACKLOG_BYTES]),
             backlog_len: 0,
             zc,
+            unexpected_bytes: 0,
         })
     }
 
@@ -145,12 +148,20 @@ impl TcpOrderTx {
         self.flush()
     }
 
-    /// Has the exchange closed the connection?
-    pub fn hung_up(&self) -> io::Result<bool> {
+    /// Has the exchange closed the connection? Stray bytes (the exchange sends none) are
+    /// read, dropped, counted, and logged once per connection.
+    pub fn hung_up(&mut self) -> io::Result<bool> {
         let mut b = [0u8; 64];
         match recv_nb(self.sock.as_raw_fd(), &mut b, 0) {
             Ok(Some(0)) => Ok(true),
-            Ok(_) => Ok(false), // nothing, or stray bytes: the exchange sends nothing
+            Ok(Some(n)) => {
+                if self.unexpected_bytes == 0 {
+                    tracing::warn!("the exchange sent bytes on the order connection (it sends none): dropped and counted");
+                }
+                self.unexpected_bytes += n as u64;
+                Ok(false)
+            }
+            Ok(None) => Ok(false),
             Err(e) => match e.kind() {
                 io::ErrorKind::ConnectionReset
                 | io::ErrorKind::BrokenPipe

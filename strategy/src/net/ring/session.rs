@@ -123,6 +123,8 @@ pub struct RingReport {
     pub device: DeviceStats,
     /// Every frame was in exactly one place when the report was taken.
     pub frames_accounted: bool,
+    /// Bytes the exchange sent on the order connection (it sends none): drained, dropped.
+    pub unexpected_bytes: u64,
     /// Frames received per RX queue `[queue, frames]` (AF_XDP: one socket per queue).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rx_queues: Vec<(u32, u64)>,
@@ -172,6 +174,8 @@ struct Session<R: RxRing, T: TxRing> {
     tcp: SocketHandle,
     guard: Box<dyn SessionGuard>,
     xtx: Option<Delegation>,
+    /// Bytes the exchange sent on the order connection (dropped).
+    unexpected_bytes: u64,
     /// The kernel socket holding the group membership (AF_XDP): never read, kept open for
     /// the session (closing it leaves the group).
     _membership: Option<UdpSocket>,
@@ -258,6 +262,7 @@ impl<R: RxRing, T: TxRing> RingPath<R, T> {
             tcp,
             guard,
             xtx,
+            unexpected_bytes: 0,
             _membership: mcast,
         })
     }
@@ -268,6 +273,7 @@ impl<R: RxRing, T: TxRing> RingPath<R, T> {
             device: s.dev.stats(),
             frames_accounted: s.dev.accounted(),
             rx_queues: s.dev.rx.queue_counts(),
+            unexpected_bytes: s.unexpected_bytes,
             xtx: s.xtx.as_ref().map(|x| {
                 Box::new(XtxSessionReport {
                     xdp_tx: x.report(&s.dev.tap),
@@ -426,6 +432,16 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
         self.idle_turns = if n == 0 { self.idle_turns + 1 } else { 0 };
         if need_poll || self.idle_turns % 256 == 255 {
             s.iface.poll(now(), &mut s.dev, &mut s.sockets);
+            // The exchange sends no data on the order connection: whatever arrives is
+            // drained (so smoltcp's window stays open), counted and logged once.
+            let sock = s.sockets.get_mut::<tcp::Socket>(s.tcp);
+            if sock.can_recv() {
+                let n = sock.recv(|b| (b.len(), b.len())).unwrap_or(0);
+                if s.unexpected_bytes == 0 && n > 0 {
+                    tracing::warn!("the exchange sent bytes on the order connection (it sends none): dropped and counted");
+                }
+                s.unexpected_bytes += n as u64;
+            }
         }
         if self.idle_turns % 4096 == 4095 {
             s.guard.idle();

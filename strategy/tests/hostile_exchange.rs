@@ -1,0 +1,301 @@
+//! The strategy against a scripted, hostile or broken exchange, on every path: garbage bytes
+//! on the order connection and a reset in the middle of a session (it must keep trading,
+//! then reconnect with `--reconnect` and trade again); an exchange that accepts and never
+//! publishes; one that publishes and never accepts (connection refused). Each: no panic, no
+//! hang (bounded by `--max-runtime` and a wall-clock limit), a clear log line, exit 0.
+//! Needs root for the namespaces; the raw paths need the embedded XDP program (AF_XDP) or
+//! nothing more (AF_PACKET).
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use netlab::{Netns, VethLab};
+
+const EXCHANGE: &str = "10.77.0.1:9012";
+const GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 0, 1), 12345);
+
+fn paths() -> Vec<&'static str> {
+    let mut p = vec!["kernel", "uring", "packet"];
+    if strategy::net::af_xdp::loader::has_object() {
+        p.push("xdp");
+    } else {
+        eprintln!("AF_XDP left out: built without the XDP program");
+    }
+    p
+}
+
+fn skip() -> bool {
+    if !netlab::is_root() {
+        eprintln!("skipped: needs root for network namespaces");
+        return true;
+    }
+    false
+}
+
+/// One test at a time: each runs a busy strategy on a 2-CPU machine.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_strategy(ns: &Netns, net: &str, results: &Path, log: &Path, extra: &[&str]) -> Proc {
+    let mut c = ns.command(env!("CARGO_BIN_EXE_strategy"));
+    c.args([
+        "run",
+        "--exchange",
+        EXCHANGE,
+        "--iface",
+        "vs0",
+        "--net",
+        net,
+    ])
+    .arg("--results")
+    .arg(results)
+    .args(extra)
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(log).expect("log"));
+    if net == "packet" {
+        c.args(["--packet-ip", "10.77.0.3"]);
+    }
+    Proc(c.spawn().expect("spawn strategy"))
+}
+
+/// Waits for the strategy to exit (it must, by itself, within `limit`) and returns its log.
+fn wait_exit(p: &mut Proc, limit: Duration, log: &Path, what: &str) -> String {
+    let t0 = Instant::now();
+    loop {
+        if let Some(st) = p.0.try_wait().expect("try_wait") {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            assert!(st.success(), "{what}: the strategy failed ({st}):\n{text}");
+            assert!(!text.contains("panicked"), "{what}: a panic:\n{text}");
+            return text;
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "{what}: the strategy hung (still running after {limit:?}):\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn sessions(results: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(results)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Market data: a snapshot of five levels a side, then updates of which every tenth raises
+/// the best bid's size by more than the default threshold (an order each) and the next one
+/// puts it back.
+fn lines(start_id: u64, updates: u64) -> Vec<String> {
+    let mut v = Vec::new();
+    let mut id = start_id;
+    for i in 0..5 {
+        id += 1;
+        v.push(format!("x,y,1,{id},true,bid,{},10", 100 - i));
+        id += 1;
+        v.push(format!("x,y,1,{id},true,ask,{},10", 101 + i));
+    }
+    for k in 0..updates {
+        id += 1;
+        let size = match k % 10 {
+            0 => 60_000_010,
+            _ => 10 + k % 7,
+        };
+        v.push(format!("x,y,1,{id},false,bid,100,{size}"));
+    }
+    v
+}
+
+fn md_socket() -> socket2::Socket {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).expect("udp");
+    s.set_multicast_if_v4(&Ipv4Addr::new(10, 77, 0, 1))
+        .expect("mcast if");
+    s
+}
+
+/// Publishes `lines` 1 ms apart while reading whole orders from `conn` (non-blocking);
+/// `garbage_at`: after that many lines, writes 4 KiB of garbage to the connection.
+fn publish_and_read(conn: &mut TcpStream, lines: &[String], garbage_at: Option<usize>) -> usize {
+    let md = md_socket();
+    let dst: socket2::SockAddr = GROUP.into();
+    conn.set_nonblocking(true).expect("nonblocking");
+    let mut got = 0usize;
+    let mut buf = [0u8; 4096];
+    for (i, l) in lines.iter().enumerate() {
+        let _ = md.send_to(l.as_bytes(), &dst);
+        if garbage_at == Some(i) {
+            let junk: Vec<u8> = (0..4096u32).map(|x| (x * 37 % 251) as u8).collect();
+            let _ = conn.write_all(&junk);
+        }
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(1) {
+            if let Ok(n) = conn.read(&mut buf) {
+                got += n;
+            }
+        }
+    }
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(200) {
+        if let Ok(n) = conn.read(&mut buf) {
+            got += n;
+        }
+    }
+    got / proto::order::ORDER_LEN
+}
+
+fn accept_within(l: &TcpListener, limit: Duration) -> Option<TcpStream> {
+    l.set_nonblocking(true).expect("nonblocking");
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if let Ok((c, _)) = l.accept() {
+            return Some(c);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
+#[test]
+fn garbage_and_a_reset_mid_session_then_a_reconnect() {
+    if skip() {
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    for net in paths() {
+        let lab = VethLab::new("hx1").expect("lab");
+        let script = lab
+            .exchange
+            .spawn(|| {
+                let l = TcpListener::bind(EXCHANGE).expect("listen");
+                let mut c1 = accept_within(&l, Duration::from_secs(15)).expect("first connect");
+                std::thread::sleep(Duration::from_millis(200));
+                let first = publish_and_read(&mut c1, &lines(1_000, 200), Some(100));
+                // A reset: linger 0, then close.
+                socket2::SockRef::from(&c1)
+                    .set_linger(Some(Duration::ZERO))
+                    .expect("linger");
+                drop(c1);
+                let mut c2 = accept_within(&l, Duration::from_secs(15)).expect("reconnect");
+                std::thread::sleep(Duration::from_millis(200));
+                let second = publish_and_read(&mut c2, &lines(100_000, 200), None);
+                drop(c2);
+                (first, second)
+            })
+            .expect("script");
+        let (results, log) = (
+            dir.path().join(format!("{net}.1.jsonl")),
+            dir.path().join(format!("{net}.1.log")),
+        );
+        let mut st = start_strategy(
+            &lab.strategy,
+            net,
+            &results,
+            &log,
+            &["--reconnect", "--sessions", "2", "--max-runtime", "40"],
+        );
+        let (first, second) = script.join().expect("script ran");
+        let text = wait_exit(&mut st, Duration::from_secs(45), &log, net);
+        assert!(first > 0, "{net}: orders before the garbage and the reset");
+        assert!(
+            second >= 15,
+            "{net}: trading again after the reconnect ({second} orders)"
+        );
+        let s = sessions(&results);
+        assert_eq!(s.len(), 2, "{net}: two sessions reported");
+        if net != "uring" {
+            // (io_uring watches the connection for a hang-up only; the bytes stay unread.)
+            assert!(
+                text.contains("the exchange sent bytes on the order connection"),
+                "{net}: the garbage is logged:\n{text}"
+            );
+        }
+        if net == "xdp" || net == "packet" {
+            let n = s[0]["path_extra"]["unexpected_bytes"].as_u64().unwrap_or(0);
+            assert!(n >= 4096, "{net}: the garbage drained and counted: {n}");
+        }
+        assert!(
+            text.contains("Running -> Init (disconnected)"),
+            "{net}: the reset is logged:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn an_exchange_that_never_publishes_or_never_accepts() {
+    if skip() {
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    for net in paths() {
+        // Accepts, never publishes: the strategy waits, trading nothing, and leaves on time.
+        let lab = VethLab::new("hx2").expect("lab");
+        let script = lab
+            .exchange
+            .spawn(|| {
+                let l = TcpListener::bind(EXCHANGE).expect("listen");
+                let c = accept_within(&l, Duration::from_secs(15));
+                std::thread::sleep(Duration::from_secs(4));
+                drop(c);
+            })
+            .expect("script");
+        let (results, log) = (
+            dir.path().join(format!("{net}.silent.jsonl")),
+            dir.path().join(format!("{net}.silent.log")),
+        );
+        let mut st = start_strategy(&lab.strategy, net, &results, &log, &["--max-runtime", "2"]);
+        wait_exit(&mut st, Duration::from_secs(15), &log, net);
+        script.join().expect("script");
+        let s = sessions(&results);
+        assert_eq!(s.len(), 1, "{net}: the session is reported at exit");
+        assert_eq!(s[0]["path"]["packets"], 0, "{net}: {}", s[0]);
+        drop(lab);
+
+        // Publishes, never accepts (refused): retried with backoff, no hang, no panic.
+        let lab = VethLab::new("hx3").expect("lab");
+        let script = lab
+            .exchange
+            .spawn(|| {
+                let md = md_socket();
+                let dst: socket2::SockAddr = GROUP.into();
+                for l in lines(1, 2_000) {
+                    let _ = md.send_to(l.as_bytes(), &dst);
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+            })
+            .expect("script");
+        let log = dir.path().join(format!("{net}.refused.log"));
+        let mut st = start_strategy(
+            &lab.strategy,
+            net,
+            &dir.path().join(format!("{net}.refused.jsonl")),
+            &log,
+            &["--reconnect", "--max-runtime", "2"],
+        );
+        let text = wait_exit(&mut st, Duration::from_secs(15), &log, net);
+        script.join().expect("script");
+        assert!(
+            text.contains("connect:") || text.contains("connect timed out"),
+            "{net}: the refused connects are logged:\n{text}"
+        );
+    }
+}
