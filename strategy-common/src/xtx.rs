@@ -338,19 +338,20 @@ impl LineParser {
                 self.bad |= empty as u32;
                 self.lts = self.value;
             }
+            // The length counts too: a NUL byte in front would vanish from the word.
             4 => {
-                if self.word == word(b"true") {
+                if self.len == 4 && self.word == word(b"true") {
                     self.snapshot = 1;
-                } else if self.word == word(b"false") {
+                } else if self.len == 5 && self.word == word(b"false") {
                     self.snapshot = 0;
                 } else {
                     self.bad = 1;
                 }
             }
             5 => {
-                if self.word == word(b"bid") {
+                if self.len == 3 && self.word == word(b"bid") {
                     self.bid = 1;
-                } else if self.word == word(b"ask") {
+                } else if self.len == 3 && self.word == word(b"ask") {
                     self.bid = 0;
                 } else {
                     self.bad = 1;
@@ -640,6 +641,10 @@ mod tests {
             b"x,y,1,2,false,ask,1,1\n\r",
             b"x,y,1,2,false,ask,1,1\r\r",
             b"x\r,y,1,2,false,ask,1,1",
+            // Found by the fuzzer: a NUL in front of a keyword left its word unchanged.
+            b"x,y,1,2,false,\0ask,1,1",
+            b"x,y,1,2,\0true,ask,1,1",
+            b"x,y,1,2,\0\0true,bid,1,1",
         ] {
             assert_eq!(
                 parse(bad, 0),
