@@ -449,6 +449,52 @@ fn render_check(dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// `lab compare` on real runs: a run against itself shows no difference, and a run with
+/// `--inject-delay 10us` against one without is slower by 10 +/- 1 us (kernel stamps; the
+/// interval of the difference must hold 10 and the difference be within 1 us of it, plus
+/// the interval's half-width on this noisy machine).
+fn compare_check(env: &Env) -> Result<()> {
+    use lab::compare::{compare, load, Clock, Verdict};
+    let base = env.results_root().join("compare-test");
+    let run = |name: &str, flags: &str| -> Result<std::path::PathBuf> {
+        let dir = base.join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        lab::netns::run(
+            env,
+            &LabConfig {
+                strategy_flags: flags.to_owned(),
+                order_gaps: vec![std::time::Duration::from_millis(1)],
+                orders_per_gap: 150,
+                ..test_lab(&["kernel"], None, dir.clone(), "rate:5000")
+            },
+        )?;
+        Ok(dir)
+    };
+    let a = run("plain", "")?;
+    let b = run("delay10", "--inject-delay 10us")?;
+    let (sa, sb) = (load(&a, Clock::Kernel)?, load(&b, Clock::Kernel)?);
+    let same = compare(&sa, &sa);
+    anyhow::ensure!(
+        !same.is_empty() && same.iter().all(|r| r.verdict == Verdict::NoDifference),
+        "a run against itself must show no difference"
+    );
+    let rows = compare(&sa, &sb);
+    let r = rows.first().context("no path compared")?;
+    let half = (r.ci_us.1 - r.ci_us.0) / 2.0;
+    println!(
+        "compare check: +10 us injected: B - A = {:+.2} us [{:+.2}, {:+.2}], {:?}",
+        r.diff_us, r.ci_us.0, r.ci_us.1, r.verdict
+    );
+    anyhow::ensure!(
+        r.verdict == Verdict::Slower && (r.diff_us - 10.0).abs() <= 1.0 + half,
+        "an injected 10 us delay must compare as slower by 10 +/- 1 us: {:+.2} [{:+.2}, {:+.2}]",
+        r.diff_us,
+        r.ci_us.0,
+        r.ci_us.1
+    );
+    Ok(())
+}
+
 fn test(a: &TestArgs) -> Result<()> {
     // The AF_XDP tests need the XDP program: build it (this installs its toolchain); the VM
     // tests need QEMU, a guest kernel and busybox.
@@ -488,6 +534,7 @@ fn test(a: &TestArgs) -> Result<()> {
             "rate:5000",
         ),
     )?;
+    compare_check(&env)?;
     // Captures: the analyzer must find on the wire exactly the orders the results list.
     let pcap_dir = env.results_root().join("pcap-test");
     let _ = std::fs::remove_dir_all(&pcap_dir);
