@@ -705,3 +705,114 @@ fn xdp_tx_never_fires_on_a_stale_book() {
     assert_eq!(n("mismatched"), 0, "never a stale decision: {x}");
     assert_eq!(n("completed"), n("fired"), "{x}");
 }
+
+/// SIGKILL of the strategy at three moments — while connecting (no exchange yet), just
+/// after the start (around the connect and the snapshot), and mid-orders — on the raw
+/// paths: nothing stays attached to the interface, and the next start trades at once, its
+/// orders equal to the oracle.
+#[test]
+fn sigkill_anywhere_leaves_nothing_and_the_next_start_trades() {
+    if skip() {
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let md = small_file(dir.path(), 40_000);
+    let want = oracle(&md);
+    let mut nets = vec!["packet"];
+    if strategy::net::af_xdp::loader::has_object() {
+        nets.insert(0, "xdp");
+    }
+    for net in nets {
+        for (moment, kill_after_ms) in [("connecting", 150u64), ("starting", 30), ("orders", 400)] {
+            let what = format!("{net}, killed {moment}");
+            let lab = VethLab::new("e2k").expect("lab");
+            let file = |s: &str| dir.path().join(format!("{net}-{moment}.{s}"));
+            let start_ex = || {
+                let child = lab
+                    .exchange
+                    .command(bin("exchange"))
+                    .args([
+                        "serve",
+                        "--oe-listen",
+                        "10.77.0.1:9012",
+                        "--md-iface",
+                        "vx0",
+                    ])
+                    .args(["--quiet-orders", "--pace", "rate:2000"])
+                    .args(["--grace", "300ms", "--handshake-delay", "0ms"])
+                    .arg("--md-file")
+                    .arg(&md)
+                    .arg("--results")
+                    .arg(file("ex.csv"))
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(file("ex.log")).expect("log"))
+                    .spawn()
+                    .expect("exchange");
+                Proc(child)
+            };
+            // While connecting there is no exchange yet; otherwise it is up, serving as many
+            // sessions as come (the killed one may or may not have connected).
+            let mut ex = (moment != "connecting").then(start_ex);
+            std::thread::sleep(Duration::from_millis(100));
+            let killed = start_strategy(
+                &lab.strategy,
+                net,
+                &file("st1.csv"),
+                &file("st1.log"),
+                &["--sessions", "1", "--reconnect", "--packet-ip", "10.77.0.3"],
+            );
+            std::thread::sleep(Duration::from_millis(kill_after_ms));
+            drop(killed); // SIGKILL, reaped
+            let link = lab
+                .strategy
+                .exec(&["ip", "link", "show", "dev", "vs0"])
+                .expect("ip link");
+            assert!(
+                !link.contains("xdp"),
+                "{what}: an XDP program stayed: {link}"
+            );
+            if ex.is_none() {
+                ex = Some(start_ex());
+            } else {
+                // The exchange notices nothing of a dead raw-path client: it finishes the
+                // file (0.75 s at this pace) and its grace first. A connect before that is
+                // accepted and closed at once (one client at a time), which would end the
+                // next strategy's one session: start it once the exchange is back in INIT.
+                std::thread::sleep(Duration::from_millis(1_500));
+            }
+            let mut next = start_strategy(
+                &lab.strategy,
+                net,
+                &file("st2.csv"),
+                &file("st2.log"),
+                &["--sessions", "1", "--reconnect", "--packet-ip", "10.77.0.3"],
+            );
+            wait(&mut next, Duration::from_secs(60), &what, &file("st2.log"));
+            drop(ex);
+            // The next start's session is the exchange's last.
+            let text = std::fs::read_to_string(file("ex.csv")).unwrap_or_default();
+            let last = text
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split(',').next())
+                .filter_map(|s| s.parse::<u64>().ok())
+                .max()
+                .map(|n| n.to_string())
+                .unwrap_or_default();
+            assert_eq!(
+                read_orders(&file("ex.csv"), Some(&last)),
+                want,
+                "{what}: the next start's orders equal the oracle (session {last})"
+            );
+            let link = lab
+                .strategy
+                .exec(&["ip", "link", "show", "dev", "vs0"])
+                .expect("ip link");
+            assert!(
+                !link.contains("xdp"),
+                "{what}: an XDP program stayed: {link}"
+            );
+        }
+    }
+}
