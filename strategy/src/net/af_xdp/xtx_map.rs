@@ -82,8 +82,8 @@ impl XtxMap {
     }
 
     /// The next fire the program handed over, if any (no syscall: the ring is mapped).
-    /// A record that does not decode is counted by the caller as `None` never is: it is
-    /// returned as `Err` with its length.
+    /// A record that does not decode comes back as `Err` with its length (the caller
+    /// counts it and goes on).
     pub fn next_fire(&mut self) -> Option<Result<FireRecord, usize>> {
         let item = self.ring.next()?;
         Some(FireRecord::from_bytes(&item).ok_or(item.len()))
