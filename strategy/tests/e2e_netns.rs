@@ -776,10 +776,23 @@ fn sigkill_anywhere_leaves_nothing_and_the_next_start_trades() {
                 ex = Some(start_ex());
             } else {
                 // The exchange notices nothing of a dead raw-path client: it finishes the
-                // file (0.75 s at this pace) and its grace first. A connect before that is
-                // accepted and closed at once (one client at a time), which would end the
-                // next strategy's one session: start it once the exchange is back in INIT.
-                std::thread::sleep(Duration::from_millis(1_500));
+                // file and its grace first. A connect before that is accepted and closed at
+                // once (one client at a time), which would end the next strategy's one
+                // session: start it once every session the exchange opened has closed.
+                let t0 = Instant::now();
+                loop {
+                    let log = std::fs::read_to_string(file("ex.log")).unwrap_or_default();
+                    let opened = log.matches("INIT -> HANDSHAKE").count();
+                    let closed = log.matches("state -> INIT").count();
+                    if opened == closed {
+                        break;
+                    }
+                    assert!(
+                        t0.elapsed() < Duration::from_secs(20),
+                        "{what}: the exchange never closed the dead client's session:\n{log}"
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
             }
             let mut next = start_strategy(
                 &lab.strategy,
