@@ -224,6 +224,15 @@ fn one_vm_run(
     if let Some(t) = tune {
         append.push_str(&format!(" labtune={}", t.name));
     }
+    // `--strategy-flags` reach the guest's strategy too (e.g. "--busy-poll 50
+    // --prefer-busy-poll 8"): a quoted kernel parameter, split into words by /init.
+    let flags = a.strategy_flags.trim();
+    if !flags.is_empty() {
+        if flags.contains('"') {
+            bail!("--strategy-flags with --vm: no double quotes (they go on the guest's kernel command line)");
+        }
+        append.push_str(&format!(" labflags=\"{flags}\""));
+    }
     let serial = dir.join(format!("{tag}.serial.log"));
     let mut guest = qemu::qemu(&ns, accel, v, kernel, initrd)
         .args(["-append", &append, "-netdev", &netdev, "-device", &device])
