@@ -321,6 +321,11 @@ fn complete_fires<R: RxRing, T: TxRing>(
         // The exchange has these bytes: smoltcp must account for them, or every later
         // byte would carry a wrong sequence number. A full send buffer ends the session.
         if !send_order(sockets.get_mut::<tcp::Socket>(*tcp), &order) {
+            // The order is on the wire whatever happens here: record it, then end the
+            // session (smoltcp's stream would no longer match the exchange's).
+            let user_ns = mono_ns().saturating_sub(t0);
+            x.completed(&rec, mismatched, user_ns);
+            hot.delegated(order, (rec.t_start_ns, rec.t_tx_ns), user_ns, gap);
             return Err(io_other(
                 "xdp-tx: no room in smoltcp's send buffer to complete a delegated send",
             ));
