@@ -182,7 +182,7 @@ pub fn run(a: &Path, b: &Path, clock: Clock, threshold_us: f64) -> Result<()> {
             regressions.push(r.key.clone());
         }
     }
-    let html = crate::html::write_compare(
+    let html = write_compare(
         b,
         (a, b),
         match clock {
@@ -229,6 +229,54 @@ pub fn save_baseline(env: &crate::Env, dir: &Path, name: &str) -> Result<()> {
     }
     println!("baseline `{name}` saved in {}", to.display());
     Ok(())
+}
+
+/// Writes `compare.html` (the comparison of B against A) into `out_dir`; returns its path.
+pub fn write_compare(
+    out_dir: &Path,
+    (a, b): (&Path, &Path),
+    clock: &str,
+    rows: &[Comparison],
+) -> Result<std::path::PathBuf> {
+    use crate::html::{esc, STYLE};
+    use std::fmt::Write as _;
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>nic-lab comparison</title><style>{STYLE}</style></head><body>\
+         <h1>B against A</h1><p class=\"note\">A = {}<br>B = {}<br>{} clock, us; the difference of the \
+         medians B - A with its 95 % percentile-bootstrap interval (2,000 resamples).</p>",
+        esc(&a.display().to_string()),
+        esc(&b.display().to_string()),
+        esc(clock)
+    );
+    h.push_str("<table><tr><th class=\"l\">path</th><th>n A</th><th>n B</th><th>A p50</th><th>A p90</th><th>A p99</th><th>A p99.9</th><th>B p50</th><th>B p90</th><th>B p99</th><th>B p99.9</th><th>B - A</th><th>95 % CI</th><th class=\"l\">verdict</th></tr>");
+    for r in rows {
+        let (class, verdict) = match r.verdict {
+            Verdict::Slower => (" class=\"bad\"", "slower"),
+            Verdict::Faster => (" class=\"good\"", "faster"),
+            Verdict::NoDifference => ("", "no detectable difference"),
+        };
+        let _ = write!(
+            h,
+            "<tr{class}><td class=\"l\">{}</td><td>{}</td><td>{}</td>",
+            esc(&r.key),
+            r.n.0,
+            r.n.1
+        );
+        for p in r.pcts.0.iter().chain(r.pcts.1.iter()) {
+            let _ = write!(h, "<td>{p:.1}</td>");
+        }
+        let _ = write!(
+            h,
+            "<td>{:+.1}</td><td>[{:+.1}, {:+.1}]</td><td class=\"l\">{verdict}</td></tr>",
+            r.diff_us, r.ci_us.0, r.ci_us.1
+        );
+    }
+    h.push_str("</table></body></html>\n");
+    let path = out_dir.join("compare.html");
+    fs::write(&path, h)?;
+    Ok(path)
 }
 
 #[cfg(test)]

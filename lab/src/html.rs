@@ -1,5 +1,5 @@
-//! Self-contained HTML reports: `report.html` beside every lab run's CSV and JSON, and
-//! `compare.html` for a comparison. One file each, no script, no network: the tables, the
+//! Self-contained HTML reports: `report.html` beside every lab run's CSV and JSON (and the
+//! pieces `compare.html` is made of, in [`crate::compare`]). One file each, no script, no network: the tables, the
 //! plots inlined as SVG, the spread across runs. Open it in any browser.
 
 use std::fmt::Write as _;
@@ -8,9 +8,8 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::compare::{Comparison, Verdict};
-
-const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:1300px}\
+/// The reports' stylesheet (inline).
+pub(crate) const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:1300px}\
 table{border-collapse:collapse;margin:1em 0;font-size:13px}\
 th,td{border:1px solid #bbb;padding:3px 7px;text-align:right}\
 th{background:#eee}td.l,th.l{text-align:left}\
@@ -18,7 +17,7 @@ th{background:#eee}td.l,th.l{text-align:left}\
 svg{max-width:100%;height:auto}";
 
 /// Escapes text for HTML.
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -162,52 +161,6 @@ pub fn write_run(dir: &Path) -> Result<std::path::PathBuf> {
     }
     h.push_str("</body></html>\n");
     let path = dir.join("report.html");
-    fs::write(&path, h)?;
-    Ok(path)
-}
-
-/// Writes `compare.html` (the comparison of B against A) into `out_dir`; returns its path.
-pub fn write_compare(
-    out_dir: &Path,
-    (a, b): (&Path, &Path),
-    clock: &str,
-    rows: &[Comparison],
-) -> Result<std::path::PathBuf> {
-    let mut h = String::new();
-    let _ = write!(
-        h,
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>nic-lab comparison</title><style>{STYLE}</style></head><body>\
-         <h1>B against A</h1><p class=\"note\">A = {}<br>B = {}<br>{} clock, us; the difference of the \
-         medians B - A with its 95 % percentile-bootstrap interval (2,000 resamples).</p>",
-        esc(&a.display().to_string()),
-        esc(&b.display().to_string()),
-        esc(clock)
-    );
-    h.push_str("<table><tr><th class=\"l\">path</th><th>n A</th><th>n B</th><th>A p50</th><th>A p90</th><th>A p99</th><th>A p99.9</th><th>B p50</th><th>B p90</th><th>B p99</th><th>B p99.9</th><th>B - A</th><th>95 % CI</th><th class=\"l\">verdict</th></tr>");
-    for r in rows {
-        let (class, verdict) = match r.verdict {
-            Verdict::Slower => (" class=\"bad\"", "slower"),
-            Verdict::Faster => (" class=\"good\"", "faster"),
-            Verdict::NoDifference => ("", "no detectable difference"),
-        };
-        let _ = write!(
-            h,
-            "<tr{class}><td class=\"l\">{}</td><td>{}</td><td>{}</td>",
-            esc(&r.key),
-            r.n.0,
-            r.n.1
-        );
-        for p in r.pcts.0.iter().chain(r.pcts.1.iter()) {
-            let _ = write!(h, "<td>{p:.1}</td>");
-        }
-        let _ = write!(
-            h,
-            "<td>{:+.1}</td><td>[{:+.1}, {:+.1}]</td><td class=\"l\">{verdict}</td></tr>",
-            r.diff_us, r.ci_us.0, r.ci_us.1
-        );
-    }
-    h.push_str("</table></body></html>\n");
-    let path = out_dir.join("compare.html");
     fs::write(&path, h)?;
     Ok(path)
 }
