@@ -138,13 +138,14 @@ impl Delegation {
         let check = *self
             .static_check
             .get_or_insert_with(|| Self::static_check(engine, delays));
-        let template = tap.template();
         let enabled =
-            check.is_ok() && ready && template.is_some() && tap.all_sent() && !tap.suppressing();
+            check.is_ok() && ready && tap.has_template() && tap.all_sent() && !tap.suppressing();
         let changed = tap.take_changed();
         if !changed && self.published == Some((self.applied, enabled)) {
             return;
         }
+        // Built only when published (headers copied, checksums summed): not on every poll.
+        let template = tap.template();
         if let Err(why) = check {
             if self.report.never_armed.is_none() {
                 tracing::warn!("xdp-tx: the program will not decide ({why}); user space decides");

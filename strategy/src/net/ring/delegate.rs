@@ -81,6 +81,11 @@ impl TxTap {
         self.suppress.is_some()
     }
 
+    /// Has smoltcp sent a plain segment to take a template from?
+    pub fn has_template(&self) -> bool {
+        self.template.is_some()
+    }
+
     /// The template for the next order segment, if smoltcp has sent a plain segment.
     pub fn template(&self) -> Option<Template> {
         let mut h = self.template?;
