@@ -62,6 +62,51 @@ pub fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// This process's open descriptors by kind and its resident memory, taken at the end of a
+/// session (the soak tests compare the first sessions' samples with the last ones').
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ProcessSample {
+    /// Open descriptors, all kinds.
+    pub fds: u32,
+    /// Sockets (TCP, UDP, AF_XDP, AF_PACKET, netlink).
+    pub sockets: u32,
+    /// BPF programs, maps and links.
+    pub bpf: u32,
+    /// io_uring instances.
+    pub io_uring: u32,
+    /// Resident set size, KiB.
+    pub rss_kib: u64,
+}
+
+impl ProcessSample {
+    /// Samples this process now (zeros where /proc cannot be read).
+    pub fn now() -> Self {
+        let mut s = Self {
+            rss_kib: rss_kib(),
+            ..Self::default()
+        };
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            for entry in dir.flatten() {
+                let target = std::fs::read_link(entry.path()).unwrap_or_default();
+                s.count(&target.to_string_lossy());
+            }
+        }
+        s
+    }
+
+    /// Counts one descriptor from its `/proc/self/fd` link text.
+    fn count(&mut self, link: &str) {
+        self.fds += 1;
+        if link.starts_with("socket:") {
+            self.sockets += 1;
+        } else if link.starts_with("anon_inode:bpf") {
+            self.bpf += 1;
+        } else if link.contains("io_uring") {
+            self.io_uring += 1;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,5 +124,24 @@ mod tests {
         );
         assert_eq!(c.since(&c), UdpCounters::default());
         assert_eq!(UdpCounters::parse("garbage"), UdpCounters::default());
+    }
+
+    #[test]
+    fn descriptors_by_kind() {
+        let mut s = ProcessSample::default();
+        for l in [
+            "socket:[123]",
+            "anon_inode:bpf-prog",
+            "anon_inode:bpf-map",
+            "anon_inode:bpf_link",
+            "anon_inode:[io_uring]",
+            "/dev/null",
+        ] {
+            s.count(l);
+        }
+        assert_eq!((s.fds, s.sockets, s.bpf, s.io_uring), (6, 1, 3, 1));
+        // This process has at least stdin/stdout/stderr (or the test harness's pipes).
+        let me = ProcessSample::now();
+        assert!(me.fds >= 1 && me.rss_kib > 0, "{me:?}");
     }
 }

@@ -28,7 +28,7 @@ use crate::net::{
     Hot, NetConfig, NetKind, NetPath, OrderLog, PathReport, PathStats, Sent, Status, Warmer,
 };
 use hostsys::iface::iface_ipv4;
-use hostsys::procfs::UdpCounters;
+use hostsys::procfs::{ProcessSample, UdpCounters};
 use hostsys::sched;
 
 /// Flags of `strategy run`.
@@ -211,6 +211,8 @@ pub struct SessionReport {
     pub path_extra: PathReport,
     /// Warming counters (all zero without `--warm-every`).
     pub warm: WarmStats,
+    /// This process's descriptors and memory at the session's end (soak tests).
+    pub process: ProcessSample,
 }
 
 /// Engine counters, serializable.
@@ -457,7 +459,14 @@ fn run_loop<P: NetPath>(a: &RunArgs, mut path: P) -> Result<()> {
                     if !a.reconnect || a.sessions.is_some_and(|m| sessions >= m) {
                         return Ok(());
                     }
-                    retry(&mut backoff)
+                    if tally.stats.packets > 0 {
+                        // A session that traded: the exchange is back in Init, go at once.
+                        State::Init {
+                            not_before: Instant::now(),
+                        }
+                    } else {
+                        retry(&mut backoff)
+                    }
                 } else {
                     State::Running { since, udp_before }
                 }
@@ -574,6 +583,7 @@ fn finish_session<P: NetPath>(
         latency_ns: tally.latency.percentiles(),
         path_extra: path.report(),
         warm: tally.warmer.stats(),
+        process: ProcessSample::now(),
     };
     let l = report.latency_ns;
     println!(

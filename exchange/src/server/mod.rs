@@ -32,7 +32,7 @@ use crate::formatter::PacketFormatter;
 use crate::md_publisher::{MdPublisher, PublisherConfig};
 use crate::order_entry::OrderStream;
 use crate::pacing::{Pace, Pacer};
-use crate::results::{EndReason, ResultsSink, SessionStats, Summary};
+use crate::results::{EndReason, ResultsSink, SessionStats};
 use hostsys::clock::mono_ns;
 use mdfile::{MdReader, ReadError};
 
@@ -158,7 +158,6 @@ pub struct Server {
     out: io::BufWriter<io::Stdout>,
     pkt: Box<[u8; 65536]>,
     shutdown: Arc<AtomicBool>,
-    summaries: Vec<Summary>,
     rx_warm: Option<rx_warm::RxWarmer>,
 }
 
@@ -200,7 +199,6 @@ impl Server {
             out: io::BufWriter::new(io::stdout()),
             pkt: Box::new([0; 65536]),
             shutdown,
-            summaries: Vec::new(),
             rx_warm,
         };
         let fd = server.md.socket().as_raw_fd();
@@ -219,8 +217,10 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Runs until the shutdown flag is set or `max_sessions` have ended.
-    pub fn run(&mut self) -> Result<Vec<Summary>, ServerError> {
+    /// Runs until the shutdown flag is set or `max_sessions` have ended; returns the number
+    /// of sessions accepted (their summaries went to the results sink as they ended:
+    /// none is kept in memory, so a long-running exchange stays flat).
+    pub fn run(&mut self) -> Result<u64, ServerError> {
         let mut events = Events::with_capacity(64);
         info!(
             listen = %self.local_addr().map_err(io_err("local_addr"))?,
@@ -271,7 +271,7 @@ impl Server {
         }
         let _ = self.out.flush();
         let _ = self.sink.flush();
-        Ok(std::mem::take(&mut self.summaries))
+        Ok(self.sessions)
     }
 
     fn timeout(&self) -> Duration {
@@ -399,7 +399,6 @@ impl Server {
             ?reason,
             "state -> INIT: connection and file closed"
         );
-        self.summaries.push(summary);
         // Dropping `s` closes the connection and the file.
     }
 

@@ -1,0 +1,183 @@
+//! What the namespace tests share: the two binaries, a child killed on drop, waiting for
+//! an exit with the log in the failure, the oracle and the orders of a results CSV, a
+//! small generated market-data file, the strategy's session reports. Include with
+//! `#[path = "common/procs.rs"] mod procs;`.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mdfile::mdgen::{self, GenConfig};
+use netlab::Netns;
+use strategy::engine::EngineConfig;
+
+/// `(trigger_id, side, price, qty)`.
+pub type Order = (u64, String, i64, u32);
+
+/// A binary of the workspace next to this test's strategy binary.
+pub fn bin(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_strategy")).with_file_name(name)
+}
+
+/// Skips (with the reason printed) without root; fails when the exchange is not built.
+pub fn skip() -> bool {
+    if !netlab::is_root() {
+        eprintln!("skipped: needs root for network namespaces");
+        return true;
+    }
+    assert!(
+        bin("exchange").exists(),
+        "the exchange binary is missing next to the strategy's: run `cargo build --workspace` (same profile) first"
+    );
+    false
+}
+
+/// A child process, killed and reaped on drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Spawns `cmd` with stdout discarded and stderr into `log`.
+pub fn spawn(mut cmd: Command, log: &Path) -> Proc {
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log"))
+        .spawn()
+        .expect("spawn");
+    Proc(child)
+}
+
+/// The exchange in `ns` serving `md` on the lab's addresses, with `extra` flags.
+pub fn exchange(ns: &Netns, md: &Path, csv: &Path, log: &Path, extra: &[&str]) -> Proc {
+    let mut c = ns.command(bin("exchange"));
+    c.args([
+        "serve",
+        "--oe-listen",
+        "10.77.0.1:9012",
+        "--md-iface",
+        "vx0",
+        "--quiet-orders",
+    ])
+    .arg("--md-file")
+    .arg(md)
+    .arg("--results")
+    .arg(csv)
+    .args(extra);
+    spawn(c, log)
+}
+
+/// The strategy in `ns` on `net` (AF_PACKET gets its own address), with `extra` flags.
+pub fn strategy(ns: &Netns, net: &str, log: &Path, extra: &[&str]) -> Proc {
+    let mut c = ns.command(env!("CARGO_BIN_EXE_strategy"));
+    c.args([
+        "run",
+        "--exchange",
+        "10.77.0.1:9012",
+        "--iface",
+        "vs0",
+        "--net",
+        net,
+    ]);
+    if net == "packet" {
+        c.args(["--packet-ip", "10.77.0.3"]);
+    }
+    c.args(extra);
+    spawn(c, log)
+}
+
+/// Waits for a successful exit within `limit`; fails with the log otherwise.
+pub fn wait(p: &mut Proc, limit: Duration, what: &str, log: &Path) {
+    let t0 = Instant::now();
+    loop {
+        if let Some(st) = p.0.try_wait().expect("try_wait") {
+            assert!(st.success(), "{what} failed: {st}\n{}", tail(log));
+            return;
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "{what} did not finish in {limit:?}\n{}",
+            tail(log)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The last 4 KiB of a log.
+pub fn tail(log: &Path) -> String {
+    let s = std::fs::read_to_string(log).unwrap_or_default();
+    let from = s.len().saturating_sub(4096);
+    s.get(from..).unwrap_or(&s).to_owned()
+}
+
+/// The orders of a results CSV (columns session, trigger_id, side, price, qty), optionally
+/// of one session.
+pub fn read_orders(csv: &Path, session: Option<&str>) -> Vec<Order> {
+    let text = std::fs::read_to_string(csv).unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|f| session.is_none_or(|s| f[0] == s))
+        .map(|f| order(&f))
+        .collect()
+}
+
+/// The orders of a results CSV grouped by session number, in session order.
+pub fn orders_by_session(csv: &Path) -> std::collections::BTreeMap<u64, Vec<Order>> {
+    let text = std::fs::read_to_string(csv).unwrap_or_default();
+    let mut m = std::collections::BTreeMap::<u64, Vec<Order>>::new();
+    for l in text.lines().skip(1) {
+        let f: Vec<&str> = l.split(',').collect();
+        m.entry(f[0].parse().expect("session"))
+            .or_default()
+            .push(order(&f));
+    }
+    m
+}
+
+fn order(f: &[&str]) -> Order {
+    let price = proto::decimal::parse_fixed(f[3].as_bytes(), 8).expect("price");
+    (
+        f[1].parse().expect("id"),
+        f[2].to_owned(),
+        price,
+        f[4].parse().expect("qty"),
+    )
+}
+
+/// The offline replay's orders.
+pub fn oracle(md: &Path) -> Vec<Order> {
+    let r = strategy::replay::replay(md, EngineConfig::default()).expect("replay");
+    r.orders
+        .iter()
+        .map(|o| (o.trigger_id, o.side.as_str().to_owned(), o.price, o.qty))
+        .collect()
+}
+
+/// A generated file of about `size` compressed bytes with `depth` snapshot levels.
+pub fn md_file(dir: &Path, name: &str, size: u64, depth: usize, trigger_every: u64) -> PathBuf {
+    let p = dir.join(name);
+    let cfg = GenConfig {
+        target_bytes: size,
+        depth,
+        trigger_every,
+        malformed: 1,
+        ..GenConfig::default()
+    };
+    mdgen::generate(&p, &cfg).expect("generate");
+    p
+}
+
+/// The strategy's session reports (its `--results` JSON lines).
+pub fn sessions(results: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(results)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect()
+}
