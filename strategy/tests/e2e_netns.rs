@@ -285,6 +285,8 @@ fn orders_equal_the_oracle_on_every_path() {
     }
 }
 
+/// SIGKILL of the exchange mid-session, on every path: the strategy sees the connection
+/// go, returns to Init, reconnects to the next exchange and trades the whole file again.
 #[test]
 fn strategy_reconnects_after_the_exchange_dies() {
     if skip() {
@@ -294,50 +296,50 @@ fn strategy_reconnects_after_the_exchange_dies() {
     let dir = tempfile::tempdir().expect("tempdir");
     let md = small_file(dir.path(), 60_000);
     let want = oracle(&md);
-    let lab = VethLab::new("e2r").expect("lab");
-    let orders = dir.path().join("st.csv");
-    let stlog = dir.path().join("st.log");
-    let (csv1, csv2) = (dir.path().join("ex1.csv"), dir.path().join("ex2.csv"));
-    let (log1, log2) = (dir.path().join("ex1.log"), dir.path().join("ex2.log"));
-    let ex1 = start_exchange(&lab.exchange, &md, &csv1, &log1, "rate:2000");
-    std::thread::sleep(Duration::from_millis(100));
-    let mut st = start_strategy(
-        &lab.strategy,
-        "kernel",
-        &orders,
-        &stlog,
-        &["--reconnect", "--sessions", "2"],
-    );
-    std::thread::sleep(Duration::from_millis(1500));
-    drop(ex1); // SIGKILL mid-session
-    std::thread::sleep(Duration::from_millis(300));
-    let mut ex2 = start_exchange(&lab.exchange, &md, &csv2, &log2, "rate:5000");
-    wait(&mut ex2, Duration::from_secs(60), "second exchange", &log2);
-    wait(&mut st, Duration::from_secs(10), "strategy", &stlog);
-    let first = read_orders(&orders, Some("1"));
-    assert!(
-        !first.is_empty() && first.len() < want.len(),
-        "session 1 was cut: {} of {}",
-        first.len(),
-        want.len()
-    );
-    assert_eq!(
-        first[..],
-        want[..first.len()],
-        "session 1 orders are a prefix of the oracle"
-    );
-    assert_eq!(
-        read_orders(&orders, Some("2")),
-        want,
-        "session 2 sent = oracle"
-    );
-    assert_eq!(
-        read_orders(&csv2, None),
-        want,
-        "second exchange received = oracle"
-    );
-    let log = std::fs::read_to_string(&stlog).expect("log");
-    assert!(log.contains("Running -> Init"), "{log}");
+    for net in ["kernel", "uring", "xdp", "packet"] {
+        let lab = VethLab::new("e2r").expect("lab");
+        let file = |s: &str| dir.path().join(format!("{net}.{s}"));
+        let (orders, stlog) = (file("st.csv"), file("st.log"));
+        let (csv1, csv2) = (file("ex1.csv"), file("ex2.csv"));
+        let (log1, log2) = (file("ex1.log"), file("ex2.log"));
+        let ex1 = start_exchange(&lab.exchange, &md, &csv1, &log1, "rate:2000");
+        std::thread::sleep(Duration::from_millis(100));
+        let mut extra = vec!["--reconnect", "--sessions", "2"];
+        if net == "packet" {
+            extra.extend(["--packet-ip", "10.77.0.3"]);
+        }
+        let mut st = start_strategy(&lab.strategy, net, &orders, &stlog, &extra);
+        std::thread::sleep(Duration::from_millis(1500));
+        drop(ex1); // SIGKILL mid-session
+        std::thread::sleep(Duration::from_millis(300));
+        let mut ex2 = start_exchange(&lab.exchange, &md, &csv2, &log2, "rate:5000");
+        wait(&mut ex2, Duration::from_secs(60), "second exchange", &log2);
+        wait(&mut st, Duration::from_secs(10), "strategy", &stlog);
+        let first = read_orders(&orders, Some("1"));
+        assert!(
+            !first.is_empty() && first.len() < want.len(),
+            "{net}: session 1 was cut: {} of {}",
+            first.len(),
+            want.len()
+        );
+        assert_eq!(
+            first[..],
+            want[..first.len()],
+            "{net}: session 1 orders are a prefix of the oracle"
+        );
+        assert_eq!(
+            read_orders(&orders, Some("2")),
+            want,
+            "{net}: session 2 sent = oracle"
+        );
+        assert_eq!(
+            read_orders(&csv2, None),
+            want,
+            "{net}: second exchange received = oracle"
+        );
+        let log = std::fs::read_to_string(&stlog).expect("log");
+        assert!(log.contains("Running -> Init"), "{net}: {log}");
+    }
 }
 
 /// The gap columns on a file whose gaps are known in advance: triggers every 20 lines
