@@ -9,8 +9,8 @@
 //! chain by injected delays ([`calibrate`]), the matching of orders to packets in a capture
 //! ([`capture`]), comparing two results folders ([`compare`]), the publisher benchmark
 //! ([`bench`]), the default market-data file
-//! ([`data`]), huge pages reserved for the `+huge` variants ([`hugepages`]) and the
-//! processes it starts ([`process`]).
+//! ([`data`]), huge pages reserved for the `+huge` variants ([`hugepages`]), the
+//! processes it starts ([`process`]) and what a killed run left behind ([`leftovers`]).
 //!
 //! Every namespace, tap, QEMU and process a run creates is removed when it ends, fails or
 //! is interrupted (Ctrl-C sets [`stop_flag`]; the runs poll it).
@@ -27,6 +27,7 @@ pub mod data;
 pub mod floor;
 pub mod html;
 pub mod hugepages;
+pub mod leftovers;
 pub mod netns;
 pub mod oracle;
 pub mod plot;

@@ -246,6 +246,13 @@ pub fn run(a: &LabArgs) -> Result<()> {
             "the lab creates network namespaces (and, with --vm, a tap device): run it as root"
         );
     }
+    let swept = lab::leftovers::sweep();
+    if !swept.is_empty() {
+        println!(
+            "lab: removed what a killed earlier run left (its processes, veths, taps and QEMU with them): {}",
+            swept.join(", ")
+        );
+    }
     setup_and_build(a)?;
     let cfg = a.config();
     if a.calibrate {
