@@ -87,6 +87,10 @@ struct ServeArgs {
     /// (the strategy's coldness told apart from the exchange's).
     #[arg(long, value_parser = parse_duration)]
     warm_rx_every: Option<Duration>,
+    /// After binding and opening the results, become this user with no capability left
+    /// (the market-data file, opened for each session, must be readable by it).
+    #[arg(long)]
+    user: Option<String>,
     /// Packet formatter (line -> packet bytes).
     #[arg(long, default_value = "ascii", value_parser = clap::builder::PossibleValuesParser::new(exchange::formatter::NAMES))]
     formatter: String,
@@ -237,6 +241,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     PathBuf::from(s)
                 })
             });
+            let md_file = a.md_file.clone();
             let cfg = ServerConfig {
                 md_file: a.md_file,
                 oe_listen: a.oe_listen,
@@ -270,6 +275,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let formatter =
                 exchange::formatter::by_name(&a.formatter).context("unknown formatter")?;
             let mut server = Server::new(cfg, formatter, shutdown)?;
+            if let Some(user) = &a.user {
+                let d = hostsys::privilege::drop_to_user(user, &[])?;
+                std::fs::File::open(&md_file)
+                    .with_context(|| format!("--user {user} cannot read {}", md_file.display()))?;
+                tracing::info!(
+                    user = d.user,
+                    uid = d.uid,
+                    "set-up done: running as --user, no capability kept"
+                );
+            }
             server.run()?;
             Ok(())
         }

@@ -2,7 +2,8 @@
 //! clocks ([`clock`]), socket options and non-blocking sends and receives ([`socket`]),
 //! the error queue with its control messages ([`errqueue`]: MSG_ZEROCOPY completions and
 //! SO_TIMESTAMPING stamps), interfaces ([`iface`]), scheduling ([`sched`]) and process
-//! counters ([`procfs`]), signals to children ([`signal`]), BPF_PROG_TEST_RUN ([`bpf`]) and
+//! counters ([`procfs`]), dropping root after set-up ([`privilege`]), signals to children
+//! ([`signal`]), BPF_PROG_TEST_RUN ([`bpf`]) and
 //! the slots of MSG_ZEROCOPY sends ([`zerocopy`]).
 //!
 //! Every `unsafe` block of the two binaries outside their ring modules lives here, each with
@@ -26,6 +27,7 @@ pub mod bpf;
 pub mod clock;
 pub mod errqueue;
 pub mod iface;
+pub mod privilege;
 pub mod procfs;
 pub mod sched;
 pub mod signal;

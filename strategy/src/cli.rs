@@ -1,6 +1,12 @@
-//! Command-line pieces shared by `strategy replay` and `strategy run`.
+//! Command-line pieces: the trigger flags shared by `strategy replay` and `strategy run`,
+//! and the flags of `strategy run`.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::engine::EngineConfig;
+use crate::net::NetKind;
 use crate::trigger::{Threshold, TriggerConfig};
 
 /// Trigger, risk and book flags.
@@ -59,4 +65,174 @@ impl TriggerArgs {
             },
         }
     }
+}
+
+/// Flags of `strategy run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Exchange order-entry address.
+    #[arg(long, default_value = "127.0.0.1:9012")]
+    pub exchange: SocketAddrV4,
+    /// Market-data group and port.
+    #[arg(long, default_value = "239.255.0.1:12345")]
+    pub md_group: SocketAddrV4,
+    /// Interface to join the group on (its first IPv4 address is used).
+    #[arg(long)]
+    pub iface: Option<String>,
+    /// Network path: kernel, uring, xdp or packet.
+    #[arg(long, default_value = "kernel")]
+    pub net: NetKind,
+    /// Trigger, risk and book settings.
+    #[command(flatten)]
+    pub trigger: TriggerArgs,
+    /// Pin the strategy thread to this CPU.
+    #[arg(long)]
+    pub cpu: Option<usize>,
+    /// SCHED_FIFO (priority 50) for the strategy thread.
+    #[arg(long)]
+    pub rt: bool,
+    /// Lock all memory (mlockall).
+    #[arg(long)]
+    pub mlock: bool,
+    /// Reconnect after a disconnect (with backoff) instead of exiting.
+    #[arg(long)]
+    pub reconnect: bool,
+    /// Exit after this many seconds.
+    #[arg(long)]
+    pub max_runtime: Option<f64>,
+    /// Exit after this many sessions.
+    #[arg(long)]
+    pub sessions: Option<u64>,
+    /// Append one JSON report per session to this file.
+    #[arg(long)]
+    pub results: Option<PathBuf>,
+    /// Append the orders sent (session,trigger_id,side,price,qty) to this CSV.
+    #[arg(long)]
+    pub orders_out: Option<PathBuf>,
+    /// SO_BUSY_POLL on the market-data socket, microseconds (0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub busy_poll: u32,
+    /// io_uring: SQPOLL with this idle time in milliseconds.
+    #[arg(long)]
+    pub sqpoll: Option<u32>,
+    /// io_uring: send orders with SEND_ZC.
+    #[arg(long)]
+    pub send_zc: bool,
+    /// io_uring: pin the SQPOLL thread to this CPU (with --sqpoll).
+    #[arg(long)]
+    pub sqpoll_cpu: Option<u32>,
+    /// io_uring: SINGLE_ISSUER + DEFER_TASKRUN (completions fetched by the loop with
+    /// GETEVENTS on idle turns; no task-work interrupts).
+    #[arg(long)]
+    pub uring_defer: bool,
+    /// io_uring: COOP_TASKRUN + TASKRUN_FLAG (no task-work interrupts; the loop enters the
+    /// kernel when the ring's flag says task work waits).
+    #[arg(long)]
+    pub uring_coop: bool,
+    /// io_uring: NAPI busy polling registered on the ring, this many microseconds (Linux 6.9+).
+    #[arg(long)]
+    pub uring_napi: Option<u32>,
+    /// Kernel path: send orders with MSG_ZEROCOPY (completions read from the error queue).
+    #[arg(long)]
+    pub msg_zerocopy: bool,
+    /// AF_XDP: XDP attach mode: auto (driver, else SKB), drv or skb.
+    #[cfg(feature = "xdp")]
+    #[arg(long, default_value = "auto")]
+    pub xdp_mode: crate::net::af_xdp::loader::XdpModeArg,
+    /// AF_XDP: bind mode: auto (zero-copy where the driver allows, else copy), zc or copy.
+    #[cfg(feature = "xdp")]
+    #[arg(long, default_value = "auto")]
+    pub xsk_bind: crate::net::af_xdp::XskBind,
+    /// AF_PACKET: smoltcp's own address on the link (not the interface's: the kernel would
+    /// reset the order flow), e.g. 10.77.0.3.
+    #[arg(long)]
+    pub packet_ip: Option<Ipv4Addr>,
+    /// AF_XDP: RX queues to bind, one socket each: a list (0,1) or `all` (every RX queue of
+    /// the interface: a multi-queue NIC spreads the flows over its queues).
+    #[arg(
+        long = "xsk-queues",
+        alias = "xsk-queue",
+        value_delimiter = ',',
+        default_value = "0"
+    )]
+    pub xsk_queues: Vec<String>,
+    /// AF_XDP: UMEM frame size.
+    #[arg(long, default_value_t = 2048)]
+    pub frame_size: u32,
+    /// AF_XDP: UMEM frames (half RX, half TX).
+    #[arg(long, default_value_t = 4096)]
+    pub frame_count: u32,
+    /// AF_XDP: UMEM on huge pages.
+    #[arg(long)]
+    pub hugepages: bool,
+    /// AF_XDP: the XDP program logs its odd frames (too short to classify, no socket on the
+    /// queue) with aya-log; off, it never logs.
+    #[arg(long)]
+    pub xdp_diag: bool,
+    /// Test hook: panic once this many packets were received (checks that every exit path,
+    /// unwinding included, cleans up).
+    #[arg(long, hide = true)]
+    pub panic_after_packets: Option<u64>,
+    /// Keep the order path warm: every D on an idle turn, run what `--warm` lists (e.g.
+    /// 100us; off by default). See strategy::net::warm.
+    #[arg(long, value_parser = parse_delay)]
+    pub warm_every: Option<Duration>,
+    /// What to warm: code (decision and encoding on a synthetic trigger), tx (the transmit
+    /// side without sending), heartbeat (a 21-byte heartbeat on the order connection: the
+    /// exchange needs --heartbeats), all.
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    pub warm: Vec<String>,
+    /// Busy-wait between the trigger and the send (calibration), e.g. 10us; a list
+    /// (0,10us,50us) cycles through its values order by order, so several delays are
+    /// measured in one session under the same conditions.
+    #[arg(long, value_delimiter = ',', default_value = "0us", value_parser = parse_delay)]
+    pub inject_delay: Vec<Duration>,
+    /// SO_PREFER_BUSY_POLL on the market-data socket with this SO_BUSY_POLL_BUDGET (kernel
+    /// and io_uring paths; with --busy-poll, and the device's napi_defer_hard_irqs /
+    /// gro_flush_timeout: the lab's `napidefer` tuning).
+    #[arg(long, default_value_t = 0)]
+    pub prefer_busy_poll: u32,
+    /// IP_TOS byte on the order connection (kernel and io_uring paths), e.g. 16 (0x10,
+    /// low delay) or a DSCP << 2 such as 184 (EF).
+    #[arg(long)]
+    pub ip_tos: Option<u8>,
+    /// SO_PRIORITY on the order connection (kernel and io_uring paths; 0-6 unprivileged).
+    #[arg(long)]
+    pub so_priority: Option<u32>,
+    /// Busy-wait this long after each market-data packet (e.g. 20us): a heavier strategy,
+    /// or one that falls behind the feed (tests `xdp-tx` never deciding on a stale book).
+    #[arg(long, default_value = "0us", value_parser = parse_delay)]
+    pub md_work: Duration,
+    /// After the one-time set-up, become this user, keeping only the capabilities the path
+    /// still needs (strategy::privilege); the output files are opened before.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// With --user: keep this capability too (e.g. cap_sys_nice); repeatable.
+    #[arg(long, value_parser = parse_cap)]
+    pub keep_cap: Vec<String>,
+}
+
+fn parse_cap(s: &str) -> Result<String, String> {
+    hostsys::privilege::parse_cap(s)
+        .map(|_| s.to_owned())
+        .ok_or_else(|| format!("unknown capability `{s}` (e.g. cap_sys_nice)"))
+}
+
+pub(crate) fn parse_delay(s: &str) -> Result<Duration, String> {
+    let (num, mult) = if let Some(v) = s.strip_suffix("us") {
+        (v, 1e3)
+    } else if let Some(v) = s.strip_suffix("ms") {
+        (v, 1e6)
+    } else if let Some(v) = s.strip_suffix("ns") {
+        (v, 1.0)
+    } else {
+        (s, 1e3)
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid delay `{s}` (e.g. 10us)"))?;
+    if !(0.0..1e12).contains(&(v * mult)) {
+        return Err(format!("invalid delay `{s}`"));
+    }
+    Ok(Duration::from_nanos((v * mult) as u64))
 }

@@ -6,7 +6,8 @@
 //! [`proto::order::OrderRepr`] straight into the path's send buffer. [`engine`] chains the
 //! middle three (the allocation-free hot path, shared by every path and by [`replay`], the
 //! offline oracle). [`runtime`] is the never-blocking Init -> Connecting -> Running state
-//! machine around a path; [`latency`] records the strategy's own packet-to-order time.
+//! machine around a path; [`latency`] records the strategy's own packet-to-order time;
+//! [`privilege`] says what a path keeps after `--user` drops root.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(unsafe_code)]
 
@@ -16,6 +17,7 @@ pub mod engine;
 pub mod latency;
 pub mod net;
 pub mod parse;
+pub mod privilege;
 pub mod probe;
 pub mod replay;
 pub mod runtime;

@@ -7,8 +7,7 @@
 //! UDP drops read from the kernel before and after, and its own packet-to-order latency.
 
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::PathBuf;
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +17,6 @@ use mdfile::orders::{OrderRow, RowKind};
 use serde::Serialize;
 use tracing::{info, warn};
 
-use crate::cli::TriggerArgs;
 use crate::engine::{Engine, EngineStats};
 use crate::latency::{Latency, Percentiles};
 use crate::net::kernel::KernelPath;
@@ -31,162 +29,7 @@ use hostsys::iface::iface_ipv4;
 use hostsys::procfs::{ProcessSample, UdpCounters};
 use hostsys::sched;
 
-/// Flags of `strategy run`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct RunArgs {
-    /// Exchange order-entry address.
-    #[arg(long, default_value = "127.0.0.1:9012")]
-    pub exchange: SocketAddrV4,
-    /// Market-data group and port.
-    #[arg(long, default_value = "239.255.0.1:12345")]
-    pub md_group: SocketAddrV4,
-    /// Interface to join the group on (its first IPv4 address is used).
-    #[arg(long)]
-    pub iface: Option<String>,
-    /// Network path: kernel, uring, xdp or packet.
-    #[arg(long, default_value = "kernel")]
-    pub net: NetKind,
-    /// Trigger, risk and book settings.
-    #[command(flatten)]
-    pub trigger: TriggerArgs,
-    /// Pin the strategy thread to this CPU.
-    #[arg(long)]
-    pub cpu: Option<usize>,
-    /// SCHED_FIFO (priority 50) for the strategy thread.
-    #[arg(long)]
-    pub rt: bool,
-    /// Lock all memory (mlockall).
-    #[arg(long)]
-    pub mlock: bool,
-    /// Reconnect after a disconnect (with backoff) instead of exiting.
-    #[arg(long)]
-    pub reconnect: bool,
-    /// Exit after this many seconds.
-    #[arg(long)]
-    pub max_runtime: Option<f64>,
-    /// Exit after this many sessions.
-    #[arg(long)]
-    pub sessions: Option<u64>,
-    /// Append one JSON report per session to this file.
-    #[arg(long)]
-    pub results: Option<PathBuf>,
-    /// Append the orders sent (session,trigger_id,side,price,qty) to this CSV.
-    #[arg(long)]
-    pub orders_out: Option<PathBuf>,
-    /// SO_BUSY_POLL on the market-data socket, microseconds (0 = off).
-    #[arg(long, default_value_t = 0)]
-    pub busy_poll: u32,
-    /// io_uring: SQPOLL with this idle time in milliseconds.
-    #[arg(long)]
-    pub sqpoll: Option<u32>,
-    /// io_uring: send orders with SEND_ZC.
-    #[arg(long)]
-    pub send_zc: bool,
-    /// io_uring: pin the SQPOLL thread to this CPU (with --sqpoll).
-    #[arg(long)]
-    pub sqpoll_cpu: Option<u32>,
-    /// io_uring: SINGLE_ISSUER + DEFER_TASKRUN (completions fetched by the loop with
-    /// GETEVENTS on idle turns; no task-work interrupts).
-    #[arg(long)]
-    pub uring_defer: bool,
-    /// io_uring: COOP_TASKRUN + TASKRUN_FLAG (no task-work interrupts; the loop enters the
-    /// kernel when the ring's flag says task work waits).
-    #[arg(long)]
-    pub uring_coop: bool,
-    /// io_uring: NAPI busy polling registered on the ring, this many microseconds (Linux 6.9+).
-    #[arg(long)]
-    pub uring_napi: Option<u32>,
-    /// Kernel path: send orders with MSG_ZEROCOPY (completions read from the error queue).
-    #[arg(long)]
-    pub msg_zerocopy: bool,
-    /// AF_XDP: XDP attach mode: auto (driver, else SKB), drv or skb.
-    #[cfg(feature = "xdp")]
-    #[arg(long, default_value = "auto")]
-    pub xdp_mode: crate::net::af_xdp::loader::XdpModeArg,
-    /// AF_XDP: bind mode: auto (zero-copy where the driver allows, else copy), zc or copy.
-    #[cfg(feature = "xdp")]
-    #[arg(long, default_value = "auto")]
-    pub xsk_bind: crate::net::af_xdp::XskBind,
-    /// AF_PACKET: smoltcp's own address on the link (not the interface's: the kernel would
-    /// reset the order flow), e.g. 10.77.0.3.
-    #[arg(long)]
-    pub packet_ip: Option<Ipv4Addr>,
-    /// AF_XDP: RX queues to bind, one socket each: a list (0,1) or `all` (every RX queue of
-    /// the interface: a multi-queue NIC spreads the flows over its queues).
-    #[arg(
-        long = "xsk-queues",
-        alias = "xsk-queue",
-        value_delimiter = ',',
-        default_value = "0"
-    )]
-    pub xsk_queues: Vec<String>,
-    /// AF_XDP: UMEM frame size.
-    #[arg(long, default_value_t = 2048)]
-    pub frame_size: u32,
-    /// AF_XDP: UMEM frames (half RX, half TX).
-    #[arg(long, default_value_t = 4096)]
-    pub frame_count: u32,
-    /// AF_XDP: UMEM on huge pages.
-    #[arg(long)]
-    pub hugepages: bool,
-    /// AF_XDP: the XDP program logs its odd frames (too short to classify, no socket on the
-    /// queue) with aya-log; off, it never logs.
-    #[arg(long)]
-    pub xdp_diag: bool,
-    /// Test hook: panic once this many packets were received (checks that every exit path,
-    /// unwinding included, cleans up).
-    #[arg(long, hide = true)]
-    pub panic_after_packets: Option<u64>,
-    /// Keep the order path warm: every D on an idle turn, run what `--warm` lists (e.g.
-    /// 100us; off by default). See strategy::net::warm.
-    #[arg(long, value_parser = parse_delay)]
-    pub warm_every: Option<Duration>,
-    /// What to warm: code (decision and encoding on a synthetic trigger), tx (the transmit
-    /// side without sending), heartbeat (a 21-byte heartbeat on the order connection: the
-    /// exchange needs --heartbeats), all.
-    #[arg(long, value_delimiter = ',', default_value = "all")]
-    pub warm: Vec<String>,
-    /// Busy-wait between the trigger and the send (calibration), e.g. 10us; a list
-    /// (0,10us,50us) cycles through its values order by order, so several delays are
-    /// measured in one session under the same conditions.
-    #[arg(long, value_delimiter = ',', default_value = "0us", value_parser = parse_delay)]
-    pub inject_delay: Vec<Duration>,
-    /// SO_PREFER_BUSY_POLL on the market-data socket with this SO_BUSY_POLL_BUDGET (kernel
-    /// and io_uring paths; with --busy-poll, and the device's napi_defer_hard_irqs /
-    /// gro_flush_timeout: the lab's `napidefer` tuning).
-    #[arg(long, default_value_t = 0)]
-    pub prefer_busy_poll: u32,
-    /// IP_TOS byte on the order connection (kernel and io_uring paths), e.g. 16 (0x10,
-    /// low delay) or a DSCP << 2 such as 184 (EF).
-    #[arg(long)]
-    pub ip_tos: Option<u8>,
-    /// SO_PRIORITY on the order connection (kernel and io_uring paths; 0-6 unprivileged).
-    #[arg(long)]
-    pub so_priority: Option<u32>,
-    /// Busy-wait this long after each market-data packet (e.g. 20us): a heavier strategy,
-    /// or one that falls behind the feed (tests `xdp-tx` never deciding on a stale book).
-    #[arg(long, default_value = "0us", value_parser = parse_delay)]
-    pub md_work: Duration,
-}
-
-fn parse_delay(s: &str) -> Result<Duration, String> {
-    let (num, mult) = if let Some(v) = s.strip_suffix("us") {
-        (v, 1e3)
-    } else if let Some(v) = s.strip_suffix("ms") {
-        (v, 1e6)
-    } else if let Some(v) = s.strip_suffix("ns") {
-        (v, 1.0)
-    } else {
-        (s, 1e3)
-    };
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid delay `{s}` (e.g. 10us)"))?;
-    if !(0.0..1e12).contains(&(v * mult)) {
-        return Err(format!("invalid delay `{s}`"));
-    }
-    Ok(Duration::from_nanos((v * mult) as u64))
-}
+pub use crate::cli::RunArgs;
 
 /// One session's report.
 #[derive(Debug, Clone, Serialize)]
@@ -295,9 +138,14 @@ pub fn main(a: &RunArgs) -> Result<()> {
     if a.mlock {
         sched::mlock_all().context("mlockall (needs root or a large RLIMIT_MEMLOCK)")?;
     }
+    let out = Outputs::open(a)?;
+    if let Some(user) = &a.user {
+        let d = hostsys::privilege::drop_to_user(user, &crate::privilege::needed(a))?;
+        info!(user = d.user, uid = d.uid, kept = ?d.kept, "set-up done: running as --user");
+    }
     match a.net {
-        NetKind::Kernel => run_loop(a, KernelPath::new(cfg)),
-        NetKind::Uring => run_loop(a, UringPath::new(cfg)),
+        NetKind::Kernel => run_loop(a, out, KernelPath::new(cfg)),
+        NetKind::Uring => run_loop(a, out, UringPath::new(cfg)),
         #[cfg(feature = "xdp")]
         NetKind::Xdp | NetKind::XdpTx => {
             let iface = a.iface.clone().context("--net xdp needs --iface")?;
@@ -313,7 +161,7 @@ pub fn main(a: &RunArgs) -> Result<()> {
                 diag: a.xdp_diag,
                 xdp_tx: a.net == NetKind::XdpTx,
             };
-            run_loop(a, crate::net::af_xdp::path(cfg, xcfg))
+            run_loop(a, out, crate::net::af_xdp::path(cfg, xcfg))
         }
         #[cfg(feature = "xdp")]
         NetKind::Packet => {
@@ -327,7 +175,7 @@ pub fn main(a: &RunArgs) -> Result<()> {
                 frame_size: a.frame_size.max(2048),
                 frames: 256,
             };
-            run_loop(a, crate::net::af_packet::path(cfg, pcfg))
+            run_loop(a, out, crate::net::af_packet::path(cfg, pcfg))
         }
         #[cfg(not(feature = "xdp"))]
         NetKind::Xdp | NetKind::XdpTx | NetKind::Packet => {
@@ -353,7 +201,7 @@ fn xsk_queues(spec: &[String], iface: &str) -> Result<Vec<u32>> {
         .collect()
 }
 
-fn run_loop<P: NetPath>(a: &RunArgs, mut path: P) -> Result<()> {
+fn run_loop<P: NetPath>(a: &RunArgs, mut out: Outputs, mut path: P) -> Result<()> {
     let shutdown = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&shutdown)).context("signal handler")?;
@@ -395,7 +243,7 @@ fn run_loop<P: NetPath>(a: &RunArgs, mut path: P) -> Result<()> {
         if shutdown.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
             if let State::Running { since, udp_before } = state {
                 sessions += 1;
-                finish_session(a, &mut path, &tally, sessions, since, udp_before)?;
+                finish_session(a, &mut out, &mut path, &tally, sessions, since, udp_before)?;
             }
             path.close();
             info!("exit");
@@ -453,7 +301,7 @@ fn run_loop<P: NetPath>(a: &RunArgs, mut path: P) -> Result<()> {
                 }
                 if status == Status::Disconnected {
                     sessions += 1;
-                    finish_session(a, &mut path, &tally, sessions, since, udp_before)?;
+                    finish_session(a, &mut out, &mut path, &tally, sessions, since, udp_before)?;
                     path.close();
                     info!("state Running -> Init (disconnected)");
                     if !a.reconnect || a.sessions.is_some_and(|m| sessions >= m) {
@@ -564,8 +412,35 @@ fn warm_turn<P: NetPath>(path: &mut P, tally: &mut Tally) {
     }
 }
 
+/// The output files, opened (appending) before `--user` drops root.
+struct Outputs {
+    results: Option<std::fs::File>,
+    orders: Option<std::fs::File>,
+}
+
+impl Outputs {
+    fn open(a: &RunArgs) -> Result<Self> {
+        let open = |p: &std::path::Path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("{}", p.display()))
+        };
+        let results = a.results.as_deref().map(open).transpose()?;
+        let mut orders = a.orders_out.as_deref().map(open).transpose()?;
+        if let Some(f) = &mut orders {
+            if f.metadata()?.len() == 0 {
+                writeln!(f, "{}", RowKind::Strategy.header())?;
+            }
+        }
+        Ok(Self { results, orders })
+    }
+}
+
 fn finish_session<P: NetPath>(
     a: &RunArgs,
+    out: &mut Outputs,
     path: &mut P,
     tally: &Tally,
     session: u64,
@@ -612,25 +487,11 @@ fn finish_session<P: NetPath>(
     }
     let json = serde_json::to_string(&report)?;
     println!("strategy-summary: {json}");
-    if let Some(p) = &a.results {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-            .with_context(|| format!("{}", p.display()))?;
+    if let Some(f) = &mut out.results {
         writeln!(f, "{json}")?;
     }
-    if let Some(p) = &a.orders_out {
-        let new = !p.exists();
-        let mut f = std::io::BufWriter::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)?,
-        );
-        if new {
-            writeln!(f, "{}", RowKind::Strategy.header())?;
-        }
+    if let Some(f) = &mut out.orders {
+        let mut f = std::io::BufWriter::new(f);
         for o in tally.log.orders() {
             let row = OrderRow {
                 session,

@@ -28,6 +28,14 @@ const BASE: &[(&str, &str)] = &[
     ("ethtool", "NIC offload settings and statistics"),
     ("procps", "sysctl and ps for the lab"),
     ("tcpdump", "lab --pcap captures"),
+    (
+        "libcap2-bin",
+        "setcap: the least-privilege test runs the strategy without root",
+    ),
+    (
+        "util-linux",
+        "setpriv: starts that test's strategy as nobody",
+    ),
 ];
 
 fn missing_packages(pkgs: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
