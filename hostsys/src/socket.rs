@@ -138,6 +138,62 @@ pub fn writable_now(fd: RawFd) -> io::Result<bool> {
     Ok(rc == 1 && p.revents & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0)
 }
 
+/// A raw AF_PACKET socket that sends whole Ethernet frames out of one interface (tests
+/// inject hostile frames with it; needs CAP_NET_RAW).
+#[derive(Debug)]
+pub struct FrameSender {
+    fd: std::os::fd::OwnedFd,
+    ifindex: i32,
+}
+
+impl FrameSender {
+    /// Opens one on `iface`.
+    pub fn open(iface: &str) -> io::Result<Self> {
+        use std::os::fd::FromRawFd;
+        let name = std::ffi::CString::new(iface).map_err(io::Error::other)?;
+        // SAFETY: `name` is a valid NUL-terminated string for the call.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if ifindex == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: plain socket(2); protocol 0: this socket receives nothing.
+        let fd = crate::syscall!(unsafe {
+            libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0)
+        })?;
+        // SAFETY: `fd` was just returned by socket(2) and is owned by nothing else.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        Ok(Self {
+            fd,
+            ifindex: i32::try_from(ifindex).map_err(io::Error::other)?,
+        })
+    }
+
+    /// Sends `frame` (Ethernet header included) as it is; returns the bytes sent.
+    pub fn send(&self, frame: &[u8]) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = self.ifindex;
+        addr.sll_halen = 6;
+        if let Some(dst) = frame.get(..6) {
+            addr.sll_addr[..6].copy_from_slice(dst);
+        }
+        // SAFETY: `frame` and `addr` are valid for the lengths given, for the call.
+        let n = crate::syscall!(unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        })?;
+        Ok(n as usize)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,10 +33,14 @@ pub struct SteerConfig {
     /// 1 = the `xdp-tx` path: decide on market data in the program and send the order with
     /// XDP_TX when the armed state in the `XTX` map is current ([`xtx`]).
     pub xdp_tx: u32,
+    /// Market data only from this source address (network order); 0 = any. Datagrams to
+    /// the group and port from another source are [`Class::ForeignMd`]: left to the
+    /// kernel, never steered, never decided on.
+    pub md_source: u32,
 }
 
 const _: () = assert!(
-    core::mem::size_of::<SteerConfig>() == 28,
+    core::mem::size_of::<SteerConfig>() == 32,
     "no implicit padding"
 );
 
@@ -52,10 +56,13 @@ pub enum Class {
     Arp = 2,
     /// Everything else (left to the kernel).
     Other = 3,
+    /// UDP to the market-data group and port from a source other than the configured one
+    /// (left to the kernel, whose source-specific membership drops it).
+    ForeignMd = 4,
 }
 
 /// Number of [`Class`] values.
-pub const CLASS_COUNT: u32 = 4;
+pub const CLASS_COUNT: u32 = 5;
 
 // SAFETY: plain #[repr(C)] integers with explicit padding-free layout; any bit pattern is
 // valid, as aya::Pod requires.

@@ -145,6 +145,9 @@ fn classify(ctx: &XdpContext, cfg: &SteerConfig) -> Result<(Class, usize), ()> {
     if proto == IPPROTO_UDP && daddr == cfg.md_group {
         let dport: u16 = read(ctx, l4 + 2)?;
         if dport == cfg.md_port {
+            if cfg.md_source != 0 && saddr != cfg.md_source {
+                return Ok((Class::ForeignMd, 0));
+            }
             return Ok((Class::MarketData, l4));
         }
     } else if proto == IPPROTO_TCP && saddr == cfg.exchange_addr && daddr == cfg.local_addr {
@@ -172,7 +175,7 @@ fn try_steer(ctx: &XdpContext) -> Result<u32, ()> {
             return Ok(xdp_action::XDP_PASS);
         }
     };
-    if class == Class::Other {
+    if class == Class::Other || class == Class::ForeignMd {
         count(class, false, false);
         return Ok(xdp_action::XDP_PASS);
     }

@@ -56,6 +56,7 @@ fn median_ns(diag: bool, frame: &[u8]) -> u32 {
         Options {
             diag,
             xdp_tx: false,
+            md_source: None,
         },
     )
     .expect("load");
@@ -114,6 +115,7 @@ fn xtx_ns(frame: &[u8], n: u64) -> (u32, u64) {
         Options {
             diag: false,
             xdp_tx: true,
+            md_source: None,
         },
     )
     .expect("load");

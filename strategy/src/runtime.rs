@@ -119,6 +119,8 @@ pub fn main(a: &RunArgs) -> Result<()> {
             tos: a.ip_tos,
             priority: a.so_priority,
         },
+        md_source: a.md_source.resolve(*a.exchange.ip()),
+        md_rcvbuf: a.md_rcvbuf,
     };
     if (a.ip_tos.is_some() || a.so_priority.is_some())
         && !matches!(a.net, NetKind::Kernel | NetKind::Uring)

@@ -156,6 +156,8 @@ fn no_path_allocates_in_its_busy_loop() {
             msg_zerocopy: false,
             uring: Default::default(),
             marks: Default::default(),
+            md_source: None,
+            md_rcvbuf: None,
         };
         let worker = lab
             .strategy

@@ -148,6 +148,8 @@ fn strategy_session(
         msg_zerocopy: false,
         uring: Default::default(),
         marks: Default::default(),
+        md_source: None,
+        md_rcvbuf: None,
     });
     path.begin_connect().expect("connect");
     let t0 = Instant::now();

@@ -137,6 +137,34 @@ fn program_classifies_crafted_frames() {
     assert_eq!(c.order_entry, [0, 0, 1], "order entry steered");
     assert_eq!(c.arp, [0, 0, 1], "ARP reply steered");
     assert_eq!(c.other, [0, 8, 0], "everything else passed to the kernel");
+    assert_eq!(
+        c.foreign_md,
+        [0, 0, 0],
+        "no source configured: none foreign"
+    );
+
+    // With `--md-source`: the group's datagrams from another source are passed to the
+    // kernel and counted apart, never steered (nor decided on by xdp-tx).
+    let opts = Options {
+        md_source: Some(ex),
+        ..Options::default()
+    };
+    let ebpf = Steering::load(LOCAL, EXCHANGE, GROUP, opts).expect("load");
+    let spoofed = Ipv4Addr::new(10, 77, 0, 9);
+    for frame in [
+        ipv4(17, ex, *GROUP.ip(), &udp(12345, md)),
+        ipv4(17, spoofed, *GROUP.ip(), &udp(12345, md)),
+        ipv4(17, spoofed, *GROUP.ip(), &udp(12345, md)),
+    ] {
+        assert_eq!(test_run(&ebpf, &frame).expect("test run"), XDP_PASS);
+    }
+    let c = counters_of(&ebpf);
+    assert_eq!(
+        c.market_data,
+        [0, 0, 1],
+        "the exchange's market data steered"
+    );
+    assert_eq!(c.foreign_md, [0, 2, 0], "another source's passed, counted");
 }
 
 /// xorshift64: a seeded, dependency-free sequence for the random operations.
@@ -172,8 +200,9 @@ fn device_accounts_for_every_frame_under_random_token_use() {
                 diag: false,
                 xdp_tx: false,
             };
-            let mut o = open(&xcfg, EXCHANGE, GROUP).expect("open AF_XDP");
-            let _join = strategy::net::sockets::join_group(GROUP, Some(LOCAL), 0).expect("join");
+            let mut o = open(&xcfg, EXCHANGE, GROUP, None).expect("open AF_XDP");
+            let _join = strategy::net::sockets::join_group(GROUP, Some(LOCAL), Default::default())
+                .expect("join");
             exercise(&mut o.dev)
         })
         .expect("spawn worker");
@@ -480,6 +509,7 @@ fn diagnostics_log_odd_frames_only_when_switched_on() {
             Options {
                 diag,
                 xdp_tx: false,
+                md_source: None,
             },
         )
         .expect("load");

@@ -119,6 +119,7 @@ impl Prog {
             Options {
                 diag: false,
                 xdp_tx: true,
+                md_source: None,
             },
         )
         .expect("load (the verifier accepts the xdp-tx program)");

@@ -192,10 +192,7 @@ impl NetPath for KernelPath {
         self.udp = Some(super::sockets::join_group(
             self.cfg.group,
             self.cfg.iface_addr,
-            super::sockets::BusyPoll {
-                us: self.cfg.busy_poll_us,
-                prefer_budget: self.cfg.busy_poll_budget,
-            },
+            self.cfg.md_join(),
         )?);
         let tcp = super::sockets::start_tcp_connect(self.cfg.exchange, self.cfg.marks)?;
         self.tx = Some(TcpOrderTx::new(tcp, self.cfg.msg_zerocopy)?);

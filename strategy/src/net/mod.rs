@@ -106,6 +106,25 @@ pub struct NetConfig {
     pub uring: uring::UringOptions,
     /// IP_TOS / SO_PRIORITY on the order connection (kernel and io_uring paths).
     pub marks: sockets::Marks,
+    /// Market data only from this source address (`None`: any): the kernel paths join
+    /// source-specific, the raw paths and the XDP program drop and count the others.
+    pub md_source: Option<Ipv4Addr>,
+    /// SO_RCVBUF of the market-data socket (kernel and io_uring paths; `None`: 8 MiB).
+    pub md_rcvbuf: Option<u32>,
+}
+
+impl NetConfig {
+    /// How the market-data socket of the kernel and io_uring paths joins.
+    pub fn md_join(&self) -> sockets::MdJoin {
+        sockets::MdJoin {
+            source: self.md_source,
+            rcvbuf: self.md_rcvbuf,
+            busy: sockets::BusyPoll {
+                us: self.busy_poll_us,
+                prefer_budget: self.busy_poll_budget,
+            },
+        }
+    }
 }
 
 /// What one `poll` did.

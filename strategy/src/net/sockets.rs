@@ -66,29 +66,47 @@ pub struct BusyPoll {
     pub prefer_budget: u32,
 }
 
-/// A non-blocking UDP socket bound to the group's port and joined on `iface`.
+/// How the market-data socket joins and receives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MdJoin {
+    /// Only this source's datagrams (IP_ADD_SOURCE_MEMBERSHIP: the kernel drops the
+    /// others before the socket); `None`: any source (IP_ADD_MEMBERSHIP).
+    pub source: Option<Ipv4Addr>,
+    /// SO_RCVBUF in bytes; `None`: 8 MiB with SO_RCVBUFFORCE (root or CAP_NET_ADMIN),
+    /// else as much as `net.core.rmem_max` allows.
+    pub rcvbuf: Option<u32>,
+    /// Busy polling.
+    pub busy: BusyPoll,
+}
+
+/// A non-blocking UDP socket bound to the group's port and joined on `iface` as `how` says.
 pub fn join_group(
     group: SocketAddrV4,
     iface: Option<Ipv4Addr>,
-    busy: impl Into<BusyPoll>,
+    how: MdJoin,
 ) -> io::Result<std::net::UdpSocket> {
-    let busy = busy.into();
+    let busy = how.busy;
     let busy_poll_us = busy.us;
     use socket2::{Domain, Protocol, Socket, Type};
     use std::os::fd::AsRawFd;
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_address(true)?;
     s.set_nonblocking(true)?;
-    // A large receive buffer so a snapshot burst is not dropped; FORCE works as root.
-    if hostsys::socket::setsockopt_int(
-        s.as_raw_fd(),
-        libc::SOL_SOCKET,
-        libc::SO_RCVBUFFORCE,
-        8 << 20,
-    )
-    .is_err()
-    {
-        let _ = s.set_recv_buffer_size(8 << 20);
+    match how.rcvbuf {
+        Some(bytes) => s.set_recv_buffer_size(bytes as usize)?,
+        None => {
+            // A large receive buffer so a snapshot burst is not dropped; FORCE works as root.
+            if hostsys::socket::setsockopt_int(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                8 << 20,
+            )
+            .is_err()
+            {
+                let _ = s.set_recv_buffer_size(8 << 20);
+            }
+        }
     }
     if busy_poll_us > 0 {
         hostsys::socket::setsockopt_int(
@@ -105,7 +123,11 @@ pub fn join_group(
         hostsys::socket::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_BUSY_POLL_BUDGET, budget)?;
     }
     s.bind(&group.into())?;
-    s.join_multicast_v4(group.ip(), &iface.unwrap_or(Ipv4Addr::UNSPECIFIED))?;
+    let ifaddr = iface.unwrap_or(Ipv4Addr::UNSPECIFIED);
+    match how.source {
+        Some(src) => s.join_ssm_v4(&src, group.ip(), &ifaddr)?,
+        None => s.join_multicast_v4(group.ip(), &ifaddr)?,
+    }
     Ok(s.into())
 }
 
@@ -148,9 +170,12 @@ mod tests {
         let s = join_group(
             g,
             Some(Ipv4Addr::LOCALHOST),
-            BusyPoll {
-                us: 50,
-                prefer_budget: 16,
+            MdJoin {
+                busy: BusyPoll {
+                    us: 50,
+                    prefer_budget: 16,
+                },
+                ..MdJoin::default()
             },
         )
         .expect("join on loopback");

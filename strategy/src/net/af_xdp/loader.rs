@@ -40,6 +40,8 @@ pub struct Options {
     pub diag: bool,
     /// Decide in the program and send with XDP_TX (`--net xdp-tx`).
     pub xdp_tx: bool,
+    /// Market data only from this source (`--md-source`; `None`: any).
+    pub md_source: Option<Ipv4Addr>,
 }
 
 /// Errors of the loader.
@@ -109,6 +111,8 @@ pub struct SteerCounters {
     pub arp: [u64; 3],
     /// Everything else.
     pub other: [u64; 3],
+    /// Market data from another source than `--md-source` (passed to the kernel).
+    pub foreign_md: [u64; 3],
 }
 
 impl Steering {
@@ -136,6 +140,7 @@ impl Steering {
             steer_arp: 1,
             diag: u32::from(opts.diag),
             xdp_tx: u32::from(opts.xdp_tx),
+            md_source: opts.md_source.map_or(0, |a| u32::from(a).to_be()),
         };
         {
             let map = ebpf.map_mut("CONFIG").ok_or_else(|| LoadError::Aya {
@@ -334,6 +339,7 @@ pub fn counters_of(ebpf: &Ebpf) -> SteerCounters {
             c if c == Class::MarketData as u32 => out.market_data = sum,
             c if c == Class::OrderEntry as u32 => out.order_entry = sum,
             c if c == Class::Arp as u32 => out.arp = sum,
+            c if c == Class::ForeignMd as u32 => out.foreign_md = sum,
             _ => out.other = sum,
         }
     }

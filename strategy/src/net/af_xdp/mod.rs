@@ -122,6 +122,7 @@ pub fn open(
     xcfg: &XdpConfig,
     exchange: SocketAddrV4,
     group: SocketAddrV4,
+    md_source: Option<std::net::Ipv4Addr>,
 ) -> io::Result<Opened<MultiRx, XskTx>> {
     let hostsys::iface::IfaceInfo {
         mac,
@@ -136,6 +137,7 @@ pub fn open(
         Options {
             diag: xcfg.diag,
             xdp_tx: xcfg.xdp_tx,
+            md_source,
         },
     )
     .map_err(io_other)?;
@@ -234,6 +236,6 @@ fn open_queue(xcfg: &XdpConfig, queue: u32) -> io::Result<(rings::XskRx, XskTx, 
 
 /// The AF_XDP path for these settings.
 pub fn path(cfg: NetConfig, xcfg: XdpConfig) -> XdpPath {
-    let (exchange, group) = (cfg.exchange, cfg.group);
-    RingPath::new(cfg, Box::new(move || open(&xcfg, exchange, group)))
+    let (exchange, group, source) = (cfg.exchange, cfg.group, cfg.md_source);
+    RingPath::new(cfg, Box::new(move || open(&xcfg, exchange, group, source)))
 }

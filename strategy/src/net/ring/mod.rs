@@ -11,6 +11,7 @@
 //! [`super::af_packet`]) only open their rings.
 
 pub mod delegate;
+pub mod md_frame;
 pub mod session;
 
 pub use delegate::TxTap;

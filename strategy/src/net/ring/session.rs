@@ -15,11 +15,9 @@ use proto::order::{OrderRepr, ORDER_LEN};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration as SmolDuration, Instant};
-use smoltcp::wire::{
-    EthernetAddress, EthernetFrame, EthernetProtocol, IpAddress, IpCidr, IpProtocol, Ipv4Packet,
-    UdpPacket,
-};
+use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
 
+use super::md_frame::{classify, MdFlow, MdFrame};
 use super::{DeviceStats, RingDevice, RxRing, TxRing};
 use crate::net::af_xdp::xtx::{Delegation, XtxReport};
 use crate::net::{Hot, NetConfig, NetPath, PathReport, Sent, Status, WarmRequest};
@@ -46,28 +44,13 @@ pub fn send_order(sock: &mut tcp::Socket<'_>, order: &OrderRepr) -> bool {
     .unwrap_or(false)
 }
 
-/// The UDP payload of a market-data frame (IPv4, UDP to the market-data port), read through
-/// smoltcp's wire views; `None` for anything else (it goes to the stack).
-#[inline]
-pub fn udp_payload(frame: &[u8], md_port: u16) -> Option<&[u8]> {
-    let eth = EthernetFrame::new_checked(frame).ok()?;
-    if eth.ethertype() != EthernetProtocol::Ipv4 {
-        return None;
+/// The market-data flow of `cfg`.
+fn md_flow(cfg: &NetConfig) -> MdFlow {
+    MdFlow {
+        group: *cfg.group.ip(),
+        port: cfg.group.port(),
+        source: cfg.md_source,
     }
-    let ip = Ipv4Packet::new_checked(&frame[EthernetFrame::<&[u8]>::header_len()..]).ok()?;
-    if ip.next_header() != IpProtocol::Udp || ip.more_frags() || ip.frag_offset() != 0 {
-        return None;
-    }
-    let ip_payload = {
-        let hl = usize::from(ip.header_len());
-        let total = usize::from(ip.total_len());
-        &frame[EthernetFrame::<&[u8]>::header_len()..][hl..total]
-    };
-    let udp = UdpPacket::new_checked(ip_payload).ok()?;
-    if udp.dst_port() != md_port {
-        return None;
-    }
-    ip_payload.get(8..usize::from(udp.len()))
 }
 
 /// Counters of the backend that opened the ring.
@@ -125,6 +108,10 @@ pub struct RingReport {
     pub frames_accounted: bool,
     /// Bytes the exchange sent on the order connection (it sends none): drained, dropped.
     pub unexpected_bytes: u64,
+    /// Market-data datagrams from another source than `--md-source`: dropped.
+    pub foreign_md: u64,
+    /// Frames that claimed to be market data but did not hold together: dropped.
+    pub malformed_frames: u64,
     /// Frames received per RX queue `[queue, frames]` (AF_XDP: one socket per queue).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rx_queues: Vec<(u32, u64)>,
@@ -176,6 +163,10 @@ struct Session<R: RxRing, T: TxRing> {
     xtx: Option<Delegation>,
     /// Bytes the exchange sent on the order connection (dropped).
     unexpected_bytes: u64,
+    /// Market data from another source (dropped).
+    foreign_md: u64,
+    /// Frames claiming to be market data that did not hold together (dropped).
+    malformed_frames: u64,
     /// The kernel socket holding the group membership (AF_XDP): never read, kept open for
     /// the session (closing it leaves the group).
     _membership: Option<UdpSocket>,
@@ -187,6 +178,7 @@ pub type Opener<R, T> = Box<dyn FnMut() -> io::Result<Opened<R, T>>>;
 /// A network path of smoltcp over a raw ring.
 pub struct RingPath<R: RxRing, T: TxRing> {
     cfg: NetConfig,
+    flow: MdFlow,
     open: Opener<R, T>,
     s: Option<Session<R, T>>,
     idle_turns: u32,
@@ -197,6 +189,7 @@ impl<R: RxRing, T: TxRing> RingPath<R, T> {
     /// A path whose sessions come from `open`.
     pub fn new(cfg: NetConfig, open: Opener<R, T>) -> Self {
         Self {
+            flow: md_flow(&cfg),
             cfg,
             open,
             s: None,
@@ -246,10 +239,15 @@ impl<R: RxRing, T: TxRing> RingPath<R, T> {
         // Member of the group before the connect completes (AF_XDP joins through a kernel
         // socket; AF_PACKET accepted the group's MAC when it opened).
         let mcast = if kernel_join {
+            // Only a membership: never read, the smallest buffer.
             Some(crate::net::sockets::join_group(
                 self.cfg.group,
                 self.cfg.iface_addr,
-                0,
+                crate::net::sockets::MdJoin {
+                    source: self.cfg.md_source,
+                    rcvbuf: Some(0),
+                    ..Default::default()
+                },
             )?)
         } else {
             None
@@ -263,6 +261,8 @@ impl<R: RxRing, T: TxRing> RingPath<R, T> {
             guard,
             xtx,
             unexpected_bytes: 0,
+            foreign_md: 0,
+            malformed_frames: 0,
             _membership: mcast,
         })
     }
@@ -274,6 +274,8 @@ impl<R: RxRing, T: TxRing> RingPath<R, T> {
             frames_accounted: s.dev.accounted(),
             rx_queues: s.dev.rx.queue_counts(),
             unexpected_bytes: s.unexpected_bytes,
+            foreign_md: s.foreign_md,
+            malformed_frames: s.malformed_frames,
             xtx: s.xtx.as_ref().map(|x| {
                 Box::new(XtxSessionReport {
                     xdp_tx: x.report(&s.dev.tap),
@@ -360,9 +362,10 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
         };
         // Market data that arrives before the session runs is held, not lost: an exchange
         // may publish the moment it accepts.
-        let md_port = self.cfg.group.port();
+        // (Foreign and malformed ones too: they are counted when the session runs.)
+        let flow = md_flow(&self.cfg);
         s.dev
-            .rx_to_stack_holding(|frame| udp_payload(frame, md_port).is_some());
+            .rx_to_stack_holding(|frame| classify(frame, &flow) != MdFrame::NotMd);
         s.iface.poll(now(), &mut s.dev, &mut s.sockets);
         s.dev.refill();
         s.dev.reap_completions();
@@ -398,8 +401,8 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
         let mut need_poll = false;
         for i in 0..n {
             let desc = s.dev.batch[i];
-            let pending = match udp_payload(s.dev.frame_data(&desc), self.cfg.group.port()) {
-                Some(payload) => {
+            let pending = match classify(s.dev.frame_data(&desc), &self.flow) {
+                MdFrame::Payload(payload) => {
                     let p = hot.on_packet(payload);
                     s.dev.recycle.push(desc);
                     if let Some(x) = &mut s.xtx {
@@ -407,9 +410,20 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
                     }
                     p
                 }
-                None => {
+                MdFrame::NotMd => {
                     s.dev.to_stack(desc);
                     need_poll = true;
+                    None
+                }
+                // Never parsed: dropped and counted (logged at the session's end).
+                MdFrame::Foreign => {
+                    s.dev.recycle.push(desc);
+                    s.foreign_md += 1;
+                    None
+                }
+                MdFrame::Malformed => {
+                    s.dev.recycle.push(desc);
+                    s.malformed_frames += 1;
                     None
                 }
             };
@@ -473,6 +487,14 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
             s.sockets.get_mut::<tcp::Socket>(s.tcp).abort();
             s.iface.poll(now(), &mut s.dev, &mut s.sockets);
             self.last_report = Self::session_report(&s);
+            if s.foreign_md + s.malformed_frames > 0 {
+                tracing::warn!(
+                    foreign = s.foreign_md,
+                    malformed = s.malformed_frames,
+                    source = ?self.cfg.md_source,
+                    "dropped market-data frames from another source or that did not hold together (counted, never parsed)"
+                );
+            }
             tracing::info!(report = ?self.last_report, "raw-ring path down");
         }
     }

@@ -266,14 +266,8 @@ impl NetPath for UringPath {
         // Member of the group with the receive armed before the connect completes: an
         // exchange may publish the moment it accepts; completions wait in the ring (and data
         // in the socket buffer if the provided buffers run out) until the session runs.
-        let udp = super::sockets::join_group(
-            self.cfg.group,
-            self.cfg.iface_addr,
-            super::sockets::BusyPoll {
-                us: self.cfg.busy_poll_us,
-                prefer_budget: self.cfg.busy_poll_budget,
-            },
-        )?;
+        let udp =
+            super::sockets::join_group(self.cfg.group, self.cfg.iface_addr, self.cfg.md_join())?;
         let tcp = super::sockets::start_tcp_connect(self.cfg.exchange, self.cfg.marks)?;
         let ring = self.build_ring(udp.as_raw_fd(), tcp.as_raw_fd())?;
         self.udp = Some(udp);
