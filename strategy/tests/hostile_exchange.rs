@@ -483,3 +483,126 @@ fn publish_with(conn: &mut TcpStream, lines: &[String], between: impl Fn(usize))
     drain(Duration::from_millis(200));
     got / proto::order::ORDER_LEN
 }
+
+/// An exchange that stops reading (a zero receive window) while every other line fires an
+/// order: each path holds orders back and counts them, never sends part of one, never hangs.
+/// Once the exchange reads again, what arrived is a whole number of valid orders, each
+/// once, in trigger order; it equals what the strategy says it handed over, and with the
+/// held-back ones makes up every trigger.
+#[test]
+fn a_zero_window_holds_orders_back_whole_and_counted() {
+    if skip() {
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut script_lines = lines(5_000, 0);
+    let mut id = 100_000u64;
+    let mut triggers = Vec::new();
+    // 4,000 orders (84 KB): more than smoltcp's 64 KiB send buffer and the kernel's send
+    // buffer (4 KiB: tcp_wmem set in the strategy's namespace) with the window on top.
+    for k in 0..8000u64 {
+        id += 1;
+        let size = if k % 2 == 0 { 60_000_010 } else { 10 };
+        if k % 2 == 0 {
+            triggers.push(id);
+        }
+        script_lines.push(format!("x,y,1,{id},false,bid,100,{size}"));
+    }
+    for net in paths() {
+        let lab = VethLab::new("hx4").expect("lab");
+        lab.strategy
+            .exec(&["sysctl", "-qw", "net.ipv4.tcp_wmem=4096 4096 4096"])
+            .expect("tcp_wmem");
+        let lines2 = script_lines.clone();
+        let script = lab
+            .exchange
+            .spawn(move || {
+                use socket2::{Domain, Socket, Type};
+                let l = Socket::new(Domain::IPV4, Type::STREAM, None).expect("tcp");
+                l.set_reuse_address(true).expect("reuse");
+                // A small receive buffer: the window closes after a few orders.
+                l.set_recv_buffer_size(2048).expect("rcvbuf");
+                let addr: SocketAddrV4 = EXCHANGE.parse().expect("addr");
+                l.bind(&addr.into()).expect("bind");
+                l.listen(4).expect("listen");
+                let l: TcpListener = l.into();
+                let mut c = accept_within(&l, Duration::from_secs(15)).expect("connect");
+                std::thread::sleep(Duration::from_millis(200));
+                let md = md_socket();
+                let dst: socket2::SockAddr = GROUP.into();
+                for line in &lines2 {
+                    let _ = md.send_to(line.as_bytes(), &dst);
+                    let t = Instant::now();
+                    while t.elapsed() < Duration::from_micros(150) {}
+                }
+                // Reading again: everything the strategy handed over arrives.
+                c.set_read_timeout(Some(Duration::from_millis(500)))
+                    .expect("timeout");
+                let mut got = Vec::new();
+                let mut buf = [0u8; 65536];
+                while let Ok(n) = c.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+                got
+            })
+            .expect("script");
+        let (results, log) = (
+            dir.path().join(format!("{net}.4.jsonl")),
+            dir.path().join(format!("{net}.4.log")),
+        );
+        let mut st = start_strategy(
+            &lab.strategy,
+            net,
+            &results,
+            &log,
+            &["--sessions", "1", "--max-runtime", "30"],
+        );
+        let got = script.join().expect("script ran");
+        wait_exit(&mut st, Duration::from_secs(35), &log, net);
+        let len = proto::order::ORDER_LEN;
+        assert_eq!(
+            got.len() % len,
+            0,
+            "{net}: only whole orders ({} bytes)",
+            got.len()
+        );
+        let ids: Vec<u64> = got
+            .chunks(len)
+            .map(|m| {
+                proto::order::OrderRepr::decode(m)
+                    .unwrap_or_else(|e| panic!("{net}: a torn or invalid order: {e:?}"))
+                    .trigger_id
+            })
+            .collect();
+        let disorder = ids.windows(2).position(|w| w[0] >= w[1]);
+        assert!(
+            disorder.is_none() && ids.iter().all(|i| triggers.contains(i)),
+            "{net}: each order once, in trigger order, for a trigger (first out of order at {disorder:?} of {}: {:?})",
+            ids.len(),
+            disorder.map(|i| &ids[i.saturating_sub(3)..(i + 4).min(ids.len())])
+        );
+        let r = &sessions(&results)[0]["path"];
+        let (sent, held) = (
+            r["orders"].as_u64().unwrap_or(0),
+            r["orders_held_back"].as_u64().unwrap_or(0),
+        );
+        assert!(
+            held > 0,
+            "{net}: the window closed and orders were held back: {r}"
+        );
+        assert_eq!(
+            ids.len() as u64,
+            sent,
+            "{net}: every order handed over arrived: {r}"
+        );
+        assert_eq!(
+            sent + held,
+            triggers.len() as u64,
+            "{net}: sent + held back = the triggers: {r}"
+        );
+    }
+}

@@ -6,7 +6,9 @@
 //!   fixed-size buffers handed to the kernel with PROVIDE_BUFFERS); each completion names
 //!   the buffer it filled, which goes back to the group after the engine has read it.
 //! * Orders: SEND (or SEND_ZC with `--send-zc`) of the 21 bytes from a slot of a small
-//!   array of order buffers that live until their completion.
+//!   array of order buffers that live until their completion; one send in flight at a
+//!   time, the next ones queued in their slots in order (several in flight could reach
+//!   the exchange out of order when the socket is full).
 //! * Both sockets are registered files. A POLL_ADD for POLLRDHUP|POLLHUP on the order
 //!   socket reports the hang-up.
 //! * Optional SQPOLL (`--sqpoll IDLE_MS`): a kernel thread takes submissions, so handing an
@@ -73,6 +75,11 @@ struct Ring {
     slots: Box<[[u8; ORDER_LEN]; SLOTS]>,
     slot_busy: [bool; SLOTS],
     next_slot: usize,
+    /// A send of an order is in flight (submitted, its result not yet seen).
+    send_in_flight: bool,
+    /// Orders written into slots behind the one in flight, not submitted yet: the slots
+    /// just before `next_slot`, oldest first.
+    unsubmitted: usize,
     /// Completions taken from the ring, in order, not handled yet (preallocated).
     cqes: VecDeque<Cqe>,
     recv_armed: bool,
@@ -163,6 +170,7 @@ impl Ring {
             cqes,
             slot_busy,
             send_zc,
+            send_in_flight,
             ..
         } = self;
         for c in ring.completion() {
@@ -173,8 +181,14 @@ impl Ring {
             };
             // SEND_ZC: the first completion has F_MORE; the slot is free at the
             // notification (F_NOTIF) that follows.
-            if c.user_data & UD_MASK == UD_SEND && !(*send_zc && cqueue::more(c.flags)) {
-                slot_busy[(c.user_data & 0xFFFF) as usize % SLOTS] = false;
+            if c.user_data & UD_MASK == UD_SEND {
+                if !cqueue::notif(c.flags) {
+                    // The send's result (SEND_ZC: the first of its two completions).
+                    *send_in_flight = false;
+                }
+                if !(*send_zc && cqueue::more(c.flags)) {
+                    slot_busy[(c.user_data & 0xFFFF) as usize % SLOTS] = false;
+                }
             }
             if cqes.len() == cqes.capacity() {
                 return Err(io::Error::other(
@@ -186,29 +200,63 @@ impl Ring {
         Ok(())
     }
 
-    /// Encodes `order` into a free send slot and submits it; holds it back when all
-    /// [`SLOTS`] sends are still in flight (the exchange is not reading: waiting here
-    /// would stop market data and block the loop).
+    /// Encodes `order` into a free send slot and submits it, or queues it behind the send
+    /// in flight; holds it back when all [`SLOTS`] are taken (the exchange is not reading:
+    /// waiting here would stop market data and block the loop).
     #[inline]
     fn send_order(&mut self, order: &OrderRepr) -> io::Result<Sent> {
         self.send_msg(|buf| order.emit(&mut proto::order::Packet::new_unchecked(&mut buf[..])))
     }
 
-    /// Writes one 21-byte message into a free send slot with `fill` and submits it (held
-    /// back when every slot is in flight, see [`Ring::send_order`]).
+    /// Writes one 21-byte message into a free send slot with `fill` and submits it, or
+    /// queues it (see [`Ring::send_order`]).
+    ///
+    /// One send at a time on the stream: sends in flight together that meet a full socket
+    /// are retried when it drains in no set order, so orders would reach the exchange out
+    /// of order (found by the zero-window test). A send that finds room completes while it
+    /// is submitted, so without backpressure each order is submitted at once.
     #[inline]
     fn send_msg(&mut self, fill: impl FnOnce(&mut [u8; ORDER_LEN])) -> io::Result<Sent> {
         let slot = self.next_slot;
-        if self.slot_busy[slot] {
+        if self.send_in_flight || self.slot_busy[slot] {
             // Completions may be waiting in the ring: take them (in order, none lost).
-            self.ring.submit()?;
-            self.take_completions()?;
+            if self.send_in_flight && self.unsubmitted == 0 {
+                self.take_completions()?;
+            }
+            if self.slot_busy[slot] {
+                self.ring.submit()?;
+                self.take_completions()?;
+            }
         }
         if self.slot_busy[slot] {
             self.report.slots_exhausted += 1;
             return Ok(Sent::HeldBack);
         }
         fill(&mut self.slots[slot]);
+        self.slot_busy[slot] = true;
+        self.next_slot = (slot + 1) % SLOTS;
+        if self.send_in_flight || self.unsubmitted > 0 {
+            self.unsubmitted += 1;
+            self.pump()?;
+            return Ok(Sent::Queued);
+        }
+        self.submit_send(slot)?;
+        Ok(Sent::Now)
+    }
+
+    /// Submits the oldest queued order when no send is in flight.
+    fn pump(&mut self) -> io::Result<()> {
+        if self.send_in_flight || self.unsubmitted == 0 {
+            return Ok(());
+        }
+        let slot = (self.next_slot + SLOTS - self.unsubmitted) % SLOTS;
+        self.unsubmitted -= 1;
+        self.submit_send(slot)
+    }
+
+    /// Submits the SEND (or SEND_ZC) of `slot`.
+    #[inline]
+    fn submit_send(&mut self, slot: usize) -> io::Result<()> {
         let ptr = self.slots[slot].as_ptr();
         // MSG_WAITALL: a short send is retried by the kernel until the whole order is out.
         let flags = libc::MSG_NOSIGNAL | libc::MSG_WAITALL;
@@ -221,11 +269,10 @@ impl Ring {
                 .flags(flags)
                 .build()
         };
-        self.slot_busy[slot] = true;
-        self.next_slot = (slot + 1) % SLOTS;
+        self.send_in_flight = true;
         self.push(&e.user_data(UD_SEND | slot as u64))?;
         self.ring.submit()?;
-        Ok(Sent::Now)
+        Ok(())
     }
 
     /// The send path without sending: a zero-length SEND on the order socket through the
@@ -295,6 +342,7 @@ impl NetPath for UringPath {
         };
         r.run_task_work()?;
         r.take_completions()?;
+        r.pump()?;
         let mut status = Status::Idle;
         // A bounded batch per turn; what is left stays queued, in order, for the next turn.
         for _ in 0..64 {

@@ -212,6 +212,8 @@ impl UringPath {
             slots: Box::new([[0; ORDER_LEN]; SLOTS]),
             slot_busy: [false; SLOTS],
             next_slot: 0,
+            send_in_flight: false,
+            unsubmitted: 0,
             cqes: VecDeque::with_capacity(CQE_BACKLOG),
             recv_armed: false,
             send_zc,
