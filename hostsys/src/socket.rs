@@ -44,6 +44,28 @@ pub fn getsockopt_int(fd: RawFd, level: i32, name: i32) -> io::Result<i32> {
     Ok(v)
 }
 
+/// PACKET_STATISTICS of an AF_PACKET socket: `(packets, drops)` since the last read (the
+/// kernel resets them on each read).
+pub fn packet_statistics(fd: RawFd) -> io::Result<(u32, u32)> {
+    let mut st = libc::tpacket_stats {
+        tp_packets: 0,
+        tp_drops: 0,
+    };
+    let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    // SAFETY: `st` and `len` are live locals; the kernel writes at most `len` bytes of
+    // plain integers to `st` and the actual length to `len`.
+    crate::syscall!(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            (&mut st as *mut libc::tpacket_stats).cast(),
+            &mut len,
+        )
+    })?;
+    Ok((st.tp_packets, st.tp_drops))
+}
+
 /// Non-blocking `send(2)` of `bytes` with `flags | MSG_DONTWAIT | MSG_NOSIGNAL`: the bytes
 /// the kernel took, 0 when its buffer is full (EAGAIN), or the error.
 ///

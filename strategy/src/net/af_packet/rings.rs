@@ -263,6 +263,7 @@ pub fn open(
         ring: FrameRing::new(Arc::clone(&map), 0, fs, frames)?,
         next: 0,
         held: 0,
+        drops: std::cell::Cell::new(0),
         skipped: 0,
     };
     let tx = PacketTx {
@@ -286,6 +287,8 @@ pub struct PacketRx {
     ring: FrameRing,
     next: usize,
     held: usize,
+    /// Drops read so far (PACKET_STATISTICS resets on each read).
+    drops: std::cell::Cell<u64>,
     /// Our own outgoing frames seen on the ring and given straight back.
     pub skipped: u64,
 }
@@ -299,6 +302,12 @@ impl PacketRx {
 
 impl RxRing for PacketRx {
     type Frame = u32;
+
+    fn kernel_drops(&self) -> Option<u64> {
+        let (_, drops) = hostsys::socket::packet_statistics(self.fd()).ok()?;
+        self.drops.set(self.drops.get() + u64::from(drops));
+        Some(self.drops.get())
+    }
 
     #[inline]
     fn recv(&mut self, out: &mut [u32]) -> usize {

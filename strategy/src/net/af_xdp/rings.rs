@@ -203,6 +203,17 @@ impl RxRing for MultiRx {
         }
     }
 
+    fn kernel_drops(&self) -> Option<u64> {
+        // XDP_STATISTICS: dropped for want of a fill-ring frame (or too big), and dropped
+        // because the RX ring was full.
+        let mut sum = 0;
+        for r in &self.rings {
+            let st = r.fd().xdp_statistics().ok()?;
+            sum += st.rx_dropped() + st.rx_ring_full();
+        }
+        Some(sum)
+    }
+
     fn queue_counts(&self) -> Vec<(u32, u64)> {
         self.queues
             .iter()

@@ -41,6 +41,11 @@ pub trait RxRing {
     fn queue_counts(&self) -> Vec<(u32, u64)> {
         Vec::new()
     }
+    /// Frames the kernel dropped for this ring since it opened (no free frame, ring full),
+    /// read at report time; `None` where the ring cannot say.
+    fn kernel_drops(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The transmit half of a ring.

@@ -112,6 +112,10 @@ pub struct RingReport {
     pub foreign_md: u64,
     /// Frames that claimed to be market data but did not hold together: dropped.
     pub malformed_frames: u64,
+    /// Frames the kernel dropped for the ring (AF_XDP: no fill-ring frame or RX ring full;
+    /// AF_PACKET: ring full), when it can say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_drops: Option<u64>,
     /// Frames received per RX queue `[queue, frames]` (AF_XDP: one socket per queue).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rx_queues: Vec<(u32, u64)>,
@@ -273,6 +277,7 @@ impl<R: RxRing, T: TxRing> RingPath<R, T> {
             device: s.dev.stats(),
             frames_accounted: s.dev.accounted(),
             rx_queues: s.dev.rx.queue_counts(),
+            kernel_drops: s.dev.rx.kernel_drops(),
             unexpected_bytes: s.unexpected_bytes,
             foreign_md: s.foreign_md,
             malformed_frames: s.malformed_frames,
