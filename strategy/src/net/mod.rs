@@ -151,7 +151,7 @@ pub enum PathReport {
     Uring(uring::UringReport),
     /// A raw-ring path (AF_XDP, AF_PACKET).
     #[cfg(feature = "xdp")]
-    Ring(ring::RingReport),
+    Ring(Box<ring::RingReport>),
 }
 
 /// A network path.

@@ -533,9 +533,9 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
     }
 
     fn report(&self) -> PathReport {
-        PathReport::Ring(match &self.s {
+        PathReport::Ring(Box::new(match &self.s {
             Some(s) => Self::session_report(s),
             None => self.last_report.clone(),
-        })
+        }))
     }
 }
