@@ -118,6 +118,8 @@ const FUZZ_TARGETS: &[&str] = &[
     "order_stream",
     "engine_packets",
     "xtx_line",
+    "md_frame",
+    "packet_filter",
 ];
 
 /// Builds strategy-ebpf into target/ebpf; the strategy's build script embeds it.

@@ -9,6 +9,7 @@
 //! * [`sockets`]: the kernel sockets every path needs (the order connection, the group join).
 //! * [`warm`]: keeping the order path warm while no order goes out (the cold/warm
 //!   experiments).
+//! * [`wire`]: the raw paths' parsers of outside frames, pure (fuzzed).
 //!
 //! The runtime drives a path through [`NetPath`]: [`NetPath::begin_connect`] and
 //! [`NetPath::poll_connect`] (never blocking), then [`NetPath::start_md`] (join the group),
@@ -26,6 +27,8 @@ pub mod ring;
 pub mod sockets;
 pub mod uring;
 pub mod warm;
+#[cfg(feature = "wire")]
+pub mod wire;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};

@@ -11,8 +11,9 @@
 //! [`super::af_packet`]) only open their rings.
 
 pub mod delegate;
-pub mod md_frame;
 pub mod session;
+
+pub use crate::net::wire::md_frame;
 
 pub use delegate::TxTap;
 pub use session::{BackendReport, Opened, RingPath, RingReport, SessionGuard};
