@@ -168,8 +168,9 @@ const WARM_VARIANTS: [(&str, &str); 4] = [
 /// on the ring (50 us), `xdp+huge` the UMEM on huge pages, `kernel+tos` / `uring+tos` the
 /// order connection's IP_TOS at 0x10 (low delay), `+prio` its SO_PRIORITY at 6,
 /// `kernel+busypoll` SO_BUSY_POLL 50 us on the market-data socket, `kernel+preferbp` that
-/// with SO_PREFER_BUSY_POLL (budget 8).
-const PATH_VARIANTS: [(&str, &str, &[&str]); 13] = [
+/// with SO_PREFER_BUSY_POLL (budget 8), `uring+provideops` receive buffers given back with
+/// PROVIDE_BUFFERS instead of the provided-buffer ring.
+const PATH_VARIANTS: [(&str, &str, &[&str]); 14] = [
     ("kernel", "busypoll", &["--busy-poll", "50"]),
     (
         "kernel",
@@ -186,6 +187,7 @@ const PATH_VARIANTS: [(&str, &str, &[&str]); 13] = [
     ("uring", "defer", &["--uring-defer"]),
     ("uring", "coop", &["--uring-coop"]),
     ("uring", "napi", &["--uring-napi", "50"]),
+    ("uring", "provideops", &["--uring-provide-ops"]),
     ("xdp", "huge", &["--hugepages"]),
 ];
 
@@ -237,7 +239,7 @@ pub fn check_paths(paths: &[String]) -> Result<()> {
         if !NETS.contains(&net) || !variants_ok || warm > 1 {
             bail!(
                 "unknown path `{p}` (available: {}; variants kernel+zc, uring+zc, uring+sqpoll, \
-                 uring+defer, uring+coop, uring+napi, xdp+huge, kernel|uring+tos, kernel|uring+prio, \
+                 uring+defer, uring+coop, uring+napi, uring+provideops, xdp+huge, kernel|uring+tos, kernel|uring+prio, \
                  kernel+busypoll, kernel+preferbp, \
                  and on every path one of +warm, \
                  +warmcode, +warmtx, +hb; combine with `+`, e.g. uring+defer+warm)",

@@ -132,6 +132,10 @@ pub struct RunArgs {
     /// io_uring: NAPI busy polling registered on the ring, this many microseconds (Linux 6.9+).
     #[arg(long)]
     pub uring_napi: Option<u32>,
+    /// io_uring: give receive buffers back with PROVIDE_BUFFERS submissions instead of the
+    /// provided-buffer ring (the comparison; the lab's `uring+provideops`).
+    #[arg(long)]
+    pub uring_provide_ops: bool,
     /// Kernel path: send orders with MSG_ZEROCOPY (completions read from the error queue).
     #[arg(long)]
     pub msg_zerocopy: bool,

@@ -114,6 +114,7 @@ pub fn main(a: &RunArgs) -> Result<()> {
             coop_taskrun: a.uring_coop,
             sqpoll_cpu: a.sqpoll_cpu,
             napi_busy_poll_us: a.uring_napi,
+            provide_ops: a.uring_provide_ops,
         },
         marks: crate::net::sockets::Marks {
             tos: a.ip_tos,

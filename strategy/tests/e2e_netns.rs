@@ -471,6 +471,8 @@ fn uring_variants_equal_the_oracle_and_report_their_features() {
         ("defer", &["--uring-defer"][..], "defer_taskrun"),
         ("coop", &["--uring-coop"][..], "coop_taskrun"),
         ("napi", &["--uring-napi", "50"][..], "napi_busy_poll_us"),
+        ("bufring", &[][..], "buf_ring"),
+        ("provideops", &["--uring-provide-ops"][..], ""),
     ] {
         let report = dir.path().join(format!("{name}.st.jsonl"));
         let mut extra = vec!["--results", report.to_str().expect("utf8")];
@@ -498,6 +500,12 @@ fn uring_variants_equal_the_oracle_and_report_their_features() {
         )
         .expect("json");
         let uring = &r["path_extra"];
+        if feature.is_empty() {
+            // PROVIDE_BUFFERS asked for: no buffer ring, nothing fell back.
+            assert_eq!(uring["features"]["buf_ring"], false, "{uring}");
+            assert_eq!(uring["buffers_in_kernel"], uring["buffers"], "{uring}");
+            continue;
+        }
         let ran = !uring["features"][feature].is_null() && uring["features"][feature] != false;
         let fell_back = uring["fallbacks"].as_array().is_some_and(|f| {
             f.iter()

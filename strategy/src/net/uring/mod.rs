@@ -3,8 +3,9 @@
 //! * Features are read from the setup params (`IORING_FEAT_*`) and opcodes from a probe;
 //!   a missing one is a clear error naming it (SEND_ZC falls back to SEND with a note).
 //! * Market data: one multishot RECV on the UDP socket with provided buffers (a group of
-//!   fixed-size buffers handed to the kernel with PROVIDE_BUFFERS); each completion names
-//!   the buffer it filled, which goes back to the group after the engine has read it.
+//!   fixed-size buffers in a provided-buffer ring, [`bufring`], Linux 5.19+; else, or with
+//!   `--uring-provide-ops`, handed over with PROVIDE_BUFFERS); each completion names the
+//!   buffer it filled, which goes back to the group after the engine has read it.
 //! * Orders: SEND (or SEND_ZC with `--send-zc`) of the 21 bytes from a slot of a small
 //!   array of order buffers that live until their completion; one send in flight at a
 //!   time, the next ones queued in their slots in order (several in flight could reach
@@ -54,6 +55,7 @@ const UD_SEND: u64 = 4 << 32;
 const UD_WARM: u64 = 5 << 32;
 const UD_MASK: u64 = 0xFFFF_FFFF << 32;
 
+mod bufring;
 mod setup;
 
 pub use setup::{probe, UringFeatures, UringOptions, UringReport};
@@ -70,7 +72,11 @@ struct Cqe {
 }
 
 struct Ring {
+    // Field order is drop order: the io_uring (and its registrations) before the memory it
+    // reads (the buffer ring, the buffers, the order slots).
     ring: IoUring,
+    /// The provided-buffer ring (`None`: buffers go back with PROVIDE_BUFFERS).
+    bufring: Option<bufring::BufRing>,
     bufs: Box<[u8]>,
     slots: Box<[[u8; ORDER_LEN]; SLOTS]>,
     slot_busy: [bool; SLOTS],
@@ -121,13 +127,20 @@ impl Ring {
         Ok(())
     }
 
+    #[inline]
     fn give_back(&mut self, bid: u16) -> io::Result<()> {
         let off = usize::from(bid) * BUF_SIZE;
         let ptr = self.bufs[off..off + BUF_SIZE].as_mut_ptr();
-        let e = opcode::ProvideBuffers::new(ptr, BUF_SIZE as i32, 1, BGID, bid)
-            .build()
-            .user_data(UD_PROVIDE);
-        self.push(&e)?;
+        if let Some(br) = &mut self.bufring {
+            // Two stores into shared memory: no submission, no syscall.
+            br.add(bid, ptr as u64, BUF_SIZE as u32);
+            br.publish();
+        } else {
+            let e = opcode::ProvideBuffers::new(ptr, BUF_SIZE as i32, 1, BGID, bid)
+                .build()
+                .user_data(UD_PROVIDE);
+            self.push(&e)?;
+        }
         self.report.buffers_in_kernel += 1;
         Ok(())
     }

@@ -32,6 +32,9 @@ pub struct UringOptions {
     /// IORING_REGISTER_NAPI: busy-poll the device queue for this long (us) when the loop
     /// waits for completions (Linux 6.9+).
     pub napi_busy_poll_us: Option<u32>,
+    /// Give receive buffers back with PROVIDE_BUFFERS submissions instead of the
+    /// provided-buffer ring (the comparison).
+    pub provide_ops: bool,
 }
 
 /// What the kernel offers, printed at start.
@@ -59,6 +62,9 @@ pub struct UringFeatures {
     pub coop_taskrun: bool,
     /// NAPI busy polling registered (us).
     pub napi_busy_poll_us: Option<u32>,
+    /// Receive buffers in a provided-buffer ring (IORING_REGISTER_PBUF_RING); `false`:
+    /// PROVIDE_BUFFERS submissions.
+    pub buf_ring: bool,
 }
 
 /// The io_uring path's report: features and the provided-buffer accounting.
@@ -167,6 +173,7 @@ impl UringPath {
             defer_taskrun: got.defer_taskrun,
             coop_taskrun: got.coop_taskrun,
             napi_busy_poll_us: None,
+            buf_ring: false,
         };
         if !features.fast_poll {
             return Err(missing(
@@ -202,13 +209,29 @@ impl UringPath {
                 )),
             }
         }
+        let bufs = vec![0u8; BUF_SIZE * usize::from(BUF_COUNT)].into_boxed_slice();
+        let bufring = if self.cfg.uring.provide_ops {
+            None
+        } else {
+            match register_buf_ring(&ring, &bufs) {
+                Ok(br) => Some(br),
+                Err(e) => {
+                    fallbacks.push(format!(
+                        "provided-buffer ring refused ({e}; Linux 5.19+): PROVIDE_BUFFERS"
+                    ));
+                    None
+                }
+            }
+        };
+        features.buf_ring = bufring.is_some();
         for f in &fallbacks {
             tracing::warn!("io_uring: {f}");
         }
         tracing::info!(?features, "io_uring ready");
         let mut r = Ring {
             ring,
-            bufs: vec![0u8; BUF_SIZE * usize::from(BUF_COUNT)].into_boxed_slice(),
+            bufring,
+            bufs,
             slots: Box::new([[0; ORDER_LEN]; SLOTS]),
             slot_busy: [false; SLOTS],
             next_slot: 0,
@@ -226,11 +249,18 @@ impl UringPath {
                 ..UringReport::default()
             },
         };
-        let provide =
-            opcode::ProvideBuffers::new(r.bufs.as_mut_ptr(), BUF_SIZE as i32, BUF_COUNT, BGID, 0)
-                .build()
-                .user_data(UD_PROVIDE);
-        r.push(&provide)?;
+        if r.bufring.is_none() {
+            let provide = opcode::ProvideBuffers::new(
+                r.bufs.as_mut_ptr(),
+                BUF_SIZE as i32,
+                BUF_COUNT,
+                BGID,
+                0,
+            )
+            .build()
+            .user_data(UD_PROVIDE);
+            r.push(&provide)?;
+        }
         let hup = opcode::PollAdd::new(
             FD_TCP,
             (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) as u32,
@@ -242,6 +272,25 @@ impl UringPath {
         r.ring.submit()?;
         Ok(r)
     }
+}
+
+/// A provided-buffer ring for group [`BGID`] holding every buffer of `bufs`, registered on
+/// `ring`.
+fn register_buf_ring(ring: &IoUring, bufs: &[u8]) -> io::Result<super::bufring::BufRing> {
+    let mut br = super::bufring::BufRing::new(BUF_COUNT)
+        .ok_or_else(|| io::Error::other("buffer ring allocation"))?;
+    // SAFETY: the ring's memory lives in `br`, which the Ring keeps until after the
+    // io_uring is dropped (its field order); registration needs nothing else.
+    unsafe {
+        ring.submitter()
+            .register_buf_ring_with_flags(br.addr(), BUF_COUNT, BGID, 0)?;
+    }
+    for bid in 0..BUF_COUNT {
+        let off = usize::from(bid) * BUF_SIZE;
+        br.add(bid, bufs[off..].as_ptr() as u64, BUF_SIZE as u32);
+    }
+    br.publish();
+    Ok(br)
 }
 
 /// What this kernel's io_uring offers, for `strategy probe`: each set-up flag tried on a
