@@ -136,6 +136,10 @@ pub struct RunArgs {
     /// provided-buffer ring (the comparison; the lab's `uring+provideops`).
     #[arg(long)]
     pub uring_provide_ops: bool,
+    /// io_uring: with --send-zc, send from the order slots registered as a fixed buffer
+    /// (no page lookup and pinning per send; the lab's `uring+zcfixed`).
+    #[arg(long)]
+    pub uring_fixed_bufs: bool,
     /// Kernel path: send orders with MSG_ZEROCOPY (completions read from the error queue).
     #[arg(long)]
     pub msg_zerocopy: bool,

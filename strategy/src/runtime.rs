@@ -115,6 +115,7 @@ pub fn main(a: &RunArgs) -> Result<()> {
             sqpoll_cpu: a.sqpoll_cpu,
             napi_busy_poll_us: a.uring_napi,
             provide_ops: a.uring_provide_ops,
+            fixed_bufs: a.uring_fixed_bufs,
         },
         marks: crate::net::sockets::Marks {
             tos: a.ip_tos,

@@ -472,6 +472,11 @@ fn uring_variants_equal_the_oracle_and_report_their_features() {
         ("coop", &["--uring-coop"][..], "coop_taskrun"),
         ("napi", &["--uring-napi", "50"][..], "napi_busy_poll_us"),
         ("bufring", &[][..], "buf_ring"),
+        (
+            "zcfixed",
+            &["--send-zc", "--uring-fixed-bufs"][..],
+            "fixed_bufs",
+        ),
         ("provideops", &["--uring-provide-ops"][..], ""),
     ] {
         let report = dir.path().join(format!("{name}.st.jsonl"));

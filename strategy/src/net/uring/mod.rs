@@ -274,8 +274,11 @@ impl Ring {
         // MSG_WAITALL: a short send is retried by the kernel until the whole order is out.
         let flags = libc::MSG_NOSIGNAL | libc::MSG_WAITALL;
         let e = if self.send_zc {
+            // Fixed buffer 0 is the whole slot array (when registered).
+            let fixed = self.report.features.fixed_bufs.then_some(0);
             opcode::SendZc::new(FD_TCP, ptr, ORDER_LEN as u32)
                 .flags(flags)
+                .buf_index(fixed)
                 .build()
         } else {
             opcode::Send::new(FD_TCP, ptr, ORDER_LEN as u32)

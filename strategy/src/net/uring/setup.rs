@@ -35,6 +35,9 @@ pub struct UringOptions {
     /// Give receive buffers back with PROVIDE_BUFFERS submissions instead of the
     /// provided-buffer ring (the comparison).
     pub provide_ops: bool,
+    /// SEND_ZC from registered (fixed) buffers: the order slots registered once, so a send
+    /// neither looks up nor pins their pages (with `send_zc`).
+    pub fixed_bufs: bool,
 }
 
 /// What the kernel offers, printed at start.
@@ -65,6 +68,8 @@ pub struct UringFeatures {
     /// Receive buffers in a provided-buffer ring (IORING_REGISTER_PBUF_RING); `false`:
     /// PROVIDE_BUFFERS submissions.
     pub buf_ring: bool,
+    /// Orders sent with SEND_ZC from the registered order slots.
+    pub fixed_bufs: bool,
 }
 
 /// The io_uring path's report: features and the provided-buffer accounting.
@@ -174,6 +179,7 @@ impl UringPath {
             coop_taskrun: got.coop_taskrun,
             napi_busy_poll_us: None,
             buf_ring: false,
+            fixed_bufs: false,
         };
         if !features.fast_poll {
             return Err(missing(
@@ -224,6 +230,27 @@ impl UringPath {
             }
         };
         features.buf_ring = bufring.is_some();
+        let slots = Box::new([[0u8; ORDER_LEN]; SLOTS]);
+        if self.cfg.uring.fixed_bufs {
+            if send_zc {
+                let iov = libc::iovec {
+                    iov_base: slots.as_ptr().cast_mut().cast(),
+                    iov_len: SLOTS * ORDER_LEN,
+                };
+                // SAFETY: the slots live in the Ring, after the io_uring in drop order, at
+                // this heap address (the Box is moved, not its contents).
+                match unsafe { ring.submitter().register_buffers(&[iov]) } {
+                    Ok(()) => features.fixed_bufs = true,
+                    Err(e) => fallbacks.push(format!(
+                        "registering the order slots refused ({e}): SEND_ZC without fixed buffers"
+                    )),
+                }
+            } else {
+                fallbacks.push(
+                    "fixed buffers are for SEND_ZC (--send-zc): plain SEND without".to_owned(),
+                );
+            }
+        }
         for f in &fallbacks {
             tracing::warn!("io_uring: {f}");
         }
@@ -232,7 +259,7 @@ impl UringPath {
             ring,
             bufring,
             bufs,
-            slots: Box::new([[0; ORDER_LEN]; SLOTS]),
+            slots,
             slot_busy: [false; SLOTS],
             next_slot: 0,
             send_in_flight: false,
