@@ -170,8 +170,9 @@ const WARM_VARIANTS: [(&str, &str); 4] = [
 /// `kernel+busypoll` SO_BUSY_POLL 50 us on the market-data socket, `kernel+preferbp` that
 /// with SO_PREFER_BUSY_POLL (budget 8), `uring+provideops` receive buffers given back with
 /// PROVIDE_BUFFERS instead of the provided-buffer ring, `uring+zcfixed` SEND_ZC from the
-/// order slots registered as a fixed buffer.
-const PATH_VARIANTS: [(&str, &str, &[&str]); 15] = [
+/// order slots registered as a fixed buffer, `uring+regring` enters through the registered
+/// ring fd.
+const PATH_VARIANTS: [(&str, &str, &[&str]); 16] = [
     ("kernel", "busypoll", &["--busy-poll", "50"]),
     (
         "kernel",
@@ -190,6 +191,7 @@ const PATH_VARIANTS: [(&str, &str, &[&str]); 15] = [
     ("uring", "napi", &["--uring-napi", "50"]),
     ("uring", "provideops", &["--uring-provide-ops"]),
     ("uring", "zcfixed", &["--send-zc", "--uring-fixed-bufs"]),
+    ("uring", "regring", &["--uring-reg-ring"]),
     ("xdp", "huge", &["--hugepages"]),
 ];
 
@@ -241,7 +243,7 @@ pub fn check_paths(paths: &[String]) -> Result<()> {
         if !NETS.contains(&net) || !variants_ok || warm > 1 {
             bail!(
                 "unknown path `{p}` (available: {}; variants kernel+zc, uring+zc, uring+sqpoll, \
-                 uring+defer, uring+coop, uring+napi, uring+provideops, uring+zcfixed, xdp+huge, kernel|uring+tos, kernel|uring+prio, \
+                 uring+defer, uring+coop, uring+napi, uring+provideops, uring+zcfixed, uring+regring, xdp+huge, kernel|uring+tos, kernel|uring+prio, \
                  kernel+busypoll, kernel+preferbp, \
                  and on every path one of +warm, \
                  +warmcode, +warmtx, +hb; combine with `+`, e.g. uring+defer+warm)",

@@ -140,6 +140,10 @@ pub struct RunArgs {
     /// (no page lookup and pinning per send; the lab's `uring+zcfixed`).
     #[arg(long)]
     pub uring_fixed_bufs: bool,
+    /// io_uring: register the ring's fd; every enter names it by index (no fd lookup; the
+    /// lab's `uring+regring`).
+    #[arg(long)]
+    pub uring_reg_ring: bool,
     /// Kernel path: send orders with MSG_ZEROCOPY (completions read from the error queue).
     #[arg(long)]
     pub msg_zerocopy: bool,

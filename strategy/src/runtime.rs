@@ -116,6 +116,7 @@ pub fn main(a: &RunArgs) -> Result<()> {
             napi_busy_poll_us: a.uring_napi,
             provide_ops: a.uring_provide_ops,
             fixed_bufs: a.uring_fixed_bufs,
+            reg_ring: a.uring_reg_ring,
         },
         marks: crate::net::sockets::Marks {
             tos: a.ip_tos,

@@ -77,6 +77,9 @@ struct Ring {
     ring: IoUring,
     /// The provided-buffer ring (`None`: buffers go back with PROVIDE_BUFFERS).
     bufring: Option<bufring::BufRing>,
+    /// The ring fd's index among this thread's registered rings (`--uring-reg-ring`):
+    /// enters pass it with IORING_ENTER_REGISTERED_RING, sparing the fd lookup.
+    reg_ring: Option<u32>,
     bufs: Box<[u8]>,
     slots: Box<[[u8; ORDER_LEN]; SLOTS]>,
     slot_busy: [bool; SLOTS],
@@ -92,6 +95,90 @@ struct Ring {
     send_zc: bool,
     hung_up: bool,
     report: UringReport,
+}
+
+/// `io_uring_enter` on the ring registered at index `idx` of this thread: submits
+/// `to_submit` prepared entries, waits for none.
+#[inline]
+fn enter_registered(idx: u32, to_submit: u32, flags: u32) -> io::Result<()> {
+    const IORING_ENTER_REGISTERED_RING: u32 = 1 << 4;
+    // SAFETY: io_uring_enter with a registered ring index (the flag says so), entries all
+    // prepared by `Ring::push` (their buffers owned by the Ring), min_complete 0 and no
+    // argument: the kernel reads nothing of ours but the rings it mapped.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_enter,
+            libc::c_long::from(idx),
+            libc::c_long::from(to_submit),
+            0 as libc::c_long,
+            libc::c_long::from(flags | IORING_ENTER_REGISTERED_RING),
+            std::ptr::null::<libc::c_void>(),
+            0 as libc::c_long,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// IORING_REGISTER_RING_FDS / IORING_UNREGISTER_RING_FDS's argument.
+#[repr(C)]
+struct RsrcUpdate {
+    offset: u32,
+    resv: u32,
+    data: u64,
+}
+
+/// Registers `ring`'s fd for this thread (Linux 5.18+); returns its index.
+fn register_ring_fd(ring: &IoUring) -> io::Result<u32> {
+    const IORING_REGISTER_RING_FDS: libc::c_long = 20;
+    let fd = ring.as_raw_fd();
+    let mut up = RsrcUpdate {
+        offset: u32::MAX,
+        resv: 0,
+        data: fd as u64,
+    };
+    // SAFETY: io_uring_register with one RsrcUpdate that lives across the call; the kernel
+    // writes the index it chose into `offset`.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_register,
+            libc::c_long::from(fd),
+            IORING_REGISTER_RING_FDS,
+            &mut up as *mut RsrcUpdate,
+            1 as libc::c_long,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(up.offset)
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        const IORING_UNREGISTER_RING_FDS: libc::c_long = 21;
+        let Some(idx) = self.reg_ring else {
+            return;
+        };
+        let mut up = RsrcUpdate {
+            offset: idx,
+            resv: 0,
+            data: 0,
+        };
+        // SAFETY: as in `register_ring_fd`; the registration holds a reference to the ring
+        // file and would keep it alive until the thread exits.
+        unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_register,
+                libc::c_long::from(self.ring.as_raw_fd()),
+                IORING_UNREGISTER_RING_FDS,
+                &mut up as *mut RsrcUpdate,
+                1 as libc::c_long,
+            )
+        };
+    }
 }
 
 /// The path.
@@ -110,12 +197,26 @@ impl Ring {
         // touched by us while the kernel owns it (slot_busy, provided buffers returned
         // only after their completion).
         if unsafe { self.ring.submission().push(e) }.is_err() {
-            self.ring.submit()?;
+            self.submit()?;
             // SAFETY: as above.
             unsafe { self.ring.submission().push(e) }
                 .map_err(|_| io::Error::other("io_uring submission queue full"))?;
         }
         Ok(())
+    }
+
+    /// Submits what is queued: through the registered ring index when there is one (with
+    /// GETEVENTS, not waiting: the kernel also runs pending completions), else the crate's
+    /// submit.
+    #[inline]
+    fn submit(&mut self) -> io::Result<()> {
+        const IORING_ENTER_GETEVENTS: u32 = 1;
+        let Some(idx) = self.reg_ring else {
+            self.ring.submit()?;
+            return Ok(());
+        };
+        let n = u32::try_from(self.ring.submission().len()).unwrap_or(u32::MAX);
+        enter_registered(idx, n, IORING_ENTER_GETEVENTS)
     }
 
     fn arm_recv(&mut self) -> io::Result<()> {
@@ -156,6 +257,9 @@ impl Ring {
         if self.report.features.defer_taskrun {
             if self.ring.completion().is_empty() && self.ring.submission().taskrun() {
                 let queued = u32::try_from(self.ring.submission().len()).unwrap_or(u32::MAX);
+                if let Some(idx) = self.reg_ring {
+                    return enter_registered(idx, queued, IORING_ENTER_GETEVENTS);
+                }
                 // SAFETY: a plain io_uring_enter on our ring: `queued` entries (all prepared
                 // by `push`, whose buffers this Ring owns), GETEVENTS with min_complete 0
                 // (no wait), no argument.
@@ -169,7 +273,7 @@ impl Ring {
                 }?;
             }
         } else if self.report.features.coop_taskrun && self.ring.submission().taskrun() {
-            self.ring.submit()?;
+            self.submit()?;
         }
         Ok(())
     }
@@ -237,7 +341,7 @@ impl Ring {
                 self.take_completions()?;
             }
             if self.slot_busy[slot] {
-                self.ring.submit()?;
+                self.submit()?;
                 self.take_completions()?;
             }
         }
@@ -287,7 +391,7 @@ impl Ring {
         };
         self.send_in_flight = true;
         self.push(&e.user_data(UD_SEND | slot as u64))?;
-        self.ring.submit()?;
+        self.submit()?;
         Ok(())
     }
 
@@ -300,7 +404,7 @@ impl Ring {
             .build()
             .user_data(UD_WARM);
         self.push(&e)?;
-        self.ring.submit()?;
+        self.submit()?;
         Ok(())
     }
 
@@ -406,7 +510,7 @@ impl NetPath for UringPath {
         // queued), so a busy stream costs no extra io_uring_enter per packet.
         let queued = r.ring.submission().len();
         if queued > 0 && (status == Status::Idle || queued >= 64) {
-            r.ring.submit()?;
+            r.submit()?;
         }
         Ok(status)
     }
@@ -430,8 +534,8 @@ impl NetPath for UringPath {
 
     fn close(&mut self) {
         // Dropping the ring cancels its requests; then the sockets close.
-        if let Some(r) = self.ring.take() {
-            self.last_report = r.report;
+        if let Some(mut r) = self.ring.take() {
+            self.last_report = std::mem::take(&mut r.report);
         }
         self.udp = None;
         self.tcp = None;

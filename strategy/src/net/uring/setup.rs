@@ -38,6 +38,9 @@ pub struct UringOptions {
     /// SEND_ZC from registered (fixed) buffers: the order slots registered once, so a send
     /// neither looks up nor pins their pages (with `send_zc`).
     pub fixed_bufs: bool,
+    /// Register the ring's fd (IORING_REGISTER_RING_FDS, Linux 5.18+): each enter names it
+    /// by index, without the fd table lookup.
+    pub reg_ring: bool,
 }
 
 /// What the kernel offers, printed at start.
@@ -70,6 +73,8 @@ pub struct UringFeatures {
     pub buf_ring: bool,
     /// Orders sent with SEND_ZC from the registered order slots.
     pub fixed_bufs: bool,
+    /// Enters through the registered ring fd.
+    pub reg_ring: bool,
 }
 
 /// The io_uring path's report: features and the provided-buffer accounting.
@@ -180,6 +185,7 @@ impl UringPath {
             napi_busy_poll_us: None,
             buf_ring: false,
             fixed_bufs: false,
+            reg_ring: false,
         };
         if !features.fast_poll {
             return Err(missing(
@@ -251,6 +257,25 @@ impl UringPath {
                 );
             }
         }
+        let reg_ring = if !self.cfg.uring.reg_ring {
+            None
+        } else if self.cfg.sqpoll_idle_ms.is_some() {
+            fallbacks.push(
+                "registered ring fd: with SQPOLL the kernel thread submits; without".to_owned(),
+            );
+            None
+        } else {
+            match super::register_ring_fd(&ring) {
+                Ok(i) => Some(i),
+                Err(e) => {
+                    fallbacks.push(format!(
+                        "registering the ring fd refused ({e}; Linux 5.18+): without"
+                    ));
+                    None
+                }
+            }
+        };
+        features.reg_ring = reg_ring.is_some();
         for f in &fallbacks {
             tracing::warn!("io_uring: {f}");
         }
@@ -258,6 +283,7 @@ impl UringPath {
         let mut r = Ring {
             ring,
             bufring,
+            reg_ring,
             bufs,
             slots,
             slot_busy: [false; SLOTS],
