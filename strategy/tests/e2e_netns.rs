@@ -6,17 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "common/procs.rs"]
+mod procs;
+
 use mdfile::mdgen::{self, GenConfig};
 use netlab::{Netns, VethLab};
-use strategy::engine::EngineConfig;
-
-type Order = (u64, String, i64, u32);
-
-fn bin(name: &str) -> PathBuf {
-    // The exchange binary sits next to this test's strategy binary.
-    let strategy = PathBuf::from(env!("CARGO_BIN_EXE_strategy"));
-    strategy.with_file_name(name)
-}
+use procs::{bin, oracle, read_orders, skip, wait, Proc};
 
 /// The tests of this file each run two busy processes on a 2-CPU machine: run one at a
 /// time (cargo runs a file's tests in parallel threads), so that none measures another's
@@ -27,26 +22,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn skip() -> bool {
-    if !netlab::is_root() {
-        eprintln!("skipped: needs root for network namespaces");
-        return true;
-    }
-    assert!(
-        bin("exchange").exists(),
-        "the exchange binary is missing next to the strategy's: run `cargo build --workspace` (same profile) first"
-    );
-    false
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn start_exchange(ns: &Netns, md: &Path, csv: &Path, log: &Path, pace: &str) -> Proc {
@@ -108,45 +83,6 @@ fn start_strategy(ns: &Netns, net: &str, orders: &Path, log: &Path, extra: &[&st
     Proc(child)
 }
 
-fn wait(p: &mut Proc, limit: Duration, what: &str, log: &Path) {
-    let t0 = Instant::now();
-    loop {
-        if let Some(st) = p.0.try_wait().expect("try_wait") {
-            assert!(
-                st.success(),
-                "{what} failed: {st}\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-            return;
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "{what} did not finish in {limit:?}\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Orders from a CSV whose columns 1..=4 are trigger_id, side, price, qty.
-fn read_orders(csv: &Path, session: Option<&str>) -> Vec<Order> {
-    let text = std::fs::read_to_string(csv).unwrap_or_default();
-    text.lines()
-        .skip(1)
-        .map(|l| l.split(',').collect::<Vec<_>>())
-        .filter(|f| session.is_none_or(|s| f[0] == s))
-        .map(|f| {
-            let price = proto::decimal::parse_fixed(f[3].as_bytes(), 8).expect("price");
-            (
-                f[1].parse().expect("id"),
-                f[2].to_owned(),
-                price,
-                f[4].parse().expect("qty"),
-            )
-        })
-        .collect()
-}
-
 /// `Tcp: OutRsts` of a namespace.
 fn out_rsts(ns: &Netns) -> u64 {
     let snmp = ns.exec(&["cat", "/proc/net/snmp"]).expect("snmp");
@@ -160,14 +96,6 @@ fn out_rsts(ns: &Netns) -> u64 {
         .nth(i)
         .and_then(|v| v.parse().ok())
         .expect("value")
-}
-
-fn oracle(md: &Path) -> Vec<Order> {
-    let r = strategy::replay::replay(md, EngineConfig::default()).expect("replay");
-    r.orders
-        .iter()
-        .map(|o| (o.trigger_id, o.side.as_str().to_owned(), o.price, o.qty))
-        .collect()
 }
 
 fn small_file(dir: &Path, size: u64) -> PathBuf {

@@ -10,10 +10,14 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+#[path = "common/procs.rs"]
+mod procs;
+
 use netlab::{Netns, VethLab};
+use procs::{sessions, skip, Proc};
 
 const EXCHANGE: &str = "10.77.0.1:9012";
 const GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 0, 1), 12345);
@@ -28,14 +32,6 @@ fn paths() -> Vec<&'static str> {
     p
 }
 
-fn skip() -> bool {
-    if !netlab::is_root() {
-        eprintln!("skipped: needs root for network namespaces");
-        return true;
-    }
-    false
-}
-
 /// One test at a time: each runs a busy strategy on a 2-CPU machine.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -43,14 +39,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn start_strategy(ns: &Netns, net: &str, results: &Path, log: &Path, extra: &[&str]) -> Proc {
@@ -92,14 +80,6 @@ fn wait_exit(p: &mut Proc, limit: Duration, log: &Path, what: &str) -> String {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn sessions(results: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(results)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
 }
 
 /// Market data: a snapshot of five levels a side, then updates of which every tenth raises
