@@ -156,28 +156,32 @@ fn register_ring_fd(ring: &IoUring) -> io::Result<u32> {
     Ok(up.offset)
 }
 
+/// Undoes [`register_ring_fd`] (the registration holds a reference to the ring file and
+/// would keep it alive until the thread exits).
+fn unregister_ring_fd(ring: &IoUring, idx: u32) {
+    const IORING_UNREGISTER_RING_FDS: libc::c_long = 21;
+    let mut up = RsrcUpdate {
+        offset: idx,
+        resv: 0,
+        data: 0,
+    };
+    // SAFETY: as in `register_ring_fd`.
+    unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_register,
+            libc::c_long::from(ring.as_raw_fd()),
+            IORING_UNREGISTER_RING_FDS,
+            &mut up as *mut RsrcUpdate,
+            1 as libc::c_long,
+        )
+    };
+}
+
 impl Drop for Ring {
     fn drop(&mut self) {
-        const IORING_UNREGISTER_RING_FDS: libc::c_long = 21;
-        let Some(idx) = self.reg_ring else {
-            return;
-        };
-        let mut up = RsrcUpdate {
-            offset: idx,
-            resv: 0,
-            data: 0,
-        };
-        // SAFETY: as in `register_ring_fd`; the registration holds a reference to the ring
-        // file and would keep it alive until the thread exits.
-        unsafe {
-            libc::syscall(
-                libc::SYS_io_uring_register,
-                libc::c_long::from(self.ring.as_raw_fd()),
-                IORING_UNREGISTER_RING_FDS,
-                &mut up as *mut RsrcUpdate,
-                1 as libc::c_long,
-            )
-        };
+        if let Some(idx) = self.reg_ring {
+            unregister_ring_fd(&self.ring, idx);
+        }
     }
 }
 

@@ -406,6 +406,28 @@ pub fn probe() -> Vec<(String, String)> {
             ));
         }
     }
+    let bufs = vec![0u8; BUF_SIZE * usize::from(BUF_COUNT)];
+    out.push((
+        "provided-buffer ring (5.19+)".into(),
+        match register_buf_ring(&ring, &bufs) {
+            // Unregistered before `br` (its memory) is dropped.
+            Ok(_br) => match ring.submitter().unregister_buf_ring(BGID) {
+                Ok(()) => "yes".into(),
+                Err(e) => format!("registered, not unregistered ({e})"),
+            },
+            Err(e) => format!("no ({e})"),
+        },
+    ));
+    out.push((
+        "registered ring fd (5.18+)".into(),
+        match super::register_ring_fd(&ring) {
+            Ok(idx) => {
+                super::unregister_ring_fd(&ring, idx);
+                "yes".into()
+            }
+            Err(e) => format!("no ({e})"),
+        },
+    ));
     let mut napi = Napi::new().set_busy_poll_timeout(50);
     out.push((
         "REGISTER_NAPI (6.9+)".into(),
