@@ -1,16 +1,18 @@
 //! `--user NAME`: the strategy's one-time set-up runs as root (pinning, SCHED_FIFO,
-//! mlockall, the output files opened), then it becomes NAME keeping only the capabilities
-//! its path still needs for the sessions to come.
+//! mlockall, the output files, and the raw paths' data plane: the ring, the UMEM, the XDP
+//! program, opened once and kept across sessions), then it becomes NAME keeping only the
+//! capabilities its later sessions still need.
 //!
-//! Each session opens its data plane afresh (a clean UMEM, ring and program per session:
-//! docs/decisions.md), so the raw paths keep what that takes: AF_XDP keeps CAP_NET_ADMIN
-//! (attach and detach the program), CAP_BPF and CAP_PERFMON (load it: the verifier allows
-//! the program's pointer arithmetic only to a perfmon-capable loader), CAP_NET_RAW (the
-//! AF_XDP socket) and CAP_IPC_LOCK (pin the UMEM); AF_PACKET keeps CAP_NET_RAW; the kernel and io_uring paths
-//! keep nothing unless a flag needs CAP_NET_ADMIN (SO_BUSY_POLL, SO_PREFER_BUSY_POLL,
-//! SO_PRIORITY above 6). `--mlock` keeps CAP_IPC_LOCK (MCL_FUTURE locks later mappings too);
-//! `--keep-cap` adds any other. Run without root at all instead: give the binary the same
-//! capabilities with `setcap` (README, "Running without root").
+//! `xdp` keeps CAP_NET_ADMIN (the program is detached at exit: through its link, or by
+//! netlink on kernels without XDP links); `packet` nothing; `xdp-tx` opens its plane for
+//! every session (its armed state belongs to a session's connection) and so keeps what that
+//! takes: CAP_NET_ADMIN, CAP_BPF and CAP_PERFMON (load: the verifier allows the program's
+//! pointer arithmetic only to a perfmon-capable loader), CAP_NET_RAW (the AF_XDP socket),
+//! CAP_IPC_LOCK (pin the UMEM); the kernel and io_uring paths keep nothing unless a flag
+//! needs CAP_NET_ADMIN (SO_BUSY_POLL, SO_PREFER_BUSY_POLL, SO_PRIORITY above 6).
+//! `--mlock` keeps CAP_IPC_LOCK (MCL_FUTURE locks later mappings too); `--keep-cap` adds
+//! any other. Run without root at all instead: give the binary the capabilities with
+//! `setcap` (README, "Running without root").
 
 use hostsys::privilege::Capability;
 
@@ -20,15 +22,15 @@ use crate::net::NetKind;
 /// The capabilities `a`'s path and flags need after the one-time set-up.
 pub fn needed(a: &RunArgs) -> Vec<Capability> {
     let mut caps = match a.net {
-        NetKind::Xdp | NetKind::XdpTx => vec![
+        NetKind::XdpTx => vec![
             Capability::CAP_NET_ADMIN,
             Capability::CAP_BPF,
             Capability::CAP_PERFMON,
             Capability::CAP_NET_RAW,
             Capability::CAP_IPC_LOCK,
         ],
-        NetKind::Packet => vec![Capability::CAP_NET_RAW],
-        NetKind::Kernel | NetKind::Uring => Vec::new(),
+        NetKind::Xdp => vec![Capability::CAP_NET_ADMIN],
+        NetKind::Packet | NetKind::Kernel | NetKind::Uring => Vec::new(),
     };
     if a.busy_poll > 0 || a.prefer_busy_poll > 0 || a.so_priority.is_some_and(|p| p > 6) {
         caps.push(Capability::CAP_NET_ADMIN);
@@ -66,9 +68,10 @@ mod tests {
     fn each_path_keeps_only_what_its_sessions_need() {
         assert!(needed_for(&["--net", "kernel"]).is_empty());
         assert!(needed_for(&["--net", "uring"]).is_empty());
-        assert_eq!(needed_for(&["--net", "packet"]), ["CAP_NET_RAW"]);
+        assert!(needed_for(&["--net", "packet"]).is_empty());
+        assert_eq!(needed_for(&["--net", "xdp"]), ["CAP_NET_ADMIN"]);
         assert_eq!(
-            needed_for(&["--net", "xdp"]),
+            needed_for(&["--net", "xdp-tx"]),
             [
                 "CAP_NET_ADMIN",
                 "CAP_NET_RAW",
@@ -83,7 +86,7 @@ mod tests {
         );
         assert_eq!(
             needed_for(&["--net", "packet", "--keep-cap", "cap_sys_nice"]),
-            ["CAP_NET_RAW", "CAP_SYS_NICE"]
+            ["CAP_SYS_NICE"]
         );
     }
 }

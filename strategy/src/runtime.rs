@@ -144,10 +144,6 @@ pub fn main(a: &RunArgs) -> Result<()> {
         sched::mlock_all().context("mlockall (needs root or a large RLIMIT_MEMLOCK)")?;
     }
     let out = Outputs::open(a)?;
-    if let Some(user) = &a.user {
-        let d = hostsys::privilege::drop_to_user(user, &crate::privilege::needed(a))?;
-        info!(user = d.user, uid = d.uid, kept = ?d.kept, "set-up done: running as --user");
-    }
     match a.net {
         NetKind::Kernel => run_loop(a, out, KernelPath::new(cfg)),
         NetKind::Uring => run_loop(a, out, UringPath::new(cfg)),
@@ -207,6 +203,12 @@ fn xsk_queues(spec: &[String], iface: &str) -> Result<Vec<u32>> {
 }
 
 fn run_loop<P: NetPath>(a: &RunArgs, mut out: Outputs, mut path: P) -> Result<()> {
+    // The privileged set-up (the raw paths' data plane), then `--user`.
+    path.prepare().context("opening the data plane")?;
+    if let Some(user) = &a.user {
+        let d = hostsys::privilege::drop_to_user(user, &crate::privilege::needed(a))?;
+        info!(user = d.user, uid = d.uid, kept = ?d.kept, "set-up done: running as --user");
+    }
     let shutdown = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&shutdown)).context("signal handler")?;

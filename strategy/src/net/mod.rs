@@ -159,6 +159,11 @@ pub enum PathReport {
 
 /// A network path.
 pub trait NetPath {
+    /// Opens what every session will use and needs privileges to open (the raw paths'
+    /// data plane: ring, UMEM, XDP program), before `--user` drops them; nothing by default.
+    fn prepare(&mut self) -> io::Result<()> {
+        Ok(())
+    }
     /// Starts a non-blocking connect to the exchange.
     fn begin_connect(&mut self) -> io::Result<()>;
     /// `Ok(true)` once connected; an error when the connect failed.

@@ -210,6 +210,38 @@ impl<R: RxRing, T: TxRing> RingDevice<R, T> {
         self.tx.reap();
     }
 
+    /// Before a session on a kept plane: every frame the device holds (queued for the old
+    /// smoltcp, held for the old session) and every frame waiting in the ring goes back to
+    /// the kernel unread; the tap starts over. Returns the frames dropped.
+    pub fn drain(&mut self) -> u64 {
+        let mut dropped = 0u64;
+        for i in self.pending_head..self.pending.len() {
+            self.recycle.push(self.pending[i]);
+            dropped += 1;
+        }
+        self.pending.clear();
+        self.pending_head = 0;
+        for i in self.held_head..self.held.len() {
+            self.recycle.push(self.held[i]);
+            dropped += 1;
+        }
+        self.held.clear();
+        self.held_head = 0;
+        loop {
+            let n = self.rx.recv(&mut self.batch);
+            if n == 0 {
+                break;
+            }
+            self.recycle.extend_from_slice(&self.batch[..n]);
+            dropped += n as u64;
+            self.refill();
+        }
+        self.refill();
+        self.tx.reap();
+        self.tap = TxTap::default();
+        dropped
+    }
+
     /// Frames smoltcp has not taken yet.
     pub fn stack_pending(&self) -> usize {
         self.pending.len() - self.pending_head

@@ -108,6 +108,9 @@ pub struct RingReport {
     pub frames_accounted: bool,
     /// Bytes the exchange sent on the order connection (it sends none): drained, dropped.
     pub unexpected_bytes: u64,
+    /// Frames a session found in the ring from before it began (the data plane is kept
+    /// across sessions), dropped; counted since the plane opened.
+    pub stale_frames: u64,
     /// Market-data datagrams from another source than `--md-source`: dropped.
     pub foreign_md: u64,
     /// Frames that claimed to be market data but did not hold together: dropped.
@@ -174,6 +177,11 @@ struct Session<R: RxRing, T: TxRing> {
     /// The kernel socket holding the group membership (AF_XDP): never read, kept open for
     /// the session (closing it leaves the group).
     _membership: Option<UdpSocket>,
+    /// What the plane was opened with (kept with it for the next session).
+    mac: [u8; 6],
+    local: Ipv4Addr,
+    prefix: u8,
+    kernel_join: bool,
 }
 
 /// Opens a backend for a session.
@@ -185,6 +193,11 @@ pub struct RingPath<R: RxRing, T: TxRing> {
     flow: MdFlow,
     open: Opener<R, T>,
     s: Option<Session<R, T>>,
+    /// The data plane between sessions (ring, UMEM or packet socket, XDP program), kept
+    /// so that a reconnect opens nothing privileged ([`NetPath::prepare`] opens it first).
+    plane: Option<Opened<R, T>>,
+    /// Frames of the last session still in the ring when the next one began, dropped.
+    stale_frames: u64,
     idle_turns: u32,
     last_report: RingReport,
 }
@@ -197,12 +210,23 @@ impl<R: RxRing, T: TxRing> RingPath<R, T> {
             cfg,
             open,
             s: None,
+            plane: None,
+            stale_frames: 0,
             idle_turns: 0,
             last_report: RingReport::default(),
         }
     }
 
     fn setup(&mut self) -> io::Result<Session<R, T>> {
+        let opened = match self.plane.take() {
+            Some(mut o) => {
+                // Whatever the last session left in the ring (late frames, smoltcp's
+                // unread segments) is dropped: nothing of it may reach this session.
+                self.stale_frames += o.dev.drain();
+                o
+            }
+            None => (self.open)()?,
+        };
         let Opened {
             mut dev,
             mac,
@@ -211,7 +235,7 @@ impl<R: RxRing, T: TxRing> RingPath<R, T> {
             guard,
             kernel_join,
             xtx,
-        } = (self.open)()?;
+        } = opened;
         dev.tap = super::TxTap::new(xtx.is_some());
         let mut config = Config::new(EthernetAddress(mac).into());
         config.random_seed = mono_ns();
@@ -268,10 +292,14 @@ impl<R: RxRing, T: TxRing> RingPath<R, T> {
             foreign_md: 0,
             malformed_frames: 0,
             _membership: mcast,
+            mac,
+            local,
+            prefix,
+            kernel_join,
         })
     }
 
-    fn session_report(s: &Session<R, T>) -> RingReport {
+    fn session_report(&self, s: &Session<R, T>) -> RingReport {
         RingReport {
             backend: s.guard.report(),
             device: s.dev.stats(),
@@ -279,6 +307,7 @@ impl<R: RxRing, T: TxRing> RingPath<R, T> {
             rx_queues: s.dev.rx.queue_counts(),
             kernel_drops: s.dev.rx.kernel_drops(),
             unexpected_bytes: s.unexpected_bytes,
+            stale_frames: self.stale_frames,
             foreign_md: s.foreign_md,
             malformed_frames: s.malformed_frames,
             xtx: s.xtx.as_ref().map(|x| {
@@ -356,7 +385,7 @@ fn complete_fires<R: RxRing, T: TxRing>(
 
 impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
     fn begin_connect(&mut self) -> io::Result<()> {
-        self.s = None;
+        self.close();
         self.s = Some(self.setup()?);
         Ok(())
     }
@@ -491,7 +520,7 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
         if let Some(mut s) = self.s.take() {
             s.sockets.get_mut::<tcp::Socket>(s.tcp).abort();
             s.iface.poll(now(), &mut s.dev, &mut s.sockets);
-            self.last_report = Self::session_report(&s);
+            self.last_report = self.session_report(&s);
             if s.foreign_md + s.malformed_frames > 0 {
                 tracing::warn!(
                     foreign = s.foreign_md,
@@ -501,7 +530,36 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
                 );
             }
             tracing::info!(report = ?self.last_report, "raw-ring path down");
+            // The plane stays for the next session, except `xdp-tx`'s: its armed state and
+            // template belong to the session's connection.
+            if s.xtx.is_none() {
+                let Session {
+                    dev,
+                    guard,
+                    mac,
+                    local,
+                    prefix,
+                    kernel_join,
+                    ..
+                } = s;
+                self.plane = Some(Opened {
+                    dev,
+                    mac,
+                    local,
+                    prefix,
+                    guard,
+                    kernel_join,
+                    xtx: None,
+                });
+            }
         }
+    }
+
+    fn prepare(&mut self) -> io::Result<()> {
+        if self.plane.is_none() && self.s.is_none() {
+            self.plane = Some((self.open)()?);
+        }
+        Ok(())
     }
 
     fn warm(&mut self, req: WarmRequest) -> io::Result<Option<Sent>> {
@@ -534,7 +592,7 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
 
     fn report(&self) -> PathReport {
         PathReport::Ring(Box::new(match &self.s {
-            Some(s) => Self::session_report(s),
+            Some(s) => self.session_report(s),
             None => self.last_report.clone(),
         }))
     }
