@@ -166,13 +166,13 @@ fn run(dir: &Path, md: &Path, want: &[procs::Order], net: &str, capbin: Option<&
     let mut st = procs::spawn(cmd, &stlog);
     let (uid, eff) = identity_after_setup(&mut st, &stlog, capbin.is_none());
     assert_eq!(uid, NOBODY, "{net} ({how}): runs as nobody");
-    let want = match capbin {
+    let caps = match capbin {
         None => kept_by_user(net),
         Some(_) => file_caps(net).1,
     };
     assert_eq!(
         eff,
-        mask(&want),
+        mask(&caps),
         "{net} ({how}): exactly the path's capabilities are effective"
     );
     procs::wait(&mut st, Duration::from_secs(30), "strategy", &stlog);
