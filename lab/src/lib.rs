@@ -80,8 +80,8 @@ impl Env {
 /// An experiment's settings.
 #[derive(Debug, Clone)]
 pub struct LabConfig {
-    /// Network paths to compare, in order (kernel, uring, xdp, packet, xdp-tx; variants kernel+zc,
-    /// uring+zc, uring+sqpoll); ratios are against the first.
+    /// Network paths to compare, in order (kernel, uring, xdp, packet, xdp-tx; variants:
+    /// [`variant_flags`]); ratios are against the first.
     pub paths: Vec<String>,
     /// Repetitions per path.
     pub runs: u32,

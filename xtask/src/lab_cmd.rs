@@ -12,9 +12,11 @@ use crate::{build_ebpf, cmd, setup};
 /// Flags of `cargo xtask lab`.
 #[derive(clap::Args, Clone)]
 pub struct LabArgs {
-    /// Network paths to compare, in order (kernel, uring, xdp, packet; variants kernel+zc,
-    /// uring+zc, uring+sqpoll, and on every path +warm, +warmcode, +warmtx, +hb); ratios are
-    /// against the first.
+    /// Network paths to compare, in order (kernel, uring, xdp, packet, xdp-tx; variants
+    /// kernel+zc, +busypoll, +preferbp, uring+zc, +sqpoll, +defer, +coop, +napi,
+    /// +provideops, +regring, +zcfixed, kernel|uring+tos, +prio, xdp+huge, combinable, and
+    /// on every path +warm, +warmcode, +warmtx, +hb; the README lists what each does);
+    /// ratios are against the first.
     #[arg(long, value_delimiter = ',', default_value = "kernel,uring,xdp,packet")]
     pub paths: Vec<String>,
     /// Repetitions per path.
