@@ -36,51 +36,27 @@ fn start_exchange_with(
     pace: &str,
     extra: &[&str],
 ) -> Proc {
-    let child = ns
-        .command(bin("exchange"))
-        .args([
-            "serve",
-            "--oe-listen",
-            "10.77.0.1:9012",
-            "--md-iface",
-            "vx0",
-            "--sessions",
-            "1",
-            "--quiet-orders",
-        ])
-        .args(["--pace", pace, "--grace", "300ms"])
-        .arg("--md-file")
-        .arg(md)
-        .arg("--results")
-        .arg(csv)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).expect("log"))
-        .spawn()
-        .expect("spawn exchange");
-    Proc(child)
+    let mut args = vec!["--sessions", "1", "--pace", pace, "--grace", "300ms"];
+    args.extend_from_slice(extra);
+    procs::exchange(ns, md, csv, log, &args)
 }
 
+/// The strategy on `net` writing its orders to `orders` (callers give AF_PACKET's address).
 fn start_strategy(ns: &Netns, net: &str, orders: &Path, log: &Path, extra: &[&str]) -> Proc {
-    let child = ns
-        .command(env!("CARGO_BIN_EXE_strategy"))
-        .args([
-            "run",
-            "--exchange",
-            "10.77.0.1:9012",
-            "--iface",
-            "vs0",
-            "--net",
-            net,
-        ])
-        .arg("--orders-out")
-        .arg(orders)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).expect("log"))
-        .spawn()
-        .expect("spawn strategy");
-    Proc(child)
+    let mut c = ns.command(env!("CARGO_BIN_EXE_strategy"));
+    c.args([
+        "run",
+        "--exchange",
+        "10.77.0.1:9012",
+        "--iface",
+        "vs0",
+        "--net",
+        net,
+    ])
+    .arg("--orders-out")
+    .arg(orders)
+    .args(extra);
+    procs::spawn(c, log)
 }
 
 /// `Tcp: OutRsts` of a namespace.
@@ -202,13 +178,10 @@ fn orders_equal_the_oracle_on_every_path() {
             rsts_before,
             "{net}: the strategy's kernel sent no TCP reset"
         );
-        let out = lab
-            .strategy
-            .exec(&["ip", "link", "show", "dev", "vs0"])
-            .expect("ip link");
+        let left = procs::xdp_left(&lab.strategy);
         assert!(
-            !out.contains("xdp"),
-            "{net}: no XDP program left on the interface: {out}"
+            left.is_none(),
+            "{net}: no XDP program left on the interface: {left:?}"
         );
     }
 }
@@ -592,11 +565,8 @@ fn xdp_tx_equals_the_oracle_and_the_program_sends() {
         rsts_before,
         "the strategy's kernel sent no TCP reset"
     );
-    let out = lab
-        .strategy
-        .exec(&["ip", "link", "show", "dev", "vs0"])
-        .expect("ip link");
-    assert!(!out.contains("xdp"), "no XDP program left: {out}");
+    let left = procs::xdp_left(&lab.strategy);
+    assert!(left.is_none(), "no XDP program left: {left:?}");
 }
 
 /// A strategy that falls behind a dense-trigger feed at `--pace max` (busy work after each
@@ -707,14 +677,8 @@ fn sigkill_anywhere_leaves_nothing_and_the_next_start_trades() {
             );
             std::thread::sleep(Duration::from_millis(kill_after_ms));
             drop(killed); // SIGKILL, reaped
-            let link = lab
-                .strategy
-                .exec(&["ip", "link", "show", "dev", "vs0"])
-                .expect("ip link");
-            assert!(
-                !link.contains("xdp"),
-                "{what}: an XDP program stayed: {link}"
-            );
+            let left = procs::xdp_left(&lab.strategy);
+            assert!(left.is_none(), "{what}: an XDP program stayed: {left:?}");
             if ex.is_none() {
                 ex = Some(start_ex());
             } else {
@@ -761,14 +725,8 @@ fn sigkill_anywhere_leaves_nothing_and_the_next_start_trades() {
                 want,
                 "{what}: the next start's orders equal the oracle (session {last})"
             );
-            let link = lab
-                .strategy
-                .exec(&["ip", "link", "show", "dev", "vs0"])
-                .expect("ip link");
-            assert!(
-                !link.contains("xdp"),
-                "{what}: an XDP program stayed: {link}"
-            );
+            let left = procs::xdp_left(&lab.strategy);
+            assert!(left.is_none(), "{what}: an XDP program stayed: {left:?}");
         }
     }
 }

@@ -132,20 +132,8 @@ fn run(dir: &Path, md: &Path, want: &[procs::Order], net: &str, capbin: Option<&
         (NOBODY, 0),
         "the exchange as nobody, no capability"
     );
-    let mut args = vec![
-        "run",
-        "--exchange",
-        "10.77.0.1:9012",
-        "--iface",
-        "vs0",
-        "--net",
-        net,
-        "--packet-ip",
-        "10.77.0.3",
-        "--reconnect",
-        "--sessions",
-        "2",
-    ];
+    let mut args = procs::run_args(net);
+    args.extend(["--reconnect", "--sessions", "2"]);
     let orders_arg = orders.to_str().expect("utf8").to_owned();
     args.extend(["--orders-out", &orders_arg]);
     let cmd = match capbin {
@@ -189,11 +177,8 @@ fn run(dir: &Path, md: &Path, want: &[procs::Order], net: &str, capbin: Option<&
             "{net} ({how}): session {s}: strategy sent = oracle"
         );
     }
-    let link = lab
-        .strategy
-        .exec(&["ip", "link", "show", "vs0"])
-        .expect("ip");
-    assert!(!link.contains("xdp"), "{net} ({how}): detached: {link}");
+    let left = procs::xdp_left(&lab.strategy);
+    assert!(left.is_none(), "{net} ({how}): detached: {left:?}");
 }
 
 #[test]

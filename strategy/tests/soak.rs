@@ -140,11 +140,7 @@ fn soak(net: &'static str, tag: &str, dir: &Path, md: &Path, want: &[Order]) -> 
             "{net}: the exchange grew: first {first:?}, last {last:?}"
         ));
     }
-    let link = lab
-        .strategy
-        .exec(&["ip", "link", "show", "vs0"])
-        .map_err(|e| e.to_string())?;
-    if link.contains("xdp") {
+    if let Some(link) = procs::xdp_left(&lab.strategy) {
         return Err(format!("{net}: an XDP program stayed attached: {link}"));
     }
     eprintln!("{net}: {n} sessions, exchange first {first:?} last {last:?}");

@@ -72,10 +72,9 @@ pub fn exchange(ns: &Netns, md: &Path, csv: &Path, log: &Path, extra: &[&str]) -
     spawn(c, log)
 }
 
-/// The strategy in `ns` on `net` (AF_PACKET gets its own address), with `extra` flags.
-pub fn strategy(ns: &Netns, net: &str, log: &Path, extra: &[&str]) -> Proc {
-    let mut c = ns.command(env!("CARGO_BIN_EXE_strategy"));
-    c.args([
+/// `strategy run` on the lab's addresses and `net` (AF_PACKET gets its own address).
+pub fn run_args(net: &str) -> Vec<&str> {
+    let mut a = vec![
         "run",
         "--exchange",
         "10.77.0.1:9012",
@@ -83,12 +82,26 @@ pub fn strategy(ns: &Netns, net: &str, log: &Path, extra: &[&str]) -> Proc {
         "vs0",
         "--net",
         net,
-    ]);
+    ];
     if net == "packet" {
-        c.args(["--packet-ip", "10.77.0.3"]);
+        a.extend(["--packet-ip", "10.77.0.3"]);
     }
-    c.args(extra);
+    a
+}
+
+/// The strategy in `ns` on `net` ([`run_args`]), with `extra` flags.
+pub fn strategy(ns: &Netns, net: &str, log: &Path, extra: &[&str]) -> Proc {
+    let mut c = ns.command(env!("CARGO_BIN_EXE_strategy"));
+    c.args(run_args(net)).args(extra);
     spawn(c, log)
+}
+
+/// `ip link show vs0` in `ns` when an XDP program is still attached to it.
+pub fn xdp_left(ns: &Netns) -> Option<String> {
+    let link = ns
+        .exec(&["ip", "link", "show", "dev", "vs0"])
+        .expect("ip link");
+    link.contains("xdp").then_some(link)
 }
 
 /// Waits for a successful exit within `limit`; fails with the log otherwise.

@@ -161,13 +161,13 @@ impl SessionGuard for () {
 }
 
 struct Session<R: RxRing, T: TxRing> {
-    // Field order is drop order: smoltcp and the ring first, then the guard (the program).
+    // Field order is drop order: smoltcp first, then the plane (the ring before the guard,
+    // the program: `Opened`'s own field order).
     sockets: SocketSet<'static>,
     iface: Interface,
-    dev: RingDevice<R, T>,
     tcp: SocketHandle,
-    guard: Box<dyn SessionGuard>,
-    xtx: Option<Delegation>,
+    /// The data plane the session runs on (kept for the next one, see [`RingPath`]).
+    plane: Opened<R, T>,
     /// Bytes the exchange sent on the order connection (dropped).
     unexpected_bytes: u64,
     /// Market data from another source (dropped).
@@ -177,11 +177,6 @@ struct Session<R: RxRing, T: TxRing> {
     /// The kernel socket holding the group membership (AF_XDP): never read, kept open for
     /// the session (closing it leaves the group).
     _membership: Option<UdpSocket>,
-    /// What the plane was opened with (kept with it for the next session).
-    mac: [u8; 6],
-    local: Ipv4Addr,
-    prefix: u8,
-    kernel_join: bool,
 }
 
 /// Opens a backend for a session.
@@ -227,19 +222,12 @@ impl<R: RxRing, T: TxRing> RingPath<R, T> {
             }
             None => (self.open)()?,
         };
-        let Opened {
-            mut dev,
-            mac,
-            local,
-            prefix,
-            guard,
-            kernel_join,
-            xtx,
-        } = opened;
-        dev.tap = super::TxTap::new(xtx.is_some());
-        let mut config = Config::new(EthernetAddress(mac).into());
+        let mut plane = opened;
+        plane.dev.tap = super::TxTap::new(plane.xtx.is_some());
+        let mut config = Config::new(EthernetAddress(plane.mac).into());
         config.random_seed = mono_ns();
-        let mut iface = Interface::new(config, &mut dev, now());
+        let mut iface = Interface::new(config, &mut plane.dev, now());
+        let (local, prefix) = (plane.local, plane.prefix);
         iface.update_ip_addrs(|a| {
             let _ = a.push(IpCidr::new(IpAddress::Ipv4(local), prefix));
         });
@@ -266,7 +254,7 @@ impl<R: RxRing, T: TxRing> RingPath<R, T> {
             .map_err(io_other)?;
         // Member of the group before the connect completes (AF_XDP joins through a kernel
         // socket; AF_PACKET accepted the group's MAC when it opened).
-        let mcast = if kernel_join {
+        let mcast = if plane.kernel_join {
             // Only a membership: never read, the smallest buffer.
             Some(crate::net::sockets::join_group(
                 self.cfg.group,
@@ -280,39 +268,33 @@ impl<R: RxRing, T: TxRing> RingPath<R, T> {
         } else {
             None
         };
-        tracing::info!(%local, report = ?guard.report(), "raw-ring path up");
+        tracing::info!(%local, report = ?plane.guard.report(), "raw-ring path up");
         Ok(Session {
             sockets,
             iface,
-            dev,
             tcp,
-            guard,
-            xtx,
+            plane,
             unexpected_bytes: 0,
             foreign_md: 0,
             malformed_frames: 0,
             _membership: mcast,
-            mac,
-            local,
-            prefix,
-            kernel_join,
         })
     }
 
     fn session_report(&self, s: &Session<R, T>) -> RingReport {
         RingReport {
-            backend: s.guard.report(),
-            device: s.dev.stats(),
-            frames_accounted: s.dev.accounted(),
-            rx_queues: s.dev.rx.queue_counts(),
-            kernel_drops: s.dev.rx.kernel_drops(),
+            backend: s.plane.guard.report(),
+            device: s.plane.dev.stats(),
+            frames_accounted: s.plane.dev.accounted(),
+            rx_queues: s.plane.dev.rx.queue_counts(),
+            kernel_drops: s.plane.dev.rx.kernel_drops(),
             unexpected_bytes: s.unexpected_bytes,
             stale_frames: self.stale_frames,
             foreign_md: s.foreign_md,
             malformed_frames: s.malformed_frames,
-            xtx: s.xtx.as_ref().map(|x| {
+            xtx: s.plane.xtx.as_ref().map(|x| {
                 Box::new(XtxSessionReport {
-                    xdp_tx: x.report(&s.dev.tap),
+                    xdp_tx: x.report(&s.plane.dev.tap),
                 })
             }),
         }
@@ -331,9 +313,8 @@ fn complete_fires<R: RxRing, T: TxRing>(
     let Session {
         sockets,
         iface,
-        dev,
         tcp,
-        xtx,
+        plane: Opened { dev, xtx, .. },
         ..
     } = s;
     let Some(x) = xtx else { return Ok(()) };
@@ -398,11 +379,12 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
         // may publish the moment it accepts.
         // (Foreign and malformed ones too: they are counted when the session runs.)
         let flow = md_flow(&self.cfg);
-        s.dev
+        s.plane
+            .dev
             .rx_to_stack_holding(|frame| classify(frame, &flow) != MdFrame::NotMd);
-        s.iface.poll(now(), &mut s.dev, &mut s.sockets);
-        s.dev.refill();
-        s.dev.reap_completions();
+        s.iface.poll(now(), &mut s.plane.dev, &mut s.sockets);
+        s.plane.dev.refill();
+        s.plane.dev.reap_completions();
         match s.sockets.get::<tcp::Socket>(s.tcp).state() {
             tcp::State::Established => Ok(true),
             tcp::State::Closed => Err(io::Error::new(
@@ -427,36 +409,36 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
         let Some(s) = &mut self.s else {
             return Ok(Status::Disconnected);
         };
-        let n = s.dev.recv_batch();
-        if s.xtx.is_some() {
+        let n = s.plane.dev.recv_batch();
+        if s.plane.xtx.is_some() {
             // Before the batch: a fire's line precedes every frame that arrived after it.
             complete_fires(s, hot)?;
         }
         let mut need_poll = false;
         for i in 0..n {
-            let desc = s.dev.batch[i];
-            let pending = match classify(s.dev.frame_data(&desc), &self.flow) {
+            let desc = s.plane.dev.batch[i];
+            let pending = match classify(s.plane.dev.frame_data(&desc), &self.flow) {
                 MdFrame::Payload(payload) => {
                     let p = hot.on_packet(payload);
-                    s.dev.recycle.push(desc);
-                    if let Some(x) = &mut s.xtx {
+                    s.plane.dev.recycle.push(desc);
+                    if let Some(x) = &mut s.plane.xtx {
                         x.applied += 1;
                     }
                     p
                 }
                 MdFrame::NotMd => {
-                    s.dev.to_stack(desc);
+                    s.plane.dev.to_stack(desc);
                     need_poll = true;
                     None
                 }
                 // Never parsed: dropped and counted (logged at the session's end).
                 MdFrame::Foreign => {
-                    s.dev.recycle.push(desc);
+                    s.plane.dev.recycle.push(desc);
                     s.foreign_md += 1;
                     None
                 }
                 MdFrame::Malformed => {
-                    s.dev.recycle.push(desc);
+                    s.plane.dev.recycle.push(desc);
                     s.malformed_frames += 1;
                     None
                 }
@@ -465,8 +447,8 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
                 let Session {
                     sockets,
                     iface,
-                    dev,
                     tcp,
+                    plane: Opened { dev, .. },
                     ..
                 } = s;
                 hot.send(p, |o| {
@@ -484,7 +466,7 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
         }
         self.idle_turns = if n == 0 { self.idle_turns + 1 } else { 0 };
         if need_poll || self.idle_turns % 256 == 255 {
-            s.iface.poll(now(), &mut s.dev, &mut s.sockets);
+            s.iface.poll(now(), &mut s.plane.dev, &mut s.sockets);
             // The exchange sends no data on the order connection: whatever arrives is
             // drained (so smoltcp's window stays open), counted and logged once.
             let sock = s.sockets.get_mut::<tcp::Socket>(s.tcp);
@@ -497,14 +479,19 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
             }
         }
         if self.idle_turns % 4096 == 4095 {
-            s.guard.idle();
+            s.plane.guard.idle();
         }
-        s.dev.refill();
-        s.dev.reap_completions();
+        s.plane.dev.refill();
+        s.plane.dev.reap_completions();
         let state = s.sockets.get::<tcp::Socket>(s.tcp).state();
-        if let Some(x) = &mut s.xtx {
+        if let Some(x) = &mut s.plane.xtx {
             let ready = state == tcp::State::Established;
-            x.publish(hot.engine, &mut s.dev.tap, ready, !hot.delays.is_empty());
+            x.publish(
+                hot.engine,
+                &mut s.plane.dev.tap,
+                ready,
+                !hot.delays.is_empty(),
+            );
         }
         if !matches!(
             state,
@@ -519,7 +506,7 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
     fn close(&mut self) {
         if let Some(mut s) = self.s.take() {
             s.sockets.get_mut::<tcp::Socket>(s.tcp).abort();
-            s.iface.poll(now(), &mut s.dev, &mut s.sockets);
+            s.iface.poll(now(), &mut s.plane.dev, &mut s.sockets);
             self.last_report = self.session_report(&s);
             if s.foreign_md + s.malformed_frames > 0 {
                 tracing::warn!(
@@ -532,25 +519,8 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
             tracing::info!(report = ?self.last_report, "raw-ring path down");
             // The plane stays for the next session, except `xdp-tx`'s: its armed state and
             // template belong to the session's connection.
-            if s.xtx.is_none() {
-                let Session {
-                    dev,
-                    guard,
-                    mac,
-                    local,
-                    prefix,
-                    kernel_join,
-                    ..
-                } = s;
-                self.plane = Some(Opened {
-                    dev,
-                    mac,
-                    local,
-                    prefix,
-                    guard,
-                    kernel_join,
-                    xtx: None,
-                });
+            if s.plane.xtx.is_none() {
+                self.plane = Some(s.plane);
             }
         }
     }
@@ -569,7 +539,10 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
         if req.tx {
             // An order-sized frame (Ethernet, IPv4, TCP, 21 bytes) written into a TX slot
             // that goes back unposted.
-            s.dev.tx.touch(14 + 20 + 20 + ORDER_LEN, |buf| buf.fill(0));
+            s.plane
+                .dev
+                .tx
+                .touch(14 + 20 + 20 + ORDER_LEN, |buf| buf.fill(0));
         }
         if !req.heartbeat {
             return Ok(None);
@@ -585,8 +558,8 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
             // Cannot happen with the room checked above; the stream would be torn.
             return Err(io_other("smoltcp took part of a heartbeat"));
         }
-        s.dev.tap.queued(ORDER_LEN);
-        s.iface.poll(now(), &mut s.dev, &mut s.sockets);
+        s.plane.dev.tap.queued(ORDER_LEN);
+        s.iface.poll(now(), &mut s.plane.dev, &mut s.sockets);
         Ok(Some(Sent::Now))
     }
 
