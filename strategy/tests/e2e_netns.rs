@@ -604,12 +604,18 @@ fn xdp_tx_never_fires_on_a_stale_book() {
         "1",
         "--md-work",
         "20us",
+        // Room in the RX ring for the whole file (2,232 packets): a ring that overflows
+        // drops market data and the orders rightly differ (seen on a loaded machine).
+        "--frame-count",
+        "16384",
         "--results",
         results.to_str().expect("utf8"),
     ];
     let mut st = start_strategy(&lab.strategy, "xdp-tx", &orders, &stlog, &extra);
     wait(&mut ex, Duration::from_secs(60), "exchange", &exlog);
     wait(&mut st, Duration::from_secs(10), "strategy", &stlog);
+    let session = std::fs::read_to_string(&results).expect("results");
+    eprintln!("session: {session}");
     assert_eq!(read_orders(&csv, None), want, "exchange received = oracle");
     let x = xtx_report(&results);
     eprintln!("xdp-tx report: {x}");
