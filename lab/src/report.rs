@@ -294,6 +294,7 @@ fn gap_table<'a>(
         }
     }
     println!("where the strategy's time went (p50 over runs' medians, us): decide = parse+book+trigger, send = encode+hand-off");
+    let w = rows.iter().map(|r| r.path.len()).max().unwrap_or(0).max(14);
     for row in &rows {
         let n = row.runs.len() as f64;
         let (d, s, t) = row.runs.iter().fold((0.0, 0.0, 0.0), |acc, r| {
@@ -304,7 +305,7 @@ fn gap_table<'a>(
             )
         });
         println!(
-            "  {:<14} decide {:>6.2}  send {:>7.2}  strategy total {:>7.2}  exchange kernel-stamp t2t {:>7.2}",
+            "  {:<w$} decide {:>6.2}  send {:>7.2}  strategy total {:>7.2}  exchange kernel-stamp t2t {:>7.2}",
             row.path,
             d / n,
             s / n,
@@ -363,7 +364,14 @@ fn gap_matrix(all: &[Vec<PathRow<'_>>]) {
     }
     println!();
     println!("tick-to-trade against the gap between orders (kernel stamps, us, p50 / p99):");
-    print!("{:<14}", "path");
+    let w = all
+        .iter()
+        .flatten()
+        .map(|r| r.path.len() + 2)
+        .max()
+        .unwrap_or(0)
+        .max(14);
+    print!("{:<w$}", "path");
     for rows in all {
         if let Some(r) = rows.first() {
             print!("{:>18}", format!("{:.0} ms", r.gap_ms));
@@ -377,7 +385,7 @@ fn gap_matrix(all: &[Vec<PathRow<'_>>]) {
         }
     }
     for p in paths {
-        print!("{p:<14}");
+        print!("{p:<w$}");
         for rows in all {
             match rows.iter().find(|r| r.path == p) {
                 Some(r) => print!(
@@ -389,7 +397,7 @@ fn gap_matrix(all: &[Vec<PathRow<'_>>]) {
         }
         println!();
     }
-    print!("{:<14}", "floor (TCP)");
+    print!("{:<w$}", "floor (TCP)");
     for rows in all {
         let f = rows.first().and_then(|r| r.floor);
         print!(

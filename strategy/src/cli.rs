@@ -144,6 +144,11 @@ pub struct RunArgs {
     /// lab's `uring+regring`).
     #[arg(long)]
     pub uring_reg_ring: bool,
+    /// io_uring: receive market data inline, one MSG_DONTWAIT RECV submitted per turn
+    /// (copied during that enter, or EAGAIN at once) instead of a multishot RECV woken by
+    /// the socket (the lab's `uring+inline`).
+    #[arg(long)]
+    pub uring_inline_recv: bool,
     /// Kernel path: send orders with MSG_ZEROCOPY (completions read from the error queue).
     #[arg(long)]
     pub msg_zerocopy: bool,

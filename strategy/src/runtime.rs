@@ -117,6 +117,7 @@ pub fn main(a: &RunArgs) -> Result<()> {
             provide_ops: a.uring_provide_ops,
             fixed_bufs: a.uring_fixed_bufs,
             reg_ring: a.uring_reg_ring,
+            inline_recv: a.uring_inline_recv,
         },
         marks: crate::net::sockets::Marks {
             tos: a.ip_tos,

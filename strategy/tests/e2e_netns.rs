@@ -379,6 +379,12 @@ fn uring_variants_equal_the_oracle_and_report_their_features() {
             "fixed_bufs",
         ),
         ("provideops", &["--uring-provide-ops"][..], ""),
+        ("regring", &["--uring-reg-ring"][..], "reg_ring"),
+        (
+            "inline",
+            &["--uring-defer", "--uring-inline-recv"][..],
+            "inline_recv",
+        ),
     ] {
         let report = dir.path().join(format!("{name}.st.jsonl"));
         let mut extra = vec!["--results", report.to_str().expect("utf8")];

@@ -107,7 +107,7 @@ fn no_path_allocates_in_its_busy_loop() {
         },
     )
     .expect("gen");
-    let mut nets = vec!["kernel", "uring", "packet"];
+    let mut nets = vec!["kernel", "uring", "uring+defer+inline", "packet"];
     if strategy::net::af_xdp::loader::has_object() {
         nets.push("xdp");
         nets.push("xdp-tx");
@@ -154,7 +154,11 @@ fn no_path_allocates_in_its_busy_loop() {
             sqpoll_idle_ms: None,
             send_zc: false,
             msg_zerocopy: false,
-            uring: Default::default(),
+            uring: strategy::net::uring::UringOptions {
+                defer_taskrun: net.contains("+defer"),
+                inline_recv: net.contains("+inline"),
+                ..Default::default()
+            },
             marks: Default::default(),
             md_source: None,
             md_rcvbuf: None,
@@ -163,7 +167,9 @@ fn no_path_allocates_in_its_busy_loop() {
             .strategy
             .spawn(move || match net {
                 "kernel" => run_session(strategy::net::kernel::KernelPath::new(cfg)),
-                "uring" => run_session(strategy::net::uring::UringPath::new(cfg)),
+                "uring" | "uring+defer+inline" => {
+                    run_session(strategy::net::uring::UringPath::new(cfg))
+                }
                 "packet" => run_session(strategy::net::af_packet::path(
                     cfg,
                     strategy::net::af_packet::PacketConfig {

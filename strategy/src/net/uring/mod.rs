@@ -6,6 +6,9 @@
 //!   fixed-size buffers in a provided-buffer ring, [`bufring`], Linux 5.19+; else, or with
 //!   `--uring-provide-ops`, handed over with PROVIDE_BUFFERS); each completion names the
 //!   buffer it filled, which goes back to the group after the engine has read it.
+//!   Or, with `--uring-inline-recv`, inline: each turn submits one RECV with MSG_DONTWAIT
+//!   into a buffer of the ring's and enters once; a queued datagram is copied during that
+//!   enter, an empty socket completes with EAGAIN at once (no wake-up, no task work).
 //! * Orders: SEND (or SEND_ZC with `--send-zc`) of the 21 bytes from a slot of a small
 //!   array of order buffers that live until their completion; one send in flight at a
 //!   time, the next ones queued in their slots in order (several in flight could reach
@@ -92,6 +95,9 @@ struct Ring {
     /// Completions taken from the ring, in order, not handled yet (preallocated).
     cqes: VecDeque<Cqe>,
     recv_armed: bool,
+    /// Market data is received inline ([`UringOptions::inline_recv`]); `recv_armed` then
+    /// means that turn's RECV has not completed yet.
+    inline_recv: bool,
     send_zc: bool,
     hung_up: bool,
     report: UringReport,
@@ -223,6 +229,43 @@ impl Ring {
         enter_registered(idx, n, IORING_ENTER_GETEVENTS)
     }
 
+    /// Submits what is queued and runs the kernel's pending work (GETEVENTS, not waiting):
+    /// one `io_uring_enter`.
+    #[inline]
+    fn enter_getevents(&mut self) -> io::Result<()> {
+        const IORING_ENTER_GETEVENTS: u32 = 1;
+        let queued = u32::try_from(self.ring.submission().len()).unwrap_or(u32::MAX);
+        if let Some(idx) = self.reg_ring {
+            return enter_registered(idx, queued, IORING_ENTER_GETEVENTS);
+        }
+        // SAFETY: a plain io_uring_enter on our ring: `queued` entries (all prepared by
+        // `push`, whose buffers this Ring owns), GETEVENTS with min_complete 0 (no wait), no
+        // argument.
+        unsafe {
+            self.ring
+                .submitter()
+                .enter::<libc::sigset_t>(queued, 0, IORING_ENTER_GETEVENTS, None)
+        }?;
+        Ok(())
+    }
+
+    /// The inline receive's turn: one RECV with MSG_DONTWAIT into the first buffer of the
+    /// area (never provided to the kernel in this mode) and one enter, which copies a
+    /// queued datagram or completes with EAGAIN; the same enter submits anything queued
+    /// and runs pending task work (send results, the hang-up poll).
+    #[inline]
+    fn recv_inline(&mut self) -> io::Result<()> {
+        if !self.recv_armed {
+            let e = opcode::Recv::new(FD_UDP, self.bufs.as_mut_ptr(), BUF_SIZE as u32)
+                .flags(libc::MSG_DONTWAIT)
+                .build()
+                .user_data(UD_RECV);
+            self.push(&e)?;
+            self.recv_armed = true;
+        }
+        self.enter_getevents()
+    }
+
     fn arm_recv(&mut self) -> io::Result<()> {
         let e = opcode::RecvMulti::new(FD_UDP, BGID)
             .build()
@@ -257,24 +300,9 @@ impl Ring {
     /// submits what is queued.
     #[inline]
     fn run_task_work(&mut self) -> io::Result<()> {
-        const IORING_ENTER_GETEVENTS: u32 = 1;
         if self.report.features.defer_taskrun {
             if self.ring.completion().is_empty() && self.ring.submission().taskrun() {
-                let queued = u32::try_from(self.ring.submission().len()).unwrap_or(u32::MAX);
-                if let Some(idx) = self.reg_ring {
-                    return enter_registered(idx, queued, IORING_ENTER_GETEVENTS);
-                }
-                // SAFETY: a plain io_uring_enter on our ring: `queued` entries (all prepared
-                // by `push`, whose buffers this Ring owns), GETEVENTS with min_complete 0
-                // (no wait), no argument.
-                unsafe {
-                    self.ring.submitter().enter::<libc::sigset_t>(
-                        queued,
-                        0,
-                        IORING_ENTER_GETEVENTS,
-                        None,
-                    )
-                }?;
+                return self.enter_getevents();
             }
         } else if self.report.features.coop_taskrun && self.ring.submission().taskrun() {
             self.submit()?;
@@ -464,7 +492,11 @@ impl NetPath for UringPath {
         let Some(r) = &mut self.ring else {
             return Ok(Status::Disconnected);
         };
-        r.run_task_work()?;
+        if r.inline_recv {
+            r.recv_inline()?;
+        } else {
+            r.run_task_work()?;
+        }
         r.take_completions()?;
         r.pump()?;
         let mut status = Status::Idle;
@@ -474,6 +506,20 @@ impl NetPath for UringPath {
                 break;
             };
             match c.user_data & UD_MASK {
+                UD_RECV if r.inline_recv => {
+                    r.recv_armed = false;
+                    if c.result == -libc::EAGAIN {
+                        continue; // nothing queued this turn
+                    }
+                    if c.result < 0 {
+                        return Err(io::Error::from_raw_os_error(-c.result));
+                    }
+                    status = Status::Busy;
+                    let len = (c.result as usize).min(BUF_SIZE);
+                    if let Some(p) = hot.on_packet(&r.bufs[..len]) {
+                        hot.send(p, |o| r.send_order(o))?;
+                    }
+                }
                 UD_RECV => {
                     if !cqueue::more(c.flags) {
                         r.recv_armed = false;
@@ -507,7 +553,7 @@ impl NetPath for UringPath {
         if r.hung_up {
             return Ok(Status::Disconnected);
         }
-        if !r.recv_armed {
+        if !r.recv_armed && !r.inline_recv {
             r.arm_recv()?;
         }
         // Returned buffers are batched: submitted when the loop is idle (or many are

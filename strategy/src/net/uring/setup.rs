@@ -41,6 +41,11 @@ pub struct UringOptions {
     /// Register the ring's fd (IORING_REGISTER_RING_FDS, Linux 5.18+): each enter names it
     /// by index, without the fd table lookup.
     pub reg_ring: bool,
+    /// Receive inline: each turn submits one RECV with MSG_DONTWAIT into a buffer of the
+    /// ring's and enters once; data already queued is copied during that enter, an empty
+    /// socket completes at once with EAGAIN (no poll wake-up, no task work, no provided
+    /// buffers). The kernel path's non-blocking `recv`, through the ring.
+    pub inline_recv: bool,
 }
 
 /// What the kernel offers, printed at start.
@@ -75,6 +80,8 @@ pub struct UringFeatures {
     pub fixed_bufs: bool,
     /// Enters through the registered ring fd.
     pub reg_ring: bool,
+    /// Market data received inline (one MSG_DONTWAIT RECV per turn), not multishot.
+    pub inline_recv: bool,
 }
 
 /// The io_uring path's report: features and the provided-buffer accounting.
@@ -186,6 +193,7 @@ impl UringPath {
             buf_ring: false,
             fixed_bufs: false,
             reg_ring: false,
+            inline_recv: false,
         };
         if !features.fast_poll {
             return Err(missing(
@@ -222,7 +230,14 @@ impl UringPath {
             }
         }
         let bufs = vec![0u8; BUF_SIZE * usize::from(BUF_COUNT)].into_boxed_slice();
-        let bufring = if self.cfg.uring.provide_ops {
+        let inline = self.cfg.uring.inline_recv && self.cfg.sqpoll_idle_ms.is_none();
+        if self.cfg.uring.inline_recv && !inline {
+            fallbacks.push(
+                "inline receive: with SQPOLL the kernel thread submits, not the loop's enter: multishot"
+                    .to_owned(),
+            );
+        }
+        let bufring = if self.cfg.uring.provide_ops || inline {
             None
         } else {
             match register_buf_ring(&ring, &bufs) {
@@ -236,6 +251,9 @@ impl UringPath {
             }
         };
         features.buf_ring = bufring.is_some();
+        features.inline_recv = inline;
+        // Inline receive uses the first buffer of the area, never handed to the kernel.
+        let provided = if inline { 0 } else { BUF_COUNT };
         let slots = Box::new([[0u8; ORDER_LEN]; SLOTS]);
         if self.cfg.uring.fixed_bufs {
             if send_zc {
@@ -292,17 +310,18 @@ impl UringPath {
             unsubmitted: 0,
             cqes: VecDeque::with_capacity(CQE_BACKLOG),
             recv_armed: false,
+            inline_recv: inline,
             send_zc,
             hung_up: false,
             report: UringReport {
                 features,
                 fallbacks,
-                buffers_in_kernel: BUF_COUNT,
-                buffers: BUF_COUNT,
+                buffers_in_kernel: provided,
+                buffers: provided,
                 ..UringReport::default()
             },
         };
-        if r.bufring.is_none() {
+        if r.bufring.is_none() && !inline {
             let provide = opcode::ProvideBuffers::new(
                 r.bufs.as_mut_ptr(),
                 BUF_SIZE as i32,
@@ -321,7 +340,9 @@ impl UringPath {
         .build()
         .user_data(UD_HUP);
         r.push(&hup)?;
-        r.arm_recv()?;
+        if !inline {
+            r.arm_recv()?;
+        }
         r.ring.submit()?;
         Ok(r)
     }
