@@ -380,6 +380,9 @@ fn uring_variants_equal_the_oracle_and_report_their_features() {
         ),
         ("provideops", &["--uring-provide-ops"][..], ""),
         ("regring", &["--uring-reg-ring"][..], "reg_ring"),
+        ("zc", &["--send-zc"][..], "send_zc"),
+        // SQPOLL's thread shares this machine's CPUs: slow here, but it must be right.
+        ("sqpoll", &["--sqpoll", "100"][..], "sqpoll"),
         (
             "inline",
             &["--uring-defer", "--uring-inline-recv"][..],
