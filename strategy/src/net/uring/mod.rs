@@ -234,25 +234,31 @@ impl Ring {
     #[inline]
     fn enter_getevents(&mut self) -> io::Result<()> {
         const IORING_ENTER_GETEVENTS: u32 = 1;
+        self.enter(IORING_ENTER_GETEVENTS)
+    }
+
+    /// One `io_uring_enter` submitting what is queued, with `flags`, waiting for nothing.
+    #[inline]
+    fn enter(&mut self, flags: u32) -> io::Result<()> {
         let queued = u32::try_from(self.ring.submission().len()).unwrap_or(u32::MAX);
         if let Some(idx) = self.reg_ring {
-            return enter_registered(idx, queued, IORING_ENTER_GETEVENTS);
+            return enter_registered(idx, queued, flags);
         }
         // SAFETY: a plain io_uring_enter on our ring: `queued` entries (all prepared by
-        // `push`, whose buffers this Ring owns), GETEVENTS with min_complete 0 (no wait), no
-        // argument.
+        // `push`, whose buffers this Ring owns), min_complete 0 (no wait), no argument.
         unsafe {
             self.ring
                 .submitter()
-                .enter::<libc::sigset_t>(queued, 0, IORING_ENTER_GETEVENTS, None)
+                .enter::<libc::sigset_t>(queued, 0, flags, None)
         }?;
         Ok(())
     }
 
     /// The inline receive's turn: one RECV with MSG_DONTWAIT into the first buffer of the
     /// area (never provided to the kernel in this mode) and one enter, which copies a
-    /// queued datagram or completes with EAGAIN; the same enter submits anything queued
-    /// and runs pending task work (send results, the hang-up poll).
+    /// queued datagram or completes with EAGAIN (the completion is posted by the submission
+    /// itself); the same enter submits anything queued and, only when the ring's flag says
+    /// task work waits (send results, the hang-up poll), runs it (GETEVENTS).
     #[inline]
     fn recv_inline(&mut self) -> io::Result<()> {
         if !self.recv_armed {
@@ -263,7 +269,10 @@ impl Ring {
             self.push(&e)?;
             self.recv_armed = true;
         }
-        self.enter_getevents()
+        if self.ring.submission().taskrun() {
+            return self.enter_getevents();
+        }
+        self.enter(0)
     }
 
     fn arm_recv(&mut self) -> io::Result<()> {

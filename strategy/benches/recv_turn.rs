@@ -1,0 +1,189 @@
+//! What one turn of the receive loop costs on each socket path, without the network: a
+//! UDP socket on loopback (127.0.0.1, nothing leaves the machine), measured as the loops
+//! run it.
+//!
+//! * `empty`: a turn that finds nothing: `recvfrom(MSG_DONTWAIT)` (the kernel path) against
+//!   one RECV with MSG_DONTWAIT submitted and entered on an io_uring (the `--uring-inline-recv`
+//!   turn: SINGLE_ISSUER + DEFER_TASKRUN, fixed file), with and without the registered ring
+//!   fd. The mean time between the datagram's arrival and the loop seeing it is about half a
+//!   turn, so half the difference is what the ring adds to detection.
+//! * `one datagram`: `sendto` of 64 bytes to the socket itself, then the turn that receives
+//!   it (same send on both: the difference is the receive).
+//!
+//! `cargo bench -p strategy --bench recv_turn`.
+#![expect(
+    missing_docs,
+    reason = "criterion_main! generates an undocumented main"
+)]
+#![allow(
+    unsafe_code,
+    reason = "raw io_uring_enter with a registered ring index, as the path does"
+)]
+
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use io_uring::{opcode, types, IoUring};
+
+const BUF: usize = 2048;
+const UD: u64 = 0x42;
+
+/// An io_uring set up as `uring+defer+inline` sets it up, with the UDP socket as fixed
+/// file 0, and (optionally) its fd registered.
+struct Inline {
+    ring: IoUring,
+    reg: Option<u32>,
+    buf: Box<[u8; BUF]>,
+}
+
+impl Inline {
+    fn new(sock: &UdpSocket, register_ring: bool) -> Self {
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_taskrun_flag()
+            .build(64)
+            .expect("io_uring with DEFER_TASKRUN (Linux 6.1+)");
+        ring.submitter()
+            .register_files(&[sock.as_raw_fd()])
+            .expect("register file");
+        let reg = register_ring.then(|| register_ring_fd(&ring));
+        Self {
+            ring,
+            reg,
+            buf: Box::new([0; BUF]),
+        }
+    }
+
+    /// One turn: push the RECV, one enter, take the completion. Returns its result.
+    fn turn(&mut self) -> i32 {
+        let e = opcode::Recv::new(types::Fixed(0), self.buf.as_mut_ptr(), BUF as u32)
+            .flags(libc::MSG_DONTWAIT)
+            .build()
+            .user_data(UD);
+        // SAFETY: the buffer lives in self (boxed, never moved while the kernel owns it) and
+        // the completion is taken in this same call: the recv completes during the enter.
+        unsafe { self.ring.submission().push(&e) }.expect("sq room");
+        match self.reg {
+            Some(idx) => enter_registered(idx),
+            None => {
+                self.ring.submit().expect("enter");
+            }
+        }
+        let c = self
+            .ring
+            .completion()
+            .next()
+            .expect("the recv completed inline");
+        c.result()
+    }
+}
+
+fn enter_registered(idx: u32) {
+    const IORING_ENTER_REGISTERED_RING: libc::c_long = 1 << 4;
+    // SAFETY: io_uring_enter on a registered ring index, one prepared entry whose buffer
+    // outlives the call, no wait, no argument.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_enter,
+            libc::c_long::from(idx),
+            1 as libc::c_long,
+            0 as libc::c_long,
+            IORING_ENTER_REGISTERED_RING,
+            std::ptr::null::<libc::c_void>(),
+            0 as libc::c_long,
+        )
+    };
+    assert!(rc >= 0, "enter: {}", std::io::Error::last_os_error());
+}
+
+fn register_ring_fd(ring: &IoUring) -> u32 {
+    #[repr(C)]
+    struct RsrcUpdate {
+        offset: u32,
+        resv: u32,
+        data: u64,
+    }
+    let mut up = RsrcUpdate {
+        offset: u32::MAX,
+        resv: 0,
+        data: ring.as_raw_fd() as u64,
+    };
+    // SAFETY: IORING_REGISTER_RING_FDS (20) with one update living across the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_register,
+            libc::c_long::from(ring.as_raw_fd()),
+            20 as libc::c_long,
+            &mut up as *mut RsrcUpdate,
+            1 as libc::c_long,
+        )
+    };
+    assert!(
+        rc >= 0,
+        "register ring fd: {}",
+        std::io::Error::last_os_error()
+    );
+    up.offset
+}
+
+fn recvfrom(sock: &UdpSocket, buf: &mut [u8]) -> isize {
+    // SAFETY: recvfrom into a buffer we own, its length, no address wanted.
+    unsafe {
+        libc::recvfrom(
+            sock.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    }
+}
+
+fn recv_turn(c: &mut Criterion) {
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind loopback");
+    let me = sock.local_addr().expect("addr");
+    let payload = [7u8; 64];
+    let mut buf = [0u8; BUF];
+    let mut plain = Inline::new(&sock, false);
+    let mut reg = Inline::new(&sock, true);
+
+    let mut g = c.benchmark_group("recv turn, empty socket");
+    g.bench_function("kernel: recvfrom(MSG_DONTWAIT)", |b| {
+        b.iter(|| assert!(recvfrom(&sock, &mut buf) < 0))
+    });
+    g.bench_function("uring+defer+inline: RECV(MSG_DONTWAIT) + enter", |b| {
+        b.iter(|| assert_eq!(plain.turn(), -libc::EAGAIN))
+    });
+    g.bench_function(
+        "uring+defer+regring+inline: same, registered ring fd",
+        |b| b.iter(|| assert_eq!(reg.turn(), -libc::EAGAIN)),
+    );
+    g.finish();
+
+    let mut g = c.benchmark_group("recv turn, one datagram (sendto to itself, then the turn)");
+    g.bench_function("kernel: sendto + recvfrom", |b| {
+        b.iter(|| {
+            sock.send_to(&payload, me).expect("send");
+            assert_eq!(recvfrom(&sock, &mut buf), 64);
+        })
+    });
+    g.bench_function("uring+defer+inline: sendto + RECV + enter", |b| {
+        b.iter(|| {
+            sock.send_to(&payload, me).expect("send");
+            assert_eq!(plain.turn(), 64);
+        })
+    });
+    g.bench_function("uring+defer+regring+inline: sendto + RECV + enter", |b| {
+        b.iter(|| {
+            sock.send_to(&payload, me).expect("send");
+            assert_eq!(reg.turn(), 64);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, recv_turn);
+criterion_main!(benches);
