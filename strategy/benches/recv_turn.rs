@@ -5,7 +5,8 @@
 //! * `empty`: a turn that finds nothing: `recvfrom(MSG_DONTWAIT)` (the kernel path) against
 //!   one RECV with MSG_DONTWAIT submitted and entered on an io_uring (the `--uring-inline-recv`
 //!   turn: SINGLE_ISSUER + DEFER_TASKRUN, fixed file), with and without the registered ring
-//!   fd. The mean time between the datagram's arrival and the loop seeing it is about half a
+//!   fd, and entering with GETEVENTS every turn (the path sets it only when the ring's
+//!   flag says task work waits). The mean time between the datagram's arrival and the loop seeing it is about half a
 //!   turn, so half the difference is what the ring adds to detection.
 //! * `one datagram`: `sendto` of 64 bytes to the socket itself, then the turn that receives
 //!   it (same send on both: the difference is the receive).
@@ -58,6 +59,11 @@ impl Inline {
 
     /// One turn: push the RECV, one enter, take the completion. Returns its result.
     fn turn(&mut self) -> i32 {
+        self.turn_with(0)
+    }
+
+    /// [`Inline::turn`] with these enter flags (GETEVENTS: also run pending task work).
+    fn turn_with(&mut self, flags: u32) -> i32 {
         let e = opcode::Recv::new(types::Fixed(0), self.buf.as_mut_ptr(), BUF as u32)
             .flags(libc::MSG_DONTWAIT)
             .build()
@@ -66,9 +72,15 @@ impl Inline {
         // the completion is taken in this same call: the recv completes during the enter.
         unsafe { self.ring.submission().push(&e) }.expect("sq room");
         match self.reg {
-            Some(idx) => enter_registered(idx),
+            Some(idx) => enter_registered(idx, flags),
             None => {
-                self.ring.submit().expect("enter");
+                // SAFETY: as above; one entry, no wait, no argument.
+                unsafe {
+                    self.ring
+                        .submitter()
+                        .enter::<libc::sigset_t>(1, 0, flags, None)
+                }
+                .expect("enter");
             }
         }
         let c = self
@@ -80,7 +92,7 @@ impl Inline {
     }
 }
 
-fn enter_registered(idx: u32) {
+fn enter_registered(idx: u32, flags: u32) {
     const IORING_ENTER_REGISTERED_RING: libc::c_long = 1 << 4;
     // SAFETY: io_uring_enter on a registered ring index, one prepared entry whose buffer
     // outlives the call, no wait, no argument.
@@ -90,7 +102,7 @@ fn enter_registered(idx: u32) {
             libc::c_long::from(idx),
             1 as libc::c_long,
             0 as libc::c_long,
-            IORING_ENTER_REGISTERED_RING,
+            IORING_ENTER_REGISTERED_RING | libc::c_long::from(flags),
             std::ptr::null::<libc::c_void>(),
             0 as libc::c_long,
         )
@@ -161,6 +173,9 @@ fn recv_turn(c: &mut Criterion) {
         "uring+defer+regring+inline: same, registered ring fd",
         |b| b.iter(|| assert_eq!(reg.turn(), -libc::EAGAIN)),
     );
+    g.bench_function("uring+defer+inline, enter with GETEVENTS every turn", |b| {
+        b.iter(|| assert_eq!(plain.turn_with(1), -libc::EAGAIN))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("recv turn, one datagram (sendto to itself, then the turn)");
