@@ -92,9 +92,11 @@ pub struct Armed {
     pub template: Template,
 }
 
-/// The program's own state and counters (written by the program only).
+/// The program's own state and counters (written by the program only). User space
+/// reports them as they are (`user` feature: serialisable, the padding left out).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize))]
 pub struct ProgState {
     /// Market-data frames seen.
     pub md_seen: u64,
@@ -112,6 +114,7 @@ pub struct ProgState {
     /// Fires given up because user space rewrote the state during the decision.
     pub raced: u64,
     /// Padding to a cache line.
+    #[cfg_attr(feature = "user", serde(skip))]
     pub _pad: u64,
 }
 

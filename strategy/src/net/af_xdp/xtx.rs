@@ -48,20 +48,10 @@ pub struct XtxReport {
     pub user_ns_max: u64,
     /// Why the program is never armed, if it is not (printed once).
     pub never_armed: Option<&'static str>,
-    /// The program's side: frames seen, fires, frames left to user space and why.
-    pub md_seen: u64,
-    /// Orders the program sent.
-    pub fired: u64,
-    /// Frames seen while the state was not current.
-    pub not_current: u64,
-    /// Lines the program's parser gave up on.
-    pub unparsed: u64,
-    /// Fires given up: ring buffer full.
-    pub ringbuf_full: u64,
-    /// Fires given up: frame reshaping failed.
-    pub reshape_failed: u64,
-    /// Fires given up: user space rewrote the state during the decision.
-    pub raced: u64,
+    /// The program's side, as it counts it: frames seen, orders it sent, frames left to
+    /// user space and why (flattened: the same keys in the report's JSON).
+    #[serde(flatten)]
+    pub prog: ProgState,
     /// Delegated segments smoltcp built and the tap kept off the wire.
     pub suppressed: u64,
 }
@@ -160,15 +150,8 @@ impl Delegation {
 
     /// The counters, with the program's.
     pub fn report(&self, tap: &TxTap) -> XtxReport {
-        let p: ProgState = self.map.prog();
         XtxReport {
-            md_seen: p.md_seen,
-            fired: p.fired,
-            not_current: p.not_current,
-            unparsed: p.unparsed,
-            ringbuf_full: p.ringbuf_full,
-            reshape_failed: p.reshape_failed,
-            raced: p.raced,
+            prog: self.map.prog(),
             suppressed: tap.stats().suppressed,
             ..self.report
         }
