@@ -9,7 +9,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -61,6 +61,20 @@ fn start_strategy(ns: &Netns, net: &str, results: &Path, log: &Path, extra: &[&s
         c.args(["--packet-ip", "10.77.0.3"]);
     }
     Proc(c.spawn().expect("spawn strategy"))
+}
+
+/// [`start_strategy`] with its results and log named `{net}.{tag}.jsonl` / `.log` in `dir`.
+fn start_tagged(
+    dir: &Path,
+    ns: &Netns,
+    net: &str,
+    tag: &str,
+    extra: &[&str],
+) -> (Proc, PathBuf, PathBuf) {
+    let results = dir.join(format!("{net}.{tag}.jsonl"));
+    let log = dir.join(format!("{net}.{tag}.log"));
+    let p = start_strategy(ns, net, &results, &log, extra);
+    (p, results, log)
 }
 
 /// Waits for the strategy to exit (it must, by itself, within `limit`) and returns its log.
@@ -182,15 +196,11 @@ fn garbage_and_a_reset_mid_session_then_a_reconnect() {
                 (first, second)
             })
             .expect("script");
-        let (results, log) = (
-            dir.path().join(format!("{net}.1.jsonl")),
-            dir.path().join(format!("{net}.1.log")),
-        );
-        let mut st = start_strategy(
+        let (mut st, results, log) = start_tagged(
+            dir.path(),
             &lab.strategy,
             net,
-            &results,
-            &log,
+            "1",
             &["--reconnect", "--sessions", "2", "--max-runtime", "40"],
         );
         let (first, second) = script.join().expect("script ran");
@@ -239,11 +249,13 @@ fn an_exchange_that_never_publishes_or_never_accepts() {
                 drop(c);
             })
             .expect("script");
-        let (results, log) = (
-            dir.path().join(format!("{net}.silent.jsonl")),
-            dir.path().join(format!("{net}.silent.log")),
+        let (mut st, results, log) = start_tagged(
+            dir.path(),
+            &lab.strategy,
+            net,
+            "silent",
+            &["--max-runtime", "2"],
         );
-        let mut st = start_strategy(&lab.strategy, net, &results, &log, &["--max-runtime", "2"]);
         wait_exit(&mut st, Duration::from_secs(15), &log, net);
         script.join().expect("script");
         let s = sessions(&results);
@@ -331,15 +343,11 @@ fn hostile_frames_are_dropped_and_counted() {
                 n
             })
             .expect("script");
-        let (results, log) = (
-            dir.path().join(format!("{net}.3.jsonl")),
-            dir.path().join(format!("{net}.3.log")),
-        );
-        let mut st = start_strategy(
+        let (mut st, results, log) = start_tagged(
+            dir.path(),
             &lab.strategy,
             net,
-            &results,
-            &log,
+            "3",
             &["--sessions", "1", "--max-runtime", "30"],
         );
         let orders = script.join().expect("script ran");
@@ -530,15 +538,11 @@ fn a_zero_window_holds_orders_back_whole_and_counted() {
                 got
             })
             .expect("script");
-        let (results, log) = (
-            dir.path().join(format!("{net}.4.jsonl")),
-            dir.path().join(format!("{net}.4.log")),
-        );
-        let mut st = start_strategy(
+        let (mut st, results, log) = start_tagged(
+            dir.path(),
             &lab.strategy,
             net,
-            &results,
-            &log,
+            "4",
             &["--sessions", "1", "--max-runtime", "30"],
         );
         let got = script.join().expect("script ran");
