@@ -25,7 +25,9 @@
 //!
 //! Without SQPOLL each order costs one `io_uring_enter`. With the default set-up the
 //! completion side needs no syscall (the kernel interrupts the thread to run the receive's
-//! task work); with DEFER_TASKRUN it needs one enter when work waits, and no interrupt.
+//! task work); with DEFER_TASKRUN it needs one enter when work waits, and no interrupt;
+//! with the inline receive every turn is one enter, as every turn of the kernel path is
+//! one `recv`.
 #![allow(
     unsafe_code,
     reason = "a ring module: memory shared with the kernel (see the module docs and each SAFETY comment)"
