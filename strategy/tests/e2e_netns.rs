@@ -41,22 +41,11 @@ fn start_exchange_with(
     procs::exchange(ns, md, csv, log, &args)
 }
 
-/// The strategy on `net` writing its orders to `orders` (callers give AF_PACKET's address).
+/// The strategy on `net` ([`procs::strategy`]) writing its orders to `orders`.
 fn start_strategy(ns: &Netns, net: &str, orders: &Path, log: &Path, extra: &[&str]) -> Proc {
-    let mut c = ns.command(env!("CARGO_BIN_EXE_strategy"));
-    c.args([
-        "run",
-        "--exchange",
-        "10.77.0.1:9012",
-        "--iface",
-        "vs0",
-        "--net",
-        net,
-    ])
-    .arg("--orders-out")
-    .arg(orders)
-    .args(extra);
-    procs::spawn(c, log)
+    let mut args = vec!["--orders-out", orders.to_str().expect("utf8 path")];
+    args.extend_from_slice(extra);
+    procs::strategy(ns, net, log, &args)
 }
 
 /// `Tcp: OutRsts` of a namespace.
@@ -115,9 +104,6 @@ fn session(
     let mut ex = start_exchange_with(&lab.exchange, md, &csv, &exlog, pace, ex_extra);
     std::thread::sleep(Duration::from_millis(100));
     let mut extra = vec!["--sessions", "1"];
-    if net == "packet" {
-        extra.extend(["--packet-ip", "10.77.0.3"]);
-    }
     extra.extend_from_slice(st_extra);
     let mut st = start_strategy(&lab.strategy, net, &orders, &stlog, &extra);
     wait(&mut ex, Duration::from_secs(60), "exchange", &exlog);
@@ -148,12 +134,7 @@ fn orders_equal_the_oracle_on_every_path() {
         let mut ex = start_exchange(&lab.exchange, &md, &csv, &exlog, "rate:5000");
         std::thread::sleep(Duration::from_millis(100));
         let rsts_before = out_rsts(&lab.strategy);
-        let extra: &[&str] = if net == "packet" {
-            &["--sessions", "1", "--packet-ip", "10.77.0.3"]
-        } else {
-            &["--sessions", "1"]
-        };
-        let mut st = start_strategy(&lab.strategy, net, &orders, &stlog, extra);
+        let mut st = start_strategy(&lab.strategy, net, &orders, &stlog, &["--sessions", "1"]);
         wait(&mut ex, Duration::from_secs(60), "exchange", &exlog);
         wait(&mut st, Duration::from_secs(10), "strategy", &stlog);
         assert_eq!(
@@ -205,10 +186,7 @@ fn strategy_reconnects_after_the_exchange_dies() {
         let (log1, log2) = (file("ex1.log"), file("ex2.log"));
         let ex1 = start_exchange(&lab.exchange, &md, &csv1, &log1, "rate:2000");
         std::thread::sleep(Duration::from_millis(100));
-        let mut extra = vec!["--reconnect", "--sessions", "2"];
-        if net == "packet" {
-            extra.extend(["--packet-ip", "10.77.0.3"]);
-        }
+        let extra = ["--reconnect", "--sessions", "2"];
         let mut st = start_strategy(&lab.strategy, net, &orders, &stlog, &extra);
         std::thread::sleep(Duration::from_millis(1500));
         drop(ex1); // SIGKILL mid-session
@@ -688,7 +666,7 @@ fn sigkill_anywhere_leaves_nothing_and_the_next_start_trades() {
                 net,
                 &file("st1.csv"),
                 &file("st1.log"),
-                &["--sessions", "1", "--reconnect", "--packet-ip", "10.77.0.3"],
+                &["--sessions", "1", "--reconnect"],
             );
             std::thread::sleep(Duration::from_millis(kill_after_ms));
             drop(killed); // SIGKILL, reaped
@@ -721,7 +699,7 @@ fn sigkill_anywhere_leaves_nothing_and_the_next_start_trades() {
                 net,
                 &file("st2.csv"),
                 &file("st2.log"),
-                &["--sessions", "1", "--reconnect", "--packet-ip", "10.77.0.3"],
+                &["--sessions", "1", "--reconnect"],
             );
             wait(&mut next, Duration::from_secs(60), &what, &file("st2.log"));
             drop(ex);
