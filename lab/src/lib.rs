@@ -171,8 +171,9 @@ const WARM_VARIANTS: [(&str, &str); 4] = [
 /// with SO_PREFER_BUSY_POLL (budget 8), `uring+provideops` receive buffers given back with
 /// PROVIDE_BUFFERS instead of the provided-buffer ring, `uring+zcfixed` SEND_ZC from the
 /// order slots registered as a fixed buffer, `uring+regring` enters through the registered
-/// ring fd, `uring+inline` receives with one MSG_DONTWAIT RECV per turn.
-const PATH_VARIANTS: [(&str, &str, &[&str]); 17] = [
+/// ring fd, `uring+inline` receives with one MSG_DONTWAIT RECV per turn, `uring+syssend`
+/// sends orders with send(2) instead of through the ring (prices the ring's SEND).
+const PATH_VARIANTS: [(&str, &str, &[&str]); 18] = [
     ("kernel", "busypoll", &["--busy-poll", "50"]),
     (
         "kernel",
@@ -193,6 +194,7 @@ const PATH_VARIANTS: [(&str, &str, &[&str]); 17] = [
     ("uring", "zcfixed", &["--send-zc", "--uring-fixed-bufs"]),
     ("uring", "regring", &["--uring-reg-ring"]),
     ("uring", "inline", &["--uring-inline-recv"]),
+    ("uring", "syssend", &["--uring-send-syscall"]),
     ("xdp", "huge", &["--hugepages"]),
 ];
 
@@ -244,7 +246,7 @@ pub fn check_paths(paths: &[String]) -> Result<()> {
         if !NETS.contains(&net) || !variants_ok || warm > 1 {
             bail!(
                 "unknown path `{p}` (available: {}; variants kernel+zc, uring+zc, uring+sqpoll, \
-                 uring+defer, uring+coop, uring+napi, uring+provideops, uring+zcfixed, uring+regring, uring+inline, xdp+huge, kernel|uring+tos, kernel|uring+prio, \
+                 uring+defer, uring+coop, uring+napi, uring+provideops, uring+zcfixed, uring+regring, uring+inline, uring+syssend, xdp+huge, kernel|uring+tos, kernel|uring+prio, \
                  kernel+busypoll, kernel+preferbp, \
                  and on every path one of +warm, \
                  +warmcode, +warmtx, +hb; combine with `+`, e.g. uring+defer+warm)",

@@ -149,6 +149,11 @@ pub struct RunArgs {
     /// the socket (the lab's `uring+inline`).
     #[arg(long)]
     pub uring_inline_recv: bool,
+    /// io_uring: send orders with send(2) on the order socket instead of a SEND through the
+    /// ring (market data still through the ring): prices the ring's send (the lab's
+    /// `uring+syssend`).
+    #[arg(long)]
+    pub uring_send_syscall: bool,
     /// Kernel path: send orders with MSG_ZEROCOPY (completions read from the error queue).
     #[arg(long)]
     pub msg_zerocopy: bool,

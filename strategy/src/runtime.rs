@@ -118,6 +118,7 @@ pub fn main(a: &RunArgs) -> Result<()> {
             fixed_bufs: a.uring_fixed_bufs,
             reg_ring: a.uring_reg_ring,
             inline_recv: a.uring_inline_recv,
+            send_syscall: a.uring_send_syscall,
         },
         marks: crate::net::sockets::Marks {
             tos: a.ip_tos,

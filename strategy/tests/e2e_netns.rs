@@ -366,6 +366,15 @@ fn uring_variants_equal_the_oracle_and_report_their_features() {
             &["--uring-defer", "--uring-inline-recv"][..],
             "inline_recv",
         ),
+        (
+            "syssend",
+            &[
+                "--uring-defer",
+                "--uring-inline-recv",
+                "--uring-send-syscall",
+            ][..],
+            "send_syscall",
+        ),
     ] {
         let report = dir.path().join(format!("{name}.st.jsonl"));
         let mut extra = vec!["--results", report.to_str().expect("utf8")];

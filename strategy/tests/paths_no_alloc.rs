@@ -107,7 +107,13 @@ fn no_path_allocates_in_its_busy_loop() {
         },
     )
     .expect("gen");
-    let mut nets = vec!["kernel", "uring", "uring+defer+inline", "packet"];
+    let mut nets = vec![
+        "kernel",
+        "uring",
+        "uring+defer+inline",
+        "uring+defer+inline+syssend",
+        "packet",
+    ];
     if strategy::net::af_xdp::loader::has_object() {
         nets.push("xdp");
         nets.push("xdp-tx");
@@ -157,6 +163,7 @@ fn no_path_allocates_in_its_busy_loop() {
             uring: strategy::net::uring::UringOptions {
                 defer_taskrun: net.contains("+defer"),
                 inline_recv: net.contains("+inline"),
+                send_syscall: net.contains("+syssend"),
                 ..Default::default()
             },
             marks: Default::default(),
@@ -167,7 +174,7 @@ fn no_path_allocates_in_its_busy_loop() {
             .strategy
             .spawn(move || match net {
                 "kernel" => run_session(strategy::net::kernel::KernelPath::new(cfg)),
-                "uring" | "uring+defer+inline" => {
+                "uring" | "uring+defer+inline" | "uring+defer+inline+syssend" => {
                     run_session(strategy::net::uring::UringPath::new(cfg))
                 }
                 "packet" => run_session(strategy::net::af_packet::path(

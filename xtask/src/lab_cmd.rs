@@ -14,7 +14,7 @@ use crate::{build_ebpf, cmd, setup};
 pub struct LabArgs {
     /// Network paths to compare, in order (kernel, uring, xdp, packet, xdp-tx; variants
     /// kernel+zc, +busypoll, +preferbp, uring+zc, +sqpoll, +defer, +coop, +napi,
-    /// +provideops, +regring, +inline, +zcfixed, kernel|uring+tos, +prio, xdp+huge, combinable, and
+    /// +provideops, +regring, +inline, +syssend, +zcfixed, kernel|uring+tos, +prio, xdp+huge, combinable, and
     /// on every path +warm, +warmcode, +warmtx, +hb; the README lists what each does);
     /// ratios are against the first.
     #[arg(long, value_delimiter = ',', default_value = "kernel,uring,xdp,packet")]

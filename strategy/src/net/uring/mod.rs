@@ -41,6 +41,7 @@ use std::os::fd::AsRawFd;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use proto::order::{OrderRepr, ORDER_LEN};
 
+use super::kernel::TcpOrderTx;
 use super::{Hot, NetConfig, NetPath, PathReport, Sent, Status, WarmRequest};
 
 const BUF_SIZE: usize = 2048;
@@ -196,7 +197,9 @@ impl Drop for Ring {
 /// The path.
 pub struct UringPath {
     cfg: NetConfig,
-    tcp: Option<socket2::Socket>,
+    /// The order connection; its sender (and backlog) is used only with
+    /// [`UringOptions::send_syscall`], else orders go through the ring.
+    tx: Option<TcpOrderTx>,
     udp: Option<UdpSocket>,
     ring: Option<Ring>,
     last_report: UringReport,
@@ -217,9 +220,11 @@ impl Ring {
         Ok(())
     }
 
-    /// Submits what is queued: through the registered ring index when there is one (with
-    /// GETEVENTS, not waiting: the kernel also runs pending completions), else the crate's
-    /// submit.
+    /// Submits what is queued: through the registered ring index when there is one, else
+    /// the crate's submit. With the registered index, GETEVENTS (not waiting: the kernel
+    /// also runs pending work) is passed unless DEFER_TASKRUN's flags say nothing waits: a
+    /// request that completes while it is submitted (an order's SEND) posts its completion
+    /// without it (GETEVENTS costs 7-15 ns an enter in the `recv_turn` bench).
     #[inline]
     fn submit(&mut self) -> io::Result<()> {
         const IORING_ENTER_GETEVENTS: u32 = 1;
@@ -228,7 +233,9 @@ impl Ring {
             return Ok(());
         };
         let n = u32::try_from(self.ring.submission().len()).unwrap_or(u32::MAX);
-        enter_registered(idx, n, IORING_ENTER_GETEVENTS)
+        let sq = self.ring.submission();
+        let idle = self.report.features.defer_taskrun && !sq.taskrun() && !sq.cq_overflow();
+        enter_registered(idx, n, if idle { 0 } else { IORING_ENTER_GETEVENTS })
     }
 
     /// Submits what is queued and runs the kernel's pending work (GETEVENTS, not waiting):
@@ -471,6 +478,17 @@ impl Ring {
     }
 }
 
+/// Sends `order` through the ring, or with `send(2)` under
+/// [`UringOptions::send_syscall`].
+#[inline]
+fn send_order(r: &mut Ring, tx: &mut TcpOrderTx, order: &OrderRepr) -> io::Result<Sent> {
+    if r.report.features.send_syscall {
+        tx.send(order)
+    } else {
+        r.send_order(order)
+    }
+}
+
 impl NetPath for UringPath {
     fn begin_connect(&mut self) -> io::Result<()> {
         // Member of the group with the receive armed before the connect completes: an
@@ -479,15 +497,16 @@ impl NetPath for UringPath {
         let udp =
             super::sockets::join_group(self.cfg.group, self.cfg.iface_addr, self.cfg.md_join())?;
         let tcp = super::sockets::start_tcp_connect(self.cfg.exchange, self.cfg.marks)?;
-        let ring = self.build_ring(udp.as_raw_fd(), tcp.as_raw_fd())?;
+        let tx = TcpOrderTx::new(tcp, false)?;
+        let ring = self.build_ring(udp.as_raw_fd(), tx.socket().as_raw_fd())?;
         self.udp = Some(udp);
-        self.tcp = Some(tcp);
+        self.tx = Some(tx);
         self.ring = Some(ring);
         Ok(())
     }
 
     fn poll_connect(&mut self) -> io::Result<bool> {
-        super::sockets::tcp_connected(self.tcp.as_ref())
+        super::sockets::tcp_connected(self.tx.as_ref().map(TcpOrderTx::socket))
     }
 
     fn start_md(&mut self) -> io::Result<()> {
@@ -500,7 +519,7 @@ impl NetPath for UringPath {
 
     #[inline]
     fn poll(&mut self, hot: &mut Hot<'_>) -> io::Result<Status> {
-        let Some(r) = &mut self.ring else {
+        let (Some(r), Some(tx)) = (&mut self.ring, &mut self.tx) else {
             return Ok(Status::Disconnected);
         };
         if r.inline_recv {
@@ -528,7 +547,7 @@ impl NetPath for UringPath {
                     status = Status::Busy;
                     let len = (c.result as usize).min(BUF_SIZE);
                     if let Some(p) = hot.on_packet(&r.bufs[..len]) {
-                        hot.send(p, |o| r.send_order(o))?;
+                        hot.send(p, |o| send_order(r, tx, o))?;
                     }
                 }
                 UD_RECV => {
@@ -551,7 +570,7 @@ impl NetPath for UringPath {
                     let len = (c.result as usize).min(BUF_SIZE);
                     let pending = hot.on_packet(&r.bufs[off..off + len]);
                     if let Some(p) = pending {
-                        hot.send(p, |o| r.send_order(o))?;
+                        hot.send(p, |o| send_order(r, tx, o))?;
                     }
                     r.give_back(bid % BUF_COUNT)?;
                 }
@@ -567,6 +586,9 @@ impl NetPath for UringPath {
         if !r.recv_armed && !r.inline_recv {
             r.arm_recv()?;
         }
+        if status == Status::Idle && r.report.features.send_syscall {
+            tx.idle()?; // the sender's backlog, when the socket was full
+        }
         // Returned buffers are batched: submitted when the loop is idle (or many are
         // queued), so a busy stream costs no extra io_uring_enter per packet.
         let queued = r.ring.submission().len();
@@ -577,9 +599,18 @@ impl NetPath for UringPath {
     }
 
     fn warm(&mut self, req: WarmRequest) -> io::Result<Option<Sent>> {
-        let Some(r) = &mut self.ring else {
+        let (Some(r), Some(tx)) = (&mut self.ring, &mut self.tx) else {
             return Ok(None);
         };
+        if r.report.features.send_syscall {
+            if req.tx {
+                tx.warm_tx();
+            }
+            if req.heartbeat {
+                return tx.send_msg(&proto::order::HEARTBEAT).map(Some);
+            }
+            return Ok(None);
+        }
         if req.tx {
             r.warm_tx()?;
         }
@@ -599,6 +630,6 @@ impl NetPath for UringPath {
             self.last_report = std::mem::take(&mut r.report);
         }
         self.udp = None;
-        self.tcp = None;
+        self.tx = None;
     }
 }

@@ -46,6 +46,11 @@ pub struct UringOptions {
     /// socket completes at once with EAGAIN (no poll wake-up, no task work, no provided
     /// buffers). The kernel path's non-blocking `recv`, through the ring.
     pub inline_recv: bool,
+    /// Send orders with `send(2)` on the order socket (the kernel path's sender, with its
+    /// backlog of whole orders) instead of a SEND through the ring: market data still comes
+    /// through the ring. An attribution variant: it prices the ring's SEND against the
+    /// syscall.
+    pub send_syscall: bool,
 }
 
 /// What the kernel offers, printed at start.
@@ -82,6 +87,8 @@ pub struct UringFeatures {
     pub reg_ring: bool,
     /// Market data received inline (one MSG_DONTWAIT RECV per turn), not multishot.
     pub inline_recv: bool,
+    /// Orders sent with `send(2)`, not through the ring.
+    pub send_syscall: bool,
 }
 
 /// The io_uring path's report: features and the provided-buffer accounting.
@@ -115,7 +122,7 @@ impl UringPath {
     pub fn new(cfg: NetConfig) -> Self {
         Self {
             cfg,
-            tcp: None,
+            tx: None,
             udp: None,
             ring: None,
             last_report: UringReport::default(),
@@ -194,6 +201,7 @@ impl UringPath {
             fixed_bufs: false,
             reg_ring: false,
             inline_recv: false,
+            send_syscall: self.cfg.uring.send_syscall,
         };
         if !features.fast_poll {
             return Err(missing(
@@ -212,9 +220,11 @@ impl UringPath {
                 return Err(missing(name));
             }
         }
-        let send_zc = self.cfg.send_zc && features.send_zc;
-        if self.cfg.send_zc && !send_zc {
+        let send_zc = self.cfg.send_zc && features.send_zc && !features.send_syscall;
+        if self.cfg.send_zc && !features.send_zc {
             fallbacks.push("SEND_ZC not supported by this kernel: SEND".to_owned());
+        } else if self.cfg.send_zc && features.send_syscall {
+            fallbacks.push("SEND_ZC: orders go out with send(2) (--uring-send-syscall)".to_owned());
         }
         ring.submitter().register_files(&[udp_fd, tcp_fd])?;
         let mut features = features;
