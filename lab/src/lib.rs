@@ -8,7 +8,7 @@
 //! it: the ping-pong floor on the same link ([`floor`]), the calibration of the measurement
 //! chain by injected delays ([`calibrate`]), the matching of orders to packets in a capture
 //! ([`capture`]), comparing two results folders ([`compare`]), the publisher benchmark
-//! ([`bench`]), the default market-data file
+//! ([`mod@bench`]), the default market-data file
 //! ([`data`]), huge pages reserved for the `+huge` variants ([`hugepages`]), the
 //! processes it starts ([`process`]) and what a killed run left behind ([`leftovers`]).
 //!
@@ -199,7 +199,7 @@ const PATH_VARIANTS: [(&str, &str, &[&str]); 18] = [
 ];
 
 /// Strategy flags of a path name's variants (several may be combined:
-/// `uring+defer+warm`): see [`PATH_VARIANTS`]; `+warm` warms everything the path has every
+/// `uring+defer+warm`): see `PATH_VARIANTS`; `+warm` warms everything the path has every
 /// `warm_every`, `+warmcode`, `+warmtx` and `+hb` one part each (strategy::net::warm).
 pub fn variant_flags(path: &str, warm_every: std::time::Duration) -> Vec<String> {
     let net = net_of(path);

@@ -30,7 +30,7 @@ pub struct LabArgs {
     /// queueing.
     #[arg(long, default_value = "rate:5000")]
     pub pace: String,
-    /// Results folder (default: target/lab-results/<timestamp>).
+    /// Results folder (default: `target/lab-results/<timestamp>`).
     #[arg(long)]
     pub results_dir: Option<PathBuf>,
     /// Do not build the binaries first (use target/release as it is).
@@ -82,7 +82,7 @@ pub struct LabArgs {
     /// Sweep one knob: TARGET:FLAG=V1,V2,... with TARGET strategy or exchange (a flag; `-`
     /// leaves it out), veth (`veth:tune=none,nogro`), guest (with --vm:
     /// `guest:tune=none,coalesce0`), pace (`pace:rate=2000,5000`) or gap
-    /// (`gap:order=1ms,100ms`). A whole run per value in <results>/point-<value>/, then one
+    /// (`gap:order=1ms,100ms`). A whole run per value in `<results>/point-<value>/`, then one
     /// table and one plot (sweep.csv, sweep.svg) of p50/p99 against the value per path.
     #[arg(long, allow_hyphen_values = true)]
     pub sweep: Option<String>,

@@ -32,7 +32,7 @@ struct Cli {
 enum Cmd {
     /// Install what the project needs (Debian packages, toolchain parts). Idempotent.
     Setup(setup::SetupArgs),
-    /// Run the whole test suite: setup, fmt, clippy -D warnings, every test.
+    /// Run the whole test suite: setup, fmt, clippy -D warnings, docs, every test.
     Test(TestArgs),
     /// Write the default market-data file (cached in target/lab-data/).
     GenMd(GenMdArgs),
@@ -538,6 +538,15 @@ fn test(a: &TestArgs) -> Result<()> {
                 "warnings",
             ],
         )?;
+        // The API docs build without a warning (broken or private links, stray HTML).
+        println!("+ RUSTDOCFLAGS=\"-D warnings\" cargo doc --workspace --no-deps");
+        let ok = std::process::Command::new("cargo")
+            .args(["doc", "--workspace", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-D warnings")
+            .current_dir(root())
+            .status()?
+            .success();
+        anyhow::ensure!(ok, "cargo doc found warnings");
     }
     // Release build: the end-to-end tests run the real binaries at realistic speed. Build
     // every binary first: the strategy's end-to-end tests start the exchange's.

@@ -5,9 +5,9 @@
 //! is accepted with PACKET_ADD_MEMBERSHIP, so the kernel's IP layer never joins the group
 //! (no kernel socket receives the market data twice).
 //!
-//! Soundness: the mapping is owned by [`Mapping`] (shared by the two halves through an
+//! Soundness: the mapping is owned by `Mapping` (shared by the two halves through an
 //! `Arc`, unmapped on the last drop). Each half reaches its frames only through
-//! [`FrameRing`], whose methods take a frame index checked against the ring's size and
+//! `FrameRing`, whose methods take a frame index checked against the ring's size and
 //! return references that borrow the ring (so they cannot outlive the mapping).
 //!
 //! Ring discipline: a frame belongs to user space while its `tp_status` says so; the

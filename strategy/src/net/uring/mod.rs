@@ -3,7 +3,7 @@
 //! * Features are read from the setup params (`IORING_FEAT_*`) and opcodes from a probe;
 //!   a missing one is a clear error naming it (SEND_ZC falls back to SEND with a note).
 //! * Market data: one multishot RECV on the UDP socket with provided buffers (a group of
-//!   fixed-size buffers in a provided-buffer ring, [`bufring`], Linux 5.19+; else, or with
+//!   fixed-size buffers in a provided-buffer ring, `bufring`, Linux 5.19+; else, or with
 //!   `--uring-provide-ops`, handed over with PROVIDE_BUFFERS); each completion names the
 //!   buffer it filled, which goes back to the group after the engine has read it.
 //!   Or, with `--uring-inline-recv`, inline: each turn submits one RECV with MSG_DONTWAIT
@@ -13,12 +13,14 @@
 //!   array of order buffers that live until their completion; one send in flight at a
 //!   time, the next ones queued in their slots in order (several in flight could reach
 //!   the exchange out of order when the socket is full).
+//!   Or, with `--uring-send-syscall` (an attribution variant: it prices the ring's SEND),
+//!   with `send(2)` through the kernel path's sender ([`TcpOrderTx`]) and its backlog.
 //! * Both sockets are registered files. A POLL_ADD for POLLRDHUP|POLLHUP on the order
 //!   socket reports the hang-up.
 //! * Optional SQPOLL (`--sqpoll IDLE_MS`): a kernel thread takes submissions, so handing an
 //!   order to the kernel is a store to the ring with no syscall while that thread is awake.
 //!
-//! * Set-up variants ([`UringOptions`], built in [`setup`]): SINGLE_ISSUER + DEFER_TASKRUN
+//! * Set-up variants ([`UringOptions`], built in `setup`): SINGLE_ISSUER + DEFER_TASKRUN
 //!   or COOP_TASKRUN (no task-work interrupt on the spinning thread; the loop runs the
 //!   pending work itself when the ring's flag says some waits), a pinned SQPOLL thread, NAPI
 //!   busy polling; each falls back with its reason in the report.
