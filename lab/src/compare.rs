@@ -7,6 +7,10 @@
 //! same interval), and a verdict: slower, faster, or no detectable difference (the interval
 //! holds 0). A regression is "slower" with the whole interval above the threshold; the
 //! command then fails, so it can guard a change.
+//!
+//! With `--paths P,Q` it compares two paths instead of two folders: P's orders in A with
+//! Q's in B, gap by gap (A and B may be the same folder: two paths of one run, the
+//! comparison the lab's ratios make, with an interval).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -84,6 +88,33 @@ pub fn load(dir: &Path, clock: Clock) -> Result<BTreeMap<String, Vec<u64>>> {
     Ok(out)
 }
 
+/// A key's gap and path: `1ms-xdp-tx` is (`Some("1ms")`, `xdp-tx`), `kernel` is (`None`,
+/// `kernel`). A gap starts with a digit, a path name never does.
+pub fn split_key(key: &str) -> (Option<&str>, &str) {
+    match key.split_once('-') {
+        Some((gap, path)) if gap.starts_with(|c: char| c.is_ascii_digit()) => (Some(gap), path),
+        _ => (None, key),
+    }
+}
+
+/// `path`'s samples of `m`, each under the key `[gap-]label` (so two paths compare gap by
+/// gap under one label).
+pub fn select(
+    m: &BTreeMap<String, Vec<u64>>,
+    path: &str,
+    label: &str,
+) -> BTreeMap<String, Vec<u64>> {
+    m.iter()
+        .filter_map(|(k, v)| {
+            let (gap, p) = split_key(k);
+            (p == path).then(|| {
+                let key = gap.map_or_else(|| label.to_owned(), |g| format!("{g}-{label}"));
+                (key, v.clone())
+            })
+        })
+        .collect()
+}
+
 fn median_us(v: &[u64]) -> f64 {
     pct(v, 0.5)
 }
@@ -136,9 +167,21 @@ pub fn compare(a: &BTreeMap<String, Vec<u64>>, b: &BTreeMap<String, Vec<u64>>) -
         .collect()
 }
 
-/// `lab compare A B`: prints the table; fails on a regression beyond `threshold_us`.
-pub fn run(a: &Path, b: &Path, clock: Clock, threshold_us: f64) -> Result<()> {
-    let (sa, sb) = (load(a, clock)?, load(b, clock)?);
+/// `lab compare A B`: prints the table; fails on a regression beyond `threshold_us`. With
+/// `paths` (P, Q): P's samples in A against Q's in B.
+pub fn run(
+    a: &Path,
+    b: &Path,
+    clock: Clock,
+    threshold_us: f64,
+    paths: Option<(&str, &str)>,
+) -> Result<()> {
+    let (mut sa, mut sb) = (load(a, clock)?, load(b, clock)?);
+    if let Some((pa, pb)) = paths {
+        let label = format!("{pb} vs {pa}");
+        sa = select(&sa, pa, &label);
+        sb = select(&sb, pb, &label);
+    }
     let rows = compare(&sa, &sb);
     if rows.is_empty() {
         bail!(
@@ -157,8 +200,14 @@ pub fn run(a: &Path, b: &Path, clock: Clock, threshold_us: f64) -> Result<()> {
             Clock::Kernel => "kernel-stamp",
         }
     );
+    let w = rows
+        .iter()
+        .map(|r| r.key.len() + 2)
+        .max()
+        .unwrap_or(0)
+        .max(22);
     println!(
-        "{:<22}{:>6}{:>6}  {:>24}  {:>24}  {:>22}  verdict",
+        "{:<w$}{:>6}{:>6}  {:>24}  {:>24}  {:>22}  verdict",
         "path", "n A", "n B", "A p50/p90/p99/p99.9", "B p50/p90/p99/p99.9", "B - A [95 % CI]"
     );
     let mut regressions = Vec::new();
@@ -170,7 +219,7 @@ pub fn run(a: &Path, b: &Path, clock: Clock, threshold_us: f64) -> Result<()> {
             Verdict::NoDifference => "no detectable difference",
         };
         println!(
-            "{:<22}{:>6}{:>6}  {:>24}  {:>24}  {:>22}  {verdict}",
+            "{:<w$}{:>6}{:>6}  {:>24}  {:>24}  {:>22}  {verdict}",
             r.key,
             r.n.0,
             r.n.1,
@@ -315,6 +364,43 @@ mod tests {
         assert!(r.ci_us.0 > 8.0 && r.ci_us.1 < 12.0, "{r:?}");
         let back = &compare(&b, &a)[0];
         assert_eq!(back.verdict, Verdict::Faster);
+    }
+
+    #[test]
+    fn keys_split_into_gap_and_path_even_when_the_path_has_a_dash() {
+        assert_eq!(split_key("1ms-xdp-tx"), (Some("1ms"), "xdp-tx"));
+        assert_eq!(
+            split_key("100ms-uring+defer"),
+            (Some("100ms"), "uring+defer")
+        );
+        assert_eq!(split_key("xdp-tx"), (None, "xdp-tx"));
+        assert_eq!(split_key("kernel"), (None, "kernel"));
+    }
+
+    #[test]
+    fn two_paths_of_one_folder_compare_gap_by_gap() {
+        let run = BTreeMap::from([
+            ("1ms-kernel".to_owned(), noisy(200, 20_000, 1)),
+            ("1ms-xdp-tx".to_owned(), noisy(200, 10_000, 2)),
+            ("100ms-kernel".to_owned(), noisy(200, 40_000, 3)),
+            ("100ms-xdp-tx".to_owned(), noisy(200, 40_000, 4)),
+            ("1ms-xdp".to_owned(), noisy(200, 90_000, 5)),
+        ]);
+        let label = "xdp-tx vs kernel";
+        let r = compare(
+            &select(&run, "kernel", label),
+            &select(&run, "xdp-tx", label),
+        );
+        assert_eq!(r.len(), 2, "{r:?}");
+        let at = |k: &str| r.iter().find(|c| c.key == k).expect(k);
+        let fast = at("1ms-xdp-tx vs kernel");
+        assert_eq!(fast.verdict, Verdict::Faster);
+        assert!((fast.diff_us + 10.0).abs() <= 1.0, "{fast:?}");
+        assert_eq!(
+            at("100ms-xdp-tx vs kernel").verdict,
+            Verdict::NoDifference,
+            "{r:?}"
+        );
     }
 
     #[test]

@@ -158,6 +158,10 @@ pub enum LabAction {
         /// Fail when B is slower by more than this (us), the whole interval above it.
         #[arg(long, default_value_t = 0.0)]
         threshold: f64,
+        /// `P,Q`: compare path P in A with path Q in B, gap by gap, instead of each path
+        /// with itself (A and B may be one folder: two paths of one run).
+        #[arg(long, value_delimiter = ',')]
+        paths: Option<Vec<String>>,
     },
     /// Redraw the tick-to-trade-against-gap plot of a results folder from its summary.csv.
     Replot {
@@ -233,13 +237,19 @@ pub fn run(a: &LabArgs) -> Result<()> {
             b,
             clock,
             threshold,
+            paths,
         }) => {
             let clock = match clock.as_str() {
                 "kernel" => lab::compare::Clock::Kernel,
                 "user" => lab::compare::Clock::User,
                 other => anyhow::bail!("--clock {other}: kernel or user"),
             };
-            return lab::compare::run(a, b, clock, *threshold);
+            let paths = match paths.as_deref() {
+                None => None,
+                Some([p, q]) => Some((p.as_str(), q.as_str())),
+                Some(_) => anyhow::bail!("--paths P,Q: two path names"),
+            };
+            return lab::compare::run(a, b, clock, *threshold, paths);
         }
         None => {}
     }
@@ -308,7 +318,7 @@ pub fn run(a: &LabArgs) -> Result<()> {
         }
         println!();
         let threshold = a.fail_slower_than.unwrap_or(f64::INFINITY);
-        lab::compare::run(&base, &dir, lab::compare::Clock::Kernel, threshold)?;
+        lab::compare::run(&base, &dir, lab::compare::Clock::Kernel, threshold, None)?;
     }
     if let Some(name) = &a.save_baseline {
         lab::compare::save_baseline(&env, &dir, name)?;
