@@ -207,6 +207,19 @@ fn print_header() {
     );
 }
 
+/// ` (+0.3 us [+0.3, +0.4])`: median(b) - median(a) with its 95 % percentile-bootstrap
+/// interval (the one `lab compare` gives); empty when either side has too few samples.
+fn p50_difference(a: &[u64], b: &[u64]) -> String {
+    if a.len() < 2 || b.len() < 2 {
+        return String::new();
+    }
+    let (lo, hi) = crate::compare::bootstrap_ci(a, b, 2000, 0x5eed);
+    format!(
+        " ({:+.1} us [{lo:+.1}, {hi:+.1}])",
+        pct(b, 0.5) - pct(a, 0.5)
+    )
+}
+
 /// The runs of one gap, in the order the paths ran.
 fn group_by_gap(results: &[RunResult]) -> Vec<(Option<f64>, Vec<&RunResult>)> {
     let mut groups: Vec<(Option<f64>, Vec<&RunResult>)> = Vec::new();
@@ -265,17 +278,21 @@ fn gap_table<'a>(
         row.write(csv)?;
     }
     if let Some((base, rest)) = rows.split_first().filter(|(_, rest)| !rest.is_empty()) {
-        println!("ratios against {} (same run, same gap):", base.path);
+        println!(
+            "ratios against {} (same run, same gap; kernel p50 also as the difference of medians with its 95 % bootstrap interval, as `lab compare --paths`):",
+            base.path
+        );
         let b = base.key_figures();
         for row in rest {
             let c = row.key_figures();
             println!(
-                "  {}/{}: user p50 x{:.2}, p99 x{:.2}; kernel p50 x{:.2}, p99 x{:.2}",
+                "  {}/{}: user p50 x{:.2}, p99 x{:.2}; kernel p50 x{:.2}{}, p99 x{:.2}",
                 row.path,
                 base.path,
                 c[0] / b[0],
                 c[1] / b[1],
                 c[2] / b[2],
+                p50_difference(&base.kernel, &row.kernel),
                 c[3] / b[3]
             );
         }
@@ -518,4 +535,28 @@ pub fn replot_gap(dir: &Path) -> Result<()> {
     crate::plot::against_gap(&dir.join("t2t_vs_gap.svg"), &out)?;
     println!("wrote {}", dir.join("t2t_vs_gap.svg").display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::p50_difference;
+
+    fn spread(base_ns: u64, n: u64) -> Vec<u64> {
+        // A deterministic spread of 0..2 us around the base, sorted.
+        let mut v: Vec<u64> = (0..n).map(|i| base_ns + (i * 7919) % 2_000).collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn the_p50_difference_states_its_interval() {
+        let a = spread(4_000, 500);
+        let same = p50_difference(&a, &a);
+        assert!(same.starts_with(" (+0.0 us ["), "{same}");
+        let later = p50_difference(&a, &spread(14_000, 500));
+        assert!(later.starts_with(" (+10.0 us [+"), "{later}");
+        let earlier = p50_difference(&spread(14_000, 500), &a);
+        assert!(earlier.starts_with(" (-10.0 us [-"), "{earlier}");
+        assert_eq!(p50_difference(&a[..1], &a), "", "too few samples: nothing claimed");
+    }
 }
