@@ -557,6 +557,10 @@ mod tests {
         assert!(later.starts_with(" (+10.0 us [+"), "{later}");
         let earlier = p50_difference(&spread(14_000, 500), &a);
         assert!(earlier.starts_with(" (-10.0 us [-"), "{earlier}");
-        assert_eq!(p50_difference(&a[..1], &a), "", "too few samples: nothing claimed");
+        assert_eq!(
+            p50_difference(&a[..1], &a),
+            "",
+            "too few samples: nothing claimed"
+        );
     }
 }
