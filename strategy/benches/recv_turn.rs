@@ -35,6 +35,8 @@ use std::os::fd::AsRawFd;
 use criterion::{criterion_group, criterion_main, Criterion};
 use io_uring::{opcode, types, IoUring};
 
+mod common;
+
 const BUF: usize = 2048;
 const UD: u64 = 0x42;
 
@@ -55,16 +57,8 @@ impl Inline {
     }
 
     fn with(sock: &impl AsRawFd, register_ring: bool, read_fixed: bool) -> Self {
-        let ring = IoUring::builder()
-            .setup_single_issuer()
-            .setup_defer_taskrun()
-            .setup_taskrun_flag()
-            .build(64)
-            .expect("io_uring with DEFER_TASKRUN (Linux 6.1+)");
-        ring.submitter()
-            .register_files(&[sock.as_raw_fd()])
-            .expect("register file");
-        let reg = register_ring.then(|| register_ring_fd(&ring));
+        let ring = common::defer_ring_unregistered(sock);
+        let reg = register_ring.then(|| common::register_ring_fd(&ring));
         let mut buf = Box::new([0u8; BUF]);
         if read_fixed {
             let iov = libc::iovec {
@@ -105,7 +99,7 @@ impl Inline {
         // the completion is taken in this same call: the recv completes during the enter.
         unsafe { self.ring.submission().push(&e) }.expect("sq room");
         match self.reg {
-            Some(idx) => enter_registered(idx, flags),
+            Some(idx) => common::enter_registered(idx, 1, flags),
             None => {
                 // SAFETY: as above; one entry, no wait, no argument.
                 unsafe {
@@ -129,7 +123,7 @@ impl Inline {
         // SAFETY: `msg` outlives the call and the send completes during the enter.
         unsafe { self.ring.submission().push(&e) }.expect("sq room");
         let idx = self.reg.expect("send variants use the registered ring");
-        enter_registered(idx, flags);
+        common::enter_registered(idx, 1, flags);
         self.completed()
     }
 
@@ -141,54 +135,6 @@ impl Inline {
             .expect("the request completed inline");
         c.result()
     }
-}
-
-fn enter_registered(idx: u32, flags: u32) {
-    const IORING_ENTER_REGISTERED_RING: libc::c_long = 1 << 4;
-    // SAFETY: io_uring_enter on a registered ring index, one prepared entry whose buffer
-    // outlives the call, no wait, no argument.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_io_uring_enter,
-            libc::c_long::from(idx),
-            1 as libc::c_long,
-            0 as libc::c_long,
-            IORING_ENTER_REGISTERED_RING | libc::c_long::from(flags),
-            std::ptr::null::<libc::c_void>(),
-            0 as libc::c_long,
-        )
-    };
-    assert!(rc >= 0, "enter: {}", std::io::Error::last_os_error());
-}
-
-fn register_ring_fd(ring: &IoUring) -> u32 {
-    #[repr(C)]
-    struct RsrcUpdate {
-        offset: u32,
-        resv: u32,
-        data: u64,
-    }
-    let mut up = RsrcUpdate {
-        offset: u32::MAX,
-        resv: 0,
-        data: ring.as_raw_fd() as u64,
-    };
-    // SAFETY: IORING_REGISTER_RING_FDS (20) with one update living across the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_io_uring_register,
-            libc::c_long::from(ring.as_raw_fd()),
-            20 as libc::c_long,
-            &mut up as *mut RsrcUpdate,
-            1 as libc::c_long,
-        )
-    };
-    assert!(
-        rc >= 0,
-        "register ring fd: {}",
-        std::io::Error::last_os_error()
-    );
-    up.offset
 }
 
 fn recvfrom(sock: &UdpSocket, buf: &mut [u8]) -> isize {
