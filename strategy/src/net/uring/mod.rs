@@ -63,6 +63,9 @@ const UD_SEND: u64 = 4 << 32;
 const UD_WARM: u64 = 5 << 32;
 const UD_MASK: u64 = 0xFFFF_FFFF << 32;
 
+/// io_uring_enter: also run the ring's pending work and reap completions.
+const IORING_ENTER_GETEVENTS: u32 = 1;
+
 mod bufring;
 mod setup;
 
@@ -99,10 +102,9 @@ struct Ring {
     unsubmitted: usize,
     /// Completions taken from the ring, in order, not handled yet (preallocated).
     cqes: VecDeque<Cqe>,
+    /// The multishot RECV is armed; with the inline receive
+    /// (`report.features.inline_recv`), this turn's RECV has not completed yet.
     recv_armed: bool,
-    /// Market data is received inline ([`UringOptions::inline_recv`]); `recv_armed` then
-    /// means that turn's RECV has not completed yet.
-    inline_recv: bool,
     send_zc: bool,
     hung_up: bool,
     report: UringReport,
@@ -229,7 +231,6 @@ impl Ring {
     /// without it (GETEVENTS costs 7-15 ns an enter in the `recv_turn` bench).
     #[inline]
     fn submit(&mut self) -> io::Result<()> {
-        const IORING_ENTER_GETEVENTS: u32 = 1;
         let Some(idx) = self.reg_ring else {
             self.ring.submit()?;
             return Ok(());
@@ -244,7 +245,6 @@ impl Ring {
     /// one `io_uring_enter`.
     #[inline]
     fn enter_getevents(&mut self) -> io::Result<()> {
-        const IORING_ENTER_GETEVENTS: u32 = 1;
         self.enter(IORING_ENTER_GETEVENTS)
     }
 
@@ -524,7 +524,7 @@ impl NetPath for UringPath {
         let (Some(r), Some(tx)) = (&mut self.ring, &mut self.tx) else {
             return Ok(Status::Disconnected);
         };
-        if r.inline_recv {
+        if r.report.features.inline_recv {
             r.recv_inline()?;
         } else {
             r.run_task_work()?;
@@ -538,7 +538,7 @@ impl NetPath for UringPath {
                 break;
             };
             match c.user_data & UD_MASK {
-                UD_RECV if r.inline_recv => {
+                UD_RECV if r.report.features.inline_recv => {
                     r.recv_armed = false;
                     if c.result == -libc::EAGAIN {
                         continue; // nothing queued this turn
@@ -585,7 +585,7 @@ impl NetPath for UringPath {
         if r.hung_up {
             return Ok(Status::Disconnected);
         }
-        if !r.recv_armed && !r.inline_recv {
+        if !r.recv_armed && !r.report.features.inline_recv {
             r.arm_recv()?;
         }
         if status == Status::Idle && r.report.features.send_syscall {

@@ -239,8 +239,11 @@ impl UringPath {
                 )),
             }
         }
-        let bufs = vec![0u8; BUF_SIZE * usize::from(BUF_COUNT)].into_boxed_slice();
         let inline = self.cfg.uring.inline_recv && self.cfg.sqpoll_idle_ms.is_none();
+        // The inline receive needs one buffer, never handed to the kernel; the multishot
+        // receive a group of them.
+        let provided = if inline { 0 } else { BUF_COUNT };
+        let bufs = vec![0u8; BUF_SIZE * usize::from(provided.max(1))].into_boxed_slice();
         if self.cfg.uring.inline_recv && !inline {
             fallbacks.push(
                 "inline receive: with SQPOLL the kernel thread submits, not the loop's enter: multishot"
@@ -262,8 +265,6 @@ impl UringPath {
         };
         features.buf_ring = bufring.is_some();
         features.inline_recv = inline;
-        // Inline receive uses the first buffer of the area, never handed to the kernel.
-        let provided = if inline { 0 } else { BUF_COUNT };
         let slots = Box::new([[0u8; ORDER_LEN]; SLOTS]);
         if self.cfg.uring.fixed_bufs {
             if send_zc {
@@ -320,7 +321,6 @@ impl UringPath {
             unsubmitted: 0,
             cqes: VecDeque::with_capacity(CQE_BACKLOG),
             recv_armed: false,
-            inline_recv: inline,
             send_zc,
             hung_up: false,
             report: UringReport {
