@@ -10,14 +10,18 @@ use mdfile::orders::read_rows;
 use anyhow::{bail, Context, Result};
 
 use crate::stats::{median_ci_half_width, pct};
-use crate::{Env, LabConfig};
+use crate::{Env, LabConfig, PathSpec};
 
 /// Delays injected by `--calibrate`, ns.
 const CAL_DELAYS: [u64; 3] = [0, 10_000, 50_000];
 
 /// `lab --calibrate`.
 pub fn run(env: &Env, a: &LabConfig) -> Result<()> {
-    let path = a.paths.first().cloned().unwrap_or_else(|| "kernel".into());
+    let path = a
+        .paths
+        .first()
+        .cloned()
+        .unwrap_or_else(|| PathSpec::bare(strategy::net::NetKind::Kernel));
     let md = env.data_dir().join("md-calibrate.csv.gz");
     if !md.exists() {
         let cfg = mdfile::mdgen::GenConfig {
@@ -42,12 +46,12 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<()> {
         ..a.clone()
     };
     crate::netns::run(env, &args)?;
-    let tag = format!("{path}-1");
+    let tag = crate::key::RunKey::new(path.clone(), 1).tag();
     let samples = samples_by_delay(
         &dir.join(format!("{tag}.exchange.csv")),
         &dir.join(format!("{tag}.strategy-orders.csv")),
     )?;
-    verdict(&path, &dir, samples)
+    verdict(&path.to_string(), &dir, samples)
 }
 
 /// `[clock][delay index] -> sorted samples (ns)`: the exchange's tick-to-trade of each order,

@@ -21,6 +21,7 @@ use mdfile::orders::read_rows;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::key::RunKey;
 use crate::stats::pct;
 use crate::WARMUP_ORDERS;
 
@@ -70,8 +71,11 @@ pub fn load(dir: &Path, clock: Clock) -> Result<BTreeMap<String, Vec<u64>>> {
         let Some(tag) = name.strip_suffix(".exchange.csv") else {
             continue;
         };
-        // `<gap>-<path>-<run>` or `<path>-<run>`: the run number goes.
-        let key = tag.rsplit_once('-').map_or(tag, |(k, _)| k).to_owned();
+        // A run's tag: the key is its series (the run number goes).
+        let Ok(run) = RunKey::from_tag(tag) else {
+            continue;
+        };
+        let key = run.series();
         let (_, rows) = read_rows(&e.path())?;
         let samples = rows.iter().skip(WARMUP_ORDERS).filter_map(|r| {
             let t = r.timing?;
@@ -88,17 +92,9 @@ pub fn load(dir: &Path, clock: Clock) -> Result<BTreeMap<String, Vec<u64>>> {
     Ok(out)
 }
 
-/// A key's gap and path: `1ms-xdp-tx` is (`Some("1ms")`, `xdp-tx`), `kernel` is (`None`,
-/// `kernel`). A gap starts with a digit, a path name never does.
-pub fn split_key(key: &str) -> (Option<&str>, &str) {
-    match key.split_once('-') {
-        Some((gap, path)) if gap.starts_with(|c: char| c.is_ascii_digit()) => (Some(gap), path),
-        _ => (None, key),
-    }
-}
-
-/// `path`'s samples of `m`, each under the key `[gap-]label` (so two paths compare gap by
-/// gap under one label).
+/// `path`'s samples of `m` (keys are run series, [`RunKey::series`]; `path` is a run's
+/// label, `xdp-tx` or `xdp/nogro`), each under the key `[gap-]label` (so two paths compare
+/// gap by gap under one label).
 pub fn select(
     m: &BTreeMap<String, Vec<u64>>,
     path: &str,
@@ -106,10 +102,13 @@ pub fn select(
 ) -> BTreeMap<String, Vec<u64>> {
     m.iter()
         .filter_map(|(k, v)| {
-            let (gap, p) = split_key(k);
-            (p == path).then(|| {
-                let key = gap.map_or_else(|| label.to_owned(), |g| format!("{g}-{label}"));
-                (key, v.clone())
+            let key = RunKey::from_series(k)?;
+            (key.label() == path).then(|| {
+                let out = key.gap.map_or_else(
+                    || label.to_owned(),
+                    |g| format!("{}-{label}", crate::data::gap_label(g)),
+                );
+                (out, v.clone())
             })
         })
         .collect()
@@ -368,13 +367,16 @@ mod tests {
 
     #[test]
     fn keys_split_into_gap_and_path_even_when_the_path_has_a_dash() {
-        assert_eq!(split_key("1ms-xdp-tx"), (Some("1ms"), "xdp-tx"));
-        assert_eq!(
-            split_key("100ms-uring+defer"),
-            (Some("100ms"), "uring+defer")
-        );
-        assert_eq!(split_key("xdp-tx"), (None, "xdp-tx"));
-        assert_eq!(split_key("kernel"), (None, "kernel"));
+        let m = BTreeMap::from([
+            ("1ms-xdp-tx".to_owned(), vec![1]),
+            ("100ms-uring+defer".to_owned(), vec![2]),
+            ("xdp-tx".to_owned(), vec![3]),
+            ("xdp".to_owned(), vec![4]),
+        ]);
+        let s = select(&m, "xdp-tx", "L");
+        assert_eq!(s.keys().collect::<Vec<_>>(), ["1ms-L", "L"]);
+        assert_eq!(select(&m, "xdp", "L")["L"], [4]);
+        assert_eq!(select(&m, "uring+defer", "L")["100ms-L"], [2]);
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod data;
 pub mod floor;
 pub mod html;
 pub mod hugepages;
+pub mod key;
 pub mod leftovers;
 pub mod netns;
 pub mod oracle;
@@ -42,6 +43,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use serde::Serialize;
+use strategy::net::NetKind;
 
 /// Where the lab finds the binaries and keeps its files.
 #[derive(Debug, Clone)]
@@ -80,9 +82,8 @@ impl Env {
 /// An experiment's settings.
 #[derive(Debug, Clone)]
 pub struct LabConfig {
-    /// Network paths to compare, in order (kernel, uring, xdp, packet, xdp-tx; variants:
-    /// [`variant_flags`]); ratios are against the first.
-    pub paths: Vec<String>,
+    /// Network paths to compare, in order; ratios are against the first.
+    pub paths: Vec<PathSpec>,
     /// Repetitions per path.
     pub runs: u32,
     /// Market-data file (None: the generated default).
@@ -117,9 +118,14 @@ pub struct LabConfig {
 impl Default for LabConfig {
     fn default() -> Self {
         Self {
-            paths: ["kernel", "uring", "xdp", "packet"]
-                .map(str::to_owned)
-                .to_vec(),
+            paths: [
+                NetKind::Kernel,
+                NetKind::Uring,
+                NetKind::Xdp,
+                NetKind::Packet,
+            ]
+            .map(PathSpec::bare)
+            .to_vec(),
             runs: 1,
             md_file: None,
             pace: "rate:5000".into(),
@@ -137,129 +143,15 @@ impl Default for LabConfig {
     }
 }
 
-/// The network paths a lab run knows.
-pub const NETS: [&str; 5] = ["kernel", "uring", "xdp", "packet", "xdp-tx"];
+pub use strategy::spec::PathSpec;
 
-/// The network path of a lab path name: `kernel`, or `kernel+zc` (a variant).
-pub fn net_of(path: &str) -> &str {
-    path.split('+').next().unwrap_or(path)
-}
-
-/// The variants of a lab path name, in order: `["defer", "warm"]` for `uring+defer+warm`.
-pub fn variants_of(path: &str) -> impl Iterator<Item = &str> {
-    path.split('+').skip(1)
-}
-
-fn has_variant(path: &str, v: &str) -> bool {
-    variants_of(path).any(|x| x == v)
-}
-
-/// Warming variants and what they warm (`strategy run --warm`).
-const WARM_VARIANTS: [(&str, &str); 4] = [
-    ("warm", "all"),
-    ("warmcode", "code"),
-    ("warmtx", "tx"),
-    ("hb", "heartbeat"),
-];
-
-/// Variants of one path only, with the strategy flags each adds: `kernel+zc`
-/// MSG_ZEROCOPY, `uring+zc` SEND_ZC, `uring+sqpoll` SQPOLL (100 ms idle), `uring+defer`
-/// SINGLE_ISSUER + DEFER_TASKRUN, `uring+coop` COOP_TASKRUN, `uring+napi` NAPI busy polling
-/// on the ring (50 us), `xdp+huge` the UMEM on huge pages, `kernel+tos` / `uring+tos` the
-/// order connection's IP_TOS at 0x10 (low delay), `+prio` its SO_PRIORITY at 6,
-/// `kernel+busypoll` SO_BUSY_POLL 50 us on the market-data socket, `kernel+preferbp` that
-/// with SO_PREFER_BUSY_POLL (budget 8), `uring+provideops` receive buffers given back with
-/// PROVIDE_BUFFERS instead of the provided-buffer ring, `uring+zcfixed` SEND_ZC from the
-/// order slots registered as a fixed buffer, `uring+regring` enters through the registered
-/// ring fd, `uring+inline` receives with one MSG_DONTWAIT RECV per turn, `uring+syssend`
-/// sends orders with send(2) instead of through the ring (prices the ring's SEND).
-const PATH_VARIANTS: [(&str, &str, &[&str]); 18] = [
-    ("kernel", "busypoll", &["--busy-poll", "50"]),
-    (
-        "kernel",
-        "preferbp",
-        &["--busy-poll", "50", "--prefer-busy-poll", "8"],
-    ),
-    ("kernel", "zc", &["--msg-zerocopy"]),
-    ("kernel", "tos", &["--ip-tos", "16"]),
-    ("kernel", "prio", &["--so-priority", "6"]),
-    ("uring", "tos", &["--ip-tos", "16"]),
-    ("uring", "prio", &["--so-priority", "6"]),
-    ("uring", "zc", &["--send-zc"]),
-    ("uring", "sqpoll", &["--sqpoll", "100"]),
-    ("uring", "defer", &["--uring-defer"]),
-    ("uring", "coop", &["--uring-coop"]),
-    ("uring", "napi", &["--uring-napi", "50"]),
-    ("uring", "provideops", &["--uring-provide-ops"]),
-    ("uring", "zcfixed", &["--send-zc", "--uring-fixed-bufs"]),
-    ("uring", "regring", &["--uring-reg-ring"]),
-    ("uring", "inline", &["--uring-inline-recv"]),
-    ("uring", "syssend", &["--uring-send-syscall"]),
-    ("xdp", "huge", &["--hugepages"]),
-];
-
-/// Strategy flags of a path name's variants (several may be combined:
-/// `uring+defer+warm`): see `PATH_VARIANTS`; `+warm` warms everything the path has every
-/// `warm_every`, `+warmcode`, `+warmtx` and `+hb` one part each (strategy::net::warm).
-pub fn variant_flags(path: &str, warm_every: std::time::Duration) -> Vec<String> {
-    let net = net_of(path);
-    let mut flags = Vec::new();
-    for v in variants_of(path) {
-        if let Some((_, _, f)) = PATH_VARIANTS
-            .iter()
-            .find(|(n, pv, _)| *n == net && *pv == v)
-        {
-            flags.extend(f.iter().map(|x| (*x).to_owned()));
-        }
-        if let Some((_, modes)) = WARM_VARIANTS.iter().find(|(w, _)| *w == v) {
-            flags.extend([
-                "--warm-every".to_owned(),
-                format!("{}ns", warm_every.as_nanos()),
-                "--warm".to_owned(),
-                (*modes).to_owned(),
-            ]);
-        }
-    }
-    flags
-}
-
-/// Does this variant put the AF_XDP UMEM on huge pages (the lab reserves them)?
-pub fn uses_hugepages(path: &str) -> bool {
-    has_variant(path, "huge")
-}
-
-/// Does this variant send heartbeats (the exchange must then accept them)?
-pub fn sends_heartbeats(path: &str) -> bool {
-    has_variant(path, "warm") || has_variant(path, "hb")
-}
-
-/// Checks the path names.
-pub fn check_paths(paths: &[String]) -> Result<()> {
-    for p in paths {
-        let net = net_of(p);
-        let mut warm = 0;
-        let variants_ok = variants_of(p).all(|v| {
-            let is_warm = WARM_VARIANTS.iter().any(|(w, _)| *w == v);
-            warm += usize::from(is_warm);
-            is_warm || PATH_VARIANTS.iter().any(|(n, pv, _)| *n == net && *pv == v)
-        });
-        if !NETS.contains(&net) || !variants_ok || warm > 1 {
-            bail!(
-                "unknown path `{p}` (available: {}; variants kernel+zc, uring+zc, uring+sqpoll, \
-                 uring+defer, uring+coop, uring+napi, uring+provideops, uring+zcfixed, uring+regring, uring+inline, uring+syssend, xdp+huge, kernel|uring+tos, kernel|uring+prio, \
-                 kernel+busypoll, kernel+preferbp, \
-                 and on every path one of +warm, \
-                 +warmcode, +warmtx, +hb; combine with `+`, e.g. uring+defer+warm)",
-                NETS.join(", ")
-            );
-        }
-    }
-    Ok(())
+/// Parses `--paths` (`kernel,uring+defer+inline,xdp-tx`), with the reason a spec is refused.
+pub fn parse_paths(s: &str) -> Result<Vec<PathSpec>> {
+    Ok(strategy::spec::parse_list(s)?)
 }
 
 /// Makes sure of the market-data file and the results folder.
 pub fn prepare(env: &Env, a: &LabConfig, prefix: &str) -> Result<(PathBuf, PathBuf)> {
-    check_paths(&a.paths)?;
     let md_file = match &a.md_file {
         Some(f) => f.clone(),
         None => data::ensure_md_file(&data::default_md_file(env), false)?,
@@ -297,7 +189,9 @@ pub struct StageMedians {
 /// One run's outcome.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunResult {
-    /// Path.
+    /// Which run.
+    pub key: key::RunKey,
+    /// What the tables group it by ([`key::RunKey::label`]).
     pub path: String,
     /// The gap between orders the file was made for (`--order-gap`), ms.
     pub gap_ms: Option<f64>,
@@ -305,8 +199,6 @@ pub struct RunResult {
     pub measured_gap_ms: f64,
     /// The strategy's stages.
     pub stages: StageMedians,
-    /// Repetition.
-    pub run: u32,
     /// Orders the oracle expects.
     pub orders_expected: usize,
     /// Orders the exchange accepted.
@@ -334,7 +226,7 @@ pub fn check(dir: &Path, results: &[RunResult]) -> Result<()> {
     let bad: Vec<String> = results
         .iter()
         .filter(|r| !r.orders_match)
-        .map(|r| format!("{} run {}", r.path, r.run))
+        .map(|r| r.key.to_string())
         .collect();
     if !bad.is_empty() {
         bail!(
@@ -359,54 +251,4 @@ pub fn stop_flag() -> Result<&'static std::sync::atomic::AtomicBool> {
         .clone()
         .map_err(|e| anyhow::anyhow!("Ctrl-C handler: {e}"))?;
     Ok(&STOP)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn path_names_and_variants() {
-        assert_eq!(net_of("uring+sqpoll"), "uring");
-        let us100 = std::time::Duration::from_micros(100);
-        assert_eq!(variant_flags("kernel+zc", us100), ["--msg-zerocopy"]);
-        assert!(variant_flags("xdp", us100).is_empty());
-        assert_eq!(
-            variant_flags("xdp+warm", us100),
-            ["--warm-every", "100000ns", "--warm", "all"]
-        );
-        assert_eq!(variant_flags("packet+warmtx", us100)[3], "tx");
-        assert!(sends_heartbeats("uring+hb") && sends_heartbeats("kernel+warm"));
-        assert!(!sends_heartbeats("kernel+warmcode") && !sends_heartbeats("kernel"));
-        assert!(check_paths(&["kernel+zc".into(), "xdp+warm".into(), "packet+hb".into()]).is_ok());
-        assert!(check_paths(&["kernel+warp".into()]).is_err());
-        assert!(check_paths(&["xdp+zc".into()]).is_err());
-        assert!(check_paths(&["xdp+huge".into()]).is_ok());
-        assert!(check_paths(&["kernel+tos".into(), "uring+prio+warm".into()]).is_ok());
-        assert!(
-            check_paths(&["xdp+tos".into()]).is_err(),
-            "smoltcp's connection is unmarked"
-        );
-        assert_eq!(variant_flags("kernel+tos", us100), ["--ip-tos", "16"]);
-        assert!(check_paths(&["xdp-tx".into(), "xdp-tx+warm".into()]).is_ok());
-        assert!(check_paths(&["kernel+huge".into()]).is_err());
-        assert_eq!(variant_flags("xdp+huge", us100), ["--hugepages"]);
-        assert!(check_paths(&["uring+defer+warm".into(), "uring+napi".into()]).is_ok());
-        assert!(
-            check_paths(&["uring+warm+hb".into()]).is_err(),
-            "one warming at a time"
-        );
-        assert!(check_paths(&["kernel+defer".into()]).is_err());
-        assert_eq!(
-            variant_flags("uring+defer+hb", us100),
-            [
-                "--uring-defer",
-                "--warm-every",
-                "100000ns",
-                "--warm",
-                "heartbeat"
-            ]
-        );
-        assert!(check_paths(&["dpdk".into()]).is_err());
-    }
 }

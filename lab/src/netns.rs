@@ -20,11 +20,12 @@ use netlab::VethLab;
 use proto::order::OrderRepr;
 use strategy::engine::EngineConfig;
 
+use crate::key::RunKey;
 use crate::oracle::received_vs_oracle;
 use crate::process::Proc;
 use crate::stats::pct;
 use crate::{capture, data};
-use crate::{net_of, variant_flags, Env, LabConfig, RunResult};
+use crate::{Env, LabConfig, PathSpec, RunResult};
 
 /// One file of an experiment: its gap (None: the file's own) and its oracle.
 struct Step {
@@ -80,12 +81,11 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<PathBuf> {
     if !netlab::is_root() {
         bail!("the lab creates network namespaces: run it as root");
     }
-    crate::check_paths(&a.paths)?;
     let dir = crate::results_dir(env, a, "")?;
     let stop = crate::stop_flag()?;
     let steps = steps(env, a)?;
     // The UMEM of 4096 x 2 KiB frames is 8 MiB: 4 pages, 16 with room to spare.
-    let _huge = if a.paths.iter().any(|p| crate::uses_hugepages(p)) {
+    let _huge = if a.paths.iter().any(PathSpec::uses_hugepages) {
         Some(crate::hugepages::HugePages::reserve(16)?)
     } else {
         None
@@ -103,7 +103,7 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<PathBuf> {
         }
     );
     write_probe(env, &dir)?;
-    let xdp_pass = a.paths.iter().any(|p| net_of(p) == "xdp-tx");
+    let xdp_pass = a.paths.iter().any(PathSpec::sends_with_xdp_tx);
     if xdp_pass {
         println!(
             "exchange side: a bare XDP_PASS program on {} for every path (a veth delivers its \
@@ -150,7 +150,7 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<PathBuf> {
                     oracle: &step.oracle,
                     stop,
                     gap: step.gap,
-                    heartbeats: a.paths.iter().any(|p| crate::sends_heartbeats(p)),
+                    heartbeats: a.paths.iter().any(PathSpec::sends_heartbeats),
                     xdp_pass,
                 };
                 let r = one_run(&ctx, (path, tune), run)
@@ -213,6 +213,7 @@ pub struct RunCtx<'a> {
 
 impl RunCtx<'_> {
     fn file(&self, tag: &str, suffix: &str) -> PathBuf {
+        // A tag is `RunKey::tag`.
         self.dir.join(format!("{tag}.{suffix}"))
     }
 
@@ -230,17 +231,15 @@ impl RunCtx<'_> {
 /// the kernel counters of both sides, the oracle check.
 fn one_run(
     ctx: &RunCtx<'_>,
-    (path, tune): (&str, Option<&crate::vm::tune::Tune>),
+    (path, tune): (&PathSpec, Option<&crate::vm::tune::Tune>),
     run: u32,
 ) -> Result<RunResult> {
-    let label = match tune {
-        Some(t) => format!("{path}-{}", t.name),
-        None => path.to_owned(),
+    let key = RunKey {
+        gap: ctx.gap,
+        tune: tune.map(|t| t.name.clone()),
+        ..RunKey::new(path.clone(), run)
     };
-    let tag = match ctx.gap {
-        Some(g) => format!("{}-{label}-{run}", data::gap_label(g)),
-        None => format!("{label}-{run}"),
-    };
+    let tag = key.tag();
     let lab = VethLab::new("lab")
         .context("creating namespaces (is iproute2 installed? are you root?)")?;
     let tuned = match tune {
@@ -299,7 +298,7 @@ fn one_run(
         p.interrupt();
     }
     drop(lab);
-    write_counter_deltas(ctx, &tag, (&before, &after), crate::sends_heartbeats(path))?;
+    write_counter_deltas(ctx, &tag, (&before, &after), path.sends_heartbeats())?;
     let summary = read_summaries(&ex_sum)?
         .into_iter()
         .next()
@@ -311,14 +310,11 @@ fn one_run(
     }
     let rx = received_vs_oracle(&ex_csv, ctx.oracle)?;
     Ok(RunResult {
-        path: match tune {
-            Some(t) => format!("{path}/{}", t.name),
-            None => path.to_owned(),
-        },
+        path: key.label(),
         gap_ms: ctx.gap.map(|g| g.as_secs_f64() * 1e3),
         measured_gap_ms: rx.median_gap_ns as f64 / 1e6,
         stages: crate::oracle::stage_medians(&ctx.file(&tag, "strategy-orders.csv"))?,
-        run,
+        key,
         orders_expected: rx.expected,
         orders_received: rx.got,
         orders_match: rx.matches,
@@ -389,7 +385,7 @@ fn spawn_xdp_pass(ctx: &RunCtx<'_>, lab: &VethLab, tag: &str) -> Result<Proc> {
     Ok(p)
 }
 
-fn spawn_strategy(ctx: &RunCtx<'_>, lab: &VethLab, path: &str, tag: &str) -> Result<Proc> {
+fn spawn_strategy(ctx: &RunCtx<'_>, lab: &VethLab, path: &PathSpec, tag: &str) -> Result<Proc> {
     let mut st = ctx.pinned(&lab.strategy, "1");
     st.arg(ctx.env.bin("strategy"))
         .args([
@@ -398,18 +394,16 @@ fn spawn_strategy(ctx: &RunCtx<'_>, lab: &VethLab, path: &str, tag: &str) -> Res
             "10.77.0.1:9012",
             "--iface",
             VethLab::STRATEGY_IF,
-            "--net",
-            net_of(path),
             "--sessions",
             "1",
         ])
-        .args(variant_flags(path, ctx.a.warm_every))
+        .args(path.strategy_args(ctx.a.warm_every))
         .arg("--results")
         .arg(ctx.file(tag, "strategy.jsonl"))
         .arg("--orders-out")
         .arg(ctx.file(tag, "strategy-orders.csv"))
         // AF_PACKET: smoltcp's own address on the link (the kernel must not own it).
-        .args(if net_of(path) == "packet" {
+        .args(if path.needs_own_ip() {
             &["--packet-ip", "10.77.0.3"][..]
         } else {
             &[][..]

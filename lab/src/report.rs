@@ -360,7 +360,7 @@ fn xdp_tx_lines(runs: &[&RunResult]) {
         println!(
             "  {} run {} (XDP mode {mode}): program sent {} of {} orders; left to user space: {} frames not current, {} unparsed, {} raced; mismatched {}; user time per fired order mean {:.2} us, max {:.2} us",
             r.path,
-            r.run,
+            r.key.run,
             n("fired"),
             r.orders_received,
             n("not_current"),

@@ -21,4 +21,5 @@ pub mod privilege;
 pub mod probe;
 pub mod replay;
 pub mod runtime;
+pub mod spec;
 pub mod trigger;

@@ -13,6 +13,7 @@ mod procs;
 use std::time::Duration;
 
 use netlab::VethLab;
+use strategy::net::NetKind;
 
 fn exchange_packets_sent(summary: &std::path::Path) -> u64 {
     let text = std::fs::read_to_string(summary).expect("exchange summary");
@@ -53,9 +54,9 @@ fn every_packet_a_burst_drops_is_counted() {
             "--results",
             results.to_str().expect("utf8"),
         ];
-        match net {
-            "kernel" | "uring" => extra.extend(["--md-rcvbuf", "16384"]),
-            "xdp" => extra.extend(["--frame-count", "256"]),
+        match procs::kind(net) {
+            NetKind::Kernel | NetKind::Uring => extra.extend(["--md-rcvbuf", "16384"]),
+            NetKind::Xdp => extra.extend(["--frame-count", "256"]),
             _ => {}
         }
         let mut st = procs::strategy(&lab.strategy, net, &stlog, &extra);
@@ -67,8 +68,8 @@ fn every_packet_a_burst_drops_is_counted() {
         )));
         let r = &procs::sessions(&results)[0];
         let handled = r["path"]["packets"].as_u64().expect("packets");
-        let drops = match net {
-            "kernel" | "uring" => r["udp_drops"]["rcvbuf_errors"].as_u64(),
+        let drops = match procs::kind(net) {
+            NetKind::Kernel | NetKind::Uring => r["udp_drops"]["rcvbuf_errors"].as_u64(),
             _ => r["path_extra"]["kernel_drops"].as_u64(),
         }
         .expect("a drop counter");
@@ -79,7 +80,7 @@ fn every_packet_a_burst_drops_is_counted() {
             want.len()
         );
         assert!(drops > 0, "{net}: the burst overran the receive side: {r}");
-        if net == "packet" || net == "xdp" {
+        if matches!(procs::kind(net), NetKind::Packet | NetKind::Xdp) {
             // A raw ring's drop count also holds the exchange's TCP segments it dropped (an
             // ACK per order, the handshake, the FIN): at most a few more than the orders.
             let extra = (handled + drops).checked_sub(sent);

@@ -18,6 +18,7 @@ mod procs;
 
 use netlab::{Netns, VethLab};
 use procs::{sessions, skip, Proc};
+use strategy::net::NetKind;
 
 const EXCHANGE: &str = "10.77.0.1:9012";
 const GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 0, 1), 12345);
@@ -57,7 +58,7 @@ fn start_strategy(ns: &Netns, net: &str, results: &Path, log: &Path, extra: &[&s
     .args(extra)
     .stdout(Stdio::null())
     .stderr(std::fs::File::create(log).expect("log"));
-    if net == "packet" {
+    if procs::spec(net).needs_own_ip() {
         c.args(["--packet-ip", "10.77.0.3"]);
     }
     Proc(c.spawn().expect("spawn strategy"))
@@ -212,14 +213,14 @@ fn garbage_and_a_reset_mid_session_then_a_reconnect() {
         );
         let s = sessions(&results);
         assert_eq!(s.len(), 2, "{net}: two sessions reported");
-        if net != "uring" {
+        if procs::kind(net) != NetKind::Uring {
             // (io_uring watches the connection for a hang-up only; the bytes stay unread.)
             assert!(
                 text.contains("the exchange sent bytes on the order connection"),
                 "{net}: the garbage is logged:\n{text}"
             );
         }
-        if net == "xdp" || net == "packet" {
+        if matches!(procs::kind(net), NetKind::Xdp | NetKind::Packet) {
             let n = s[0]["path_extra"]["unexpected_bytes"].as_u64().unwrap_or(0);
             assert!(n >= 4096, "{net}: the garbage drained and counted: {n}");
         }
@@ -365,10 +366,10 @@ fn hostile_frames_are_dropped_and_counted() {
             Some(batches),
             "{net}: the garbage counted malformed"
         );
-        if net == "xdp" || net == "packet" {
+        if matches!(procs::kind(net), NetKind::Xdp | NetKind::Packet) {
             let x = &r["path_extra"];
             assert_eq!(x["malformed_frames"].as_u64(), Some(batches), "{net}: {x}");
-            if net == "packet" {
+            if procs::kind(net) == NetKind::Packet {
                 // (The XDP program passes the foreign ones to the kernel: counted there.)
                 assert_eq!(x["foreign_md"].as_u64(), Some(batches), "{net}: {x}");
             }
@@ -377,7 +378,7 @@ fn hostile_frames_are_dropped_and_counted() {
                 "{net}:\n{text}"
             );
         }
-        if net == "xdp" {
+        if procs::kind(net) == NetKind::Xdp {
             let c = &r["path_extra"]["backend"]["steering"]["foreign_md"];
             assert_eq!(
                 c[1].as_u64(),

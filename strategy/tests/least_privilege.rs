@@ -15,22 +15,23 @@ use std::time::{Duration, Instant};
 
 use hostsys::privilege::Capability;
 use netlab::VethLab;
+use strategy::net::NetKind;
 
 const NOBODY: u32 = 65534;
 
 /// What each path keeps after `--user` (the same lists as `strategy::privilege`, written
 /// out again here): the data plane is opened before the drop and kept across sessions.
 fn kept_by_user(net: &str) -> Vec<Capability> {
-    match net {
-        "xdp" => vec![Capability::CAP_NET_ADMIN],
+    match procs::kind(net) {
+        NetKind::Xdp => vec![Capability::CAP_NET_ADMIN],
         _ => Vec::new(),
     }
 }
 
 /// What the binary's file capabilities give it to run without root at all.
 fn file_caps(net: &str) -> (&'static str, Vec<Capability>) {
-    match net {
-        "xdp" => (
+    match procs::kind(net) {
+        NetKind::Xdp => (
             "cap_net_admin,cap_net_raw,cap_bpf,cap_perfmon,cap_ipc_lock+ep",
             vec![
                 Capability::CAP_NET_ADMIN,
@@ -133,12 +134,12 @@ fn run(dir: &Path, md: &Path, want: &[procs::Order], net: &str, capbin: Option<&
         "the exchange as nobody, no capability"
     );
     let mut args = procs::run_args(net);
-    args.extend(["--reconnect", "--sessions", "2"]);
+    args.extend(["--reconnect", "--sessions", "2"].map(str::to_owned));
     let orders_arg = orders.to_str().expect("utf8").to_owned();
-    args.extend(["--orders-out", &orders_arg]);
+    args.extend(["--orders-out".to_owned(), orders_arg]);
     let cmd = match capbin {
         None => {
-            args.extend(["--user", "nobody"]);
+            args.extend(["--user", "nobody"].map(str::to_owned));
             let mut c = lab.strategy.command(env!("CARGO_BIN_EXE_strategy"));
             c.args(&args);
             c

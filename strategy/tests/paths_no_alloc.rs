@@ -13,7 +13,8 @@ use netlab::VethLab;
 use strategy::engine::{Engine, EngineConfig};
 use strategy::latency::Latency;
 use strategy::net::warm::{WarmConfig, Warmer};
-use strategy::net::{Hot, NetConfig, NetPath, OrderLog, PathStats, Status};
+use strategy::net::{Hot, NetConfig, NetKind, NetPath, OrderLog, PathStats, Status};
+use strategy::spec::{PathSpec, Variant};
 
 #[path = "common/counting.rs"]
 mod counting;
@@ -121,9 +122,10 @@ fn no_path_allocates_in_its_busy_loop() {
         eprintln!("AF_XDP left out: built without the XDP program (cargo xtask build-ebpf)");
     }
     for net in nets {
+        let spec: PathSpec = net.parse().expect("the test's own path name");
         let lab = VethLab::new("nal").expect("lab");
         // xdp-tx: the exchange's veth needs an XDP program to receive XDP_TX frames.
-        let _pass = (net == "xdp-tx").then(|| {
+        let _pass = spec.sends_with_xdp_tx().then(|| {
             lab.exchange
                 .spawn(|| strategy::net::af_xdp::loader::attach_pass("vx0").expect("xdp-pass"))
                 .expect("spawn")
@@ -161,9 +163,9 @@ fn no_path_allocates_in_its_busy_loop() {
             send_zc: false,
             msg_zerocopy: false,
             uring: strategy::net::uring::UringOptions {
-                defer_taskrun: net.contains("+defer"),
-                inline_recv: net.contains("+inline"),
-                send_syscall: net.contains("+syssend"),
+                defer_taskrun: spec.has(Variant::Defer),
+                inline_recv: spec.has(Variant::Inline),
+                send_syscall: spec.has(Variant::SysSend),
                 ..Default::default()
             },
             marks: Default::default(),
@@ -172,12 +174,10 @@ fn no_path_allocates_in_its_busy_loop() {
         };
         let worker = lab
             .strategy
-            .spawn(move || match net {
-                "kernel" => run_session(strategy::net::kernel::KernelPath::new(cfg)),
-                "uring" | "uring+defer+inline" | "uring+defer+inline+syssend" => {
-                    run_session(strategy::net::uring::UringPath::new(cfg))
-                }
-                "packet" => run_session(strategy::net::af_packet::path(
+            .spawn(move || match spec.kind() {
+                NetKind::Kernel => run_session(strategy::net::kernel::KernelPath::new(cfg)),
+                NetKind::Uring => run_session(strategy::net::uring::UringPath::new(cfg)),
+                NetKind::Packet => run_session(strategy::net::af_packet::path(
                     cfg,
                     strategy::net::af_packet::PacketConfig {
                         iface: "vs0".into(),
@@ -186,7 +186,7 @@ fn no_path_allocates_in_its_busy_loop() {
                         frames: 256,
                     },
                 )),
-                _ => run_session(strategy::net::af_xdp::path(
+                NetKind::Xdp | NetKind::XdpTx => run_session(strategy::net::af_xdp::path(
                     cfg,
                     strategy::net::af_xdp::XdpConfig {
                         iface: "vs0".into(),
@@ -197,7 +197,7 @@ fn no_path_allocates_in_its_busy_loop() {
                         frame_count: 1024,
                         hugepages: false,
                         diag: false,
-                        xdp_tx: net == "xdp-tx",
+                        xdp_tx: spec.sends_with_xdp_tx(),
                     },
                 )),
             })

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use netlab::VethLab;
 use procs::{Order, Proc};
+use strategy::net::NetKind;
 
 const WINDOW: usize = 50;
 const RSS_SLACK_KIB: u64 = 1024;
@@ -187,11 +188,11 @@ fn check_reports(
             return Err(bad("order count"));
         }
         let extra = &r["path_extra"];
-        match net {
-            "xdp" | "packet" if extra["frames_accounted"] != true => {
+        match procs::kind(net) {
+            NetKind::Xdp | NetKind::Packet if extra["frames_accounted"] != true => {
                 return Err(bad("frames not accounted"))
             }
-            "uring" if extra["buffers_in_kernel"] != extra["buffers"] => {
+            NetKind::Uring if extra["buffers_in_kernel"] != extra["buffers"] => {
                 return Err(bad("buffers not returned"))
             }
             _ => {}

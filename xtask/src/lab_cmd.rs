@@ -18,7 +18,7 @@ pub struct LabArgs {
     /// on every path +warm, +warmcode, +warmtx, +hb; the README lists what each does);
     /// ratios are against the first.
     #[arg(long, value_delimiter = ',', default_value = "kernel,uring,xdp,packet")]
-    pub paths: Vec<String>,
+    pub paths: Vec<lab::PathSpec>,
     /// Repetitions per path.
     #[arg(long, default_value_t = 1)]
     pub runs: u32,
@@ -57,18 +57,18 @@ pub struct LabArgs {
     /// Run every path at each of these gaps between orders (e.g. 1ms,10ms,100ms,1s): a file
     /// per gap with its orders exactly that far apart at the `--pace` rate, the ping-pong
     /// floor measured at the same gap, and tick-to-trade against the gap per path.
-    #[arg(long, value_delimiter = ',', value_parser = parse_gap)]
+    #[arg(long, value_delimiter = ',', value_parser = humantime::parse_duration)]
     pub order_gap: Vec<std::time::Duration>,
     /// Orders per gap file (with --order-gap).
     #[arg(long, default_value_t = 100)]
     pub orders_per_gap: u64,
     /// Interval of the warming variants (`+warm`, `+warmcode`, `+warmtx`, `+hb`).
-    #[arg(long, default_value = "100us", value_parser = parse_gap)]
+    #[arg(long, default_value = "100us", value_parser = humantime::parse_duration)]
     pub warm_every: std::time::Duration,
     /// Keep the exchange's own receive path warm too (a loopback heartbeat every D inside the
     /// exchange, for every path of the run; e.g. 100us): separates the strategy's coldness
     /// from the exchange's.
-    #[arg(long, value_parser = parse_gap)]
+    #[arg(long, value_parser = humantime::parse_duration)]
     pub exchange_warm: Option<std::time::Duration>,
     /// Tuning variants of the strategy's veth, each run beside the untuned baseline and read
     /// back: nogro, coalesce0, napidefer, threaded (as `--vm --guest-tune`; busypoll is a
@@ -213,9 +213,8 @@ fn setup_and_build(a: &LabArgs) -> Result<()> {
         ebpf: false,
         vm: a.vm,
     })?;
-    lab::check_paths(&a.paths)?;
     if !a.no_build {
-        if a.paths.iter().any(|p| lab::net_of(p) == "xdp") {
+        if a.paths.iter().any(lab::PathSpec::needs_ebpf) {
             build_ebpf()?;
         }
         cmd(
@@ -344,24 +343,4 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         cmd("cargo", &["build", "--release", "-p", "exchange"])?;
     }
     lab::bench::run(&Env::workspace(), a.rate)
-}
-
-/// A gap: a number and a unit (`us`, `ms`, `s`).
-fn parse_gap(s: &str) -> Result<std::time::Duration, String> {
-    let (num, unit) = s
-        .find(|c: char| c.is_ascii_alphabetic())
-        .map_or((s, "ms"), |i| s.split_at(i));
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid gap `{s}` (e.g. 1ms, 100ms, 1s)"))?;
-    let secs = match unit {
-        "us" => v * 1e-6,
-        "ms" => v * 1e-3,
-        "s" => v,
-        _ => return Err(format!("invalid gap unit in `{s}` (us, ms, s)")),
-    };
-    if !(1e-6..=60.0).contains(&secs) {
-        return Err(format!("gap `{s}` out of range (1us to 60s)"));
-    }
-    Ok(std::time::Duration::from_secs_f64(secs))
 }

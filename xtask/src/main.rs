@@ -54,9 +54,9 @@ struct RunArgs {
     /// Interface the strategy uses (joins the group on it; AF_XDP binds to it).
     #[arg(long)]
     iface: String,
-    /// Network path.
+    /// Network path, with variants as in `lab --paths` (e.g. uring+defer+inline).
     #[arg(long, default_value = "xdp")]
-    net: String,
+    net: lab::PathSpec,
     /// Exchange order-entry address.
     #[arg(long, default_value = "192.168.100.1:9012")]
     exchange: String,
@@ -69,7 +69,11 @@ struct RunArgs {
 /// nothing else switched on (the test command built everything first).
 fn test_lab(paths: &[&str], md_file: Option<PathBuf>, dir: PathBuf, pace: &str) -> LabConfig {
     LabConfig {
-        paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+        paths: paths
+            .iter()
+            .map(|p| p.parse())
+            .collect::<Result<_, _>>()
+            .expect("the test command's own path names"),
         md_file,
         pace: pace.into(),
         results_dir: Some(dir),
@@ -79,7 +83,7 @@ fn test_lab(paths: &[&str], md_file: Option<PathBuf>, dir: PathBuf, pace: &str) 
 }
 
 fn run_strategy(a: &RunArgs) -> Result<()> {
-    if a.net.starts_with("xdp") {
+    if a.net.needs_ebpf() {
         build_ebpf()?;
     }
     cmd("cargo", &["build", "--release", "-p", "strategy"])?;
@@ -89,12 +93,11 @@ fn run_strategy(a: &RunArgs) -> Result<()> {
         "run",
         "--iface",
         &a.iface,
-        "--net",
-        &a.net,
         "--exchange",
         &a.exchange,
         "--reconnect",
     ])
+    .args(a.net.strategy_args(std::time::Duration::from_micros(100)))
     .args(&a.rest);
     println!("+ {} {:?}", bin.display(), c.get_args().collect::<Vec<_>>());
     let st = c.status().context("running the strategy")?;
@@ -277,7 +280,7 @@ fn vm_smoke(env: &Env) -> Result<()> {
     let (dir, results) = lab::vm::run(env, &args, &vm)?;
     lab::report::report(&dir, &results, &[])?;
     lab::check(&dir, &results)?;
-    for r in results.iter().filter(|r| r.path.contains("/xdp")) {
+    for r in results.iter().filter(|r| r.key.path.needs_ebpf()) {
         let mode = r.strategy["path_extra"]["backend"]["xdp_mode"].as_str();
         anyhow::ensure!(
             mode == Some("drv"),
@@ -287,7 +290,7 @@ fn vm_smoke(env: &Env) -> Result<()> {
     }
     let xtx = results
         .iter()
-        .filter(|r| r.path.ends_with("/xdp-tx"))
+        .filter(|r| r.key.path.sends_with_xdp_tx())
         .map(|r| {
             r.strategy["path_extra"]["xdp_tx"]["fired"]
                 .as_u64()
@@ -300,7 +303,7 @@ fn vm_smoke(env: &Env) -> Result<()> {
     // GRO off, and two queue pairs (AF_XDP then binds a socket per queue and the flows the
     // tap spreads over them all arrive: the lab's oracle check covers it).
     let tuned = LabConfig {
-        paths: vec!["xdp".into()],
+        paths: vec!["xdp".parse()?],
         results_dir: Some(dir.join("tuned")),
         ..args.clone()
     };

@@ -27,7 +27,9 @@ use netlab::Netns;
 use proto::order::OrderRepr;
 use strategy::engine::EngineConfig;
 
-use crate::{Env, LabConfig, RunResult};
+use crate::key::RunKey;
+use crate::{Env, LabConfig, PathSpec, RunResult};
+use strategy::net::NetKind;
 
 /// The host's address on the tap (the users' setup).
 pub const HOST_ADDR: &str = "192.168.100.1";
@@ -81,7 +83,7 @@ pub fn run(env: &Env, a: &LabConfig, v: &VmConfig) -> Result<(PathBuf, Vec<RunRe
             other => bail!("--nic {other}: expected virtio, e1000e or igb"),
         }
     }
-    if let Some(p) = a.paths.iter().find(|p| p.contains('+')) {
+    if let Some(p) = a.paths.iter().find(|p| !p.parts().is_empty()) {
         bail!("path variant `{p}`: the VM lab runs the plain paths (kernel, uring, xdp, packet)");
     }
     let (md_file, dir) = crate::prepare(env, a, "vm-")?;
@@ -151,7 +153,7 @@ struct VmRunCtx<'a> {
 /// session, the guest's report from its serial console, the oracle check.
 fn one_vm_run(
     ctx: &VmRunCtx<'_>,
-    (nic, path, tune): (&str, &str, Option<&tune::Tune>),
+    (nic, path, tune): (&str, &PathSpec, Option<&tune::Tune>),
     run: u32,
 ) -> Result<RunResult> {
     let VmRunCtx {
@@ -166,10 +168,12 @@ fn one_vm_run(
         stop,
         ..
     } = *ctx;
-    let tag = match tune {
-        Some(t) => format!("{nic}-{path}-{}-{run}", t.name),
-        None => format!("{nic}-{path}-{run}"),
+    let key = RunKey {
+        nic: Some(nic.to_owned()),
+        tune: tune.map(|t| t.name.clone()),
+        ..RunKey::new(path.clone(), run)
     };
+    let tag = key.tag();
     let ns = Netns::new("vmlab").context("namespace")?;
     // virtio-net native XDP wants queues >= 2 x vCPUs and vectors = 2 * queues + 2 on a
     // multi-queue tap for full-speed XDP_TX; the kernel and io_uring paths get that. The
@@ -183,7 +187,8 @@ fn one_vm_run(
     // (one order at a time: uncontended) (docs/vm.md, docs/xdp-tx.md).
     let queues = 2 * v.smp.max(1);
     let sets_queues = tune.is_some_and(|t| t.apply.contains("ethtool -L"));
-    let mq = nic == "virtio" && (!path.starts_with("xdp") || (path == "xdp" && sets_queues));
+    let mq =
+        nic == "virtio" && (!path.needs_ebpf() || (path.kind() == NetKind::Xdp && sets_queues));
     qemu::host_tap(&ns, mq)?;
     let ex_csv = dir.join(format!("{tag}.exchange.csv"));
     let ex_sum = dir.join(format!("{tag}.exchange.jsonl"));
@@ -296,15 +301,12 @@ fn one_vm_run(
     let mut f = fs::File::create(dir.join(format!("{tag}.strategy.jsonl")))?;
     writeln!(f, "{strat_json}")?;
     Ok(RunResult {
-        path: match tune {
-            Some(t) => format!("{nic}/{path}/{}", t.name),
-            None => format!("{nic}/{path}"),
-        },
+        path: key.label(),
         gap_ms: None,
         measured_gap_ms: rx.median_gap_ns as f64 / 1e6,
         // The guest prints its orders on the serial console, without the stage columns.
         stages: crate::StageMedians::default(),
-        run,
+        key,
         orders_expected: rx.expected,
         orders_received: rx.got,
         orders_match: rx.matches,
@@ -326,7 +328,7 @@ fn between(log: &str, begin: &str, end: &str) -> Option<String> {
 
 /// The guest's NIC: QEMU's `-device` and `-netdev` arguments and the kernel command line
 /// the guest's /init reads (its address, the exchange, the path).
-fn guest_nic(nic: &str, path: &str, mq: bool, queues: u32) -> (String, String, String) {
+fn guest_nic(nic: &str, path: &PathSpec, mq: bool, queues: u32) -> (String, String, String) {
     let device: String = match nic {
         "virtio" if mq => format!(
             "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,mq=on,vectors={}",
@@ -378,7 +380,11 @@ fn interactive(
     (accel, kernel, initrd): (&str, &Path, &Path),
 ) -> Result<()> {
     let nic = v.nic.first().map_or("virtio", String::as_str);
-    let path = a.paths.first().map_or("kernel", String::as_str);
+    let path = a
+        .paths
+        .first()
+        .cloned()
+        .unwrap_or_else(|| PathSpec::bare(NetKind::Kernel));
     let ns = Netns::new("vmlab").context("namespace")?;
     qemu::host_tap(&ns, false)?;
     let log = dir.join("interactive.exchange.log");

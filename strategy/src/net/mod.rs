@@ -37,8 +37,10 @@ pub use hot::{Hot, OrderLog, PathStats, Pending, Sent};
 pub use warm::{WarmRequest, Warmer};
 
 /// Which path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum NetKind {
     /// Non-blocking kernel sockets in a busy loop.
     Kernel,
@@ -71,6 +73,12 @@ impl NetKind {
             Self::XdpTx => "xdp-tx",
             Self::Packet => "packet",
         }
+    }
+}
+
+impl std::fmt::Display for NetKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use mdfile::mdgen::{self, GenConfig};
 use netlab::Netns;
 use strategy::engine::EngineConfig;
+use strategy::net::NetKind;
+use strategy::spec::PathSpec;
 
 /// `(trigger_id, side, price, qty)`.
 pub type Order = (u64, String, i64, u32);
@@ -72,19 +74,27 @@ pub fn exchange(ns: &Netns, md: &Path, csv: &Path, log: &Path, extra: &[&str]) -
     spawn(c, log)
 }
 
-/// `strategy run` on the lab's addresses and `net` (AF_PACKET gets its own address).
-pub fn run_args(net: &str) -> Vec<&str> {
-    let mut a = vec![
-        "run",
-        "--exchange",
-        "10.77.0.1:9012",
-        "--iface",
-        "vs0",
-        "--net",
-        net,
-    ];
-    if net == "packet" {
-        a.extend(["--packet-ip", "10.77.0.3"]);
+/// A path name of a test, typed.
+pub fn spec(net: &str) -> PathSpec {
+    net.parse()
+        .unwrap_or_else(|e| panic!("the test's own path name: {e}"))
+}
+
+/// The kind of a test's path name.
+pub fn kind(net: &str) -> NetKind {
+    spec(net).kind()
+}
+
+/// `strategy run` on the lab's addresses and `net` with its variants' flags (AF_PACKET
+/// gets its own address).
+pub fn run_args(net: &str) -> Vec<String> {
+    let spec = spec(net);
+    let mut a: Vec<String> = ["run", "--exchange", "10.77.0.1:9012", "--iface", "vs0"]
+        .map(str::to_owned)
+        .to_vec();
+    a.extend(spec.strategy_args(Duration::from_micros(100)));
+    if spec.needs_own_ip() {
+        a.extend(["--packet-ip", "10.77.0.3"].map(str::to_owned));
     }
     a
 }
