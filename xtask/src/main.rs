@@ -7,7 +7,6 @@
 //! measures the publisher.
 #![deny(unsafe_code)]
 
-mod lab_cmd;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -15,7 +14,6 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use lab::{Env, LabConfig};
 
 #[derive(Parser)]
 #[command(
@@ -34,12 +32,17 @@ enum Cmd {
     Setup(setup::SetupArgs),
     /// Run the whole test suite: setup, fmt, clippy -D warnings, docs, every test.
     Test(TestArgs),
-    /// Write the default market-data file (cached in target/lab-data/).
-    GenMd(GenMdArgs),
-    /// Run the network-namespace lab: exchange and strategy over veth, paths side by side.
-    Lab(Box<lab_cmd::LabArgs>),
-    /// Benchmark the exchange's publisher: max rate and pacing error.
-    BenchExchange(lab_cmd::BenchArgs),
+    /// Write the default market-data file (cached in target/lab-data/): `lab gen-md`.
+    #[command(disable_help_flag = true)]
+    GenMd(PassArgs),
+    /// Run the lab (network namespaces, or QEMU with --vm): builds the release binaries
+    /// and the XDP program, then runs `target/release/lab` with these arguments
+    /// (`cargo xtask lab --help` lists them).
+    #[command(disable_help_flag = true)]
+    Lab(PassArgs),
+    /// Benchmark the exchange's publisher, max rate and pacing error: `lab bench`.
+    #[command(disable_help_flag = true)]
+    BenchExchange(PassArgs),
     /// Build the XDP program (nightly, build-std, bpf-linker; installs them if missing).
     BuildEbpf,
     /// Build what is needed and run the strategy on an interface (e.g. inside the guest:
@@ -49,14 +52,63 @@ enum Cmd {
     Fuzz(FuzzArgs),
 }
 
+/// Arguments handed to the `lab` binary as they are.
+#[derive(clap::Args)]
+struct PassArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+/// Installs and builds what the lab needs (unless `--no-build`, or only help is asked
+/// and the binary is there), then runs `target/release/lab` with `sub` and the arguments.
+fn lab(sub: &[&str], a: &PassArgs) -> Result<()> {
+    let has = |f: &str| a.args.iter().any(|x| x == f);
+    let bin = root().join("target/release/lab");
+    let help = has("--help") || has("-h");
+    if !(has("--no-build") || (help && bin.exists())) {
+        // The lab links the strategy's library, AF_XDP included: the eBPF set-up (clang,
+        // libelf for xsk-rs's bundled libbpf) and the XDP program come first.
+        build_ebpf()?;
+        if has("--vm") {
+            setup::run(&setup::SetupArgs {
+                ebpf: false,
+                vm: true,
+            })?;
+        }
+        cmd(
+            "cargo",
+            &[
+                "build",
+                "--release",
+                "-p",
+                "lab",
+                "-p",
+                "exchange",
+                "-p",
+                "strategy",
+            ],
+        )?;
+    }
+    let st = Command::new(&bin)
+        .args(sub)
+        .args(&a.args)
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("running {}", bin.display()))?;
+    if !st.success() {
+        bail!("lab exited with {st}");
+    }
+    Ok(())
+}
+
 #[derive(clap::Args)]
 struct RunArgs {
     /// Interface the strategy uses (joins the group on it; AF_XDP binds to it).
     #[arg(long)]
     iface: String,
-    /// Network path, with variants as in `lab --paths` (e.g. uring+defer+inline).
+    /// Network path (`strategy run --net`: kernel, uring, xdp, packet, xdp-tx).
     #[arg(long, default_value = "xdp")]
-    net: lab::PathSpec,
+    net: String,
     /// Exchange order-entry address.
     #[arg(long, default_value = "192.168.100.1:9012")]
     exchange: String,
@@ -65,27 +117,10 @@ struct RunArgs {
     rest: Vec<String>,
 }
 
-/// Lab settings for the test command's own runs: one run, a fixed results folder,
-/// nothing else switched on (the test command built everything first).
-fn test_lab(paths: &[&str], md_file: Option<PathBuf>, dir: PathBuf, pace: &str) -> LabConfig {
-    LabConfig {
-        paths: paths
-            .iter()
-            .map(|p| p.parse())
-            .collect::<Result<_, _>>()
-            .expect("the test command's own path names"),
-        md_file,
-        pace: pace.into(),
-        results_dir: Some(dir),
-        timeout: 300,
-        ..LabConfig::default()
-    }
-}
-
 fn run_strategy(a: &RunArgs) -> Result<()> {
-    if a.net.needs_ebpf() {
-        build_ebpf()?;
-    }
+    // The strategy's build embeds the XDP program when it is there: build it (quick when
+    // it is up to date) whatever the path, so that one binary serves every --net.
+    build_ebpf()?;
     cmd("cargo", &["build", "--release", "-p", "strategy"])?;
     let bin = root().join("target/release/strategy");
     let mut c = Command::new(&bin);
@@ -97,7 +132,7 @@ fn run_strategy(a: &RunArgs) -> Result<()> {
         &a.exchange,
         "--reconnect",
     ])
-    .args(a.net.strategy_args(std::time::Duration::from_micros(100)))
+    .args(["--net", &a.net])
     .args(&a.rest);
     println!("+ {} {:?}", bin.display(), c.get_args().collect::<Vec<_>>());
     let st = c.status().context("running the strategy")?;
@@ -251,110 +286,14 @@ struct TestArgs {
     no_fuzz: bool,
 }
 
-/// The VM tests: one TCG guest per NIC (virtio-net, igb) and path (kernel, xdp, xdp-tx) on
-/// a small file; the lab fails unless the exchange's orders equal the replay oracle, and
-/// this fails unless the XDP paths ran the program in driver (native) mode on both NICs.
-/// Then `xdp` on virtio-net with two tuning variants (GRO off, read back; two queue pairs,
-/// a socket per queue). Bounded by timeouts.
-fn vm_smoke(env: &Env) -> Result<()> {
-    let dir = env.results_root().join("vm-test");
-    let md = dir.join("md-small.csv.gz");
-    let cfg = mdfile::mdgen::GenConfig {
-        target_bytes: 20_000,
-        depth: 40,
-        trigger_every: 60,
-        ..mdfile::mdgen::GenConfig::default()
-    };
-    std::fs::create_dir_all(&dir)?;
-    mdfile::mdgen::generate(&md, &cfg)?;
-    let args = LabConfig {
-        timeout: 120,
-        ..test_lab(&["kernel", "xdp", "xdp-tx"], Some(md), dir, "rate:500")
-    };
-    let vm = lab::vm::VmConfig {
-        accel: "tcg".into(),
-        nic: vec!["virtio".into(), "igb".into()],
-        ..lab::vm::VmConfig::default()
-    };
-    let t0 = std::time::Instant::now();
-    let (dir, results) = lab::vm::run(env, &args, &vm)?;
-    lab::report::report(&dir, &results, &[])?;
-    lab::check(&dir, &results)?;
-    for r in results.iter().filter(|r| r.key.path.needs_ebpf()) {
-        let mode = r.strategy["path_extra"]["backend"]["xdp_mode"].as_str();
-        anyhow::ensure!(
-            mode == Some("drv"),
-            "{}: the XDP program ran in {mode:?} mode, not native (drv)",
-            r.path
-        );
-    }
-    let xtx = results
-        .iter()
-        .filter(|r| r.key.path.sends_with_xdp_tx())
-        .map(|r| {
-            r.strategy["path_extra"]["xdp_tx"]["fired"]
-                .as_u64()
-                .unwrap_or(0)
-        });
-    for fired in xtx {
-        anyhow::ensure!(fired > 0, "xdp-tx in a guest: the program sent no order");
-    }
-    // Tuning variants, applied in the guest, read back and recorded beside their baseline:
-    // GRO off, and two queue pairs (AF_XDP then binds a socket per queue and the flows the
-    // tap spreads over them all arrive: the lab's oracle check covers it).
-    let tuned = LabConfig {
-        paths: vec!["xdp".parse()?],
-        results_dir: Some(dir.join("tuned")),
-        ..args.clone()
-    };
-    let vm = lab::vm::VmConfig {
-        nic: vec!["virtio".into()],
-        tunes: vec!["nogro".into(), "mq=ethtool -L $IF combined 2".into()],
-        ..vm
-    };
-    let (tdir, tres) = lab::vm::run(env, &tuned, &vm)?;
-    lab::check(&tdir, &tres)?;
-    let run = |name: &str| tres.iter().find(|r| r.path == name).context("no tuned run");
-    let back = run("virtio/xdp/nogro")?.strategy["guest_tune"]["readback"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned();
-    anyhow::ensure!(
-        back.contains("generic-receive-offload: off"),
-        "the guest did not read GRO back as off: {back:?}"
-    );
-    let queues = &run("virtio/xdp/mq")?.strategy["path_extra"]["rx_queues"];
-    anyhow::ensure!(
-        queues.as_array().map_or(0, Vec::len) == 2,
-        "two queue pairs: an AF_XDP socket on each, counted: {queues}"
-    );
-    println!("VM tests passed in {:.0} s", t0.elapsed().as_secs_f64());
-    Ok(())
-}
-
-#[derive(clap::Args)]
-struct GenMdArgs {
-    /// Output path (default: target/lab-data/md-default.csv.gz).
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Regenerate even if the cached file exists.
-    #[arg(long)]
-    force: bool,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Setup(a) => setup::run(&a),
         Cmd::Test(a) => test(&a),
-        Cmd::GenMd(a) => {
-            let out = a
-                .out
-                .unwrap_or_else(|| lab::data::default_md_file(&Env::workspace()));
-            lab::data::ensure_md_file(&out, a.force).map(|_| ())
-        }
-        Cmd::Lab(a) => lab_cmd::run(&a),
-        Cmd::BenchExchange(a) => lab_cmd::bench(&a),
+        Cmd::GenMd(a) => lab(&["gen-md"], &a),
+        Cmd::Lab(a) => lab(&[], &a),
+        Cmd::BenchExchange(a) => lab(&["bench"], &a),
         Cmd::Fuzz(a) => fuzz(&a),
         Cmd::BuildEbpf => build_ebpf(),
         Cmd::Run(a) => run_strategy(&a),
@@ -378,143 +317,15 @@ pub fn root() -> PathBuf {
 
 /// Runs a command in the workspace root, failing when it fails.
 pub fn cmd(program: &str, args: &[&str]) -> Result<()> {
-    lab::process::cmd_in(&root(), program, args)
-}
-
-/// The report a person reads, rendered by real renderers: every SVG plot of a results folder
-/// through librsvg (`rsvg-convert`, a PNG each), and `report.html` in headless Chromium (its
-/// DOM after load must hold the tables and the inline plots; a screenshot is kept).
-fn render_check(dir: &std::path::Path) -> Result<()> {
-    setup::apt_install(&[
-        (
-            "librsvg2-bin",
-            "renders the lab's SVG plots in the test command",
-        ),
-        (
-            "chromium",
-            "renders the lab's HTML report in the test command (headless)",
-        ),
-    ])?;
-    let mut svgs = 0;
-    for e in std::fs::read_dir(dir)?.filter_map(Result::ok) {
-        let p = e.path();
-        if p.extension().is_some_and(|x| x == "svg") {
-            let png = p.with_extension("png");
-            cmd(
-                "rsvg-convert",
-                &["-o", &png.to_string_lossy(), &p.to_string_lossy()],
-            )?;
-            let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
-            anyhow::ensure!(
-                size > 5_000,
-                "{} rendered to a near-empty PNG ({size} bytes)",
-                p.display()
-            );
-            svgs += 1;
-        }
+    println!("+ {program} {}", args.join(" "));
+    let st = Command::new(program)
+        .args(args)
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("running {program}"))?;
+    if !st.success() {
+        bail!("`{program} {}` failed ({st})", args.join(" "));
     }
-    anyhow::ensure!(
-        svgs >= 2,
-        "expected the CDF and the gap plot in {}",
-        dir.display()
-    );
-    let html = dir.join("report.html");
-    let url = format!("file://{}", html.display());
-    let shot = dir.join("report.png");
-    let chrome = |extra: &[&str]| -> Result<std::process::Output> {
-        let mut c = Command::new("chromium");
-        c.args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--window-size=1300,2600",
-        ])
-        .args(extra)
-        .arg(&url);
-        c.output().context("running chromium")
-    };
-    let dom = chrome(&["--dump-dom"])?;
-    let dom = String::from_utf8_lossy(&dom.stdout);
-    anyhow::ensure!(
-        dom.contains("Paths side by side") && dom.contains("<svg") && dom.contains("<table"),
-        "chromium's DOM of {} lacks the tables or plots",
-        html.display()
-    );
-    chrome(&[&format!("--screenshot={}", shot.display())])?;
-    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
-    anyhow::ensure!(
-        size > 20_000,
-        "the report's screenshot is near-empty ({size} bytes)"
-    );
-    println!(
-        "render check: {svgs} SVG plots rendered by librsvg; {} rendered by Chromium (screenshot {})",
-        html.display(),
-        shot.display()
-    );
-    Ok(())
-}
-
-/// `lab compare` on real orders: a run against itself shows no difference, and orders sent
-/// with a 10 us injected delay against orders sent without are slower by 10 +/- 1 us
-/// (kernel stamps). Both sets come from the calibration session, which cycles the delays
-/// order by order: two separate runs differ by several us here from the machine alone
-/// (measured: +5.1 us for a 10 us delay in one pair of runs, +9.7 in another), which would
-/// mask what is being checked.
-fn compare_check(env: &Env) -> Result<()> {
-    use lab::compare::{compare, load, Clock, Verdict};
-    let cal = env.results_root().join("calibrate-test");
-    let base = env.results_root().join("compare-test");
-    let _ = std::fs::remove_dir_all(&base);
-    // trigger id -> the delay its order was sent with.
-    let orders = std::fs::read_to_string(cal.join("kernel-1.strategy-orders.csv"))
-        .context("the calibration run's strategy orders")?;
-    let mut delay = std::collections::HashMap::new();
-    for l in orders.lines().skip(1) {
-        let f: Vec<&str> = l.split(',').collect();
-        if let (Some(id), Some(d)) = (f.get(1), f.get(5)) {
-            delay.insert((*id).to_owned(), (*d).to_owned());
-        }
-    }
-    let ex = std::fs::read_to_string(cal.join("kernel-1.exchange.csv"))
-        .context("the calibration run's exchange rows")?;
-    let mut lines = ex.lines();
-    let header = lines.next().unwrap_or_default();
-    for (name, want) in [("plain", "0"), ("delay10", "10000")] {
-        let dir = base.join(name);
-        std::fs::create_dir_all(&dir)?;
-        let mut out = format!("{header}\n");
-        for l in ex.lines().skip(1) {
-            let id = l.split(',').nth(1).unwrap_or_default();
-            if delay.get(id).map(String::as_str) == Some(want) {
-                out.push_str(l);
-                out.push('\n');
-            }
-        }
-        std::fs::write(dir.join("kernel-1.exchange.csv"), out)?;
-    }
-    let (sa, sb) = (
-        load(&base.join("plain"), Clock::Kernel)?,
-        load(&base.join("delay10"), Clock::Kernel)?,
-    );
-    let same = compare(&sa, &sa);
-    anyhow::ensure!(
-        !same.is_empty() && same.iter().all(|r| r.verdict == Verdict::NoDifference),
-        "a run against itself must show no difference"
-    );
-    let rows = compare(&sa, &sb);
-    let r = rows.first().context("no path compared")?;
-    let half = (r.ci_us.1 - r.ci_us.0) / 2.0;
-    println!(
-        "compare check: 10 us injected (same session, interleaved): B - A = {:+.2} us [{:+.2}, {:+.2}], {:?}",
-        r.diff_us, r.ci_us.0, r.ci_us.1, r.verdict
-    );
-    anyhow::ensure!(
-        r.verdict == Verdict::Slower && (r.diff_us - 10.0).abs() <= 1.0 + half,
-        "an injected 10 us delay must compare as slower by 10 +/- 1 us: {:+.2} [{:+.2}, {:+.2}]",
-        r.diff_us,
-        r.ci_us.0,
-        r.ci_us.1
-    );
     Ok(())
 }
 
@@ -555,68 +366,25 @@ fn test(a: &TestArgs) -> Result<()> {
     // every binary first: the strategy's end-to-end tests start the exchange's.
     cmd("cargo", &["build", "--workspace", "--release", "--bins"])?;
     cmd("cargo", &["test", "--workspace", "--release"])?;
-    let env = Env::workspace();
-    // The measurement chain: injected delays must show up as p50 shifts (1 us + 5 %, widened by the medians' 95 % confidence).
-    lab::calibrate::run(
-        &env,
-        &test_lab(
-            &["kernel"],
-            None,
-            env.results_root().join("calibrate-test"),
-            "rate:5000",
+    // The lab end to end (calibration, compare, captures, the gap axis with warming, the
+    // report rendered by librsvg and Chromium; then the VM lab): tests of the lab crate
+    // that need root and the binaries just built, one at a time (they pin CPUs).
+    setup::apt_install(&[
+        (
+            "librsvg2-bin",
+            "renders the lab's SVG plots in the test command",
         ),
-    )?;
-    compare_check(&env)?;
-    // Captures: the analyzer must find on the wire exactly the orders the results list.
-    let pcap_dir = env.results_root().join("pcap-test");
-    let _ = std::fs::remove_dir_all(&pcap_dir);
-    std::fs::create_dir_all(&pcap_dir)?;
-    let small = pcap_dir.join("md-small.csv.gz");
-    mdfile::mdgen::generate(
-        &small,
-        &mdfile::mdgen::GenConfig {
-            target_bytes: 40_000,
-            depth: 60,
-            trigger_every: 80,
-            ..Default::default()
-        },
-    )?;
-    lab::netns::run(
-        &env,
-        &LabConfig {
-            pcap: true,
-            ..test_lab(
-                &["kernel", "xdp"],
-                Some(small),
-                pcap_dir.clone(),
-                "rate:5000",
-            )
-        },
-    )?;
-    lab::capture::run(&pcap_dir)?;
-    // The gap as an axis, and warming: two gaps, a cold and a warmed path; fails unless
-    // every run's orders equal the oracle (heartbeats included, which the exchange must
-    // count apart).
-    lab::netns::run(
-        &env,
-        &LabConfig {
-            order_gaps: vec![
-                std::time::Duration::from_millis(1),
-                std::time::Duration::from_millis(20),
-            ],
-            orders_per_gap: 12,
-            ..test_lab(
-                &["kernel", "xdp+warm"],
-                None,
-                env.results_root().join("gap-test"),
-                "rate:5000",
-            )
-        },
-    )?;
-    render_check(&env.results_root().join("gap-test"))?;
+        (
+            "chromium",
+            "renders the lab's HTML report in the test command (headless)",
+        ),
+    ])?;
+    let mut lab_tests = vec!["test", "--release", "-p", "lab", "--test", "lab_runs"];
     if !a.no_vm {
-        vm_smoke(&env)?;
+        lab_tests.extend(["--test", "vm_lab"]);
     }
+    lab_tests.extend(["--", "--ignored", "--test-threads", "1", "--nocapture"]);
+    cmd("cargo", &lab_tests)?;
     if !a.no_fuzz {
         // Bounded fuzzing of every parser of outside input: 10 s per target.
         let runs = run_fuzz(10)?;

@@ -6,7 +6,6 @@
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use lab::process::output;
 
 /// Which groups to install.
 #[derive(clap::Args, Default)]
@@ -212,7 +211,7 @@ fn debian_mirror() -> String {
 /// comes from it unless asked for), and installs qemu-system-x86 (10.0) and what it needs
 /// from it. Does nothing when this QEMU already has igb.
 fn qemu_with_igb() -> Result<()> {
-    if lab::vm::qemu::qemu_has_device("igb") {
+    if qemu_has_device("igb") {
         return Ok(());
     }
     let os = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
@@ -273,7 +272,7 @@ fn qemu_with_igb() -> Result<()> {
         "bookworm-backports",
         "qemu-system-x86",
     ])?;
-    if !lab::vm::qemu::qemu_has_device("igb") {
+    if !qemu_has_device("igb") {
         bail!("qemu-system-x86 from bookworm-backports installed, but it has no igb device");
     }
     println!(
@@ -303,4 +302,33 @@ pub fn run(a: &SetupArgs) -> Result<()> {
     }
     println!("setup: base requirements present");
     Ok(())
+}
+
+/// Runs a command and returns its stdout, failing with its stderr.
+fn output(program: &str, args: &[&str]) -> Result<String> {
+    let o = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program}"))?;
+    if !o.status.success() {
+        bail!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).trim().to_owned())
+}
+
+/// Does this QEMU emulate `dev` (`-device help` lists it)?
+fn qemu_has_device(dev: &str) -> bool {
+    Command::new("qemu-system-x86_64")
+        .args(["-device", "help"])
+        .output()
+        .map(|o| {
+            let quoted = format!("\"{dev}\"");
+            String::from_utf8_lossy(&o.stdout).contains(&quoted)
+                || String::from_utf8_lossy(&o.stderr).contains(&quoted)
+        })
+        .unwrap_or(false)
 }

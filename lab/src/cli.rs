@@ -1,5 +1,5 @@
-//! `cargo xtask lab` and `cargo xtask bench-exchange`: the flags, mapped to the `lab`
-//! crate's plain settings, with the setup and build the lab needs done first.
+//! The `lab` binary's flags (`cargo xtask lab ...` builds the binaries, then runs it with
+//! the same arguments), mapped to the lab crate's plain settings.
 
 use std::path::PathBuf;
 
@@ -7,10 +7,10 @@ use anyhow::Result;
 use lab::vm::VmConfig;
 use lab::{Env, LabConfig};
 
-use crate::{build_ebpf, cmd, setup};
-
-/// Flags of `cargo xtask lab`.
-#[derive(clap::Args, Clone)]
+/// The namespace lab (and, with `--vm`, the QEMU lab): exchange and strategy, the paths
+/// side by side. `cargo xtask lab` builds what it needs, then runs this with its arguments.
+#[derive(clap::Parser, Clone)]
+#[command(name = "lab")]
 pub struct LabArgs {
     /// Network paths to compare, in order (kernel, uring, xdp, packet, xdp-tx; variants
     /// kernel+zc, +busypoll, +preferbp, uring+zc, +sqpoll, +defer, +coop, +napi,
@@ -33,7 +33,8 @@ pub struct LabArgs {
     /// Results folder (default: `target/lab-results/<timestamp>`).
     #[arg(long)]
     pub results_dir: Option<PathBuf>,
-    /// Do not build the binaries first (use target/release as it is).
+    /// Do not build the binaries first (use target/release as it is; read by `cargo xtask
+    /// lab`, which builds before it runs the lab).
     #[arg(long)]
     pub no_build: bool,
     /// Extra flags for every `strategy run` (e.g. "--busy-poll 50").
@@ -168,6 +169,18 @@ pub enum LabAction {
         /// The results folder (or any folder with a lab summary.csv).
         dir: PathBuf,
     },
+    /// Benchmark the exchange's publisher: max rate and pacing error
+    /// (`cargo xtask bench-exchange`).
+    Bench(BenchArgs),
+    /// Write the default market-data file (cached in target/lab-data/; `cargo xtask gen-md`).
+    GenMd {
+        /// Output path (default: target/lab-data/md-default.csv.gz).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Regenerate even if the cached file exists.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 impl LabArgs {
@@ -207,28 +220,17 @@ impl VmArgs {
     }
 }
 
-/// Installs what the experiment needs and builds the binaries (unless `--no-build`).
-fn setup_and_build(a: &LabArgs) -> Result<()> {
-    setup::run(&setup::SetupArgs {
-        ebpf: false,
-        vm: a.vm,
-    })?;
-    if !a.no_build {
-        if a.paths.iter().any(lab::PathSpec::needs_ebpf) {
-            build_ebpf()?;
-        }
-        cmd(
-            "cargo",
-            &["build", "--release", "-p", "exchange", "-p", "strategy"],
-        )?;
-    }
-    Ok(())
-}
-
-/// `cargo xtask lab ...`.
+/// `lab ...`.
 pub fn run(a: &LabArgs) -> Result<()> {
     let env = Env::workspace();
     match &a.action {
+        Some(LabAction::Bench(b)) => return lab::bench::run(&env, b.rate),
+        Some(LabAction::GenMd { out, force }) => {
+            let out = out
+                .clone()
+                .unwrap_or_else(|| lab::data::default_md_file(&env));
+            return lab::data::ensure_md_file(&out, *force).map(|_| ());
+        }
         Some(LabAction::Analyze { dir }) => return lab::capture::run(dir),
         Some(LabAction::Replot { dir }) => return lab::report::replot_gap(dir),
         Some(LabAction::Compare {
@@ -264,7 +266,6 @@ pub fn run(a: &LabArgs) -> Result<()> {
             swept.join(", ")
         );
     }
-    setup_and_build(a)?;
     let cfg = a.config();
     if a.calibrate {
         return lab::calibrate::run(&env, &cfg);
@@ -325,22 +326,13 @@ pub fn run(a: &LabArgs) -> Result<()> {
     Ok(())
 }
 
-/// Flags of `cargo xtask bench-exchange`.
-#[derive(clap::Args)]
+/// Flags of `lab bench` (`cargo xtask bench-exchange`).
+#[derive(clap::Args, Clone)]
 pub struct BenchArgs {
     /// Rate for the pacing-error measurement (packets/s).
     #[arg(long, default_value_t = 20_000)]
     pub rate: u32,
-    /// Do not build first.
+    /// Do not build first (read by `cargo xtask bench-exchange`).
     #[arg(long)]
     pub no_build: bool,
-}
-
-/// `cargo xtask bench-exchange`.
-pub fn bench(a: &BenchArgs) -> Result<()> {
-    setup::run(&setup::SetupArgs::default())?;
-    if !a.no_build {
-        cmd("cargo", &["build", "--release", "-p", "exchange"])?;
-    }
-    lab::bench::run(&Env::workspace(), a.rate)
 }

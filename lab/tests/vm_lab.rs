@@ -1,0 +1,100 @@
+//! The VM lab end to end under TCG (root, release binaries, the XDP program, QEMU and a
+//! guest kernel: `cargo xtask setup --vm`). Ignored by a plain `cargo test`; `cargo xtask
+//! test` runs it with `--ignored` unless `--no-vm`.
+
+mod common;
+
+use anyhow::{Context, Result};
+use common::test_lab;
+use lab::{Env, LabConfig};
+
+#[test]
+#[ignore = "needs root, QEMU and the release binaries: cargo xtask test runs it"]
+fn guests_on_virtio_and_igb_equal_the_oracle() -> Result<()> {
+    if let Some(why) = common::cannot_run() {
+        eprintln!("skipped: {why}");
+        return Ok(());
+    }
+    vm_smoke(&Env::workspace())
+}
+
+/// The VM tests: one TCG guest per NIC (virtio-net, igb) and path (kernel, xdp, xdp-tx) on
+/// a small file; the lab fails unless the exchange's orders equal the replay oracle, and
+/// this fails unless the XDP paths ran the program in driver (native) mode on both NICs.
+/// Then `xdp` on virtio-net with two tuning variants (GRO off, read back; two queue pairs,
+/// a socket per queue). Bounded by timeouts.
+fn vm_smoke(env: &Env) -> Result<()> {
+    let dir = env.results_root().join("vm-test");
+    let md = dir.join("md-small.csv.gz");
+    let cfg = mdfile::mdgen::GenConfig {
+        target_bytes: 20_000,
+        depth: 40,
+        trigger_every: 60,
+        ..mdfile::mdgen::GenConfig::default()
+    };
+    std::fs::create_dir_all(&dir)?;
+    mdfile::mdgen::generate(&md, &cfg)?;
+    let args = LabConfig {
+        timeout: 120,
+        ..test_lab(&["kernel", "xdp", "xdp-tx"], Some(md), dir, "rate:500")
+    };
+    let vm = lab::vm::VmConfig {
+        accel: "tcg".into(),
+        nic: vec!["virtio".into(), "igb".into()],
+        ..lab::vm::VmConfig::default()
+    };
+    let t0 = std::time::Instant::now();
+    let (dir, results) = lab::vm::run(env, &args, &vm)?;
+    lab::report::report(&dir, &results, &[])?;
+    lab::check(&dir, &results)?;
+    for r in results.iter().filter(|r| r.key.path.needs_ebpf()) {
+        let mode = r.strategy["path_extra"]["backend"]["xdp_mode"].as_str();
+        anyhow::ensure!(
+            mode == Some("drv"),
+            "{}: the XDP program ran in {mode:?} mode, not native (drv)",
+            r.path
+        );
+    }
+    let xtx = results
+        .iter()
+        .filter(|r| r.key.path.sends_with_xdp_tx())
+        .map(|r| {
+            r.strategy["path_extra"]["xdp_tx"]["fired"]
+                .as_u64()
+                .unwrap_or(0)
+        });
+    for fired in xtx {
+        anyhow::ensure!(fired > 0, "xdp-tx in a guest: the program sent no order");
+    }
+    // Tuning variants, applied in the guest, read back and recorded beside their baseline:
+    // GRO off, and two queue pairs (AF_XDP then binds a socket per queue and the flows the
+    // tap spreads over them all arrive: the lab's oracle check covers it).
+    let tuned = LabConfig {
+        paths: vec!["xdp".parse()?],
+        results_dir: Some(dir.join("tuned")),
+        ..args.clone()
+    };
+    let vm = lab::vm::VmConfig {
+        nic: vec!["virtio".into()],
+        tunes: vec!["nogro".into(), "mq=ethtool -L $IF combined 2".into()],
+        ..vm
+    };
+    let (tdir, tres) = lab::vm::run(env, &tuned, &vm)?;
+    lab::check(&tdir, &tres)?;
+    let run = |name: &str| tres.iter().find(|r| r.path == name).context("no tuned run");
+    let back = run("virtio/xdp/nogro")?.strategy["guest_tune"]["readback"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    anyhow::ensure!(
+        back.contains("generic-receive-offload: off"),
+        "the guest did not read GRO back as off: {back:?}"
+    );
+    let queues = &run("virtio/xdp/mq")?.strategy["path_extra"]["rx_queues"];
+    anyhow::ensure!(
+        queues.as_array().map_or(0, Vec::len) == 2,
+        "two queue pairs: an AF_XDP socket on each, counted: {queues}"
+    );
+    println!("VM tests passed in {:.0} s", t0.elapsed().as_secs_f64());
+    Ok(())
+}
