@@ -41,7 +41,7 @@ pub enum PrivilegeError {
 }
 
 /// What [`drop_to_user`] did.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Dropped {
     /// The user now running.
     pub user: String,

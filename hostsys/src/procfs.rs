@@ -2,7 +2,7 @@
 //! resident memory of this process (reports and soak tests).
 
 /// UDP receive-side drop counters from /proc/net/snmp (this network namespace).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UdpCounters {
     /// `InErrors`.
     pub in_errors: u64,
@@ -64,7 +64,7 @@ pub fn rss_kib() -> u64 {
 
 /// This process's open descriptors by kind and its resident memory, taken at the end of a
 /// session (the soak tests compare the first sessions' samples with the last ones').
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProcessSample {
     /// Open descriptors, all kinds.
     pub fds: u32,

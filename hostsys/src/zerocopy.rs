@@ -12,7 +12,7 @@ use crate::errqueue::read_zerocopy_completion;
 use crate::socket::{send_nb, send_zerocopy};
 
 /// MSG_ZEROCOPY counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ZcStats {
     /// Completions received.
     pub completed: u64,

@@ -30,57 +30,58 @@ fn inline_svg(path: &Path) -> Option<String> {
     Some(text[start..].to_owned())
 }
 
-/// The run's `summary.csv` as a table (the oracle check and the kernel-stamp rows marked).
+/// The run's `summary.csv` as a table (the oracle check and the kernel-stamp rows marked;
+/// a figure not measured is a dash).
 fn summary_table(dir: &Path, out: &mut String) -> Result<()> {
-    let text = fs::read_to_string(dir.join("summary.csv"))?;
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
-    let col = |n: &str| header.iter().position(|h| *h == n);
-    let show = [
-        ("gap_ms", "gap ms"),
-        ("path", "path"),
-        ("runs", "runs"),
-        ("orders_expected", "orders"),
-        ("orders_received", "recv"),
-        ("match", "= oracle"),
-        ("packets_lost", "lost"),
-        ("clock", "clock"),
-        ("n", "n"),
-        ("min_us", "min"),
-        ("p50_us", "p50"),
-        ("p90_us", "p90"),
-        ("p99_us", "p99"),
-        ("p999_us", "p99.9"),
-        ("p9999_us", "p99.99"),
-        ("max_us", "max"),
-        ("strategy_p50_us", "strat p50"),
-        ("decide_p50_us", "decide"),
-        ("send_p50_us", "send"),
-        ("floor_tcp_p50_us", "floor TCP p50"),
+    use crate::summary::{Clock, SummaryRow};
+    let rows = crate::summary::read(&dir.join("summary.csv"))?;
+    fn f(v: Option<f64>) -> String {
+        v.map_or("-".to_owned(), |x| format!("{x:.2}"))
+    }
+    type Col = (&'static str, fn(&SummaryRow) -> String);
+    let show: [Col; 20] = [
+        ("gap ms", |r| format!("{}", r.gap_ms)),
+        ("path", |r| r.path.clone()),
+        ("runs", |r| r.runs.to_string()),
+        ("orders", |r| r.orders_expected.to_string()),
+        ("recv", |r| r.orders_received.to_string()),
+        ("= oracle", |r| r.matches.to_string()),
+        ("lost", |r| r.packets_lost.to_string()),
+        ("clock", |r| {
+            if r.clock == Clock::Kernel {
+                "kernel".into()
+            } else {
+                "user".into()
+            }
+        }),
+        ("n", |r| r.n.to_string()),
+        ("min", |r| f(r.min_us)),
+        ("p50", |r| f(r.p50_us)),
+        ("p90", |r| f(r.p90_us)),
+        ("p99", |r| f(r.p99_us)),
+        ("p99.9", |r| f(r.p999_us)),
+        ("p99.99", |r| f(r.p9999_us)),
+        ("max", |r| f(r.max_us)),
+        ("strat p50", |r| f(r.strategy_p50_us)),
+        ("decide", |r| f(r.decide_p50_us)),
+        ("send", |r| f(r.send_p50_us)),
+        ("floor TCP p50", |r| f(r.floor_tcp_p50_us)),
     ];
     out.push_str("<table><tr>");
-    for (_, title) in &show {
+    for (title, _) in &show {
         let _ = write!(out, "<th>{}</th>", esc(title));
     }
     out.push_str("</tr>");
-    for line in lines {
-        let f: Vec<&str> = line.split(',').collect();
-        let get = |n: &str| col(n).and_then(|i| f.get(i)).copied().unwrap_or("");
-        let class = if get("match") == "false" {
-            " class=\"bad\""
-        } else {
-            ""
-        };
+    for r in &rows {
+        let class = if r.matches { "" } else { " class=\"bad\"" };
         let _ = write!(out, "<tr{class}>");
-        for (name, _) in &show {
-            let v = get(name);
-            let v = if v.is_empty() { "-" } else { v };
-            let l = if matches!(*name, "path" | "clock") {
+        for (title, get) in &show {
+            let l = if matches!(*title, "path" | "clock") {
                 " class=\"l\""
             } else {
                 ""
             };
-            let _ = write!(out, "<td{l}>{}</td>", esc(v));
+            let _ = write!(out, "<td{l}>{}</td>", esc(&get(r)));
         }
         out.push_str("</tr>");
     }
@@ -88,34 +89,36 @@ fn summary_table(dir: &Path, out: &mut String) -> Result<()> {
     Ok(())
 }
 
-/// Per path and gap, each run's exchange-side p50 and p99 (user clock), from `runs.json`.
+/// Per path and gap, each run's exchange-side p50 and p99 (user clock), from `runs.json`
+/// (read back typed: a renamed field is an error, not a silent dash).
 fn spread_table(dir: &Path, out: &mut String) -> Result<()> {
     let Ok(text) = fs::read_to_string(dir.join("runs.json")) else {
         return Ok(());
     };
-    let runs: serde_json::Value = serde_json::from_str(&text)?;
-    let Some(runs) = runs.as_array() else {
-        return Ok(());
-    };
+    let runs: Vec<crate::RunResult> = serde_json::from_str(&text)?;
     out.push_str("<table><tr><th class=\"l\">path</th><th>gap ms</th><th>run</th><th>orders = oracle</th><th>user p50</th><th>user p99</th><th>kernel p50</th><th>kernel p99</th></tr>");
-    for r in runs {
-        let us = |v: &serde_json::Value| {
-            v.as_f64()
-                .map_or("-".to_owned(), |x| format!("{:.1}", x / 1e3))
-        };
-        let ex = &r["exchange"];
+    // An empty histogram was not measured (no kernel stamps, say): a dash, never 0.
+    let us = |p: &exchange::results::Percentiles, ns: u64| {
+        if p.count == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.1}", ns as f64 / 1e3)
+        }
+    };
+    for r in &runs {
+        let ex = &r.exchange;
         let _ = write!(
             out,
             "<tr{}><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            if r["orders_match"] == false { " class=\"bad\"" } else { "" },
-            esc(r["path"].as_str().unwrap_or("")),
-            r["gap_ms"].as_f64().map_or("-".to_owned(), |g| format!("{g}")),
-            r["run"],
-            r["orders_match"],
-            us(&ex["t2t_user_ns"]["p50"]),
-            us(&ex["t2t_user_ns"]["p99"]),
-            us(&ex["t2t_kernel_ns"]["p50"]),
-            us(&ex["t2t_kernel_ns"]["p99"]),
+            if r.orders_match { "" } else { " class=\"bad\"" },
+            esc(&r.path),
+            r.gap_ms.map_or("-".to_owned(), |g| format!("{g}")),
+            r.key.run,
+            r.orders_match,
+            us(&ex.t2t_user_ns, ex.t2t_user_ns.p50),
+            us(&ex.t2t_user_ns, ex.t2t_user_ns.p99),
+            us(&ex.t2t_kernel_ns, ex.t2t_kernel_ns.p50),
+            us(&ex.t2t_kernel_ns, ex.t2t_kernel_ns.p99),
         );
     }
     out.push_str("</table>");
@@ -172,9 +175,34 @@ mod tests {
     #[test]
     fn a_run_report_holds_its_tables_and_plots_inline() {
         let dir = tempfile::tempdir().expect("tempdir");
-        fs::write(
-            dir.path().join("summary.csv"),
-            "gap_ms,path,match,clock,p50_us,n\n1.000,xdp,true,kernel,4.30,35\n1.000,kernel,false,kernel,<6>,35\n",
+        let row = |path: &str, matches, p50| crate::summary::SummaryRow {
+            gap_ms: 1.0,
+            gap_source: crate::summary::GapSource::Requested,
+            path: path.into(),
+            runs: 1,
+            orders_expected: 40,
+            orders_received: 40,
+            matches,
+            packets_lost: 0,
+            clock: crate::summary::Clock::Kernel,
+            min_us: None,
+            p50_us: p50,
+            p90_us: None,
+            p99_us: None,
+            p999_us: None,
+            max_us: None,
+            strategy_p50_us: None,
+            strategy_p99_us: None,
+            decide_p50_us: None,
+            send_p50_us: None,
+            floor_udp_p50_us: None,
+            floor_tcp_p50_us: None,
+            p9999_us: None,
+            n: 35,
+        };
+        crate::summary::write(
+            &dir.path().join("summary.csv"),
+            &[row("xdp", true, Some(4.3)), row("<6>", false, None)],
         )
         .expect("csv");
         fs::write(
@@ -186,6 +214,7 @@ mod tests {
         let h = fs::read_to_string(p).expect("html");
         assert!(h.starts_with("<!DOCTYPE html>"));
         assert!(h.contains("<td>4.30</td>") && h.contains("<td class=\"l\">xdp</td>"));
+        assert!(h.contains("<td>-</td>"), "not measured is a dash");
         assert!(
             h.contains("<tr class=\"bad\">"),
             "a run whose orders differ is marked"

@@ -35,6 +35,7 @@ pub mod plot;
 pub mod process;
 pub mod report;
 pub mod stats;
+pub mod summary;
 pub mod sweep;
 pub mod vm;
 
@@ -176,7 +177,7 @@ pub fn results_dir(env: &Env, a: &LabConfig, prefix: &str) -> Result<PathBuf> {
 pub const WARMUP_ORDERS: usize = 5;
 
 /// Medians of the strategy's stages over a run's orders, us (from its order rows).
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize)]
 pub struct StageMedians {
     /// Parse, book and decision.
     pub decide_us: f64,
@@ -186,8 +187,8 @@ pub struct StageMedians {
     pub total_us: f64,
 }
 
-/// One run's outcome.
-#[derive(Debug, Clone, Serialize)]
+/// One run's outcome (written to `runs.json`, read back typed by the HTML report).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct RunResult {
     /// Which run.
     pub key: key::RunKey,
@@ -197,8 +198,9 @@ pub struct RunResult {
     pub gap_ms: Option<f64>,
     /// The median gap between orders the exchange measured, ms.
     pub measured_gap_ms: f64,
-    /// The strategy's stages.
-    pub stages: StageMedians,
+    /// The strategy's stages (None: not measured; the VM guest does not send its order
+    /// rows back).
+    pub stages: Option<StageMedians>,
     /// Orders the oracle expects.
     pub orders_expected: usize,
     /// Orders the exchange accepted.
@@ -211,14 +213,57 @@ pub struct RunResult {
     pub packets_received: u64,
     /// The exchange's session summary.
     pub exchange: exchange::results::Summary,
-    /// The strategy's session report (JSON as written).
-    pub strategy: serde_json::Value,
+    /// The strategy's session report, as it wrote it (None: the guest printed none).
+    pub strategy: Option<strategy::runtime::SessionReport>,
+    /// The tuning variant's settings as read back on the link (`--veth-tune`,
+    /// `--guest-tune`).
+    pub tune_readback: Option<String>,
     /// Tick-to-trade samples (user clock), ns.
-    #[serde(skip)]
+    #[serde(skip, default)]
     pub t2t_user: Vec<u64>,
     /// Tick-to-trade samples (kernel timestamps), ns.
-    #[serde(skip)]
+    #[serde(skip, default)]
     pub t2t_kernel: Vec<u64>,
+}
+
+impl RunResult {
+    /// The `xdp-tx` counters of the strategy's report, if it ran that path.
+    pub fn xdp_tx(&self) -> Option<&strategy::net::af_xdp::xtx::XtxReport> {
+        match &self.strategy.as_ref()?.path_extra {
+            strategy::net::PathReport::Ring(r) => r.xtx.as_ref().map(|x| &x.xdp_tx),
+            _ => None,
+        }
+    }
+
+    /// The AF_XDP backend's report (attach and bind modes, steering counters), if any.
+    pub fn xdp_backend(&self) -> Option<&strategy::net::ring::session::XdpReport> {
+        match &self.strategy.as_ref()?.path_extra {
+            strategy::net::PathReport::Ring(r) => match &r.backend {
+                strategy::net::ring::BackendReport::Xdp(x) => Some(x),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The raw ring's report (AF_XDP, AF_PACKET), if any.
+    pub fn ring(&self) -> Option<&strategy::net::ring::RingReport> {
+        match &self.strategy.as_ref()?.path_extra {
+            strategy::net::PathReport::Ring(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// Reads the first session report a strategy wrote (`--results`).
+pub fn read_session_report(path: &Path) -> Result<strategy::runtime::SessionReport> {
+    use anyhow::Context as _;
+    let text = fs::read_to_string(path).with_context(|| path.display().to_string())?;
+    let line = text
+        .lines()
+        .next()
+        .with_context(|| format!("{}: no session report", path.display()))?;
+    serde_json::from_str(line).with_context(|| format!("{}: a session report", path.display()))
 }
 
 /// Fails when any run's received orders differ from the oracle.

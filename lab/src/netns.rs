@@ -258,7 +258,7 @@ fn one_run(
                 back.replace('\n', "; ")
             );
             fs::write(ctx.file(&tag, "tune.txt"), &back)?;
-            Some(serde_json::json!({ "name": t.name, "readback": back }))
+            Some(back)
         }
         None => None,
     };
@@ -303,25 +303,24 @@ fn one_run(
         .into_iter()
         .next()
         .context("no exchange summary")?;
-    let mut strat: serde_json::Value =
-        serde_json::from_str(fs::read_to_string(&st_sum)?.lines().next().unwrap_or("{}"))?;
-    if let Some(t) = tuned {
-        strat["veth_tune"] = t;
-    }
+    let strat = crate::read_session_report(&st_sum)?;
     let rx = received_vs_oracle(&ex_csv, ctx.oracle)?;
     Ok(RunResult {
         path: key.label(),
         gap_ms: ctx.gap.map(|g| g.as_secs_f64() * 1e3),
         measured_gap_ms: rx.median_gap_ns as f64 / 1e6,
-        stages: crate::oracle::stage_medians(&ctx.file(&tag, "strategy-orders.csv"))?,
+        stages: Some(crate::oracle::stage_medians(
+            &ctx.file(&tag, "strategy-orders.csv"),
+        )?),
         key,
         orders_expected: rx.expected,
         orders_received: rx.got,
         orders_match: rx.matches,
         packets_sent: summary.counters.packets_sent,
-        packets_received: strat["path"]["packets"].as_u64().unwrap_or(0),
+        packets_received: strat.path.packets,
         exchange: summary,
-        strategy: strat,
+        strategy: Some(strat),
+        tune_readback: tuned,
         t2t_user: rx.t2t_user,
         t2t_kernel: rx.t2t_kernel,
     })
@@ -461,7 +460,8 @@ fn wait_both(ctx: &RunCtx<'_>, mut ex: Proc, mut st: Proc, tag: &str) -> Result<
     Ok(())
 }
 
-type Counters = BTreeMap<String, i64>;
+/// Kernel counters by name (`Udp.RcvbufErrors`, `ethtool.xdp_tx`, `link.rx_dropped`...).
+pub type Counters = BTreeMap<String, i64>;
 
 fn both_counters(lab: &VethLab) -> (Counters, Counters) {
     (
@@ -477,10 +477,10 @@ fn write_counter_deltas(
     (before, after): (&(Counters, Counters), &(Counters, Counters)),
     heartbeats: bool,
 ) -> Result<()> {
-    let deltas = serde_json::json!({
-        "exchange": delta(&before.0, &after.0),
-        "strategy": delta(&before.1, &after.1),
-    });
+    let deltas = CounterDeltas {
+        exchange: delta(&before.0, &after.0),
+        strategy: delta(&before.1, &after.1),
+    };
     fs::write(
         ctx.file(tag, "counters.json"),
         serde_json::to_string_pretty(&deltas)?,
@@ -498,7 +498,12 @@ fn write_counter_deltas(
         ("exchange", "Tcp.OutRsts"),
     ];
     for (side, key) in suspicious {
-        if let Some(v) = deltas[side][key].as_i64().filter(|v| *v > 0) {
+        let of_side = if side == "exchange" {
+            &deltas.exchange
+        } else {
+            &deltas.strategy
+        };
+        if let Some(v) = of_side.get(key).copied().filter(|v| *v > 0) {
             if heartbeats && (side, key, v) == ("exchange", "Tcp.OutRsts", 1) {
                 // The exchange closes at the end of the file; a heartbeat the strategy sent
                 // before it saw the close is answered with a reset.
@@ -567,14 +572,20 @@ pub fn counters(ns: &netlab::Netns, ifname: &str) -> BTreeMap<String, i64> {
     out
 }
 
+/// The kernel counters that moved during a run, per side (`<tag>.counters.json`).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct CounterDeltas {
+    /// The exchange's namespace.
+    pub exchange: Counters,
+    /// The strategy's namespace.
+    pub strategy: Counters,
+}
+
 /// Non-zero differences.
-pub fn delta(before: &BTreeMap<String, i64>, after: &BTreeMap<String, i64>) -> serde_json::Value {
-    let mut m = serde_json::Map::new();
-    for (k, v) in after {
-        let d = v - before.get(k).copied().unwrap_or(0);
-        if d != 0 && !k.ends_with("CurrEstab") {
-            m.insert(k.clone(), serde_json::json!(d));
-        }
-    }
-    serde_json::Value::Object(m)
+pub fn delta(before: &Counters, after: &Counters) -> Counters {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+        .filter(|(k, d)| *d != 0 && !k.ends_with("CurrEstab"))
+        .collect()
 }

@@ -7,18 +7,14 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::Result;
 
 use crate::stats::pct;
+use crate::summary::{Clock, GapSource, SummaryRow};
 use crate::{RunResult, WARMUP_ORDERS};
-
-/// The columns of `summary.csv`. `gap_ms` is the gap the file was made for
-/// (`--order-gap`), or else the median gap between orders the exchange measured;
-/// `gap_source` says which.
-pub const SUMMARY_HEADER: &str = "gap_ms,gap_source,path,runs,orders_expected,orders_received,match,packets_lost,clock,min_us,p50_us,p90_us,p99_us,p999_us,max_us,strategy_p50_us,strategy_p99_us,decide_p50_us,send_p50_us,floor_udp_p50_us,floor_tcp_p50_us,p9999_us,n";
+use strategy::net::af_xdp::loader::AttachMode;
 
 /// The ping-pong floor measured at one gap, us.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -59,8 +55,8 @@ struct PathRow<'a> {
     received: usize,
     all_match: bool,
     lost: u64,
-    strategy_p50_us: f64,
-    strategy_p99_us: f64,
+    strategy_p50_us: Option<f64>,
+    strategy_p99_us: Option<f64>,
 }
 
 impl<'a> PathRow<'a> {
@@ -75,12 +71,12 @@ impl<'a> PathRow<'a> {
             .collect();
         user.sort_unstable();
         kernel.sort_unstable();
-        let mean_us = |key: &str| {
-            runs.iter()
-                .filter_map(|r| r.strategy["latency_ns"][key].as_f64())
-                .sum::<f64>()
-                / runs.len() as f64
-                / 1e3
+        let mean_us = |f: fn(&strategy::latency::Percentiles) -> u64| {
+            let v: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| r.strategy.as_ref().map(|s| f(&s.latency_ns) as f64))
+                .collect();
+            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64 / 1e3)
         };
         let mut measured: Vec<f64> = runs.iter().map(|r| r.measured_gap_ms).collect();
         measured.sort_by(f64::total_cmp);
@@ -98,58 +94,68 @@ impl<'a> PathRow<'a> {
                 .iter()
                 .map(|r| r.packets_sent.saturating_sub(r.packets_received))
                 .sum(),
-            strategy_p50_us: mean_us("p50"),
-            strategy_p99_us: mean_us("p99"),
+            strategy_p50_us: mean_us(|p| p.p50),
+            strategy_p99_us: mean_us(|p| p.p99),
             user,
             kernel,
             runs,
         }
     }
 
-    /// Prints and writes the two clock rows.
-    fn write(&self, csv: &mut impl Write) -> Result<()> {
+    /// Prints the two clock rows and returns them for `summary.csv`.
+    fn write(&self, out: &mut Vec<SummaryRow>) {
         let ok = if self.all_match { "yes" } else { "NO" };
-        for (clock, s) in [("user", &self.user), ("kernel", &self.kernel)] {
-            let v = [0.0, 0.5, 0.9, 0.99, 0.999, 1.0].map(|q| pct(s, q));
+        let opt = |v: f64| v.is_finite().then_some(v);
+        let dash = |v: Option<f64>| v.map_or("-".to_owned(), |x| format!("{x:.1}"));
+        let stage = |f: fn(&crate::StageMedians) -> f64| {
+            let v: Vec<f64> = self
+                .runs
+                .iter()
+                .filter_map(|r| r.stages.as_ref().map(f))
+                .collect();
+            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        };
+        let floor = |f: fn(&Floor) -> f64| self.floor.as_ref().map(f).and_then(opt);
+        for (clock, s) in [(Clock::User, &self.user), (Clock::Kernel, &self.kernel)] {
+            let v = [0.0, 0.5, 0.9, 0.99, 0.999, 1.0].map(|q| opt(pct(s, q)));
             // p99.99 only where at least 10,000 samples back it (else it is the maximum).
             let p9999 = (s.len() >= 10_000).then(|| pct(s, 0.9999));
             println!(
-                "{:<22}{:>5}{:>8}{:>8}{:>7}{:>6}  {:<7}{:>7}{:>8.1}{:>8.1}{:>8.1}{:>8.1}{:>8.1}{:>8}{:>9.1}  {:>10.1}{:>10.1}",
-                self.path, self.runs.len(), self.expected, self.received, ok, self.lost, clock,
-                s.len(), v[0], v[1], v[2], v[3], v[4],
-                p9999.map_or("-".to_owned(), |p| format!("{p:.1}")),
-                v[5], self.strategy_p50_us, self.strategy_p99_us
+                "{:<22}{:>5}{:>8}{:>8}{:>7}{:>6}  {:<7}{:>7}{:>8}{:>8}{:>8}{:>8}{:>8}{:>8}{:>9}  {:>10}{:>10}",
+                self.path, self.runs.len(), self.expected, self.received, ok, self.lost,
+                if clock == Clock::User { "user" } else { "kernel" },
+                s.len(), dash(v[0]), dash(v[1]), dash(v[2]), dash(v[3]), dash(v[4]),
+                dash(p9999), dash(v[5]), dash(self.strategy_p50_us), dash(self.strategy_p99_us)
             );
-            let stage = |f: fn(&RunResult) -> f64| {
-                self.runs.iter().map(|r| f(r)).sum::<f64>() / self.runs.len() as f64
-            };
-            let floor = |f: fn(&Floor) -> f64| self.floor.as_ref().map_or(f64::NAN, f);
-            writeln!(
-                csv,
-                "{:.3},{},{},{},{},{},{},{},{clock},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{},{}",
-                self.gap_ms,
-                if self.gap_requested { "requested" } else { "measured_median" },
-                self.path,
-                self.runs.len(),
-                self.expected,
-                self.received,
-                self.all_match,
-                self.lost,
-                v[0],
-                v[1],
-                v[2],
-                v[3],
-                v[4],
-                v[5],
-                self.strategy_p50_us,
-                self.strategy_p99_us,
-                stage(|r| r.stages.decide_us),
-                stage(|r| r.stages.send_us),
-                floor(|f| f.udp_us[0]),
-                floor(|f| f.tcp_us[0]),
-                p9999.map_or(String::new(), |p| format!("{p:.2}")),
-                s.len(),
-            )?;
+            out.push(SummaryRow {
+                gap_ms: self.gap_ms,
+                gap_source: if self.gap_requested {
+                    GapSource::Requested
+                } else {
+                    GapSource::MeasuredMedian
+                },
+                path: self.path.to_owned(),
+                runs: self.runs.len(),
+                orders_expected: self.expected,
+                orders_received: self.received,
+                matches: self.all_match,
+                packets_lost: self.lost,
+                clock,
+                min_us: v[0],
+                p50_us: v[1],
+                p90_us: v[2],
+                p99_us: v[3],
+                p999_us: v[4],
+                max_us: v[5],
+                strategy_p50_us: self.strategy_p50_us,
+                strategy_p99_us: self.strategy_p99_us,
+                decide_p50_us: stage(|s| s.decide_us),
+                send_p50_us: stage(|s| s.send_us),
+                floor_udp_p50_us: floor(|f| f.udp_us[0]),
+                floor_tcp_p50_us: floor(|f| f.tcp_us[0]),
+                p9999_us: p9999,
+                n: s.len(),
+            });
         }
         if self.runs.len() > 1 {
             let spread = |f: fn(&RunResult) -> u64| {
@@ -165,7 +171,6 @@ impl<'a> PathRow<'a> {
                 spread(|r| r.exchange.t2t_user_ns.p99)
             );
         }
-        Ok(())
     }
 
     /// (user p50, user p99, kernel p50, kernel p99), us.
@@ -234,7 +239,7 @@ fn group_by_gap(results: &[RunResult]) -> Vec<(Option<f64>, Vec<&RunResult>)> {
 
 /// Prints one gap's table and ratios; returns its rows.
 fn gap_table<'a>(
-    csv: &mut impl Write,
+    csv: &mut Vec<SummaryRow>,
     runs: &[&'a RunResult],
     floor: Option<Floor>,
 ) -> Result<Vec<PathRow<'a>>> {
@@ -275,7 +280,7 @@ fn gap_table<'a>(
     }
     print_header();
     for row in &rows {
-        row.write(csv)?;
+        row.write(csv);
     }
     if let Some((base, rest)) = rows.split_first().filter(|(_, rest)| !rest.is_empty()) {
         println!(
@@ -313,20 +318,24 @@ fn gap_table<'a>(
     println!("where the strategy's time went (p50 over runs' medians, us): decide = parse+book+trigger, send = encode+hand-off");
     let w = rows.iter().map(|r| r.path.len()).max().unwrap_or(0).max(14);
     for row in &rows {
-        let n = row.runs.len() as f64;
-        let (d, s, t) = row.runs.iter().fold((0.0, 0.0, 0.0), |acc, r| {
-            (
-                acc.0 + r.stages.decide_us,
-                acc.1 + r.stages.send_us,
-                acc.2 + r.stages.total_us,
-            )
-        });
+        let staged: Vec<&crate::StageMedians> =
+            row.runs.iter().filter_map(|r| r.stages.as_ref()).collect();
+        if staged.is_empty() {
+            println!(
+                "  {:<w$} stages not measured (the strategy's order rows did not come back)",
+                row.path
+            );
+            continue;
+        }
+        let n = staged.len() as f64;
+        let mean =
+            |f: fn(&crate::StageMedians) -> f64| staged.iter().map(|s| f(s)).sum::<f64>() / n;
         println!(
             "  {:<w$} decide {:>6.2}  send {:>7.2}  strategy total {:>7.2}  exchange kernel-stamp t2t {:>7.2}",
             row.path,
-            d / n,
-            s / n,
-            t / n,
+            mean(|s| s.decide_us),
+            mean(|s| s.send_us),
+            mean(|s| s.total_us),
             pct(&row.kernel, 0.5)
         );
     }
@@ -339,36 +348,33 @@ fn gap_table<'a>(
 fn xdp_tx_lines(runs: &[&RunResult]) {
     let mut header = false;
     for r in runs {
-        let x = &r.strategy["path_extra"]["xdp_tx"];
-        if x.is_null() {
+        let Some(x) = r.xdp_tx() else {
             continue;
-        }
+        };
         if !header {
             println!("xdp-tx: decide and strategy total above are the XDP program's own time (entry -> XDP_TX); send is user space completing the delegated send, off the order's path");
             header = true;
         }
-        let n = |k: &str| x[k].as_u64().unwrap_or(0);
-        let completed = n("completed").max(1) as f64;
-        let mode = r.strategy["path_extra"]["backend"]["xdp_mode"]
-            .as_str()
-            .unwrap_or("?");
-        let mode = if mode == "skb" {
-            "skb (generic XDP: this NIC's driver has no native XDP; slower)"
-        } else {
-            mode
+        let completed = x.completed.max(1) as f64;
+        let mode = match r.xdp_backend().map(|b| b.xdp_mode) {
+            Some(AttachMode::Skb) => {
+                "skb (generic XDP: this NIC's driver has no native XDP; slower)".to_owned()
+            }
+            Some(m) => m.to_string(),
+            None => "-".to_owned(),
         };
         println!(
             "  {} run {} (XDP mode {mode}): program sent {} of {} orders; left to user space: {} frames not current, {} unparsed, {} raced; mismatched {}; user time per fired order mean {:.2} us, max {:.2} us",
             r.path,
             r.key.run,
-            n("fired"),
+            x.prog.fired,
             r.orders_received,
-            n("not_current"),
-            n("unparsed"),
-            n("raced"),
-            n("mismatched"),
-            n("user_ns_total") as f64 / completed / 1e3,
-            n("user_ns_max") as f64 / 1e3,
+            x.prog.not_current,
+            x.prog.unparsed,
+            x.prog.raced,
+            x.mismatched,
+            x.user_ns_total as f64 / completed / 1e3,
+            x.user_ns_max as f64 / 1e3,
         );
     }
 }
@@ -431,13 +437,13 @@ fn gap_matrix(all: &[Vec<PathRow<'_>>]) {
 /// Prints the comparison and writes `summary.csv`, `runs.json`, `floor.json` and the plots
 /// to `dir`. `floors` holds the floor measured at each gap (none in the VM lab).
 pub fn report(dir: &Path, results: &[RunResult], floors: &[Floor]) -> Result<()> {
-    let mut csv = fs::File::create(dir.join("summary.csv"))?;
-    writeln!(csv, "{SUMMARY_HEADER}")?;
+    let mut csv = Vec::new();
     let mut all = Vec::new();
     for (gap, runs) in group_by_gap(results) {
         let floor = floors.iter().copied().find(|f| f.gap_ms == gap);
         all.push(gap_table(&mut csv, &runs, floor)?);
     }
+    crate::summary::write(&dir.join("summary.csv"), &csv)?;
     gap_matrix(&all);
     fs::write(
         dir.join("runs.json"),
@@ -488,43 +494,19 @@ pub fn report(dir: &Path, results: &[RunResult], floors: &[Floor]) -> Result<()>
 /// Redraws `t2t_vs_gap.svg` of a results folder from its `summary.csv` (kernel-stamp p50 per
 /// path and gap, and the floor), e.g. after a change to the plot.
 pub fn replot_gap(dir: &Path) -> Result<()> {
-    let path = dir.join("summary.csv");
-    let text = fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
-    let col = |name: &str| {
-        header
-            .iter()
-            .position(|h| *h == name)
-            .ok_or_else(|| anyhow::anyhow!("{}: no column {name}", path.display()))
-    };
-    let (gap, p, clock, p50, floor) = (
-        col("gap_ms")?,
-        col("path")?,
-        col("clock")?,
-        col("p50_us")?,
-        col("floor_tcp_p50_us")?,
-    );
+    let rows = crate::summary::read(&dir.join("summary.csv"))?;
     let mut out: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     let mut floor_line: Vec<(f64, f64)> = Vec::new();
-    for (i, line) in lines.enumerate() {
-        let f: Vec<&str> = line.split(',').collect();
-        let num = |c: usize| -> Result<f64> {
-            f.get(c)
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| anyhow::anyhow!("{} line {}: bad number", path.display(), i + 2))
-        };
-        if f.get(clock) != Some(&"kernel") {
-            continue;
+    for r in rows.iter().filter(|r| r.clock == Clock::Kernel) {
+        let g = r.gap_ms;
+        if let Some(v) = r.p50_us {
+            match out.iter_mut().find(|(n, _)| *n == r.path) {
+                Some((_, pts)) => pts.push((g, v)),
+                None => out.push((r.path.clone(), vec![(g, v)])),
+            }
         }
-        let (g, v) = (num(gap)?, num(p50)?);
-        let name = f.get(p).copied().unwrap_or_default().to_owned();
-        match out.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, pts)) => pts.push((g, v)),
-            None => out.push((name, vec![(g, v)])),
-        }
-        if let Ok(fl) = num(floor) {
-            if fl.is_finite() && !floor_line.iter().any(|&(x, _)| x == g) {
+        if let Some(fl) = r.floor_tcp_p50_us {
+            if !floor_line.iter().any(|&(x, _)| x == g) {
                 floor_line.push((g, fl));
             }
         }

@@ -165,43 +165,25 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
 /// One point's kernel-stamp p50 and p99 per path (from its `summary.csv`); with a veth
 /// tuning point only the tuned rows (`path/variant`), named by their path.
 fn point_rows(dir: &Path, tuned: Option<&str>) -> Result<Vec<(String, f64, f64)>> {
-    let path = dir.join("summary.csv");
-    let text = fs::read_to_string(&path).with_context(|| path.display().to_string())?;
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
-    let col = |n: &str| {
-        header
-            .iter()
-            .position(|h| *h == n)
-            .with_context(|| format!("{}: no column {n}", path.display()))
-    };
-    let (p, clock, p50, p99) = (col("path")?, col("clock")?, col("p50_us")?, col("p99_us")?);
-    let gap = col("gap_ms").ok();
     let mut out = Vec::new();
-    for line in lines {
-        let f: Vec<&str> = line.split(',').collect();
-        if f.get(clock) != Some(&"kernel") {
+    for r in crate::summary::read(&dir.join("summary.csv"))? {
+        if r.clock != crate::summary::Clock::Kernel {
             continue;
         }
-        let name = f.get(p).copied().unwrap_or_default();
         let name = match tuned {
-            Some(t) => match name.strip_suffix(&format!("/{t}")) {
-                Some(n) => n,
+            Some(t) => match r.path.strip_suffix(&format!("/{t}")) {
+                Some(n) => n.to_owned(),
                 None => continue,
             },
-            None => name,
-        };
-        let num = |c: usize| {
-            f.get(c)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(f64::NAN)
+            None => r.path.clone(),
         };
         // Every figure with its gap between orders (requested, or the measured median).
-        let name = match gap.map(num) {
-            Some(g) if g.is_finite() => format!("{name} @ {g} ms"),
-            _ => name.to_owned(),
-        };
-        out.push((name, num(p50), num(p99)));
+        let name = format!("{name} @ {} ms", r.gap_ms);
+        out.push((
+            name,
+            r.p50_us.unwrap_or(f64::NAN),
+            r.p99_us.unwrap_or(f64::NAN),
+        ));
     }
     Ok(out)
 }
@@ -333,14 +315,41 @@ mod tests {
     #[test]
     fn summarizes_points_from_their_summaries() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let head = "gap_ms,gap_source,path,runs,orders_expected,orders_received,match,packets_lost,clock,min_us,p50_us,p90_us,p99_us";
         let mut points = Vec::new();
         for (v, p50) in [("0", 10.0), ("50", 7.5)] {
             let d = dir.path().join(format!("p{v}"));
             fs::create_dir_all(&d).expect("mkdir");
-            fs::write(
-                d.join("summary.csv"),
-                format!("{head}\n1,requested,kernel,1,10,10,true,0,user,1,99,1,99\n1,requested,kernel,1,10,10,true,0,kernel,1,{p50},1,{}\n", p50 * 2.0),
+            let row = |clock, p50: f64, p99: f64| crate::summary::SummaryRow {
+                gap_ms: 1.0,
+                gap_source: crate::summary::GapSource::Requested,
+                path: "kernel".into(),
+                runs: 1,
+                orders_expected: 10,
+                orders_received: 10,
+                matches: true,
+                packets_lost: 0,
+                clock,
+                min_us: Some(1.0),
+                p50_us: Some(p50),
+                p90_us: Some(1.0),
+                p99_us: Some(p99),
+                p999_us: None,
+                max_us: None,
+                strategy_p50_us: None,
+                strategy_p99_us: None,
+                decide_p50_us: None,
+                send_p50_us: None,
+                floor_udp_p50_us: None,
+                floor_tcp_p50_us: None,
+                p9999_us: None,
+                n: 10,
+            };
+            crate::summary::write(
+                &d.join("summary.csv"),
+                &[
+                    row(crate::summary::Clock::User, 99.0, 99.0),
+                    row(crate::summary::Clock::Kernel, p50, p50 * 2.0),
+                ],
             )
             .expect("write");
             points.push((v.to_owned(), d));

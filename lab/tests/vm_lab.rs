@@ -7,6 +7,7 @@ mod common;
 use anyhow::{Context, Result};
 use common::test_lab;
 use lab::{Env, LabConfig};
+use strategy::net::af_xdp::loader::AttachMode;
 
 #[test]
 #[ignore = "needs root, QEMU and the release binaries: cargo xtask test runs it"]
@@ -48,22 +49,15 @@ fn vm_smoke(env: &Env) -> Result<()> {
     lab::report::report(&dir, &results, &[])?;
     lab::check(&dir, &results)?;
     for r in results.iter().filter(|r| r.key.path.needs_ebpf()) {
-        let mode = r.strategy["path_extra"]["backend"]["xdp_mode"].as_str();
+        let mode = r.xdp_backend().map(|b| b.xdp_mode);
         anyhow::ensure!(
-            mode == Some("drv"),
+            mode == Some(AttachMode::Drv),
             "{}: the XDP program ran in {mode:?} mode, not native (drv)",
             r.path
         );
     }
-    let xtx = results
-        .iter()
-        .filter(|r| r.key.path.sends_with_xdp_tx())
-        .map(|r| {
-            r.strategy["path_extra"]["xdp_tx"]["fired"]
-                .as_u64()
-                .unwrap_or(0)
-        });
-    for fired in xtx {
+    for r in results.iter().filter(|r| r.key.path.sends_with_xdp_tx()) {
+        let fired = r.xdp_tx().map_or(0, |x| x.prog.fired);
         anyhow::ensure!(fired > 0, "xdp-tx in a guest: the program sent no order");
     }
     // Tuning variants, applied in the guest, read back and recorded beside their baseline:
@@ -82,18 +76,21 @@ fn vm_smoke(env: &Env) -> Result<()> {
     let (tdir, tres) = lab::vm::run(env, &tuned, &vm)?;
     lab::check(&tdir, &tres)?;
     let run = |name: &str| tres.iter().find(|r| r.path == name).context("no tuned run");
-    let back = run("virtio/xdp/nogro")?.strategy["guest_tune"]["readback"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned();
+    let back = run("virtio/xdp/nogro")?
+        .tune_readback
+        .clone()
+        .unwrap_or_default();
     anyhow::ensure!(
         back.contains("generic-receive-offload: off"),
         "the guest did not read GRO back as off: {back:?}"
     );
-    let queues = &run("virtio/xdp/mq")?.strategy["path_extra"]["rx_queues"];
+    let queues = run("virtio/xdp/mq")?
+        .ring()
+        .map(|r| r.rx_queues.clone())
+        .unwrap_or_default();
     anyhow::ensure!(
-        queues.as_array().map_or(0, Vec::len) == 2,
-        "two queue pairs: an AF_XDP socket on each, counted: {queues}"
+        queues.len() == 2,
+        "two queue pairs: an AF_XDP socket on each, counted: {queues:?}"
     );
     println!("VM tests passed in {:.0} s", t0.elapsed().as_secs_f64());
     Ok(())

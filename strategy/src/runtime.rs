@@ -32,7 +32,7 @@ use hostsys::sched;
 pub use crate::cli::RunArgs;
 
 /// One session's report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct SessionReport {
     /// Session number.
     pub session: u64,
@@ -59,7 +59,7 @@ pub struct SessionReport {
 }
 
 /// Engine counters, serializable.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize)]
 pub struct EngineStatsReport {
     /// Packets seen by the engine.
     pub packets: u64,

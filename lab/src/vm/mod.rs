@@ -277,43 +277,49 @@ fn one_vm_run(
     drop(ns);
     result?;
     println!("  {tag}: guest done in {:.1} s", t0.elapsed().as_secs_f64());
-    let mut strat_json = guest_report(&serial)?;
+    let strat = guest_report(&serial)?;
     let log = fs::read_to_string(&serial).unwrap_or_default();
     if let Some(probe) = between(&log, "lab-probe-begin", "lab-probe-end") {
         fs::write(dir.join(format!("{tag}.probe.txt")), probe)?;
     }
-    if let Some(t) = tune {
-        let back =
-            tune::readback(&log).unwrap_or_else(|| "(no read-back: the script failed?)".into());
-        println!(
-            "  {tag}: tuning {} read back in the guest: {}",
-            t.name,
-            back.replace('\n', "; ")
-        );
-        fs::write(dir.join(format!("{tag}.tune.txt")), &back)?;
-        strat_json["guest_tune"] = serde_json::json!({ "name": t.name, "readback": back });
-    }
+    let tune_readback = tune
+        .map(|t| {
+            let back =
+                tune::readback(&log).unwrap_or_else(|| "(no read-back: the script failed?)".into());
+            println!(
+                "  {tag}: tuning {} read back in the guest: {}",
+                t.name,
+                back.replace('\n', "; ")
+            );
+            fs::write(dir.join(format!("{tag}.tune.txt")), &back)?;
+            Ok::<_, anyhow::Error>(back)
+        })
+        .transpose()?;
     let summary = exchange::results::read_summaries(&ex_sum)?
         .into_iter()
         .next()
         .context("no exchange summary")?;
     let rx = crate::oracle::received_vs_oracle(&ex_csv, oracle)?;
-    let mut f = fs::File::create(dir.join(format!("{tag}.strategy.jsonl")))?;
-    writeln!(f, "{strat_json}")?;
+    if let Some(s) = &strat {
+        let mut f = fs::File::create(dir.join(format!("{tag}.strategy.jsonl")))?;
+        writeln!(f, "{}", serde_json::to_string(s)?)?;
+    }
     Ok(RunResult {
         path: key.label(),
         gap_ms: None,
         measured_gap_ms: rx.median_gap_ns as f64 / 1e6,
-        // The guest prints its orders on the serial console, without the stage columns.
-        stages: crate::StageMedians::default(),
+        // The guest prints its orders on the serial console, without the stage columns:
+        // not measured.
+        stages: None,
         key,
         orders_expected: rx.expected,
         orders_received: rx.got,
         orders_match: rx.matches,
         packets_sent: summary.counters.packets_sent,
-        packets_received: strat_json["path"]["packets"].as_u64().unwrap_or(0),
+        packets_received: strat.as_ref().map_or(0, |s| s.path.packets),
         exchange: summary,
-        strategy: strat_json,
+        strategy: strat,
+        tune_readback,
         t2t_user: rx.t2t_user,
         t2t_kernel: rx.t2t_kernel,
     })
@@ -351,7 +357,7 @@ fn guest_nic(nic: &str, path: &PathSpec, mq: bool, queues: u32) -> (String, Stri
 
 /// The strategy's report from the guest's serial console; an error with the console's tail
 /// when the guest's strategy did not exit cleanly.
-fn guest_report(serial: &Path) -> Result<serde_json::Value> {
+fn guest_report(serial: &Path) -> Result<Option<strategy::runtime::SessionReport>> {
     let log = fs::read_to_string(serial).unwrap_or_default();
     let exit_ok = log.lines().any(|l| l.trim() == "lab-exit: 0");
     if !exit_ok {
@@ -361,12 +367,14 @@ fn guest_report(serial: &Path) -> Result<serde_json::Value> {
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         );
     }
-    let strat_json = log
-        .lines()
+    // The guest's console may cut a long line; a report that is there must read whole.
+    log.lines()
         .find_map(|l| l.trim().strip_prefix("lab-results: "))
-        .and_then(|j| serde_json::from_str::<serde_json::Value>(j.trim()).ok())
-        .unwrap_or(serde_json::Value::Null);
-    Ok(strat_json)
+        .map(|j| {
+            serde_json::from_str(j.trim().trim_end_matches('\r'))
+                .with_context(|| format!("the guest's session report in {}", serial.display()))
+        })
+        .transpose()
 }
 
 /// `lab --vm --interactive`: the namespace, tap and exchange stay up while a guest shell runs

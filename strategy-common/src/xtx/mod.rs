@@ -96,7 +96,7 @@ pub struct Armed {
 /// reports them as they are (`user` feature: serialisable, the padding left out).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "user", derive(serde::Serialize))]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 pub struct ProgState {
     /// Market-data frames seen.
     pub md_seen: u64,

@@ -37,7 +37,7 @@ pub enum Sent {
 }
 
 /// Per-session counters of the order path (see the module docs for their meaning).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PathStats {
     /// Market-data payloads given to the engine.
     pub packets: u64,

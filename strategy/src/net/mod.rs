@@ -149,9 +149,10 @@ pub enum Status {
     Disconnected,
 }
 
-/// Path-specific fields of a session report.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-#[serde(untagged)]
+/// Path-specific fields of a session report, tagged with the kind of report (`"kind":
+/// "ring"`) so that a reader gets back the variant that was written.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum PathReport {
     /// Nothing beyond [`PathStats`].
     #[default]

@@ -74,7 +74,7 @@ pub struct WarmRequest {
 }
 
 /// Warming counters of a session.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WarmStats {
     /// Warming turns.
     pub turns: u64,

@@ -48,7 +48,7 @@ impl SessionGuard for Bound {
         BackendReport::Packet(PacketReport {
             af_packet: self.ifname.clone(),
             local: self.local,
-            ring: "TPACKET_V2",
+            ring: crate::net::ring::session::RingVersion::TpacketV2,
             qdisc_bypass: true,
         })
     }

@@ -10,7 +10,7 @@ use aya::Ebpf;
 use strategy_common::{Class, Counters, SteerConfig, CLASS_COUNT};
 
 /// `--xdp-mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpModeArg {
     /// Driver mode, falling back to SKB mode.
@@ -30,6 +30,32 @@ impl std::str::FromStr for XdpModeArg {
             "skb" => Ok(Self::Skb),
             _ => Err(format!("unknown XDP mode `{s}` (auto, drv, skb)")),
         }
+    }
+}
+
+/// The XDP attach mode that worked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// Driver (native) mode.
+    Drv,
+    /// Generic (SKB) mode.
+    Skb,
+}
+
+impl AttachMode {
+    /// `drv` or `skb`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Drv => "drv",
+            Self::Skb => "skb",
+        }
+    }
+}
+
+impl std::fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -97,11 +123,11 @@ pub struct Steering {
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     ebpf: Ebpf,
     /// Mode that attached.
-    pub mode: &'static str,
+    pub mode: AttachMode,
 }
 
 /// Per-class counters summed over CPUs.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct SteerCounters {
     /// Market data `[redirected, passed, aborted]`.
     pub market_data: [u64; 3],
@@ -180,10 +206,13 @@ impl Steering {
             source: "missing".into(),
         })?;
         let prog: &mut Xdp = prog.try_into().map_err(aya_err("program steer"))?;
-        let attempts: &[(XdpMode, &'static str)] = match mode {
-            XdpModeArg::Auto => &[(XdpMode::Driver, "drv"), (XdpMode::Skb, "skb")],
-            XdpModeArg::Drv => &[(XdpMode::Driver, "drv")],
-            XdpModeArg::Skb => &[(XdpMode::Skb, "skb")],
+        let attempts: &[(XdpMode, AttachMode)] = match mode {
+            XdpModeArg::Auto => &[
+                (XdpMode::Driver, AttachMode::Drv),
+                (XdpMode::Skb, AttachMode::Skb),
+            ],
+            XdpModeArg::Drv => &[(XdpMode::Driver, AttachMode::Drv)],
+            XdpModeArg::Skb => &[(XdpMode::Skb, AttachMode::Skb)],
         };
         let mut last = None;
         for &(m, name) in attempts {
@@ -196,20 +225,20 @@ impl Steering {
                     })
                 }
                 Err(e) => {
-                    tracing::warn!(iface, mode = name, "XDP attach failed: {e}");
+                    tracing::warn!(iface, mode = name.as_str(), "XDP attach failed: {e}");
                     last = Some((name, e));
                 }
             }
         }
         let (name, source) = last.ok_or(LoadError::NoObject)?;
-        let hint = if name == "drv" {
+        let hint = if name == AttachMode::Drv {
             "driver mode failed: try --xdp-mode skb"
         } else {
             "is another XDP program attached? `ip link show`"
         };
         Err(LoadError::Attach {
             iface: iface.to_owned(),
-            mode: name,
+            mode: name.as_str(),
             source: Box::new(source),
             hint,
         })

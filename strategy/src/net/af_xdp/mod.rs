@@ -29,7 +29,7 @@ use super::NetConfig;
 pub use super::ring::session::send_order;
 
 /// `--xsk-bind`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum XskBind {
     /// Zero-copy, falling back to copy mode.
@@ -49,6 +49,25 @@ impl std::str::FromStr for XskBind {
             "copy" => Ok(Self::Copy),
             _ => Err(format!("unknown bind mode `{s}` (auto, zc, copy)")),
         }
+    }
+}
+
+/// The AF_XDP bind mode that worked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BindMode {
+    /// Zero-copy: the driver DMAs into the UMEM.
+    ZeroCopy,
+    /// Copy mode: the kernel copies between its buffers and the UMEM.
+    Copy,
+}
+
+impl std::fmt::Display for BindMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::ZeroCopy => "zero-copy",
+            Self::Copy => "copy",
+        })
     }
 }
 
@@ -99,7 +118,7 @@ pub fn rx_queues(iface: &str) -> io::Result<Vec<u32>> {
 /// The attached program: dropped after the ring, which detaches it.
 struct Attached {
     steering: Steering,
-    bind_mode: &'static str,
+    bind_mode: BindMode,
 }
 
 impl SessionGuard for Attached {
@@ -151,16 +170,17 @@ pub fn open(
     }
     let mut rxs = Vec::with_capacity(xcfg.queues.len());
     let mut tx0 = None;
-    let mut bind_mode = "";
+    let mut bind_mode = None;
     for &queue in &xcfg.queues {
         let (rx, tx, mode) = open_queue(xcfg, queue)?;
         steering.register_socket(queue, rx.fd()).map_err(io_other)?;
         rxs.push(rx);
-        bind_mode = mode;
+        bind_mode = Some(mode);
         // The first socket transmits; the others only receive.
         tx0.get_or_insert(tx);
     }
     let tx = tx0.ok_or_else(|| io_other("no socket"))?;
+    let bind_mode = bind_mode.ok_or_else(|| io_other("no socket"))?;
     let total = xcfg.frame_count.max(128) as usize * xcfg.queues.len();
     let rx = MultiRx::new(rxs, xcfg.queues.clone());
     let xtx = if xcfg.xdp_tx {
@@ -186,7 +206,7 @@ pub fn open(
 
 /// One AF_XDP socket on `queue` over a UMEM of its own (zero-copy first under
 /// `--xsk-bind auto`): its two halves and the bind mode that worked.
-fn open_queue(xcfg: &XdpConfig, queue: u32) -> io::Result<(rings::XskRx, XskTx, &'static str)> {
+fn open_queue(xcfg: &XdpConfig, queue: u32) -> io::Result<(rings::XskRx, XskTx, BindMode)> {
     let ring = (xcfg.frame_count / 2).next_power_of_two().max(64);
     let q = |n: u32| QueueSize::new(n).map_err(io_other);
     let uc = UmemConfig::builder()
@@ -204,13 +224,13 @@ fn open_queue(xcfg: &XdpConfig, queue: u32) -> io::Result<(rings::XskRx, XskTx, 
     };
     let (umem, mut frames) =
         Umem::new(uc, count, xcfg.hugepages).map_err(|e| io_other(format!("{e}{hint}")))?;
-    let tries: &[(BindFlags, &'static str)] = match xcfg.bind {
+    let tries: &[(BindFlags, BindMode)] = match xcfg.bind {
         XskBind::Auto => &[
-            (BindFlags::XDP_ZEROCOPY, "zero-copy"),
-            (BindFlags::XDP_COPY, "copy"),
+            (BindFlags::XDP_ZEROCOPY, BindMode::ZeroCopy),
+            (BindFlags::XDP_COPY, BindMode::Copy),
         ],
-        XskBind::Zc => &[(BindFlags::XDP_ZEROCOPY, "zero-copy")],
-        XskBind::Copy => &[(BindFlags::XDP_COPY, "copy")],
+        XskBind::Zc => &[(BindFlags::XDP_ZEROCOPY, BindMode::ZeroCopy)],
+        XskBind::Copy => &[(BindFlags::XDP_COPY, BindMode::Copy)],
     };
     let mut opened = None;
     let mut last_err = None;

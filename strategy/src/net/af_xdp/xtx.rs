@@ -29,8 +29,30 @@ use crate::engine::Engine;
 use crate::net::ring::TxTap;
 use crate::trigger::Threshold;
 
+/// Why the program cannot decide for this engine (checked once per session).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NeverArmed {
+    /// Calibration delays are injected in user space.
+    CalibrationDelays,
+    /// `--levels` above the program's 8.
+    TooManyLevels,
+    /// The notional limit does not fit 64 bits.
+    NotionalTooLarge,
+}
+
+impl std::fmt::Display for NeverArmed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::CalibrationDelays => "calibration delays are injected in user space",
+            Self::TooManyLevels => "--levels above 8",
+            Self::NotionalTooLarge => "notional limit does not fit 64 bits",
+        })
+    }
+}
+
 /// The path's counters.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct XtxReport {
     /// Fires completed by user space.
     pub completed: u64,
@@ -47,7 +69,7 @@ pub struct XtxReport {
     /// Worst completion, ns.
     pub user_ns_max: u64,
     /// Why the program is never armed, if it is not (printed once).
-    pub never_armed: Option<&'static str>,
+    pub never_armed: Option<NeverArmed>,
     /// The program's side, as it counts it: frames seen, orders it sent, frames left to
     /// user space and why (flattened: the same keys in the report's JSON).
     #[serde(flatten)]
@@ -62,7 +84,7 @@ pub struct Delegation {
     /// Market-data packets applied this session.
     pub applied: u64,
     published: Option<(u64, bool)>,
-    static_check: Option<Result<(), &'static str>>,
+    static_check: Option<Result<(), NeverArmed>>,
     report: XtxReport,
 }
 
@@ -105,17 +127,17 @@ impl Delegation {
     }
 
     /// Can the program check this engine's rule at all (checked once)?
-    fn static_check(engine: &Engine, delays: bool) -> Result<(), &'static str> {
+    fn static_check(engine: &Engine, delays: bool) -> Result<(), NeverArmed> {
         let t = engine.trigger().config();
         if delays {
-            return Err("calibration delays are injected in user space");
+            return Err(NeverArmed::CalibrationDelays);
         }
         if t.levels > MAX_LEVELS {
-            return Err("--levels above 8");
+            return Err(NeverArmed::TooManyLevels);
         }
         if let Threshold::Notional { .. } = t.threshold {
             if u64::try_from(engine.trigger().notional_limit()).is_err() {
-                return Err("notional limit does not fit 64 bits");
+                return Err(NeverArmed::NotionalTooLarge);
             }
         }
         Ok(())

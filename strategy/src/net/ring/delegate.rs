@@ -19,7 +19,7 @@ use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, Tcp
 use strategy_common::xtx::{Template, HEADER_LEN, ORDER_LEN};
 
 /// The tap's counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TapStats {
     /// Delegated segments smoltcp built and the tap kept off the wire.
     pub suppressed: u64,

@@ -69,7 +69,7 @@ pub trait TxRing {
 }
 
 /// Transmit counters.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct TxStats {
     /// Frames posted.
     pub tx_frames: u64,
@@ -80,7 +80,7 @@ pub struct TxStats {
 }
 
 /// Device counters.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct DeviceStats {
     /// Frames handed to smoltcp.
     pub rx_to_stack: u64,

@@ -54,8 +54,8 @@ fn md_flow(cfg: &NetConfig) -> MdFlow {
 }
 
 /// Counters of the backend that opened the ring.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum BackendReport {
     /// No backend report.
     #[default]
@@ -67,38 +67,46 @@ pub enum BackendReport {
 }
 
 /// The AF_XDP backend's report.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct XdpReport {
     /// Attach mode that worked (drv, skb).
-    pub xdp_mode: &'static str,
+    pub xdp_mode: crate::net::af_xdp::loader::AttachMode,
     /// Bind mode that worked (zero-copy, copy).
-    pub xsk_bind: &'static str,
+    pub xsk_bind: crate::net::af_xdp::BindMode,
     /// The program's per-class counters.
     pub steering: crate::net::af_xdp::loader::SteerCounters,
 }
 
 /// A delegated-send (`xdp-tx`) session's counters, beside the backend's.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct XtxSessionReport {
     /// The path's counters.
     pub xdp_tx: XtxReport,
 }
 
+/// An AF_PACKET ring version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum RingVersion {
+    /// TPACKET_V2: one frame per slot.
+    #[serde(rename = "TPACKET_V2")]
+    TpacketV2,
+}
+
 /// The AF_PACKET backend's report.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PacketReport {
     /// Interface.
     pub af_packet: String,
     /// smoltcp's address.
     pub local: Ipv4Addr,
     /// Ring version.
-    pub ring: &'static str,
+    pub ring: RingVersion,
     /// PACKET_QDISC_BYPASS on.
     pub qdisc_bypass: bool,
 }
 
 /// The report of a raw-ring session.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct RingReport {
     /// Backend counters.
     pub backend: BackendReport,

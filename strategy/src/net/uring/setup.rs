@@ -54,7 +54,7 @@ pub struct UringOptions {
 }
 
 /// What the kernel offers, printed at start.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct UringFeatures {
     /// IORING_FEAT_FAST_POLL.
     pub fast_poll: bool,
@@ -92,7 +92,7 @@ pub struct UringFeatures {
 }
 
 /// The io_uring path's report: features and the provided-buffer accounting.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct UringReport {
     /// Features in use (what ran, not what was asked for).
     pub features: UringFeatures,
