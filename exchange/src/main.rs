@@ -145,24 +145,10 @@ struct GenArgs {
     orders: Option<u64>,
 }
 
+/// A duration with its unit (`500ms`, `2s`, `50us`): the one syntax every program of the
+/// project takes (humantime's).
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s
-        .find(|c: char| c.is_ascii_alphabetic())
-        .map_or((s, "s"), |i| s.split_at(i));
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration `{s}` (e.g. 500ms, 2s, 50us)"))?;
-    let ns = match unit {
-        "ns" => v,
-        "us" => v * 1e3,
-        "ms" => v * 1e6,
-        "s" => v * 1e9,
-        _ => return Err(format!("invalid duration unit in `{s}` (ns, us, ms, s)")),
-    };
-    if !ns.is_finite() || ns < 0.0 {
-        return Err(format!("invalid duration `{s}`"));
-    }
-    Ok(Duration::from_nanos(ns as u64))
+    humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (e.g. 500ms, 2s, 50us)"))
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -182,6 +168,8 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal: the lab's log files stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,

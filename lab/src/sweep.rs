@@ -142,24 +142,13 @@ impl Sweep {
     }
 }
 
-/// `1ms`, `100us`, `1s` (a number alone is ms).
+/// A gap with its unit (`1ms`, `100us`, `1s`), 1 us to 60 s.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
-    let (num, unit) = s
-        .find(|c: char| c.is_ascii_alphabetic())
-        .map_or((s, "ms"), |i| s.split_at(i));
-    let v: f64 = num
-        .parse()
-        .with_context(|| format!("`{s}`: not a duration"))?;
-    let secs = match unit {
-        "us" => v * 1e-6,
-        "ms" => v * 1e-3,
-        "s" => v,
-        _ => bail!("`{s}`: unit us, ms or s"),
-    };
-    if !(1e-6..=60.0).contains(&secs) {
+    let d = humantime::parse_duration(s).with_context(|| format!("`{s}`: not a duration"))?;
+    if !(std::time::Duration::from_micros(1)..=std::time::Duration::from_secs(60)).contains(&d) {
         bail!("`{s}`: out of range (1us to 60s)");
     }
-    Ok(std::time::Duration::from_secs_f64(secs))
+    Ok(d)
 }
 
 /// One point's kernel-stamp p50 and p99 per path (from its `summary.csv`); with a veth

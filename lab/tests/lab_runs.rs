@@ -105,7 +105,20 @@ fn two_gaps_warm_and_cold_and_the_report_renders() -> Result<()> {
             )
         },
     )?;
-    render_check(&env.results_root().join("gap-test"))
+    let dir = env.results_root().join("gap-test");
+    // The logs of a results folder are plain text: no terminal colour codes.
+    for e in std::fs::read_dir(&dir)?.filter_map(Result::ok) {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "log") {
+            let text = std::fs::read_to_string(&p)?;
+            anyhow::ensure!(
+                !text.contains('\x1b'),
+                "{} holds ANSI escape codes",
+                p.display()
+            );
+        }
+    }
+    render_check(&dir)
 }
 
 /// The report a person reads, rendered by real renderers: every SVG plot of a results folder

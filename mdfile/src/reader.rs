@@ -18,7 +18,9 @@ use proto::md::{self, ParseError};
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     /// The file could not be opened.
-    #[error("cannot open market-data file {path}: {source}")]
+    // The reason is the error's source, not part of its message: a chain printer (anyhow's
+    // `{:#}`) would print it twice.
+    #[error("cannot open market-data file {path}")]
     Open {
         /// The path.
         path: PathBuf,
@@ -26,7 +28,7 @@ pub enum ReadError {
         source: io::Error,
     },
     /// Decompression or read failed (not gzip, truncated, corrupt).
-    #[error("reading {path} at line {line}: {source} (is it a valid gzip file?)")]
+    #[error("reading {path} at line {line} (is it a valid gzip file?)")]
     Io {
         /// The path.
         path: PathBuf,
@@ -183,6 +185,20 @@ mod tests {
         deribit,BTC-PERPETUAL,1,10,true,ask,6593.5,nope\n\
         \n\
         deribit,BTC-PERPETUAL,2,11,false,ask,6593.5,20750";
+
+    #[test]
+    fn a_missing_file_says_why_once() {
+        let Err(e) = MdReader::open(Path::new("/nonexistent/md.csv.gz")) else {
+            panic!("opened a missing file");
+        };
+        let msg = e.to_string();
+        let why = std::error::Error::source(&e).map(ToString::to_string);
+        assert!(msg.contains("/nonexistent/md.csv.gz"), "{msg}");
+        assert!(
+            why.as_deref().is_some_and(|w| !msg.contains(w)),
+            "the reason is the source, not repeated in the message: {msg} / {why:?}"
+        );
+    }
 
     #[test]
     fn reads_and_reports_malformed_with_line_numbers() {
