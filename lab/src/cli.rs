@@ -15,10 +15,17 @@ pub struct LabArgs {
     /// Network paths to compare, in order (kernel, uring, xdp, packet, xdp-tx; variants
     /// kernel+zc, +busypoll, +preferbp, uring+zc, +sqpoll, +defer, +coop, +napi,
     /// +provideops, +regring, +inline, +syssend, +zcfixed, kernel|uring+tos, +prio, xdp+huge, combinable, and
-    /// on every path +warm, +warmcode, +warmtx, +hb; the README lists what each does);
-    /// ratios are against the first.
-    #[arg(long, value_delimiter = ',', default_value = "kernel,uring,xdp,packet")]
-    pub paths: Vec<lab::PathSpec>,
+    /// on every path +warm, +warmcode, +warmtx, +hb; docs/paths.md says what each does);
+    /// ratios are against the first. Default: the headline experiment, each path in its
+    /// best set-up, cold and warmed (kernel, kernel+warm, uring+defer+regring+inline and
+    /// +warm, xdp, xdp+warm, packet, packet+warm, xdp-tx); with --classic, --vm or
+    /// --calibrate: kernel,uring,xdp,packet.
+    #[arg(long, value_delimiter = ',')]
+    pub paths: Option<Vec<lab::PathSpec>>,
+    /// The earlier default run: kernel,uring,xdp,packet on the default file at its own gaps
+    /// between orders (no --order-gap).
+    #[arg(long)]
+    pub classic: bool,
     /// Repetitions per path.
     #[arg(long, default_value_t = 1)]
     pub runs: u32,
@@ -57,9 +64,11 @@ pub struct LabArgs {
     pub pcap: bool,
     /// Run every path at each of these gaps between orders (e.g. 1ms,10ms,100ms,1s): a file
     /// per gap with its orders exactly that far apart at the `--pace` rate, the ping-pong
-    /// floor measured at the same gap, and tick-to-trade against the gap per path.
+    /// floor measured at the same gap, and tick-to-trade against the gap per path. Default
+    /// 1ms,100ms; none with --md-file, --classic, --vm, --calibrate or --sweep (the file's
+    /// own gaps).
     #[arg(long, value_delimiter = ',', value_parser = humantime::parse_duration)]
-    pub order_gap: Vec<std::time::Duration>,
+    pub order_gap: Option<Vec<std::time::Duration>>,
     /// Orders per gap file (with --order-gap).
     #[arg(long, default_value_t = 100)]
     pub orders_per_gap: u64,
@@ -183,11 +192,38 @@ pub enum LabAction {
     },
 }
 
+/// The headline experiment's paths: each in its best set-up, cold and warmed where warming
+/// applies (`xdp-tx` decides in the program; its warming is left out until a heartbeat no
+/// longer disarms it).
+pub const HEADLINE_PATHS: &str = "kernel,kernel+warm,uring+defer+regring+inline,uring+defer+regring+inline+warm,xdp,xdp+warm,packet,packet+warm,xdp-tx";
+
+/// The headline experiment's gaps between orders.
+pub const HEADLINE_GAPS: [std::time::Duration; 2] = [
+    std::time::Duration::from_millis(1),
+    std::time::Duration::from_millis(100),
+];
+
 impl LabArgs {
+    /// Runs other than the headline experiment: the earlier four-path default.
+    fn classic(&self) -> bool {
+        self.classic || self.vm || self.calibrate || self.sweep.is_some()
+    }
+
     /// The lab crate's settings.
-    pub fn config(&self) -> LabConfig {
-        LabConfig {
-            paths: self.paths.clone(),
+    pub fn config(&self) -> Result<LabConfig> {
+        let classic = self.classic();
+        let paths = match &self.paths {
+            Some(p) => p.clone(),
+            None if classic => LabConfig::default().paths,
+            None => lab::parse_paths(HEADLINE_PATHS)?,
+        };
+        let order_gaps = match &self.order_gap {
+            Some(g) => g.clone(),
+            None if classic || self.md_file.is_some() => Vec::new(),
+            None => HEADLINE_GAPS.to_vec(),
+        };
+        Ok(LabConfig {
+            paths,
             runs: self.runs,
             md_file: self.md_file.clone(),
             pace: self.pace.clone(),
@@ -196,12 +232,12 @@ impl LabArgs {
             exchange_flags: self.exchange_flags.clone(),
             timeout: self.timeout,
             pcap: self.pcap,
-            order_gaps: self.order_gap.clone(),
+            order_gaps,
             orders_per_gap: self.orders_per_gap.max(2),
             warm_every: self.warm_every,
             exchange_warm: self.exchange_warm,
             veth_tunes: self.veth_tune.clone(),
-        }
+        })
     }
 }
 
@@ -266,7 +302,7 @@ pub fn run(a: &LabArgs) -> Result<()> {
             swept.join(", ")
         );
     }
-    let cfg = a.config();
+    let cfg = a.config()?;
     if a.calibrate {
         return lab::calibrate::run(&env, &cfg);
     }
@@ -335,4 +371,35 @@ pub struct BenchArgs {
     /// Do not build first (read by `cargo xtask bench-exchange`).
     #[arg(long)]
     pub no_build: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn config(args: &[&str]) -> LabConfig {
+        LabArgs::try_parse_from(std::iter::once("lab").chain(args.iter().copied()))
+            .expect("flags")
+            .config()
+            .expect("config")
+    }
+
+    #[test]
+    fn the_default_is_the_headline_experiment() {
+        let c = config(&[]);
+        assert_eq!(c.paths, lab::parse_paths(HEADLINE_PATHS).expect("paths"));
+        assert!(c.paths.iter().any(lab::PathSpec::sends_with_xdp_tx));
+        assert_eq!(c.order_gaps, HEADLINE_GAPS);
+        let classic = config(&["--classic"]);
+        assert_eq!(classic.paths, LabConfig::default().paths);
+        assert!(classic.order_gaps.is_empty());
+        assert!(config(&["--md-file", "x.csv.gz"]).order_gaps.is_empty());
+        assert_eq!(config(&["--vm"]).paths, LabConfig::default().paths);
+        let one = config(&["--paths", "xdp-tx", "--order-gap", "10ms"]);
+        assert_eq!(one.paths.len(), 1);
+        assert_eq!(one.order_gaps, [std::time::Duration::from_millis(10)]);
+        assert!(LabArgs::try_parse_from(["lab", "--warm-every", "5"]).is_err());
+        assert!(LabArgs::try_parse_from(["lab", "--paths", "xdp+zc"]).is_err());
+    }
 }

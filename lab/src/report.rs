@@ -103,7 +103,7 @@ impl<'a> PathRow<'a> {
     }
 
     /// Prints the two clock rows and returns them for `summary.csv`.
-    fn write(&self, out: &mut Vec<SummaryRow>) {
+    fn write(&self, out: &mut Vec<SummaryRow>, w: usize) {
         let ok = if self.all_match { "yes" } else { "NO" };
         let opt = |v: f64| v.is_finite().then_some(v);
         let dash = |v: Option<f64>| v.map_or("-".to_owned(), |x| format!("{x:.1}"));
@@ -121,7 +121,7 @@ impl<'a> PathRow<'a> {
             // p99.99 only where at least 10,000 samples back it (else it is the maximum).
             let p9999 = (s.len() >= 10_000).then(|| pct(s, 0.9999));
             println!(
-                "{:<22}{:>5}{:>8}{:>8}{:>7}{:>6}  {:<7}{:>7}{:>8}{:>8}{:>8}{:>8}{:>8}{:>8}{:>9}  {:>10}{:>10}",
+                "{:<w$}{:>5}{:>8}{:>8}{:>7}{:>6}  {:<7}{:>7}{:>8}{:>8}{:>8}{:>8}{:>8}{:>8}{:>9}  {:>10}{:>10}",
                 self.path, self.runs.len(), self.expected, self.received, ok, self.lost,
                 if clock == Clock::User { "user" } else { "kernel" },
                 s.len(), dash(v[0]), dash(v[1]), dash(v[2]), dash(v[3]), dash(v[4]),
@@ -184,14 +184,14 @@ impl<'a> PathRow<'a> {
     }
 }
 
-fn print_header() {
+fn print_header(w: usize) {
     println!();
     println!("tick-to-trade at the exchange (us): user = CLOCK_MONOTONIC in the exchange, kernel = SO_TIMESTAMPING software stamps;");
     println!("strat = the strategy's own packet-read -> order-handed-to-kernel time (us)");
     println!("warm-up: the first {WARMUP_ORDERS} orders of every run are left out of the exchange-side percentiles (kept in the CSVs)");
     println!("n = samples behind the percentiles; p99.99 only where n >= 10,000 (else it would be the maximum)");
     println!(
-        "{:<22}{:>5}{:>8}{:>8}{:>7}{:>6}  {:<7}{:>7}{:>8}{:>8}{:>8}{:>8}{:>8}{:>8}{:>9}  {:>10}{:>10}",
+        "{:<w$}{:>5}{:>8}{:>8}{:>7}{:>6}  {:<7}{:>7}{:>8}{:>8}{:>8}{:>8}{:>8}{:>8}{:>9}  {:>10}{:>10}",
         "path",
         "runs",
         "orders",
@@ -278,9 +278,10 @@ fn gap_table<'a>(
             })
         );
     }
-    print_header();
+    let w = rows.iter().map(|r| r.path.len() + 1).max().unwrap_or(0).max(22);
+    print_header(w);
     for row in &rows {
-        row.write(csv);
+        row.write(csv, w);
     }
     if let Some((base, rest)) = rows.split_first().filter(|(_, rest)| !rest.is_empty()) {
         println!(
@@ -434,6 +435,53 @@ fn gap_matrix(all: &[Vec<PathRow<'_>>]) {
     println!();
 }
 
+/// A short reading of the run, from its own figures (kernel-stamp p50): per gap, the
+/// fastest path against the first, and what warming did to each path that ran both ways.
+fn reading(all: &[Vec<PathRow<'_>>]) {
+    let p50 = |r: &PathRow<'_>| pct(&r.kernel, 0.5);
+    fn spec<'a>(r: &PathRow<'a>) -> Option<(&'a crate::PathSpec, &'a Option<String>)> {
+        r.runs.first().map(|x| (&x.key.path, &x.key.tune))
+    }
+    println!("reading (kernel-stamp tick-to-trade p50, paths of the same run):");
+    for rows in all {
+        let Some(base) = rows.first() else {
+            continue;
+        };
+        let Some(fast) = rows
+            .iter()
+            .filter(|r| p50(r).is_finite())
+            .min_by(|a, b| p50(a).total_cmp(&p50(b)))
+        else {
+            println!("  at {:.1} ms: no kernel stamps", base.gap_ms);
+            continue;
+        };
+        let mut line = format!(
+            "  at {:.1} ms between orders: fastest {} {:.1} us (x{:.2} of {} {:.1} us)",
+            base.gap_ms,
+            fast.path,
+            p50(fast),
+            p50(fast) / p50(base),
+            base.path,
+            p50(base)
+        );
+        let warmed: Vec<String> = rows
+            .iter()
+            .filter_map(|w| {
+                let (ws, wt) = spec(w)?;
+                ws.warm()?;
+                let cold = rows.iter().find(|c| {
+                    spec(c).is_some_and(|(cs, ct)| *cs == ws.without_warm() && ct == wt)
+                })?;
+                Some(format!("{} {:.1} -> {:.1}", cold.path, p50(cold), p50(w)))
+            })
+            .collect();
+        if !warmed.is_empty() {
+            line.push_str(&format!("; warmed: {}", warmed.join(", ")));
+        }
+        println!("{line}");
+    }
+}
+
 /// Prints the comparison and writes `summary.csv`, `runs.json`, `floor.json` and the plots
 /// to `dir`. `floors` holds the floor measured at each gap (none in the VM lab).
 pub fn report(dir: &Path, results: &[RunResult], floors: &[Floor]) -> Result<()> {
@@ -445,6 +493,7 @@ pub fn report(dir: &Path, results: &[RunResult], floors: &[Floor]) -> Result<()>
     }
     crate::summary::write(&dir.join("summary.csv"), &csv)?;
     gap_matrix(&all);
+    reading(&all);
     fs::write(
         dir.join("runs.json"),
         serde_json::to_string_pretty(results)?,

@@ -289,6 +289,19 @@ impl PathSpec {
         })
     }
 
+    /// The same spec without its warming mode (the cold run a warmed one compares with).
+    pub fn without_warm(&self) -> Self {
+        Self {
+            kind: self.kind,
+            parts: self
+                .parts
+                .iter()
+                .copied()
+                .filter(|p| matches!(p, Part::Variant(_)))
+                .collect(),
+        }
+    }
+
     /// Has this variant.
     pub fn has(&self, v: Variant) -> bool {
         self.parts.contains(&Part::Variant(v))
@@ -470,6 +483,10 @@ mod tests {
         assert!(!spec("kernel+warmcode").sends_heartbeats() && !spec("kernel").sends_heartbeats());
         assert!(spec("packet+warm").needs_own_ip() && !spec("xdp").needs_own_ip());
         assert!(spec("xdp-tx").sends_with_xdp_tx() && !spec("xdp").sends_with_xdp_tx());
+        assert_eq!(
+            spec("uring+defer+warm+inline").without_warm(),
+            spec("uring+defer+inline")
+        );
     }
 
     #[test]

@@ -45,6 +45,9 @@ enum Cmd {
     BenchExchange(PassArgs),
     /// Build the XDP program (nightly, build-std, bpf-linker; installs them if missing).
     BuildEbpf,
+    /// Rewrite docs/usage.md from the programs' own `--help` (the test command fails when
+    /// it is stale).
+    Usage,
     /// Build what is needed and run the strategy on an interface (e.g. inside the guest:
     /// `cargo xtask run --iface ens3 --exchange 192.168.100.1:9012`).
     Run(RunArgs),
@@ -296,6 +299,7 @@ fn main() -> ExitCode {
         Cmd::BenchExchange(a) => lab(&["bench"], &a),
         Cmd::Fuzz(a) => fuzz(&a),
         Cmd::BuildEbpf => build_ebpf(),
+        Cmd::Usage => usage(),
         Cmd::Run(a) => run_strategy(&a),
     };
     match r {
@@ -305,6 +309,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Rewrites docs/usage.md from the programs' `--help` (the lab crate's `usage_doc` test in
+/// its writing mode).
+fn usage() -> Result<()> {
+    println!("+ NICLAB_BLESS_USAGE=1 cargo test --release -p lab --test usage_doc");
+    let ok = Command::new("cargo")
+        .args(["test", "--release", "-p", "lab", "--test", "usage_doc"])
+        .env("NICLAB_BLESS_USAGE", "1")
+        .current_dir(root())
+        .status()?
+        .success();
+    anyhow::ensure!(ok, "regenerating docs/usage.md failed");
+    println!("wrote docs/usage.md");
+    Ok(())
 }
 
 /// The workspace root.

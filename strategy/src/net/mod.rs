@@ -191,3 +191,52 @@ pub trait NetPath {
         PathReport::None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Written, read back and written again, a report is the same JSON: what the lab reads
+    /// typed is what the strategy wrote (a field the writer may leave out must have a
+    /// default on the reader's side).
+    fn round_trips(r: &PathReport) {
+        let once = serde_json::to_string(r).expect("ser");
+        let back: PathReport = serde_json::from_str(&once)
+            .unwrap_or_else(|e| panic!("reading back {once}: {e}"));
+        assert_eq!(serde_json::to_string(&back).expect("ser"), once);
+    }
+
+    #[test]
+    fn every_path_report_reads_back_as_written() {
+        round_trips(&PathReport::None);
+        round_trips(&PathReport::Kernel(kernel::KernelReport::default()));
+        round_trips(&PathReport::Uring(uring::UringReport::default()));
+        #[cfg(feature = "xdp")]
+        {
+            use ring::session::{PacketReport, RingVersion, XdpReport, XtxSessionReport};
+            let mut r = ring::RingReport::default();
+            round_trips(&PathReport::Ring(Box::new(r.clone())));
+            r.backend = ring::BackendReport::Packet(PacketReport {
+                af_packet: "vs0".into(),
+                local: Ipv4Addr::new(10, 77, 0, 3),
+                ring: RingVersion::TpacketV2,
+                qdisc_bypass: true,
+            });
+            r.kernel_drops = Some(3);
+            round_trips(&PathReport::Ring(Box::new(r.clone())));
+            r.backend = ring::BackendReport::Xdp(XdpReport {
+                xdp_mode: af_xdp::loader::AttachMode::Skb,
+                xsk_bind: af_xdp::BindMode::Copy,
+                steering: af_xdp::loader::SteerCounters::default(),
+            });
+            r.rx_queues = vec![(0, 10), (1, 12)];
+            r.xtx = Some(Box::new(XtxSessionReport {
+                xdp_tx: af_xdp::xtx::XtxReport {
+                    never_armed: Some(af_xdp::xtx::NeverArmed::TooManyLevels),
+                    ..Default::default()
+                },
+            }));
+            round_trips(&PathReport::Ring(Box::new(r)));
+        }
+    }
+}

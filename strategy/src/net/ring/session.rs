@@ -128,7 +128,7 @@ pub struct RingReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel_drops: Option<u64>,
     /// Frames received per RX queue `[queue, frames]` (AF_XDP: one socket per queue).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rx_queues: Vec<(u32, u64)>,
     /// The `xdp-tx` counters (that path only).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
