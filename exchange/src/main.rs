@@ -53,7 +53,9 @@ struct ServeArgs {
     /// Loop multicast back to local listeners (IP_MULTICAST_LOOP).
     #[arg(long)]
     mcast_loop: bool,
-    /// Replay pace: recorded[:SPEED] | rate:PPS | max.
+    /// Replay pace: recorded[:SPEED] | rate:PPS | max | bursts:BASE/PEAK/BURST/PERIOD (on/off
+    /// bursts, e.g. bursts:5000/200000/1ms/100ms) | poisson:PPS[:SEED] (exponential gaps,
+    /// seeded: repeatable).
     #[arg(long, default_value = "rate:2000")]
     pace: Pace,
     /// Grace period after the end of the file, for in-flight orders (e.g. 500ms, 2s).

@@ -278,7 +278,12 @@ fn gap_table<'a>(
             })
         );
     }
-    let w = rows.iter().map(|r| r.path.len() + 1).max().unwrap_or(0).max(22);
+    let w = rows
+        .iter()
+        .map(|r| r.path.len() + 1)
+        .max()
+        .unwrap_or(0)
+        .max(22);
     print_header(w);
     for row in &rows {
         row.write(csv, w);

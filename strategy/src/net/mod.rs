@@ -201,8 +201,8 @@ mod tests {
     /// default on the reader's side).
     fn round_trips(r: &PathReport) {
         let once = serde_json::to_string(r).expect("ser");
-        let back: PathReport = serde_json::from_str(&once)
-            .unwrap_or_else(|e| panic!("reading back {once}: {e}"));
+        let back: PathReport =
+            serde_json::from_str(&once).unwrap_or_else(|e| panic!("reading back {once}: {e}"));
         assert_eq!(serde_json::to_string(&back).expect("ser"), once);
     }
 
