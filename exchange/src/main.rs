@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Serve order entry and replay the market-data file to each client in turn.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Write a synthetic Tardis incremental_book_L2 gzip file (+ `.planted.csv`).
     Gen(GenArgs),
 }
