@@ -69,7 +69,15 @@ pub struct LabArgs {
     /// own gaps).
     #[arg(long, value_delimiter = ',', value_parser = humantime::parse_duration)]
     pub order_gap: Option<Vec<std::time::Duration>>,
-    /// Orders per gap file (with --order-gap).
+    /// Load as an axis: the feed's rate around the triggers, packets/s (e.g.
+    /// 0,100k,300k,1M; 0 is the --pace feed). Per load and gap, a file with the triggers at
+    /// the gap and non-triggering lines between them at that rate; each path's drops from
+    /// its own counters, sent = handled + dropped checked; tick-to-trade against the rate
+    /// (t2t_vs_load.svg). Default paths then: kernel, uring+defer+regring+inline, xdp,
+    /// packet, xdp-tx.
+    #[arg(long, value_delimiter = ',', value_parser = lab::load::parse_rate)]
+    pub load: Vec<u32>,
+    /// Orders per gap file (with --order-gap; cut to fit 2 M lines under --load).
     #[arg(long, default_value_t = 100)]
     pub orders_per_gap: u64,
     /// Interval of the warming variants (`+warm`, `+warmcode`, `+warmtx`, `+hb`).
@@ -197,6 +205,9 @@ pub enum LabAction {
 /// longer disarms it).
 pub const HEADLINE_PATHS: &str = "kernel,kernel+warm,uring+defer+regring+inline,uring+defer+regring+inline+warm,xdp,xdp+warm,packet,packet+warm,xdp-tx";
 
+/// The paths of a `--load` run by default: each in its best set-up.
+pub const LOAD_PATHS: &str = "kernel,uring+defer+regring+inline,xdp,packet,xdp-tx";
+
 /// The headline experiment's gaps between orders.
 pub const HEADLINE_GAPS: [std::time::Duration; 2] = [
     std::time::Duration::from_millis(1),
@@ -215,6 +226,7 @@ impl LabArgs {
         let paths = match &self.paths {
             Some(p) => p.clone(),
             None if classic => LabConfig::default().paths,
+            None if !self.load.is_empty() => lab::parse_paths(LOAD_PATHS)?,
             None => lab::parse_paths(HEADLINE_PATHS)?,
         };
         let order_gaps = match &self.order_gap {
@@ -237,6 +249,7 @@ impl LabArgs {
             warm_every: self.warm_every,
             exchange_warm: self.exchange_warm,
             veth_tunes: self.veth_tune.clone(),
+            loads: self.load.clone(),
         })
     }
 }
@@ -400,6 +413,10 @@ mod tests {
         assert_eq!(one.paths.len(), 1);
         assert_eq!(one.order_gaps, [std::time::Duration::from_millis(10)]);
         assert!(LabArgs::try_parse_from(["lab", "--warm-every", "5"]).is_err());
+        let load = config(&["--load", "0,100k,1M"]);
+        assert_eq!(load.loads, [0, 100_000, 1_000_000]);
+        assert_eq!(load.paths, lab::parse_paths(LOAD_PATHS).expect("paths"));
+        assert_eq!(load.order_gaps, HEADLINE_GAPS);
         assert!(LabArgs::try_parse_from(["lab", "--paths", "xdp+zc"]).is_err());
     }
 }

@@ -179,6 +179,8 @@ mod tests {
             gap_ms: 1.0,
             gap_source: crate::summary::GapSource::Requested,
             path: path.into(),
+            load_pps: None,
+            accounted: true,
             runs: 1,
             orders_expected: 40,
             orders_received: 40,

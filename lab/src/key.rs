@@ -20,6 +20,9 @@ pub const NICS: [&str; 3] = ["virtio", "e1000e", "igb"];
 pub struct RunKey {
     /// The emulated NIC (VM lab only).
     pub nic: Option<String>,
+    /// The feed's rate around the triggers, packets/s (`--load`).
+    #[serde(default)]
+    pub load: Option<u32>,
     /// The gap between orders the file was made for (`--order-gap`).
     pub gap: Option<Duration>,
     /// The path and its variants.
@@ -40,6 +43,7 @@ impl RunKey {
     pub fn new(path: PathSpec, run: u32) -> Self {
         Self {
             nic: None,
+            load: None,
             gap: None,
             path,
             tune: None,
@@ -47,7 +51,7 @@ impl RunKey {
         }
     }
 
-    /// The prefix of the run's files: `[nic-][gap-]path[-tune]-run`.
+    /// The prefix of the run's files: `[nic-][loadpps-][gap-]path[-tune]-run`.
     pub fn tag(&self) -> String {
         format!("{}-{}", self.series(), self.run)
     }
@@ -58,6 +62,10 @@ impl RunKey {
         if let Some(n) = &self.nic {
             s.push_str(n);
             s.push('-');
+        }
+        if let Some(l) = self.load {
+            s.push_str(&crate::load::rate_label(l));
+            s.push_str("pps-");
         }
         if let Some(g) = self.gap {
             s.push_str(&crate::data::gap_label(g));
@@ -107,6 +115,17 @@ impl RunKey {
             }
             _ => None,
         };
+        let load = match rest
+            .first()
+            .and_then(|l| l.strip_suffix("pps"))
+            .map(crate::load::parse_rate)
+        {
+            Some(Ok(l)) => {
+                rest.remove(0);
+                Some(l)
+            }
+            _ => None,
+        };
         let gap = match rest.first().map(|g| humantime::parse_duration(g)) {
             Some(Ok(g)) => {
                 rest.remove(0);
@@ -121,6 +140,7 @@ impl RunKey {
             let tune = (n < rest.len()).then(|| rest[n..].join("-"));
             Some(Self {
                 nic: nic.clone(),
+                load,
                 gap,
                 path,
                 tune,
@@ -165,6 +185,15 @@ mod tests {
             RunKey {
                 nic: Some("igb".into()),
                 ..RunKey::new(spec("xdp-tx"), 12)
+            },
+            RunKey {
+                load: Some(300_000),
+                gap: Some(Duration::from_millis(1)),
+                ..RunKey::new(spec("packet+warm"), 2)
+            },
+            RunKey {
+                load: Some(0),
+                ..RunKey::new(spec("kernel"), 1)
             },
         ];
         for k in keys {

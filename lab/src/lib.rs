@@ -29,6 +29,7 @@ pub mod html;
 pub mod hugepages;
 pub mod key;
 pub mod leftovers;
+pub mod load;
 pub mod netns;
 pub mod oracle;
 pub mod plot;
@@ -114,6 +115,9 @@ pub struct LabConfig {
     /// Tuning variants of the strategy's veth (`--veth-tune`, the VM lab's `--guest-tune`
     /// names where they apply to a veth), each run beside the untuned baseline.
     pub veth_tunes: Vec<String>,
+    /// Feed rates around the triggers, packets/s (`--load`; 0: the `pace` feed); empty: no
+    /// load axis ([`load`]).
+    pub loads: Vec<u32>,
 }
 
 impl Default for LabConfig {
@@ -140,6 +144,7 @@ impl Default for LabConfig {
             warm_every: std::time::Duration::from_micros(100),
             exchange_warm: None,
             veth_tunes: Vec::new(),
+            loads: Vec::new(),
         }
     }
 }
@@ -207,6 +212,10 @@ pub struct RunResult {
     pub orders_received: usize,
     /// Received orders equal to the oracle's, in order.
     pub orders_match: bool,
+    /// The received orders against the oracle, drops taken into account.
+    pub explained: load::Explained,
+    /// Market-data packets sent, handled and dropped (None: no strategy report).
+    pub accounting: Option<load::Accounting>,
     /// Market-data packets the exchange sent.
     pub packets_sent: u64,
     /// Packets the strategy received.
@@ -266,17 +275,40 @@ pub fn read_session_report(path: &Path) -> Result<strategy::runtime::SessionRepo
     serde_json::from_str(line).with_context(|| format!("{}: a session report", path.display()))
 }
 
-/// Fails when any run's received orders differ from the oracle.
+/// Fails when any run's received orders differ from the oracle beyond what its drops
+/// explain, or its packets do not add up (sent = handled + dropped).
 pub fn check(dir: &Path, results: &[RunResult]) -> Result<()> {
     let bad: Vec<String> = results
         .iter()
-        .filter(|r| !r.orders_match)
+        .filter(|r| r.explained == load::Explained::No)
         .map(|r| r.key.to_string())
         .collect();
     if !bad.is_empty() {
         bail!(
-            "orders received differ from the oracle in: {} (see {})",
+            "orders received differ from the oracle (beyond what drops explain) in: {} (see {})",
             bad.join(", "),
+            dir.display()
+        );
+    }
+    let unbalanced: Vec<String> = results
+        .iter()
+        .filter_map(|r| {
+            let a = r.accounting?;
+            (!a.balanced).then(|| {
+                format!(
+                    "{}: sent {} != handled {} + dropped {}",
+                    r.key,
+                    a.sent,
+                    a.handled,
+                    a.dropped.map_or("(no count)".to_owned(), |d| d.to_string())
+                )
+            })
+        })
+        .collect();
+    if !unbalanced.is_empty() {
+        bail!(
+            "market-data packets not accounted for: {} (see {})",
+            unbalanced.join("; "),
             dir.display()
         );
     }

@@ -27,8 +27,11 @@ use crate::stats::pct;
 use crate::{capture, data};
 use crate::{Env, LabConfig, PathSpec, RunResult};
 
-/// One file of an experiment: its gap (None: the file's own) and its oracle.
+/// One file of an experiment: its load and pace, its gap (None: the file's own) and its
+/// oracle.
 struct Step {
+    load: Option<u32>,
+    pace: String,
     gap: Option<Duration>,
     md_file: PathBuf,
     oracle: Vec<OrderRepr>,
@@ -36,12 +39,35 @@ struct Step {
 
 /// The files of an experiment: one per `--order-gap`, or the one file.
 fn steps(env: &Env, a: &LabConfig) -> Result<Vec<Step>> {
-    let files: Vec<(Option<Duration>, PathBuf)> = if a.order_gaps.is_empty() {
+    type File = (Option<u32>, String, Option<Duration>, PathBuf);
+    let files: Vec<File> = if !a.loads.is_empty() {
+        let quiet = data::pace_rate(&a.pace).with_context(|| {
+            format!(
+                "--load: load 0 is the `rate:PPS` pace's feed (got `{}`)",
+                a.pace
+            )
+        })?;
+        if a.order_gaps.is_empty() {
+            bail!("--load places its triggers at the --order-gap gaps: give at least one");
+        }
+        let mut files = Vec::new();
+        for &load in &a.loads {
+            let rate = if load == 0 { quiet } else { load };
+            for &g in &a.order_gaps {
+                let lines = mdfile::mdgen::lines_for_gap(g, rate);
+                let orders = crate::load::orders_that_fit(a.orders_per_gap, lines);
+                let md = data::gap_md_file(env, g, rate, orders)?;
+                // The key holds the rate the feed ran at (load 0: the quiet feed's).
+                files.push((Some(rate), format!("rate:{rate}"), Some(g), md));
+            }
+        }
+        files
+    } else if a.order_gaps.is_empty() {
         let md = match &a.md_file {
             Some(f) => f.clone(),
             None => data::ensure_md_file(&data::default_md_file(env), false)?,
         };
-        vec![(None, md)]
+        vec![(None, a.pace.clone(), None, md)]
     } else {
         let rate = data::pace_rate(&a.pace).with_context(|| {
             format!(
@@ -51,12 +77,19 @@ fn steps(env: &Env, a: &LabConfig) -> Result<Vec<Step>> {
         })?;
         a.order_gaps
             .iter()
-            .map(|&g| Ok((Some(g), data::gap_md_file(env, g, rate, a.orders_per_gap)?)))
+            .map(|&g| {
+                Ok((
+                    None,
+                    a.pace.clone(),
+                    Some(g),
+                    data::gap_md_file(env, g, rate, a.orders_per_gap)?,
+                ))
+            })
             .collect::<Result<_>>()?
     };
     files
         .into_iter()
-        .map(|(gap, md_file)| {
+        .map(|(load, pace, gap, md_file)| {
             let oracle = strategy::replay::replay(&md_file, EngineConfig::default())
                 .context("replaying the file (oracle)")?;
             println!(
@@ -66,6 +99,8 @@ fn steps(env: &Env, a: &LabConfig) -> Result<Vec<Step>> {
                 md_file.display()
             );
             Ok(Step {
+                load,
+                pace,
                 gap,
                 md_file,
                 oracle: oracle.orders,
@@ -123,18 +158,32 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<PathBuf> {
         .collect();
     let mut results = Vec::new();
     let mut floors = Vec::new();
+    let mut measured: Vec<Duration> = Vec::new();
     for step in &steps {
         let floor_gap = step.gap.unwrap_or(Duration::ZERO);
-        let floor = crate::floor::measure(pin, floor_gap).context("the ping-pong floor")?;
-        println!(
-            "floor at gap {} (bare ping-pong, same link and CPUs, {} round trips each): UDP p50 {:.1} p99 {:.1} us, TCP_NODELAY p50 {:.1} p99 {:.1} us",
-            data::gap_label(floor_gap),
-            floor.0.len(),
-            pct(&floor.0, 0.5),
-            pct(&floor.0, 0.99),
-            pct(&floor.1, 0.5),
-            pct(&floor.1, 0.99)
-        );
+        if let Some(l) = step.load {
+            println!(
+                "load {} packets/s ({}), triggers {} apart",
+                crate::load::rate_label(l),
+                step.pace,
+                data::gap_label(floor_gap)
+            );
+        }
+        // The floor once per gap (a bare ping-pong, no feed around it).
+        if !measured.contains(&floor_gap) {
+            let floor = crate::floor::measure(pin, floor_gap).context("the ping-pong floor")?;
+            println!(
+                "floor at gap {} (bare ping-pong, same link and CPUs, {} round trips each): UDP p50 {:.1} p99 {:.1} us, TCP_NODELAY p50 {:.1} p99 {:.1} us",
+                data::gap_label(floor_gap),
+                floor.0.len(),
+                pct(&floor.0, 0.5),
+                pct(&floor.0, 0.99),
+                pct(&floor.1, 0.5),
+                pct(&floor.1, 0.99)
+            );
+            floors.push(crate::report::Floor::new(step.gap, &floor));
+            measured.push(floor_gap);
+        }
         for run in 1..=a.runs {
             for (path, tune) in a
                 .paths
@@ -150,6 +199,8 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<PathBuf> {
                     oracle: &step.oracle,
                     stop,
                     gap: step.gap,
+                    load: step.load,
+                    pace: &step.pace,
                     heartbeats: a.paths.iter().any(PathSpec::sends_heartbeats),
                     xdp_pass,
                 };
@@ -158,7 +209,6 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<PathBuf> {
                 results.push(r);
             }
         }
-        floors.push(crate::report::Floor::new(step.gap, &floor));
     }
     crate::report::report(&dir, &results, &floors)?;
     crate::check(&dir, &results)?;
@@ -203,6 +253,10 @@ pub struct RunCtx<'a> {
     pub stop: &'a AtomicBool,
     /// The gap the file was made for.
     pub gap: Option<Duration>,
+    /// The feed's rate around the triggers (`--load`).
+    pub load: Option<u32>,
+    /// The exchange's pace for this file.
+    pub pace: &'a str,
     /// The exchange accepts heartbeats (some path of the experiment sends them; the same
     /// exchange settings for every path, so that they compare like with like).
     pub heartbeats: bool,
@@ -236,6 +290,7 @@ fn one_run(
 ) -> Result<RunResult> {
     let key = RunKey {
         gap: ctx.gap,
+        load: ctx.load,
         tune: tune.map(|t| t.name.clone()),
         ..RunKey::new(path.clone(), run)
     };
@@ -305,6 +360,18 @@ fn one_run(
         .context("no exchange summary")?;
     let strat = crate::read_session_report(&st_sum)?;
     let rx = received_vs_oracle(&ex_csv, ctx.oracle)?;
+    let accounting = crate::load::Accounting::of(summary.counters.packets_sent, &strat, rx.got);
+    let explained = crate::load::explain(&rx.orders, ctx.oracle, accounting.lost());
+    if !accounting.balanced {
+        println!(
+            "  {tag}: WARNING market data not accounted for: sent {} != handled {} + dropped {}",
+            accounting.sent,
+            accounting.handled,
+            accounting
+                .dropped
+                .map_or("(no count)".to_owned(), |d| d.to_string())
+        );
+    }
     Ok(RunResult {
         path: key.label(),
         gap_ms: ctx.gap.map(|g| g.as_secs_f64() * 1e3),
@@ -316,6 +383,8 @@ fn one_run(
         orders_expected: rx.expected,
         orders_received: rx.got,
         orders_match: rx.matches,
+        explained,
+        accounting: Some(accounting),
         packets_sent: summary.counters.packets_sent,
         packets_received: strat.path.packets,
         exchange: summary,
@@ -338,7 +407,7 @@ fn spawn_exchange(ctx: &RunCtx<'_>, lab: &VethLab, tag: &str) -> Result<Proc> {
             "--sessions",
             "1",
         ])
-        .args(["--spin", "--quiet-orders", "--pace", &ctx.a.pace])
+        .args(["--spin", "--quiet-orders", "--pace", ctx.pace])
         .args(if ctx.heartbeats {
             &["--heartbeats"][..]
         } else {

@@ -19,6 +19,8 @@ pub struct Received {
     pub got: usize,
     /// Equal, in order.
     pub matches: bool,
+    /// The orders, in the order they came.
+    pub orders: Vec<OrderRepr>,
     /// Tick-to-trade samples, user clock, warm-up left out.
     pub t2t_user: Vec<u64>,
     /// Same, kernel stamps.
@@ -41,6 +43,7 @@ pub fn received_vs_oracle(ex_csv: &Path, oracle: &[OrderRepr]) -> Result<Receive
         expected: oracle.len(),
         got: got.len(),
         matches: got == oracle,
+        orders: got,
         t2t_user,
         t2t_kernel,
     })

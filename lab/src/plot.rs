@@ -131,6 +131,32 @@ pub fn cdf(out: &Path, curves: &[(String, Vec<u64>, bool)]) -> Result<()> {
 /// Draws one line per `(name, [(gap ms, p50 us)])` into `out`, both axes log with labelled
 /// ticks.
 pub fn against_gap(out: &Path, lines: &[(String, Vec<(f64, f64)>)]) -> Result<()> {
+    against(
+        out,
+        "tick-to-trade p50 (kernel stamps) against the gap between orders",
+        "gap between orders (ms, log)",
+        lines,
+    )
+}
+
+/// Tick-to-trade p50 (kernel stamps) against the feed's rate, one line per path and gap,
+/// log axes.
+pub fn against_load(out: &Path, lines: &[(String, Vec<(f64, f64)>)]) -> Result<()> {
+    against(
+        out,
+        "tick-to-trade p50 (kernel stamps) against the feed's rate",
+        "market-data packets/s (log)",
+        lines,
+    )
+}
+
+/// One line per series of `(x, y)` points on log axes.
+fn against(
+    out: &Path,
+    caption: &str,
+    x_desc: &str,
+    lines: &[(String, Vec<(f64, f64)>)],
+) -> Result<()> {
     use plotters::prelude::*;
     let pts: Vec<(f64, f64)> = lines
         .iter()
@@ -151,10 +177,7 @@ pub fn against_gap(out: &Path, lines: &[(String, Vec<(f64, f64)>)]) -> Result<()
     let root = SVGBackend::new(out, (900, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(e)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "tick-to-trade p50 (kernel stamps) against the gap between orders",
-            ("sans-serif", 20),
-        )
+        .caption(caption, ("sans-serif", 20))
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(50)
@@ -162,7 +185,7 @@ pub fn against_gap(out: &Path, lines: &[(String, Vec<(f64, f64)>)]) -> Result<()
         .map_err(e)?;
     chart
         .configure_mesh()
-        .x_desc("gap between orders (ms, log)")
+        .x_desc(x_desc)
         .y_desc("p50 (us, log)")
         .x_labels(xa.label_count())
         .y_labels(ya.label_count())

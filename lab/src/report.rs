@@ -45,6 +45,8 @@ impl Floor {
 /// One path's runs at one gap, pooled.
 struct PathRow<'a> {
     path: &'a str,
+    load: Option<u32>,
+    accounted: bool,
     gap_ms: f64,
     gap_requested: bool,
     floor: Option<Floor>,
@@ -92,8 +94,15 @@ impl<'a> PathRow<'a> {
             all_match: runs.iter().all(|r| r.orders_match),
             lost: runs
                 .iter()
-                .map(|r| r.packets_sent.saturating_sub(r.packets_received))
+                .map(|r| {
+                    r.accounting.map_or_else(
+                        || r.packets_sent.saturating_sub(r.packets_received),
+                        |a| a.lost(),
+                    )
+                })
                 .sum(),
+            load: runs.first().and_then(|r| r.key.load),
+            accounted: runs.iter().all(|r| r.accounting.is_none_or(|a| a.balanced)),
             strategy_p50_us: mean_us(|p| p.p50),
             strategy_p99_us: mean_us(|p| p.p99),
             user,
@@ -104,7 +113,18 @@ impl<'a> PathRow<'a> {
 
     /// Prints the two clock rows and returns them for `summary.csv`.
     fn write(&self, out: &mut Vec<SummaryRow>, w: usize) {
-        let ok = if self.all_match { "yes" } else { "NO" };
+        // `drops`: orders differ after packets were lost (counted below the table).
+        let ok = if self.all_match {
+            "yes"
+        } else if self
+            .runs
+            .iter()
+            .all(|r| r.explained != crate::load::Explained::No)
+        {
+            "drops"
+        } else {
+            "NO"
+        };
         let opt = |v: f64| v.is_finite().then_some(v);
         let dash = |v: Option<f64>| v.map_or("-".to_owned(), |x| format!("{x:.1}"));
         let stage = |f: fn(&crate::StageMedians) -> f64| {
@@ -135,6 +155,8 @@ impl<'a> PathRow<'a> {
                     GapSource::MeasuredMedian
                 },
                 path: self.path.to_owned(),
+                load_pps: self.load,
+                accounted: self.accounted,
                 runs: self.runs.len(),
                 orders_expected: self.expected,
                 orders_received: self.received,
@@ -226,12 +248,16 @@ fn p50_difference(a: &[u64], b: &[u64]) -> String {
 }
 
 /// The runs of one gap, in the order the paths ran.
-fn group_by_gap(results: &[RunResult]) -> Vec<(Option<f64>, Vec<&RunResult>)> {
-    let mut groups: Vec<(Option<f64>, Vec<&RunResult>)> = Vec::new();
+type Group<'a> = ((Option<u32>, Option<f64>), Vec<&'a RunResult>);
+
+/// The runs of one load and gap, in the order the paths ran.
+fn group_by_gap(results: &[RunResult]) -> Vec<Group<'_>> {
+    let mut groups: Vec<Group<'_>> = Vec::new();
     for r in results {
-        match groups.iter_mut().find(|(g, _)| *g == r.gap_ms) {
+        let k = (r.key.load, r.gap_ms);
+        match groups.iter_mut().find(|(g, _)| *g == k) {
             Some((_, v)) => v.push(r),
-            None => groups.push((r.gap_ms, vec![r])),
+            None => groups.push((k, vec![r])),
         }
     }
     groups
@@ -258,7 +284,11 @@ fn gap_table<'a>(
     if let Some(first) = rows.first() {
         println!();
         println!(
-            "order gap {:.1} ms ({}){}",
+            "{}order gap {:.1} ms ({}){}",
+            first.load.map_or(String::new(), |l| format!(
+                "load {} packets/s, ",
+                crate::load::rate_label(l)
+            )),
             first.gap_ms,
             if first.gap_requested {
                 "file made for this gap; measured medians per run are in runs.json"
@@ -345,8 +375,43 @@ fn gap_table<'a>(
             pct(&row.kernel, 0.5)
         );
     }
+    drop_lines(runs);
     xdp_tx_lines(runs);
     Ok(rows)
+}
+
+/// Runs that lost market data: the path's own drop count, the identity sent = handled +
+/// dropped, and how the orders then stand against the oracle.
+fn drop_lines(runs: &[&RunResult]) {
+    for r in runs {
+        let Some(a) = r.accounting else { continue };
+        if a.lost() == 0 && a.balanced {
+            continue;
+        }
+        let orders = match r.explained {
+            crate::load::Explained::Equal => "orders equal to the oracle's".to_owned(),
+            crate::load::Explained::AfterDrops {
+                prefix,
+                extra,
+                missing,
+            } => format!(
+                "orders: the first {prefix} equal to the oracle's, then {extra} on triggers the oracle lacks (a book that missed lines), {missing} oracle triggers without an order"
+            ),
+            crate::load::Explained::No => "orders differ from the oracle's".to_owned(),
+        };
+        println!(
+            "  {}: sent {}, handled {}, dropped {} by the path's count ({}); {orders}",
+            r.key,
+            a.sent,
+            a.handled,
+            a.dropped.map_or("-".to_owned(), |d| d.to_string()),
+            if a.balanced {
+                "sent = handled + dropped"
+            } else {
+                "NOT ACCOUNTED"
+            }
+        );
+    }
 }
 
 /// For `xdp-tx` runs: how many orders the program sent itself, why it left the others to
@@ -392,7 +457,7 @@ fn gap_matrix(all: &[Vec<PathRow<'_>>]) {
         return;
     }
     println!();
-    println!("tick-to-trade against the gap between orders (kernel stamps, us, p50 / p99):");
+    println!("tick-to-trade against the gap between orders (and the feed's rate, with --load; kernel stamps, us, p50 / p99):");
     let w = all
         .iter()
         .flatten()
@@ -403,7 +468,10 @@ fn gap_matrix(all: &[Vec<PathRow<'_>>]) {
     print!("{:<w$}", "path");
     for rows in all {
         if let Some(r) = rows.first() {
-            print!("{:>18}", format!("{:.0} ms", r.gap_ms));
+            let load = r.load.map_or(String::new(), |l| {
+                format!("{}/s ", crate::load::rate_label(l))
+            });
+            print!("{:>18}", format!("{load}{:.0} ms", r.gap_ms));
         }
     }
     println!();
@@ -492,7 +560,7 @@ fn reading(all: &[Vec<PathRow<'_>>]) {
 pub fn report(dir: &Path, results: &[RunResult], floors: &[Floor]) -> Result<()> {
     let mut csv = Vec::new();
     let mut all = Vec::new();
-    for (gap, runs) in group_by_gap(results) {
+    for ((_, gap), runs) in group_by_gap(results) {
         let floor = floors.iter().copied().find(|f| f.gap_ms == gap);
         all.push(gap_table(&mut csv, &runs, floor)?);
     }
@@ -540,9 +608,32 @@ pub fn report(dir: &Path, results: &[RunResult], floors: &[Floor]) -> Result<()>
         }
         crate::plot::against_gap(&dir.join("t2t_vs_gap.svg"), &lines)?;
     }
+    load_plot(dir, &all)?;
     let html = crate::html::write_run(dir)?;
     println!("results: {} (report: {})", dir.display(), html.display());
     Ok(())
+}
+
+/// With several loads: `t2t_vs_load.svg`, kernel-stamp p50 against the feed's rate, one
+/// line per path and gap.
+fn load_plot(dir: &Path, all: &[Vec<PathRow<'_>>]) -> Result<()> {
+    let mut loads: Vec<u32> = all.iter().flatten().filter_map(|r| r.load).collect();
+    loads.sort_unstable();
+    loads.dedup();
+    if loads.len() < 2 {
+        return Ok(());
+    }
+    let mut lines: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for r in all.iter().flatten() {
+        let Some(load) = r.load else { continue };
+        let name = format!("{} @ {} ms", r.path, r.gap_ms);
+        let point = (f64::from(load), pct(&r.kernel, 0.5));
+        match lines.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, v)) => v.push(point),
+            None => lines.push((name, vec![point])),
+        }
+    }
+    crate::plot::against_load(&dir.join("t2t_vs_load.svg"), &lines)
 }
 
 /// Redraws `t2t_vs_gap.svg` of a results folder from its `summary.csv` (kernel-stamp p50 per

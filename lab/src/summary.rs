@@ -40,6 +40,11 @@ pub struct SummaryRow {
     pub gap_source: GapSource,
     /// The run label (`path[/tune]`, `nic/path` in the VM lab).
     pub path: String,
+    /// The feed's rate around the triggers, packets/s (`--load`; absent without).
+    #[serde(with = "dash_u32")]
+    pub load_pps: Option<u32>,
+    /// Every run's market data added up: sent = handled + dropped by the path's count.
+    pub accounted: bool,
     /// Repetitions pooled.
     pub runs: usize,
     /// Orders the oracle expects, summed over runs.
@@ -116,6 +121,26 @@ mod dash {
     }
 }
 
+/// `Option<u32>` as `-` when absent.
+mod dash_u32 {
+    use super::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(x) => s.serialize_u32(*x),
+            None => s.serialize_str("-"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.trim() {
+            "-" | "" => Ok(None),
+            t => t.parse().map(Some).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 /// Writes the rows to `path` (header first).
 pub fn write(path: &Path, rows: &[SummaryRow]) -> Result<()> {
     let mut w = csv::Writer::from_path(path).with_context(|| path.display().to_string())?;
@@ -145,6 +170,8 @@ mod tests {
             gap_ms: 1.0,
             gap_source: GapSource::Requested,
             path: "xdp-tx".into(),
+            load_pps: Some(300_000),
+            accounted: true,
             runs: 2,
             orders_expected: 200,
             orders_received: 200,
@@ -180,11 +207,11 @@ mod tests {
         let mut lines = text.lines();
         assert_eq!(
             lines.next(),
-            Some("gap_ms,gap_source,path,runs,orders_expected,orders_received,match,packets_lost,clock,min_us,p50_us,p90_us,p99_us,p999_us,max_us,strategy_p50_us,strategy_p99_us,decide_p50_us,send_p50_us,floor_udp_p50_us,floor_tcp_p50_us,p9999_us,n")
+            Some("gap_ms,gap_source,path,load_pps,accounted,runs,orders_expected,orders_received,match,packets_lost,clock,min_us,p50_us,p90_us,p99_us,p999_us,max_us,strategy_p50_us,strategy_p99_us,decide_p50_us,send_p50_us,floor_udp_p50_us,floor_tcp_p50_us,p9999_us,n")
         );
         assert_eq!(
             lines.next(),
-            Some("1.0,requested,xdp-tx,2,200,200,true,0,kernel,2.50,3.25,4.00,9.00,12.00,30.00,1.50,3.00,-,-,12.50,-,-,190")
+            Some("1.0,requested,xdp-tx,300000,true,2,200,200,true,0,kernel,2.50,3.25,4.00,9.00,12.00,30.00,1.50,3.00,-,-,12.50,-,-,190")
         );
         assert_eq!(read(&p).expect("read back"), [row(), unmeasured]);
     }

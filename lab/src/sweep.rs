@@ -312,6 +312,8 @@ mod tests {
                 gap_ms: 1.0,
                 gap_source: crate::summary::GapSource::Requested,
                 path: "kernel".into(),
+                load_pps: None,
+                accounted: true,
                 runs: 1,
                 orders_expected: 10,
                 orders_received: 10,

@@ -121,6 +121,60 @@ fn two_gaps_warm_and_cold_and_the_report_renders() -> Result<()> {
     render_check(&dir)
 }
 
+/// Load as an axis: every path at the quiet feed and at 100 k packets/s, triggers 1 ms
+/// apart. Every run's market data adds up (sent = handled + dropped by the path's own
+/// count; `lab::check` fails otherwise), the quiet feed's orders equal the oracle, and the
+/// loaded runs' orders equal it or differ only after counted drops.
+#[test]
+#[ignore = "needs root and the release binaries: cargo xtask test runs it"]
+fn load_axis_accounts_for_every_packet() -> Result<()> {
+    if !ready() {
+        return Ok(());
+    }
+    let env = Env::workspace();
+    let dir = env.results_root().join("load-test");
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = LabConfig {
+        loads: vec![0, 100_000],
+        order_gaps: vec![std::time::Duration::from_millis(1)],
+        orders_per_gap: 20,
+        ..test_lab(
+            &["kernel", "uring+defer+inline", "xdp", "packet", "xdp-tx"],
+            None,
+            dir.clone(),
+            "rate:5000",
+        )
+    };
+    lab::netns::run(&env, &cfg)?;
+    let runs: Vec<lab::RunResult> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("runs.json"))?)?;
+    anyhow::ensure!(runs.len() == 10, "5 paths x 2 loads: {}", runs.len());
+    for r in &runs {
+        let a = r.accounting.context("every run has its packets counted")?;
+        anyhow::ensure!(
+            a.balanced && a.sent > 0,
+            "{}: sent {} handled {} dropped {:?}",
+            r.key,
+            a.sent,
+            a.handled,
+            a.dropped
+        );
+        match (r.key.load, r.explained) {
+            (Some(5000), e) => anyhow::ensure!(
+                e == lab::load::Explained::Equal && a.lost() == 0,
+                "{}: the quiet feed loses nothing and equals the oracle: {e:?}",
+                r.key
+            ),
+            (Some(100_000), e) => {
+                anyhow::ensure!(e != lab::load::Explained::No, "{}: {e:?}", r.key)
+            }
+            (l, _) => anyhow::bail!("{}: unexpected load {l:?}", r.key),
+        }
+    }
+    anyhow::ensure!(dir.join("t2t_vs_load.svg").exists(), "the load plot");
+    Ok(())
+}
+
 /// The report a person reads, rendered by real renderers: every SVG plot of a results folder
 /// through librsvg (`rsvg-convert`, a PNG each), and `report.html` in headless Chromium (its
 /// DOM after load must hold the tables and the inline plots; a screenshot is kept).

@@ -300,6 +300,10 @@ fn one_vm_run(
         .next()
         .context("no exchange summary")?;
     let rx = crate::oracle::received_vs_oracle(&ex_csv, oracle)?;
+    let accounting = strat
+        .as_ref()
+        .map(|s| crate::load::Accounting::of(summary.counters.packets_sent, s, rx.got));
+    let explained = crate::load::explain(&rx.orders, oracle, accounting.map_or(0, |a| a.lost()));
     if let Some(s) = &strat {
         let mut f = fs::File::create(dir.join(format!("{tag}.strategy.jsonl")))?;
         writeln!(f, "{}", serde_json::to_string(s)?)?;
@@ -315,6 +319,8 @@ fn one_vm_run(
         orders_expected: rx.expected,
         orders_received: rx.got,
         orders_match: rx.matches,
+        explained,
+        accounting,
         packets_sent: summary.counters.packets_sent,
         packets_received: strat.as_ref().map_or(0, |s| s.path.packets),
         exchange: summary,
