@@ -101,14 +101,47 @@ impl MdPublisher {
         }
     }
 
-    /// Reads every queued TX timestamp, calling `f(id, realtime_ns)` for each.
+    /// Sends due packets in one `sendmmsg`, in order, each tagged with its
+    /// `local_timestamp` (`ids`, one per packet); returns how many the kernel took (the
+    /// rest, in order, are the caller's to retry; 0 when its buffer was full).
+    pub fn send_batch(&mut self, pkts: &[&[u8]], ids: &[u64]) -> io::Result<usize> {
+        let n = hostsys::socket::send_to_batch(self.sock.as_raw_fd(), pkts, self.dest)?;
+        if self.tx_timestamps {
+            for &id in &ids[..n.min(ids.len())] {
+                self.pending.push_back((self.counter, id));
+                self.counter = self.counter.wrapping_add(1);
+                if self.pending.len() > 1 << 16 {
+                    self.pending.pop_front();
+                    self.ts_missing += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Reads every queued TX timestamp, calling `f(id, realtime_ns)` for each (up to 32
+    /// per `recvmmsg`).
     pub fn drain_tx_timestamps(&mut self, mut f: impl FnMut(u64, u64)) -> io::Result<()> {
         if !self.tx_timestamps {
             return Ok(());
         }
-        while let Some((key, ns)) = sys::read_tx_timestamp(self.sock.as_raw_fd())? {
+        let mut got = [(0u32, 0u64); sys::TS_BATCH];
+        loop {
+            let n = sys::read_tx_timestamps(self.sock.as_raw_fd(), &mut got)?;
+            for &(key, ns) in &got[..n] {
+                self.match_stamp(key, ns, &mut f);
+            }
+            if n < sys::TS_BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Ties one stamp to the packet it was taken for (by the socket's send counter).
+    fn match_stamp(&mut self, key: u32, ns: u64, f: &mut impl FnMut(u64, u64)) {
+        {
             if key == u32::MAX && ns == 0 {
-                continue;
+                return;
             }
             while let Some(&(k, id)) = self.pending.front() {
                 // Wrapping comparison: entries older than `key` never got a stamp.
@@ -125,7 +158,6 @@ impl MdPublisher {
                 }
             }
         }
-        Ok(())
     }
 
     /// Forgets timestamps still expected (end of session), counting them as missing.

@@ -159,6 +159,7 @@ pub struct Pacer {
     pace: Pace,
     start_ns: u64,
     first_id: Option<u64>,
+    /// Deadlines handed out.
     sent: u64,
     /// Poisson: the next packet's offset from the start, ns, and the generator.
     poisson: Option<(f64, rand_chacha::ChaCha8Rng)>,
@@ -206,9 +207,11 @@ impl Pacer {
         }
     }
 
-    /// Deadline of the next packet, whose `local_timestamp` is `id` (microseconds). For
+    /// Deadline of the next packet in file order, whose `local_timestamp` is `id`
+    /// (microseconds); each call is the next packet's (the publisher reads ahead of what it
+    /// has sent, so the deadline follows the packets handed out, not the sends). For
     /// [`Pace::Max`] it is the start time (every packet is due at once).
-    pub fn deadline(&mut self, id: u64) -> u64 {
+    pub fn next_deadline(&mut self, id: u64) -> u64 {
         let offset_ns = match self.pace {
             Pace::Max => 0.0,
             Pace::Rate { pps } => self.sent as f64 * 1e9 / pps,
@@ -224,15 +227,11 @@ impl Pacer {
             } => burst_offset_ns(self.sent, base, peak, burst_ns, period_ns),
             Pace::Poisson { .. } => self.poisson.as_ref().map_or(0.0, |p| p.0),
         };
-        self.start_ns + offset_ns as u64
-    }
-
-    /// Records that the packet whose deadline was last asked for has been sent.
-    pub fn sent(&mut self) {
         self.sent += 1;
         if let (Some((next, rng)), Pace::Poisson { pps, .. }) = (&mut self.poisson, self.pace) {
             *next += exp_gap_ns(rng, pps);
         }
+        self.start_ns + offset_ns as u64
     }
 }
 
@@ -265,29 +264,24 @@ mod tests {
     fn deadlines_are_anchored_to_the_start() {
         let mut p = Pacer::new(Pace::Rate { pps: 1000.0 }, 1_000);
         for n in 0..5u64 {
-            assert_eq!(p.deadline(0), 1_000 + n * 1_000_000);
-            p.sent();
+            assert_eq!(p.next_deadline(0), 1_000 + n * 1_000_000);
         }
         let mut p = Pacer::new(Pace::Recorded { speed: 2.0 }, 0);
-        assert_eq!(p.deadline(100), 0);
-        p.sent();
-        assert_eq!(p.deadline(100), 0, "shared ids go out together");
-        assert_eq!(p.deadline(300), 100_000, "200 us recorded at 2x is 100 us");
+        assert_eq!(p.next_deadline(100), 0);
+        assert_eq!(p.next_deadline(100), 0, "shared ids go out together");
+        assert_eq!(
+            p.next_deadline(300),
+            100_000,
+            "200 us recorded at 2x is 100 us"
+        );
         let mut p = Pacer::new(Pace::Max, 7);
-        assert_eq!(p.deadline(12345), 7);
+        assert_eq!(p.next_deadline(12345), 7);
     }
 
     /// Deadlines of the first `n` packets, on a virtual clock starting at 0.
     fn deadlines(pace: Pace, n: usize) -> Vec<u64> {
         let mut p = Pacer::new(pace, 0);
-        (0..n)
-            .map(|_| {
-                let d = p.deadline(0);
-                assert_eq!(p.deadline(0), d, "asking again draws nothing new");
-                p.sent();
-                d
-            })
-            .collect()
+        (0..n).map(|_| p.next_deadline(0)).collect()
     }
 
     #[test]

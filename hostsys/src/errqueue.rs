@@ -184,3 +184,56 @@ pub fn read_zerocopy_completion(fd: RawFd) -> Option<(u32, u32, bool)> {
     });
     found
 }
+
+/// Most TX timestamps [`read_tx_timestamps`] takes in one call.
+pub const TS_BATCH: usize = 32;
+
+/// Reads up to [`TS_BATCH`] queued TX timestamps in one `recvmmsg(MSG_ERRQUEUE)`, writing
+/// `(key, realtime_ns)` into `out` (a message without both is written as `(u32::MAX, 0)`,
+/// as [`read_tx_timestamp`] does); returns how many were read (0: the queue is empty).
+pub fn read_tx_timestamps(fd: RawFd, out: &mut [(u32, u64); TS_BATCH]) -> io::Result<usize> {
+    let mut control = [const { CmsgBuf([0; 256]) }; TS_BATCH];
+    // SAFETY: an all-zero mmsghdr is a valid "no buffers" header.
+    let mut msgs: [libc::mmsghdr; TS_BATCH] = unsafe { std::mem::zeroed() };
+    for (m, c) in msgs.iter_mut().zip(control.iter_mut()) {
+        m.msg_hdr.msg_control = c.0.as_mut_ptr().cast();
+        m.msg_hdr.msg_controllen = c.0.len();
+    }
+    // SAFETY: `msgs` holds TS_BATCH headers, each pointing at its own 256-byte control
+    // buffer that outlives the call; no data buffers (iovlen 0); a null timeout.
+    let rc = unsafe {
+        libc::recvmmsg(
+            fd,
+            msgs.as_mut_ptr(),
+            TS_BATCH as libc::c_uint,
+            libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if rc == -1 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::WouldBlock {
+            Ok(0)
+        } else {
+            Err(e)
+        };
+    }
+    let n = usize::try_from(rc).unwrap_or(0).min(TS_BATCH);
+    for (m, slot) in msgs[..n].iter().zip(out.iter_mut()) {
+        let (mut ts, mut key) = (None, None);
+        for_each_cmsg(&m.msg_hdr, |level, ty, data| {
+            if level == libc::SOL_SOCKET && ty == libc::SO_TIMESTAMPING {
+                ts = first_timespec(data);
+            } else if let Some(ee) = extended_err(level, ty, data) {
+                if ee.ee_origin == SO_EE_ORIGIN_TIMESTAMPING {
+                    key = Some(ee.ee_data);
+                }
+            }
+        });
+        *slot = match (key, ts) {
+            (Some(k), Some(t)) => (k, t),
+            _ => (u32::MAX, 0),
+        };
+    }
+    Ok(n)
+}

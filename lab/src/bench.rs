@@ -3,7 +3,11 @@
 //! Runs `exchange serve` in a namespace of a fresh veth pair with a sink client in the
 //! other (joins the group, connects, reads until the session ends), once with `--pace max`
 //! and once with `--pace rate:PPS`, and prints packets/s and the pacing error percentiles
-//! (actual minus scheduled send time) from the exchange's own session summary.
+//! (actual minus scheduled send time) from the exchange's own session summary. First, in
+//! the same run, the machine's own ceiling for the publisher's kind of sender: a bare
+//! `sendmmsg` loop of 75-byte datagrams in batches of 32 to the same group over the same
+//! veth, pinned to the same CPU, with no pacing, formatting or stamps (the sink counts what
+//! arrives), so the publisher's rate reads as a fraction of what this machine allows.
 
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket};
@@ -28,6 +32,11 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
     println!(
         "{:<14}{:>10}{:>12}{:>10}{:>10}{:>10}{:>10}{:>8}{:>9}",
         "pace", "packets", "pkts/s", "err p50", "err p90", "err p99", "err max", "late", "retries"
+    );
+    let ceiling = bare_ceiling()?;
+    println!(
+        "{:<14}{:>10}{:>12.0}   (bare sendmmsg x32 of 75-byte datagrams, CPU 0, no stamps; the sink got {})",
+        "ceiling", ceiling.0, ceiling.1, ceiling.2
     );
     for pace in ["max".to_owned(), format!("rate:{rate}")] {
         let lab = VethLab::new("bex").context("namespaces")?;
@@ -124,8 +133,16 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
             s.counters.send_retries
         );
         println!(
-            "{:<14}(sink in the other namespace received {received} packets)",
-            ""
+            "{:<14}(sink in the other namespace received {received} packets){}",
+            "",
+            if pace == "max" {
+                format!(
+                    "; x{:.2} of the ceiling",
+                    s.counters.packets_sent as f64 / s.publish_s.max(1e-9) / ceiling.1
+                )
+            } else {
+                String::new()
+            }
         );
     }
     println!(
@@ -133,4 +150,60 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
         dir.display()
     );
     Ok(())
+}
+
+/// The bare sender's `(packets, packets/s, received by the sink)`: 500,000 datagrams of 75
+/// bytes in `sendmmsg` batches of 32 from CPU 0, on a fresh veth pair like the exchange's.
+fn bare_ceiling() -> Result<(u64, f64, u64)> {
+    const PACKETS: u64 = 500_000;
+    let lab = VethLab::new("bcl").context("namespaces")?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_sink = stop.clone();
+    let sink = lab.strategy.spawn(move || -> std::io::Result<u64> {
+        let group = Ipv4Addr::new(239, 255, 0, 1);
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+        s.set_reuse_address(true)?;
+        let _ = s.set_recv_buffer_size(8 << 20);
+        s.bind(&SocketAddrV4::new(group, 12345).into())?;
+        s.join_multicast_v4(&group, &Ipv4Addr::new(10, 77, 0, 2))?;
+        let u: UdpSocket = s.into();
+        u.set_nonblocking(true)?;
+        let (mut buf, mut n) = ([0u8; 2048], 0u64);
+        while !stop_sink.load(std::sync::atomic::Ordering::Relaxed) {
+            while u.recv(&mut buf).is_ok() {
+                n += 1;
+            }
+        }
+        while u.recv(&mut buf).is_ok() {
+            n += 1;
+        }
+        Ok(n)
+    })?;
+    std::thread::sleep(Duration::from_millis(100));
+    let sender = lab.exchange.spawn(move || -> std::io::Result<(u64, f64)> {
+        hostsys::sched::pin_cpu(0)?;
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+        s.set_multicast_if_v4(&Ipv4Addr::new(10, 77, 0, 1))?;
+        s.set_nonblocking(true)?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&s);
+        let pkt = [b'x'; 75];
+        let batch: [&[u8]; 32] = [&pkt; 32];
+        let dest = SocketAddrV4::new(Ipv4Addr::new(239, 255, 0, 1), 12345);
+        let t0 = std::time::Instant::now();
+        let mut sent = 0u64;
+        while sent < PACKETS {
+            let want = usize::try_from((PACKETS - sent).min(32)).unwrap_or(32);
+            sent += hostsys::socket::send_to_batch(fd, &batch[..want], dest)? as u64;
+        }
+        Ok((sent, sent as f64 / t0.elapsed().as_secs_f64()))
+    })?;
+    let (sent, pps) = sender
+        .join()
+        .map_err(|_| anyhow::anyhow!("bare sender panicked"))??;
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let got = sink
+        .join()
+        .map_err(|_| anyhow::anyhow!("sink panicked"))??;
+    Ok((sent, pps, got))
 }

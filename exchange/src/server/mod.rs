@@ -138,7 +138,9 @@ struct Session {
     stream: OrderStream,
     pacer: Pacer,
     phase: Phase,
-    next: Option<Pending>,
+    /// Packets read and formatted, in file order, not yet sent: `queue[i]` is in
+    /// `Server::pkts[i]`; only the last may be not yet due (the publisher reads no further).
+    queue: Vec<Pending>,
     sends: HashMap<u64, SendTimes>,
     /// Receive time of the previous order (the gap before the next one).
     last_order_recv_ns: Option<u64>,
@@ -156,7 +158,8 @@ pub struct Server {
     sessions: u64,
     sink: ResultsSink,
     out: io::BufWriter<io::Stdout>,
-    pkt: Box<[u8; 65536]>,
+    /// One packet buffer per queued packet (`Session::queue`).
+    pkts: Box<[[u8; 65536]; SEND_BATCH]>,
     shutdown: Arc<AtomicBool>,
     rx_warm: Option<rx_warm::RxWarmer>,
 }
@@ -197,7 +200,10 @@ impl Server {
             sessions: 0,
             sink,
             out: io::BufWriter::new(io::stdout()),
-            pkt: Box::new([0; 65536]),
+            pkts: vec![[0u8; 65536]; SEND_BATCH]
+                .into_boxed_slice()
+                .try_into()
+                .map_err(|_| io_err("packet buffers")(io::Error::other("size")))?,
             shutdown,
             rx_warm,
         };
@@ -282,7 +288,7 @@ impl Server {
             return Duration::ZERO;
         }
         let now = mono_ns();
-        let until = match (s.phase, s.next) {
+        let until = match (s.phase, s.queue.first()) {
             (Phase::Grace { until_ns }, _) => until_ns,
             (_, Some(p)) => p.deadline,
             (_, None) => now,
@@ -356,7 +362,7 @@ impl Server {
             stream: OrderStream::new(),
             pacer: Pacer::new(self.cfg.pace, start),
             phase: Phase::Handshake,
-            next: None,
+            queue: Vec::with_capacity(SEND_BATCH),
             sends: HashMap::with_capacity(1 << 16),
             last_order_recv_ns: None,
             stats,

@@ -7,7 +7,6 @@ use tracing::{error, info, warn};
 
 use super::{Pending, Phase, SendTimes, Server, Session, SEND_BATCH};
 use crate::formatter::PacketFormatter;
-use crate::md_publisher::Sent;
 use crate::results::EndReason;
 use mdfile::ReadError;
 
@@ -32,91 +31,119 @@ impl Server {
         }
     }
 
-    /// Sends the packets that are due; returns whether anything was sent.
+    /// Sends the packets that are due, in file order, up to `SEND_BATCH` in one `sendmmsg`
+    /// (a packet is never sent before its deadline: the publisher reads ahead by at most one
+    /// packet that is not due); returns whether anything was sent.
     pub(super) fn publish_due(&mut self) -> bool {
-        let mut sent_any = false;
-        let mut end = None;
-        for _ in 0..SEND_BATCH {
-            let Some(s) = &mut self.session else { break };
-            if matches!(s.phase, Phase::Grace { .. }) {
-                break;
+        // One batch per turn of the event loop: orders are read between batches.
+        match self.fill_queue() {
+            Err(reason) => {
+                self.end_session(reason);
+                false
             }
-            if s.next.is_none() {
-                match next_packet(s, self.formatter.as_mut(), &mut self.pkt[..]) {
-                    Ok(Some(p)) => s.next = Some(p),
-                    Ok(None) => {
-                        let until_ns = mono_ns()
-                            + u64::try_from(self.cfg.grace.as_nanos()).unwrap_or(u64::MAX);
-                        s.reader = None; // close the file
-                        info!(
-                            session = s.stats.session,
-                            "end of file: grace period {:?}", self.cfg.grace
-                        );
-                        s.phase = Phase::Grace { until_ns };
-                        break;
-                    }
-                    Err(e) => {
-                        error!(session = s.stats.session, "{e}");
-                        end = Some(EndReason::FileError);
-                        break;
-                    }
+            Ok(0) => false,
+            Ok(due) => self.send_queued(due).is_some_and(|n| n > 0),
+        }
+    }
+
+    /// Reads and formats packets into the queue until it is full or its last packet is not
+    /// yet due (or the file ends: then the grace period starts once the queue is empty);
+    /// returns how many queued packets are due.
+    fn fill_queue(&mut self) -> Result<usize, EndReason> {
+        let Some(s) = &mut self.session else {
+            return Ok(0);
+        };
+        if matches!(s.phase, Phase::Grace { .. }) {
+            return Ok(0);
+        }
+        let now = mono_ns();
+        while s.queue.len() < SEND_BATCH && s.queue.last().is_none_or(|p| p.deadline <= now) {
+            let slot = &mut self.pkts[s.queue.len()][..];
+            match next_packet(s, self.formatter.as_mut(), slot) {
+                Ok(Some(p)) => s.queue.push(p),
+                Ok(None) => {
+                    s.reader = None; // close the file
+                    break;
+                }
+                Err(e) => {
+                    error!(session = s.stats.session, "{e}");
+                    return Err(EndReason::FileError);
                 }
             }
-            let Some(p) = s.next else { break };
-            let now = mono_ns();
-            if now < p.deadline {
-                break;
+        }
+        if s.queue.is_empty() && s.reader.is_none() {
+            let until_ns = mono_ns() + u64::try_from(self.cfg.grace.as_nanos()).unwrap_or(u64::MAX);
+            info!(
+                session = s.stats.session,
+                "end of file: grace period {:?}", self.cfg.grace
+            );
+            s.phase = Phase::Grace { until_ns };
+            return Ok(0);
+        }
+        Ok(s.queue.iter().take_while(|p| p.deadline <= now).count())
+    }
+
+    /// Sends the first `due` queued packets in one `sendmmsg` and records the ones the
+    /// kernel took; the rest move to the front of the queue, in order. Returns how many
+    /// were sent (None: a hard error, counted as a retry).
+    fn send_queued(&mut self, due: usize) -> Option<usize> {
+        let s = self.session.as_mut()?;
+        let mut bufs: [&[u8]; SEND_BATCH] = [&[]; SEND_BATCH];
+        let mut ids = [0u64; SEND_BATCH];
+        for (i, p) in s.queue[..due].iter().enumerate() {
+            bufs[i] = &self.pkts[i][..p.len];
+            ids[i] = p.id;
+        }
+        let sent = match self.md.send_batch(&bufs[..due], &ids[..due]) {
+            Ok(n) => n,
+            Err(e) => {
+                // Not a full buffer: a hard error (no route...). Retried and counted.
+                s.stats.counters.send_retries += 1;
+                warn!("market-data send: {e}");
+                return None;
             }
+        };
+        let send_ns = mono_ns();
+        let late_ns = u64::try_from(self.cfg.late_threshold.as_nanos()).unwrap_or(u64::MAX);
+        for p in &s.queue[..sent] {
             if s.phase == Phase::Handshake && !p.snapshot {
                 s.phase = Phase::Transmit;
                 info!(session = s.stats.session, "state HANDSHAKE -> TRANSMIT");
             }
-            let send_ns = mono_ns();
-            match self.md.send(&self.pkt[..p.len], p.id) {
-                Ok(Sent::Ok) => {
-                    s.next = None;
-                    s.pacer.sent();
-                    s.stats.counters.packets_sent += 1;
-                    let prev = (s.stats.last_send_ns != 0).then_some(s.stats.last_send_ns);
-                    if s.stats.first_send_ns == 0 {
-                        s.stats.first_send_ns = send_ns;
-                    }
-                    s.stats.last_send_ns = send_ns;
-                    s.stats.counters.snapshot_packets += u64::from(p.snapshot);
-                    let lateness = send_ns.saturating_sub(p.deadline);
-                    let _ = s.stats.pacing_error.record(lateness.max(1));
-                    if lateness
-                        > u64::try_from(self.cfg.late_threshold.as_nanos()).unwrap_or(u64::MAX)
-                    {
-                        s.stats.counters.late += 1;
-                    }
-                    s.sends
-                        .entry(p.id)
-                        .and_modify(|t| t.last = send_ns)
-                        .or_insert(SendTimes {
-                            first: send_ns,
-                            last: send_ns,
-                            ktx_first: None,
-                            prev,
-                        });
-                    sent_any = true;
-                }
-                Ok(Sent::WouldBlock) => {
-                    s.stats.counters.send_retries += 1;
-                    break;
-                }
-                Err(e) => {
-                    // Not a full buffer: a hard error (no route...). Retried and counted.
-                    s.stats.counters.send_retries += 1;
-                    warn!("market-data send: {e}");
-                    break;
-                }
+            s.stats.counters.packets_sent += 1;
+            let prev = (s.stats.last_send_ns != 0).then_some(s.stats.last_send_ns);
+            if s.stats.first_send_ns == 0 {
+                s.stats.first_send_ns = send_ns;
             }
+            s.stats.last_send_ns = send_ns;
+            s.stats.counters.snapshot_packets += u64::from(p.snapshot);
+            let lateness = send_ns.saturating_sub(p.deadline);
+            let _ = s.stats.pacing_error.record(lateness.max(1));
+            if lateness > late_ns {
+                s.stats.counters.late += 1;
+            }
+            s.sends
+                .entry(p.id)
+                .and_modify(|t| t.last = send_ns)
+                .or_insert(SendTimes {
+                    first: send_ns,
+                    last: send_ns,
+                    ktx_first: None,
+                    prev,
+                });
         }
-        if let Some(r) = end {
-            self.end_session(r);
+        if sent < due {
+            s.stats.counters.send_retries += 1;
         }
-        sent_any
+        // The unsent packets (and a read-ahead one not yet due) move to the front, in order.
+        let rest = if sent == 0 { 0 } else { s.queue.len() - sent };
+        for i in 0..rest {
+            let len = s.queue[sent + i].len;
+            let (front, back) = self.pkts.split_at_mut(sent + i);
+            front[i][..len].copy_from_slice(&back[0][..len]);
+        }
+        s.queue.drain(..sent);
+        Some(sent)
     }
 }
 
@@ -147,7 +174,7 @@ fn next_packet(
             Ok(parsed) => match formatter.format(line, &parsed, out) {
                 Some(len) => {
                     let id = parsed.local_timestamp;
-                    let deadline = s.pacer.deadline(id);
+                    let deadline = s.pacer.next_deadline(id);
                     return Ok(Some(Pending {
                         len,
                         id,
