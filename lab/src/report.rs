@@ -383,6 +383,20 @@ fn gap_table<'a>(
 /// Runs that lost market data: the path's own drop count, the identity sent = handled +
 /// dropped, and how the orders then stand against the oracle.
 fn drop_lines(runs: &[&RunResult]) {
+    // Under --load: the rate the publisher reached (the offered rate is the file's pace;
+    // on veth the strategy side's receive runs in the sender's softirq, so it differs by path).
+    for r in runs {
+        let Some(load) = r.key.load else { continue };
+        let e = &r.exchange;
+        println!(
+            "  {}: feed offered {}/s, reached {:.0}/s; {} of {} packets sent more than the late threshold after their time",
+            r.key,
+            crate::load::rate_label(load),
+            e.counters.packets_sent as f64 / e.publish_s.max(1e-9),
+            e.counters.late,
+            e.counters.packets_sent
+        );
+    }
     for r in runs {
         let Some(a) = r.accounting else { continue };
         if a.lost() == 0 && a.balanced {
@@ -529,7 +543,11 @@ fn reading(all: &[Vec<PathRow<'_>>]) {
             continue;
         };
         let mut line = format!(
-            "  at {:.1} ms between orders: fastest {} {:.1} us (x{:.2} of {} {:.1} us)",
+            "  {}at {:.1} ms between orders: fastest {} {:.1} us (x{:.2} of {} {:.1} us)",
+            base.load.map_or(String::new(), |l| format!(
+                "feed {}/s, ",
+                crate::load::rate_label(l)
+            )),
             base.gap_ms,
             fast.path,
             p50(fast),
