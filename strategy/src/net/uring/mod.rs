@@ -67,6 +67,7 @@ const UD_MASK: u64 = 0xFFFF_FFFF << 32;
 const IORING_ENTER_GETEVENTS: u32 = 1;
 
 mod bufring;
+pub mod plan;
 mod setup;
 
 pub use setup::{probe, UringFeatures, UringOptions, UringReport};
@@ -102,11 +103,12 @@ struct Ring {
     unsubmitted: usize,
     /// Completions taken from the ring, in order, not handled yet (preallocated).
     cqes: VecDeque<Cqe>,
-    /// The multishot RECV is armed; with the inline receive
-    /// (`report.features.inline_recv`), this turn's RECV has not completed yet.
+    /// The multishot RECV is armed; with the inline receive (`plan.receive`), this turn's
+    /// RECV has not completed yet.
     recv_armed: bool,
-    send_zc: bool,
     hung_up: bool,
+    /// The set-up in use: the loop matches on it; the report is derived from it.
+    plan: plan::UringPlan,
     report: UringReport,
 }
 
@@ -118,7 +120,7 @@ fn enter_registered(idx: u32, to_submit: u32, flags: u32) -> io::Result<()> {
     // SAFETY: io_uring_enter with a registered ring index (the flag says so), entries all
     // prepared by `Ring::push` (their buffers owned by the Ring), min_complete 0 and no
     // argument: the kernel reads nothing of ours but the rings it mapped.
-    let rc = unsafe {
+    hostsys::syscall!(unsafe {
         libc::syscall(
             libc::SYS_io_uring_enter,
             libc::c_long::from(idx),
@@ -128,11 +130,8 @@ fn enter_registered(idx: u32, to_submit: u32, flags: u32) -> io::Result<()> {
             std::ptr::null::<libc::c_void>(),
             0 as libc::c_long,
         )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    })
+    .map(drop)
 }
 
 /// IORING_REGISTER_RING_FDS / IORING_UNREGISTER_RING_FDS's argument.
@@ -154,7 +153,7 @@ fn register_ring_fd(ring: &IoUring) -> io::Result<u32> {
     };
     // SAFETY: io_uring_register with one RsrcUpdate that lives across the call; the kernel
     // writes the index it chose into `offset`.
-    let rc = unsafe {
+    hostsys::syscall!(unsafe {
         libc::syscall(
             libc::SYS_io_uring_register,
             libc::c_long::from(fd),
@@ -162,10 +161,7 @@ fn register_ring_fd(ring: &IoUring) -> io::Result<u32> {
             &mut up as *mut RsrcUpdate,
             1 as libc::c_long,
         )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    })?;
     Ok(up.offset)
 }
 
@@ -178,8 +174,9 @@ fn unregister_ring_fd(ring: &IoUring, idx: u32) {
         resv: 0,
         data: 0,
     };
+    // Best effort at drop: an error leaves the registration to the thread's exit.
     // SAFETY: as in `register_ring_fd`.
-    unsafe {
+    let _ = hostsys::syscall!(unsafe {
         libc::syscall(
             libc::SYS_io_uring_register,
             libc::c_long::from(ring.as_raw_fd()),
@@ -187,7 +184,7 @@ fn unregister_ring_fd(ring: &IoUring, idx: u32) {
             &mut up as *mut RsrcUpdate,
             1 as libc::c_long,
         )
-    };
+    });
 }
 
 impl Drop for Ring {
@@ -237,7 +234,8 @@ impl Ring {
         };
         let n = u32::try_from(self.ring.submission().len()).unwrap_or(u32::MAX);
         let sq = self.ring.submission();
-        let idle = self.report.features.defer_taskrun && !sq.taskrun() && !sq.cq_overflow();
+        let idle =
+            (self.plan.taskrun == plan::TaskRun::Defer) && !sq.taskrun() && !sq.cq_overflow();
         enter_registered(idx, n, if idle { 0 } else { IORING_ENTER_GETEVENTS })
     }
 
@@ -320,11 +318,11 @@ impl Ring {
     /// submits what is queued.
     #[inline]
     fn run_task_work(&mut self) -> io::Result<()> {
-        if self.report.features.defer_taskrun {
+        if self.plan.taskrun == plan::TaskRun::Defer {
             if self.ring.completion().is_empty() && self.ring.submission().taskrun() {
                 return self.enter_getevents();
             }
-        } else if self.report.features.coop_taskrun && self.ring.submission().taskrun() {
+        } else if (self.plan.taskrun == plan::TaskRun::Coop) && self.ring.submission().taskrun() {
             self.submit()?;
         }
         Ok(())
@@ -334,11 +332,11 @@ impl Ring {
     /// their slot at once (so a waiting order can take it); everything else is handled by
     /// `poll` in the order it came. Nothing is dropped: a full backlog is an error.
     fn take_completions(&mut self) -> io::Result<()> {
+        let send_zc = self.plan.send_zc();
         let Self {
             ring,
             cqes,
             slot_busy,
-            send_zc,
             send_in_flight,
             ..
         } = self;
@@ -355,7 +353,7 @@ impl Ring {
                     // The send's result (SEND_ZC: the first of its two completions).
                     *send_in_flight = false;
                 }
-                if !(*send_zc && cqueue::more(c.flags)) {
+                if !(send_zc && cqueue::more(c.flags)) {
                     slot_busy[(c.user_data & 0xFFFF) as usize % SLOTS] = false;
                 }
             }
@@ -429,9 +427,10 @@ impl Ring {
         let ptr = self.slots[slot].as_ptr();
         // MSG_WAITALL: a short send is retried by the kernel until the whole order is out.
         let flags = libc::MSG_NOSIGNAL | libc::MSG_WAITALL;
-        let e = if self.send_zc {
+        let e = if self.plan.send_zc() {
             // Fixed buffer 0 is the whole slot array (when registered).
-            let fixed = self.report.features.fixed_bufs.then_some(0);
+            let fixed =
+                (self.plan.send == plan::Send::Ring(plan::ZeroCopy::FixedSlots)).then_some(0);
             opcode::SendZc::new(FD_TCP, ptr, ORDER_LEN as u32)
                 .flags(flags)
                 .buf_index(fixed)
@@ -484,7 +483,7 @@ impl Ring {
 /// [`UringOptions::send_syscall`].
 #[inline]
 fn send_order(r: &mut Ring, tx: &mut TcpOrderTx, order: &OrderRepr) -> io::Result<Sent> {
-    if r.report.features.send_syscall {
+    if r.plan.send_syscall() {
         tx.send(order)
     } else {
         r.send_order(order)
@@ -524,7 +523,7 @@ impl NetPath for UringPath {
         let (Some(r), Some(tx)) = (&mut self.ring, &mut self.tx) else {
             return Ok(Status::Disconnected);
         };
-        if r.report.features.inline_recv {
+        if r.plan.inline() {
             r.recv_inline()?;
         } else {
             r.run_task_work()?;
@@ -538,7 +537,7 @@ impl NetPath for UringPath {
                 break;
             };
             match c.user_data & UD_MASK {
-                UD_RECV if r.report.features.inline_recv => {
+                UD_RECV if r.plan.inline() => {
                     r.recv_armed = false;
                     if c.result == -libc::EAGAIN {
                         continue; // nothing queued this turn
@@ -585,10 +584,10 @@ impl NetPath for UringPath {
         if r.hung_up {
             return Ok(Status::Disconnected);
         }
-        if !r.recv_armed && !r.report.features.inline_recv {
+        if !r.recv_armed && !r.plan.inline() {
             r.arm_recv()?;
         }
-        if status == Status::Idle && r.report.features.send_syscall {
+        if status == Status::Idle && r.plan.send_syscall() {
             tx.idle()?; // the sender's backlog, when the socket was full
         }
         // Returned buffers are batched: submitted when the loop is idle (or many are
@@ -604,7 +603,7 @@ impl NetPath for UringPath {
         let (Some(r), Some(tx)) = (&mut self.ring, &mut self.tx) else {
             return Ok(None);
         };
-        if r.report.features.send_syscall {
+        if r.plan.send_syscall() {
             if req.tx {
                 tx.warm_tx();
             }

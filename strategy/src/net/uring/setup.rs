@@ -12,6 +12,8 @@ use proto::order::ORDER_LEN;
 
 use crate::net::NetConfig;
 
+use super::plan::{self, Asked, Buffers, Offers, Receive, Send, TaskRun, ZeroCopy};
+
 use super::{
     Ring, UringPath, BGID, BUF_COUNT, BUF_SIZE, CQE_BACKLOG, FD_TCP, SLOTS, UD_HUP, UD_PROVIDE,
 };
@@ -185,7 +187,8 @@ impl UringPath {
         let p = ring.params();
         let mut probe = Probe::new();
         ring.submitter().register_probe(&mut probe)?;
-        let features = UringFeatures {
+        // What the kernel offers; what the plan uses is filled in from the plan below.
+        let offered = UringFeatures {
             fast_poll: p.is_feature_fast_poll(),
             nodrop: p.is_feature_nodrop(),
             submit_stable: p.is_feature_submit_stable(),
@@ -194,21 +197,14 @@ impl UringPath {
             send_zc: probe.is_supported(opcode::SendZc::CODE),
             sqpoll: self.cfg.sqpoll_idle_ms.is_some(),
             sqpoll_cpu: got.sqpoll_cpu.filter(|_| self.cfg.sqpoll_idle_ms.is_some()),
-            defer_taskrun: got.defer_taskrun,
-            coop_taskrun: got.coop_taskrun,
-            napi_busy_poll_us: None,
-            buf_ring: false,
-            fixed_bufs: false,
-            reg_ring: false,
-            inline_recv: false,
-            send_syscall: self.cfg.uring.send_syscall,
+            ..UringFeatures::default()
         };
-        if !features.fast_poll {
+        if !offered.fast_poll {
             return Err(missing(
                 "IORING_FEAT_FAST_POLL (needed for multishot receive, Linux 5.7+)",
             ));
         }
-        if !features.recv_multishot {
+        if !offered.recv_multishot {
             return Err(missing("multishot RECV (Linux 6.0+)"));
         }
         for (code, name) in [
@@ -220,95 +216,91 @@ impl UringPath {
                 return Err(missing(name));
             }
         }
-        let send_zc = self.cfg.send_zc && features.send_zc && !features.send_syscall;
-        if self.cfg.send_zc && !features.send_zc {
-            fallbacks.push("SEND_ZC not supported by this kernel: SEND".to_owned());
-        } else if self.cfg.send_zc && features.send_syscall {
-            fallbacks.push("SEND_ZC: orders go out with send(2) (--uring-send-syscall)".to_owned());
-        }
+        let taskrun = if got.defer_taskrun {
+            TaskRun::Defer
+        } else if got.coop_taskrun {
+            TaskRun::Coop
+        } else {
+            TaskRun::Interrupt
+        };
+        let asked = Asked {
+            opts: self.cfg.uring,
+            sqpoll: self.cfg.sqpoll_idle_ms.is_some(),
+            send_zc: self.cfg.send_zc,
+        };
+        let (mut plan, dropped) = plan::plan(
+            &asked,
+            taskrun,
+            Offers {
+                send_zc: offered.send_zc,
+            },
+        );
+        fallbacks.extend(dropped);
         ring.submitter().register_files(&[udp_fd, tcp_fd])?;
-        let mut features = features;
-        if let Some(us) = self.cfg.uring.napi_busy_poll_us {
+        if let Some(us) = plan.napi_us {
             let mut napi = Napi::new()
                 .set_busy_poll_timeout(us)
                 .set_prefer_busy_poll(true);
-            match ring.submitter().register_napi(&mut napi) {
-                Ok(()) => features.napi_busy_poll_us = Some(us),
-                Err(e) => fallbacks.push(format!(
+            if let Err(e) = ring.submitter().register_napi(&mut napi) {
+                plan.napi_refused();
+                fallbacks.push(format!(
                     "IORING_REGISTER_NAPI refused ({e}; needs Linux 6.9+): without"
-                )),
+                ));
             }
         }
-        let inline = self.cfg.uring.inline_recv && self.cfg.sqpoll_idle_ms.is_none();
+        let inline = plan.inline();
         // The inline receive needs one buffer, never handed to the kernel; the multishot
         // receive a group of them.
         let provided = if inline { 0 } else { BUF_COUNT };
         let bufs = vec![0u8; BUF_SIZE * usize::from(provided.max(1))].into_boxed_slice();
-        if self.cfg.uring.inline_recv && !inline {
-            fallbacks.push(
-                "inline receive: with SQPOLL the kernel thread submits, not the loop's enter: multishot"
-                    .to_owned(),
-            );
-        }
-        let bufring = if self.cfg.uring.provide_ops || inline {
-            None
-        } else {
+        let bufring = if plan.receive == Receive::Multishot(Buffers::Ring) {
             match register_buf_ring(&ring, &bufs) {
                 Ok(br) => Some(br),
                 Err(e) => {
+                    plan.buf_ring_refused();
                     fallbacks.push(format!(
                         "provided-buffer ring refused ({e}; Linux 5.19+): PROVIDE_BUFFERS"
                     ));
                     None
                 }
             }
+        } else {
+            None
         };
-        features.buf_ring = bufring.is_some();
-        features.inline_recv = inline;
         let slots = Box::new([[0u8; ORDER_LEN]; SLOTS]);
-        if self.cfg.uring.fixed_bufs {
-            if send_zc {
-                let iov = libc::iovec {
-                    iov_base: slots.as_ptr().cast_mut().cast(),
-                    iov_len: SLOTS * ORDER_LEN,
-                };
-                // SAFETY: the slots live in the Ring, after the io_uring in drop order, at
-                // this heap address (the Box is moved, not its contents).
-                match unsafe { ring.submitter().register_buffers(&[iov]) } {
-                    Ok(()) => features.fixed_bufs = true,
-                    Err(e) => fallbacks.push(format!(
-                        "registering the order slots refused ({e}): SEND_ZC without fixed buffers"
-                    )),
-                }
-            } else {
-                fallbacks.push(
-                    "fixed buffers are for SEND_ZC (--send-zc): plain SEND without".to_owned(),
-                );
+        if plan.send == Send::Ring(ZeroCopy::FixedSlots) {
+            let iov = libc::iovec {
+                iov_base: slots.as_ptr().cast_mut().cast(),
+                iov_len: SLOTS * ORDER_LEN,
+            };
+            // SAFETY: the slots live in the Ring, after the io_uring in drop order, at
+            // this heap address (the Box is moved, not its contents).
+            if let Err(e) = unsafe { ring.submitter().register_buffers(&[iov]) } {
+                plan.fixed_slots_refused();
+                fallbacks.push(format!(
+                    "registering the order slots refused ({e}): SEND_ZC without fixed buffers"
+                ));
             }
         }
-        let reg_ring = if !self.cfg.uring.reg_ring {
-            None
-        } else if self.cfg.sqpoll_idle_ms.is_some() {
-            fallbacks.push(
-                "registered ring fd: with SQPOLL the kernel thread submits; without".to_owned(),
-            );
-            None
-        } else {
+        let reg_ring = if plan.reg_ring {
             match super::register_ring_fd(&ring) {
                 Ok(i) => Some(i),
                 Err(e) => {
+                    plan.reg_ring_refused();
                     fallbacks.push(format!(
                         "registering the ring fd refused ({e}; Linux 5.18+): without"
                     ));
                     None
                 }
             }
+        } else {
+            None
         };
-        features.reg_ring = reg_ring.is_some();
+        let features = plan.features(offered);
         for f in &fallbacks {
             tracing::warn!("io_uring: {f}");
         }
-        tracing::info!(?features, "io_uring ready");
+        tracing::info!(?features, ?plan, "io_uring ready");
         let mut r = Ring {
             ring,
             bufring,
@@ -321,8 +313,8 @@ impl UringPath {
             unsubmitted: 0,
             cqes: VecDeque::with_capacity(CQE_BACKLOG),
             recv_armed: false,
-            send_zc,
             hung_up: false,
+            plan,
             report: UringReport {
                 features,
                 fallbacks,
