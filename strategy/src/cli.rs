@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::engine::EngineConfig;
-use crate::net::NetKind;
+use crate::net::uring::UringOptions;
+use crate::net::{NetConfig, NetKind};
 use crate::trigger::{Threshold, TriggerConfig};
 
 /// Trigger, risk and book flags.
@@ -85,6 +86,18 @@ pub struct RunArgs {
     /// Trigger, risk and book settings.
     #[command(flatten)]
     pub trigger: TriggerArgs,
+    /// The market-data socket and the order connection of the kernel and io_uring paths.
+    #[command(flatten)]
+    pub sockets: SocketArgs,
+    /// The io_uring path's set-up (resolved into a plan: `net::uring::plan`).
+    #[command(flatten)]
+    pub uring: UringArgs,
+    /// The raw-ring paths: the XDP program, the AF_XDP sockets and UMEM, AF_PACKET's own address.
+    #[command(flatten)]
+    pub raw: RawArgs,
+    /// Keeping the order path warm while no order goes out.
+    #[command(flatten)]
+    pub warming: WarmArgs,
     /// Pin the strategy thread to this CPU.
     #[arg(long)]
     pub cpu: Option<usize>,
@@ -109,9 +122,65 @@ pub struct RunArgs {
     /// Append the orders sent (session,trigger_id,side,price,qty) to this CSV.
     #[arg(long)]
     pub orders_out: Option<PathBuf>,
+    /// Test hook: panic once this many packets were received (checks that every exit path,
+    /// unwinding included, cleans up).
+    #[arg(long, hide = true)]
+    pub panic_after_packets: Option<u64>,
+    /// Busy-wait between the trigger and the send (calibration), e.g. 10us; a list
+    /// (0,10us,50us) cycles through its values order by order, so several delays are
+    /// measured in one session under the same conditions.
+    #[arg(long, value_delimiter = ',', default_value = "0us", value_parser = parse_delay)]
+    pub inject_delay: Vec<Duration>,
+    /// Busy-wait this long after each market-data packet (e.g. 20us): a heavier strategy,
+    /// or one that falls behind the feed (tests `xdp-tx` never deciding on a stale book).
+    #[arg(long, default_value = "0us", value_parser = parse_delay)]
+    pub md_work: Duration,
+    /// Accept market data only from this source: `exchange` (the exchange's address),
+    /// `any`, or an address. Kernel and io_uring paths join source-specific (the kernel
+    /// drops the others); the raw paths and the XDP program drop and count them.
+    #[arg(long, default_value = "exchange", value_parser = parse_md_source)]
+    pub md_source: MdSource,
+    /// After the one-time set-up, become this user, keeping only the capabilities the path
+    /// still needs (strategy::privilege); the output files are opened before.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// With --user: keep this capability too (e.g. cap_sys_nice); repeatable.
+    #[arg(long, value_parser = parse_cap)]
+    pub keep_cap: Vec<String>,
+}
+
+/// The market-data socket and the order connection of the kernel and io_uring paths.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Kernel sockets and io_uring")]
+pub struct SocketArgs {
     /// SO_BUSY_POLL on the market-data socket, microseconds (0 = off).
     #[arg(long, default_value_t = 0)]
     pub busy_poll: u32,
+    /// SO_PREFER_BUSY_POLL on the market-data socket with this SO_BUSY_POLL_BUDGET (kernel
+    /// and io_uring paths; with --busy-poll, and the device's napi_defer_hard_irqs /
+    /// gro_flush_timeout: the lab's `napidefer` tuning).
+    #[arg(long, default_value_t = 0)]
+    pub prefer_busy_poll: u32,
+    /// Kernel path: send orders with MSG_ZEROCOPY (completions read from the error queue).
+    #[arg(long)]
+    pub msg_zerocopy: bool,
+    /// IP_TOS byte on the order connection (kernel and io_uring paths), e.g. 16 (0x10,
+    /// low delay) or a DSCP << 2 such as 184 (EF).
+    #[arg(long)]
+    pub ip_tos: Option<u8>,
+    /// SO_PRIORITY on the order connection (kernel and io_uring paths; 0-6 unprivileged).
+    #[arg(long)]
+    pub so_priority: Option<u32>,
+    /// SO_RCVBUF of the market-data socket in bytes (kernel and io_uring paths; default
+    /// 8 MiB with SO_RCVBUFFORCE): a small one shows drops under a burst, counted.
+    #[arg(long)]
+    pub md_rcvbuf: Option<u32>,
+}
+
+/// The io_uring path's set-up (resolved into a plan: `net::uring::plan`).
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "io_uring")]
+pub struct UringArgs {
     /// io_uring: SQPOLL with this idle time in milliseconds.
     #[arg(long)]
     pub sqpoll: Option<u32>,
@@ -154,9 +223,12 @@ pub struct RunArgs {
     /// `uring+syssend`).
     #[arg(long)]
     pub uring_send_syscall: bool,
-    /// Kernel path: send orders with MSG_ZEROCOPY (completions read from the error queue).
-    #[arg(long)]
-    pub msg_zerocopy: bool,
+}
+
+/// The raw-ring paths: the XDP program, the AF_XDP sockets and UMEM, AF_PACKET's own address.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "AF_XDP and AF_PACKET")]
+pub struct RawArgs {
     /// AF_XDP: XDP attach mode: auto (driver, else SKB), drv or skb.
     #[cfg(feature = "xdp")]
     #[arg(long, default_value = "auto")]
@@ -191,10 +263,12 @@ pub struct RunArgs {
     /// queue) with aya-log; off, it never logs.
     #[arg(long)]
     pub xdp_diag: bool,
-    /// Test hook: panic once this many packets were received (checks that every exit path,
-    /// unwinding included, cleans up).
-    #[arg(long, hide = true)]
-    pub panic_after_packets: Option<u64>,
+}
+
+/// Keeping the order path warm while no order goes out.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Warming")]
+pub struct WarmArgs {
     /// Keep the order path warm: every D on an idle turn, run what `--warm` lists (e.g.
     /// 100us; off by default). See strategy::net::warm.
     #[arg(long, value_parser = parse_delay)]
@@ -204,43 +278,47 @@ pub struct RunArgs {
     /// exchange needs --heartbeats), all.
     #[arg(long, value_delimiter = ',', default_value = "all")]
     pub warm: Vec<String>,
-    /// Busy-wait between the trigger and the send (calibration), e.g. 10us; a list
-    /// (0,10us,50us) cycles through its values order by order, so several delays are
-    /// measured in one session under the same conditions.
-    #[arg(long, value_delimiter = ',', default_value = "0us", value_parser = parse_delay)]
-    pub inject_delay: Vec<Duration>,
-    /// SO_PREFER_BUSY_POLL on the market-data socket with this SO_BUSY_POLL_BUDGET (kernel
-    /// and io_uring paths; with --busy-poll, and the device's napi_defer_hard_irqs /
-    /// gro_flush_timeout: the lab's `napidefer` tuning).
-    #[arg(long, default_value_t = 0)]
-    pub prefer_busy_poll: u32,
-    /// IP_TOS byte on the order connection (kernel and io_uring paths), e.g. 16 (0x10,
-    /// low delay) or a DSCP << 2 such as 184 (EF).
-    #[arg(long)]
-    pub ip_tos: Option<u8>,
-    /// SO_PRIORITY on the order connection (kernel and io_uring paths; 0-6 unprivileged).
-    #[arg(long)]
-    pub so_priority: Option<u32>,
-    /// Busy-wait this long after each market-data packet (e.g. 20us): a heavier strategy,
-    /// or one that falls behind the feed (tests `xdp-tx` never deciding on a stale book).
-    #[arg(long, default_value = "0us", value_parser = parse_delay)]
-    pub md_work: Duration,
-    /// Accept market data only from this source: `exchange` (the exchange's address),
-    /// `any`, or an address. Kernel and io_uring paths join source-specific (the kernel
-    /// drops the others); the raw paths and the XDP program drop and count them.
-    #[arg(long, default_value = "exchange", value_parser = parse_md_source)]
-    pub md_source: MdSource,
-    /// SO_RCVBUF of the market-data socket in bytes (kernel and io_uring paths; default
-    /// 8 MiB with SO_RCVBUFFORCE): a small one shows drops under a burst, counted.
-    #[arg(long)]
-    pub md_rcvbuf: Option<u32>,
-    /// After the one-time set-up, become this user, keeping only the capabilities the path
-    /// still needs (strategy::privilege); the output files are opened before.
-    #[arg(long)]
-    pub user: Option<String>,
-    /// With --user: keep this capability too (e.g. cap_sys_nice); repeatable.
-    #[arg(long, value_parser = parse_cap)]
-    pub keep_cap: Vec<String>,
+}
+
+impl RunArgs {
+    /// The settings every path shares, as plain config (`iface_addr`: `--iface`'s address).
+    pub fn net_config(&self, iface_addr: Option<Ipv4Addr>) -> NetConfig {
+        let k = &self.sockets;
+        NetConfig {
+            exchange: self.exchange,
+            group: self.md_group,
+            iface_addr,
+            busy_poll_us: k.busy_poll,
+            busy_poll_budget: k.prefer_busy_poll,
+            sqpoll_idle_ms: self.uring.sqpoll,
+            send_zc: self.uring.send_zc,
+            msg_zerocopy: k.msg_zerocopy,
+            uring: self.uring.options(),
+            marks: crate::net::sockets::Marks {
+                tos: k.ip_tos,
+                priority: k.so_priority,
+            },
+            md_source: self.md_source.resolve(*self.exchange.ip()),
+            md_rcvbuf: k.md_rcvbuf,
+        }
+    }
+}
+
+impl UringArgs {
+    /// The ring's options, as the io_uring path takes them.
+    pub fn options(&self) -> UringOptions {
+        UringOptions {
+            defer_taskrun: self.uring_defer,
+            coop_taskrun: self.uring_coop,
+            sqpoll_cpu: self.sqpoll_cpu,
+            napi_busy_poll_us: self.uring_napi,
+            provide_ops: self.uring_provide_ops,
+            fixed_bufs: self.uring_fixed_bufs,
+            reg_ring: self.uring_reg_ring,
+            inline_recv: self.uring_inline_recv,
+            send_syscall: self.uring_send_syscall,
+        }
+    }
 }
 
 fn parse_cap(s: &str) -> Result<String, String> {

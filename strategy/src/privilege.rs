@@ -32,7 +32,10 @@ pub fn needed(a: &RunArgs) -> Vec<Capability> {
         NetKind::Xdp => vec![Capability::CAP_NET_ADMIN],
         NetKind::Packet | NetKind::Kernel | NetKind::Uring => Vec::new(),
     };
-    if a.busy_poll > 0 || a.prefer_busy_poll > 0 || a.so_priority.is_some_and(|p| p > 6) {
+    if a.sockets.busy_poll > 0
+        || a.sockets.prefer_busy_poll > 0
+        || a.sockets.so_priority.is_some_and(|p| p > 6)
+    {
         caps.push(Capability::CAP_NET_ADMIN);
     }
     if a.mlock {

@@ -22,9 +22,7 @@ use crate::latency::{Latency, Percentiles};
 use crate::net::kernel::KernelPath;
 use crate::net::uring::UringPath;
 use crate::net::warm::{WarmConfig, WarmStats};
-use crate::net::{
-    Hot, NetConfig, NetKind, NetPath, OrderLog, PathReport, PathStats, Sent, Status, Warmer,
-};
+use crate::net::{Hot, NetKind, NetPath, OrderLog, PathReport, PathStats, Sent, Status, Warmer};
 use hostsys::iface::iface_ipv4;
 use hostsys::procfs::{ProcessSample, UdpCounters};
 use hostsys::sched;
@@ -100,34 +98,8 @@ pub fn main(a: &RunArgs) -> Result<()> {
         .map(iface_ipv4)
         .transpose()
         .context("--iface")?;
-    let cfg = NetConfig {
-        exchange: a.exchange,
-        group: a.md_group,
-        iface_addr,
-        busy_poll_us: a.busy_poll,
-        busy_poll_budget: a.prefer_busy_poll,
-        sqpoll_idle_ms: a.sqpoll,
-        send_zc: a.send_zc,
-        msg_zerocopy: a.msg_zerocopy,
-        uring: crate::net::uring::UringOptions {
-            defer_taskrun: a.uring_defer,
-            coop_taskrun: a.uring_coop,
-            sqpoll_cpu: a.sqpoll_cpu,
-            napi_busy_poll_us: a.uring_napi,
-            provide_ops: a.uring_provide_ops,
-            fixed_bufs: a.uring_fixed_bufs,
-            reg_ring: a.uring_reg_ring,
-            inline_recv: a.uring_inline_recv,
-            send_syscall: a.uring_send_syscall,
-        },
-        marks: crate::net::sockets::Marks {
-            tos: a.ip_tos,
-            priority: a.so_priority,
-        },
-        md_source: a.md_source.resolve(*a.exchange.ip()),
-        md_rcvbuf: a.md_rcvbuf,
-    };
-    if (a.ip_tos.is_some() || a.so_priority.is_some())
+    let cfg = a.net_config(iface_addr);
+    if (a.sockets.ip_tos.is_some() || a.sockets.so_priority.is_some())
         && !matches!(a.net, NetKind::Kernel | NetKind::Uring)
     {
         tracing::warn!(
@@ -152,16 +124,16 @@ pub fn main(a: &RunArgs) -> Result<()> {
         #[cfg(feature = "xdp")]
         NetKind::Xdp | NetKind::XdpTx => {
             let iface = a.iface.clone().context("--net xdp needs --iface")?;
-            let queues = xsk_queues(&a.xsk_queues, &iface)?;
+            let queues = xsk_queues(&a.raw.xsk_queues, &iface)?;
             let xcfg = crate::net::af_xdp::XdpConfig {
                 iface,
                 queues,
-                mode: a.xdp_mode,
-                bind: a.xsk_bind,
-                frame_size: a.frame_size,
-                frame_count: a.frame_count,
-                hugepages: a.hugepages,
-                diag: a.xdp_diag,
+                mode: a.raw.xdp_mode,
+                bind: a.raw.xsk_bind,
+                frame_size: a.raw.frame_size,
+                frame_count: a.raw.frame_count,
+                hugepages: a.raw.hugepages,
+                diag: a.raw.xdp_diag,
                 xdp_tx: a.net == NetKind::XdpTx,
             };
             run_loop(a, out, crate::net::af_xdp::path(cfg, xcfg))
@@ -169,13 +141,13 @@ pub fn main(a: &RunArgs) -> Result<()> {
         #[cfg(feature = "xdp")]
         NetKind::Packet => {
             let iface = a.iface.clone().context("--net packet needs --iface")?;
-            let local = a.packet_ip.context(
+            let local = a.raw.packet_ip.context(
                 "--net packet needs --packet-ip (an unused address on the link for smoltcp)",
             )?;
             let pcfg = crate::net::af_packet::PacketConfig {
                 iface,
                 local,
-                frame_size: a.frame_size.max(2048),
+                frame_size: a.raw.frame_size.max(2048),
                 frames: 256,
             };
             run_loop(a, out, crate::net::af_packet::path(cfg, pcfg))
@@ -216,9 +188,11 @@ fn run_loop<P: NetPath>(a: &RunArgs, mut out: Outputs, mut path: P) -> Result<()
         signal_hook::flag::register(sig, Arc::clone(&shutdown)).context("signal handler")?;
     }
     let every_ns = a
+        .warming
         .warm_every
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    let warm_cfg = WarmConfig::parse_modes(every_ns, &a.warm).map_err(anyhow::Error::msg)?;
+    let warm_cfg =
+        WarmConfig::parse_modes(every_ns, &a.warming.warm).map_err(anyhow::Error::msg)?;
     if warm_cfg.is_on() {
         info!(?warm_cfg, "warming the order path");
     }
