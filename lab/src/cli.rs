@@ -26,6 +26,12 @@ pub struct LabArgs {
     /// between orders (no --order-gap).
     #[arg(long)]
     pub classic: bool,
+    /// A bursty market: a generated file whose timeline has 1 ms bursts at 20x every 50 ms
+    /// over a 10 k/s feed (heavy-tailed gaps between), replayed as recorded, with 100
+    /// triggers at a burst's start, its peak, right after it and in the quiet feed; the
+    /// report gives tick-to-trade by trigger position. Paths as under --load.
+    #[arg(long, conflicts_with_all = ["md_file", "order_gap", "load"])]
+    pub microbursts: bool,
     /// Repetitions per path.
     #[arg(long, default_value_t = 1)]
     pub runs: u32,
@@ -226,19 +232,27 @@ impl LabArgs {
         let paths = match &self.paths {
             Some(p) => p.clone(),
             None if classic => LabConfig::default().paths,
-            None if !self.load.is_empty() => lab::parse_paths(LOAD_PATHS)?,
+            None if !self.load.is_empty() || self.microbursts => lab::parse_paths(LOAD_PATHS)?,
             None => lab::parse_paths(HEADLINE_PATHS)?,
         };
         let order_gaps = match &self.order_gap {
             Some(g) => g.clone(),
-            None if classic || self.md_file.is_some() => Vec::new(),
+            None if classic || self.md_file.is_some() || self.microbursts => Vec::new(),
             None => HEADLINE_GAPS.to_vec(),
+        };
+        let (md_file, pace) = if self.microbursts {
+            (
+                Some(lab::data::microburst_md_file(&Env::workspace())?),
+                "recorded".to_owned(),
+            )
+        } else {
+            (self.md_file.clone(), self.pace.clone())
         };
         Ok(LabConfig {
             paths,
             runs: self.runs,
-            md_file: self.md_file.clone(),
-            pace: self.pace.clone(),
+            md_file,
+            pace,
             results_dir: self.results_dir.clone(),
             strategy_flags: self.strategy_flags.clone(),
             exchange_flags: self.exchange_flags.clone(),

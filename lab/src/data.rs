@@ -50,6 +50,32 @@ pub fn pace_rate(pace: &str) -> Option<u32> {
     pace.strip_prefix("rate:")?.parse().ok().filter(|&r| r > 0)
 }
 
+/// The microburst file (`lab --microbursts`): 1 ms bursts at 20x every 50 ms over a
+/// 10 k/s feed, heavy-tailed gaps between them, 100 triggers placed at a burst's start, its
+/// peak, right after it and in the quiet feed, in turn; replayed `recorded`. Generated once
+/// and cached.
+pub fn microburst_md_file(env: &Env) -> Result<PathBuf> {
+    let out = env.data_dir().join("md-microbursts-orders100.csv.gz");
+    if out.exists() && mdfile::mdgen::planted_path(&out).exists() {
+        return Ok(out);
+    }
+    let cfg = mdfile::mdgen::GenConfig {
+        orders: Some(100),
+        resnapshot: false,
+        microbursts: Some(mdfile::mdgen::Microbursts::default()),
+        ..mdfile::mdgen::GenConfig::default()
+    };
+    let s = mdfile::mdgen::generate(&out, &cfg)
+        .with_context(|| format!("generating {}", out.display()))?;
+    println!(
+        "market data: wrote {} ({} lines, {} triggers at a burst's start, peak, tail and in quiet feed)",
+        out.display(),
+        s.lines,
+        s.planted.len()
+    );
+    Ok(out)
+}
+
 /// A file whose orders are `gap` apart when replayed at `rate` packets/s, with `orders`
 /// orders; generated once and cached in `target/lab-data`.
 pub fn gap_md_file(env: &Env, gap: Duration, rate: u32, orders: u64) -> Result<PathBuf> {

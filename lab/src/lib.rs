@@ -233,6 +233,10 @@ pub struct RunResult {
     /// Tick-to-trade samples (kernel timestamps), ns.
     #[serde(skip, default)]
     pub t2t_kernel: Vec<u64>,
+    /// Kernel-stamp samples by where the trigger sat in a microburst feed (empty for
+    /// other files), ns.
+    #[serde(skip, default)]
+    pub by_position: std::collections::BTreeMap<mdfile::mdgen::Position, Vec<u64>>,
 }
 
 impl RunResult {

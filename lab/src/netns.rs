@@ -392,6 +392,7 @@ fn one_run(
         tune_readback: tuned,
         t2t_user: rx.t2t_user,
         t2t_kernel: rx.t2t_kernel,
+        by_position: crate::oracle::by_position(&ex_csv, ctx.md_file)?,
     })
 }
 

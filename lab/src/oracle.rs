@@ -67,6 +67,41 @@ pub fn read_exchange_orders(csv: &Path) -> Result<(Vec<OrderRow>, Vec<u64>, Vec<
     Ok((rows, user, kernel))
 }
 
+/// Kernel-stamp tick-to-trade by the position of each order's trigger in a microburst
+/// feed, from the file's planted sidecar (empty when it records no positions); warm-up
+/// orders left out.
+pub fn by_position(
+    ex_csv: &Path,
+    md_file: &Path,
+) -> Result<std::collections::BTreeMap<mdfile::mdgen::Position, Vec<u64>>> {
+    let mut out = std::collections::BTreeMap::new();
+    let side = mdfile::mdgen::planted_path(md_file);
+    if !side.exists() || !ex_csv.exists() {
+        return Ok(out);
+    }
+    let at: std::collections::HashMap<u64, mdfile::mdgen::Position> =
+        mdfile::mdgen::read_planted(&side)?
+            .into_iter()
+            .filter_map(|p| Some((p.trigger_id, p.position?)))
+            .collect();
+    if at.is_empty() {
+        return Ok(out);
+    }
+    let (_, rows) = read_rows(ex_csv).with_context(|| format!("{}", ex_csv.display()))?;
+    for r in rows.iter().skip(WARMUP_ORDERS) {
+        if let (Some(pos), Some(k)) = (
+            at.get(&r.order.trigger_id),
+            r.timing.and_then(|t| t.kernel_t2t_ns()),
+        ) {
+            out.entry(*pos).or_insert_with(Vec::new).push(k);
+        }
+    }
+    for v in out.values_mut() {
+        v.sort_unstable();
+    }
+    Ok(out)
+}
+
 /// Medians of the stage columns of a strategy order file (zeros when it has none).
 pub fn stage_medians(csv: &Path) -> Result<crate::StageMedians> {
     if !csv.exists() {

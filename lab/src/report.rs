@@ -376,6 +376,7 @@ fn gap_table<'a>(
         );
     }
     drop_lines(runs);
+    position_lines(runs);
     xdp_tx_lines(runs);
     Ok(rows)
 }
@@ -425,6 +426,47 @@ fn drop_lines(runs: &[&RunResult]) {
                 "NOT ACCOUNTED"
             }
         );
+    }
+}
+
+/// In a microburst feed: kernel-stamp tick-to-trade by where the trigger sat (a burst's
+/// start, its peak, right after it, the quiet feed), per path, runs pooled.
+fn position_lines(runs: &[&RunResult]) {
+    use mdfile::mdgen::Position;
+    if runs.iter().all(|r| r.by_position.is_empty()) {
+        return;
+    }
+    println!("by trigger position (kernel stamps, us, p50 / p99 (n)):");
+    print!("  {:<34}", "path");
+    for p in Position::ALL {
+        print!("{:>22}", p.as_str());
+    }
+    println!();
+    let mut order: Vec<&str> = Vec::new();
+    for r in runs {
+        if !order.contains(&r.path.as_str()) {
+            order.push(&r.path);
+        }
+    }
+    for path in order {
+        print!("  {path:<34}");
+        for p in Position::ALL {
+            let mut v: Vec<u64> = runs
+                .iter()
+                .filter(|r| r.path == path)
+                .flat_map(|r| r.by_position.get(&p).into_iter().flatten().copied())
+                .collect();
+            v.sort_unstable();
+            if v.is_empty() {
+                print!("{:>22}", "-");
+            } else {
+                print!(
+                    "{:>22}",
+                    format!("{:.1} / {:.1} ({})", pct(&v, 0.5), pct(&v, 0.99), v.len())
+                );
+            }
+        }
+        println!();
     }
 }
 

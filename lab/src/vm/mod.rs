@@ -328,6 +328,7 @@ fn one_vm_run(
         tune_readback,
         t2t_user: rx.t2t_user,
         t2t_kernel: rx.t2t_kernel,
+        by_position: crate::oracle::by_position(&ex_csv, md_file)?,
     })
 }
 

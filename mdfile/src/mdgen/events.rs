@@ -9,7 +9,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::{
-    tick_price, Counting, GenConfig, GenSummary, Planted, Writer, TRIGGER_LEVELS, TRIGGER_THRESHOLD,
+    tick_price, Counting, GenConfig, GenSummary, Microbursts, Planted, Position, Writer,
+    TRIGGER_LEVELS, TRIGGER_THRESHOLD,
 };
 use flate2::write::GzEncoder;
 
@@ -72,6 +73,8 @@ pub(super) fn write_events<W: Write>(
         lts: 1_585_699_200_000_000,
         next_trigger_line: 0,
         near_miss_due: false,
+        t0: 0,
+        planted_period: None,
     };
     let mid: i64 = 13_187; // 6593.5 USD in ticks
     for i in 0..cfg.depth as i64 {
@@ -80,6 +83,7 @@ pub(super) fn write_events<W: Write>(
         g.book.asks.insert(mid + i, a);
     }
     g.snapshot()?;
+    g.t0 = g.lts;
     if let Some(n) = cfg.trigger_every_lines {
         g.next_trigger_line = g.w.lines + n;
     }
@@ -91,6 +95,18 @@ pub(super) fn write_events<W: Write>(
         // The order of the random draws is part of the format: the same seed gives the same
         // file, byte for byte, across versions.
         let new_id = cfg.unique_ids || g.rng.gen_bool(0.6);
+        if let Some(m) = cfg.microbursts {
+            // A timeline with microbursts: every line moves time on, by the burst's gaps or
+            // the quiet feed's; the trigger of this period goes where its position says.
+            g.lts += g.micro_gap_us(&m);
+            let ts = g.exch_ts();
+            let bid = g.rng.gen_bool(0.5);
+            match g.micro_due(&m) {
+                Some(pos) => g.plant_at(ts, bid, Some(pos))?,
+                None => g.ordinary(ts, bid)?,
+            }
+            continue;
+        }
         let (planted, near_miss) = g.schedule(events);
         if new_id || planted {
             let step = g.rng.gen_range(1..400);
@@ -142,6 +158,10 @@ struct Gen<'a, W: Write> {
     next_trigger_line: u64,
     /// With `trigger_every_lines`: the near miss of this interval is still to come.
     near_miss_due: bool,
+    /// The first update's `local_timestamp` (microbursts are timed from it).
+    t0: u64,
+    /// Microbursts: the period whose trigger has been planted.
+    planted_period: Option<u64>,
 }
 
 impl<W: Write> Gen<'_, W> {
@@ -200,8 +220,50 @@ impl<W: Write> Gen<'_, W> {
         Ok(())
     }
 
+    /// The gap before the next line of a microburst feed, us (at least 1).
+    fn micro_gap_us(&mut self, m: &Microbursts) -> u64 {
+        let phase = (self.lts - self.t0) % m.period_us.max(1);
+        let u: f64 = self.rng.gen::<f64>();
+        let gap = if phase < m.burst_us {
+            // Exponential, mean quiet / ratio.
+            -(1.0 - u).ln() * m.quiet_gap_us / m.peak_ratio.max(1.0)
+        } else {
+            // Pareto with shape 1.5 and mean `quiet_gap_us`: scale = mean / 3.
+            (m.quiet_gap_us / 3.0) / (1.0 - u).powf(1.0 / 1.5)
+        };
+        (gap.round() as u64).clamp(1, m.period_us)
+    }
+
+    /// The trigger of this period, if this line is where its position puts it: period k's
+    /// trigger sits at position k mod 4.
+    fn micro_due(&mut self, m: &Microbursts) -> Option<Position> {
+        let period = m.period_us.max(1);
+        let (k, phase) = ((self.lts - self.t0) / period, (self.lts - self.t0) % period);
+        if self.planted_period == Some(k) {
+            return None;
+        }
+        let pos = Position::ALL[(k % 4) as usize];
+        let here = match pos {
+            Position::Start => phase < m.burst_us,
+            Position::Peak => (m.burst_us / 2..m.burst_us).contains(&phase),
+            Position::After => {
+                (m.burst_us..m.burst_us + (period - m.burst_us) / 8).contains(&phase)
+            }
+            Position::Quiet => phase >= period / 2,
+        };
+        here.then(|| {
+            self.planted_period = Some(k);
+            pos
+        })
+    }
+
     /// A size jump above the threshold on one of the top levels: one order.
     fn plant(&mut self, ts: u64, bid: bool) -> io::Result<()> {
+        self.plant_at(ts, bid, None)
+    }
+
+    /// [`Gen::plant`], recording the trigger's position in a microburst feed.
+    fn plant_at(&mut self, ts: u64, bid: bool, position: Option<Position>) -> io::Result<()> {
         let rank = self.rng.gen_range(0..TRIGGER_LEVELS);
         let Some(p) = self.book.at_rank(bid, rank) else {
             return Ok(());
@@ -215,6 +277,7 @@ impl<W: Write> Gen<'_, W> {
             trigger_id: self.lts,
             bid,
             price: tick_price(other),
+            position,
         });
         if let Some(n) = self.cfg.trigger_every_lines {
             // The trigger is the line just written: the next one comes `n` lines later.

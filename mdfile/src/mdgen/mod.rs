@@ -48,6 +48,65 @@ pub struct GenConfig {
     pub orders: Option<u64>,
     /// Malformed lines to scatter through the updates (to exercise error handling).
     pub malformed: u64,
+    /// A timeline with microbursts, and triggers placed by their position in a burst
+    /// (instead of `trigger_every`).
+    pub microbursts: Option<Microbursts>,
+}
+
+/// A feed whose `local_timestamp`s carry microbursts: every `period_us`, `burst_us` of
+/// lines at `peak_ratio` times the quiet rate (exponential gaps), heavy-tailed gaps
+/// between bursts (Pareto, shape 1.5) with a mean of `quiet_gap_us`. One trigger per
+/// period, its position cycling start, peak, after, quiet.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Microbursts {
+    /// Period, us.
+    pub period_us: u64,
+    /// Burst length, us.
+    pub burst_us: u64,
+    /// Mean gap between lines outside bursts, us.
+    pub quiet_gap_us: f64,
+    /// Rate inside a burst over the rate outside.
+    pub peak_ratio: f64,
+}
+
+impl Default for Microbursts {
+    /// 1 ms bursts at 20x every 50 ms over a 10 k/s feed (200 k/s in a burst).
+    fn default() -> Self {
+        Self {
+            period_us: 50_000,
+            burst_us: 1_000,
+            quiet_gap_us: 100.0,
+            peak_ratio: 20.0,
+        }
+    }
+}
+
+/// Where a planted trigger sits in a microburst feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Position {
+    /// The first line of a burst.
+    Start,
+    /// Half way into a burst.
+    Peak,
+    /// Just after a burst (queues draining).
+    After,
+    /// Half way between bursts.
+    Quiet,
+}
+
+impl Position {
+    /// Every position, in the order the generator cycles through them.
+    pub const ALL: [Self; 4] = [Self::Start, Self::Peak, Self::After, Self::Quiet];
+
+    /// `start`, `peak`, `after`, `quiet`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Peak => "peak",
+            Self::After => "after",
+            Self::Quiet => "quiet",
+        }
+    }
 }
 
 impl Default for GenConfig {
@@ -62,6 +121,7 @@ impl Default for GenConfig {
             trigger_every_lines: None,
             orders: None,
             malformed: 0,
+            microbursts: None,
         }
     }
 }
@@ -75,6 +135,8 @@ pub struct Planted {
     pub bid: bool,
     /// Order price: best price of the other side, fixed point 8 decimals.
     pub price: i64,
+    /// Its position in a microburst feed (None: an ordinary file).
+    pub position: Option<Position>,
 }
 
 /// What was written.
@@ -176,15 +238,16 @@ pub fn generate(out: &Path, cfg: &GenConfig) -> io::Result<GenSummary> {
         .sync_all()?;
     std::fs::rename(&tmp, out)?;
     let mut side = BufWriter::new(File::create(planted_path(out))?);
-    writeln!(side, "trigger_id,book_side,order_side,price")?;
+    writeln!(side, "trigger_id,book_side,order_side,price,position")?;
     for p in &summary.planted {
         writeln!(
             side,
-            "{},{},{},{}",
+            "{},{},{},{},{}",
             p.trigger_id,
             if p.bid { "bid" } else { "ask" },
             if p.bid { "buy" } else { "sell" },
-            proto::decimal::Fixed(p.price, proto::PRICE_DECIMALS)
+            proto::decimal::Fixed(p.price, proto::PRICE_DECIMALS),
+            p.position.map_or("-", Position::as_str)
         )?;
     }
     side.flush()?;
@@ -211,14 +274,27 @@ pub fn read_planted(path: &Path) -> io::Result<Vec<Planted>> {
         .skip(1)
         .map(|l| {
             let f: Vec<&str> = l.split(',').collect();
-            let [id, side, _, price] = f[..] else {
-                return Err(bad(l));
+            // The position column is newer: files without it still read.
+            let (id, side, price, pos) = match f[..] {
+                [id, side, _, price] => (id, side, price, "-"),
+                [id, side, _, price, pos] => (id, side, price, pos),
+                _ => return Err(bad(l)),
+            };
+            let position = match pos {
+                "-" => None,
+                p => Some(
+                    Position::ALL
+                        .into_iter()
+                        .find(|x| x.as_str() == p)
+                        .ok_or_else(|| bad(l))?,
+                ),
             };
             Ok(Planted {
                 trigger_id: id.parse().map_err(|_| bad(l))?,
                 bid: side == "bid",
                 price: proto::decimal::parse_fixed(price.as_bytes(), proto::PRICE_DECIMALS)
                     .map_err(|_| bad(l))?,
+                position,
             })
         })
         .collect()
@@ -283,6 +359,75 @@ mod tests {
         assert_eq!(snaps, a.snapshot_lines);
         assert_eq!(snapshot_runs, 2, "opening snapshot and one re-snapshot");
         assert!(shared > 0, "some rows share a local_timestamp");
+    }
+
+    #[test]
+    fn microbursts_shape_the_timeline_and_place_the_triggers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Microbursts::default();
+        let cfg = GenConfig {
+            depth: 40,
+            orders: Some(24),
+            microbursts: Some(m),
+            ..GenConfig::default()
+        };
+        let out = dir.path().join("mb.csv.gz");
+        let s = generate(&out, &cfg).expect("gen");
+        assert_eq!(s.planted.len(), 24);
+        for pos in Position::ALL {
+            let n = s.planted.iter().filter(|p| p.position == Some(pos)).count();
+            assert!(n >= 4, "{pos:?}: {n} of 24");
+        }
+        assert_eq!(
+            read_planted(&planted_path(&out)).expect("sidecar"),
+            s.planted,
+            "the position column reads back"
+        );
+        // Lines per 1 ms window: the busiest windows run at 10x the mean or more; the gaps
+        // between updates are heavy-tailed.
+        let mut r = MdReader::open(&out).expect("open");
+        let (mut ids, mut t0) = (Vec::new(), 0);
+        while let Some(rec) = r.next_record().expect("read") {
+            match rec {
+                Record::Line {
+                    is_snapshot: false,
+                    local_timestamp,
+                    ..
+                } => ids.push(local_timestamp),
+                Record::Line {
+                    local_timestamp, ..
+                } => t0 = local_timestamp,
+                Record::Malformed { .. } => {}
+            }
+        }
+        let (first, last) = (ids[0], ids[ids.len() - 1]);
+        let mut per_ms = vec![0u64; ((last - first) / 1000 + 1) as usize];
+        for id in &ids {
+            per_ms[((id - first) / 1000) as usize] += 1;
+        }
+        let mean = ids.len() as f64 / per_ms.len() as f64;
+        let peak = per_ms.iter().copied().max().unwrap_or(0) as f64;
+        assert!(peak >= 10.0 * mean, "peak {peak} lines/ms, mean {mean}");
+        let mut gaps: Vec<u64> = ids.windows(2).map(|w| w[1] - w[0]).collect();
+        gaps.sort_unstable();
+        let median = gaps[gaps.len() / 2] as f64;
+        let p999 = gaps[gaps.len() * 999 / 1000] as f64;
+        assert!(
+            p999 >= 10.0 * median,
+            "heavy tail: p99.9 {p999} us, median {median} us"
+        );
+        // Each trigger is where its position says, in its period's time.
+        for p in &s.planted {
+            // Periods are timed from the snapshot's id.
+            let phase = (p.trigger_id - t0) % m.period_us;
+            let ok = match p.position {
+                Some(Position::Start | Position::Peak) => phase < m.burst_us,
+                Some(Position::After) => phase >= m.burst_us && phase < m.period_us / 2,
+                Some(Position::Quiet) => phase >= m.period_us / 2,
+                None => false,
+            };
+            assert!(ok, "{p:?} at phase {phase} us");
+        }
     }
 
     #[test]
