@@ -112,6 +112,12 @@ struct GenArgs {
     /// Output file (.csv.gz).
     #[arg(long, short)]
     out: PathBuf,
+    /// A timeline with microbursts (1 ms at 20x every 50 ms over a 10 k/s feed, heavy-tailed
+    /// gaps between) and one trigger per period at a burst's start, its peak, right after it
+    /// or in the quiet feed (the position in the .planted.csv); replay it with `--pace
+    /// recorded`. With --orders to stop after that many triggers.
+    #[arg(long, conflicts_with = "order_gap")]
+    microbursts: bool,
     /// PRNG seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -202,6 +208,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 trigger_every_lines: a.order_gap.map(|g| mdgen::lines_for_gap(g, a.rate)),
                 orders: a.orders,
                 malformed: a.malformed,
+                microbursts: a.microbursts.then(mdgen::Microbursts::default),
             };
             let s = mdgen::generate(&a.out, &cfg)
                 .with_context(|| format!("writing {}", a.out.display()))?;
