@@ -176,31 +176,8 @@ mod tests {
     fn a_run_report_holds_its_tables_and_plots_inline() {
         let dir = tempfile::tempdir().expect("tempdir");
         let row = |path: &str, matches, p50| crate::summary::SummaryRow {
-            gap_ms: 1.0,
-            gap_source: crate::summary::GapSource::Requested,
-            path: path.into(),
-            load_pps: None,
-            accounted: true,
-            runs: 1,
-            orders_expected: 40,
-            orders_received: 40,
             matches,
-            packets_lost: 0,
-            clock: crate::summary::Clock::Kernel,
-            min_us: None,
-            p50_us: p50,
-            p90_us: None,
-            p99_us: None,
-            p999_us: None,
-            max_us: None,
-            strategy_p50_us: None,
-            strategy_p99_us: None,
-            decide_p50_us: None,
-            send_p50_us: None,
-            floor_udp_p50_us: None,
-            floor_tcp_p50_us: None,
-            p9999_us: None,
-            n: 35,
+            ..crate::summary::SummaryRow::sample(path, crate::summary::Clock::Kernel, p50, None)
         };
         crate::summary::write(
             &dir.path().join("summary.csv"),

@@ -101,6 +101,41 @@ pub struct SummaryRow {
     pub n: usize,
 }
 
+impl SummaryRow {
+    /// A row of `path` on `clock` with only its p50 and p99 (the rest unmeasured): what
+    /// the tests of the summary's readers start from.
+    #[cfg(test)]
+    pub(crate) fn sample(path: &str, clock: Clock, p50: Option<f64>, p99: Option<f64>) -> Self {
+        Self {
+            gap_ms: 1.0,
+            gap_source: GapSource::Requested,
+            path: path.into(),
+            load_pps: None,
+            accounted: true,
+            runs: 1,
+            orders_expected: 10,
+            orders_received: 10,
+            matches: true,
+            packets_lost: 0,
+            clock,
+            min_us: None,
+            p50_us: p50,
+            p90_us: None,
+            p99_us: p99,
+            p999_us: None,
+            max_us: None,
+            strategy_p50_us: None,
+            strategy_p99_us: None,
+            decide_p50_us: None,
+            send_p50_us: None,
+            floor_udp_p50_us: None,
+            floor_tcp_p50_us: None,
+            p9999_us: None,
+            n: 10,
+        }
+    }
+}
+
 /// `Option<f64>` as `-` when absent, two decimals when present.
 mod dash {
     use super::{Deserialize, Deserializer, Serializer};

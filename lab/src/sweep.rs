@@ -308,32 +308,8 @@ mod tests {
         for (v, p50) in [("0", 10.0), ("50", 7.5)] {
             let d = dir.path().join(format!("p{v}"));
             fs::create_dir_all(&d).expect("mkdir");
-            let row = |clock, p50: f64, p99: f64| crate::summary::SummaryRow {
-                gap_ms: 1.0,
-                gap_source: crate::summary::GapSource::Requested,
-                path: "kernel".into(),
-                load_pps: None,
-                accounted: true,
-                runs: 1,
-                orders_expected: 10,
-                orders_received: 10,
-                matches: true,
-                packets_lost: 0,
-                clock,
-                min_us: Some(1.0),
-                p50_us: Some(p50),
-                p90_us: Some(1.0),
-                p99_us: Some(p99),
-                p999_us: None,
-                max_us: None,
-                strategy_p50_us: None,
-                strategy_p99_us: None,
-                decide_p50_us: None,
-                send_p50_us: None,
-                floor_udp_p50_us: None,
-                floor_tcp_p50_us: None,
-                p9999_us: None,
-                n: 10,
+            let row = |clock, p50: f64, p99: f64| {
+                crate::summary::SummaryRow::sample("kernel", clock, Some(p50), Some(p99))
             };
             crate::summary::write(
                 &d.join("summary.csv"),
