@@ -18,4 +18,5 @@ pub use mdfile;
 pub mod order_entry;
 pub mod pacing;
 pub mod results;
+pub mod serve_cmd;
 pub mod server;

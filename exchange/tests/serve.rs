@@ -49,24 +49,16 @@ impl Exchange {
         let results = dir.join("orders.csv");
         let summary = dir.join("summary.jsonl");
         let log = std::fs::File::create(dir.join("exchange.log")).expect("log file");
+        let serve = exchange::serve_cmd::ServeCmd::new(md_file, "10.77.0.1:9012")
+            .md_iface("vx0")
+            .quiet_orders(true)
+            .results(&results)
+            .summary(&summary)
+            .extra(extra);
         let child = lab
             .exchange
             .command(env!("CARGO_BIN_EXE_exchange"))
-            .arg("serve")
-            .arg("--md-file")
-            .arg(md_file)
-            .args([
-                "--oe-listen",
-                "10.77.0.1:9012",
-                "--md-iface",
-                "vx0",
-                "--quiet-orders",
-            ])
-            .arg("--results")
-            .arg(&results)
-            .arg("--summary")
-            .arg(&summary)
-            .args(extra)
+            .args(serve.args())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -323,13 +315,17 @@ fn missing_or_corrupt_file_is_a_clear_error() {
         (plain, "gzip"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_exchange"))
-            .args(["serve", "--oe-listen", "127.0.0.1:0", "--md-file"])
-            .arg(&file)
+            .args(exchange::serve_cmd::ServeCmd::new(&file, "127.0.0.1:0").args())
             .output()
             .expect("run");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{err}");
         assert!(err.contains(needle), "{err}");
+        assert_eq!(
+            err.matches("(os error").count().min(1),
+            err.matches("(os error").count(),
+            "the reason said once: {err}"
+        );
     }
 }
 

@@ -47,29 +47,18 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
             .command("taskset")
             .args(["-c", "0"])
             .arg(env.bin("exchange"))
-            .args([
-                "serve",
-                "--oe-listen",
-                "10.77.0.1:9012",
-                "--md-iface",
-                "vx0",
-                "--sessions",
-                "1",
-                "--spin",
-                "--quiet-orders",
-            ])
-            .args([
-                "--pace",
-                &pace,
-                "--grace",
-                "100ms",
-                "--handshake-delay",
-                "50ms",
-            ])
-            .arg("--md-file")
-            .arg(&md)
-            .arg("--summary")
-            .arg(&summary)
+            .args(
+                exchange::serve_cmd::ServeCmd::new(&md, "10.77.0.1:9012")
+                    .md_iface("vx0")
+                    .sessions(1)
+                    .spin(true)
+                    .quiet_orders(true)
+                    .pace(&pace)
+                    .grace(Duration::from_millis(100))
+                    .handshake_delay(Duration::from_millis(50))
+                    .summary(&summary)
+                    .args(),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -397,37 +397,20 @@ fn one_run(
 }
 
 fn spawn_exchange(ctx: &RunCtx<'_>, lab: &VethLab, tag: &str) -> Result<Proc> {
+    let serve = exchange::serve_cmd::ServeCmd::new(ctx.md_file, "10.77.0.1:9012")
+        .md_iface(VethLab::EXCHANGE_IF)
+        .sessions(1)
+        .spin(true)
+        .quiet_orders(true)
+        .pace(ctx.pace)
+        .heartbeats(ctx.heartbeats)
+        .warm_rx_every(ctx.a.exchange_warm)
+        .results(&ctx.file(tag, "exchange.csv"))
+        .summary(&ctx.file(tag, "exchange.jsonl"))
+        .extra(ctx.a.exchange_flags.split_whitespace());
     let mut ex = ctx.pinned(&lab.exchange, "0");
     ex.arg(ctx.env.bin("exchange"))
-        .args([
-            "serve",
-            "--oe-listen",
-            "10.77.0.1:9012",
-            "--md-iface",
-            VethLab::EXCHANGE_IF,
-            "--sessions",
-            "1",
-        ])
-        .args(["--spin", "--quiet-orders", "--pace", ctx.pace])
-        .args(if ctx.heartbeats {
-            &["--heartbeats"][..]
-        } else {
-            &[][..]
-        })
-        .args(
-            ctx.a
-                .exchange_warm
-                .map(|d| ["--warm-rx-every".to_owned(), format!("{}ns", d.as_nanos())])
-                .into_iter()
-                .flatten(),
-        )
-        .args(ctx.a.exchange_flags.split_whitespace())
-        .arg("--md-file")
-        .arg(ctx.md_file)
-        .arg("--results")
-        .arg(ctx.file(tag, "exchange.csv"))
-        .arg("--summary")
-        .arg(ctx.file(tag, "exchange.jsonl"))
+        .args(serve.args())
         .stdout(Stdio::null())
         .stderr(fs::File::create(ctx.file(tag, "exchange.log"))?);
     Proc::spawn("exchange", &mut ex)

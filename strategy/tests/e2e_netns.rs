@@ -647,19 +647,16 @@ fn sigkill_anywhere_leaves_nothing_and_the_next_start_trades() {
                 let child = lab
                     .exchange
                     .command(bin("exchange"))
-                    .args([
-                        "serve",
-                        "--oe-listen",
-                        "10.77.0.1:9012",
-                        "--md-iface",
-                        "vx0",
-                    ])
-                    .args(["--quiet-orders", "--pace", "rate:2000"])
-                    .args(["--grace", "300ms", "--handshake-delay", "0ms"])
-                    .arg("--md-file")
-                    .arg(&md)
-                    .arg("--results")
-                    .arg(file("ex.csv"))
+                    .args(
+                        exchange::serve_cmd::ServeCmd::new(&md, "10.77.0.1:9012")
+                            .md_iface("vx0")
+                            .quiet_orders(true)
+                            .pace("rate:2000")
+                            .grace(Duration::from_millis(300))
+                            .handshake_delay(Duration::ZERO)
+                            .results(&file("ex.csv"))
+                            .args(),
+                    )
                     .stdout(Stdio::null())
                     .stderr(std::fs::File::create(file("ex.log")).expect("log"))
                     .spawn()

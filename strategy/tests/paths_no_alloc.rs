@@ -136,19 +136,15 @@ fn no_path_allocates_in_its_busy_loop() {
         let mut ex = lab
             .exchange
             .command(exchange)
-            .args([
-                "serve",
-                "--oe-listen",
-                "10.77.0.1:9012",
-                "--md-iface",
-                "vx0",
-                "--sessions",
-                "1",
-                "--quiet-orders",
-            ])
-            .args(["--pace", "rate:4000", "--grace", "200ms"])
-            .arg("--md-file")
-            .arg(&md)
+            .args(
+                exchange::serve_cmd::ServeCmd::new(&md, "10.77.0.1:9012")
+                    .md_iface("vx0")
+                    .sessions(1)
+                    .quiet_orders(true)
+                    .pace("rate:4000")
+                    .grace(Duration::from_millis(200))
+                    .args(),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

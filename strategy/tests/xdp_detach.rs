@@ -67,18 +67,13 @@ fn xdp_program_is_detached_on_every_exit_path() {
         Proc(
             lab.exchange
                 .command(exchange_bin())
-                .args([
-                    "serve",
-                    "--oe-listen",
-                    "10.77.0.1:9012",
-                    "--md-iface",
-                    "vx0",
-                    "--quiet-orders",
-                    "--pace",
-                    pace,
-                ])
-                .arg("--md-file")
-                .arg(&md)
+                .args(
+                    exchange::serve_cmd::ServeCmd::new(&md, "10.77.0.1:9012")
+                        .md_iface("vx0")
+                        .quiet_orders(true)
+                        .pace(pace)
+                        .args(),
+                )
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()

@@ -195,32 +195,18 @@ fn one_vm_run(
     for f in [&ex_csv, &ex_sum] {
         let _ = fs::remove_file(f);
     }
+    let serve = exchange::serve_cmd::ServeCmd::new(md_file, &format!("{HOST_ADDR}:9012"))
+        .md_iface("tap0")
+        .sessions(1)
+        .quiet_orders(true)
+        .pace(&a.pace)
+        .handshake_delay(Duration::from_secs(1))
+        .grace(Duration::from_secs(2))
+        .results(&ex_csv)
+        .summary(&ex_sum);
     let mut ex = ns
         .command(ctx.env.bin("exchange"))
-        .args([
-            "serve",
-            "--oe-listen",
-            &format!("{HOST_ADDR}:9012"),
-            "--md-iface",
-            "tap0",
-            "--sessions",
-            "1",
-            "--quiet-orders",
-        ])
-        .args([
-            "--pace",
-            &a.pace,
-            "--handshake-delay",
-            "1s",
-            "--grace",
-            "2s",
-        ])
-        .arg("--md-file")
-        .arg(md_file)
-        .arg("--results")
-        .arg(&ex_csv)
-        .arg("--summary")
-        .arg(&ex_sum)
+        .args(serve.args())
         .stdout(Stdio::null())
         .stderr(fs::File::create(dir.join(format!("{tag}.exchange.log")))?)
         .spawn()
@@ -403,22 +389,15 @@ fn interactive(
     let ns = Netns::new("vmlab").context("namespace")?;
     qemu::host_tap(&ns, false)?;
     let log = dir.join("interactive.exchange.log");
+    let serve = exchange::serve_cmd::ServeCmd::new(md_file, &format!("{HOST_ADDR}:9012"))
+        .md_iface("tap0")
+        .pace(&a.pace)
+        .handshake_delay(Duration::from_secs(1))
+        .quiet_orders(true)
+        .results(&dir.join("interactive.orders.csv"));
     let mut ex = ns
         .command(env.bin("exchange"))
-        .args([
-            "serve",
-            "--oe-listen",
-            &format!("{HOST_ADDR}:9012"),
-            "--md-iface",
-            "tap0",
-            "--pace",
-            &a.pace,
-        ])
-        .args(["--handshake-delay", "1s", "--quiet-orders"])
-        .arg("--md-file")
-        .arg(md_file)
-        .arg("--results")
-        .arg(dir.join("interactive.orders.csv"))
+        .args(serve.args())
         .stdout(Stdio::null())
         .stderr(fs::File::create(&log)?)
         .spawn()

@@ -57,20 +57,13 @@ pub fn spawn(mut cmd: Command, log: &Path) -> Proc {
 
 /// The exchange in `ns` serving `md` on the lab's addresses, with `extra` flags.
 pub fn exchange(ns: &Netns, md: &Path, csv: &Path, log: &Path, extra: &[&str]) -> Proc {
+    let serve = exchange::serve_cmd::ServeCmd::new(md, "10.77.0.1:9012")
+        .md_iface("vx0")
+        .quiet_orders(true)
+        .results(csv)
+        .extra(extra);
     let mut c = ns.command(bin("exchange"));
-    c.args([
-        "serve",
-        "--oe-listen",
-        "10.77.0.1:9012",
-        "--md-iface",
-        "vx0",
-        "--quiet-orders",
-    ])
-    .arg("--md-file")
-    .arg(md)
-    .arg("--results")
-    .arg(csv)
-    .args(extra);
+    c.args(serve.args());
     spawn(c, log)
 }
 
