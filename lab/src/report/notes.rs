@@ -1,0 +1,132 @@
+//! What a gap's table adds per run from its counters: drops and the feed reached (under
+//! `--load`), tick-to-trade by trigger position (microbursts), and how many orders
+//! `xdp-tx`'s program sent itself.
+
+use crate::stats::pct;
+use crate::RunResult;
+use strategy::net::af_xdp::loader::AttachMode;
+
+/// Runs that lost market data: the path's own drop count, the identity sent = handled +
+/// dropped, and how the orders then stand against the oracle.
+pub(super) fn drop_lines(runs: &[&RunResult]) {
+    // Under --load: the rate the publisher reached (the offered rate is the file's pace;
+    // on veth the strategy side's receive runs in the sender's softirq, so it differs by path).
+    for r in runs {
+        let Some(load) = r.key.load else { continue };
+        let e = &r.exchange;
+        println!(
+            "  {}: feed offered {}/s, reached {:.0}/s; {} of {} packets sent more than the late threshold after their time",
+            r.key,
+            crate::load::rate_label(load),
+            e.counters.packets_sent as f64 / e.publish_s.max(1e-9),
+            e.counters.late,
+            e.counters.packets_sent
+        );
+    }
+    for r in runs {
+        let Some(a) = r.accounting else { continue };
+        if a.lost() == 0 && a.balanced {
+            continue;
+        }
+        let orders = match r.explained {
+            crate::load::Explained::Equal => "orders equal to the oracle's".to_owned(),
+            crate::load::Explained::AfterDrops {
+                prefix,
+                extra,
+                missing,
+            } => format!(
+                "orders: the first {prefix} equal to the oracle's, then {extra} on triggers the oracle lacks (a book that missed lines), {missing} oracle triggers without an order"
+            ),
+            crate::load::Explained::No => "orders differ from the oracle's".to_owned(),
+        };
+        println!(
+            "  {}: sent {}, handled {}, dropped {} by the path's count ({}); {orders}",
+            r.key,
+            a.sent,
+            a.handled,
+            a.dropped.map_or("-".to_owned(), |d| d.to_string()),
+            if a.balanced {
+                "sent = handled + dropped"
+            } else {
+                "NOT ACCOUNTED"
+            }
+        );
+    }
+}
+
+/// In a microburst feed: kernel-stamp tick-to-trade by where the trigger sat (a burst's
+/// start, its peak, right after it, the quiet feed), per path, runs pooled.
+pub(super) fn position_lines(runs: &[&RunResult]) {
+    use mdfile::mdgen::Position;
+    if runs.iter().all(|r| r.by_position.is_empty()) {
+        return;
+    }
+    println!("by trigger position (kernel stamps, us, p50 / p99 (n)):");
+    print!("  {:<34}", "path");
+    for p in Position::ALL {
+        print!("{:>22}", p.as_str());
+    }
+    println!();
+    let mut order: Vec<&str> = Vec::new();
+    for r in runs {
+        if !order.contains(&r.path.as_str()) {
+            order.push(&r.path);
+        }
+    }
+    for path in order {
+        print!("  {path:<34}");
+        for p in Position::ALL {
+            let mut v: Vec<u64> = runs
+                .iter()
+                .filter(|r| r.path == path)
+                .flat_map(|r| r.by_position.get(&p).into_iter().flatten().copied())
+                .collect();
+            v.sort_unstable();
+            if v.is_empty() {
+                print!("{:>22}", "-");
+            } else {
+                print!(
+                    "{:>22}",
+                    format!("{:.1} / {:.1} ({})", pct(&v, 0.5), pct(&v, 0.99), v.len())
+                );
+            }
+        }
+        println!();
+    }
+}
+
+/// For `xdp-tx` runs: how many orders the program sent itself, why it left the others to
+/// user space, and the user-space time each fire cost (from the strategy's report).
+pub(super) fn xdp_tx_lines(runs: &[&RunResult]) {
+    let mut header = false;
+    for r in runs {
+        let Some(x) = r.xdp_tx() else {
+            continue;
+        };
+        if !header {
+            println!("xdp-tx: decide and strategy total above are the XDP program's own time (entry -> XDP_TX); send is user space completing the delegated send, off the order's path");
+            header = true;
+        }
+        let completed = x.completed.max(1) as f64;
+        let mode = match r.xdp_backend().map(|b| b.xdp_mode) {
+            Some(AttachMode::Skb) => {
+                "skb (generic XDP: this NIC's driver has no native XDP; slower)".to_owned()
+            }
+            Some(m) => m.to_string(),
+            None => "-".to_owned(),
+        };
+        println!(
+            "  {} run {} (XDP mode {mode}): program sent {} of {} orders; left to user space: {} frames not current, {} unparsed, {} raced; mismatched {}; user time per fired order mean {:.2} us, max {:.2} us",
+            r.path,
+            r.key.run,
+            x.prog.fired,
+            r.orders_received,
+            x.prog.not_current,
+            x.prog.unparsed,
+            x.prog.raced,
+            x.mismatched,
+            x.user_ns_total as f64 / completed / 1e3,
+            x.user_ns_max as f64 / 1e3,
+        );
+    }
+}
