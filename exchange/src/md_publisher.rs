@@ -29,15 +29,6 @@ pub struct PublisherConfig {
     pub tx_timestamps: bool,
 }
 
-/// Result of one send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sent {
-    /// Handed to the kernel.
-    Ok,
-    /// The send buffer is full: retry later (counted by the caller).
-    WouldBlock,
-}
-
 /// The publisher.
 #[derive(Debug)]
 pub struct MdPublisher {
@@ -80,27 +71,6 @@ impl MdPublisher {
         &self.sock
     }
 
-    /// Sends one packet tagged with its `local_timestamp` (for the TX timestamp).
-    pub fn send(&mut self, pkt: &[u8], id: u64) -> io::Result<Sent> {
-        match self.sock.send_to(pkt, self.dest) {
-            Ok(_) => {
-                if self.tx_timestamps {
-                    self.pending.push_back((self.counter, id));
-                    self.counter = self.counter.wrapping_add(1);
-                    if self.pending.len() > 1 << 16 {
-                        self.pending.pop_front();
-                        self.ts_missing += 1;
-                    }
-                }
-                Ok(Sent::Ok)
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Sent::WouldBlock),
-            // ENOBUFS is transient too (qdisc full); treat it as a retry, not a loss.
-            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => Ok(Sent::WouldBlock),
-            Err(e) => Err(e),
-        }
-    }
-
     /// Sends due packets in one `sendmmsg`, in order, each tagged with its
     /// `local_timestamp` (`ids`, one per packet); returns how many the kernel took (the
     /// rest, in order, are the caller's to retry; 0 when its buffer was full).
@@ -139,23 +109,21 @@ impl MdPublisher {
 
     /// Ties one stamp to the packet it was taken for (by the socket's send counter).
     fn match_stamp(&mut self, key: u32, ns: u64, f: &mut impl FnMut(u64, u64)) {
-        {
-            if key == u32::MAX && ns == 0 {
-                return;
-            }
-            while let Some(&(k, id)) = self.pending.front() {
-                // Wrapping comparison: entries older than `key` never got a stamp.
-                let behind = key.wrapping_sub(k);
-                if behind == 0 {
-                    self.pending.pop_front();
-                    f(id, ns);
-                    break;
-                } else if behind < u32::MAX / 2 {
-                    self.pending.pop_front();
-                    self.ts_missing += 1;
-                } else {
-                    break;
-                }
+        if key == u32::MAX && ns == 0 {
+            return;
+        }
+        while let Some(&(k, id)) = self.pending.front() {
+            // Wrapping comparison: entries older than `key` never got a stamp.
+            let behind = key.wrapping_sub(k);
+            if behind == 0 {
+                self.pending.pop_front();
+                f(id, ns);
+                break;
+            } else if behind < u32::MAX / 2 {
+                self.pending.pop_front();
+                self.ts_missing += 1;
+            } else {
+                break;
             }
         }
     }

@@ -38,7 +38,7 @@ pub fn enable_rx_timestamps(fd: RawFd) -> io::Result<()> {
 }
 
 /// Kernel software TX timestamps on `fd`, each tagged with a per-socket counter that starts
-/// at 0 and counts datagrams sent (read with [`read_tx_timestamp`]).
+/// at 0 and counts datagrams sent (read with [`read_tx_timestamps`]).
 pub fn enable_tx_timestamps(fd: RawFd) -> io::Result<()> {
     set_timestamping(
         fd,
@@ -73,41 +73,6 @@ pub fn recv_timestamped(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<
         }
     });
     Ok((usize::try_from(n).unwrap_or(0), ts))
-}
-
-/// Reads one TX timestamp from the error queue: `(counter, CLOCK_REALTIME ns)`, or `None`
-/// when the queue is empty.
-pub fn read_tx_timestamp(fd: RawFd) -> io::Result<Option<(u32, u64)>> {
-    let mut control = CmsgBuf([0; 256]);
-    // SAFETY: all-zero is a valid msghdr.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_control = control.0.as_mut_ptr().cast();
-    msg.msg_controllen = control.0.len();
-    // SAFETY: msg points at `control`, live and writable for the call; no iovec (OPT_TSONLY).
-    let rc = unsafe { libc::recvmsg(fd, &raw mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT) };
-    if rc == -1 {
-        let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::WouldBlock {
-            Ok(None)
-        } else {
-            Err(e)
-        };
-    }
-    let (mut ts, mut key) = (None, None);
-    for_each_cmsg(&msg, |level, ty, data| {
-        if level == libc::SOL_SOCKET && ty == libc::SO_TIMESTAMPING {
-            ts = first_timespec(data);
-        } else if let Some(ee) = extended_err(level, ty, data) {
-            if ee.ee_origin == SO_EE_ORIGIN_TIMESTAMPING {
-                key = Some(ee.ee_data);
-            }
-        }
-    });
-    Ok(match (key, ts) {
-        (Some(k), Some(t)) => Some((k, t)),
-        // Something else on the error queue (an ICMP error): consumed, nothing to report.
-        _ => Some((u32::MAX, 0)),
-    })
 }
 
 /// `struct scm_timestamping { struct timespec ts[3]; }`: ts[0] is the software stamp.
@@ -189,8 +154,9 @@ pub fn read_zerocopy_completion(fd: RawFd) -> Option<(u32, u32, bool)> {
 pub const TS_BATCH: usize = 32;
 
 /// Reads up to [`TS_BATCH`] queued TX timestamps in one `recvmmsg(MSG_ERRQUEUE)`, writing
-/// `(key, realtime_ns)` into `out` (a message without both is written as `(u32::MAX, 0)`,
-/// as [`read_tx_timestamp`] does); returns how many were read (0: the queue is empty).
+/// `(counter, CLOCK_REALTIME ns)` into `out` (a message without both, which the caller
+/// skips, is written as `(u32::MAX, 0)`); returns how many were read (0: the queue is
+/// empty).
 pub fn read_tx_timestamps(fd: RawFd, out: &mut [(u32, u64); TS_BATCH]) -> io::Result<usize> {
     let mut control = [const { CmsgBuf([0; 256]) }; TS_BATCH];
     // SAFETY: an all-zero mmsghdr is a valid "no buffers" header.
