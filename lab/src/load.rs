@@ -32,10 +32,13 @@ pub fn orders_that_fit(want: u64, lines_per_order: u64) -> u64 {
 
 /// A rate written as `300k`, `1M`, `5000` (packets per second).
 pub fn parse_rate(s: &str) -> Result<u32, String> {
-    let (num, mult) = match s.trim().chars().last() {
-        Some('k' | 'K') => (&s.trim()[..s.trim().len() - 1], 1_000.0),
-        Some('M' | 'm') => (&s.trim()[..s.trim().len() - 1], 1_000_000.0),
-        _ => (s.trim(), 1.0),
+    let t = s.trim();
+    let (num, mult) = if let Some(n) = t.strip_suffix(['k', 'K']) {
+        (n, 1_000.0)
+    } else if let Some(n) = t.strip_suffix(['M', 'm']) {
+        (n, 1_000_000.0)
+    } else {
+        (t, 1.0)
     };
     let v: f64 = num
         .parse()
