@@ -11,28 +11,41 @@
 //! aya-log; the frames the program exists for never log.
 //!
 //! With `xdp_tx` set (the `xdp-tx` path), a market-data frame is also a decision point: the
-//! program counts it, and when user space's armed state in `XTX` is current (it has applied
-//! every earlier packet), parses the line ([`strategy_common::xtx::LineParser`], bounded
-//! loop over a per-CPU copy), applies the trigger rule ([`strategy_common::xtx::decide`])
-//! and, when it fires, hands the line and the order to user space through the `XTX_RING`
-//! ring buffer, rewrites the frame into the order's TCP segment and returns XDP_TX. Any
-//! doubt (not current, line outside its grammar, ring full, reshaping failed, user space
-//! rewrote the state meanwhile) leaves the frame to user space as on the `xdp` path.
+//! program counts it (an atomic add: one count across queues and CPUs), and when user
+//! space's armed state in `XTX` holds a ticket and is current (it has applied every earlier
+//! packet), parses the line ([`strategy_common::xtx::LineParser`], bounded loop over a
+//! per-CPU copy), applies the trigger rule ([`strategy_common::xtx::decide`]) and, when it
+//! fires and wins the ticket (`compare_exchange` to 0: only one sender per arming), hands
+//! the line and the order to user space through the `XTX_RING` ring buffer, rewrites the
+//! frame into the order's TCP segment and returns XDP_TX. Any doubt before the claim (not
+//! armed or not current, line outside its grammar, ring full, the ticket gone) leaves the
+//! frame to user space as on the `xdp` path, with the frame's index in a tag in front of it
+//! ([`strategy_common::xtx::split_tag`]) so that user space knows where the program's
+//! count stands even after a frame was lost on the way.
 //! `pass` is a bare XDP_PASS program: on a veth the peer of an XDP_TX sender must run one
 //! for the bounced frames to be delivered (the lab attaches it to the exchange's side).
 #![no_std]
 #![no_main]
 #![feature(asm_experimental_arch)]
+#![feature(core_intrinsics)]
+#![allow(
+    internal_features,
+    reason = "the atomics the BPF target lacks in core::sync"
+)]
 
 use aya_ebpf::bindings::xdp_action;
+use core::intrinsics::{atomic_cxchg, atomic_xadd, AtomicOrdering};
+
 use aya_ebpf::helpers::generated::{
-    bpf_ktime_get_ns, bpf_loop, bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
+    bpf_ktime_get_ns, bpf_loop, bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
 };
 use aya_ebpf::macros::{map, xdp};
 use aya_ebpf::maps::{Array, PerCpuArray, RingBuf, XskMap};
 use aya_ebpf::programs::XdpContext;
 use aya_log_ebpf::warn;
-use strategy_common::xtx::{self, FireRecord, LineParser, Shared, Template, FRAME_LEN, MAX_LINE};
+use strategy_common::xtx::{
+    self, FireRecord, LineParser, Shared, Template, FRAME_LEN, MAX_LINE, TAG_LEN, TAG_MAGIC,
+};
 use strategy_common::{Class, Counters, SteerConfig, CLASS_COUNT};
 
 #[map]
@@ -179,8 +192,13 @@ fn try_steer(ctx: &XdpContext) -> Result<u32, ()> {
         count(class, false, false);
         return Ok(xdp_action::XDP_PASS);
     }
-    if class == Class::MarketData && cfg.xdp_tx != 0 && xdp_tx(ctx, l4) {
-        return Ok(xdp_action::XDP_TX);
+    if class == Class::MarketData && cfg.xdp_tx != 0 {
+        match xdp_tx(ctx, l4) {
+            Decision::Sent => return Ok(xdp_action::XDP_TX),
+            Decision::Dropped => return Ok(xdp_action::XDP_DROP),
+            Decision::ToUser(index) => tag(ctx, index),
+            Decision::Untagged => {}
+        }
     }
     // SAFETY: rx_queue_index is a plain field of the xdp_md context the kernel passed in.
     let queue = unsafe { (*ctx.ctx).rx_queue_index };
@@ -203,9 +221,8 @@ fn try_steer(ctx: &XdpContext) -> Result<u32, ()> {
     }
 }
 
-/// A compiler barrier: no memory access moves across it (the sequence lock's reads must
-/// stay between its two reads of the lock; x86 keeps loads in order itself, and
-/// LLVM's BPF back end cannot select `compiler_fence`).
+/// A compiler barrier: no memory access moves across it (the template's copy must stay
+/// before the claim; LLVM's BPF back end cannot select `compiler_fence`).
 #[inline(always)]
 fn barrier() {
     // SAFETY: an empty asm block; without `nomem` the compiler assumes it reads and writes
@@ -226,41 +243,118 @@ fn opaque(v: usize) -> usize {
     }
 }
 
-/// The `xdp-tx` decision on one market-data frame (UDP header at `l4`); `true` when the
-/// frame has become the order's segment and must go out with XDP_TX.
+/// What the program did with a market-data frame on the `xdp-tx` path.
+enum Decision {
+    /// The frame is the order's segment: XDP_TX.
+    Sent,
+    /// Claimed but not sent (the frame could not be reshaped): the line went to user space
+    /// in the fire record; the frame is dropped.
+    Dropped,
+    /// Left to user space, with the frame's index.
+    ToUser(u64),
+    /// Left to user space without an index (counted `untagged`; user space counts it).
+    Untagged,
+}
+
+// The BPF target has no `core::sync::atomic` read-modify-write (its spec claims no CAS);
+// with `-C target-cpu=v3` LLVM emits BPF_ATOMIC (fetch add, cmpxchg) for the intrinsics.
+// Each `p` below points at an aligned u64 inside the `XTX` map value, which lives as long
+// as the program; user space touches these words only with atomics.
+
+/// Takes the next index from the count at `p` (atomically: unique across queues and
+/// CPUs). A compare-exchange loop: LLVM's BPF back end emits the fetching add as the plain
+/// one (no old value) here, so it is not used for this. `None` after a few lost races (the
+/// count is then bumped without an index: the frame is left to user space untagged).
 #[inline(always)]
-fn xdp_tx(ctx: &XdpContext, l4: usize) -> bool {
+fn next_index(p: *mut u64) -> Option<u64> {
+    let mut tries = 0;
+    while tries < 8 {
+        // SAFETY: see above.
+        let old = unsafe { core::ptr::read_volatile(p) };
+        if claim(p, old, old + 1) {
+            return Some(old);
+        }
+        tries += 1;
+    }
+    // SAFETY: see above (the plain atomic add, whose old value is not used).
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, 1) };
+    None
+}
+
+/// A load of the ticket that no later read moves before (LLVM's BPF back end selects no
+/// acquire load before cpu v4: a volatile load and a compiler barrier; x86 keeps loads in
+/// order itself).
+#[inline(always)]
+fn load_acquire(p: *const u64) -> u64 {
+    // SAFETY: see above.
+    let v = unsafe { core::ptr::read_volatile(p) };
+    barrier();
+    v
+}
+
+/// Compare-exchange; `true` when `p` held `old` and now holds `new`.
+#[inline(always)]
+fn claim(p: *mut u64, old: u64, new: u64) -> bool {
+    // SAFETY: see above.
+    unsafe {
+        atomic_cxchg::<u64, { AtomicOrdering::AcqRel }, { AtomicOrdering::Relaxed }>(p, old, new).1
+    }
+}
+
+/// Puts the tag (magic, the low 32 bits of `index`) in front of a frame left to user
+/// space, in its headroom; counts the frames it could not tag.
+#[inline(always)]
+fn tag(ctx: &XdpContext, index: u64) {
+    // SAFETY: the context the kernel passed; the helper checks the headroom.
+    let grown = unsafe { bpf_xdp_adjust_head(ctx.ctx, -(TAG_LEN as i32)) } == 0;
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if grown && start + TAG_LEN <= end {
+        // SAFETY: TAG_LEN bytes at `start` lie inside the frame (checked just above).
+        unsafe {
+            let p = start as *mut u32;
+            core::ptr::write_unaligned(p, TAG_MAGIC.to_le());
+            core::ptr::write_unaligned(p.add(1), (index as u32).to_le());
+        }
+        return;
+    }
+    if let Some(sh) = XTX.get_ptr_mut(0) {
+        // SAFETY: the map's one value; a counter only the program writes.
+        unsafe { (*sh).prog.untagged += 1 };
+    }
+}
+
+/// The `xdp-tx` decision on one market-data frame (UDP header at `l4`).
+#[inline(always)]
+fn xdp_tx(ctx: &XdpContext, l4: usize) -> Decision {
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let t_start = unsafe { bpf_ktime_get_ns() };
     let Some(sh) = XTX.get_ptr_mut(0) else {
-        return false;
+        return Decision::ToUser(0);
     };
-    // SAFETY: the map's one value, valid for the program's run. The program is the only
-    // writer of `prog` (one RX queue: one NAPI context at a time); user space writes only
-    // `armed`, under the sequence lock `lock`, read here with volatile loads.
+    // SAFETY: the map's one value, valid for the program's run. The program writes only
+    // `prog` (its count atomically; the counters are per-session diagnostics); user space
+    // writes `armed` and publishes it with the ticket, read here atomically.
     let shared = unsafe { &mut *sh };
-    let index = shared.prog.md_seen;
-    shared.prog.md_seen = index + 1;
-    // SAFETY: aligned u64s inside the map value.
-    let (lock, gen) = unsafe {
-        let lock = core::ptr::read_volatile(&shared.armed.lock);
-        barrier();
-        (lock, core::ptr::read_volatile(&shared.armed.generation))
+    let Some(index) = next_index(core::ptr::addr_of_mut!(shared.prog.md_seen)) else {
+        shared.prog.untagged += 1;
+        return Decision::Untagged;
     };
-    if lock & 1 != 0 || gen != index {
+    let ticket = load_acquire(core::ptr::addr_of!(shared.armed.ticket));
+    // SAFETY: an aligned u64 inside the map value; read after the ticket (acquire).
+    let gen = unsafe { core::ptr::read_volatile(&shared.armed.generation) };
+    if ticket == 0 || gen != index {
         shared.prog.not_current += 1;
-        return false;
+        return Decision::ToUser(index);
     }
-    barrier();
     let Some((fire, line_len)) = parse_and_decide(ctx, l4, shared) else {
-        return false;
+        return Decision::ToUser(index);
     };
     let Some(template) = XTX_TEMPLATE.get_ptr_mut(0) else {
-        return false;
+        return Decision::ToUser(index);
     };
     // SAFETY: both are valid Template values (the map value and this CPU's scratch copy),
-    // copied word by word with volatile loads (not merged, not moved across the barrier);
-    // a torn copy is caught by the second read of the lock below.
+    // copied word by word with volatile loads; a copy torn by user space's rewrite is
+    // caught by the claim below (user space takes the ticket before it writes).
     let template = unsafe {
         let src = core::ptr::addr_of!(shared.armed.template) as *const u32;
         let dst = template as *mut u32;
@@ -272,13 +366,15 @@ fn xdp_tx(ctx: &XdpContext, l4: usize) -> bool {
         &*template
     };
     barrier();
-    // SAFETY: as above.
-    let lock2 = unsafe { core::ptr::read_volatile(&shared.armed.lock) };
-    if lock2 != lock {
-        shared.prog.raced += 1;
-        return false;
-    }
-    send_order(ctx, shared, template, &fire, line_len, (index, t_start))
+    send_order(
+        ctx,
+        shared,
+        ticket,
+        template,
+        &fire,
+        line_len,
+        (index, t_start),
+    )
 }
 
 /// The parser's state across bpf_loop callbacks.
@@ -380,18 +476,19 @@ fn parse_and_decide(
 fn send_order(
     ctx: &XdpContext,
     shared: &mut Shared,
+    ticket: u64,
     template: &Template,
     fire: &xtx::Fire,
     line_len: usize,
     (index, t_start): (u64, u64),
-) -> bool {
+) -> Decision {
     let Some(mut rec) = XTX_RING.reserve::<FireRecord>(0) else {
         shared.prog.ringbuf_full += 1;
-        return false;
+        return Decision::ToUser(index);
     };
     let Some(buf) = XTX_SCRATCH.get_ptr_mut(0) else {
         rec.discard(BPF_RB_NO_WAKEUP);
-        return false;
+        return Decision::ToUser(index);
     };
     // SAFETY: this CPU's scratch value (the line copied by parse_and_decide).
     let buf = unsafe { &*buf };
@@ -414,19 +511,23 @@ fn send_order(
             i += 1;
         }
     }
+    // The claim: from here on this run owns the template's sequence number, and whatever
+    // happens the record goes to user space (the line in it must be applied).
+    let claimed = claim(core::ptr::addr_of_mut!(shared.armed.ticket), ticket, 0);
+    if !claimed {
+        shared.prog.raced += 1;
+        rec.discard(BPF_RB_NO_WAKEUP);
+        return Decision::ToUser(index);
+    }
     let len = (ctx.data_end() - ctx.data()) as i32;
     // SAFETY: the context the kernel passed; the helper checks the new size.
-    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, FRAME_LEN as i32 - len) } != 0 {
-        shared.prog.reshape_failed += 1;
-        rec.discard(BPF_RB_NO_WAKEUP);
-        return false;
-    }
+    let reshaped = unsafe { bpf_xdp_adjust_tail(ctx.ctx, FRAME_LEN as i32 - len) } == 0;
     let (start, end) = (ctx.data(), ctx.data_end());
-    if start + FRAME_LEN > end {
-        // Cannot happen after a successful reshape; the frame is no longer the line.
+    if !reshaped || start + FRAME_LEN > end {
+        // Not sent: user space applies the line from the record and decides itself.
         shared.prog.reshape_failed += 1;
-        rec.discard(BPF_RB_NO_WAKEUP);
-        return false;
+        rec.submit(BPF_RB_NO_WAKEUP);
+        return Decision::Dropped;
     }
     // SAFETY: FRAME_LEN bytes at `start` lie inside the frame (checked just above).
     let frame = unsafe { &mut *(start as *mut [u8; FRAME_LEN]) };
@@ -435,7 +536,7 @@ fn send_order(
     unsafe { (*r).t_tx_ns = bpf_ktime_get_ns() };
     rec.submit(BPF_RB_NO_WAKEUP);
     shared.prog.fired += 1;
-    true
+    Decision::Sent
 }
 
 #[cfg(not(test))]

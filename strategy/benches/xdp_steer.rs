@@ -90,9 +90,8 @@ fn armed(generation: u64) -> Armed {
     h[14] = 0x45;
     h[23] = 6;
     Armed {
-        lock: 0,
+        ticket: 0,
         generation,
-        enabled: 1,
         levels: 5,
         amount_decimals: 0,
         threshold_kind: 0,
@@ -124,7 +123,9 @@ fn xtx_ns(frame: &[u8], n: u64) -> (u32, u64) {
     let mut fired = 0;
     let mut runs: Vec<u32> = (0..n)
         .map(|g| {
-            map.publish(&armed(g));
+            // Whether or not the last run fired, no ticket is out between runs.
+            map.fired();
+            map.publish(&armed(g), true).expect("no ticket out");
             let r = test_run_repeat(&ebpf, frame, &mut out, 1).expect("BPF_PROG_TEST_RUN");
             while let Some(rec) = map.next_fire() {
                 fired += u64::from(rec.is_ok());

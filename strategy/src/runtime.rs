@@ -226,6 +226,7 @@ fn run_loop<P: NetPath>(a: &RunArgs, mut out: Outputs, mut path: P) -> Result<()
         if shutdown.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
             if let State::Running { since, udp_before } = state {
                 sessions += 1;
+                settle(&mut path, &mut tally, delays, md_work_ns);
                 finish_session(a, &mut out, &mut path, &tally, sessions, since, udp_before)?;
             }
             path.close();
@@ -284,6 +285,7 @@ fn run_loop<P: NetPath>(a: &RunArgs, mut out: Outputs, mut path: P) -> Result<()
                 }
                 if status == Status::Disconnected {
                     sessions += 1;
+                    settle(&mut path, &mut tally, delays, md_work_ns);
                     finish_session(a, &mut out, &mut path, &tally, sessions, since, udp_before)?;
                     path.close();
                     info!("state Running -> Init (disconnected)");
@@ -381,6 +383,22 @@ struct Tally {
     log: OrderLog,
     stats: PathStats,
     warmer: Warmer,
+}
+
+/// The session's end, before its report: the path finishes what it owes the order log. A
+/// failure is logged (the session is over either way).
+fn settle<P: NetPath>(path: &mut P, tally: &mut Tally, delays: &[u64], md_work_ns: u64) {
+    let mut hot = Hot {
+        engine: &mut tally.engine,
+        latency: &mut tally.latency,
+        log: &mut tally.log,
+        stats: &mut tally.stats,
+        delays,
+        md_work_ns,
+    };
+    if let Err(e) = path.settle(&mut hot) {
+        warn!("settling the session: {e}");
+    }
 }
 
 /// An idle turn: warm the order path when the interval has passed. A path error here is

@@ -1,4 +1,5 @@
-//! The strategy against a scripted, hostile or broken exchange, on every path: garbage bytes
+//! The strategy against a scripted, hostile or broken exchange, on every path (`xdp-tx`
+//! included, with the bare XDP_PASS program on the exchange's side): garbage bytes
 //! on the order connection and a reset in the middle of a session (it must keep trading,
 //! then reconnect with `--reconnect` and trade again); an exchange that accepts and never
 //! publishes; one that publishes and never accepts (connection refused); hostile frames on
@@ -27,6 +28,7 @@ fn paths() -> Vec<&'static str> {
     let mut p = vec!["kernel", "uring", "packet"];
     if strategy::net::af_xdp::loader::has_object() {
         p.push("xdp");
+        p.push("xdp-tx");
     } else {
         eprintln!("AF_XDP left out: built without the XDP program");
     }
@@ -178,6 +180,7 @@ fn garbage_and_a_reset_mid_session_then_a_reconnect() {
     let dir = tempfile::tempdir().expect("tempdir");
     for net in paths() {
         let lab = VethLab::new("hx1").expect("lab");
+        let _pass = procs::XdpPass::for_path(&lab.exchange, net);
         let script = lab
             .exchange
             .spawn(|| {
@@ -220,7 +223,10 @@ fn garbage_and_a_reset_mid_session_then_a_reconnect() {
                 "{net}: the garbage is logged:\n{text}"
             );
         }
-        if matches!(procs::kind(net), NetKind::Xdp | NetKind::Packet) {
+        if matches!(
+            procs::kind(net),
+            NetKind::Xdp | NetKind::XdpTx | NetKind::Packet
+        ) {
             let n = s[0]["path_extra"]["unexpected_bytes"].as_u64().unwrap_or(0);
             assert!(n >= 4096, "{net}: the garbage drained and counted: {n}");
         }
@@ -241,6 +247,7 @@ fn an_exchange_that_never_publishes_or_never_accepts() {
     for net in paths() {
         // Accepts, never publishes: the strategy waits, trading nothing, and leaves on time.
         let lab = VethLab::new("hx2").expect("lab");
+        let _pass = procs::XdpPass::for_path(&lab.exchange, net);
         let script = lab
             .exchange
             .spawn(|| {
@@ -266,6 +273,7 @@ fn an_exchange_that_never_publishes_or_never_accepts() {
 
         // Publishes, never accepts (refused): retried with backoff, no hang, no panic.
         let lab = VethLab::new("hx3").expect("lab");
+        let _pass = procs::XdpPass::for_path(&lab.exchange, net);
         let script = lab
             .exchange
             .spawn(|| {
@@ -315,6 +323,7 @@ fn hostile_frames_are_dropped_and_counted() {
     let want_orders = 20;
     for net in paths() {
         let lab = VethLab::new("hx3").expect("lab");
+        let _pass = procs::XdpPass::for_path(&lab.exchange, net);
         lab.exchange
             .exec(&["ip", "addr", "add", "10.77.0.9/32", "dev", "vx0"])
             .expect("second address");
@@ -366,7 +375,10 @@ fn hostile_frames_are_dropped_and_counted() {
             Some(batches),
             "{net}: the garbage counted malformed"
         );
-        if matches!(procs::kind(net), NetKind::Xdp | NetKind::Packet) {
+        if matches!(
+            procs::kind(net),
+            NetKind::Xdp | NetKind::XdpTx | NetKind::Packet
+        ) {
             let x = &r["path_extra"];
             assert_eq!(x["malformed_frames"].as_u64(), Some(batches), "{net}: {x}");
             if procs::kind(net) == NetKind::Packet {
@@ -378,7 +390,7 @@ fn hostile_frames_are_dropped_and_counted() {
                 "{net}:\n{text}"
             );
         }
-        if procs::kind(net) == NetKind::Xdp {
+        if matches!(procs::kind(net), NetKind::Xdp | NetKind::XdpTx) {
             let c = &r["path_extra"]["backend"]["steering"]["foreign_md"];
             assert_eq!(
                 c[1].as_u64(),
@@ -500,6 +512,7 @@ fn a_zero_window_holds_orders_back_whole_and_counted() {
     }
     for net in paths() {
         let lab = VethLab::new("hx4").expect("lab");
+        let _pass = procs::XdpPass::for_path(&lab.exchange, net);
         lab.strategy
             .exec(&["sysctl", "-qw", "net.ipv4.tcp_wmem=4096 4096 4096"])
             .expect("tcp_wmem");
@@ -525,8 +538,10 @@ fn a_zero_window_holds_orders_back_whole_and_counted() {
                     let t = Instant::now();
                     while t.elapsed() < Duration::from_micros(150) {}
                 }
-                // Reading again: everything the strategy handed over arrives.
-                c.set_read_timeout(Some(Duration::from_millis(500)))
+                // Reading again: everything the strategy handed over arrives. A segment the
+                // exchange's tiny buffer dropped comes back after smoltcp's retransmission
+                // timeout (at least 1 s, RFC 6298's floor, which smoltcp keeps): wait longer.
+                c.set_read_timeout(Some(Duration::from_millis(2500)))
                     .expect("timeout");
                 let mut got = Vec::new();
                 let mut buf = [0u8; 65536];

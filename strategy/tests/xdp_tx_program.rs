@@ -9,8 +9,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use strategy::net::af_xdp::loader::{test_run_repeat, Options, Steering};
+use strategy::net::af_xdp::xtx_map::Claimed;
 use strategy::net::af_xdp::xtx_map::XtxMap;
-use strategy_common::xtx::{Armed, Level, SideTop, Template, FRAME_LEN, HEADER_LEN};
+use strategy_common::xtx::{Armed, Level, SideTop, Template, FRAME_LEN, HEADER_LEN, TAG_LEN};
 
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
@@ -85,9 +86,8 @@ const P: i64 = 100_000_000;
 /// Bids 100, 99, 98 (size 10 each); asks 101, 102 (size 20); threshold 1,000.
 fn armed(generation: u64) -> Armed {
     Armed {
-        lock: 0,
+        ticket: 0,
         generation,
-        enabled: 1,
         levels: 5,
         amount_decimals: 0,
         threshold_kind: 0,
@@ -127,6 +127,14 @@ impl Prog {
         Self { ebpf, map }
     }
 
+    /// Arms with `a` and a fresh ticket (no ticket out before: the last one was claimed or
+    /// is taken back).
+    fn arm(&mut self, a: &Armed) {
+        let _ = self.map.disarm();
+        self.map.fired();
+        self.map.publish(a, true).expect("no ticket out");
+    }
+
     fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
         let mut out = vec![0u8; 2048];
         let r = test_run_repeat(&self.ebpf, frame, &mut out, 1).expect("test run");
@@ -141,12 +149,14 @@ fn fires_only_when_armed_current_and_the_rule_holds() {
         return;
     }
     let mut p = Prog::load();
-    // Not armed yet (generation 0, enabled 0): every frame goes to user space.
+    // Not armed yet (no ticket): every frame goes to user space, with its index.
     let fire_line = line(60, false, "bid", "99", 1_011);
-    assert_eq!(p.run(&md_frame(&fire_line)).0, XDP_PASS, "disarmed");
-    assert_eq!(p.map.prog().not_current, 0, "current but disabled");
+    let (action, out) = p.run(&md_frame(&fire_line));
+    assert_eq!(action, XDP_PASS, "disarmed");
+    assert_tagged(&out, &md_frame(&fire_line), 0);
+    assert_eq!(p.map.prog().not_current, 1, "no ticket");
     // One frame seen: arm at generation 1 and fire.
-    p.map.publish(&armed(1));
+    p.map.publish(&armed(1), true).expect("no ticket out");
     let (action, out) = p.run(&md_frame(&fire_line));
     assert_eq!(
         action, XDP_TX,
@@ -163,18 +173,34 @@ fn fires_only_when_armed_current_and_the_rule_holds() {
     );
     assert!(rec.t_tx_ns >= rec.t_start_ns && rec.t_start_ns > 0);
     assert!(p.map.next_fire().is_none(), "one record per fire");
-    // The same generation again: the program has seen two frames, user space applied one
-    // (the fire is not applied yet): it must not fire twice.
-    assert_eq!(
-        p.run(&md_frame(&fire_line)).0,
-        XDP_PASS,
-        "not current after a fire"
-    );
+    // The program claimed the ticket: even armed at the current generation again (as if
+    // user space had published the same state), it cannot fire a second time, and user
+    // space cannot take the claimed ticket back (its heartbeat must wait).
+    let (action, out) = p.run(&md_frame(&fire_line));
+    assert_eq!(action, XDP_PASS, "the ticket was claimed");
+    assert_tagged(&out, &md_frame(&fire_line), 2);
+    assert_eq!(p.map.disarm(), Err(Claimed), "the program claimed it first");
     let s = p.map.prog();
-    assert_eq!((s.md_seen, s.fired, s.not_current), (3, 1, 1));
+    assert_eq!((s.md_seen, s.fired, s.not_current), (3, 1, 2));
+    // A ticket taken back before the frame (the heartbeat's way): no fire.
+    p.map
+        .publish(&armed(3), true)
+        .expect("no ticket out after a claim");
+    assert_eq!(
+        p.map.disarm(),
+        Ok(()),
+        "taken back before the program saw it"
+    );
+    assert_eq!(p.run(&md_frame(&fire_line)).0, XDP_PASS, "taken back");
+    assert!(p.map.next_fire().is_none());
+    // Published without arming: no fire either.
+    p.map.publish(&armed(4), false).expect("no ticket out");
+    assert_eq!(p.run(&md_frame(&fire_line)).0, XDP_PASS, "not armed");
+    assert!(p.map.next_fire().is_none());
+    assert_eq!(p.map.prog().not_current, 4);
 
-    // Each case at the current generation (3 frames seen so far, then one more each).
-    let mut seen = 3;
+    // Each case at the current generation (5 frames seen so far, then one more each).
+    let mut seen = 5;
     let cases: Vec<(&str, Vec<u8>, Armed, u32)> = vec![
         (
             "ask side fires a sell at the best bid",
@@ -249,15 +275,6 @@ fn fires_only_when_armed_current_and_the_rule_holds() {
             XDP_PASS,
         ),
         (
-            "disabled",
-            line(61, false, "bid", "100", 5_000),
-            Armed {
-                enabled: 0,
-                ..armed(0)
-            },
-            XDP_PASS,
-        ),
-        (
             "notional: 100 x 1,001 > 100,000 x 10^8",
             line(61, false, "bid", "100", 1_011),
             Armed {
@@ -291,7 +308,7 @@ fn fires_only_when_armed_current_and_the_rule_holds() {
         ),
     ];
     for (name, l, a, want) in cases {
-        p.map.publish(&Armed {
+        p.arm(&Armed {
             generation: seen,
             ..a
         });
@@ -309,7 +326,7 @@ fn fires_only_when_armed_current_and_the_rule_holds() {
             let rec = rec.expect("record").expect("decodes");
             assert_eq!(rec.md_index, seen - 1, "{name}");
         } else {
-            assert_eq!(out, md_frame(&l), "{name}: the frame is untouched");
+            assert_tagged(&out, &md_frame(&l), seen - 1);
         }
     }
     let s = p.map.prog();
@@ -317,13 +334,22 @@ fn fires_only_when_armed_current_and_the_rule_holds() {
     assert_eq!(s.unparsed, 2, "the two lines outside the grammar");
     // A stale generation (user space one packet behind) never fires, even when the rule
     // would hold.
-    p.map.publish(&armed(seen - 1));
+    p.arm(&armed(seen - 1));
     assert_eq!(
         p.run(&md_frame(&fire_line)).0,
         XDP_PASS,
         "user space behind"
     );
     assert!(p.map.next_fire().is_none());
+}
+
+/// A frame left to user space: the program's tag with the frame's index (what user space
+/// resynchronises its count from), then the original bytes.
+fn assert_tagged(out: &[u8], frame: &[u8], index: u64) {
+    assert_eq!(out.len(), frame.len() + TAG_LEN, "the tag was added");
+    let (tag, rest) = strategy_common::xtx::split_tag(out);
+    assert_eq!(rest, frame, "the frame itself is untouched");
+    assert_eq!(tag, Some(index as u32), "the tag holds the index");
 }
 
 /// The segment as an independent parser reads it.

@@ -162,7 +162,7 @@ proptest! {
         for (i, (bid, price, amount, snap)) in updates.into_iter().enumerate() {
             // Now and then an older sequence number (stale).
             seq = if i % 17 == 16 { seq - 5 } else { seq + 1 };
-            let a = armed(&engine, 0, true, Template::default());
+            let a = armed(&engine, 0, Template::default());
             let l = text(bid, price, amount, snap, seq);
             let x = xtx::parse(&l, 0).expect("the program reads the line");
             let program = xtx::decide(&a, &x);

@@ -155,6 +155,7 @@ struct FuzzArgs {
 /// The fuzz targets (fuzz/fuzz_targets).
 const FUZZ_TARGETS: &[&str] = &[
     "md_line",
+    "xtx_tap",
     "order_decode",
     "order_stream",
     "engine_packets",
@@ -191,7 +192,12 @@ pub fn build_ebpf() -> Result<()> {
         .arg(&target_dir)
         .current_dir(root().join("strategy-ebpf"))
         .env("PATH", path)
-        .env("RUSTFLAGS", "-C debuginfo=2 -C link-arg=--btf")
+        // v3: the atomic add with fetch and the compare-exchange of the `xdp-tx` ticket
+        // (Linux >= 5.12 runs them; the guest's 6.1 and the host's 6.18 do).
+        .env(
+            "RUSTFLAGS",
+            "-C debuginfo=2 -C link-arg=--btf -C target-cpu=v3",
+        )
         .env_remove("RUSTC")
         .env_remove("RUSTC_WRAPPER")
         .status()

@@ -4,10 +4,19 @@
 //!
 //! * [`Shared`]: one value of an mmap-able array map. User space writes [`Armed`] (the top
 //!   of the book, the rule's settings, the order template and the generation: the number
-//!   of market-data packets user space has applied) under a sequence lock (`lock` odd while
-//!   it writes; the program checks it is even and unchanged around its reads). The program
-//!   writes [`ProgState`] (its own count of market-data packets and its counters); each
-//!   side writes only its own cache lines.
+//!   of market-data packets user space has applied) and publishes it with a **ticket**: a
+//!   number never used before, stored last. The program reads the ticket, then the state,
+//!   and fires only if it wins `compare_exchange(ticket, t, 0)`: it then owns the
+//!   template's sequence number. User space takes the ticket back the same way before it
+//!   rewrites the state or sends anything itself (a heartbeat, the session's end), so the
+//!   two can never both send at one sequence number, and two runs of the program (two RX
+//!   queues, two CPUs) can never both fire on one arming. The program writes [`ProgState`]
+//!   (its own count of market-data packets and its counters); each side writes only its
+//!   own cache lines.
+//! * The program's count rides on every market-data frame it leaves to user space, as a
+//!   [`TAG_LEN`]-byte tag in front of the frame ([`split_tag`]): a frame the
+//!   program counted and user space never saw (an AF_XDP RX drop, a failed redirect) costs
+//!   one missed decision, not the session: user space's next frame says where it is.
 //! * [`LineParser`]: a byte-at-a-time parser of one CSV line that accepts a strict subset
 //!   of what `proto::md::parse_line` accepts and, where it accepts, returns the same fields
 //!   and the same fixed point. Anything else gives up: the frame goes to user space.
@@ -35,6 +44,37 @@ pub const ORDER_LEN: usize = 21;
 pub const HEADER_LEN: usize = 14 + 20 + 20;
 /// The whole order frame.
 pub const FRAME_LEN: usize = HEADER_LEN + ORDER_LEN;
+/// The tag the program puts in front of a market-data frame it leaves to user space (in
+/// the frame's headroom, which every XDP driver reserves): a magic word and the low 32 bits
+/// of the frame's index (its count before it), both little endian.
+pub const TAG_LEN: usize = 8;
+/// The tag's first word: `ff fe 'X' 'T'` on the wire, which as a destination MAC would be
+/// a multicast address nobody uses.
+pub const TAG_MAGIC: u32 = u32::from_le_bytes([0xff, 0xfe, b'X', b'T']);
+
+/// Splits the program's tag off `frame`: the low 32 bits of its index (if tagged) and the
+/// Ethernet frame behind it. Only for frames of an `xdp-tx` socket, whose program tags
+/// every market-data frame it leaves to user space.
+#[inline]
+pub fn split_tag(frame: &[u8]) -> (Option<u32>, &[u8]) {
+    let word = |o: usize| {
+        frame
+            .get(o..o + 4)
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+    };
+    match (word(0), word(4), frame.get(TAG_LEN..)) {
+        (Some(TAG_MAGIC), Some(index), Some(rest)) => (Some(index), rest),
+        _ => (None, frame),
+    }
+}
+
+/// The 64-bit index a tag's low 32 bits stand for, near `expected` (the index user
+/// space expects next): within 2^31 of it either way.
+#[inline]
+pub fn widen_index(low: u32, expected: u64) -> u64 {
+    let delta = low.wrapping_sub(expected as u32) as i32;
+    expected.wrapping_add(delta as i64 as u64)
+}
 
 /// One level: price (8 decimals) and size (amount units).
 #[repr(C)]
@@ -62,13 +102,12 @@ pub struct SideTop {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Armed {
-    /// Sequence lock: odd while user space writes.
-    pub lock: u64,
+    /// The ticket: nonzero, never reused, while the program may claim this state; 0 while
+    /// user space writes it, once the program has claimed it, or when disarmed.
+    pub ticket: u64,
     /// Market-data packets user space has applied. The program fires only when this equals
     /// its own count: the book below is then exact.
     pub generation: u64,
-    /// 0: never fire (user space decides every order).
-    pub enabled: u32,
     /// Levels from the top that count (rank < levels), at most [`MAX_LEVELS`].
     pub levels: u32,
     /// Decimal places of `amount`.
@@ -111,11 +150,12 @@ pub struct ProgState {
     pub ringbuf_full: u64,
     /// Fires given up because the frame could not be reshaped.
     pub reshape_failed: u64,
-    /// Fires given up because user space rewrote the state during the decision.
+    /// Fires given up because the ticket was gone when the program tried to claim it (user
+    /// space took it back, or another run of the program claimed it first).
     pub raced: u64,
-    /// Padding to a cache line.
-    #[cfg_attr(feature = "user", serde(skip))]
-    pub _pad: u64,
+    /// Market-data frames left to user space without the trailer (the frame could not
+    /// grow): user space counts them itself.
+    pub untagged: u64,
 }
 
 /// One value of the shared map: the program's line first, then user space's.
@@ -136,7 +176,9 @@ pub struct FireRecord {
     pub md_index: u64,
     /// `bpf_ktime_get_ns` when the program started on the frame.
     pub t_start_ns: u64,
-    /// `bpf_ktime_get_ns` just before it returned XDP_TX.
+    /// `bpf_ktime_get_ns` just before it returned XDP_TX; 0 when the program claimed the
+    /// arming but could not send (the frame could not be reshaped): the frame was dropped
+    /// and user space handles the line as if it had received it.
     pub t_tx_ns: u64,
     /// The order's price.
     pub price: i64,
@@ -226,4 +268,32 @@ pub struct Fire {
     pub side: u8,
     /// The line's `local_timestamp`.
     pub trigger_id: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tag_is_split_off_and_only_a_tag() {
+        let frame = [0x01, 0x00, 0x5e, 0x7f, 0, 1, 2, 0, 0, 0, 0, 1, 8, 0];
+        let mut tagged = TAG_MAGIC.to_le_bytes().to_vec();
+        tagged.extend_from_slice(&7u32.to_le_bytes());
+        tagged.extend_from_slice(&frame);
+        assert_eq!(split_tag(&tagged), (Some(7), &frame[..]));
+        assert_eq!(split_tag(&frame), (None, &frame[..]), "untagged: unchanged");
+        assert_eq!(split_tag(&tagged[..6]), (None, &tagged[..6]), "too short");
+    }
+
+    #[test]
+    fn a_low_index_widens_near_the_expected_one() {
+        assert_eq!(widen_index(5, 3), 5);
+        assert_eq!(widen_index(2, 3), 2, "behind");
+        assert_eq!(widen_index(1, 0xffff_fffe), 0x1_0000_0001, "across 2^32");
+        assert_eq!(
+            widen_index(0xffff_ffff, 0x1_0000_0001),
+            0xffff_ffff,
+            "back across"
+        );
+    }
 }

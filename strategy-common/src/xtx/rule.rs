@@ -4,10 +4,10 @@
 use super::{Armed, Fire, XLine, MAX_LEVELS};
 
 /// The trigger rule on the armed top of the book: the order to send, if this line fires.
-/// The armed state must be current (the caller checks the generation).
+/// The armed state must be current (the caller checks the ticket and the generation).
 #[inline(always)]
 pub fn decide(a: &Armed, l: &XLine) -> Option<Fire> {
-    if a.enabled == 0 || l.is_snapshot || l.local_timestamp < a.last_seq {
+    if l.is_snapshot || l.local_timestamp < a.last_seq {
         return None;
     }
     let (own, other, idx) = if l.bid {

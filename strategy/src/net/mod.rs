@@ -181,6 +181,12 @@ pub trait NetPath {
     fn start_md(&mut self) -> io::Result<()>;
     /// One turn of the busy loop.
     fn poll(&mut self, hot: &mut Hot<'_>) -> io::Result<Status>;
+    /// At the session's end, before its report: finishes what the path owes the order log
+    /// (the `xdp-tx` program's last fires); nothing by default.
+    fn settle(&mut self, hot: &mut Hot<'_>) -> io::Result<()> {
+        let _ = hot;
+        Ok(())
+    }
     /// Closes everything (back to Init).
     fn close(&mut self);
     /// Warms the transmit side as asked (see [`warm`]); returns what happened to a

@@ -197,3 +197,40 @@ pub fn sessions(results: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).expect("json"))
         .collect()
 }
+
+/// The exchange side's bare XDP_PASS program (`strategy xdp-pass`): a veth delivers the
+/// XDP_TX frames of its peer only to an XDP program. Interrupted (detached) on drop.
+pub struct XdpPass(Child);
+
+impl XdpPass {
+    /// Attaches it to `vx0` in `ns` (returns once it says it is attached).
+    pub fn attach(ns: &Netns) -> Self {
+        use std::io::BufRead;
+        let mut child = ns
+            .command(env!("CARGO_BIN_EXE_strategy"))
+            .args(["xdp-pass", "--iface", "vx0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn xdp-pass");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("stdout");
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read");
+        assert!(line.contains("attached"), "xdp-pass: {line:?}");
+        Self(child)
+    }
+
+    /// Attached only for a path that sends with XDP_TX.
+    pub fn for_path(ns: &Netns, net: &str) -> Option<Self> {
+        spec(net).sends_with_xdp_tx().then(|| Self::attach(ns))
+    }
+}
+
+impl Drop for XdpPass {
+    fn drop(&mut self) {
+        let _ = hostsys::signal::interrupt(self.0.id());
+        let _ = self.0.wait();
+    }
+}

@@ -182,7 +182,7 @@ pub fn open(
     let tx = tx0.ok_or_else(|| io_other("no socket"))?;
     let bind_mode = bind_mode.ok_or_else(|| io_other("no socket"))?;
     let total = xcfg.frame_count.max(128) as usize * xcfg.queues.len();
-    let rx = MultiRx::new(rxs, xcfg.queues.clone());
+    let rx = MultiRx::new(rxs, xcfg.queues.clone(), xcfg.xdp_tx);
     let xtx = if xcfg.xdp_tx {
         Some(xtx::Delegation::new(steering.take_xtx().map_err(io_other)?))
     } else {

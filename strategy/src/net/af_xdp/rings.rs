@@ -12,7 +12,7 @@ use xsk_rs::config::{BindFlags, Interface as XskIface, LibxdpFlags, QueueSize, S
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 use crate::net::ring::session::io_other;
-use crate::net::ring::{RxRing, TxRing, TxStats, BATCH};
+use crate::net::ring::{Kick, RxRing, TxRing, TxStats, BATCH};
 
 /// The four rings of a bound socket.
 pub type SocketRings = (TxQueue, RxQueue, FillQueue, CompQueue);
@@ -63,6 +63,7 @@ pub struct XskTx {
     in_flight: usize,
     total: usize,
     stats: TxStats,
+    kick: Kick,
 }
 
 /// Splits a socket's rings and frames into the two halves; `rx_frames` go to the fill ring.
@@ -95,6 +96,7 @@ pub fn halves(
         in_flight: 0,
         total,
         stats: TxStats::default(),
+        kick: Kick::default(),
     };
     (r, t)
 }
@@ -127,11 +129,15 @@ pub struct MultiRx {
     back: Vec<Vec<FrameDesc>>,
     /// Frames received per queue (same order as `queues`).
     pub rx_per_queue: Vec<u64>,
+    /// The program tags the market-data frames it leaves to user space (`xdp-tx`): the
+    /// tag is split off every frame handed out ([`strategy_common::xtx::split_tag`]).
+    tagged: bool,
 }
 
 impl MultiRx {
-    /// Over these sockets, bound to `queues` (same order).
-    pub fn new(rings: Vec<XskRx>, queues: Vec<u32>) -> Self {
+    /// Over these sockets, bound to `queues` (same order); `tagged`: the program in front
+    /// of them tags market-data frames (`xdp-tx`).
+    pub fn new(rings: Vec<XskRx>, queues: Vec<u32>, tagged: bool) -> Self {
         let back = rings.iter().map(|r| Vec::with_capacity(r.total)).collect();
         let n = rings.len();
         Self {
@@ -141,6 +147,16 @@ impl MultiRx {
             scratch: [FrameDesc::default(); BATCH],
             back,
             rx_per_queue: vec![0; n],
+            tagged,
+        }
+    }
+
+    /// A frame's bytes as the kernel wrote them (with the program's tag, if any).
+    #[inline]
+    fn raw(&self, frame: &QFrame) -> &[u8] {
+        match self.rings.get(usize::from(frame.q)) {
+            Some(r) => r.data(&frame.d),
+            None => &[],
         }
     }
 
@@ -182,9 +198,20 @@ impl RxRing for MultiRx {
 
     #[inline]
     fn data(&self, frame: &QFrame) -> &[u8] {
-        match self.rings.get(usize::from(frame.q)) {
-            Some(r) => r.data(&frame.d),
-            None => &[],
+        let raw = self.raw(frame);
+        if self.tagged {
+            strategy_common::xtx::split_tag(raw).1
+        } else {
+            raw
+        }
+    }
+
+    #[inline]
+    fn tag(&self, frame: &QFrame) -> Option<u32> {
+        if self.tagged {
+            strategy_common::xtx::split_tag(self.raw(frame)).0
+        } else {
+            None
         }
     }
 
@@ -283,7 +310,8 @@ impl TxRing for XskTx {
             self.stats.tx_frames += 1;
             if self.tx.needs_wakeup() {
                 self.stats.tx_kicks += 1;
-                let _ = self.tx.wakeup();
+                let ok = self.tx.wakeup().is_ok();
+                self.kick.kicked(ok, &mut self.stats);
             }
         } else {
             self.stats.tx_no_frame += 1;
@@ -311,6 +339,18 @@ impl TxRing for XskTx {
         let n = unsafe { self.cq.consume(&mut self.done) };
         self.in_flight -= n.min(self.in_flight);
         self.free.extend_from_slice(&self.done[..n]);
+        // A kick the kernel refused (EAGAIN, EBUSY, ENOBUFS): the frames would wait for the
+        // next transmit; kick again while they are in flight and the ring asks for it.
+        if self.kick.owed() {
+            let wants = self.tx.needs_wakeup();
+            if self.kick.retry_now(self.in_flight, wants) {
+                self.stats.tx_kicks += 1;
+                let ok = self.tx.wakeup().is_ok();
+                self.kick.kicked(ok, &mut self.stats);
+            } else {
+                self.kick.settle(self.in_flight, wants);
+            }
+        }
     }
 
     fn in_flight(&self) -> usize {

@@ -7,11 +7,21 @@
 //!   [`Delegation::publish`] writes the top `--levels` of each side, the rule's settings, the
 //!   quantity and risk room per side, the last sequence, the order template (smoltcp's last
 //!   segment, [`crate::net::ring::TxTap`]) and the generation (market-data packets applied)
-//!   into the mapped `XTX` value under its sequence lock. It arms (`enabled`) only when the
+//!   into the mapped `XTX` value and hands the program a ticket. It arms only when the
 //!   session is established, every byte queued in smoltcp has been sent once (so the
-//!   template's sequence number is the next one), no completion is pending, and the rule
-//!   can be checked in the program (levels <= 8, a notional limit that fits 64 bits, no
-//!   calibration delay to inject).
+//!   template's sequence number is the next one), the exchange's window has room for the
+//!   order, no completion is pending, and the rule can be checked in the program (levels
+//!   <= 8, a notional limit that fits 64 bits, no calibration delay to inject).
+//! * **Sending anything else.** Before user space queues bytes the program did not send (a
+//!   heartbeat) it takes the ticket back ([`Delegation::disarm`]); if the program claimed it
+//!   first, the heartbeat waits for the next idle turn (`heartbeats_deferred`). At the
+//!   session's end the ticket is taken back and every fire the program made is completed
+//!   and recorded ([`crate::net::NetPath::settle`]).
+//! * **Where the program's count stands.** Every market-data frame the program leaves to
+//!   user space carries its index in a tag in front of it (the ring strips it: [`super::rings::MultiRx`]); a fire carries it in its record. User space
+//!   arms at the index after the last frame it applied, so a frame lost on the way (an RX
+//!   ring drop, a failed redirect) costs the decision on that frame, not the session
+//!   (`skipped_frames`, `resyncs`).
 //! * **Completing.** A fire arrives as a [`FireRecord`]: user space applies its line (the
 //!   engine decides the same order: a difference is counted as `mismatched`), queues the
 //!   same 21 bytes in smoltcp at the sequence number the program used and lets the tap keep
@@ -19,12 +29,12 @@
 //!   user-space time it took, then re-arms with the next generation.
 //!
 //! The program only fires when the generation equals its own count of market-data frames,
-//! so it never decides on a book that misses a packet; with user space behind, frames go
-//! to user space as on the `xdp` path.
+//! so it never decides on a book that misses a packet user space could have applied; with
+//! user space behind, frames go to user space as on the `xdp` path.
 
-use strategy_common::xtx::{Armed, FireRecord, Level, ProgState, SideTop, MAX_LEVELS};
+use strategy_common::xtx::{widen_index, Armed, FireRecord, Level, ProgState, SideTop, MAX_LEVELS};
 
-use super::xtx_map::XtxMap;
+use super::xtx_map::{Claimed, XtxMap};
 use crate::engine::Engine;
 use crate::net::ring::TxTap;
 use crate::trigger::Threshold;
@@ -58,8 +68,23 @@ pub struct XtxReport {
     pub completed: u64,
     /// Fires whose order the engine, applying the same line, did not produce identically.
     pub mismatched: u64,
-    /// Fires whose packet index was not the next one user space expected.
+    /// Frames (or fires) whose index was below one user space had already seen.
     pub out_of_order: u64,
+    /// Market-data frames the program counted that never reached user space (dropped on
+    /// the way): the count moved past them.
+    pub skipped_frames: u64,
+    /// Times user space found frames missing and moved its count to the program's.
+    pub resyncs: u64,
+    /// Fires completed after the first resynchronisation (a lost frame cost decisions,
+    /// not the session).
+    pub fired_after_resync: u64,
+    /// Fires the program claimed but could not send (the frame could not be reshaped):
+    /// user space handled their lines itself.
+    pub claimed_unsent: u64,
+    /// Fires completed at the session's end (after the last poll).
+    pub settled: u64,
+    /// Heartbeats put off to the next idle turn because the program had just fired.
+    pub heartbeats_deferred: u64,
     /// Ring-buffer records that did not decode.
     pub bad_records: u64,
     /// Publications of the armed state.
@@ -81,9 +106,13 @@ pub struct XtxReport {
 /// The user-space half of the `xdp-tx` path (module docs).
 pub struct Delegation {
     map: XtxMap,
-    /// Market-data packets applied this session.
-    pub applied: u64,
+    /// The program's index of the next market-data packet user space expects (the number
+    /// of packets the program had counted before it).
+    applied: u64,
     published: Option<(u64, bool)>,
+    /// The state last written (the book part is reused to re-arm after a send of user
+    /// space's own, which changes only the template).
+    last: Option<Armed>,
     static_check: Option<Result<(), NeverArmed>>,
     report: XtxReport,
 }
@@ -95,6 +124,7 @@ impl Delegation {
             map,
             applied: 0,
             published: None,
+            last: None,
             static_check: None,
             report: XtxReport::default(),
         }
@@ -114,13 +144,70 @@ impl Delegation {
         }
     }
 
+    /// User space has applied the packet the program counted as `index`.
+    #[inline]
+    fn saw(&mut self, index: u64) {
+        if index < self.applied {
+            self.report.out_of_order += 1;
+            return;
+        }
+        if index > self.applied {
+            self.report.skipped_frames += index - self.applied;
+            self.report.resyncs += 1;
+        }
+        self.applied = index + 1;
+    }
+
+    /// User space has applied a market-data frame the program left to it, with the tag
+    /// the program put on it (`None`: it could not).
+    #[inline]
+    pub fn md_frame(&mut self, tag: Option<u32>) {
+        match tag {
+            Some(low) => self.saw(widen_index(low, self.applied)),
+            None => self.applied += 1,
+        }
+    }
+
+    /// The program fired: its ticket is gone (the next publication needs no take-back).
+    #[inline]
+    pub fn fired(&mut self) {
+        self.map.fired();
+    }
+
+    /// Accounts a fire the program claimed and could not send; its line was handled as a
+    /// received packet.
+    pub fn claimed_unsent(&mut self, rec: &FireRecord) {
+        self.map.fired();
+        self.saw(rec.md_index);
+        self.report.claimed_unsent += 1;
+        self.published = None;
+    }
+
+    /// Takes the ticket back before user space sends something the program did not (a
+    /// heartbeat, the session's end). `Err(Claimed)`: the program fired first; its record
+    /// is in the ring or about to be.
+    pub fn disarm(&mut self) -> Result<(), Claimed> {
+        self.published = None;
+        self.map.disarm()
+    }
+
+    /// A heartbeat waited for the program's fire to be completed.
+    pub fn heartbeat_deferred(&mut self) {
+        self.report.heartbeats_deferred += 1;
+    }
+
+    /// A fire completed after the last poll, at the session's end.
+    pub fn settled(&mut self) {
+        self.report.settled += 1;
+    }
+
     /// Accounts a completed fire (called by the session after it applied the line).
     pub fn completed(&mut self, rec: &FireRecord, mismatched: bool, user_ns: u64) {
-        if rec.md_index != self.applied {
-            self.report.out_of_order += 1;
-        }
-        self.applied += 1;
+        self.map.fired();
+        self.saw(rec.md_index);
+        self.published = None;
         self.report.completed += 1;
+        self.report.fired_after_resync += u64::from(self.report.resyncs > 0);
         self.report.mismatched += u64::from(mismatched);
         self.report.user_ns_total += user_ns;
         self.report.user_ns_max = self.report.user_ns_max.max(user_ns);
@@ -143,6 +230,36 @@ impl Delegation {
         Ok(())
     }
 
+    /// May the program fire on the next arming? The rule can be checked there, the session
+    /// is `ready` (established, nothing pending), smoltcp has sent every byte queued (the
+    /// template's sequence number is the next one), no completion is pending and the
+    /// exchange's window has room for the order.
+    fn may_arm(check: Result<(), NeverArmed>, tap: &TxTap, ready: bool) -> bool {
+        check.is_ok()
+            && ready
+            && tap.has_template()
+            && tap.all_sent()
+            && !tap.suppressing()
+            && tap.window_has_room(strategy_common::xtx::ORDER_LEN)
+    }
+
+    /// Re-arms at once after user space sent something of its own (a heartbeat): the same
+    /// book and generation, the template smoltcp's segment left. Without it the program
+    /// would stay disarmed until the next poll.
+    pub fn rearm(&mut self, tap: &mut TxTap, ready: bool) {
+        let (Some(mut a), Some(check)) = (self.last, self.static_check) else {
+            return;
+        };
+        let enabled = Self::may_arm(check, tap, ready);
+        let _ = tap.take_changed();
+        a.template = tap.template().unwrap_or_default();
+        if self.map.publish(&a, enabled).is_ok() {
+            self.published = Some((self.applied, enabled));
+            self.report.publications += 1;
+            self.last = Some(a);
+        }
+    }
+
     /// Publishes the armed state if the generation or the template changed, or whether it
     /// may fire did. `ready`: established, nothing pending on the session's side.
     #[inline]
@@ -150,8 +267,7 @@ impl Delegation {
         let check = *self
             .static_check
             .get_or_insert_with(|| Self::static_check(engine, delays));
-        let enabled =
-            check.is_ok() && ready && tap.has_template() && tap.all_sent() && !tap.suppressing();
+        let enabled = Self::may_arm(check, tap, ready);
         let changed = tap.take_changed();
         if !changed && self.published == Some((self.applied, enabled)) {
             return;
@@ -164,10 +280,16 @@ impl Delegation {
                 self.report.never_armed = Some(why);
             }
         }
-        let a = armed(engine, self.applied, enabled, template.unwrap_or_default());
-        self.map.publish(&a);
-        self.published = Some((self.applied, enabled));
-        self.report.publications += 1;
+        let a = armed(engine, self.applied, template.unwrap_or_default());
+        match self.map.publish(&a, enabled) {
+            Ok(()) => {
+                self.published = Some((self.applied, enabled));
+                self.report.publications += 1;
+                self.last = Some(a);
+            }
+            // The program fired on the last arming: its record comes next; publish after.
+            Err(Claimed) => self.published = None,
+        }
     }
 
     /// The counters, with the program's.
@@ -181,12 +303,7 @@ impl Delegation {
 }
 
 /// The armed state for `engine`'s book and rule at generation `applied`.
-pub fn armed(
-    engine: &Engine,
-    applied: u64,
-    enabled: bool,
-    template: strategy_common::xtx::Template,
-) -> Armed {
+pub fn armed(engine: &Engine, applied: u64, template: strategy_common::xtx::Template) -> Armed {
     let trigger = engine.trigger();
     let cfg = trigger.config();
     let levels = cfg.levels.min(MAX_LEVELS);
@@ -220,9 +337,8 @@ pub fn armed(
         Threshold::Notional { .. } => (1, u64::try_from(trigger.notional_limit()).unwrap_or(0)),
     };
     Armed {
-        lock: 0,
+        ticket: 0,
         generation: applied,
-        enabled: u32::from(enabled),
         levels: levels as u32,
         amount_decimals: u32::from(cfg.amount_decimals),
         threshold_kind,

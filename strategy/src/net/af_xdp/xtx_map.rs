@@ -1,6 +1,12 @@
 //! The `xdp-tx` path's two channels with the XDP program: the `XTX` array value mapped into
-//! this process (the armed state written under a sequence lock, the program's counters
-//! read), and the `XTX_RING` ring buffer the program hands its fires through.
+//! this process (the armed state published with a ticket, the program's counters read),
+//! and the `XTX_RING` ring buffer the program hands its fires through.
+//!
+//! The ticket protocol (see `strategy_common::xtx`): user space takes its last ticket back
+//! with a compare-exchange to 0 before it writes the state, writes, then stores a fresh
+//! ticket last (release); the program claims the ticket the same way before it sends. So a
+//! rewrite and a fire never overlap, and when the compare-exchange here fails, the program
+//! has fired on the last arming: its record is in (or on its way to) the ring.
 #![allow(
     unsafe_code,
     reason = "a ring module: memory shared with the XDP program (see each SAFETY comment)"
@@ -9,7 +15,7 @@
 use std::io;
 use std::num::NonZeroUsize;
 use std::ptr::NonNull;
-use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aya::maps::{MapData, RingBuf};
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
@@ -19,7 +25,10 @@ use strategy_common::xtx::{Armed, FireRecord, ProgState, Shared};
 pub struct XtxMap {
     shared: NonNull<Shared>,
     len: NonZeroUsize,
-    lock: u64,
+    /// The ticket last published (0: none out).
+    ticket: u64,
+    /// The last ticket number used (tickets are never reused).
+    issued: u64,
     ring: RingBuf<MapData>,
     // The map's fd, kept for the mapping's life (the mapping holds its own reference too).
     _array: MapData,
@@ -48,7 +57,8 @@ impl XtxMap {
         Ok(Self {
             shared: ptr.cast(),
             len,
-            lock: 0,
+            ticket: 0,
+            issued: 0,
             ring,
             _array: array,
         })
@@ -62,23 +72,50 @@ impl XtxMap {
         unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*self.shared.as_ptr()).prog)) }
     }
 
-    /// Writes the armed state under the sequence lock: lock odd, body, lock even. The
-    /// program reads the lock before and after its reads and gives up if it moved or was
-    /// odd.
-    pub fn publish(&mut self, armed: &Armed) {
-        let p = self.shared.as_ptr();
-        // SAFETY: `lock` is an aligned u64 inside the live mapping; it is only accessed
-        // atomically here and with volatile loads by the program.
-        let lock = unsafe { AtomicU64::from_ptr(std::ptr::addr_of_mut!((*p).armed.lock)) };
-        self.lock = self.lock.wrapping_add(1) | 1;
-        lock.store(self.lock, Ordering::Relaxed);
-        fence(Ordering::Release);
+    fn ticket_word(&self) -> &AtomicU64 {
+        // SAFETY: `ticket` is an aligned u64 inside the live mapping (which outlives the
+        // reference: it borrows `self`); user space and the program touch it only
+        // atomically.
+        unsafe { AtomicU64::from_ptr(std::ptr::addr_of_mut!((*self.shared.as_ptr()).armed.ticket)) }
+    }
+
+    /// Takes the ticket out back (compare-exchange to 0): afterwards the program cannot
+    /// fire until the next [`XtxMap::publish`] with `arm`. `Err(Claimed)` when the program
+    /// claimed it first: it has sent an order on that arming, whose record is in the ring
+    /// or about to be.
+    pub fn disarm(&mut self) -> Result<(), Claimed> {
+        let t = std::mem::take(&mut self.ticket);
+        if t == 0 {
+            return Ok(());
+        }
+        self.ticket_word()
+            .compare_exchange(t, 0, Ordering::AcqRel, Ordering::Acquire)
+            .map(|_| ())
+            .map_err(|_| Claimed)
+    }
+
+    /// Writes the armed state and, with `arm`, publishes it with a fresh ticket (stored
+    /// last). `Err(Claimed)` (nothing written) when the program claimed the last ticket.
+    pub fn publish(&mut self, armed: &Armed, arm: bool) -> Result<(), Claimed> {
+        self.disarm()?;
         let mut body = *armed;
-        body.lock = self.lock;
-        // SAFETY: the mapping holds a `Shared`; `armed` is only written by this thread.
+        body.ticket = 0;
+        let p = self.shared.as_ptr();
+        // SAFETY: the mapping holds a `Shared`; `armed` is written only by this thread,
+        // and the program reads it only while holding a ticket this thread has taken back
+        // (its claim would fail on anything it read meanwhile).
         unsafe { std::ptr::write_volatile(std::ptr::addr_of_mut!((*p).armed), body) };
-        self.lock = self.lock.wrapping_add(1);
-        lock.store(self.lock, Ordering::Release);
+        if arm {
+            self.issued += 1;
+            self.ticket = self.issued;
+            self.ticket_word().store(self.ticket, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// The program claimed the ticket out (its fire record arrived): none is out now.
+    pub fn fired(&mut self) {
+        self.ticket = 0;
     }
 
     /// The next fire the program handed over, if any (no syscall: the ring is mapped).
@@ -89,6 +126,10 @@ impl XtxMap {
         Some(FireRecord::from_bytes(&item).ok_or(item.len()))
     }
 }
+
+/// The program claimed the ticket: it fired on the last arming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claimed;
 
 impl Drop for XtxMap {
     fn drop(&mut self) {

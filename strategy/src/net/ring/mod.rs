@@ -10,7 +10,8 @@
 //! TCP session and the hot path over any such device; the backends ([`super::af_xdp`],
 //! [`super::af_packet`]) only open their rings.
 
-pub mod delegate;
+pub use crate::net::wire::tap as delegate;
+pub mod report;
 pub mod session;
 
 pub use crate::net::wire::md_frame;
@@ -32,6 +33,12 @@ pub trait RxRing {
     fn recv(&mut self, out: &mut [Self::Frame]) -> usize;
     /// The bytes of a received frame (valid until it is given back).
     fn data(&self, frame: &Self::Frame) -> &[u8];
+    /// The `xdp-tx` program's tag on a frame (the low 32 bits of its count of market-data
+    /// frames before it), split off by [`RxRing::data`]; `None` elsewhere.
+    fn tag(&self, frame: &Self::Frame) -> Option<u32> {
+        let _ = frame;
+        None
+    }
     /// Gives frames back to the kernel; drains what it took from `frames`.
     fn give_back(&mut self, frames: &mut Vec<Self::Frame>);
     /// Frames the kernel holds (to receive into) plus `held` frames held by the device equal
@@ -77,6 +84,45 @@ pub struct TxStats {
     pub tx_kicks: u64,
     /// Transmits dropped because no slot was free.
     pub tx_no_frame: u64,
+    /// Kicks the kernel refused (EAGAIN, EBUSY, ENOBUFS...), retried on the next turn while
+    /// frames are in flight and the ring asks for a wake-up.
+    #[serde(default)]
+    pub tx_kick_failed: u64,
+}
+
+/// The transmit kick's retry rule: a kick that failed is owed until one succeeds, the
+/// ring no longer asks for a wake-up (the kernel is sending), or nothing is in flight.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Kick {
+    owed: bool,
+}
+
+impl Kick {
+    /// After a kick: `ok` whether the syscall succeeded.
+    #[inline]
+    pub fn kicked(&mut self, ok: bool, stats: &mut TxStats) {
+        self.owed = !ok;
+        stats.tx_kick_failed += u64::from(!ok);
+    }
+
+    /// Should the ring kick again now?
+    #[inline]
+    pub fn retry_now(&self, in_flight: usize, needs_wakeup: bool) -> bool {
+        self.owed && in_flight > 0 && needs_wakeup
+    }
+
+    /// Nothing owed any more (nothing in flight, or the kernel needs no wake-up).
+    #[inline]
+    pub fn settle(&mut self, in_flight: usize, needs_wakeup: bool) {
+        if in_flight == 0 || !needs_wakeup {
+            self.owed = false;
+        }
+    }
+
+    /// A kick is owed.
+    pub fn owed(&self) -> bool {
+        self.owed
+    }
 }
 
 /// Device counters.
@@ -159,6 +205,9 @@ impl<R: RxRing, T: TxRing> RingDevice<R, T> {
                 }
                 self.held.push(f);
             } else {
+                if self.tap.enabled {
+                    self.tap.observe_rx(self.rx.data(&f));
+                }
                 self.to_stack(f);
             }
         }
@@ -413,5 +462,39 @@ impl<R: RxRing, T: TxRing> phy::Device for RingDevice<R, T> {
         c.icmpv4 = phy::Checksum::Tx;
         caps.checksum = c;
         caps
+    }
+}
+
+#[cfg(test)]
+mod kick_tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_kick_is_retried_until_one_succeeds_or_nothing_waits() {
+        let mut stats = TxStats::default();
+        let mut k = Kick::default();
+        k.kicked(true, &mut stats);
+        assert!(!k.retry_now(1, true), "a kick that worked is not repeated");
+        k.kicked(false, &mut stats);
+        assert!(
+            k.retry_now(1, true),
+            "a refused kick is owed while a frame waits"
+        );
+        assert!(
+            !k.retry_now(0, true),
+            "nothing in flight: nothing to kick for"
+        );
+        assert!(
+            !k.retry_now(1, false),
+            "the kernel is sending: no wake-up needed"
+        );
+        k.kicked(false, &mut stats);
+        assert!(k.retry_now(2, true), "still owed after a second refusal");
+        k.kicked(true, &mut stats);
+        assert!(!k.owed());
+        k.kicked(false, &mut stats);
+        k.settle(0, true);
+        assert!(!k.owed(), "everything was sent meanwhile");
+        assert_eq!(stats.tx_kick_failed, 3);
     }
 }

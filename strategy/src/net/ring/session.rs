@@ -18,8 +18,11 @@ use smoltcp::time::{Duration as SmolDuration, Instant};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
 
 use super::md_frame::{classify, MdFlow, MdFrame};
-use super::{DeviceStats, RingDevice, RxRing, TxRing};
-use crate::net::af_xdp::xtx::{Delegation, XtxReport};
+pub use super::report::{
+    BackendReport, PacketReport, RingReport, RingVersion, XdpReport, XtxSessionReport,
+};
+use super::{RingDevice, RxRing, TxRing};
+use crate::net::af_xdp::xtx::Delegation;
 use crate::net::{Hot, NetConfig, NetPath, PathReport, Sent, Status, WarmRequest};
 
 pub(crate) fn io_other(e: impl std::fmt::Display) -> io::Error {
@@ -51,88 +54,6 @@ fn md_flow(cfg: &NetConfig) -> MdFlow {
         port: cfg.group.port(),
         source: cfg.md_source,
     }
-}
-
-/// Counters of the backend that opened the ring.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum BackendReport {
-    /// No backend report.
-    #[default]
-    None,
-    /// AF_XDP: attach and bind modes, the program's per-class counters.
-    Xdp(XdpReport),
-    /// AF_PACKET: interface, smoltcp's address, ring version.
-    Packet(PacketReport),
-}
-
-/// The AF_XDP backend's report.
-#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
-pub struct XdpReport {
-    /// Attach mode that worked (drv, skb).
-    pub xdp_mode: crate::net::af_xdp::loader::AttachMode,
-    /// Bind mode that worked (zero-copy, copy).
-    pub xsk_bind: crate::net::af_xdp::BindMode,
-    /// The program's per-class counters.
-    pub steering: crate::net::af_xdp::loader::SteerCounters,
-}
-
-/// A delegated-send (`xdp-tx`) session's counters, beside the backend's.
-#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
-pub struct XtxSessionReport {
-    /// The path's counters.
-    pub xdp_tx: XtxReport,
-}
-
-/// An AF_PACKET ring version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum RingVersion {
-    /// TPACKET_V2: one frame per slot.
-    #[serde(rename = "TPACKET_V2")]
-    TpacketV2,
-}
-
-/// The AF_PACKET backend's report.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct PacketReport {
-    /// Interface.
-    pub af_packet: String,
-    /// smoltcp's address.
-    pub local: Ipv4Addr,
-    /// Ring version.
-    pub ring: RingVersion,
-    /// PACKET_QDISC_BYPASS on.
-    pub qdisc_bypass: bool,
-}
-
-/// The report of a raw-ring session.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct RingReport {
-    /// Backend counters.
-    pub backend: BackendReport,
-    /// Device counters.
-    pub device: DeviceStats,
-    /// Every frame was in exactly one place when the report was taken.
-    pub frames_accounted: bool,
-    /// Bytes the exchange sent on the order connection (it sends none): drained, dropped.
-    pub unexpected_bytes: u64,
-    /// Frames a session found in the ring from before it began (the data plane is kept
-    /// across sessions), dropped; counted since the plane opened.
-    pub stale_frames: u64,
-    /// Market-data datagrams from another source than `--md-source`: dropped.
-    pub foreign_md: u64,
-    /// Frames that claimed to be market data but did not hold together: dropped.
-    pub malformed_frames: u64,
-    /// Frames the kernel dropped for the ring (AF_XDP: no fill-ring frame or RX ring full;
-    /// AF_PACKET: ring full), when it can say.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kernel_drops: Option<u64>,
-    /// Frames received per RX queue `[queue, frames]` (AF_XDP: one socket per queue).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub rx_queues: Vec<(u32, u64)>,
-    /// The `xdp-tx` counters (that path only).
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub xtx: Option<Box<XtxSessionReport>>,
 }
 
 /// What a backend's opener sets up for one session.
@@ -309,15 +230,50 @@ impl<R: RxRing, T: TxRing> RingPath<R, T> {
     }
 }
 
+/// Sends an order the engine decided through smoltcp: the 21 bytes straight into its send
+/// buffer, the egress poll building the segment straight into a ring TX slot.
+#[inline]
+fn send_through_stack<R: RxRing, T: TxRing>(
+    sockets: &mut SocketSet<'static>,
+    iface: &mut Interface,
+    tcp: SocketHandle,
+    dev: &mut RingDevice<R, T>,
+    hot: &mut Hot<'_>,
+    p: crate::net::hot::Pending,
+) -> io::Result<Sent> {
+    hot.send(p, |o| {
+        // No room for the whole order in smoltcp's send buffer: held back.
+        if !send_order(sockets.get_mut::<tcp::Socket>(tcp), o) {
+            return Ok(Sent::HeldBack);
+        }
+        dev.tap.queued(ORDER_LEN);
+        iface.poll(now(), dev, sockets);
+        Ok(Sent::Now)
+    })
+}
+
+/// When [`complete_fires`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Completing {
+    /// Before a batch: the session goes on.
+    Running,
+    /// At the session's end: record what the program sent; smoltcp only if it can still
+    /// send.
+    AtEnd,
+}
+
 /// Completes the program's fires (the `xdp-tx` path): for each, applies its line through the
 /// hot path (the engine must decide the same order), queues the same 21 bytes in smoltcp at
 /// the sequence number the program used with the tap keeping smoltcp's copy off the wire,
-/// and records the order with the program's stamps and the user-space time it took.
+/// and records the order with the program's stamps and the user-space time it took. A fire
+/// the program claimed but could not send is handled as a received packet. Returns the
+/// records handled.
 #[inline(never)]
 fn complete_fires<R: RxRing, T: TxRing>(
     s: &mut Session<R, T>,
     hot: &mut Hot<'_>,
-) -> io::Result<()> {
+    when: Completing,
+) -> io::Result<u64> {
     let Session {
         sockets,
         iface,
@@ -325,8 +281,18 @@ fn complete_fires<R: RxRing, T: TxRing>(
         plane: Opened { dev, xtx, .. },
         ..
     } = s;
-    let Some(x) = xtx else { return Ok(()) };
+    let Some(x) = xtx else { return Ok(0) };
+    let mut handled = 0;
     while let Some(rec) = x.next_fire() {
+        handled += 1;
+        if rec.t_tx_ns == 0 {
+            // Claimed, not sent: the line is a packet user space received.
+            x.claimed_unsent(&rec);
+            if let Some(p) = hot.on_packet_at(rec.line(), rec.t_start_ns) {
+                send_through_stack(sockets, iface, *tcp, dev, hot, p)?;
+            }
+            continue;
+        }
         let t0 = mono_ns();
         let order = OrderRepr {
             qty: rec.qty,
@@ -344,22 +310,21 @@ fn complete_fires<R: RxRing, T: TxRing>(
         let mut bytes = [0u8; ORDER_LEN];
         order.emit(&mut proto::order::Packet::new_unchecked(&mut bytes[..]));
         // The exchange has these bytes: smoltcp must account for them, or every later
-        // byte would carry a wrong sequence number. A full send buffer ends the session.
-        if !send_order(sockets.get_mut::<tcp::Socket>(*tcp), &order) {
-            // The order is on the wire whatever happens here: record it, then end the
-            // session (smoltcp's stream would no longer match the exchange's).
-            let user_ns = mono_ns().saturating_sub(t0);
-            x.completed(&rec, mismatched, user_ns);
-            hot.delegated(order, (rec.t_start_ns, rec.t_tx_ns), user_ns, gap);
-            return Err(io_other(
-                "xdp-tx: no room in smoltcp's send buffer to complete a delegated send",
-            ));
+        // byte would carry a wrong sequence number. A full send buffer ends the session
+        // (at the end it is over anyway).
+        let sock = sockets.get_mut::<tcp::Socket>(*tcp);
+        let queued = sock.may_send() && send_order(sock, &order);
+        if queued {
+            dev.tap.queued(ORDER_LEN);
+            dev.tap.suppress(rec.seq, bytes);
+            iface.poll(now(), dev, sockets);
         }
-        dev.tap.queued(ORDER_LEN);
-        dev.tap.suppress(rec.seq, bytes);
-        iface.poll(now(), dev, sockets);
+        // The order is on the wire whatever happens here: it is recorded.
         let user_ns = mono_ns().saturating_sub(t0);
         x.completed(&rec, mismatched, user_ns);
+        if when == Completing::AtEnd {
+            x.settled();
+        }
         if mismatched {
             tracing::warn!(
                 ?order,
@@ -368,9 +333,19 @@ fn complete_fires<R: RxRing, T: TxRing>(
             );
         }
         hot.delegated(order, (rec.t_start_ns, rec.t_tx_ns), user_ns, gap);
+        if !queued && when == Completing::Running {
+            // smoltcp's stream would no longer match the exchange's.
+            return Err(io_other(
+                "xdp-tx: no room in smoltcp's send buffer to complete a delegated send",
+            ));
+        }
     }
-    Ok(())
+    Ok(handled)
 }
+
+/// How long the session's end waits for the record of a fire the program claimed (it is
+/// committed before the program returns: microseconds on any CPU).
+const SETTLE_WAIT_NS: u64 = 10_000_000;
 
 impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
     fn begin_connect(&mut self) -> io::Result<()> {
@@ -420,7 +395,7 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
         let n = s.plane.dev.recv_batch();
         if s.plane.xtx.is_some() {
             // Before the batch: a fire's line precedes every frame that arrived after it.
-            complete_fires(s, hot)?;
+            complete_fires(s, hot, Completing::Running)?;
         }
         let mut need_poll = false;
         for i in 0..n {
@@ -428,13 +403,16 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
             let pending = match classify(s.plane.dev.frame_data(&desc), &self.flow) {
                 MdFrame::Payload(payload) => {
                     let p = hot.on_packet(payload);
-                    s.plane.dev.recycle.push(desc);
                     if let Some(x) = &mut s.plane.xtx {
-                        x.applied += 1;
+                        x.md_frame(s.plane.dev.rx.tag(&desc));
                     }
+                    s.plane.dev.recycle.push(desc);
                     p
                 }
                 MdFrame::NotMd => {
+                    if s.plane.dev.tap.enabled {
+                        s.plane.dev.tap.observe_rx(s.plane.dev.rx.data(&desc));
+                    }
                     s.plane.dev.to_stack(desc);
                     need_poll = true;
                     None
@@ -446,6 +424,10 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
                     None
                 }
                 MdFrame::Malformed => {
+                    // The program counted it: user space has seen it too.
+                    if let Some(x) = &mut s.plane.xtx {
+                        x.md_frame(s.plane.dev.rx.tag(&desc));
+                    }
                     s.plane.dev.recycle.push(desc);
                     s.malformed_frames += 1;
                     None
@@ -459,17 +441,7 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
                     plane: Opened { dev, .. },
                     ..
                 } = s;
-                hot.send(p, |o| {
-                    // The 21 bytes go straight into smoltcp's send buffer; the egress poll
-                    // builds the segment straight into a ring TX slot.
-                    // No room for the whole order in smoltcp's send buffer: held back.
-                    if !send_order(sockets.get_mut::<tcp::Socket>(*tcp), o) {
-                        return Ok(Sent::HeldBack);
-                    }
-                    dev.tap.queued(ORDER_LEN);
-                    iface.poll(now(), dev, sockets);
-                    Ok(Sent::Now)
-                })?;
+                send_through_stack(sockets, iface, *tcp, dev, hot, p)?;
             }
         }
         self.idle_turns = if n == 0 { self.idle_turns + 1 } else { 0 };
@@ -509,6 +481,29 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
             return Ok(Status::Disconnected);
         }
         Ok(if n > 0 { Status::Busy } else { Status::Idle })
+    }
+
+    fn settle(&mut self, hot: &mut Hot<'_>) -> io::Result<()> {
+        let Some(s) = &mut self.s else {
+            return Ok(());
+        };
+        let Some(x) = &mut s.plane.xtx else {
+            return Ok(());
+        };
+        // No fire after this; one the program claimed first has its record on the way.
+        let claimed = x.disarm().is_err();
+        let t0 = mono_ns();
+        let mut handled = complete_fires(s, hot, Completing::AtEnd)?;
+        while claimed && handled == 0 {
+            if mono_ns().saturating_sub(t0) > SETTLE_WAIT_NS {
+                return Err(io_other(
+                    "xdp-tx: the program claimed a fire whose record never came",
+                ));
+            }
+            std::hint::spin_loop();
+            handled = complete_fires(s, hot, Completing::AtEnd)?;
+        }
+        Ok(())
     }
 
     fn close(&mut self) {
@@ -555,6 +550,14 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
         if !req.heartbeat {
             return Ok(None);
         }
+        if let Some(x) = &mut s.plane.xtx {
+            // The heartbeat would take the armed sequence number: take the ticket back
+            // first. The program fired first: complete that (next poll), beat next turn.
+            if x.disarm().is_err() {
+                x.heartbeat_deferred();
+                return Ok(None);
+            }
+        }
         let sock = s.sockets.get_mut::<tcp::Socket>(s.tcp);
         if sock.send_capacity() - sock.send_queue() < ORDER_LEN {
             return Ok(Some(Sent::HeldBack));
@@ -568,6 +571,10 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
         }
         s.plane.dev.tap.queued(ORDER_LEN);
         s.iface.poll(now(), &mut s.plane.dev, &mut s.sockets);
+        if let Some(x) = &mut s.plane.xtx {
+            let ready = s.sockets.get::<tcp::Socket>(s.tcp).state() == tcp::State::Established;
+            x.rearm(&mut s.plane.dev.tap, ready);
+        }
         Ok(Some(Sent::Now))
     }
 
