@@ -4,6 +4,11 @@
 //! reports the send complete on the socket's error queue. [`ZcSlots`] owns the bytes: each
 //! message is copied into a slot that is not touched again until its completion has been
 //! read, so the unsafe contract of [`crate::socket::send_zerocopy`] holds by construction.
+//! Closing the socket does not end it: a closed TCP socket keeps sending and retransmitting
+//! its queued data from the pinned pages. So slots dropped with a send still in flight are
+//! never freed: they are kept for the process ([`kept_bytes`] counts them).
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use std::io;
 use std::os::fd::RawFd;
@@ -65,8 +70,8 @@ impl<const N: usize, const L: usize> ZcSlots<N, L> {
         self.slots[slot] = *msg;
         // SAFETY: the slot is owned by self (boxed, so it does not move), is not written
         // while busy (checked above), and becomes free only in `reap`, once the kernel has
-        // reported this send complete; `Drop` of the socket first is the caller's order of
-        // fields, and a dropped socket's pending sends no longer read user memory.
+        // reported this send complete; dropped while a send is in flight, the slots are
+        // kept for the process, never freed (`Drop`).
         let n = unsafe { send_zerocopy(fd, &self.slots[slot]) }?;
         if n == 0 {
             return Ok(0);
@@ -101,5 +106,65 @@ impl<const N: usize, const L: usize> ZcSlots<N, L> {
     /// Counters.
     pub fn stats(&self) -> ZcStats {
         self.stats
+    }
+}
+
+/// Bytes of slots kept for the process because they were dropped with a send in flight.
+static KEPT: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes of MSG_ZEROCOPY slots this process keeps because they were dropped with a send in
+/// flight (the kernel may still read them).
+pub fn kept_bytes() -> u64 {
+    KEPT.load(Ordering::Relaxed)
+}
+
+impl<const N: usize, const L: usize> Drop for ZcSlots<N, L> {
+    fn drop(&mut self) {
+        if self.any_busy() {
+            let slots = std::mem::replace(&mut self.slots, Box::new([[0; L]; N]));
+            KEPT.fetch_add(std::mem::size_of_val(&*slots) as u64, Ordering::Relaxed);
+            // Kept, never freed: the kernel may still read these bytes.
+            std::mem::forget(slots);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+
+    /// A send in flight when the slots are dropped (never reaped: its completion is not
+    /// read): the slots are kept, not freed; slots with nothing in flight are freed.
+    #[test]
+    fn slots_dropped_with_a_send_in_flight_are_kept() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let c = std::net::TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (mut peer, _) = l.accept().expect("accept");
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt with a c_int that lives across the call.
+        let r = unsafe {
+            libc::setsockopt(
+                c.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ZEROCOPY,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0, "SO_ZEROCOPY");
+        let before = kept_bytes();
+        let idle = ZcSlots::<4, 21>::new();
+        drop(idle);
+        assert_eq!(kept_bytes(), before, "nothing in flight: freed");
+        let mut z = ZcSlots::<4, 21>::new();
+        assert_eq!(z.send(c.as_raw_fd(), &[7; 21]).expect("send"), 21);
+        assert!(z.any_busy());
+        drop(z);
+        assert_eq!(kept_bytes(), before + 4 * 21, "in flight: kept");
+        let mut got = [0u8; 21];
+        peer.read_exact(&mut got).expect("read");
+        assert_eq!(got, [7; 21]);
     }
 }

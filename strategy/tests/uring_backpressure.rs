@@ -32,6 +32,17 @@ fn lines_of(path: &std::path::Path) -> Vec<Vec<u8>> {
 
 #[test]
 fn a_stalled_exchange_does_not_lose_market_data_or_buffers() {
+    stalled_exchange(false);
+}
+
+/// The same with SEND_ZC: sends whose notification waits for an acknowledgment the stalled
+/// exchange never gives; at the end their memory is kept, not freed under the kernel.
+#[test]
+fn a_stalled_exchange_with_send_zc_keeps_what_the_kernel_holds() {
+    stalled_exchange(true);
+}
+
+fn stalled_exchange(send_zc: bool) {
     if !netlab::is_root() {
         eprintln!("skipped: needs root for network namespaces");
         return;
@@ -98,7 +109,7 @@ fn a_stalled_exchange_does_not_lose_market_data_or_buffers() {
     let strategy = lab
         .strategy
         .spawn(move || {
-            let out = strategy_session(n_lines, &go_tx);
+            let out = strategy_session(n_lines, &go_tx, send_zc);
             let _ = done_tx.send(());
             out
         })
@@ -107,7 +118,7 @@ fn a_stalled_exchange_does_not_lose_market_data_or_buffers() {
     done_rx
         .recv_timeout(Duration::from_secs(60))
         .expect("the io_uring path blocked when every send slot was in flight");
-    let (stats, report, engine_packets) = strategy.join().expect("strategy thread");
+    let (stats, report, engine_packets, end) = strategy.join().expect("strategy thread");
     let sent = exchange.join().expect("exchange thread");
     assert_eq!(sent, n_lines);
     assert_eq!(
@@ -129,14 +140,35 @@ fn a_stalled_exchange_does_not_lose_market_data_or_buffers() {
         expected,
         "each order sent or held back, none lost: {stats:?}"
     );
+    // The end: the multishot receive and the stalled sends were in the kernel; each was
+    // cancelled and its last completion seen, or its memory was kept for the process.
+    eprintln!("send_zc {send_zc}: {report:?}, end {end:?}");
+    assert!(
+        end.outstanding > 0,
+        "requests in the kernel at the end: {end:?}"
+    );
+    assert!(
+        end.left == 0 || end.kept_bytes > 0,
+        "nothing freed under the kernel: {end:?}"
+    );
+    if !report.features.send_zc {
+        assert_eq!(end.left, 0, "plain sends and receives cancel: {end:?}");
+    }
 }
 
 /// The strategy's side: the io_uring path until every packet is in (or the stream has been
-/// quiet for 2 s); returns the path counters, the ring's report and the engine's count.
+/// quiet for 2 s); returns the path counters, the ring's report, the engine's count and how
+/// the ring ended.
 fn strategy_session(
     n_lines: usize,
     go_tx: &mpsc::Sender<()>,
-) -> (PathStats, strategy::net::uring::UringReport, u64) {
+    send_zc: bool,
+) -> (
+    PathStats,
+    strategy::net::uring::UringReport,
+    u64,
+    strategy::net::uring::Teardown,
+) {
     let mut path = UringPath::new(NetConfig {
         exchange: EXCHANGE,
         group: GROUP,
@@ -144,7 +176,7 @@ fn strategy_session(
         busy_poll_us: 0,
         busy_poll_budget: 0,
         sqpoll_idle_ms: None,
-        send_zc: false,
+        send_zc,
         msg_zerocopy: false,
         uring: Default::default(),
         marks: Default::default(),
@@ -198,5 +230,6 @@ fn strategy_session(
     }
     let report = path.uring_report();
     path.close();
-    (stats, report, engine.stats().packets)
+    let end = path.uring_report().teardown;
+    (stats, report, engine.stats().packets, end)
 }

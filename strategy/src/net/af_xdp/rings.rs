@@ -308,7 +308,7 @@ impl TxRing for XskTx {
         if unsafe { self.tx.produce_one(&desc) } == 1 {
             self.in_flight += 1;
             self.stats.tx_frames += 1;
-            if self.tx.needs_wakeup() {
+            if self.tx.needs_wakeup() && self.kick.now() {
                 self.stats.tx_kicks += 1;
                 let ok = self.tx.wakeup().is_ok();
                 self.kick.kicked(ok, &mut self.stats);
@@ -355,6 +355,14 @@ impl TxRing for XskTx {
 
     fn in_flight(&self) -> usize {
         self.in_flight
+    }
+
+    fn hold_kicks(&mut self, hold: bool) {
+        if self.kick.hold(hold) {
+            self.stats.tx_kicks += 1;
+            let ok = self.tx.wakeup().is_ok();
+            self.kick.kicked(ok, &mut self.stats);
+        }
     }
 
     fn accounted(&self) -> bool {

@@ -67,6 +67,13 @@ pub trait TxRing {
     fn touch(&mut self, len: usize, f: impl FnOnce(&mut [u8])) -> bool;
     /// Takes back the slots the kernel has sent.
     fn reap(&mut self);
+    /// With `hold`, frames posted from now on wait for the kick until `hold_kicks(false)`,
+    /// which kicks if one is owed (`xdp-tx` re-arms the program between a heartbeat's post
+    /// and its kick, which on a veth runs the whole transmit). Rings that never kick
+    /// ignore it.
+    fn hold_kicks(&mut self, hold: bool) {
+        let _ = hold;
+    }
     /// Slots posted and not yet sent.
     fn in_flight(&self) -> usize;
     /// Every slot is free, posted or in flight.
@@ -91,13 +98,30 @@ pub struct TxStats {
 }
 
 /// The transmit kick's retry rule: a kick that failed is owed until one succeeds, the
-/// ring no longer asks for a wake-up (the kernel is sending), or nothing is in flight.
+/// ring no longer asks for a wake-up (the kernel is sending), or nothing is in flight. A
+/// held ring owes its kicks until released.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Kick {
     owed: bool,
+    held: bool,
 }
 
 impl Kick {
+    /// Kick now after a post (the ring asked for a wake-up)? Held: owed instead.
+    #[inline]
+    pub fn now(&mut self) -> bool {
+        if self.held {
+            self.owed = true;
+        }
+        !self.held
+    }
+
+    /// Holds kicks, or releases them: `true` when a kick is owed now.
+    pub fn hold(&mut self, hold: bool) -> bool {
+        self.held = hold;
+        !hold && self.owed
+    }
+
     /// After a kick: `ok` whether the syscall succeeded.
     #[inline]
     pub fn kicked(&mut self, ok: bool, stats: &mut TxStats) {
@@ -496,5 +520,19 @@ mod kick_tests {
         k.settle(0, true);
         assert!(!k.owed(), "everything was sent meanwhile");
         assert_eq!(stats.tx_kick_failed, 3);
+    }
+
+    #[test]
+    fn held_kicks_are_owed_until_released() {
+        let mut k = Kick::default();
+        assert!(k.now(), "not held: kick at once");
+        assert!(!k.hold(true), "holding owes nothing yet");
+        assert!(!k.now(), "held: no kick");
+        assert!(k.owed());
+        assert!(k.hold(false), "released: the owed kick goes now");
+        k.kicked(true, &mut TxStats::default());
+        assert!(!k.owed());
+        assert!(!k.hold(true), "held again");
+        assert!(!k.hold(false), "released with nothing posted: no kick");
     }
 }

@@ -39,6 +39,11 @@ impl BufRing {
         })
     }
 
+    /// The allocation's size in bytes.
+    pub(super) fn size(&self) -> usize {
+        self.layout.size()
+    }
+
     /// The ring's address, for IORING_REGISTER_PBUF_RING.
     pub(super) fn addr(&self) -> u64 {
         self.entries.as_ptr() as u64
@@ -73,7 +78,8 @@ impl BufRing {
 impl Drop for BufRing {
     fn drop(&mut self) {
         // SAFETY: allocated in `new` with this layout; the io_uring that read it is gone
-        // (see the module docs).
+        // and its requests completed (a ring that ended with requests left keeps this
+        // allocation for the process instead: `teardown`).
         unsafe { std::alloc::dealloc(self.entries.as_ptr().cast(), self.layout) };
     }
 }

@@ -69,8 +69,9 @@ const IORING_ENTER_GETEVENTS: u32 = 1;
 mod bufring;
 pub mod plan;
 mod setup;
+mod teardown;
 
-pub use setup::{probe, UringFeatures, UringOptions, UringReport};
+pub use setup::{probe, Teardown, UringFeatures, UringOptions, UringReport};
 
 const FD_UDP: types::Fixed = types::Fixed(0);
 const FD_TCP: types::Fixed = types::Fixed(1);
@@ -109,6 +110,10 @@ struct Ring {
     hung_up: bool,
     /// The set-up in use: the loop matches on it; the report is derived from it.
     plan: plan::UringPlan,
+    /// Requests submitted whose last completion has not come (a multishot receive until
+    /// its completion without F_MORE, a SEND_ZC until its notification): the kernel may
+    /// still use their memory ([`teardown`]).
+    outstanding: usize,
     report: UringReport,
 }
 
@@ -192,6 +197,11 @@ impl Drop for Ring {
         if let Some(idx) = self.reg_ring {
             unregister_ring_fd(&self.ring, idx);
         }
+        // Requests the kernel still holds may read or write this memory after the ring's
+        // fd is gone: keep it for the process rather than free it under them.
+        if self.outstanding > 0 {
+            self.report.teardown.kept_bytes = self.keep_memory();
+        }
     }
 }
 
@@ -218,6 +228,7 @@ impl Ring {
             unsafe { self.ring.submission().push(e) }
                 .map_err(|_| io::Error::other("io_uring submission queue full"))?;
         }
+        self.outstanding += 1;
         Ok(())
     }
 
@@ -338,6 +349,7 @@ impl Ring {
             cqes,
             slot_busy,
             send_in_flight,
+            outstanding,
             ..
         } = self;
         for c in ring.completion() {
@@ -346,6 +358,9 @@ impl Ring {
                 result: c.result(),
                 flags: c.flags(),
             };
+            if !cqueue::more(c.flags) {
+                *outstanding = outstanding.saturating_sub(1);
+            }
             // SEND_ZC: the first completion has F_MORE; the slot is free at the
             // notification (F_NOTIF) that follows.
             if c.user_data & UD_MASK == UD_SEND {
@@ -626,8 +641,13 @@ impl NetPath for UringPath {
     }
 
     fn close(&mut self) {
-        // Dropping the ring cancels its requests; then the sockets close.
+        // Every request cancelled and its last completion waited for (bounded) before the
+        // ring and its memory go; then the sockets close.
         if let Some(mut r) = self.ring.take() {
+            r.quiesce(teardown::WAIT);
+            if r.outstanding > 0 {
+                r.report.teardown.kept_bytes = r.keep_memory();
+            }
             self.last_report = std::mem::take(&mut r.report);
         }
         self.udp = None;

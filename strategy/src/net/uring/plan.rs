@@ -208,6 +208,8 @@ impl UringPlan {
             reg_ring: self.reg_ring,
             inline_recv: self.inline(),
             send_syscall: self.send_syscall(),
+            // In use, not the offer (the report's features are what ran).
+            send_zc: self.send_zc(),
             ..base
         }
     }
@@ -296,8 +298,8 @@ mod tests {
         });
         assert!(f.defer_taskrun && !f.coop_taskrun && !f.buf_ring && !f.reg_ring);
         assert!(
-            f.napi_busy_poll_us.is_none() && f.send_zc,
-            "the kernel's offer kept"
+            f.napi_busy_poll_us.is_none() && f.send_zc == p.send_zc(),
+            "SEND_ZC reported as used"
         );
         let (p, why) = plan(
             &asked(|a| {

@@ -110,6 +110,23 @@ pub struct UringReport {
     /// Times an order found every send slot in flight (the kernel had not completed 64
     /// sends: the exchange's window was closed).
     pub slots_exhausted: u64,
+    /// The ring's end (filled at `close`).
+    #[serde(default)]
+    pub teardown: Teardown,
+}
+
+/// How the ring ended: requests cancelled and waited for before its memory was freed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Teardown {
+    /// Requests in the kernel when the session ended (the multishot receive, sends, the
+    /// hang-up poll...).
+    pub outstanding: u64,
+    /// Of those, still in the kernel after the cancel and the wait (a SEND_ZC whose
+    /// notification waits for the exchange's ACK): the memory they may read or write (the
+    /// buffers, the buffer ring, the send slots) is kept for the process, never freed.
+    pub left: u64,
+    /// Bytes kept for the process for them.
+    pub kept_bytes: u64,
 }
 
 fn missing(what: &str) -> io::Error {
@@ -315,6 +332,7 @@ impl UringPath {
             recv_armed: false,
             hung_up: false,
             plan,
+            outstanding: 0,
             report: UringReport {
                 features,
                 fallbacks,
