@@ -213,6 +213,10 @@ pub fn open(
         tp_frame_size: g.frame_size,
         tp_frame_nr: blocks * per_block,
     };
+    // A TX frame the kernel finds malformed is skipped (made AVAILABLE) instead of left
+    // WRONG_FORMAT with the ring's head on it: without PACKET_LOSS every later frame would
+    // wait behind it for good. (Set before the rings: the kernel refuses it after.)
+    setsockopt(s, libc::SOL_PACKET, libc::PACKET_LOSS, &1i32)?;
     setsockopt(s, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
     setsockopt(s, libc::SOL_PACKET, libc::PACKET_TX_RING, &req)?;
     setsockopt(s, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &1i32)?;
@@ -263,6 +267,8 @@ pub fn open(
         ring: FrameRing::new(Arc::clone(&map), 0, fs, frames)?,
         next: 0,
         held: 0,
+        out: vec![false; frames],
+        double_give_backs: 0,
         drops: std::cell::Cell::new(0),
         skipped: 0,
     };
@@ -287,6 +293,11 @@ pub struct PacketRx {
     ring: FrameRing,
     next: usize,
     held: usize,
+    /// Frames handed out and not given back, by slot: a slot still held when the ring comes
+    /// round to it again is not handed out twice (the kernel cannot have refilled it).
+    out: Vec<bool>,
+    /// Frames given back that were not out (a double hand-back, refused and counted).
+    pub double_give_backs: u64,
     /// Drops read so far (PACKET_STATISTICS resets on each read).
     drops: std::cell::Cell<u64>,
     /// Our own outgoing frames seen on the ring and given straight back.
@@ -314,7 +325,9 @@ impl RxRing for PacketRx {
         let mut n = 0;
         while n < out.len() {
             let i = self.next;
-            if self.ring.status(i).load(Ordering::Acquire) & TP_STATUS_USER == 0 {
+            // Still ours from the last revolution (held for the session, or for smoltcp):
+            // the kernel stopped there too; nothing new beyond it.
+            if self.out[i] || self.ring.status(i).load(Ordering::Acquire) & TP_STATUS_USER == 0 {
                 break;
             }
             self.next = (i + 1) % self.ring.frames;
@@ -328,6 +341,7 @@ impl RxRing for PacketRx {
                 continue;
             }
             out[n] = i as u32;
+            self.out[i] = true;
             n += 1;
             self.held += 1;
         }
@@ -342,11 +356,17 @@ impl RxRing for PacketRx {
     #[inline]
     fn give_back(&mut self, frames: &mut Vec<u32>) {
         for &i in frames.iter() {
+            let i = i as usize % self.ring.frames;
+            if !std::mem::take(&mut self.out[i]) {
+                // Not ours to give: the kernel may be writing it already.
+                self.double_give_backs += 1;
+                continue;
+            }
             self.ring
-                .status(i as usize % self.ring.frames)
+                .status(i)
                 .store(TP_STATUS_KERNEL, Ordering::Release);
+            self.held -= 1.min(self.held);
         }
-        self.held -= frames.len().min(self.held);
         frames.clear();
     }
 
@@ -477,6 +497,44 @@ mod tests {
     fn a_frame_index_past_the_ring_panics_instead_of_reading_past_it() {
         let ring = FrameRing::new(anon_mapping(4 * 2048), 0, 2048, 4).expect("ring");
         let _ = ring.status(4);
+    }
+
+    /// The kernel's side of an RX slot, for the tests: a frame written into slot `i`.
+    fn deliver(ring: &FrameRing, i: usize) {
+        ring.status(i).store(TP_STATUS_USER, Ordering::Release);
+    }
+
+    #[test]
+    fn a_frame_held_over_a_revolution_is_not_handed_out_or_back_twice() {
+        let mut rx = PacketRx {
+            ring: FrameRing::new(anon_mapping(4 * 2048), 0, 2048, 4).expect("ring"),
+            next: 0,
+            held: 0,
+            out: vec![false; 4],
+            double_give_backs: 0,
+            drops: std::cell::Cell::new(0),
+            skipped: 0,
+        };
+        let mut got = [0u32; 8];
+        deliver(&rx.ring, 0);
+        assert_eq!(rx.recv(&mut got), 1);
+        // Frame 0 is held (for the session); the others go round and back.
+        for i in 1..4 {
+            deliver(&rx.ring, i);
+        }
+        assert_eq!(rx.recv(&mut got), 3);
+        assert_eq!(&got[..3], &[1, 2, 3]);
+        rx.give_back(&mut vec![1, 2, 3]);
+        // The ring is back at slot 0, still ours and still USER: not a new frame.
+        assert_eq!(
+            rx.recv(&mut got),
+            0,
+            "slot 0 is not handed out a second time"
+        );
+        rx.give_back(&mut vec![0]);
+        rx.give_back(&mut vec![0]);
+        assert_eq!(rx.double_give_backs, 1, "the second hand-back is refused");
+        assert!(rx.accounted(0));
     }
 
     #[test]
