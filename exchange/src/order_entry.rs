@@ -44,6 +44,12 @@ impl OrderStream {
         &mut self.buf[self.end..]
     }
 
+    /// Bytes to read to complete the next message (the exchange reads one order per
+    /// `recv`, so that each gets its own receive stamps).
+    pub fn to_complete(&self) -> usize {
+        ORDER_LEN - (self.end - self.start) % ORDER_LEN
+    }
+
     /// Marks `n` bytes of [`Self::spare`] as read.
     pub fn commit(&mut self, n: usize) {
         self.end = (self.end + n).min(CAPACITY);

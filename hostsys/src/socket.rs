@@ -105,6 +105,14 @@ pub unsafe fn send_zerocopy(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
     sent_or_would_block(n)
 }
 
+/// Bytes in a stream socket's receive queue, not read yet (SIOCINQ).
+pub fn inq(fd: RawFd) -> io::Result<u32> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: ioctl(SIOCINQ) writes one c_int into `n`, which lives across the call.
+    crate::syscall!(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) })?;
+    Ok(u32::try_from(n).unwrap_or(0))
+}
+
 /// Non-blocking `recv(2)` into `buf`: `Some(n)` (0 = orderly shutdown of a stream), `None`
 /// when nothing is queued (EAGAIN), or the error.
 #[inline]

@@ -24,7 +24,7 @@ pub enum RowKind {
 }
 
 /// Columns of an exchange file.
-pub const EXCHANGE_HEADER: &str = "session,trigger_id,side,price,qty,send_first_ns,send_last_ns,recv_ns,t2t_first_ns,t2t_last_ns,ktx_first_ns,krx_ns,kt2t_first_ns,gap_order_ns,gap_md_ns";
+pub const EXCHANGE_HEADER: &str = "session,trigger_id,side,price,qty,send_first_ns,send_last_ns,recv_ns,t2t_first_ns,t2t_last_ns,ktx_first_ns,krx_ns,kt2t_first_ns,gap_order_ns,gap_md_ns,queued_behind";
 /// Columns of a strategy file.
 pub const STRATEGY_HEADER: &str =
     "session,trigger_id,side,price,qty,delay_ns,gap_order_ns,gap_md_ns,decide_ns,send_ns,total_ns";
@@ -53,6 +53,10 @@ pub struct Timing {
     pub ktx_first_ns: Option<u64>,
     /// Kernel RX timestamp of the segment that completed the order.
     pub krx_ns: Option<u64>,
+    /// Orders already in the socket behind this one when it was read (the exchange reads
+    /// one order per `recv`, so each has its own receive times; under a burst the later
+    /// ones waited for the reads before them).
+    pub queued_behind: Option<u32>,
 }
 
 impl Timing {
@@ -164,7 +168,7 @@ impl OrderRow {
                 let user = |v: u64| Opt(known.then_some(v));
                 writeln!(
                     out,
-                    ",{},{},{},{},{},{},{},{},{},{}",
+                    ",{},{},{},{},{},{},{},{},{},{},{}",
                     user(t.send_first_ns),
                     user(t.send_last_ns),
                     user(t.recv_ns),
@@ -175,6 +179,7 @@ impl OrderRow {
                     Opt(t.kernel_t2t_ns()),
                     gap.0,
                     gap.1,
+                    Opt(t.queued_behind.map(u64::from)),
                 )
             }
         }
@@ -338,6 +343,8 @@ fn parse_row(kind: RowKind, f: &[&str]) -> Result<OrderRow, String> {
                 recv_ns: num(f[7], "recv_ns")?,
                 ktx_first_ns: opt_num(f[10], "ktx_first_ns")?,
                 krx_ns: opt_num(f[11], "krx_ns")?,
+                queued_behind: opt_num(f[15], "queued_behind")?
+                    .map(|v| u32::try_from(v).unwrap_or(u32::MAX)),
             }),
             delay_ns: None,
             stages: None,
@@ -368,6 +375,7 @@ mod tests {
                 recv_ns: 9_000,
                 ktx_first_ns: Some(10_000),
                 krx_ns: None,
+                queued_behind: Some(2),
             }),
             delay_ns: (kind == RowKind::Strategy).then_some(10_000),
             stages: (kind == RowKind::Strategy).then_some(Stages {
@@ -398,7 +406,7 @@ mod tests {
             .expect("write");
         assert_eq!(
             String::from_utf8(out).expect("utf8"),
-            "3,1585699200355000,sell,6593.5,7,1000,1500,9000,8000,7500,10000,,,4000000,\n"
+            "3,1585699200355000,sell,6593.5,7,1000,1500,9000,8000,7500,10000,,,4000000,,2\n"
         );
     }
 

@@ -1,6 +1,10 @@
-//! Order entry inside the event loop: the session's connection read in place, bytes framed
-//! into 21-byte orders, each decoded, matched to the send times of its trigger id, counted,
-//! logged and written as a row. Bytes before TRANSMIT are counted and rejected.
+//! Order entry inside the event loop: the session's connection read in place, one order per
+//! `recv` (each read asks for exactly the bytes that complete the next message), so that
+//! every order has its own receive time and the kernel stamp of the segment that completed
+//! it (orders GRO merged into one segment share that one); the bytes still queued behind it
+//! are read with SIOCINQ and written in its row (`queued_behind`). Each order is decoded,
+//! matched to the send times of its trigger id, counted, logged and written as a row. Bytes
+//! before TRANSMIT are counted and rejected.
 
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
@@ -20,7 +24,10 @@ impl Server {
         loop {
             let Some(s) = &mut self.session else { return };
             let fd = s.conn.as_raw_fd();
-            match sys::recv_timestamped(fd, s.stream.spare()) {
+            let want = s.stream.to_complete();
+            let spare = s.stream.spare();
+            let n = want.min(spare.len());
+            match sys::recv_timestamped(fd, &mut spare[..n]) {
                 Ok((0, _)) => {
                     end = Some(EndReason::Disconnected);
                     break;
@@ -38,7 +45,11 @@ impl Server {
                         );
                         continue;
                     }
-                    self.handle_orders(recv_ns, krx);
+                    // Orders waiting behind this one (read only when one is complete).
+                    let behind = (s.stream.to_complete() == proto::order::ORDER_LEN).then(|| {
+                        hostsys::socket::inq(fd).unwrap_or(0) / proto::order::ORDER_LEN as u32
+                    });
+                    self.handle_orders(recv_ns, krx, behind);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -54,7 +65,7 @@ impl Server {
         }
     }
 
-    pub(super) fn handle_orders(&mut self, recv_ns: u64, krx: Option<u64>) {
+    pub(super) fn handle_orders(&mut self, recv_ns: u64, krx: Option<u64>, behind: Option<u32>) {
         self.drain_tx_timestamps();
         let Some(s) = &mut self.session else { return };
         while let Some(msg) = s.stream.pop() {
@@ -71,6 +82,7 @@ impl Server {
                             recv_ns,
                             ktx_first_ns: t.ktx_first,
                             krx_ns: krx,
+                            queued_behind: behind,
                         };
                         let gap = Gap {
                             order_ns: s.last_order_recv_ns.map(|p| recv_ns.saturating_sub(p)),
