@@ -1,7 +1,9 @@
 //! The XDP program's market-data parser (`strategy_common::xtx`, the code the `xdp-tx`
 //! program runs on every frame): never panics, and wherever it accepts a line the
 //! strategy's own parser accepts it with the same fields and fixed point. Also decodes the
-//! bytes as a ring-buffer record (user space reads those from memory the program wrote).
+//! bytes as a ring-buffer record (user space reads those from memory the program wrote). The
+//! fast path (a learned layout read a word at a time) reads only what the general parser
+//! reads, the same way.
 #![no_main]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     for decimals in [0u8, 2, 8] {
@@ -12,6 +14,18 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
                 (p.local_timestamp, p.is_snapshot, p.price, p.amount)
             );
             assert_eq!(x.bid, p.side == proto::md::BookSide::Bid);
+        }
+    }
+    // The fast path, with the layout of a usual line and with one learned from the input:
+    // where it reads a line, it reads what the general parser reads.
+    let usual = strategy_common::xtx::Shape::learn(
+        b"deribit,BTC-PERPETUAL,1585699200245000,1585699200355000,false,ask,6593.5,20750\n",
+    );
+    for shape in [usual, strategy_common::xtx::Shape::learn(data)].into_iter().flatten() {
+        for decimals in [0u32, 2, 8] {
+            if let Some(f) = strategy_common::xtx::fast::parse_slice(data, &shape, decimals) {
+                assert_eq!(Some(f), strategy_common::xtx::parse(data, decimals));
+            }
         }
     }
     if let Some(r) = strategy_common::xtx::FireRecord::from_bytes(data) {

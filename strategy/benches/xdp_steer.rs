@@ -12,7 +12,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use strategy::net::af_xdp::loader::{has_object, take_xtx, test_run_repeat, Options, Steering};
-use strategy_common::xtx::{Armed, Level, SideTop, Template, HEADER_LEN};
+use strategy_common::xtx::{Armed, Level, Shape, SideTop, Template, HEADER_LEN};
 
 const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 const EXCHANGE: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 1), 9012);
@@ -73,7 +73,7 @@ fn median_ns(diag: bool, frame: &[u8]) -> u32 {
 }
 
 /// Bids 6593.0 .. 6589.0, asks 6593.5 .. 6597.5, sizes 1,000; threshold 50,000,000.
-fn armed(generation: u64) -> Armed {
+fn armed(generation: u64, shape: Shape) -> Armed {
     let side = |start: i64, step: i64| {
         let mut t = SideTop::default();
         for (i, l) in t.levels.iter_mut().take(5).enumerate() {
@@ -102,11 +102,13 @@ fn armed(generation: u64) -> Armed {
         bids: side(65930, -5),
         asks: side(65935, 5),
         template: Template::new(h),
+        shape,
     }
 }
 
 /// The `xdp-tx` decision on `frame`, one run per generation: median ns over `n` runs.
-fn xtx_ns(frame: &[u8], n: u64) -> (u32, u64) {
+/// `shape`: the layout for the program's fast path (default: off, the byte-at-a-time parser).
+fn xtx_ns(frame: &[u8], n: u64, shape: Shape) -> (u32, u64) {
     let mut ebpf = Steering::load(
         LOCAL,
         EXCHANGE,
@@ -125,7 +127,7 @@ fn xtx_ns(frame: &[u8], n: u64) -> (u32, u64) {
         .map(|g| {
             // Whether or not the last run fired, no ticket is out between runs.
             map.fired();
-            map.publish(&armed(g), true).expect("no ticket out");
+            map.publish(&armed(g, shape), true).expect("no ticket out");
             let r = test_run_repeat(&ebpf, frame, &mut out, 1).expect("BPF_PROG_TEST_RUN");
             while let Some(rec) = map.next_fire() {
                 fired += u64::from(rec.is_ok());
@@ -175,19 +177,25 @@ fn main() {
         "xdp-tx decision, kernel-measured ns per run (median of 20,000 runs, one per generation):"
     );
     let n = 20_000;
-    let (quiet, f0) = xtx_ns(&md, n);
+    let payload = &md[42..];
+    let shape = Shape::learn(payload).expect("the common layout");
     let big = md_frame_with(
         b"deribit,BTC-PERPETUAL,1585699200245000,1585699200355000,false,ask,6593.5,90000000",
     );
-    let (fire, f1) = xtx_ns(&big, n);
-    println!(
-        "{:<44}{:>8} ns  (fired {f0})",
-        "parsed and checked, no fire (ask size 20,750)", quiet
-    );
-    println!(
-        "{:<44}{:>8} ns  (fired {f1})",
-        "fires (ask +90,000,000): record, XDP_TX", fire
-    );
+    for (parser, shape) in [("byte at a time", Shape::default()), ("fast path", shape)] {
+        let (quiet, f0) = xtx_ns(&md, n, shape);
+        let (fire, f1) = xtx_ns(&big, n, shape);
+        println!(
+            "{:<58}{:>8} ns  (fired {f0})",
+            format!("{parser}: parsed and checked, no fire (ask 20,750)"),
+            quiet
+        );
+        println!(
+            "{:<58}{:>8} ns  (fired {f1})",
+            format!("{parser}: fires (ask +90,000,000): record, XDP_TX"),
+            fire
+        );
+    }
 }
 
 /// [`md_frame`] with another payload (IPv4 and UDP lengths set).

@@ -95,6 +95,52 @@ proptest! {
         let x = xtx::parse(l.as_bytes(), 0);
         prop_assert!(x.is_some(), "{}", l);
     }
+
+    /// The fast path (the learned layout, a word at a time) against the general parser:
+    /// on any line, where it reads one it reads the same; on lines of the layout within its
+    /// limits (8 digits either side of the dot) it reads them all.
+    #[test]
+    fn the_fast_path_reads_what_the_general_parser_reads(
+        any_line in line(),
+        ts in 1_000_000_000_000_000u64..9_999_999_999_999_999,
+        lts in 1_000_000_000_000_000u64..9_999_999_999_999_999,
+        bid in any::<bool>(),
+        snap in any::<bool>(),
+        int in 0u64..100_000_000,
+        frac in prop::option::of("[0-9]{0,8}"),
+        amount in prop_oneof!["[0-9]{1,8}", "[0-9]{1,8}\\.[0-9]{0,3}", "[0-9.]{1,12}"],
+        eol in prop_oneof![Just(""), Just("\n"), Just("\r\n"), Just("\r"), Just("\n\n")],
+        dec in 0u32..4,
+    ) {
+        let shape = xtx::Shape::learn(
+            b"deribit,BTC-PERPETUAL,1585699200245000,1585699200355000,false,ask,6593.5,20750\n",
+        )
+        .expect("the layout");
+        let fast = xtx::fast::parse_slice(&any_line, &shape, dec);
+        if fast.is_some() {
+            prop_assert_eq!(fast, xtx::parse(&any_line, dec), "{}", String::from_utf8_lossy(&any_line));
+        }
+        let price = match &frac {
+            Some(f) => format!("{int}.{f}"),
+            None => int.to_string(),
+        };
+        let side = if bid { "bid" } else { "ask" };
+        let l = format!("deribit,BTC-PERPETUAL,{ts},{lts},{snap},{side},{price},{amount}{eol}");
+        let general = xtx::parse(l.as_bytes(), dec);
+        let fast = xtx::fast::parse_slice(l.as_bytes(), &shape, dec);
+        if fast.is_some() {
+            prop_assert_eq!(fast, general, "{}", l);
+        } else if general.is_some() {
+            // Only outside the fast path's limits: a decimal wider than 8 digits a side, a
+            // price of more than 15 bytes.
+            let wide = |d: &str| d.split('.').any(|p| p.len() > 8);
+            prop_assert!(
+                wide(&price) || wide(&amount) || price.len() > 15,
+                "the fast path missed {}",
+                l
+            );
+        }
+    }
 }
 
 /// A snapshot of random levels, then updates, through the engine; after each update the

@@ -20,16 +20,20 @@
 //! * [`LineParser`]: a byte-at-a-time parser of one CSV line that accepts a strict subset
 //!   of what `proto::md::parse_line` accepts and, where it accepts, returns the same fields
 //!   and the same fixed point. Anything else gives up: the frame goes to user space.
+//!   [`fast::parse`] reads a line of the feed's usual layout ([`Shape`], learned by user
+//!   space) a word at a time first, and leaves any other line to it.
 //! * [`decide`]: the trigger rule on the armed top of the book.
 //! * [`Template::write_frame`]: the 75-byte order segment (Ethernet, IPv4, TCP, 21 bytes)
 //!   with its TCP checksum, from the template user space took from smoltcp's last segment.
 //! * [`FireRecord`]: what the program hands to user space through a BPF ring buffer when it
 //!   fires: the market-data line (user space must still apply it) and the order it sent.
 
+pub mod fast;
 mod frame;
 mod parse;
 mod rule;
 
+pub use fast::Shape;
 pub use frame::{fold, sum_words, Template};
 pub use parse::{parse, LineParser};
 pub use rule::decide;
@@ -129,6 +133,8 @@ pub struct Armed {
     pub asks: SideTop,
     /// The order segment.
     pub template: Template,
+    /// The feed's layout, for the program's fast path ([`fast`]; zero: off).
+    pub shape: Shape,
 }
 
 /// The program's own state and counters (written by the program only). User space
@@ -153,9 +159,16 @@ pub struct ProgState {
     /// Fires given up because the ticket was gone when the program tried to claim it (user
     /// space took it back, or another run of the program claimed it first).
     pub raced: u64,
-    /// Market-data frames left to user space without the trailer (the frame could not
-    /// grow): user space counts them itself.
+    /// Market-data frames left to user space without the tag (the frame could not grow):
+    /// user space counts them itself.
     pub untagged: u64,
+    /// Lines read by the fast path (the feed's learned layout, a word at a time); the rest
+    /// of the lines the program parsed went through the byte-at-a-time parser.
+    #[cfg_attr(feature = "user", serde(default))]
+    pub fast_parsed: u64,
+    /// Padding to two cache lines.
+    #[cfg_attr(feature = "user", serde(skip))]
+    pub _pad: [u64; 7],
 }
 
 /// One value of the shared map: the program's line first, then user space's.
@@ -239,7 +252,7 @@ impl FireRecord {
 }
 
 const _: () = assert!(core::mem::size_of::<FireRecord>() == REC_LEN);
-const _: () = assert!(core::mem::size_of::<ProgState>() == 64);
+const _: () = assert!(core::mem::size_of::<ProgState>() == 128);
 const _: () = assert!(core::mem::size_of::<Template>() == 60);
 
 /// A line as the program parsed it.

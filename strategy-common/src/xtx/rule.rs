@@ -58,7 +58,9 @@ pub fn decide(a: &Armed, l: &XLine) -> Option<Fire> {
         a.threshold
     } else {
         // price x increase > T  <=>  increase > floor(T / price), for positive integers.
-        a.threshold / (l.price as u64)
+        // (Both parsers refuse a zero price; no division by zero is left for the verifier
+        // either: a zero would never fire.)
+        a.threshold.checked_div(l.price as u64).unwrap_or(u64::MAX)
     };
     if increase <= limit {
         return None;

@@ -32,7 +32,9 @@
 //! so it never decides on a book that misses a packet user space could have applied; with
 //! user space behind, frames go to user space as on the `xdp` path.
 
-use strategy_common::xtx::{widen_index, Armed, FireRecord, Level, ProgState, SideTop, MAX_LEVELS};
+use strategy_common::xtx::{
+    widen_index, Armed, FireRecord, Level, ProgState, Shape, SideTop, MAX_LEVELS,
+};
 
 use super::xtx_map::{Claimed, XtxMap};
 use crate::engine::Engine;
@@ -113,6 +115,9 @@ pub struct Delegation {
     /// The state last written (the book part is reused to re-arm after a send of user
     /// space's own, which changes only the template).
     last: Option<Armed>,
+    /// The feed's layout for the program's fast path, learned from the first line that
+    /// has one.
+    shape: Shape,
     static_check: Option<Result<(), NeverArmed>>,
     report: XtxReport,
 }
@@ -125,6 +130,7 @@ impl Delegation {
             applied: 0,
             published: None,
             last: None,
+            shape: Shape::default(),
             static_check: None,
             report: XtxReport::default(),
         }
@@ -140,6 +146,18 @@ impl Delegation {
                     self.report.bad_records += 1;
                     tracing::warn!(len, "undecodable XTX ring record");
                 }
+            }
+        }
+    }
+
+    /// Learns the feed's layout from a market-data payload, until it has one (a branch per
+    /// packet after that).
+    #[inline]
+    pub fn learn(&mut self, payload: &[u8]) {
+        if self.shape.len == 0 {
+            if let Some(s) = Shape::learn(payload) {
+                self.shape = s;
+                self.published = None;
             }
         }
     }
@@ -280,7 +298,10 @@ impl Delegation {
                 self.report.never_armed = Some(why);
             }
         }
-        let a = armed(engine, self.applied, template.unwrap_or_default());
+        let a = Armed {
+            shape: self.shape,
+            ..armed(engine, self.applied, template.unwrap_or_default())
+        };
         match self.map.publish(&a, enabled) {
             Ok(()) => {
                 self.published = Some((self.applied, enabled));
@@ -352,5 +373,6 @@ pub fn armed(engine: &Engine, applied: u64, template: strategy_common::xtx::Temp
         bids,
         asks,
         template,
+        shape: Shape::default(),
     }
 }

@@ -402,6 +402,9 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
             let desc = s.plane.dev.batch[i];
             let pending = match classify(s.plane.dev.frame_data(&desc), &self.flow) {
                 MdFrame::Payload(payload) => {
+                    if let Some(x) = &mut s.plane.xtx {
+                        x.learn(payload);
+                    }
                     let p = hot.on_packet(payload);
                     if let Some(x) = &mut s.plane.xtx {
                         x.md_frame(s.plane.dev.rx.tag(&desc));
