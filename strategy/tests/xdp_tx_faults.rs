@@ -336,3 +336,52 @@ fn xdp_tx_never_fires_on_a_stale_book() {
     assert_eq!(x.mismatched, 0, "never a stale decision: {x:?}");
     assert_eq!(x.completed, x.prog.fired, "{x:?}");
 }
+
+/// `xdp-tx` asked to bind several RX queues (a veth with two): refused with a clear error
+/// before any session (its "user space has applied every earlier frame" holds on one queue;
+/// firing itself is safe on several, one claim per ticket), and nothing left attached.
+#[test]
+fn xdp_tx_refuses_several_queues_and_leaves_nothing() {
+    if skip() {
+        return;
+    }
+    let _serial = serial();
+    let ns = netlab::Netns::new("xtq").expect("namespace");
+    for cmd in [
+        &[
+            "ip",
+            "link",
+            "add",
+            "vs0",
+            "numrxqueues",
+            "2",
+            "numtxqueues",
+            "2",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "vx0",
+            "numrxqueues",
+            "2",
+            "numtxqueues",
+            "2",
+        ][..],
+        &["ip", "addr", "add", "10.77.0.2/24", "dev", "vs0"],
+        &["ip", "link", "set", "vs0", "up"],
+        &["ip", "link", "set", "vx0", "up"],
+    ] {
+        ns.exec(cmd).expect("veth with two queues");
+    }
+    let out = ns
+        .command(env!("CARGO_BIN_EXE_strategy"))
+        .args(procs::run_args("xdp-tx"))
+        .args(["--xsk-queues", "all", "--sessions", "1"])
+        .output()
+        .expect("run the strategy");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "refused: {err}");
+    assert!(err.contains("bind one queue"), "a clear reason: {err}");
+    let left = procs::xdp_left(&ns);
+    assert!(left.is_none(), "no XDP program left: {left:?}");
+}

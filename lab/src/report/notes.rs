@@ -128,5 +128,15 @@ pub(super) fn xdp_tx_lines(runs: &[&RunResult]) {
             x.user_ns_total as f64 / completed / 1e3,
             x.user_ns_max as f64 / 1e3,
         );
+        println!(
+            "    lines read by the fast path {} of {} frames; frames lost before user space {} ({} resyncs, {} fires after them); heartbeats put off for a fire {}; fires settled at the end {}",
+            x.prog.fast_parsed,
+            x.prog.md_seen,
+            x.skipped_frames,
+            x.resyncs,
+            x.fired_after_resync,
+            x.heartbeats_deferred,
+            x.settled,
+        );
     }
 }

@@ -373,6 +373,10 @@ impl RxRing for PacketRx {
     fn accounted(&self, held: usize) -> bool {
         self.held == held
     }
+
+    fn double_give_backs(&self) -> u64 {
+        self.double_give_backs
+    }
 }
 
 /// The transmit half.

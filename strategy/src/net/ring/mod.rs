@@ -54,6 +54,11 @@ pub trait RxRing {
     fn kernel_drops(&self) -> Option<u64> {
         None
     }
+    /// Frames given back that were not out (refused and counted: the kernel may already be
+    /// writing them), since the ring opened.
+    fn double_give_backs(&self) -> u64 {
+        0
+    }
 }
 
 /// The transmit half of a ring.

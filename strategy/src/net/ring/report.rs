@@ -82,10 +82,17 @@ pub struct RingReport {
     /// AF_PACKET: ring full), when it can say.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel_drops: Option<u64>,
+    /// Frames handed back to the kernel twice, refused and counted (AF_PACKET; 0 elsewhere).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub double_give_backs: u64,
     /// Frames received per RX queue `[queue, frames]` (AF_XDP: one socket per queue).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rx_queues: Vec<(u32, u64)>,
     /// The `xdp-tx` counters (that path only).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub xtx: Option<Box<XtxSessionReport>>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
