@@ -174,7 +174,7 @@ fn xdp_tx_equals_the_oracle_and_the_program_sends() {
     );
 }
 
-/// Warming with heartbeats every 200 us while the program is armed: a heartbeat never
+/// Warming with heartbeats every 500 us while the program is armed: a heartbeat never
 /// takes the armed sequence number (the ticket is taken back first), so the program sends
 /// at least 95 % of the orders, the exchange receives each trigger id once and exactly the
 /// oracle's orders, and counts the heartbeats apart. (Before the ticket, the program sent
@@ -186,7 +186,7 @@ fn xdp_tx_with_heartbeats_sends_from_the_program_and_never_twice() {
     }
     let _serial = serial();
     let dir = tempfile::tempdir().expect("tempdir");
-    let md = md_file(dir.path(), 60_000, 100);
+    let md = md_file(dir.path(), 200_000, 100);
     let want = oracle(&md);
     assert!(want.len() >= 10, "triggers: {}", want.len());
     let o = session(
@@ -195,7 +195,7 @@ fn xdp_tx_with_heartbeats_sends_from_the_program_and_never_twice() {
         &md,
         "rate:5000",
         &["--heartbeats"],
-        &["--warm-every", "200us", "--warm", "all"],
+        &["--warm-every", "500us", "--warm", "all"],
     );
     let x = o.xtx();
     eprintln!("xdp-tx report: {x:?}, warm: {:?}", o.report.warm);
