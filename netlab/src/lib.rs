@@ -229,6 +229,13 @@ impl VethLab {
 
     /// Builds the pair. `prefix` names the namespaces (`<prefix>x-…`, `<prefix>s-…`).
     pub fn new(prefix: &str) -> Result<Self, Error> {
+        Self::with_queues(prefix, 1)
+    }
+
+    /// [`VethLab::new`] with `queues` RX and TX queues on each end (a frame arrives on the
+    /// peer's RX queue numbered like the TX queue it left by: `tc ... skbedit
+    /// queue_mapping` on one end chooses the other end's RX queue).
+    pub fn with_queues(prefix: &str, queues: u32) -> Result<Self, Error> {
         sweep_stale(&format!("{prefix}x"));
         sweep_stale(&format!("{prefix}s"));
         let exchange = Netns::new(&format!("{prefix}x"))?;
@@ -242,7 +249,25 @@ impl VethLab {
             format!("{a}{}", std::process::id() % 10_000),
             format!("{b}{}", std::process::id() % 10_000),
         );
-        ip(&["link", "add", &a, "type", "veth", "peer", "name", &b])?;
+        let q = queues.max(1).to_string();
+        ip(&[
+            "link",
+            "add",
+            &a,
+            "numrxqueues",
+            &q,
+            "numtxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &b,
+            "numrxqueues",
+            &q,
+            "numtxqueues",
+            &q,
+        ])?;
         let moved = (|| {
             ip(&[
                 "link",

@@ -339,6 +339,22 @@ fn xdp_tx(ctx: &XdpContext, l4: usize) -> Decision {
     // `prog` (its count atomically; the counters are per-session diagnostics); user space
     // writes `armed` and publishes it with the ticket, read here atomically.
     let shared = unsafe { &mut *sh };
+    // Market data on a second RX queue ends the program's decisions for the session: its
+    // frames may reach user space out of the program's order (a generation would then not
+    // mean "every earlier frame applied"). Set before this frame takes its index, so every
+    // later index sees it.
+    // SAFETY: rx_queue_index is a plain field of the xdp_md context the kernel passed in.
+    let q = u64::from(unsafe { (*ctx.ctx).rx_queue_index }) + 1;
+    let first = core::ptr::addr_of_mut!(shared.prog.md_queue);
+    // SAFETY: an aligned u64 of the map value; see the atomics above.
+    let seen = unsafe { core::ptr::read_volatile(first) };
+    if seen != q && !(seen == 0 && claim(first, 0, q)) {
+        // SAFETY: as above (re-read: another queue may have won the claim).
+        if unsafe { core::ptr::read_volatile(first) } != q {
+            // SAFETY: as above; a flag only ever set.
+            unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!(shared.prog.md_spread), 1) };
+        }
+    }
     let Some(index) = next_index(core::ptr::addr_of_mut!(shared.prog.md_seen)) else {
         shared.prog.untagged += 1;
         return Decision::Untagged;
@@ -346,7 +362,9 @@ fn xdp_tx(ctx: &XdpContext, l4: usize) -> Decision {
     let ticket = load_acquire(core::ptr::addr_of!(shared.armed.ticket));
     // SAFETY: an aligned u64 inside the map value; read after the ticket (acquire).
     let gen = unsafe { core::ptr::read_volatile(&shared.armed.generation) };
-    if ticket == 0 || gen != index {
+    // SAFETY: as above.
+    let spread = unsafe { core::ptr::read_volatile(&shared.prog.md_spread) } != 0;
+    if ticket == 0 || gen != index || spread {
         shared.prog.not_current += 1;
         return Decision::ToUser(index);
     }

@@ -96,6 +96,40 @@ fn session(
     st_extra: &[&str],
 ) -> Outcome {
     let lab = VethLab::new("xtf").expect("lab");
+    run_session(lab, dir, tag, md, (pace, ex_extra), st_extra)
+}
+
+/// [`session`] at `rate:5000` over a veth with two queues on each end: `setup` (a shell
+/// command) runs in the exchange's namespace first, `later` (after a delay) while the
+/// session runs.
+fn session_with(
+    dir: &Path,
+    tag: &str,
+    md: &Path,
+    setup: &str,
+    later: Option<(Duration, &str)>,
+    st_extra: &[&str],
+) -> Outcome {
+    let lab = VethLab::with_queues("xtq", 2).expect("lab");
+    lab.exchange.exec(&["sh", "-c", setup]).expect("setup");
+    let switch = later.map(|(after, cmd)| {
+        let mut c = lab.exchange.command("sh");
+        c.args(["-c", &format!("sleep {}; {cmd}", after.as_secs_f64())]);
+        procs::Proc(c.spawn().expect("the later command"))
+    });
+    let o = run_session(lab, dir, tag, md, ("rate:5000", &[]), st_extra);
+    drop(switch);
+    o
+}
+
+fn run_session(
+    lab: VethLab,
+    dir: &Path,
+    tag: &str,
+    md: &Path,
+    (pace, ex_extra): (&str, &[&str]),
+    st_extra: &[&str],
+) -> Outcome {
     let _pass = XdpPass::attach(&lab.exchange);
     let file = |suffix: &str| dir.join(format!("{tag}.{suffix}"));
     let (csv, orders, results) = (file("ex.csv"), file("st.csv"), file("st.jsonl"));
@@ -337,51 +371,74 @@ fn xdp_tx_never_fires_on_a_stale_book() {
     assert_eq!(x.completed, x.prog.fired, "{x:?}");
 }
 
-/// `xdp-tx` asked to bind several RX queues (a veth with two): refused with a clear error
-/// before any session (its "user space has applied every earlier frame" holds on one queue;
-/// firing itself is safe on several, one claim per ticket), and nothing left attached.
+/// `xdp-tx` over a veth with two queues, both bound, all the exchange's traffic sent by its
+/// second TX queue (XPS), so it arrives on the strategy's queue 1 (one flow on one queue, as
+/// RSS does): the program decides as on one queue, the orders equal the oracle. Then the
+/// market data moved from queue 0 to queue 1 in the middle of the session: frames may then
+/// reach user space out of the program's order, so the program stops deciding for the
+/// session (`md_spread`); the exchange still receives exactly what the strategy recorded.
 #[test]
-fn xdp_tx_refuses_several_queues_and_leaves_nothing() {
+fn xdp_tx_on_two_queues_decides_only_while_market_data_keeps_to_one() {
     if skip() {
         return;
     }
     let _serial = serial();
-    let ns = netlab::Netns::new("xtq").expect("namespace");
-    for cmd in [
-        &[
-            "ip",
-            "link",
-            "add",
-            "vs0",
-            "numrxqueues",
-            "2",
-            "numtxqueues",
-            "2",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "vx0",
-            "numrxqueues",
-            "2",
-            "numtxqueues",
-            "2",
-        ][..],
-        &["ip", "addr", "add", "10.77.0.2/24", "dev", "vs0"],
-        &["ip", "link", "set", "vs0", "up"],
-        &["ip", "link", "set", "vx0", "up"],
+    let dir = tempfile::tempdir().expect("tempdir");
+    let md = md_file(dir.path(), 60_000, 100);
+    let want = oracle(&md);
+    let xps = |q0: &str, q1: &str| {
+        format!(
+            "echo {q0} > /sys/class/net/vx0/queues/tx-0/xps_cpus && echo {q1} > /sys/class/net/vx0/queues/tx-1/xps_cpus"
+        )
+    };
+    // Every CPU of the machine (XPS refuses CPUs that do not exist).
+    let cpus = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(63);
+    let all = format!("{:x}", (1u64 << cpus) - 1);
+    let all = all.as_str();
+    let (to_1, to_0) = (xps("0", all), xps(all, "0"));
+    for (tag, setup, later) in [
+        ("one", to_1.clone(), None),
+        (
+            "moved",
+            to_0,
+            Some((Duration::from_millis(600), to_1.as_str())),
+        ),
     ] {
-        ns.exec(cmd).expect("veth with two queues");
+        let o = session_with(
+            dir.path(),
+            tag,
+            &md,
+            &setup,
+            later,
+            &["--xsk-queues", "all"],
+        );
+        let x = o.xtx();
+        let queues = match &o.report.path_extra {
+            PathReport::Ring(r) => r.rx_queues.clone(),
+            _ => Vec::new(),
+        };
+        eprintln!("{tag}: queues {queues:?}, xdp-tx report: {x:?}");
+        assert_eq!(
+            o.exchange, o.strategy,
+            "{tag}: the exchange received what the strategy recorded"
+        );
+        assert_eq!(x.mismatched, 0, "{tag}: {x:?}");
+        if later.is_some() {
+            assert_eq!(x.prog.md_spread, 1, "market data on a second queue: {x:?}");
+            assert!(
+                x.prog.fired < o.exchange.len() as u64,
+                "user space decided after the move: {x:?}"
+            );
+        } else {
+            assert_eq!(x.prog.md_spread, 0, "{x:?}");
+            assert_eq!(o.exchange, want, "one queue's market data: the oracle");
+            assert!(x.prog.fired >= 1, "the program decided: {x:?}");
+            assert!(
+                queues.iter().any(|&(q, n)| q == 1 && n > 100),
+                "the market data came on queue 1: {queues:?}"
+            );
+        }
     }
-    let out = ns
-        .command(env!("CARGO_BIN_EXE_strategy"))
-        .args(procs::run_args("xdp-tx"))
-        .args(["--xsk-queues", "all", "--sessions", "1"])
-        .output()
-        .expect("run the strategy");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "refused: {err}");
-    assert!(err.contains("bind one queue"), "a clear reason: {err}");
-    let left = procs::xdp_left(&ns);
-    assert!(left.is_none(), "no XDP program left: {left:?}");
 }

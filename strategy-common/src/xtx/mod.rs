@@ -166,9 +166,17 @@ pub struct ProgState {
     /// of the lines the program parsed went through the byte-at-a-time parser.
     #[cfg_attr(feature = "user", serde(default))]
     pub fast_parsed: u64,
+    /// The RX queue market data first came on, plus one (0: none yet).
+    #[cfg_attr(feature = "user", serde(default))]
+    pub md_queue: u64,
+    /// 1 once market data came on a second RX queue: frames may then reach user space out
+    /// of the program's order, so the program no longer fires (the session's orders are
+    /// user space's).
+    #[cfg_attr(feature = "user", serde(default))]
+    pub md_spread: u64,
     /// Padding to two cache lines.
     #[cfg_attr(feature = "user", serde(skip))]
-    pub _pad: [u64; 7],
+    pub _pad: [u64; 5],
 }
 
 /// One value of the shared map: the program's line first, then user space's.

@@ -163,11 +163,6 @@ pub fn open(
     if xcfg.queues.is_empty() {
         return Err(io_other("no RX queue to bind"));
     }
-    if xcfg.xdp_tx && xcfg.queues.len() > 1 {
-        return Err(io_other(
-            "xdp-tx decides on one RX queue (its count of market-data frames is the program's): bind one queue",
-        ));
-    }
     let mut rxs = Vec::with_capacity(xcfg.queues.len());
     let mut tx0 = None;
     let mut bind_mode = None;
