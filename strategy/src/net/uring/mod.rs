@@ -192,19 +192,6 @@ fn unregister_ring_fd(ring: &IoUring, idx: u32) {
     });
 }
 
-impl Drop for Ring {
-    fn drop(&mut self) {
-        if let Some(idx) = self.reg_ring {
-            unregister_ring_fd(&self.ring, idx);
-        }
-        // Requests the kernel still holds may read or write this memory after the ring's
-        // fd is gone: keep it for the process rather than free it under them.
-        if self.outstanding > 0 {
-            self.report.teardown.kept_bytes = self.keep_memory();
-        }
-    }
-}
-
 /// The path.
 pub struct UringPath {
     cfg: NetConfig,
