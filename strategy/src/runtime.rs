@@ -260,14 +260,7 @@ fn run_loop<P: NetPath>(a: &RunArgs, mut out: Outputs, mut path: P) -> Result<()
                 step_connecting(&mut path, &mut tally, since, &mut backoff)?
             }
             State::Running { since, udp_before } => {
-                let mut hot = Hot {
-                    engine: &mut tally.engine,
-                    latency: &mut tally.latency,
-                    log: &mut tally.log,
-                    stats: &mut tally.stats,
-                    delays,
-                    md_work_ns,
-                };
+                let mut hot = tally.hot(delays, md_work_ns);
                 let status = match path.poll(&mut hot) {
                     Ok(s) => s,
                     Err(e) => {
@@ -385,17 +378,24 @@ struct Tally {
     warmer: Warmer,
 }
 
+impl Tally {
+    /// The hot-path context over this session's tallies.
+    fn hot<'a>(&'a mut self, delays: &'a [u64], md_work_ns: u64) -> Hot<'a> {
+        Hot {
+            engine: &mut self.engine,
+            latency: &mut self.latency,
+            log: &mut self.log,
+            stats: &mut self.stats,
+            delays,
+            md_work_ns,
+        }
+    }
+}
+
 /// The session's end, before its report: the path finishes what it owes the order log. A
 /// failure is logged (the session is over either way).
 fn settle<P: NetPath>(path: &mut P, tally: &mut Tally, delays: &[u64], md_work_ns: u64) {
-    let mut hot = Hot {
-        engine: &mut tally.engine,
-        latency: &mut tally.latency,
-        log: &mut tally.log,
-        stats: &mut tally.stats,
-        delays,
-        md_work_ns,
-    };
+    let mut hot = tally.hot(delays, md_work_ns);
     if let Err(e) = path.settle(&mut hot) {
         warn!("settling the session: {e}");
     }

@@ -260,8 +260,8 @@ fn xdp_tx_with_heartbeats_sends_from_the_program_and_never_twice() {
 /// Frames lost between the program and user space (a small RX ring overflowing in 1 ms
 /// bursts while user space does 5 us of work per packet): each loss costs the decisions on
 /// the lost frames, not the session. User space learns the program's count from the next
-/// frame's trailer and re-arms, and the program fires again after the losses; what it
-/// sent, user space recorded and agreed with; no order twice. (Before the trailer, the
+/// frame's tag and re-arms, and the program fires again after the losses; what it
+/// sent, user space recorded and agreed with; no order twice. (Before the tag, the
 /// first lost frame left the program disarmed for the rest of the session.)
 #[test]
 fn xdp_tx_fires_again_after_lost_frames() {
