@@ -1,7 +1,7 @@
 //! `exchange`: the exchange simulator's command line (`serve`, `gen`).
 #![deny(unsafe_code)]
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -99,9 +99,15 @@ struct ServeArgs {
     /// No per-order log lines on stdout.
     #[arg(long)]
     quiet_orders: bool,
-    /// No kernel TX timestamps (SO_TIMESTAMPING) on market data.
+    /// No kernel TX timestamps (SO_TIMESTAMPING) on market data. With them, the first
+    /// packet of each trigger id is stamped (per message; Linux 6.13 or later), no other.
     #[arg(long)]
     no_tx_timestamps: bool,
+    /// Market-data sender: udp (a UDP socket) | packet (AF_PACKET frames with
+    /// PACKET_QDISC_BYPASS on --md-iface NAME, the exchange writing the headers: the
+    /// highest rates).
+    #[arg(long, default_value = "udp")]
+    md_tx: exchange::md_publisher::MdTx,
     /// Decimal places of `amount` when validating lines.
     #[arg(long, default_value_t = 0)]
     amount_decimals: u8,
@@ -225,12 +231,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Serve(a) => {
-            let iface_addr: Option<Ipv4Addr> = a
-                .md_iface
-                .as_deref()
-                .map(resolve_iface)
-                .transpose()
-                .context("--md-iface")?;
+            if let Some(i) = a.md_iface.as_deref() {
+                resolve_iface(i).context("--md-iface")?;
+            }
             let summary = a.summary.or_else(|| {
                 a.results.as_ref().map(|r| {
                     let mut s = r.as_os_str().to_owned();
@@ -244,7 +247,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 oe_listen: a.oe_listen,
                 publisher: PublisherConfig {
                     group: a.md_group,
-                    iface_addr,
+                    iface: a.md_iface,
+                    tx: a.md_tx,
                     ttl: a.ttl,
                     mcast_loop: a.mcast_loop,
                     tx_timestamps: !a.no_tx_timestamps,

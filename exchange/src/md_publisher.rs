@@ -1,92 +1,297 @@
-//! The market-data multicast sender.
+//! The market-data multicast sender: a UDP socket, or ([`MdTx::Packet`]) an AF_PACKET
+//! socket sending whole frames with PACKET_QDISC_BYPASS, the kernel-bypass-style sender for
+//! the highest rates (docs/decisions.md, "The publisher").
 //!
-//! A non-blocking UDP socket (socket2) with IP_MULTICAST_IF / TTL / LOOP set from the
-//! flags, and kernel software TX timestamps: each datagram's send is stamped by the kernel
-//! and the stamp read back from the socket's error queue, keyed by a per-socket counter
-//! that [`MdPublisher`] maps back to the packet's `local_timestamp`.
+//! Due packets go out in one `sendmmsg` per batch. Kernel software TX timestamps are asked
+//! per message, only for the packet that opens a trigger id (the first packet carrying a
+//! `local_timestamp`: the one tick-to-trade is measured from), each with its own key
+//! (`SCM_TS_OPT_ID`); the stamps are read back from the socket's error queue and mapped to
+//! the packet's id. Packets formatted for it leave [`HEADROOM`] bytes in front of the
+//! payload, where the frame sender writes the Ethernet, IPv4 and UDP headers.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::ops::Range;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::str::FromStr;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
 use hostsys::errqueue as sys;
+use hostsys::mmsg::{self, Dest};
+
+/// Bytes in front of every payload: Ethernet (14), IPv4 (20) and UDP (8) headers.
+pub const HEADROOM: usize = 42;
+/// Most packets in one batch.
+pub const BATCH: usize = mmsg::BATCH;
+
+/// How market data leaves the exchange (`--md-tx`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MdTx {
+    /// A UDP socket (the kernel builds the headers; multicast routing, loopback, TTL).
+    #[default]
+    Udp,
+    /// An AF_PACKET socket bound to `--md-iface` (a name) with PACKET_QDISC_BYPASS: the
+    /// exchange writes the headers (UDP checksum 0), no qdisc, no routing.
+    Packet,
+}
+
+impl FromStr for MdTx {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "udp" => Ok(Self::Udp),
+            "packet" => Ok(Self::Packet),
+            _ => Err(format!("unknown market-data sender {s:?} (udp, packet)")),
+        }
+    }
+}
+
+impl fmt::Display for MdTx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Udp => "udp",
+            Self::Packet => "packet",
+        })
+    }
+}
 
 /// Socket settings.
 #[derive(Debug, Clone)]
 pub struct PublisherConfig {
     /// Group and port.
     pub group: SocketAddrV4,
-    /// Outgoing interface address (IP_MULTICAST_IF), if set.
-    pub iface_addr: Option<Ipv4Addr>,
+    /// Outgoing interface (`--md-iface`: a name or an IPv4 address), if set.
+    pub iface: Option<String>,
     /// Multicast TTL.
     pub ttl: u32,
-    /// Deliver to local listeners too (IP_MULTICAST_LOOP).
+    /// Deliver to local listeners too (IP_MULTICAST_LOOP; UDP only).
     pub mcast_loop: bool,
     /// Ask for kernel TX timestamps.
     pub tx_timestamps: bool,
+    /// The sender.
+    pub tx: MdTx,
+}
+
+/// The prebuilt Ethernet + IPv4 + UDP header of the frame sender; per packet only the
+/// lengths, the IP id and the IP checksum change.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameHeader {
+    bytes: [u8; HEADROOM],
+    ip_id: u16,
+}
+
+impl FrameHeader {
+    /// From `src` (MAC, IPv4, UDP port) to the group (its multicast MAC), with `ttl`.
+    pub fn new(src_mac: [u8; 6], src: SocketAddrV4, group: SocketAddrV4, ttl: u8) -> Self {
+        let mut b = [0u8; HEADROOM];
+        b[..6].copy_from_slice(&group_mac(*group.ip()));
+        b[6..12].copy_from_slice(&src_mac);
+        b[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        b[14] = 0x45;
+        b[20..22].copy_from_slice(&0x4000u16.to_be_bytes()); // DF, as the kernel's UDP
+        b[22] = ttl;
+        b[23] = 17;
+        b[26..30].copy_from_slice(&src.ip().octets());
+        b[30..34].copy_from_slice(&group.ip().octets());
+        b[34..36].copy_from_slice(&src.port().to_be_bytes());
+        b[36..38].copy_from_slice(&group.port().to_be_bytes());
+        Self { bytes: b, ip_id: 0 }
+    }
+
+    /// Writes the header for a `payload_len`-byte payload into `out[..HEADROOM]`.
+    pub fn write(&mut self, out: &mut [u8; HEADROOM], payload_len: u16) {
+        *out = self.bytes;
+        let ip_len = payload_len.saturating_add(28);
+        out[16..18].copy_from_slice(&ip_len.to_be_bytes());
+        out[18..20].copy_from_slice(&self.ip_id.to_be_bytes());
+        self.ip_id = self.ip_id.wrapping_add(1);
+        let sum = ipv4_checksum(&out[14..34]);
+        out[24..26].copy_from_slice(&sum.to_be_bytes());
+        out[38..40].copy_from_slice(&(payload_len.saturating_add(8)).to_be_bytes());
+    }
+}
+
+/// The one's-complement checksum of an IPv4 header whose checksum field is zero.
+fn ipv4_checksum(h: &[u8]) -> u16 {
+    let mut sum: u32 = h
+        .chunks_exact(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// The Ethernet address of an IPv4 multicast group (01:00:5e + its low 23 bits).
+pub fn group_mac(group: Ipv4Addr) -> [u8; 6] {
+    let o = group.octets();
+    [0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]]
+}
+
+#[derive(Debug)]
+enum Wire {
+    Udp {
+        sock: UdpSocket,
+        dest: SocketAddrV4,
+    },
+    Packet {
+        fd: OwnedFd,
+        ifindex: i32,
+        header: FrameHeader,
+        max_payload: usize,
+    },
 }
 
 /// The publisher.
 #[derive(Debug)]
 pub struct MdPublisher {
-    sock: UdpSocket,
-    dest: SocketAddrV4,
+    wire: Wire,
     tx_timestamps: bool,
+    /// The key of the next stamped packet.
     counter: u32,
+    /// The id of the last packet sent (a packet with another id opens one and is stamped).
+    last_id: Option<u64>,
     pending: VecDeque<(u32, u64)>,
     /// TX timestamps that never came back (dropped from the queue).
     pub ts_missing: u64,
+    /// Packets sent with a stamp asked.
+    pub stamped: u64,
 }
 
 impl MdPublisher {
     /// Creates and configures the socket.
     pub fn new(cfg: &PublisherConfig) -> io::Result<Self> {
-        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-        s.set_nonblocking(true)?;
-        s.set_multicast_ttl_v4(cfg.ttl)?;
-        s.set_multicast_loop_v4(cfg.mcast_loop)?;
-        if let Some(a) = cfg.iface_addr {
-            s.set_multicast_if_v4(&a)?;
-            s.bind(&SocketAddrV4::new(a, 0).into())?;
-        }
-        let sock: UdpSocket = s.into();
-        if cfg.tx_timestamps {
-            sys::enable_tx_timestamps(sock.as_raw_fd())?;
-        }
-        Ok(Self {
-            sock,
-            dest: cfg.group,
+        let wire = match cfg.tx {
+            MdTx::Udp => {
+                let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+                s.set_nonblocking(true)?;
+                s.set_multicast_ttl_v4(cfg.ttl)?;
+                s.set_multicast_loop_v4(cfg.mcast_loop)?;
+                if let Some(a) = cfg.iface.as_deref().map(resolve_iface).transpose()? {
+                    s.set_multicast_if_v4(&a)?;
+                    s.bind(&SocketAddrV4::new(a, 0).into())?;
+                }
+                Wire::Udp {
+                    sock: s.into(),
+                    dest: cfg.group,
+                }
+            }
+            MdTx::Packet => {
+                let name = cfg.iface.as_deref().ok_or_else(|| {
+                    io::Error::other("--md-tx packet needs --md-iface with an interface name")
+                })?;
+                let info = hostsys::iface::iface_info(name)?;
+                let ifindex = mmsg::ifindex(name)?;
+                let fd = mmsg::open_packet_tx(ifindex)?;
+                // The source port: the group's, a fixed and recognisable choice (nothing
+                // listens for replies to market data).
+                let src = SocketAddrV4::new(info.ip, cfg.group.port());
+                let ttl = u8::try_from(cfg.ttl).unwrap_or(u8::MAX);
+                Wire::Packet {
+                    fd,
+                    ifindex,
+                    header: FrameHeader::new(info.mac, src, cfg.group, ttl),
+                    max_payload: info.mtu.saturating_sub(28),
+                }
+            }
+        };
+        let me = Self {
+            wire,
             tx_timestamps: cfg.tx_timestamps,
             counter: 0,
+            last_id: None,
             pending: VecDeque::new(),
             ts_missing: 0,
-        })
+            stamped: 0,
+        };
+        if cfg.tx_timestamps {
+            sys::enable_tx_timestamps_on_request(me.fd())?;
+        }
+        Ok(me)
     }
 
-    /// The socket (to register with the event loop).
-    pub fn socket(&self) -> &UdpSocket {
-        &self.sock
+    fn fd(&self) -> RawFd {
+        match &self.wire {
+            Wire::Udp { sock, .. } => sock.as_raw_fd(),
+            Wire::Packet { fd, .. } => fd.as_raw_fd(),
+        }
     }
 
-    /// Sends due packets in one `sendmmsg`, in order, each tagged with its
-    /// `local_timestamp` (`ids`, one per packet); returns how many the kernel took (the
-    /// rest, in order, are the caller's to retry; 0 when its buffer was full).
+    /// The socket's descriptor (to register with the event loop: its error queue).
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd()
+    }
+
+    /// The largest payload one packet may carry (the frame sender's: the MTU's).
+    pub fn max_payload(&self) -> usize {
+        match &self.wire {
+            Wire::Udp { .. } => 65_507,
+            Wire::Packet { max_payload, .. } => *max_payload,
+        }
+    }
+
+    /// Makes a packet ready to send: `slot[HEADROOM..HEADROOM + len]` is its payload. The
+    /// frame sender writes its headers in front; returns the bytes to send.
+    pub fn frame(&mut self, slot: &mut [u8], len: usize) -> Range<usize> {
+        match &mut self.wire {
+            Wire::Udp { .. } => HEADROOM..HEADROOM + len,
+            Wire::Packet { header, .. } => {
+                if let Some(h) = slot.first_chunk_mut::<HEADROOM>() {
+                    header.write(h, u16::try_from(len).unwrap_or(u16::MAX));
+                }
+                0..HEADROOM + len
+            }
+        }
+    }
+
+    /// Sends due packets (made by [`Self::frame`]) in one `sendmmsg`, in order, each tagged
+    /// with its `local_timestamp` (`ids`, one per packet); returns how many the kernel took
+    /// (the rest, in order, are the caller's to retry; 0 when its buffer was full).
     pub fn send_batch(&mut self, pkts: &[&[u8]], ids: &[u64]) -> io::Result<usize> {
-        let n = hostsys::socket::send_to_batch(self.sock.as_raw_fd(), pkts, self.dest)?;
+        let n = pkts.len().min(BATCH).min(ids.len());
+        let mut keys = [None; BATCH];
         if self.tx_timestamps {
-            for &id in &ids[..n.min(ids.len())] {
-                self.pending.push_back((self.counter, id));
-                self.counter = self.counter.wrapping_add(1);
+            let mut last = self.last_id;
+            let mut k = self.counter;
+            for (key, &id) in keys.iter_mut().zip(&ids[..n]) {
+                if last != Some(id) {
+                    *key = Some(k);
+                    k = k.wrapping_add(1);
+                }
+                last = Some(id);
+            }
+        }
+        let (fd, dest) = match &self.wire {
+            Wire::Udp { sock, dest } => (sock.as_raw_fd(), Dest::Ip(*dest)),
+            Wire::Packet { fd, ifindex, .. } => (fd.as_raw_fd(), Dest::Link { ifindex: *ifindex }),
+        };
+        let sent = mmsg::send_batch(fd, dest, &pkts[..n], &keys[..n]).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EINVAL) && self.tx_timestamps {
+                io::Error::other(format!(
+                    "{e}: per-message TX stamps need Linux 6.13 or later (SCM_TS_OPT_ID); \
+                     run the exchange with --no-tx-timestamps on older kernels"
+                ))
+            } else {
+                e
+            }
+        })?;
+        for (key, &id) in keys[..sent].iter().zip(&ids[..sent]) {
+            self.last_id = Some(id);
+            if let Some(k) = *key {
+                self.counter = k.wrapping_add(1);
+                self.stamped += 1;
+                self.pending.push_back((k, id));
                 if self.pending.len() > 1 << 16 {
                     self.pending.pop_front();
                     self.ts_missing += 1;
                 }
             }
         }
-        Ok(n)
+        Ok(sent)
     }
 
     /// Reads every queued TX timestamp, calling `f(id, realtime_ns)` for each (up to 32
@@ -97,7 +302,7 @@ impl MdPublisher {
         }
         let mut got = [(0u32, 0u64); sys::TS_BATCH];
         loop {
-            let n = sys::read_tx_timestamps(self.sock.as_raw_fd(), &mut got)?;
+            let n = sys::read_tx_timestamps(self.fd(), &mut got)?;
             for &(key, ns) in &got[..n] {
                 self.match_stamp(key, ns, &mut f);
             }
@@ -107,7 +312,7 @@ impl MdPublisher {
         }
     }
 
-    /// Ties one stamp to the packet it was taken for (by the socket's send counter).
+    /// Ties one stamp to the packet it was taken for (by its key).
     fn match_stamp(&mut self, key: u32, ns: u64, f: &mut impl FnMut(u64, u64)) {
         if key == u32::MAX && ns == 0 {
             return;
@@ -128,10 +333,12 @@ impl MdPublisher {
         }
     }
 
-    /// Forgets timestamps still expected (end of session), counting them as missing.
+    /// Forgets timestamps still expected (end of session), counting them as missing; the
+    /// next session's first packet opens its id again.
     pub fn reset_pending(&mut self) {
         self.ts_missing += self.pending.len() as u64;
         self.pending.clear();
+        self.last_id = None;
     }
 }
 
@@ -142,4 +349,50 @@ pub fn resolve_iface(spec: &str) -> io::Result<Ipv4Addr> {
         return Ok(a);
     }
     hostsys::iface::iface_ipv4(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_header_parses_back_with_a_valid_checksum() {
+        let group = SocketAddrV4::new(Ipv4Addr::new(239, 255, 0, 1), 12345);
+        let src = SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 1), 12345);
+        let mut h = FrameHeader::new([2, 0, 0, 0, 0, 1], src, group, 1);
+        let payload = b"deribit,BTC-PERPETUAL,1,2,false,ask,6593.5,20750";
+        let mut frame = vec![0u8; HEADROOM + payload.len()];
+        frame[HEADROOM..].copy_from_slice(payload);
+        for id in 0..3u16 {
+            let (hdr, _) = frame.split_first_chunk_mut::<HEADROOM>().expect("room");
+            h.write(hdr, payload.len() as u16);
+            let p = etherparse::SlicedPacket::from_ethernet(&frame).expect("parses");
+            let Some(etherparse::LinkSlice::Ethernet2(eth)) = p.link else {
+                panic!("ethernet")
+            };
+            assert_eq!(eth.destination(), [0x01, 0x00, 0x5e, 0x7f, 0, 1]);
+            let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else {
+                panic!("ipv4")
+            };
+            let iph = ip.header().to_header();
+            assert_eq!(iph.calc_header_checksum(), iph.header_checksum);
+            assert_eq!(iph.identification, id);
+            assert_eq!(iph.source, src.ip().octets());
+            assert_eq!(iph.destination, group.ip().octets());
+            assert_eq!(iph.time_to_live, 1);
+            let Some(etherparse::TransportSlice::Udp(udp)) = p.transport else {
+                panic!("udp")
+            };
+            assert_eq!(udp.destination_port(), 12345);
+            assert_eq!(udp.payload(), payload);
+        }
+    }
+
+    #[test]
+    fn md_tx_round_trips() {
+        for t in [MdTx::Udp, MdTx::Packet] {
+            assert_eq!(t.to_string().parse::<MdTx>(), Ok(t));
+        }
+        assert!("xdp".parse::<MdTx>().is_err());
+    }
 }

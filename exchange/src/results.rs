@@ -92,6 +92,10 @@ pub struct SessionCounters {
     pub unknown_trigger: u64,
     /// Kernel TX timestamps that never came back.
     pub tx_ts_missing: u64,
+    /// Packets sent with a kernel TX stamp asked: the first packet of each trigger id
+    /// (`local_timestamp`), the one tick-to-trade is measured from; the others carry none.
+    #[serde(default)]
+    pub tx_stamped: u64,
     /// Heartbeats received and discarded (`--heartbeats`; never orders).
     #[serde(default)]
     pub heartbeats: u64,

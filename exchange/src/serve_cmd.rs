@@ -13,6 +13,7 @@ pub struct ServeCmd {
     md_file: PathBuf,
     oe_listen: String,
     md_iface: Option<String>,
+    md_tx: Option<crate::md_publisher::MdTx>,
     pace: Option<String>,
     sessions: Option<u64>,
     results: Option<PathBuf>,
@@ -33,6 +34,7 @@ impl ServeCmd {
             md_file: md_file.to_owned(),
             oe_listen: oe_listen.to_owned(),
             md_iface: None,
+            md_tx: None,
             pace: None,
             sessions: None,
             results: None,
@@ -50,6 +52,12 @@ impl ServeCmd {
     /// `--md-iface`.
     pub fn md_iface(mut self, iface: &str) -> Self {
         self.md_iface = Some(iface.to_owned());
+        self
+    }
+
+    /// `--md-tx` (the market-data sender).
+    pub fn md_tx(mut self, tx: crate::md_publisher::MdTx) -> Self {
+        self.md_tx = Some(tx);
         self
     }
 
@@ -133,6 +141,9 @@ impl ServeCmd {
         let dur = |d: Duration| OsString::from(humantime::format_duration(d).to_string());
         if let Some(i) = &self.md_iface {
             flag("--md-iface", i.into());
+        }
+        if let Some(t) = self.md_tx {
+            flag("--md-tx", t.to_string().into());
         }
         if let Some(p) = &self.pace {
             flag("--pace", p.into());

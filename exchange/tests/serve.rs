@@ -424,9 +424,11 @@ fn heartbeats_are_counted_and_never_orders() {
     }
 }
 
-/// The batched publisher at `--pace max` (up to 32 packets per `sendmmsg`): every line of
+/// The batched publisher at `--pace max` (up to 64 packets per `sendmmsg`), with each
+/// market-data sender (a UDP socket; AF_PACKET frames the exchange builds): every line of
 /// the file arrives once, in file order, byte for byte; the exchange's count equals what
-/// arrived; every packet's kernel TX stamp came back (none missing).
+/// arrived; exactly the first packet of each trigger id was stamped, and every stamp came
+/// back (none missing).
 #[test]
 fn batch_publisher_sends_every_line_once_in_order() {
     if skip() {
@@ -448,41 +450,68 @@ fn batch_publisher_sends_every_line_once_in_order() {
             .map(|l| l.as_bytes().to_vec())
             .collect()
     };
-    let lab = VethLab::new("exb").expect("lab");
-    let ex = Exchange::start(
-        &lab,
-        &md_file,
-        dir.path(),
-        &["--pace", "max", "--sessions", "1", "--grace", "300ms"],
+    // The packets that open a trigger id: the first line with each local_timestamp.
+    let ids: Vec<u64> = want
+        .iter()
+        .map(|l| proto::md::parse_line(l, 0).expect("valid").local_timestamp)
+        .collect();
+    let openings = 1 + ids.windows(2).filter(|w| w[0] != w[1]).count() as u64;
+    assert!(
+        openings < ids.len() as u64,
+        "the file shares ids between lines"
     );
-    let got = lab
-        .strategy
-        .spawn(move || {
-            let md = join_group();
-            let _oe = connect();
-            let mut buf = [0u8; 2048];
-            let mut got = Vec::new();
-            while let Ok(n) = md.recv(&mut buf) {
-                got.push(buf[..n].to_vec());
-            }
-            got
-        })
-        .expect("spawn")
-        .join()
-        .expect("client");
-    let (summaries, log) = ex.wait(Duration::from_secs(30));
-    let s = &summaries[0];
-    assert_eq!(
-        got.len() as u64,
-        s.counters.packets_sent,
-        "the exchange counts what it sent"
-    );
-    assert_eq!(got.len(), want.len(), "every line once\n{log}");
-    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert_eq!(g, w, "line {} in file order", i + 2);
+    for tx in ["udp", "packet"] {
+        let sub = dir.path().join(tx);
+        std::fs::create_dir_all(&sub).expect("dir");
+        let lab = VethLab::new("exb").expect("lab");
+        let ex = Exchange::start(
+            &lab,
+            &md_file,
+            &sub,
+            &[
+                "--pace",
+                "max",
+                "--sessions",
+                "1",
+                "--grace",
+                "300ms",
+                "--md-tx",
+                tx,
+            ],
+        );
+        let got = lab
+            .strategy
+            .spawn(move || {
+                let md = join_group();
+                let _oe = connect();
+                let mut buf = [0u8; 2048];
+                let mut got = Vec::new();
+                while let Ok(n) = md.recv(&mut buf) {
+                    got.push(buf[..n].to_vec());
+                }
+                got
+            })
+            .expect("spawn")
+            .join()
+            .expect("client");
+        let (summaries, log) = ex.wait(Duration::from_secs(30));
+        let s = &summaries[0];
+        assert_eq!(
+            got.len() as u64,
+            s.counters.packets_sent,
+            "{tx}: the exchange counts what it sent"
+        );
+        assert_eq!(got.len(), want.len(), "{tx}: every line once\n{log}");
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g, w, "{tx}: line {} in file order", i + 2);
+        }
+        assert_eq!(
+            s.counters.tx_stamped, openings,
+            "{tx}: the first packet of each id stamped, no other"
+        );
+        assert_eq!(
+            s.counters.tx_ts_missing, 0,
+            "{tx}: every stamp asked came back"
+        );
     }
-    assert_eq!(
-        s.counters.tx_ts_missing, 0,
-        "every packet's TX stamp came back"
-    );
 }

@@ -46,6 +46,14 @@ pub fn enable_tx_timestamps(fd: RawFd) -> io::Result<()> {
     )
 }
 
+/// Kernel software TX timestamps on `fd` only for the messages that ask for one, each with
+/// the key the message gave (sent with [`crate::mmsg::send_batch`]; read with
+/// [`read_tx_timestamps`]). Fails on kernels before 6.13 (no `SCM_TS_OPT_ID`) only when a
+/// message asks: callers probe with [`crate::mmsg::send_batch`] once.
+pub fn enable_tx_timestamps_on_request(fd: RawFd) -> io::Result<()> {
+    set_timestamping(fd, flags::SOFTWARE | flags::OPT_ID | flags::OPT_TSONLY)
+}
+
 #[repr(C, align(8))]
 struct CmsgBuf([u8; 256]);
 
@@ -110,10 +118,15 @@ pub fn for_each_cmsg(msg: &libc::msghdr, mut f: impl FnMut(i32, i32, &[u8])) {
 const SO_EE_ORIGIN_ZEROCOPY: u8 = 5;
 const SO_EE_CODE_ZEROCOPY_COPIED: u8 = 1;
 
-/// The `sock_extended_err` of an IP_RECVERR/IPV6_RECVERR control message, if `data` is one.
+/// `PACKET_TX_TIMESTAMP` (linux/if_packet.h): an AF_PACKET socket's error-queue message.
+const PACKET_TX_TIMESTAMP: i32 = 16;
+
+/// The `sock_extended_err` of an IP_RECVERR/IPV6_RECVERR (or, on an AF_PACKET socket,
+/// PACKET_TX_TIMESTAMP) control message, if `data` is one.
 fn extended_err(level: i32, ty: i32, data: &[u8]) -> Option<libc::sock_extended_err> {
     let is_err = (level == libc::SOL_IP && ty == libc::IP_RECVERR)
-        || (level == libc::SOL_IPV6 && ty == libc::IPV6_RECVERR);
+        || (level == libc::SOL_IPV6 && ty == libc::IPV6_RECVERR)
+        || (level == libc::SOL_PACKET && ty == PACKET_TX_TIMESTAMP);
     if !is_err || data.len() < size_of::<libc::sock_extended_err>() {
         return None;
     }

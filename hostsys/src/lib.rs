@@ -1,5 +1,6 @@
 //! The raw Linux calls the exchange and the strategy share, in one place (mio's `sys`):
 //! clocks ([`clock`]), socket options and non-blocking sends and receives ([`socket`]),
+//! batched sends with per-message TX stamps ([`mmsg`]),
 //! the error queue with its control messages ([`errqueue`]: MSG_ZEROCOPY completions and
 //! SO_TIMESTAMPING stamps), interfaces ([`iface`]), scheduling ([`sched`]) and process
 //! counters ([`procfs`]), dropping root after set-up ([`privilege`]), signals to children
@@ -27,6 +28,7 @@ pub mod bpf;
 pub mod clock;
 pub mod errqueue;
 pub mod iface;
+pub mod mmsg;
 pub mod privilege;
 pub mod procfs;
 pub mod sched;

@@ -1,25 +1,42 @@
 //! The publisher benchmark (`cargo xtask bench-exchange`): maximum rate and pacing error.
 //!
 //! Runs `exchange serve` in a namespace of a fresh veth pair with a sink client in the
-//! other (joins the group, connects, reads until the session ends), once with `--pace max`
-//! and once with `--pace rate:PPS`, and prints packets/s and the pacing error percentiles
-//! (actual minus scheduled send time) from the exchange's own session summary. First, in
-//! the same run, the machine's own ceiling for the publisher's kind of sender: a bare
-//! `sendmmsg` loop of 75-byte datagrams in batches of 32 to the same group over the same
-//! veth, pinned to the same CPU, with no pacing, formatting or stamps (the sink counts what
-//! arrives), so the publisher's rate reads as a fraction of what this machine allows.
+//! other (joins the group, connects, reads until the session ends, and checks every
+//! datagram against the file: each line once, in file order), with `--pace max` for both
+//! market-data senders (`--md-tx udp` and `packet`) and with `--pace rate:PPS` for the
+//! frame sender, and prints packets/s and the pacing error percentiles (actual minus
+//! scheduled send time) from the exchange's own session summary. First, in the same run,
+//! the machine's own ceiling for each kind of sender: a bare loop of 75-byte payloads in
+//! `sendmmsg` batches of 64 (UDP datagrams, and AF_PACKET frames with PACKET_QDISC_BYPASS)
+//! to the same group over the same veth, pinned to the same CPU, with no pacing,
+//! formatting or stamps (the sink counts what arrives), so the publisher's rate reads as a
+//! fraction of what this machine allows for its kind.
 
-use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use exchange::md_publisher::{FrameHeader, MdTx, HEADROOM};
 use exchange::results::read_summaries;
+use hostsys::mmsg::{self, Dest};
 use netlab::VethLab;
 
 use crate::data::{default_md_file, ensure_md_file};
 use crate::Env;
+
+const GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 0, 1), 12345);
+
+/// What the sink saw: datagrams, and how many of them were the file's next line.
+#[derive(Debug, Default)]
+struct Sink {
+    got: u64,
+    in_order: u64,
+    /// Index (0-based) of the first datagram that was not the next line.
+    first_mismatch: Option<u64>,
+}
 
 /// Runs it at `rate` packets/s (and at `--pace max`).
 pub fn run(env: &Env, rate: u32) -> Result<()> {
@@ -27,20 +44,42 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
         bail!("the benchmark creates network namespaces: run it as root");
     }
     let md = ensure_md_file(&default_md_file(env), false)?;
+    let lines = std::sync::Arc::new(file_lines(&md)?);
     let dir = env.results_root().join("bench-exchange");
     std::fs::create_dir_all(&dir)?;
     println!(
-        "{:<14}{:>10}{:>12}{:>10}{:>10}{:>10}{:>10}{:>8}{:>9}",
-        "pace", "packets", "pkts/s", "err p50", "err p90", "err p99", "err max", "late", "retries"
+        "{:<22}{:>9}{:>11}{:>9}{:>9}{:>9}{:>9}{:>8}{:>8}{:>9}",
+        "pace / sender",
+        "packets",
+        "pkts/s",
+        "err p50",
+        "err p90",
+        "err p99",
+        "err max",
+        "late",
+        "retries",
+        "stamped"
     );
-    let ceiling = bare_ceiling()?;
-    println!(
-        "{:<14}{:>10}{:>12.0}   (bare sendmmsg x32 of 75-byte datagrams, CPU 0, no stamps; the sink got {})",
-        "ceiling", ceiling.0, ceiling.1, ceiling.2
-    );
-    for pace in ["max".to_owned(), format!("rate:{rate}")] {
+    let mut ceilings = Vec::new();
+    for tx in [MdTx::Udp, MdTx::Packet] {
+        let c = bare_ceiling(tx)?;
+        println!(
+            "{:<22}{:>9}{:>11.0}   (bare sendmmsg x64 of 75-byte payloads, CPU 0, no stamps; the sink got {})",
+            format!("ceiling {tx}"),
+            c.0,
+            c.1,
+            c.2
+        );
+        ceilings.push((tx, c.1));
+    }
+    let runs = [
+        ("max".to_owned(), MdTx::Udp),
+        ("max".to_owned(), MdTx::Packet),
+        (format!("rate:{rate}"), MdTx::Packet),
+    ];
+    for (pace, tx) in runs {
         let lab = VethLab::new("bex").context("namespaces")?;
-        let summary = dir.join(format!("{}.jsonl", pace.replace(':', "-")));
+        let summary = dir.join(format!("{}-{tx}.jsonl", pace.replace(':', "-")));
         let _ = std::fs::remove_file(&summary);
         let mut child = lab
             .exchange
@@ -50,6 +89,7 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
             .args(
                 exchange::serve_cmd::ServeCmd::new(&md, "10.77.0.1:9012")
                     .md_iface("vx0")
+                    .md_tx(tx)
                     .sessions(1)
                     .spin(true)
                     .quiet_orders(true)
@@ -63,40 +103,10 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
             .stderr(Stdio::null())
             .spawn()
             .context("starting the exchange")?;
-        let sink = lab.strategy.spawn(|| -> std::io::Result<u64> {
-            let group = Ipv4Addr::new(239, 255, 0, 1);
-            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
-            s.set_reuse_address(true)?;
-            s.bind(&SocketAddrV4::new(group, 12345).into())?;
-            s.join_multicast_v4(&group, &Ipv4Addr::new(10, 77, 0, 2))?;
-            let u: UdpSocket = s.into();
-            u.set_nonblocking(true)?;
-            let mut tcp = None;
-            for _ in 0..200 {
-                if let Ok(t) = TcpStream::connect("10.77.0.1:9012") {
-                    tcp = Some(t);
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let mut tcp = tcp.ok_or_else(|| std::io::Error::other("exchange not reachable"))?;
-            tcp.set_nonblocking(true)?;
-            let (mut buf, mut one, mut n) = ([0u8; 2048], [0u8; 1], 0u64);
-            loop {
-                while u.recv(&mut buf).is_ok() {
-                    n += 1;
-                }
-                match tcp.read(&mut one) {
-                    Ok(0) => return Ok(n),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_micros(200))
-                    }
-                    Err(e) => return Err(e),
-                    Ok(_) => {}
-                }
-            }
-        })?;
-        let received = sink
+        let expect = lines.clone();
+        let sink = lab
+            .strategy
+            .spawn(move || checking_sink(&expect))?
             .join()
             .map_err(|_| anyhow::anyhow!("sink panicked"))??;
         let status = child.wait()?;
@@ -109,54 +119,124 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
             .next()
             .context("no summary")?;
         let us = |v: u64| v as f64 / 1e3;
+        let pps = s.counters.packets_sent as f64 / s.publish_s.max(1e-9);
         println!(
-            "{:<14}{:>10}{:>12.0}{:>10.1}{:>10.1}{:>10.1}{:>10.1}{:>8}{:>9}",
-            pace,
+            "{:<22}{:>9}{:>11.0}{:>9.1}{:>9.1}{:>9.1}{:>9.1}{:>8}{:>8}{:>9}",
+            format!("{pace} {tx}"),
             s.counters.packets_sent,
-            s.counters.packets_sent as f64 / s.publish_s.max(1e-9),
+            pps,
             us(s.pacing_error_ns.p50),
             us(s.pacing_error_ns.p90),
             us(s.pacing_error_ns.p99),
             us(s.pacing_error_ns.max),
             s.counters.late,
-            s.counters.send_retries
+            s.counters.send_retries,
+            s.counters.tx_stamped
         );
+        let of_ceiling = ceilings
+            .iter()
+            .find(|c| c.0 == tx)
+            .filter(|_| pace == "max")
+            .map(|c| format!("; x{:.2} of the {tx} ceiling", pps / c.1))
+            .unwrap_or_default();
         println!(
-            "{:<14}(sink in the other namespace received {received} packets){}",
+            "{:<22}(the sink got {} of {} lines, {} the file's next line{}){of_ceiling}",
             "",
-            if pace == "max" {
-                format!(
-                    "; x{:.2} of the ceiling",
-                    s.counters.packets_sent as f64 / s.publish_s.max(1e-9) / ceiling.1
-                )
-            } else {
-                String::new()
-            }
+            sink.got,
+            lines.len(),
+            sink.in_order,
+            sink.first_mismatch
+                .map(|i| format!("; first out of order: datagram {i}"))
+                .unwrap_or_default()
         );
     }
     println!(
-        "pacing error in microseconds (actual - scheduled send time); results in {}",
+        "pacing error in microseconds (actual - scheduled send time); stamped: packets sent \
+         with a kernel TX stamp (the first of each trigger id); results in {}",
         dir.display()
     );
     Ok(())
 }
 
-/// The bare sender's `(packets, packets/s, received by the sink)`: 500,000 datagrams of 75
-/// bytes in `sendmmsg` batches of 32 from CPU 0, on a fresh veth pair like the exchange's.
-fn bare_ceiling() -> Result<(u64, f64, u64)> {
-    const PACKETS: u64 = 500_000;
+/// Every well-formed line of the file, in order (what the sink must see).
+fn file_lines(md: &Path) -> Result<Vec<Vec<u8>>> {
+    let mut r = mdfile::MdReader::open(md)?;
+    let mut out = Vec::new();
+    while r.next_raw()? {
+        if proto::md::parse_line(r.line(), r.amount_decimals()).is_ok() {
+            out.push(r.line().to_vec());
+        }
+    }
+    Ok(out)
+}
+
+/// Joins the group, connects to the exchange and reads until the session ends, comparing
+/// each datagram with the file's next line.
+fn checking_sink(lines: &[Vec<u8>]) -> std::io::Result<Sink> {
+    let u = join_group()?;
+    let mut tcp = None;
+    for _ in 0..200 {
+        if let Ok(t) = TcpStream::connect("10.77.0.1:9012") {
+            tcp = Some(t);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let tcp = tcp.ok_or_else(|| std::io::Error::other("exchange not reachable"))?;
+    tcp.set_nonblocking(true)?;
+    let (mut buf, mut one) = ([0u8; 2048], [0u8; 1]);
+    let mut s = Sink::default();
+    let mut next = 0usize;
+    loop {
+        while let Ok(n) = u.recv(&mut buf) {
+            if lines.get(next).is_some_and(|l| l[..] == buf[..n]) {
+                s.in_order += 1;
+            } else if s.first_mismatch.is_none() {
+                s.first_mismatch = Some(s.got);
+            }
+            // Resynchronise on the line this one was, to count the rest fairly.
+            next = if lines.get(next).is_some_and(|l| l[..] == buf[..n]) {
+                next + 1
+            } else {
+                lines[next..]
+                    .iter()
+                    .position(|l| l[..] == buf[..n])
+                    .map_or(next, |p| next + p + 1)
+            };
+            s.got += 1;
+        }
+        match std::io::Read::read(&mut &tcp, &mut one) {
+            Ok(0) => return Ok(s),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_micros(200))
+            }
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+    }
+}
+
+fn join_group() -> std::io::Result<UdpSocket> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+    s.set_reuse_address(true)?;
+    let _ = s.set_recv_buffer_size(8 << 20);
+    s.bind(&GROUP.into())?;
+    s.join_multicast_v4(GROUP.ip(), &Ipv4Addr::new(10, 77, 0, 2))?;
+    let u: UdpSocket = s.into();
+    u.set_nonblocking(true)?;
+    Ok(u)
+}
+
+/// The bare sender's `(packets, packets/s, received by the sink)`: 1,000,000 payloads of
+/// 75 bytes in `sendmmsg` batches of 64 from CPU 0, on a fresh veth pair like the
+/// exchange's, as UDP datagrams or as AF_PACKET frames (QDISC_BYPASS).
+fn bare_ceiling(tx: MdTx) -> Result<(u64, f64, u64)> {
+    const PACKETS: u64 = 1_000_000;
     let lab = VethLab::new("bcl").context("namespaces")?;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop_sink = stop.clone();
     let sink = lab.strategy.spawn(move || -> std::io::Result<u64> {
-        let group = Ipv4Addr::new(239, 255, 0, 1);
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
-        s.set_reuse_address(true)?;
-        let _ = s.set_recv_buffer_size(8 << 20);
-        s.bind(&SocketAddrV4::new(group, 12345).into())?;
-        s.join_multicast_v4(&group, &Ipv4Addr::new(10, 77, 0, 2))?;
-        let u: UdpSocket = s.into();
-        u.set_nonblocking(true)?;
+        let u = join_group()?;
         let (mut buf, mut n) = ([0u8; 2048], 0u64);
         while !stop_sink.load(std::sync::atomic::Ordering::Relaxed) {
             while u.recv(&mut buf).is_ok() {
@@ -171,18 +251,35 @@ fn bare_ceiling() -> Result<(u64, f64, u64)> {
     std::thread::sleep(Duration::from_millis(100));
     let sender = lab.exchange.spawn(move || -> std::io::Result<(u64, f64)> {
         hostsys::sched::pin_cpu(0)?;
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
-        s.set_multicast_if_v4(&Ipv4Addr::new(10, 77, 0, 1))?;
-        s.set_nonblocking(true)?;
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&s);
-        let pkt = [b'x'; 75];
-        let batch: [&[u8]; 32] = [&pkt; 32];
-        let dest = SocketAddrV4::new(Ipv4Addr::new(239, 255, 0, 1), 12345);
+        let src = Ipv4Addr::new(10, 77, 0, 1);
+        let mut frame = [b'x'; HEADROOM + 75];
+        let (fd, dest, bytes): (std::os::fd::OwnedFd, Dest, &[u8]) = match tx {
+            MdTx::Udp => {
+                let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+                s.set_multicast_if_v4(&src)?;
+                s.set_nonblocking(true)?;
+                (s.into(), Dest::Ip(GROUP), &frame[HEADROOM..])
+            }
+            MdTx::Packet => {
+                let ifindex = mmsg::ifindex("vx0")?;
+                let mac = hostsys::iface::iface_mac("vx0")?;
+                let mut h = FrameHeader::new(mac, SocketAddrV4::new(src, 12345), GROUP, 1);
+                if let Some(hdr) = frame.first_chunk_mut::<HEADROOM>() {
+                    h.write(hdr, 75);
+                }
+                (
+                    mmsg::open_packet_tx(ifindex)?,
+                    Dest::Link { ifindex },
+                    &frame,
+                )
+            }
+        };
+        let batch: [&[u8]; mmsg::BATCH] = [bytes; mmsg::BATCH];
         let t0 = std::time::Instant::now();
         let mut sent = 0u64;
         while sent < PACKETS {
-            let want = usize::try_from((PACKETS - sent).min(32)).unwrap_or(32);
-            sent += hostsys::socket::send_to_batch(fd, &batch[..want], dest)? as u64;
+            let want = usize::try_from((PACKETS - sent).min(64)).unwrap_or(64);
+            sent += mmsg::send_batch(fd.as_raw_fd(), dest, &batch[..want], &[])? as u64;
         }
         Ok((sent, sent as f64 / t0.elapsed().as_secs_f64()))
     })?;

@@ -100,6 +100,11 @@ pub struct LabArgs {
     /// veth).
     #[arg(long = "veth-tune", value_delimiter = ',')]
     pub veth_tune: Vec<String>,
+    /// The exchange's market-data sender: udp (a UDP socket) or packet (AF_PACKET frames
+    /// with PACKET_QDISC_BYPASS: the higher rates). Default: packet under --load, udp
+    /// otherwise.
+    #[arg(long)]
+    pub md_tx: Option<exchange::md_publisher::MdTx>,
     /// Extra flags for every `exchange serve` (e.g. "--spin").
     #[arg(long, default_value = "", allow_hyphen_values = true)]
     pub exchange_flags: String,
@@ -264,6 +269,11 @@ impl LabArgs {
             exchange_warm: self.exchange_warm,
             veth_tunes: self.veth_tune.clone(),
             loads: self.load.clone(),
+            md_tx: self.md_tx.unwrap_or(if self.load.is_empty() {
+                exchange::md_publisher::MdTx::Udp
+            } else {
+                exchange::md_publisher::MdTx::Packet
+            }),
         })
     }
 }

@@ -118,6 +118,8 @@ pub struct LabConfig {
     /// Feed rates around the triggers, packets/s (`--load`; 0: the `pace` feed); empty: no
     /// load axis ([`load`]).
     pub loads: Vec<u32>,
+    /// The exchange's market-data sender (`--md-tx`).
+    pub md_tx: exchange::md_publisher::MdTx,
 }
 
 impl Default for LabConfig {
@@ -145,6 +147,7 @@ impl Default for LabConfig {
             exchange_warm: None,
             veth_tunes: Vec::new(),
             loads: Vec::new(),
+            md_tx: exchange::md_publisher::MdTx::Udp,
         }
     }
 }

@@ -399,6 +399,7 @@ fn one_run(
 fn spawn_exchange(ctx: &RunCtx<'_>, lab: &VethLab, tag: &str) -> Result<Proc> {
     let serve = exchange::serve_cmd::ServeCmd::new(ctx.md_file, "10.77.0.1:9012")
         .md_iface(VethLab::EXCHANGE_IF)
+        .md_tx(ctx.a.md_tx)
         .sessions(1)
         .spin(true)
         .quiet_orders(true)

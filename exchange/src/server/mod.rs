@@ -43,8 +43,8 @@ mod rx_warm;
 const LISTENER: Token = Token(0);
 const CONN: Token = Token(1);
 const MD: Token = Token(2);
-/// Packets sent per loop turn at most, so orders are read between batches.
-const SEND_BATCH: usize = 32;
+/// Packets sent per loop turn at most (one `sendmmsg`), so orders are read between batches.
+const SEND_BATCH: usize = crate::md_publisher::BATCH;
 /// Below this distance to the next deadline the loop spins instead of sleeping.
 const SPIN_WINDOW_NS: u64 = 1_500_000;
 
@@ -207,7 +207,7 @@ impl Server {
             shutdown,
             rx_warm,
         };
-        let fd = server.md.socket().as_raw_fd();
+        let fd = server.md.raw_fd();
         // mio only borrows the fd for registration; the std socket keeps ownership.
         let mut md_src = mio::unix::SourceFd(&fd);
         server
@@ -356,6 +356,7 @@ impl Server {
         let ts_missing = self.md.ts_missing;
         let mut stats = SessionStats::new(self.sessions, peer.to_string(), now);
         stats.counters.tx_ts_missing = ts_missing; // baseline, subtracted at the end
+        stats.counters.tx_stamped = self.md.stamped; // likewise
         self.session = Some(Session {
             conn,
             reader: Some(reader),
@@ -391,6 +392,7 @@ impl Server {
         }
         s.stats.end_ns = mono_ns();
         s.stats.counters.tx_ts_missing = self.md.ts_missing - s.stats.counters.tx_ts_missing;
+        s.stats.counters.tx_stamped = self.md.stamped - s.stats.counters.tx_stamped;
         let summary = s.stats.summary(reason);
         let _ = summary.print(&mut self.out);
         if let Ok(json) = serde_json::to_string(&summary) {

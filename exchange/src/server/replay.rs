@@ -7,6 +7,7 @@ use tracing::{error, info, warn};
 
 use super::{Pending, Phase, SendTimes, Server, Session, SEND_BATCH};
 use crate::formatter::PacketFormatter;
+use crate::md_publisher::HEADROOM;
 use crate::results::EndReason;
 use mdfile::ReadError;
 
@@ -58,7 +59,8 @@ impl Server {
         }
         let now = mono_ns();
         while s.queue.len() < SEND_BATCH && s.queue.last().is_none_or(|p| p.deadline <= now) {
-            let slot = &mut self.pkts[s.queue.len()][..];
+            let max = HEADROOM + self.md.max_payload().min(self.pkts[0].len() - HEADROOM);
+            let slot = &mut self.pkts[s.queue.len()][HEADROOM..max];
             match next_packet(s, self.formatter.as_mut(), slot) {
                 Ok(Some(p)) => s.queue.push(p),
                 Ok(None) => {
@@ -90,9 +92,13 @@ impl Server {
         let s = self.session.as_mut()?;
         let mut bufs: [&[u8]; SEND_BATCH] = [&[]; SEND_BATCH];
         let mut ids = [0u64; SEND_BATCH];
+        let mut ranges = [const { 0..0 }; SEND_BATCH];
         for (i, p) in s.queue[..due].iter().enumerate() {
-            bufs[i] = &self.pkts[i][..p.len];
+            ranges[i] = self.md.frame(&mut self.pkts[i], p.len);
             ids[i] = p.id;
+        }
+        for (i, r) in ranges[..due].iter().enumerate() {
+            bufs[i] = &self.pkts[i][r.clone()];
         }
         let sent = match self.md.send_batch(&bufs[..due], &ids[..due]) {
             Ok(n) => n,
@@ -138,9 +144,9 @@ impl Server {
         // The unsent packets (and a read-ahead one not yet due) move to the front, in order.
         let rest = if sent == 0 { 0 } else { s.queue.len() - sent };
         for i in 0..rest {
-            let len = s.queue[sent + i].len;
+            let end = HEADROOM + s.queue[sent + i].len;
             let (front, back) = self.pkts.split_at_mut(sent + i);
-            front[i][..len].copy_from_slice(&back[0][..len]);
+            front[i][HEADROOM..end].copy_from_slice(&back[0][HEADROOM..end]);
         }
         s.queue.drain(..sent);
         Some(sent)
