@@ -62,7 +62,10 @@ fn packet_socket_stamps_only_the_frames_that_ask_with_their_keys() {
     let dest = Dest::Link {
         ifindex: ifindex("lo").expect("test set-up"),
     };
-    assert_eq!(send_batch(fd.as_raw_fd(), dest, &pkts, &ks).expect("test set-up"), 4);
+    assert_eq!(
+        send_batch(fd.as_raw_fd(), dest, &pkts, &ks).expect("test set-up"),
+        4
+    );
     assert_eq!(keys(fd.as_raw_fd(), 2), [11, 12]);
 }
 

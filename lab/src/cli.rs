@@ -83,6 +83,11 @@ pub struct LabArgs {
     /// packet, xdp-tx.
     #[arg(long, value_delimiter = ',', value_parser = lab::load::parse_rate)]
     pub load: Vec<u32>,
+    /// Each path's capacity: the highest feed rate with nothing lost and the oracle's
+    /// orders, found by a search (doubling from 50k/s, then bisection; one lab run per
+    /// probe, triggers 1 ms apart, --orders-per-gap of them). Paths as under --load.
+    #[arg(long, conflicts_with_all = ["md_file", "order_gap", "load", "microbursts", "vm", "sweep", "calibrate"])]
+    pub capacity: bool,
     /// Orders per gap file (with --order-gap; cut to fit 2 M lines under --load).
     #[arg(long, default_value_t = 100)]
     pub orders_per_gap: u64,
@@ -237,7 +242,9 @@ impl LabArgs {
         let paths = match &self.paths {
             Some(p) => p.clone(),
             None if classic => LabConfig::default().paths,
-            None if !self.load.is_empty() || self.microbursts => lab::parse_paths(LOAD_PATHS)?,
+            None if !self.load.is_empty() || self.microbursts || self.capacity => {
+                lab::parse_paths(LOAD_PATHS)?
+            }
             None => lab::parse_paths(HEADLINE_PATHS)?,
         };
         let order_gaps = match &self.order_gap {
@@ -269,11 +276,13 @@ impl LabArgs {
             exchange_warm: self.exchange_warm,
             veth_tunes: self.veth_tune.clone(),
             loads: self.load.clone(),
-            md_tx: self.md_tx.unwrap_or(if self.load.is_empty() {
-                exchange::md_publisher::MdTx::Udp
-            } else {
-                exchange::md_publisher::MdTx::Packet
-            }),
+            md_tx: self
+                .md_tx
+                .unwrap_or(if self.load.is_empty() && !self.capacity {
+                    exchange::md_publisher::MdTx::Udp
+                } else {
+                    exchange::md_publisher::MdTx::Packet
+                }),
         })
     }
 }
@@ -347,6 +356,9 @@ pub fn run(a: &LabArgs) -> Result<()> {
         let (dir, results) = lab::vm::run(&env, &cfg, &a.vm_args.config())?;
         lab::report::report(&dir, &results, &[])?;
         return lab::check(&dir, &results);
+    }
+    if a.capacity {
+        return lab::capacity::run(&env, &cfg).map(drop);
     }
     if let Some(spec) = &a.sweep {
         let sweep = lab::sweep::Sweep::parse(spec)?;

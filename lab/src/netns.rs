@@ -283,7 +283,7 @@ impl RunCtx<'_> {
 
 /// One run of one path: fresh namespaces, the exchange and the strategy for one session,
 /// the kernel counters of both sides, the oracle check.
-fn one_run(
+pub(crate) fn one_run(
     ctx: &RunCtx<'_>,
     (path, tune): (&PathSpec, Option<&crate::vm::tune::Tune>),
     run: u32,

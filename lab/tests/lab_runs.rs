@@ -175,6 +175,51 @@ fn load_axis_accounts_for_every_packet() -> Result<()> {
     Ok(())
 }
 
+/// Capacity as a search, on every path slowed to a known pace (`--md-work 10us`: under
+/// 100 k packets/s; a 64 KiB socket buffer on kernel sockets and io_uring): the search
+/// brackets a capacity on each; at the clean probe below it the orders equal the oracle's
+/// and nothing is lost; at the lossy probe above it packets are lost and every one is
+/// counted by the path (sent = handled + dropped; `capacity::run` fails otherwise), the
+/// orders differing only by what the drops explain.
+#[test]
+#[ignore = "needs root and the release binaries: cargo xtask test runs it"]
+fn capacity_search_brackets_every_path_with_every_packet_accounted() -> Result<()> {
+    if !ready() {
+        return Ok(());
+    }
+    let env = Env::workspace();
+    let dir = env.results_root().join("capacity-test");
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = LabConfig {
+        orders_per_gap: 30,
+        md_tx: exchange::md_publisher::MdTx::Packet,
+        strategy_flags: "--md-work 10us --md-rcvbuf 65536".into(),
+        ..test_lab(
+            &["kernel", "uring+defer+inline", "xdp", "packet", "xdp-tx"],
+            None,
+            dir.clone(),
+            "rate:5000",
+        )
+    };
+    let (_, table) = lab::capacity::run(&env, &cfg)?;
+    anyhow::ensure!(table.len() == 5, "every path searched");
+    for (path, c) in &table {
+        let clean = c.clean.with_context(|| format!("{path}: a clean probe"))?;
+        let lossy = c.lossy.with_context(|| format!("{path}: a lossy probe"))?;
+        anyhow::ensure!(
+            clean.equal && clean.lost == 0 && clean.accounted,
+            "{path}: below capacity, the oracle and no loss: {clean:?}"
+        );
+        anyhow::ensure!(
+            lossy.lost > 0 && lossy.accounted && lossy.offered > clean.offered,
+            "{path}: above capacity, losses counted: {lossy:?}"
+        );
+        anyhow::ensure!(!c.publisher_bound, "{path}: the path, not the publisher");
+    }
+    anyhow::ensure!(dir.join("capacity.csv").exists() && dir.join("capacity.txt").exists());
+    Ok(())
+}
+
 /// The report a person reads, rendered by real renderers: every SVG plot of a results folder
 /// through librsvg (`rsvg-convert`, a PNG each), and `report.html` in headless Chromium (its
 /// DOM after load must hold the tables and the inline plots; a screenshot is kept).

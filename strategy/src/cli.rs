@@ -175,6 +175,10 @@ pub struct SocketArgs {
     /// 8 MiB with SO_RCVBUFFORCE): a small one shows drops under a burst, counted.
     #[arg(long)]
     pub md_rcvbuf: Option<u32>,
+    /// Kernel path: read market data with recvmmsg, up to 32 waiting datagrams per call
+    /// (the lab's `kernel+mmsg`), instead of one recv per datagram.
+    #[arg(long)]
+    pub md_recvmmsg: bool,
 }
 
 /// The io_uring path's set-up (resolved into a plan: `net::uring::plan`).
@@ -300,6 +304,7 @@ impl RunArgs {
             },
             md_source: self.md_source.resolve(*self.exchange.ip()),
             md_rcvbuf: k.md_rcvbuf,
+            md_recvmmsg: k.md_recvmmsg,
         }
     }
 }

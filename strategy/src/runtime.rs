@@ -260,6 +260,7 @@ fn run_loop<P: NetPath>(a: &RunArgs, mut out: Outputs, mut path: P) -> Result<()
                 step_connecting(&mut path, &mut tally, since, &mut backoff)?
             }
             State::Running { since, udp_before } => {
+                let before = tally.stats.packets;
                 let mut hot = tally.hot(delays, md_work_ns);
                 let status = match path.poll(&mut hot) {
                     Ok(s) => s,
@@ -268,6 +269,8 @@ fn run_loop<P: NetPath>(a: &RunArgs, mut out: Outputs, mut path: P) -> Result<()
                         Status::Disconnected
                     }
                 };
+                let batch = tally.stats.packets - before;
+                tally.stats.rx_batches.record(batch);
                 if status == Status::Idle {
                     warm_turn(&mut path, &mut tally);
                 }

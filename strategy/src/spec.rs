@@ -49,11 +49,13 @@ pub enum Variant {
     SysSend,
     /// `xdp+huge`: the UMEM on huge pages.
     Huge,
+    /// `kernel+mmsg`: market data read with recvmmsg, up to 32 datagrams per call.
+    Mmsg,
 }
 
 impl Variant {
     /// Every variant.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::BusyPoll,
         Self::PreferBusyPoll,
         Self::ZeroCopy,
@@ -69,6 +71,7 @@ impl Variant {
         Self::Inline,
         Self::SysSend,
         Self::Huge,
+        Self::Mmsg,
     ];
 
     /// The name after the `+`.
@@ -89,13 +92,14 @@ impl Variant {
             Self::Inline => "inline",
             Self::SysSend => "syssend",
             Self::Huge => "huge",
+            Self::Mmsg => "mmsg",
         }
     }
 
     /// Does this variant exist on that kind of path?
     pub fn applies_to(self, kind: NetKind) -> bool {
         match self {
-            Self::BusyPoll | Self::PreferBusyPoll => kind == NetKind::Kernel,
+            Self::BusyPoll | Self::PreferBusyPoll | Self::Mmsg => kind == NetKind::Kernel,
             Self::ZeroCopy | Self::Tos | Self::Prio => {
                 matches!(kind, NetKind::Kernel | NetKind::Uring)
             }
@@ -131,6 +135,7 @@ impl Variant {
             Self::Inline => &["--uring-inline-recv"],
             Self::SysSend => &["--uring-send-syscall"],
             Self::Huge => &["--hugepages"],
+            Self::Mmsg => &["--md-recvmmsg"],
         }
     }
 }

@@ -121,7 +121,7 @@ fn orders_equal_the_oracle_on_every_path() {
     let md = small_file(dir.path(), 60_000);
     let want = oracle(&md);
     assert!(want.len() > 20);
-    for net in ["kernel", "uring", "xdp", "packet"] {
+    for net in ["kernel", "kernel+mmsg", "uring", "xdp", "packet"] {
         let lab = VethLab::new("e2e").expect("lab");
         let (csv, orders) = (
             dir.path().join(format!("{net}.ex.csv")),

@@ -110,6 +110,7 @@ fn no_path_allocates_in_its_busy_loop() {
     .expect("gen");
     let mut nets = vec![
         "kernel",
+        "kernel+mmsg",
         "uring",
         "uring+defer+inline",
         "uring+defer+inline+syssend",
@@ -167,6 +168,7 @@ fn no_path_allocates_in_its_busy_loop() {
             marks: Default::default(),
             md_source: None,
             md_rcvbuf: None,
+            md_recvmmsg: spec.has(Variant::Mmsg),
         };
         let worker = lab
             .strategy

@@ -182,6 +182,7 @@ fn strategy_session(
         marks: Default::default(),
         md_source: None,
         md_rcvbuf: None,
+        md_recvmmsg: false,
     });
     path.begin_connect().expect("connect");
     let t0 = Instant::now();

@@ -1,5 +1,5 @@
-//! What a gap's table adds per run from its counters: drops and the feed reached (under
-//! `--load`), tick-to-trade by trigger position (microbursts), and how many orders
+//! What a gap's table adds per run from its counters: drops, the feed reached and the
+//! packets per wake-up (under `--load`), tick-to-trade by trigger position (microbursts), and how many orders
 //! `xdp-tx`'s program sent itself.
 
 use crate::stats::pct;
@@ -22,6 +22,25 @@ pub(super) fn drop_lines(runs: &[&RunResult]) {
             e.counters.late,
             e.counters.packets_sent
         );
+        if let Some(b) = r.strategy.as_ref().map(|s| s.path.rx_batches) {
+            if let (Some(mean), Some(share)) = (b.mean(), b.batched_share()) {
+                println!(
+                    "  {}: packets per wake-up mean {mean:.2}, max {}; {:.0} % of packets came in batches of 2 or more (1 | 2-3 | 4-7 | 8-15 | 16-31 | 32-63 | 64+: {:?})",
+                    r.key,
+                    b.max,
+                    share * 100.0,
+                    [
+                        b.buckets[0],
+                        b.buckets[1],
+                        b.buckets[2],
+                        b.buckets[3],
+                        b.buckets[4],
+                        b.buckets[5],
+                        b.buckets[6] + b.buckets[7]
+                    ]
+                );
+            }
+        }
     }
     for r in runs {
         let Some(a) = r.accounting else { continue };

@@ -15,6 +15,9 @@
 //!   transport had no room (they go out, later, in order).
 //! * `orders_held_back`: orders the path could not queue whole (backlog or stack buffer full,
 //!   every send slot in flight): not sent at all, never half-sent.
+//! * `rx_batches`: market-data payloads handled per turn of the loop that found any (a
+//!   wake-up's batch: a drain of the socket, a `recvmmsg`, the completions of one enter, a
+//!   ring's filled frames), as power-of-two buckets ([`RxBatches`]).
 
 use std::io;
 
@@ -47,6 +50,48 @@ pub struct PathStats {
     pub orders_queued: u64,
     /// Orders not sent because they could not be queued whole.
     pub orders_held_back: u64,
+    /// Payloads per wake-up.
+    #[serde(default)]
+    pub rx_batches: RxBatches,
+}
+
+/// Payloads handled per wake-up (turns that found none are not counted): bucket `i` counts
+/// batches of `2^i ..= 2^(i+1) - 1` payloads, the last one everything from 128 up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RxBatches {
+    /// Turns that handled at least one payload.
+    pub wakeups: u64,
+    /// Payloads in them.
+    pub payloads: u64,
+    /// The largest batch.
+    pub max: u64,
+    /// 1, 2-3, 4-7, 8-15, 16-31, 32-63, 64-127, 128+.
+    pub buckets: [u64; 8],
+}
+
+impl RxBatches {
+    /// Counts one turn that handled `n` payloads (none: not a wake-up).
+    #[inline]
+    pub fn record(&mut self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.wakeups += 1;
+        self.payloads += n;
+        self.max = self.max.max(n);
+        let b = (63 - n.leading_zeros()).min(7) as usize;
+        self.buckets[b] += 1;
+    }
+
+    /// Mean payloads per wake-up (None: no wake-up).
+    pub fn mean(&self) -> Option<f64> {
+        (self.wakeups > 0).then(|| self.payloads as f64 / self.wakeups as f64)
+    }
+
+    /// The share of payloads that came in batches of 2 or more.
+    pub fn batched_share(&self) -> Option<f64> {
+        (self.payloads > 0).then(|| 1.0 - self.buckets[0] as f64 / self.payloads as f64)
+    }
 }
 
 /// One order as the strategy sent it.
@@ -276,6 +321,26 @@ pub fn spin_for(ns: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rx_batches_fall_in_power_of_two_buckets() {
+        let mut b = RxBatches::default();
+        for n in [0, 1, 1, 2, 3, 4, 64, 127, 128, 5000] {
+            b.record(n);
+        }
+        assert_eq!(b.wakeups, 9, "a turn with no payload is no wake-up");
+        assert_eq!(b.payloads, 1 + 1 + 2 + 3 + 4 + 64 + 127 + 128 + 5000);
+        assert_eq!(b.max, 5000);
+        assert_eq!(b.buckets, [2, 2, 1, 0, 0, 0, 2, 2]);
+        assert_eq!(RxBatches::default().mean(), None);
+        assert!((b.mean().expect("wake-ups") - b.payloads as f64 / 9.0).abs() < 1e-9);
+        let one = {
+            let mut o = RxBatches::default();
+            o.record(1);
+            o
+        };
+        assert_eq!(one.batched_share(), Some(0.0));
+    }
     use crate::engine::EngineConfig;
     use proto::order::Side;
 
@@ -340,7 +405,8 @@ mod tests {
                 packets: 0,
                 orders: 3,
                 orders_queued: 1,
-                orders_held_back: 1
+                orders_held_back: 1,
+                rx_batches: RxBatches::default(),
             }
         );
         assert_eq!(parts.log.total(), 3);

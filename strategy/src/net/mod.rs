@@ -122,6 +122,8 @@ pub struct NetConfig {
     pub md_source: Option<Ipv4Addr>,
     /// SO_RCVBUF of the market-data socket (kernel and io_uring paths; `None`: 8 MiB).
     pub md_rcvbuf: Option<u32>,
+    /// Kernel path: read market data with `recvmmsg`, up to 32 datagrams per call.
+    pub md_recvmmsg: bool,
 }
 
 impl NetConfig {
