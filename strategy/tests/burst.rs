@@ -1,6 +1,7 @@
 //! A burst the strategy cannot keep up with: the exchange at `--pace max`, the strategy
 //! slowed to 20 us a packet (`--md-work`) with a small receive side (a 16 KiB socket buffer
-//! on kernel and io_uring, 128 RX frames on AF_XDP, AF_PACKET's 256-frame ring). Every path
+//! on kernel and io_uring, 256 UMEM frames on AF_XDP and `xdp-tx`, AF_PACKET's 256-frame
+//! ring). Every path
 //! loses packets here, and every lost packet is counted: the packets the strategy handled
 //! plus the drops it reports (UDP RcvbufErrors; the AF_XDP socket's XDP_STATISTICS; the
 //! AF_PACKET ring's PACKET_STATISTICS; the raw rings' counts also hold the order
@@ -13,13 +14,11 @@ mod procs;
 use std::time::Duration;
 
 use netlab::VethLab;
-use strategy::net::NetKind;
+use strategy::net::{NetKind, PathReport};
 
 fn exchange_packets_sent(summary: &std::path::Path) -> u64 {
-    let text = std::fs::read_to_string(summary).expect("exchange summary");
-    let line = text.lines().next().expect("a session");
-    let v: serde_json::Value = serde_json::from_str(line).expect("json");
-    v["packets_sent"].as_u64().expect("packets_sent")
+    let s = exchange::results::read_summaries(summary).expect("exchange summary");
+    s.first().expect("a session").counters.packets_sent
 }
 
 #[test]
@@ -33,9 +32,11 @@ fn every_packet_a_burst_drops_is_counted() {
     let mut nets = vec!["kernel", "uring", "packet"];
     if strategy::net::af_xdp::loader::has_object() {
         nets.push("xdp");
+        nets.push("xdp-tx");
     }
     for net in nets {
         let lab = VethLab::new("bst").expect("lab");
+        let _pass = (net == "xdp-tx").then(|| procs::XdpPass::attach(&lab.exchange));
         let f = |s: &str| dir.path().join(format!("{net}.{s}"));
         let (csv, results, exlog, stlog) = (f("ex.csv"), f("st.jsonl"), f("ex.log"), f("st.log"));
         let mut ex = procs::exchange(
@@ -56,7 +57,7 @@ fn every_packet_a_burst_drops_is_counted() {
         ];
         match procs::kind(net) {
             NetKind::Kernel | NetKind::Uring => extra.extend(["--md-rcvbuf", "16384"]),
-            NetKind::Xdp => extra.extend(["--frame-count", "256"]),
+            NetKind::Xdp | NetKind::XdpTx => extra.extend(["--frame-count", "256"]),
             _ => {}
         }
         let mut st = procs::strategy(&lab.strategy, net, &stlog, &extra);
@@ -66,11 +67,12 @@ fn every_packet_a_burst_drops_is_counted() {
             "{}.summary.jsonl",
             csv.display()
         )));
-        let r = &procs::sessions(&results)[0];
-        let handled = r["path"]["packets"].as_u64().expect("packets");
-        let drops = match procs::kind(net) {
-            NetKind::Kernel | NetKind::Uring => r["udp_drops"]["rcvbuf_errors"].as_u64(),
-            _ => r["path_extra"]["kernel_drops"].as_u64(),
+        let r = &procs::reports(&results)[0];
+        let handled = r.path.packets;
+        let drops = match (r.net, &r.path_extra) {
+            (NetKind::Kernel | NetKind::Uring, _) => Some(r.udp_drops.rcvbuf_errors),
+            (_, PathReport::Ring(ring)) => ring.kernel_drops,
+            _ => None,
         }
         .expect("a drop counter");
         let orders = procs::read_orders(&csv, None);
@@ -79,20 +81,20 @@ fn every_packet_a_burst_drops_is_counted() {
             orders.len(),
             want.len()
         );
-        assert!(drops > 0, "{net}: the burst overran the receive side: {r}");
-        if matches!(procs::kind(net), NetKind::Packet | NetKind::Xdp) {
+        assert!(drops > 0, "{net}: the burst overran the receive side: {r:?}");
+        if matches!(procs::kind(net), NetKind::Packet | NetKind::Xdp | NetKind::XdpTx) {
             // A raw ring's drop count also holds the exchange's TCP segments it dropped (an
             // ACK per order, the handshake, the FIN): at most a few more than the orders.
             let extra = (handled + drops).checked_sub(sent);
             assert!(
                 extra.is_some_and(|e| e <= orders.len() as u64 + 10),
-                "{net}: every packet handled or counted dropped (+ TCP segments): {r}"
+                "{net}: every packet handled or counted dropped (+ TCP segments): {r:?}"
             );
         } else {
             assert_eq!(
                 handled + drops,
                 sent,
-                "{net}: every packet handled or counted dropped: {r}"
+                "{net}: every packet handled or counted dropped: {r:?}"
             );
         }
     }

@@ -198,6 +198,15 @@ pub fn sessions(results: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The strategy's session reports (`--results`), typed.
+pub fn reports(results: &Path) -> Vec<strategy::runtime::SessionReport> {
+    std::fs::read_to_string(results)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a session report"))
+        .collect()
+}
+
 /// The exchange side's bare XDP_PASS program (`strategy xdp-pass`): a veth delivers the
 /// XDP_TX frames of its peer only to an XDP program. Interrupted (detached) on drop.
 pub struct XdpPass(Child);
