@@ -108,6 +108,10 @@ struct ServeArgs {
     /// highest rates).
     #[arg(long, default_value = "udp")]
     md_tx: exchange::md_publisher::MdTx,
+    /// Stamp only the first packet of these trigger ids (a file: one id at the start of
+    /// each line, e.g. a .planted.csv sidecar or the oracle's ids); default: of every id.
+    #[arg(long)]
+    stamp_ids: Option<PathBuf>,
     /// Decimal places of `amount` when validating lines.
     #[arg(long, default_value_t = 0)]
     amount_decimals: u8,
@@ -248,6 +252,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 publisher: PublisherConfig {
                     group: a.md_group,
                     iface: a.md_iface,
+                    stamp_ids: match &a.stamp_ids {
+                        Some(p) => Some(exchange::stamp_ids::parse(
+                            &std::fs::read(p)
+                                .with_context(|| format!("--stamp-ids {}", p.display()))?,
+                        )?),
+                        None => None,
+                    },
                     tx: a.md_tx,
                     ttl: a.ttl,
                     mcast_loop: a.mcast_loop,

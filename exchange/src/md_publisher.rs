@@ -4,7 +4,8 @@
 //!
 //! Due packets go out in one `sendmmsg` per batch. Kernel software TX timestamps are asked
 //! per message, only for the packet that opens a trigger id (the first packet carrying a
-//! `local_timestamp`: the one tick-to-trade is measured from), each with its own key
+//! `local_timestamp`: the one tick-to-trade is measured from; with `--stamp-ids`, only of
+//! the ids listed, e.g. the oracle's trigger ids), each with its own key
 //! (`SCM_TS_OPT_ID`); the stamps are read back from the socket's error queue and mapped to
 //! the packet's id. Packets formatted for it leave [`HEADROOM`] bytes in front of the
 //! payload, where the frame sender writes the Ethernet, IPv4 and UDP headers.
@@ -73,6 +74,8 @@ pub struct PublisherConfig {
     pub tx_timestamps: bool,
     /// The sender.
     pub tx: MdTx,
+    /// Stamp only the first packet of these ids (`--stamp-ids`); None: of every id.
+    pub stamp_ids: Option<std::collections::HashSet<u64>>,
 }
 
 /// The prebuilt Ethernet + IPv4 + UDP header of the frame sender; per packet only the
@@ -160,6 +163,7 @@ pub struct MdPublisher {
     pub ts_missing: u64,
     /// Packets sent with a stamp asked.
     pub stamped: u64,
+    stamp_ids: Option<std::collections::HashSet<u64>>,
 }
 
 impl MdPublisher {
@@ -207,6 +211,7 @@ impl MdPublisher {
             pending: VecDeque::new(),
             ts_missing: 0,
             stamped: 0,
+            stamp_ids: cfg.stamp_ids.clone(),
         };
         if cfg.tx_timestamps {
             sys::enable_tx_timestamps_on_request(me.fd())?;
@@ -258,7 +263,8 @@ impl MdPublisher {
             let mut last = self.last_id;
             let mut k = self.counter;
             for (key, &id) in keys.iter_mut().zip(&ids[..n]) {
-                if last != Some(id) {
+                let listed = self.stamp_ids.as_ref().is_none_or(|s| s.contains(&id));
+                if last != Some(id) && listed {
                     *key = Some(k);
                     k = k.wrapping_add(1);
                 }

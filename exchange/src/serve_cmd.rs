@@ -14,6 +14,7 @@ pub struct ServeCmd {
     oe_listen: String,
     md_iface: Option<String>,
     md_tx: Option<crate::md_publisher::MdTx>,
+    stamp_ids: Option<PathBuf>,
     pace: Option<String>,
     sessions: Option<u64>,
     results: Option<PathBuf>,
@@ -35,6 +36,7 @@ impl ServeCmd {
             oe_listen: oe_listen.to_owned(),
             md_iface: None,
             md_tx: None,
+            stamp_ids: None,
             pace: None,
             sessions: None,
             results: None,
@@ -58,6 +60,12 @@ impl ServeCmd {
     /// `--md-tx` (the market-data sender).
     pub fn md_tx(mut self, tx: crate::md_publisher::MdTx) -> Self {
         self.md_tx = Some(tx);
+        self
+    }
+
+    /// `--stamp-ids` (stamp only these trigger ids' first packets).
+    pub fn stamp_ids(mut self, file: Option<&Path>) -> Self {
+        self.stamp_ids = file.map(Path::to_owned);
         self
     }
 
@@ -144,6 +152,9 @@ impl ServeCmd {
         }
         if let Some(t) = self.md_tx {
             flag("--md-tx", t.to_string().into());
+        }
+        if let Some(f) = &self.stamp_ids {
+            flag("--stamp-ids", f.clone().into());
         }
         if let Some(p) = &self.pace {
             flag("--pace", p.into());

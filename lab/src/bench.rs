@@ -48,8 +48,8 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
     let dir = env.results_root().join("bench-exchange");
     std::fs::create_dir_all(&dir)?;
     println!(
-        "{:<22}{:>9}{:>11}{:>9}{:>9}{:>9}{:>9}{:>8}{:>8}{:>9}",
-        "pace / sender",
+        "{:<24}{:>9}{:>11}{:>9}{:>9}{:>9}{:>9}{:>8}{:>8}{:>9}",
+        "pace / sender / stamps",
         "packets",
         "pkts/s",
         "err p50",
@@ -64,7 +64,7 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
     for tx in [MdTx::Udp, MdTx::Packet] {
         let c = bare_ceiling(tx)?;
         println!(
-            "{:<22}{:>9}{:>11.0}   (bare sendmmsg x64 of 75-byte payloads, CPU 0, no stamps; the sink got {})",
+            "{:<24}{:>9}{:>11.0}   (bare sendmmsg x64 of 75-byte payloads, CPU 0, no stamps; the sink got {})",
             format!("ceiling {tx}"),
             c.0,
             c.1,
@@ -72,14 +72,26 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
         );
         ceilings.push((tx, c.1));
     }
+    // Stamps on every trigger id's first packet, or only on the planted triggers' (the
+    // ids the strategy fires on in this file: `--stamp-ids`, as the lab passes the oracle's).
+    let planted = mdfile::mdgen::planted_path(&md);
     let runs = [
-        ("max".to_owned(), MdTx::Udp),
-        ("max".to_owned(), MdTx::Packet),
-        (format!("rate:{rate}"), MdTx::Packet),
+        ("max".to_owned(), MdTx::Udp, None),
+        ("max".to_owned(), MdTx::Packet, None),
+        ("max".to_owned(), MdTx::Packet, Some(planted.as_path())),
+        (
+            format!("rate:{rate}"),
+            MdTx::Packet,
+            Some(planted.as_path()),
+        ),
     ];
-    for (pace, tx) in runs {
+    for (pace, tx, stamp_ids) in runs {
+        let name = format!(
+            "{pace} {tx}{}",
+            if stamp_ids.is_some() { " planted" } else { "" }
+        );
         let lab = VethLab::new("bex").context("namespaces")?;
-        let summary = dir.join(format!("{}-{tx}.jsonl", pace.replace(':', "-")));
+        let summary = dir.join(format!("{}.jsonl", name.replace([':', ' '], "-")));
         let _ = std::fs::remove_file(&summary);
         let mut child = lab
             .exchange
@@ -90,6 +102,7 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
                 exchange::serve_cmd::ServeCmd::new(&md, "10.77.0.1:9012")
                     .md_iface("vx0")
                     .md_tx(tx)
+                    .stamp_ids(stamp_ids)
                     .sessions(1)
                     .spin(true)
                     .quiet_orders(true)
@@ -121,8 +134,8 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
         let us = |v: u64| v as f64 / 1e3;
         let pps = s.counters.packets_sent as f64 / s.publish_s.max(1e-9);
         println!(
-            "{:<22}{:>9}{:>11.0}{:>9.1}{:>9.1}{:>9.1}{:>9.1}{:>8}{:>8}{:>9}",
-            format!("{pace} {tx}"),
+            "{:<24}{:>9}{:>11.0}{:>9.1}{:>9.1}{:>9.1}{:>9.1}{:>8}{:>8}{:>9}",
+            name,
             s.counters.packets_sent,
             pps,
             us(s.pacing_error_ns.p50),
@@ -140,7 +153,7 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
             .map(|c| format!("; x{:.2} of the {tx} ceiling", pps / c.1))
             .unwrap_or_default();
         println!(
-            "{:<22}(the sink got {} of {} lines, {} the file's next line{}){of_ceiling}",
+            "{:<24}(the sink got {} of {} lines, {} the file's next line{}){of_ceiling}",
             "",
             sink.got,
             lines.len(),
@@ -152,7 +165,8 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
     }
     println!(
         "pacing error in microseconds (actual - scheduled send time); stamped: packets sent \
-         with a kernel TX stamp (the first of each trigger id); results in {}",
+         with a kernel TX stamp (the first of each trigger id; planted: of the planted \
+         triggers' ids only); results in {}",
         dir.display()
     );
     Ok(())

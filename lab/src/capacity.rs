@@ -167,12 +167,14 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<(PathBuf, Vec<(String, Capacity)>
                 slot.insert((md, oracle));
             }
             let (md, oracle) = &files[&rate];
+            let stamp_ids = data::write_oracle_ids(&dir, md, oracle)?;
             run_no += 1;
             let pace = format!("rate:{rate}");
             let ctx = RunCtx {
                 env,
                 a,
                 md_file: md,
+                stamp_ids: Some(&stamp_ids),
                 dir: &dir,
                 pin,
                 oracle,

@@ -104,6 +104,26 @@ pub fn gap_md_file(env: &Env, gap: Duration, rate: u32, orders: u64) -> Result<P
     Ok(out)
 }
 
+/// Writes the oracle's trigger ids for `md_file` into `dir` (one per line) and returns the
+/// file: the exchange stamps only their first packets (`exchange serve --stamp-ids`).
+pub fn write_oracle_ids(
+    dir: &Path,
+    md_file: &Path,
+    oracle: &[proto::order::OrderRepr],
+) -> Result<PathBuf> {
+    let stem = md_file
+        .file_name()
+        .map_or_else(|| "md".into(), |n| n.to_string_lossy().into_owned());
+    let out = dir.join(format!("{stem}.oracle-ids.csv"));
+    let mut text = String::from("trigger_id\n");
+    for o in oracle {
+        text.push_str(&o.trigger_id.to_string());
+        text.push('\n');
+    }
+    std::fs::write(&out, text).with_context(|| format!("writing {}", out.display()))?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,6 +34,7 @@ pub mod load;
 pub mod netns;
 pub mod oracle;
 pub mod plot;
+pub mod probe;
 pub mod process;
 pub mod report;
 pub mod stats;

@@ -137,7 +137,7 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<PathBuf> {
             "one CPU: no pinning (figures will be poor)"
         }
     );
-    write_probe(env, &dir)?;
+    crate::probe::write(env, &dir)?;
     let xdp_pass = a.paths.iter().any(PathSpec::sends_with_xdp_tx);
     if xdp_pass {
         println!(
@@ -184,6 +184,7 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<PathBuf> {
             floors.push(crate::report::Floor::new(step.gap, &floor));
             measured.push(floor_gap);
         }
+        let stamp_ids = data::write_oracle_ids(&dir, &step.md_file, &step.oracle)?;
         for run in 1..=a.runs {
             for (path, tune) in a
                 .paths
@@ -194,6 +195,7 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<PathBuf> {
                     env,
                     a,
                     md_file: &step.md_file,
+                    stamp_ids: Some(&stamp_ids),
                     dir: &dir,
                     pin,
                     oracle: &step.oracle,
@@ -215,26 +217,6 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// `strategy probe` in a namespace like the runs' (XDP attach tried on its veth), kept as
-/// `probe.txt` with the results: what the machine offered the paths.
-fn write_probe(env: &Env, dir: &Path) -> Result<()> {
-    let lab = VethLab::new("prb").context("namespaces for the probe")?;
-    let out = lab
-        .strategy
-        .command(env.bin("strategy"))
-        .args(["probe", "--iface", VethLab::STRATEGY_IF])
-        .output()
-        .context("running strategy probe")?;
-    fs::write(dir.join("probe.txt"), &out.stdout)?;
-    if !out.status.success() {
-        println!(
-            "probe: strategy probe failed ({}); see probe.txt",
-            out.status
-        );
-    }
-    Ok(())
-}
-
 /// What every run of one experiment shares.
 pub struct RunCtx<'a> {
     /// Binaries and folders.
@@ -243,6 +225,9 @@ pub struct RunCtx<'a> {
     pub a: &'a LabConfig,
     /// The market-data file.
     pub md_file: &'a Path,
+    /// The trigger ids whose first packet the exchange stamps (the oracle's; None: every
+    /// id's).
+    pub stamp_ids: Option<&'a Path>,
     /// The results folder.
     pub dir: &'a Path,
     /// Pin the exchange to CPU 0 and the strategy to CPU 1.
@@ -400,6 +385,7 @@ fn spawn_exchange(ctx: &RunCtx<'_>, lab: &VethLab, tag: &str) -> Result<Proc> {
     let serve = exchange::serve_cmd::ServeCmd::new(ctx.md_file, "10.77.0.1:9012")
         .md_iface(VethLab::EXCHANGE_IF)
         .md_tx(ctx.a.md_tx)
+        .stamp_ids(ctx.stamp_ids)
         .sessions(1)
         .spin(true)
         .quiet_orders(true)

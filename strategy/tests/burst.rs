@@ -81,8 +81,14 @@ fn every_packet_a_burst_drops_is_counted() {
             orders.len(),
             want.len()
         );
-        assert!(drops > 0, "{net}: the burst overran the receive side: {r:?}");
-        if matches!(procs::kind(net), NetKind::Packet | NetKind::Xdp | NetKind::XdpTx) {
+        assert!(
+            drops > 0,
+            "{net}: the burst overran the receive side: {r:?}"
+        );
+        if matches!(
+            procs::kind(net),
+            NetKind::Packet | NetKind::Xdp | NetKind::XdpTx
+        ) {
             // A raw ring's drop count also holds the exchange's TCP segments it dropped (an
             // ACK per order, the handshake, the FIN): at most a few more than the orders.
             let extra = (handled + drops).checked_sub(sent);

@@ -162,6 +162,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "xtx_line",
     "md_frame",
     "packet_filter",
+    "stamp_ids",
 ];
 
 /// Builds strategy-ebpf into target/ebpf; the strategy's build script embeds it.
