@@ -128,6 +128,13 @@ struct GenArgs {
     /// recorded`. With --orders to stop after that many triggers.
     #[arg(long, conflicts_with = "order_gap")]
     microbursts: bool,
+    /// With --microbursts: the feed's rate between bursts, packets/s.
+    #[arg(long, default_value_t = 10_000, requires = "microbursts")]
+    quiet_rate: u32,
+    /// With --microbursts: the rate inside a burst over the rate between them (20 over a
+    /// 25 k/s feed: 500 k/s bursts).
+    #[arg(long, default_value_t = 20.0, requires = "microbursts")]
+    peak_ratio: f64,
     /// PRNG seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -218,7 +225,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 trigger_every_lines: a.order_gap.map(|g| mdgen::lines_for_gap(g, a.rate)),
                 orders: a.orders,
                 malformed: a.malformed,
-                microbursts: a.microbursts.then(mdgen::Microbursts::default),
+                microbursts: a.microbursts.then(|| mdgen::Microbursts {
+                    quiet_gap_us: 1e6 / f64::from(a.quiet_rate.max(1)),
+                    peak_ratio: a.peak_ratio.max(1.0),
+                    ..mdgen::Microbursts::default()
+                }),
             };
             let s = mdgen::generate(&a.out, &cfg)
                 .with_context(|| format!("writing {}", a.out.display()))?;

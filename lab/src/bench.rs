@@ -10,7 +10,8 @@
 //! `sendmmsg` batches of 64 (UDP datagrams, and AF_PACKET frames with PACKET_QDISC_BYPASS)
 //! to the same group over the same veth, pinned to the same CPU, with no pacing,
 //! formatting or stamps (the sink counts what arrives), so the publisher's rate reads as a
-//! fraction of what this machine allows for its kind.
+//! fraction of what this machine allows for its kind. The sink runs on CPU 1 (the
+//! strategy's CPU in the lab), the sender on CPU 0.
 
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -48,7 +49,7 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
     let dir = env.results_root().join("bench-exchange");
     std::fs::create_dir_all(&dir)?;
     println!(
-        "{:<24}{:>9}{:>11}{:>9}{:>9}{:>9}{:>9}{:>8}{:>8}{:>9}",
+        "{:<36}{:>9}{:>11}{:>9}{:>9}{:>9}{:>9}{:>8}{:>8}{:>9}",
         "pace / sender / stamps",
         "packets",
         "pkts/s",
@@ -64,7 +65,7 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
     for tx in [MdTx::Udp, MdTx::Packet] {
         let c = bare_ceiling(tx)?;
         println!(
-            "{:<24}{:>9}{:>11.0}   (bare sendmmsg x64 of 75-byte payloads, CPU 0, no stamps; the sink got {})",
+            "{:<36}{:>9}{:>11.0}   (bare sendmmsg x64 of 75-byte payloads, CPU 0, no stamps; the sink got {})",
             format!("ceiling {tx}"),
             c.0,
             c.1,
@@ -75,20 +76,48 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
     // Stamps on every trigger id's first packet, or only on the planted triggers' (the
     // ids the strategy fires on in this file: `--stamp-ids`, as the lab passes the oracle's).
     let planted = mdfile::mdgen::planted_path(&md);
+    // A file whose own timeline bursts at 500 k/s, replayed as recorded.
+    let bursty = crate::data::burst500k_md_file(env)?;
+    let bursty_planted = mdfile::mdgen::planted_path(&bursty);
+    let bursty_lines = std::sync::Arc::new(file_lines(&bursty)?);
     let runs = [
-        ("max".to_owned(), MdTx::Udp, None),
-        ("max".to_owned(), MdTx::Packet, None),
-        ("max".to_owned(), MdTx::Packet, Some(planted.as_path())),
+        ("max".to_owned(), MdTx::Udp, None, false),
+        ("max".to_owned(), MdTx::Packet, None, false),
+        (
+            "max".to_owned(),
+            MdTx::Packet,
+            Some(planted.as_path()),
+            false,
+        ),
         (
             format!("rate:{rate}"),
             MdTx::Packet,
             Some(planted.as_path()),
+            false,
+        ),
+        (
+            "recorded:8".to_owned(),
+            MdTx::Packet,
+            Some(planted.as_path()),
+            false,
+        ),
+        (
+            "recorded".to_owned(),
+            MdTx::Packet,
+            Some(bursty_planted.as_path()),
+            true,
         ),
     ];
-    for (pace, tx, stamp_ids) in runs {
+    for (pace, tx, stamp_ids, on_bursty) in runs {
+        let (md, lines) = if on_bursty {
+            (bursty.as_path(), &bursty_lines)
+        } else {
+            (md.as_path(), &lines)
+        };
         let name = format!(
-            "{pace} {tx}{}",
-            if stamp_ids.is_some() { " planted" } else { "" }
+            "{pace} {tx}{}{}",
+            if stamp_ids.is_some() { " planted" } else { "" },
+            if on_bursty { " 500k-bursts" } else { "" }
         );
         let lab = VethLab::new("bex").context("namespaces")?;
         let summary = dir.join(format!("{}.jsonl", name.replace([':', ' '], "-")));
@@ -99,7 +128,7 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
             .args(["-c", "0"])
             .arg(env.bin("exchange"))
             .args(
-                exchange::serve_cmd::ServeCmd::new(&md, "10.77.0.1:9012")
+                exchange::serve_cmd::ServeCmd::new(md, "10.77.0.1:9012")
                     .md_iface("vx0")
                     .md_tx(tx)
                     .stamp_ids(stamp_ids)
@@ -134,7 +163,7 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
         let us = |v: u64| v as f64 / 1e3;
         let pps = s.counters.packets_sent as f64 / s.publish_s.max(1e-9);
         println!(
-            "{:<24}{:>9}{:>11.0}{:>9.1}{:>9.1}{:>9.1}{:>9.1}{:>8}{:>8}{:>9}",
+            "{:<36}{:>9}{:>11.0}{:>9.1}{:>9.1}{:>9.1}{:>9.1}{:>8}{:>8}{:>9}",
             name,
             s.counters.packets_sent,
             pps,
@@ -153,7 +182,7 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
             .map(|c| format!("; x{:.2} of the {tx} ceiling", pps / c.1))
             .unwrap_or_default();
         println!(
-            "{:<24}(the sink got {} of {} lines, {} the file's next line{}){of_ceiling}",
+            "{:<36}(the sink got {} of {} lines, {} the file's next line{}){of_ceiling}",
             "",
             sink.got,
             lines.len(),
@@ -187,6 +216,7 @@ fn file_lines(md: &Path) -> Result<Vec<Vec<u8>>> {
 /// Joins the group, connects to the exchange and reads until the session ends, comparing
 /// each datagram with the file's next line.
 fn checking_sink(lines: &[Vec<u8>]) -> std::io::Result<Sink> {
+    pin_sink()?;
     let u = join_group()?;
     let mut tcp = None;
     for _ in 0..200 {
@@ -230,6 +260,15 @@ fn checking_sink(lines: &[Vec<u8>]) -> std::io::Result<Sink> {
     }
 }
 
+/// The sink on CPU 1, off the sender's CPU 0 (as the lab pins the strategy), when there is
+/// a CPU 1.
+fn pin_sink() -> std::io::Result<()> {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+        hostsys::sched::pin_cpu(1)?;
+    }
+    Ok(())
+}
+
 fn join_group() -> std::io::Result<UdpSocket> {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
     s.set_reuse_address(true)?;
@@ -250,6 +289,7 @@ fn bare_ceiling(tx: MdTx) -> Result<(u64, f64, u64)> {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop_sink = stop.clone();
     let sink = lab.strategy.spawn(move || -> std::io::Result<u64> {
+        pin_sink()?;
         let u = join_group()?;
         let (mut buf, mut n) = ([0u8; 2048], 0u64);
         while !stop_sink.load(std::sync::atomic::Ordering::Relaxed) {

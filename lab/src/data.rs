@@ -55,14 +55,35 @@ pub fn pace_rate(pace: &str) -> Option<u32> {
 /// peak, right after it and in the quiet feed, in turn; replayed `recorded`. Generated once
 /// and cached.
 pub fn microburst_md_file(env: &Env) -> Result<PathBuf> {
-    let out = env.data_dir().join("md-microbursts-orders100.csv.gz");
+    microburst_file(
+        env,
+        "md-microbursts-orders100.csv.gz",
+        mdfile::mdgen::Microbursts::default(),
+    )
+}
+
+/// A microburst file whose bursts run at 500 k/s (1 ms at 20x every 50 ms over a 25 k/s
+/// feed), for the publisher's bench: replayed `recorded`, how many packets are late.
+pub fn burst500k_md_file(env: &Env) -> Result<PathBuf> {
+    microburst_file(
+        env,
+        "md-microbursts500k-orders100.csv.gz",
+        mdfile::mdgen::Microbursts {
+            quiet_gap_us: 40.0,
+            ..mdfile::mdgen::Microbursts::default()
+        },
+    )
+}
+
+fn microburst_file(env: &Env, name: &str, shape: mdfile::mdgen::Microbursts) -> Result<PathBuf> {
+    let out = env.data_dir().join(name);
     if out.exists() && mdfile::mdgen::planted_path(&out).exists() {
         return Ok(out);
     }
     let cfg = mdfile::mdgen::GenConfig {
         orders: Some(100),
         resnapshot: false,
-        microbursts: Some(mdfile::mdgen::Microbursts::default()),
+        microbursts: Some(shape),
         ..mdfile::mdgen::GenConfig::default()
     };
     let s = mdfile::mdgen::generate(&out, &cfg)

@@ -38,6 +38,7 @@ use mdfile::{MdReader, ReadError};
 mod order_rx;
 mod replay;
 mod rx_warm;
+mod send_log;
 
 const LISTENER: Token = Token(0);
 const CONN: Token = Token(1);
@@ -115,6 +116,18 @@ struct SendTimes {
     prev: Option<u64>,
 }
 
+impl SendTimes {
+    /// The first packet of an id, sent at `send_ns`.
+    fn first_send(send_ns: u64, prev: Option<u64>) -> Self {
+        Self {
+            first: send_ns,
+            last: send_ns,
+            ktx_first: None,
+            prev,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Handshake,
@@ -140,9 +153,8 @@ struct Session {
     /// Packets read and formatted, in file order, not yet sent: `queue[i]` is in
     /// `Server::pkts[i]`; only the last may be not yet due (the publisher reads no further).
     queue: Vec<Pending>,
-    /// Send times by trigger id, hashed with FxHash (one multiply per lookup: the map is
-    /// written once per packet; the ids come from the operator's own file).
-    sends: rustc_hash::FxHashMap<u64, SendTimes>,
+    /// Send times by trigger id ([`send_log`]).
+    sends: send_log::SendLog,
     /// Receive time of the previous order (the gap before the next one).
     last_order_recv_ns: Option<u64>,
     stats: SessionStats,
@@ -365,10 +377,7 @@ impl Server {
             pacer: Pacer::new(self.cfg.pace, start),
             phase: Phase::Handshake,
             queue: Vec::with_capacity(SEND_BATCH),
-            sends: rustc_hash::FxHashMap::with_capacity_and_hasher(
-                1 << 16,
-                rustc_hash::FxBuildHasher,
-            ),
+            sends: send_log::SendLog::new(),
             last_order_recv_ns: None,
             stats,
         });

@@ -74,7 +74,7 @@ impl Server {
                 continue;
             }
             match OrderRepr::decode(&msg) {
-                Ok(order) => match s.sends.get(&order.trigger_id) {
+                Ok(order) => match s.sends.get(order.trigger_id) {
                     Some(t) => {
                         let timing = Timing {
                             send_first_ns: t.first,

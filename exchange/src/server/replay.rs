@@ -5,7 +5,7 @@
 use hostsys::clock::mono_ns;
 use tracing::{error, info, warn};
 
-use super::{Pending, Phase, SendTimes, Server, Session, SEND_BATCH};
+use super::{Pending, Phase, Server, Session, SEND_BATCH};
 use crate::formatter::PacketFormatter;
 use crate::md_publisher::HEADROOM;
 use crate::results::EndReason;
@@ -24,7 +24,7 @@ impl Server {
     pub(super) fn drain_tx_into(&mut self, s: &mut Session) {
         let sends = &mut s.sends;
         if let Err(e) = self.md.drain_tx_timestamps(|id, ns| {
-            if let Some(t) = sends.get_mut(&id) {
+            if let Some(t) = sends.get_mut(id) {
                 t.ktx_first.get_or_insert(ns);
             }
         }) {
@@ -128,15 +128,7 @@ impl Server {
             if lateness > late_ns {
                 s.stats.counters.late += 1;
             }
-            s.sends
-                .entry(p.id)
-                .and_modify(|t| t.last = send_ns)
-                .or_insert(SendTimes {
-                    first: send_ns,
-                    last: send_ns,
-                    ktx_first: None,
-                    prev,
-                });
+            s.sends.record(p.id, send_ns, prev);
         }
         if sent < due {
             s.stats.counters.send_retries += 1;
