@@ -38,9 +38,15 @@ struct ServeArgs {
     /// Gzip CSV in the Tardis incremental_book_L2 layout.
     #[arg(long)]
     md_file: PathBuf,
-    /// Order-entry listen address.
-    #[arg(long, default_value = "0.0.0.0:9012")]
+    /// Order-entry listen address. The default is the host's address on the VM lab's tap
+    /// (the lab's own address), never every interface: on a real network the first client
+    /// to connect takes the session.
+    #[arg(long, default_value = "192.168.100.1:9012")]
     oe_listen: SocketAddr,
+    /// Accept order-entry connections only from this address (repeat, or comma-separate,
+    /// for several); others are closed at once, logged and counted (`refused_peers`).
+    #[arg(long, value_delimiter = ',')]
+    allow_peer: Vec<std::net::IpAddr>,
     /// Market-data group and port.
     #[arg(long, default_value = "239.255.0.1:12345")]
     md_group: SocketAddrV4,
@@ -289,6 +295,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .warm_rx_every
                     .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
                 amount_decimals: a.amount_decimals,
+                allow_peers: a.allow_peer,
             };
             let shutdown = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

@@ -96,6 +96,10 @@ pub struct SessionCounters {
     /// (`local_timestamp`), the one tick-to-trade is measured from; the others carry none.
     #[serde(default)]
     pub tx_stamped: u64,
+    /// Order-entry connections refused because their address was not allowed
+    /// (`--allow-peer`), since the previous session's summary.
+    #[serde(default)]
+    pub refused_peers: u64,
     /// Heartbeats received and discarded (`--heartbeats`; never orders).
     #[serde(default)]
     pub heartbeats: u64,

@@ -15,6 +15,7 @@ pub struct ServeCmd {
     md_iface: Option<String>,
     md_tx: Option<crate::md_publisher::MdTx>,
     stamp_ids: Option<PathBuf>,
+    allow_peers: Vec<std::net::Ipv4Addr>,
     pace: Option<String>,
     sessions: Option<u64>,
     results: Option<PathBuf>,
@@ -37,6 +38,7 @@ impl ServeCmd {
             md_iface: None,
             md_tx: None,
             stamp_ids: None,
+            allow_peers: Vec::new(),
             pace: None,
             sessions: None,
             results: None,
@@ -66,6 +68,12 @@ impl ServeCmd {
     /// `--stamp-ids` (stamp only these trigger ids' first packets).
     pub fn stamp_ids(mut self, file: Option<&Path>) -> Self {
         self.stamp_ids = file.map(Path::to_owned);
+        self
+    }
+
+    /// `--allow-peer` (only these addresses get a session).
+    pub fn allow_peers(mut self, peers: &[std::net::Ipv4Addr]) -> Self {
+        self.allow_peers = peers.to_vec();
         self
     }
 
@@ -155,6 +163,10 @@ impl ServeCmd {
         }
         if let Some(f) = &self.stamp_ids {
             flag("--stamp-ids", f.clone().into());
+        }
+        if !self.allow_peers.is_empty() {
+            let list: Vec<String> = self.allow_peers.iter().map(ToString::to_string).collect();
+            flag("--allow-peer", list.join(",").into());
         }
         if let Some(p) = &self.pace {
             flag("--pace", p.into());

@@ -381,10 +381,15 @@ pub(crate) fn one_run(
     })
 }
 
+/// [`VethLab::STRATEGY_OWN_IP`] as a flag value.
+const OWN_IP: &str = "10.77.0.3";
+
 fn spawn_exchange(ctx: &RunCtx<'_>, lab: &VethLab, tag: &str) -> Result<Proc> {
     let serve = exchange::serve_cmd::ServeCmd::new(ctx.md_file, "10.77.0.1:9012")
         .md_iface(VethLab::EXCHANGE_IF)
         .md_tx(ctx.a.md_tx)
+        // Only the strategy's addresses get a session.
+        .allow_peers(&[VethLab::STRATEGY_ADDR, VethLab::STRATEGY_OWN_IP])
         .stamp_ids(ctx.stamp_ids)
         .sessions(1)
         .spin(true)
@@ -443,7 +448,7 @@ fn spawn_strategy(ctx: &RunCtx<'_>, lab: &VethLab, path: &PathSpec, tag: &str) -
         .arg(ctx.file(tag, "strategy-orders.csv"))
         // AF_PACKET: smoltcp's own address on the link (the kernel must not own it).
         .args(if path.needs_own_ip() {
-            &["--packet-ip", "10.77.0.3"][..]
+            &["--packet-ip", OWN_IP][..]
         } else {
             &[][..]
         })

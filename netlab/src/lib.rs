@@ -222,6 +222,9 @@ impl VethLab {
     pub const EXCHANGE_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
     /// Strategy-side address.
     pub const STRATEGY_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+    /// A second address on the strategy's link, for a path with its own TCP/IP stack
+    /// (AF_PACKET's smoltcp: `strategy run --packet-ip`); not configured on the veth.
+    pub const STRATEGY_OWN_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
     /// Exchange-side interface name.
     pub const EXCHANGE_IF: &'static str = "vx0";
     /// Strategy-side interface name.

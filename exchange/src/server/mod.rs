@@ -83,6 +83,9 @@ pub struct ServerConfig {
     pub warm_rx_every_ns: u64,
     /// Decimals of `amount` for line validation.
     pub amount_decimals: u8,
+    /// Accept order-entry connections only from these addresses (`--allow-peer`; empty:
+    /// from anyone). Others are closed at once, logged and counted.
+    pub allow_peers: Vec<std::net::IpAddr>,
 }
 
 /// Errors that stop the server.
@@ -175,6 +178,8 @@ pub struct Server {
     pkts: Box<[[u8; 65536]; SEND_BATCH]>,
     shutdown: Arc<AtomicBool>,
     rx_warm: Option<rx_warm::RxWarmer>,
+    /// Connections refused by `--allow-peer` since the last session's summary.
+    refused_peers: u64,
 }
 
 impl Server {
@@ -187,8 +192,10 @@ impl Server {
         // Fail early and clearly on a missing or corrupt file.
         MdReader::open(&cfg.md_file)?;
         let poll = Poll::new().map_err(io_err("epoll_create"))?;
-        let mut listener =
-            TcpListener::bind(cfg.oe_listen).map_err(io_err("bind order-entry listener"))?;
+        let mut listener = TcpListener::bind(cfg.oe_listen).map_err(|e| ServerError::Io {
+            what: "bind order-entry listener (--oe-listen)",
+            source: io::Error::new(e.kind(), format!("{}: {e}", cfg.oe_listen)),
+        })?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(io_err("register listener"))?;
@@ -219,6 +226,7 @@ impl Server {
                 .map_err(|_| io_err("packet buffers")(io::Error::other("size")))?,
             shutdown,
             rx_warm,
+            refused_peers: 0,
         };
         let fd = server.md.raw_fd();
         // mio only borrows the fd for registration; the std socket keeps ownership.
@@ -319,7 +327,13 @@ impl Server {
         loop {
             match self.listener.accept() {
                 Ok((conn, peer)) => {
-                    if self.session.is_some() {
+                    if !self.cfg.allow_peers.is_empty()
+                        && !self.cfg.allow_peers.contains(&peer.ip())
+                    {
+                        self.refused_peers += 1;
+                        warn!(%peer, "refusing a connection from a peer not allowed (--allow-peer): closed");
+                        drop(conn);
+                    } else if self.session.is_some() {
                         info!(%peer, "rejecting a second client: a session is active (connection closed)");
                         drop(conn);
                     } else {
@@ -406,6 +420,7 @@ impl Server {
         s.stats.end_ns = mono_ns();
         s.stats.counters.tx_ts_missing = self.md.ts_missing - s.stats.counters.tx_ts_missing;
         s.stats.counters.tx_stamped = self.md.stamped - s.stats.counters.tx_stamped;
+        s.stats.counters.refused_peers = std::mem::take(&mut self.refused_peers);
         let summary = s.stats.summary(reason);
         let _ = summary.print(&mut self.out);
         if let Ok(json) = serde_json::to_string(&summary) {

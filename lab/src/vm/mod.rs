@@ -34,6 +34,12 @@ use strategy::net::NetKind;
 /// The host's address on the tap (the users' setup).
 pub const HOST_ADDR: &str = "192.168.100.1";
 const GUEST_CIDR: &str = "192.168.100.2/24";
+/// The guest's addresses (its own and AF_PACKET's `--packet-ip`): the only peers the
+/// exchange gives a session.
+const GUEST_PEERS: [std::net::Ipv4Addr; 2] = [
+    std::net::Ipv4Addr::new(192, 168, 100, 2),
+    std::net::Ipv4Addr::new(192, 168, 100, 3),
+];
 
 /// The VM lab's settings.
 #[derive(Clone, Debug)]
@@ -197,6 +203,7 @@ fn one_vm_run(
     }
     let serve = exchange::serve_cmd::ServeCmd::new(md_file, &format!("{HOST_ADDR}:9012"))
         .md_iface("tap0")
+        .allow_peers(&GUEST_PEERS)
         .sessions(1)
         .quiet_orders(true)
         .pace(&a.pace)
@@ -391,6 +398,7 @@ fn interactive(
     let log = dir.join("interactive.exchange.log");
     let serve = exchange::serve_cmd::ServeCmd::new(md_file, &format!("{HOST_ADDR}:9012"))
         .md_iface("tap0")
+        .allow_peers(&GUEST_PEERS)
         .pace(&a.pace)
         .handshake_delay(Duration::from_secs(1))
         .quiet_orders(true)
