@@ -15,13 +15,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use exchange::results::read_summaries;
 use netlab::VethLab;
 use proto::order::OrderRepr;
 use strategy::engine::EngineConfig;
 
 use crate::key::RunKey;
-use crate::oracle::received_vs_oracle;
 use crate::process::Proc;
 use crate::stats::pct;
 use crate::{capture, data};
@@ -29,16 +27,16 @@ use crate::{Env, LabConfig, PathSpec, RunResult};
 
 /// One file of an experiment: its load and pace, its gap (None: the file's own) and its
 /// oracle.
-struct Step {
-    load: Option<u32>,
-    pace: String,
-    gap: Option<Duration>,
-    md_file: PathBuf,
-    oracle: Vec<OrderRepr>,
+pub(crate) struct Step {
+    pub(crate) load: Option<u32>,
+    pub(crate) pace: String,
+    pub(crate) gap: Option<Duration>,
+    pub(crate) md_file: PathBuf,
+    pub(crate) oracle: Vec<OrderRepr>,
 }
 
 /// The files of an experiment: one per `--order-gap`, or the one file.
-fn steps(env: &Env, a: &LabConfig) -> Result<Vec<Step>> {
+pub(crate) fn steps(env: &Env, a: &LabConfig) -> Result<Vec<Step>> {
     type File = (Option<u32>, String, Option<Duration>, PathBuf);
     let files: Vec<File> = if !a.loads.is_empty() {
         let quiet = data::pace_rate(&a.pace).with_context(|| {
@@ -339,46 +337,15 @@ pub(crate) fn one_run(
     }
     drop(lab);
     write_counter_deltas(ctx, &tag, (&before, &after), path.sends_heartbeats())?;
-    let summary = read_summaries(&ex_sum)?
-        .into_iter()
-        .next()
-        .context("no exchange summary")?;
-    let strat = crate::read_session_report(&st_sum)?;
-    let rx = received_vs_oracle(&ex_csv, ctx.oracle)?;
-    let accounting = crate::load::Accounting::of(summary.counters.packets_sent, &strat, rx.got);
-    let explained = crate::load::explain(&rx.orders, ctx.oracle, accounting.lost());
-    if !accounting.balanced {
-        println!(
-            "  {tag}: WARNING market data not accounted for: sent {} != handled {} + dropped {}",
-            accounting.sent,
-            accounting.handled,
-            accounting
-                .dropped
-                .map_or("(no count)".to_owned(), |d| d.to_string())
-        );
-    }
-    Ok(RunResult {
-        path: key.label(),
-        gap_ms: ctx.gap.map(|g| g.as_secs_f64() * 1e3),
-        measured_gap_ms: rx.median_gap_ns as f64 / 1e6,
-        stages: Some(crate::oracle::stage_medians(
-            &ctx.file(&tag, "strategy-orders.csv"),
-        )?),
-        key,
-        orders_expected: rx.expected,
-        orders_received: rx.got,
-        orders_match: rx.matches,
-        explained,
-        accounting: Some(accounting),
-        packets_sent: summary.counters.packets_sent,
-        packets_received: strat.path.packets,
-        exchange: summary,
-        strategy: Some(strat),
-        tune_readback: tuned,
-        t2t_user: rx.t2t_user,
-        t2t_kernel: rx.t2t_kernel,
-        by_position: crate::oracle::by_position(&ex_csv, ctx.md_file)?,
-    })
+    let files = crate::oracle::RunFiles {
+        exchange_csv: ex_csv,
+        exchange_summary: ex_sum,
+        strategy_report: st_sum,
+        strategy_orders: ctx.file(&tag, "strategy-orders.csv"),
+    };
+    let mut r = crate::oracle::collect(key, ctx.gap, ctx.md_file, ctx.oracle, &files)?;
+    r.tune_readback = tuned;
+    Ok(r)
 }
 
 /// [`VethLab::STRATEGY_OWN_IP`] as a flag value.

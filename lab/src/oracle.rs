@@ -122,3 +122,64 @@ pub fn stage_medians(csv: &Path) -> Result<crate::StageMedians> {
         total_us: med(|s| s.total_ns),
     })
 }
+/// The files one run leaves.
+pub struct RunFiles {
+    /// The exchange's order rows.
+    pub exchange_csv: std::path::PathBuf,
+    /// The exchange's session summary.
+    pub exchange_summary: std::path::PathBuf,
+    /// The strategy's session report.
+    pub strategy_report: std::path::PathBuf,
+    /// The strategy's order rows (its stages).
+    pub strategy_orders: std::path::PathBuf,
+}
+
+/// A run's result from its files: the orders against the oracle, every packet accounted
+/// for (a warning when not), tick-to-trade per clock.
+pub fn collect(
+    key: crate::key::RunKey,
+    gap: Option<std::time::Duration>,
+    md_file: &std::path::Path,
+    oracle: &[proto::order::OrderRepr],
+    f: &RunFiles,
+) -> anyhow::Result<crate::RunResult> {
+    let tag = key.tag();
+    let summary = exchange::results::read_summaries(&f.exchange_summary)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no exchange summary"))?;
+    let strat = crate::read_session_report(&f.strategy_report)?;
+    let rx = received_vs_oracle(&f.exchange_csv, oracle)?;
+    let accounting = crate::load::Accounting::of(summary.counters.packets_sent, &strat, rx.got);
+    let explained = crate::load::explain(&rx.orders, oracle, accounting.lost());
+    if !accounting.balanced {
+        println!(
+            "  {tag}: WARNING market data not accounted for: sent {} != handled {} + dropped {}",
+            accounting.sent,
+            accounting.handled,
+            accounting
+                .dropped
+                .map_or("(no count)".to_owned(), |d| d.to_string())
+        );
+    }
+    Ok(crate::RunResult {
+        path: key.label(),
+        gap_ms: gap.map(|g| g.as_secs_f64() * 1e3),
+        measured_gap_ms: rx.median_gap_ns as f64 / 1e6,
+        stages: Some(crate::oracle::stage_medians(&f.strategy_orders)?),
+        key,
+        orders_expected: rx.expected,
+        orders_received: rx.got,
+        orders_match: rx.matches,
+        explained,
+        accounting: Some(accounting),
+        packets_sent: summary.counters.packets_sent,
+        packets_received: strat.path.packets,
+        exchange: summary,
+        strategy: Some(strat),
+        tune_readback: None,
+        t2t_user: rx.t2t_user,
+        t2t_kernel: rx.t2t_kernel,
+        by_position: crate::oracle::by_position(&f.exchange_csv, md_file)?,
+    })
+}
