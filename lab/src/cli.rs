@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use lab::vm::VmConfig;
 use lab::{Env, LabConfig};
 
@@ -133,8 +133,78 @@ pub struct LabArgs {
     /// Settings of the VM lab.
     #[command(flatten)]
     pub vm_args: VmArgs,
+    /// Settings of a run on two machines (`--remote`).
+    #[command(flatten)]
+    pub remote_args: RemoteArgs,
     #[command(subcommand)]
     pub action: Option<LabAction>,
+}
+
+/// Two machines: the strategy on a remote host over OpenSSH, the exchange here
+/// (docs/two-machines.md).
+#[derive(clap::Args, Clone, Default)]
+#[command(next_help_heading = "Two machines")]
+pub struct RemoteArgs {
+    /// Run the strategy on this host over ssh (USER@HOST; keys, no prompts), the exchange
+    /// here: the same runs, checks and report as the namespace lab.
+    #[arg(long, conflicts_with_all = ["vm", "capacity", "calibrate", "sweep"])]
+    pub remote: Option<String>,
+    /// The strategy's interface on the remote host.
+    #[arg(long, requires = "remote")]
+    pub remote_iface: Option<String>,
+    /// The exchange's interface here (its IPv4 address is the exchange's).
+    #[arg(long, requires = "remote")]
+    pub local_iface: Option<String>,
+    /// The remote's address as the exchange sees it (default: HOST of --remote when it is
+    /// an address): the only peer given a session.
+    #[arg(long, requires = "remote")]
+    pub remote_addr: Option<std::net::Ipv4Addr>,
+    /// AF_PACKET's own address on the remote's link (for the packet paths).
+    #[arg(long, requires = "remote")]
+    pub remote_packet_ip: Option<std::net::Ipv4Addr>,
+    /// Pin the remote strategy to this CPU.
+    #[arg(long, requires = "remote")]
+    pub remote_cpu: Option<u32>,
+    /// Pin the exchange here to this CPU.
+    #[arg(long, requires = "remote")]
+    pub local_cpu: Option<u32>,
+    /// An option for ssh (repeat: --ssh-option=-i --ssh-option=KEY, or -p, -o ...).
+    #[arg(long = "ssh-option", requires = "remote", allow_hyphen_values = true)]
+    pub ssh_options: Vec<String>,
+}
+
+impl RemoteArgs {
+    /// The remote run's settings (None: no --remote).
+    pub fn config(&self) -> Result<Option<lab::remote::RemoteConfig>> {
+        let Some(target) = &self.remote else {
+            return Ok(None);
+        };
+        let host = target.rsplit('@').next().unwrap_or(target);
+        let remote_addr = match (self.remote_addr, host.parse()) {
+            (Some(a), _) | (None, Ok(a)) => a,
+            (None, Err(_)) => {
+                anyhow::bail!(
+                    "--remote {target}: give the host's address on the link with --remote-addr"
+                )
+            }
+        };
+        Ok(Some(lab::remote::RemoteConfig {
+            target: target.clone(),
+            ssh_options: self.ssh_options.clone(),
+            remote_iface: self
+                .remote_iface
+                .clone()
+                .context("--remote needs --remote-iface (the strategy's interface there)")?,
+            local_iface: self
+                .local_iface
+                .clone()
+                .context("--remote needs --local-iface (the exchange's interface here)")?,
+            remote_addr,
+            packet_ip: self.remote_packet_ip,
+            remote_cpu: self.remote_cpu,
+            local_cpu: self.local_cpu,
+        }))
+    }
 }
 
 /// VM-specific flags (with `--vm`).
@@ -359,6 +429,9 @@ pub fn run(a: &LabArgs) -> Result<()> {
     }
     if a.capacity {
         return lab::capacity::run(&env, &cfg).map(drop);
+    }
+    if let Some(r) = a.remote_args.config()? {
+        return lab::remote::run(&env, &cfg, &r, lab::remote::Here(None)).map(drop);
     }
     if let Some(spec) = &a.sweep {
         let sweep = lab::sweep::Sweep::parse(spec)?;

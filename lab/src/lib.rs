@@ -36,6 +36,7 @@ pub mod oracle;
 pub mod plot;
 pub mod probe;
 pub mod process;
+pub mod remote;
 pub mod report;
 pub mod stats;
 pub mod summary;

@@ -427,34 +427,43 @@ fn spawn_strategy(ctx: &RunCtx<'_>, lab: &VethLab, path: &PathSpec, tag: &str) -
 
 /// Waits for both processes to exit successfully, within the run's time limit; Ctrl-C or a
 /// failure ends the run (the guards kill what is left).
-fn wait_both(ctx: &RunCtx<'_>, mut ex: Proc, mut st: Proc, tag: &str) -> Result<()> {
+fn wait_both(ctx: &RunCtx<'_>, ex: Proc, st: Proc, tag: &str) -> Result<()> {
+    wait_pair(
+        ctx.stop,
+        Duration::from_secs(ctx.a.timeout),
+        ctx.dir,
+        (ex, st),
+        tag,
+    )
+}
+
+/// [`wait_both`] with its limits given: `stop` (Ctrl-C), `limit`, the logs' folder.
+pub(crate) fn wait_pair(
+    stop: &AtomicBool,
+    limit: Duration,
+    dir: &Path,
+    (mut ex, mut st): (Proc, Proc),
+    tag: &str,
+) -> Result<()> {
     let t0 = Instant::now();
-    let limit = Duration::from_secs(ctx.a.timeout);
     let mut done = [false, false];
     let mut ticks = 0u32;
     while !(done[0] && done[1]) {
-        if ctx.stop.load(Ordering::SeqCst) {
+        if stop.load(Ordering::SeqCst) {
             bail!("interrupted (namespaces and processes removed)");
         }
         for (i, p) in [&mut ex, &mut st].into_iter().enumerate() {
             if !done[i] {
                 if let Some(status) = p.child.try_wait()? {
                     if !status.success() {
-                        bail!(
-                            "{} exited with {status}; logs in {}",
-                            p.name,
-                            ctx.dir.display()
-                        );
+                        bail!("{} exited with {status}; logs in {}", p.name, dir.display());
                     }
                     done[i] = true;
                 }
             }
         }
         if t0.elapsed() > limit {
-            bail!(
-                "run took longer than {limit:?}; logs in {}",
-                ctx.dir.display()
-            );
+            bail!("run took longer than {limit:?}; logs in {}", dir.display());
         }
         ticks += 1;
         if std::io::IsTerminal::is_terminal(&std::io::stdout()) {

@@ -404,10 +404,22 @@ fn test(a: &TestArgs) -> Result<()> {
             "chromium",
             "renders the lab's HTML report in the test command (headless)",
         ),
+        (
+            "openssh-server",
+            "the second machine of the two-machine test: a real sshd in a network namespace (never started as a service)",
+        ),
     ])?;
     // `--workspace` (not `-p lab`): the same feature resolution as the run above, so
     // nothing is rebuilt (with `-p lab` the strategy, exchange and lab recompiled: ~1.5 min).
-    let mut lab_tests = vec!["test", "--release", "--workspace", "--test", "lab_runs"];
+    let mut lab_tests = vec![
+        "test",
+        "--release",
+        "--workspace",
+        "--test",
+        "lab_runs",
+        "--test",
+        "remote_lab",
+    ];
     if !a.no_vm {
         lab_tests.extend(["--test", "vm_lab"]);
     }
