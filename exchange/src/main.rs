@@ -114,6 +114,11 @@ struct ServeArgs {
     /// highest rates).
     #[arg(long, default_value = "udp")]
     md_tx: exchange::md_publisher::MdTx,
+    /// NIC hardware timestamps: auto (on when --md-iface names an interface that has them:
+    /// a third clock, the NIC's, beside user and kernel; the summary says why not
+    /// otherwise) | off.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "off"])]
+    hw_timestamps: String,
     /// Stamp only the first packet of these trigger ids (a file: one id at the start of
     /// each line, e.g. a .planted.csv sidecar or the oracle's ids); default: of every id.
     #[arg(long)]
@@ -277,6 +282,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         None => None,
                     },
                     tx: a.md_tx,
+                    hw: false, // decided by the server from --hw-timestamps
                     ttl: a.ttl,
                     mcast_loop: a.mcast_loop,
                     tx_timestamps: !a.no_tx_timestamps,
@@ -296,6 +302,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
                 amount_decimals: a.amount_decimals,
                 allow_peers: a.allow_peer,
+                hw_timestamps: a.hw_timestamps == "auto",
             };
             let shutdown = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

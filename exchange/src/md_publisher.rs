@@ -20,8 +20,13 @@ use std::str::FromStr;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use hostsys::errqueue as sys;
+use hostsys::errqueue::{self as sys, Stamps};
 use hostsys::mmsg::{self, Dest};
+
+/// A stamped packet still waits for its software stamp.
+const WANT_SW: u8 = 1;
+/// ... for its hardware stamp.
+const WANT_HW: u8 = 2;
 
 /// Bytes in front of every payload: Ethernet (14), IPv4 (20) and UDP (8) headers.
 pub const HEADROOM: usize = 42;
@@ -76,6 +81,8 @@ pub struct PublisherConfig {
     pub tx: MdTx,
     /// Stamp only the first packet of these ids (`--stamp-ids`); None: of every id.
     pub stamp_ids: Option<std::collections::HashSet<u64>>,
+    /// Ask the NIC's hardware stamp too (switched on for the interface by the server).
+    pub hw: bool,
 }
 
 /// The prebuilt Ethernet + IPv4 + UDP header of the frame sender; per packet only the
@@ -158,7 +165,10 @@ pub struct MdPublisher {
     counter: u32,
     /// The id of the last packet sent (a packet with another id opens one and is stamped).
     last_id: Option<u64>,
-    pending: VecDeque<(u32, u64)>,
+    /// Stamped packets waiting for their stamps: (key, id, stamps still wanted), keys
+    /// consecutive from the front.
+    pending: VecDeque<(u32, u64, u8)>,
+    hw: bool,
     /// TX timestamps that never came back (dropped from the queue).
     pub ts_missing: u64,
     /// Packets sent with a stamp asked.
@@ -212,9 +222,10 @@ impl MdPublisher {
             ts_missing: 0,
             stamped: 0,
             stamp_ids: cfg.stamp_ids.clone(),
+            hw: cfg.hw,
         };
         if cfg.tx_timestamps {
-            sys::enable_tx_timestamps_on_request(me.fd())?;
+            sys::enable_tx_timestamps_on_request(me.fd(), cfg.hw)?;
         }
         Ok(me)
     }
@@ -275,7 +286,7 @@ impl MdPublisher {
             Wire::Udp { sock, dest } => (sock.as_raw_fd(), Dest::Ip(*dest)),
             Wire::Packet { fd, ifindex, .. } => (fd.as_raw_fd(), Dest::Link { ifindex: *ifindex }),
         };
-        let sent = mmsg::send_batch(fd, dest, &pkts[..n], &keys[..n]).map_err(|e| {
+        let sent = mmsg::send_batch(fd, dest, &pkts[..n], &keys[..n], self.hw).map_err(|e| {
             if e.raw_os_error() == Some(libc::EINVAL) && self.tx_timestamps {
                 io::Error::other(format!(
                     "{e}: per-message TX stamps need Linux 6.13 or later (SCM_TS_OPT_ID); \
@@ -290,7 +301,8 @@ impl MdPublisher {
             if let Some(k) = *key {
                 self.counter = k.wrapping_add(1);
                 self.stamped += 1;
-                self.pending.push_back((k, id));
+                let want = WANT_SW | if self.hw { WANT_HW } else { 0 };
+                self.pending.push_back((k, id, want));
                 if self.pending.len() > 1 << 16 {
                     self.pending.pop_front();
                     self.ts_missing += 1;
@@ -300,17 +312,17 @@ impl MdPublisher {
         Ok(sent)
     }
 
-    /// Reads every queued TX timestamp, calling `f(id, realtime_ns)` for each (up to 32
-    /// per `recvmmsg`).
-    pub fn drain_tx_timestamps(&mut self, mut f: impl FnMut(u64, u64)) -> io::Result<()> {
+    /// Reads every queued TX timestamp, calling `f(id, stamps)` for each (up to 32 per
+    /// `recvmmsg`; with hardware stamps a packet's two stamps may come as two calls).
+    pub fn drain_tx_timestamps(&mut self, mut f: impl FnMut(u64, Stamps)) -> io::Result<()> {
         if !self.tx_timestamps {
             return Ok(());
         }
-        let mut got = [(0u32, 0u64); sys::TS_BATCH];
+        let mut got = [(0u32, Stamps::default()); sys::TS_BATCH];
         loop {
             let n = sys::read_tx_timestamps(self.fd(), &mut got)?;
-            for &(key, ns) in &got[..n] {
-                self.match_stamp(key, ns, &mut f);
+            for &(key, ts) in &got[..n] {
+                self.match_stamp(key, ts, &mut f);
             }
             if n < sys::TS_BATCH {
                 return Ok(());
@@ -318,31 +330,45 @@ impl MdPublisher {
         }
     }
 
-    /// Ties one stamp to the packet it was taken for (by its key).
-    fn match_stamp(&mut self, key: u32, ns: u64, f: &mut impl FnMut(u64, u64)) {
-        if key == u32::MAX && ns == 0 {
+    /// Ties one stamp message to the packet it was taken for (by its key). Stamps of one
+    /// kind come in send order, so a packet before this one still waiting for that kind
+    /// never gets it (counted missing).
+    fn match_stamp(&mut self, key: u32, ts: Stamps, f: &mut impl FnMut(u64, Stamps)) {
+        if key == u32::MAX && ts == Stamps::default() {
             return;
         }
-        while let Some(&(k, id)) = self.pending.front() {
-            // Wrapping comparison: entries older than `key` never got a stamp.
-            let behind = key.wrapping_sub(k);
-            if behind == 0 {
-                self.pending.pop_front();
-                f(id, ns);
-                break;
-            } else if behind < u32::MAX / 2 {
-                self.pending.pop_front();
+        let Some(&(front, ..)) = self.pending.front() else {
+            return;
+        };
+        let idx = key.wrapping_sub(front) as usize;
+        if idx >= self.pending.len() {
+            return; // already given up on, or not ours
+        }
+        let kinds =
+            if ts.sw.is_some() { WANT_SW } else { 0 } | if ts.hw.is_some() { WANT_HW } else { 0 };
+        for e in self.pending.range_mut(..idx) {
+            if e.2 & kinds != 0 {
+                e.2 &= !kinds;
                 self.ts_missing += 1;
-            } else {
-                break;
             }
+        }
+        if let Some(e) = self.pending.get_mut(idx) {
+            f(e.1, ts);
+            e.2 &= !kinds;
+        }
+        while self.pending.front().is_some_and(|e| e.2 == 0) {
+            self.pending.pop_front();
         }
     }
 
     /// Forgets timestamps still expected (end of session), counting them as missing; the
     /// next session's first packet opens its id again.
     pub fn reset_pending(&mut self) {
-        self.ts_missing += self.pending.len() as u64;
+        self.ts_missing += self
+            .pending
+            .iter()
+            .map(|e| u64::from(e.2.count_ones()))
+            .sum::<u64>();
         self.pending.clear();
         self.last_id = None;
     }
@@ -392,6 +418,79 @@ mod tests {
             assert_eq!(udp.destination_port(), 12345);
             assert_eq!(udp.payload(), payload);
         }
+    }
+
+    fn publisher(hw: bool) -> MdPublisher {
+        MdPublisher {
+            wire: Wire::Udp {
+                sock: UdpSocket::bind("127.0.0.1:0").expect("bind"),
+                dest: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9),
+            },
+            tx_timestamps: true,
+            counter: 0,
+            last_id: None,
+            pending: (0..4u32)
+                .map(|k| {
+                    (
+                        k,
+                        100 + u64::from(k),
+                        WANT_SW | if hw { WANT_HW } else { 0 },
+                    )
+                })
+                .collect(),
+            hw,
+            ts_missing: 0,
+            stamped: 4,
+            stamp_ids: None,
+        }
+    }
+
+    #[test]
+    fn stamps_reach_their_packets_and_the_ones_that_never_come_are_counted() {
+        let sw = |ns| Stamps {
+            sw: Some(ns),
+            hw: None,
+        };
+        let hw = |ns| Stamps {
+            sw: None,
+            hw: Some(ns),
+        };
+        // Software only: key 1's stamp means key 0's never came.
+        let mut p = publisher(false);
+        let mut got = Vec::new();
+        p.match_stamp(1, sw(11), &mut |id, ts| got.push((id, ts)));
+        assert_eq!(got, [(101, sw(11))]);
+        assert_eq!(
+            (p.ts_missing, p.pending.len()),
+            (1, 2),
+            "0 missing, 0 and 1 done"
+        );
+        p.match_stamp(7, sw(1), &mut |_, _| panic!("not a pending key"));
+        p.reset_pending();
+        assert_eq!(p.ts_missing, 3, "2 and 3 never came");
+        // Software and hardware, in their own orders, interleaved.
+        let mut p = publisher(true);
+        let mut got = Vec::new();
+        for (k, ts) in [(0, sw(1)), (1, sw(2)), (0, hw(50)), (2, sw(3)), (1, hw(51))] {
+            p.match_stamp(k, ts, &mut |id, ts| got.push((id, ts)));
+        }
+        assert_eq!(
+            got,
+            [
+                (100, sw(1)),
+                (101, sw(2)),
+                (100, hw(50)),
+                (102, sw(3)),
+                (101, hw(51))
+            ]
+        );
+        assert_eq!(p.ts_missing, 0);
+        assert_eq!(p.pending.front().map(|e| e.0), Some(2), "0 and 1 complete");
+        // Key 3's hardware stamp: key 2's never came.
+        p.match_stamp(3, hw(53), &mut |_, _| {});
+        assert_eq!(p.ts_missing, 1);
+        p.reset_pending();
+        assert_eq!(p.ts_missing, 2, "key 3's software stamp never came either");
     }
 
     #[test]

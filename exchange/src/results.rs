@@ -123,6 +123,10 @@ pub struct SessionStats {
     pub t2t_user_last: Histogram<u64>,
     /// Tick-to-trade from the first packet with the id, kernel timestamps.
     pub t2t_kernel: Histogram<u64>,
+    /// Tick-to-trade on the NIC's clock (hardware stamps).
+    pub t2t_hw: Histogram<u64>,
+    /// Hardware stamps on (`on: PHC n`) or why not (`off: ...`).
+    pub hw_timestamps: String,
     /// Actual minus scheduled send time.
     pub pacing_error: Histogram<u64>,
     /// First and last market-data send (CLOCK_MONOTONIC ns; 0 = none yet).
@@ -145,6 +149,8 @@ impl SessionStats {
             t2t_user: new_histogram(),
             t2t_user_last: new_histogram(),
             t2t_kernel: new_histogram(),
+            t2t_hw: new_histogram(),
+            hw_timestamps: String::new(),
             pacing_error: new_histogram(),
             first_send_ns: 0,
             last_send_ns: 0,
@@ -165,6 +171,8 @@ impl SessionStats {
             t2t_user_ns: Percentiles::of(&self.t2t_user),
             t2t_user_last_ns: Percentiles::of(&self.t2t_user_last),
             t2t_kernel_ns: Percentiles::of(&self.t2t_kernel),
+            t2t_hw_ns: (!self.t2t_hw.is_empty()).then(|| Percentiles::of(&self.t2t_hw)),
+            hw_timestamps: self.hw_timestamps.clone(),
             pacing_error_ns: Percentiles::of(&self.pacing_error),
         }
     }
@@ -193,6 +201,12 @@ pub struct Summary {
     pub t2t_user_last_ns: Percentiles,
     /// Tick-to-trade, kernel timestamps.
     pub t2t_kernel_ns: Percentiles,
+    /// Tick-to-trade on the NIC's clock (None: no hardware stamps: see `hw_timestamps`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t2t_hw_ns: Option<Percentiles>,
+    /// Hardware stamps on (`on: PHC n`) or why not (`off: ...`).
+    #[serde(default)]
+    pub hw_timestamps: String,
     /// Pacing error (actual - scheduled send time).
     pub pacing_error_ns: Percentiles,
 }
@@ -228,12 +242,19 @@ impl Summary {
             "   {:<22}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>8}",
             "latency (us)", "min", "p50", "p90", "p99", "p99.9", "max", "n"
         )?;
+        let none = Percentiles::default();
+        let hw = self.t2t_hw_ns.as_ref();
         for (name, p) in [
             ("tick-to-trade user", &self.t2t_user_ns),
             ("tick-to-trade (last)", &self.t2t_user_last_ns),
             ("tick-to-trade kernel", &self.t2t_kernel_ns),
+            ("tick-to-trade NIC", hw.unwrap_or(&none)),
             ("pacing error", &self.pacing_error_ns),
         ] {
+            if name == "tick-to-trade NIC" && hw.is_none() {
+                writeln!(out, "   {name:<22}hardware stamps {}", self.hw_timestamps)?;
+                continue;
+            }
             let us = |v: u64| v as f64 / 1e3;
             writeln!(
                 out,

@@ -71,6 +71,13 @@ fn only_the_allowed_peer_gets_a_session() {
     let s = &summaries[0];
     assert_eq!(s.peer.split(':').next(), Some("10.77.0.2"));
     assert_eq!(s.counters.refused_peers, 1, "the stranger counted\n{log}");
+    // A veth has software stamps only: no NIC clock, and the summary says why.
+    assert!(s.t2t_hw_ns.is_none());
+    assert!(
+        s.hw_timestamps.starts_with("off: vx0: ") && s.hw_timestamps.contains("software"),
+        "{}",
+        s.hw_timestamps
+    );
     assert!(packets > 0 && packets == s.counters.packets_sent);
     assert!(
         log.contains("not allowed") && log.contains("10.77.0.1"),

@@ -1,6 +1,6 @@
 //! The socket error queue and its control messages, walked in one place: kernel software
-//! timestamps (SO_TIMESTAMPING, on receive and from the transmit error queue) and
-//! MSG_ZEROCOPY completions.
+//! and NIC hardware timestamps (SO_TIMESTAMPING, on receive and from the transmit error
+//! queue: [`Stamps`]) and MSG_ZEROCOPY completions.
 
 use std::io;
 use std::mem::size_of;
@@ -10,9 +10,12 @@ use crate::clock::timespec_ns;
 
 /// `SOF_TIMESTAMPING_*` flags (linux/net_tstamp.h).
 mod flags {
+    pub const TX_HARDWARE: u32 = 1 << 0;
     pub const TX_SOFTWARE: u32 = 1 << 1;
+    pub const RX_HARDWARE: u32 = 1 << 2;
     pub const RX_SOFTWARE: u32 = 1 << 3;
     pub const SOFTWARE: u32 = 1 << 4;
+    pub const RAW_HARDWARE: u32 = 1 << 6;
     pub const OPT_ID: u32 = 1 << 7;
     pub const OPT_TSONLY: u32 = 1 << 11;
 }
@@ -32,34 +35,72 @@ fn set_timestamping(fd: RawFd, value: u32) -> io::Result<()> {
     .map(drop)
 }
 
-/// Kernel software RX timestamps on `fd` (read with [`recv_timestamped`]).
-pub fn enable_rx_timestamps(fd: RawFd) -> io::Result<()> {
-    set_timestamping(fd, flags::RX_SOFTWARE | flags::SOFTWARE)
+/// Kernel software RX timestamps on `fd`, and the NIC's raw hardware stamps too when `hw`
+/// (the interface must have them switched on: [`crate::hwtstamp::enable`]); read with
+/// [`recv_timestamped`].
+pub fn enable_rx_timestamps(fd: RawFd, hw: bool) -> io::Result<()> {
+    let hw_flags = if hw {
+        flags::RX_HARDWARE | flags::RAW_HARDWARE
+    } else {
+        0
+    };
+    set_timestamping(fd, flags::RX_SOFTWARE | flags::SOFTWARE | hw_flags)
 }
 
-/// Kernel software TX timestamps on `fd`, each tagged with a per-socket counter that starts
-/// at 0 and counts datagrams sent (read with [`read_tx_timestamps`]).
-pub fn enable_tx_timestamps(fd: RawFd) -> io::Result<()> {
-    set_timestamping(
-        fd,
-        flags::TX_SOFTWARE | flags::SOFTWARE | flags::OPT_ID | flags::OPT_TSONLY,
-    )
+/// The record flags a message asks a TX stamp with (`SOF_TIMESTAMPING_TX_*`): software, and
+/// the NIC's too when `hw`.
+pub fn tx_record_flags(hw: bool) -> u32 {
+    flags::TX_SOFTWARE | if hw { flags::TX_HARDWARE } else { 0 }
 }
 
 /// Kernel software TX timestamps on `fd` only for the messages that ask for one, each with
 /// the key the message gave (sent with [`crate::mmsg::send_batch`]; read with
 /// [`read_tx_timestamps`]). Fails on kernels before 6.13 (no `SCM_TS_OPT_ID`) only when a
 /// message asks: callers probe with [`crate::mmsg::send_batch`] once.
-pub fn enable_tx_timestamps_on_request(fd: RawFd) -> io::Result<()> {
-    set_timestamping(fd, flags::SOFTWARE | flags::OPT_ID | flags::OPT_TSONLY)
+pub fn enable_tx_timestamps_on_request(fd: RawFd, hw: bool) -> io::Result<()> {
+    let hw_flags = if hw { flags::RAW_HARDWARE } else { 0 };
+    set_timestamping(
+        fd,
+        flags::SOFTWARE | flags::OPT_ID | flags::OPT_TSONLY | hw_flags,
+    )
+}
+
+/// The stamps of one `scm_timestamping` control message: `ts[0]` the kernel's software stamp,
+/// `ts[2]` the NIC's raw hardware stamp (its PHC clock), each absent when zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stamps {
+    /// Software, CLOCK_REALTIME ns.
+    pub sw: Option<u64>,
+    /// Hardware, the NIC's clock, ns.
+    pub hw: Option<u64>,
+}
+
+impl Stamps {
+    /// From the data of an SO_TIMESTAMPING control message (three `timespec`s); a short
+    /// one gives what it holds.
+    pub fn parse(data: &[u8]) -> Self {
+        let at = |i: usize| -> Option<u64> {
+            let size = size_of::<libc::timespec>();
+            let bytes = data.get(i * size..(i + 1) * size)?;
+            // SAFETY: `bytes` holds exactly one timespec written by the kernel (or a test);
+            // read_unaligned copes with the control buffer's alignment.
+            let ts: libc::timespec = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+            let ns = timespec_ns(&ts);
+            (ns != 0).then_some(ns)
+        };
+        Self {
+            sw: at(0),
+            hw: at(2),
+        }
+    }
 }
 
 #[repr(C, align(8))]
 struct CmsgBuf([u8; 256]);
 
-/// `recvmsg` into `buf`; returns the byte count (0 = EOF) and the kernel's software receive
-/// timestamp (CLOCK_REALTIME ns) when one came with the data.
-pub fn recv_timestamped(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
+/// `recvmsg` into `buf`; returns the byte count (0 = EOF) and the receive stamps that came
+/// with the data (software; hardware when switched on).
+pub fn recv_timestamped(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Stamps)> {
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -74,24 +115,13 @@ pub fn recv_timestamped(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<
     // SAFETY: msg points at `iov` (over `buf`) and `control`, both live and writable for the
     // whole call.
     let n = crate::syscall!(unsafe { libc::recvmsg(fd, &raw mut msg, libc::MSG_DONTWAIT) })?;
-    let mut ts = None;
+    let mut ts = Stamps::default();
     for_each_cmsg(&msg, |level, ty, data| {
         if level == libc::SOL_SOCKET && ty == libc::SO_TIMESTAMPING {
-            ts = first_timespec(data);
+            ts = Stamps::parse(data);
         }
     });
     Ok((usize::try_from(n).unwrap_or(0), ts))
-}
-
-/// `struct scm_timestamping { struct timespec ts[3]; }`: ts[0] is the software stamp.
-fn first_timespec(data: &[u8]) -> Option<u64> {
-    if data.len() < size_of::<libc::timespec>() {
-        return None;
-    }
-    // SAFETY: length checked; the kernel wrote a timespec array here; unaligned read.
-    let ts: libc::timespec = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
-    let ns = timespec_ns(&ts);
-    (ns != 0).then_some(ns)
 }
 
 /// Calls `f(level, type, data)` for every control message of a `msghdr` that a successful
@@ -167,10 +197,11 @@ pub fn read_zerocopy_completion(fd: RawFd) -> Option<(u32, u32, bool)> {
 pub const TS_BATCH: usize = 32;
 
 /// Reads up to [`TS_BATCH`] queued TX timestamps in one `recvmmsg(MSG_ERRQUEUE)`, writing
-/// `(counter, CLOCK_REALTIME ns)` into `out` (a message without both, which the caller
-/// skips, is written as `(u32::MAX, 0)`); returns how many were read (0: the queue is
-/// empty).
-pub fn read_tx_timestamps(fd: RawFd, out: &mut [(u32, u64); TS_BATCH]) -> io::Result<usize> {
+/// `(key, stamps)` into `out` (a message without a key or without any stamp, which the
+/// caller skips, is written as `(u32::MAX, Stamps::default())`); returns how many were read
+/// (0: the queue is empty). With hardware stamps on, one packet's software and hardware
+/// stamps come as two messages with the same key.
+pub fn read_tx_timestamps(fd: RawFd, out: &mut [(u32, Stamps); TS_BATCH]) -> io::Result<usize> {
     let mut control = [const { CmsgBuf([0; 256]) }; TS_BATCH];
     // SAFETY: an all-zero mmsghdr is a valid "no buffers" header.
     let mut msgs: [libc::mmsghdr; TS_BATCH] = unsafe { std::mem::zeroed() };
@@ -199,20 +230,51 @@ pub fn read_tx_timestamps(fd: RawFd, out: &mut [(u32, u64); TS_BATCH]) -> io::Re
     }
     let n = usize::try_from(rc).unwrap_or(0).min(TS_BATCH);
     for (m, slot) in msgs[..n].iter().zip(out.iter_mut()) {
-        let (mut ts, mut key) = (None, None);
+        let (mut ts, mut key) = (Stamps::default(), None);
         for_each_cmsg(&m.msg_hdr, |level, ty, data| {
             if level == libc::SOL_SOCKET && ty == libc::SO_TIMESTAMPING {
-                ts = first_timespec(data);
+                ts = Stamps::parse(data);
             } else if let Some(ee) = extended_err(level, ty, data) {
                 if ee.ee_origin == SO_EE_ORIGIN_TIMESTAMPING {
                     key = Some(ee.ee_data);
                 }
             }
         });
-        *slot = match (key, ts) {
-            (Some(k), Some(t)) => (k, t),
-            _ => (u32::MAX, 0),
+        *slot = match key {
+            Some(k) if ts != Stamps::default() => (k, ts),
+            _ => (u32::MAX, Stamps::default()),
         };
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A recorded `scm_timestamping`: three timespecs as the kernel writes them.
+    fn scm(sw: (i64, i64), hw: (i64, i64)) -> Vec<u8> {
+        let mut v = Vec::new();
+        for (sec, nsec) in [sw, (0, 0), hw] {
+            v.extend_from_slice(&sec.to_ne_bytes());
+            v.extend_from_slice(&nsec.to_ne_bytes());
+        }
+        v
+    }
+
+    #[test]
+    fn software_and_hardware_stamps_parse_from_recorded_control_messages() {
+        let both = Stamps::parse(&scm((1_700_000_000, 5), (42, 7)));
+        assert_eq!(both.sw, Some(1_700_000_000_000_000_005));
+        assert_eq!(both.hw, Some(42_000_000_007));
+        // A software-only interface (veth): ts[2] is zero.
+        let sw_only = Stamps::parse(&scm((3, 0), (0, 0)));
+        assert_eq!((sw_only.sw, sw_only.hw), (Some(3_000_000_000), None));
+        // The NIC's stamp alone (a driver's completion message).
+        let hw_only = Stamps::parse(&scm((0, 0), (9, 1)));
+        assert_eq!((hw_only.sw, hw_only.hw), (None, Some(9_000_000_001)));
+        // Short or empty data: what it holds, no panic.
+        assert_eq!(Stamps::parse(&[]), Stamps::default());
+        assert_eq!(Stamps::parse(&scm((1, 0), (2, 0))[..20]).hw, None);
+    }
 }

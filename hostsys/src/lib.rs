@@ -2,7 +2,8 @@
 //! clocks ([`clock`]), socket options and non-blocking sends and receives ([`socket`]),
 //! batched sends with per-message TX stamps ([`mmsg`]),
 //! the error queue with its control messages ([`errqueue`]: MSG_ZEROCOPY completions and
-//! SO_TIMESTAMPING stamps), interfaces ([`iface`]), scheduling ([`sched`]) and process
+//! SO_TIMESTAMPING stamps), NIC hardware timestamps ([`hwtstamp`]), interfaces ([`iface`]),
+//! scheduling ([`sched`]) and process
 //! counters ([`procfs`]), dropping root after set-up ([`privilege`]), signals to children
 //! ([`signal`]), BPF_PROG_TEST_RUN ([`bpf`]) and
 //! the slots of MSG_ZEROCOPY sends ([`zerocopy`]).
@@ -27,6 +28,7 @@ macro_rules! syscall {
 pub mod bpf;
 pub mod clock;
 pub mod errqueue;
+pub mod hwtstamp;
 pub mod iface;
 pub mod mmsg;
 pub mod privilege;

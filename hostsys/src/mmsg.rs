@@ -17,7 +17,6 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 pub const BATCH: usize = 64;
 /// `SCM_TS_OPT_ID` (asm-generic/socket.h): the stamp's key for this message.
 const SCM_TS_OPT_ID: i32 = 81;
-const SOF_TIMESTAMPING_TX_SOFTWARE: u32 = 1 << 1;
 /// Two `u32` control messages.
 const CTRL_LEN: usize = 48;
 
@@ -37,8 +36,9 @@ pub enum Dest {
 #[derive(Clone, Copy)]
 struct Ctrl([u8; CTRL_LEN]);
 
-/// Writes the two control messages asking for a stamp with `key`; returns their length.
-fn stamp_ctrl(buf: &mut Ctrl, key: u32) -> usize {
+/// Writes the two control messages asking for a stamp (`record`: the
+/// `SOF_TIMESTAMPING_TX_*` flags) with `key`; returns their length.
+fn stamp_ctrl(buf: &mut Ctrl, key: u32, record: u32) -> usize {
     // SAFETY: CMSG_SPACE/CMSG_LEN are pure arithmetic.
     let (space, len) = unsafe {
         (
@@ -48,11 +48,7 @@ fn stamp_ctrl(buf: &mut Ctrl, key: u32) -> usize {
     };
     debug_assert!(2 * space <= CTRL_LEN);
     for (i, (level, ty, value)) in [
-        (
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPING,
-            SOF_TIMESTAMPING_TX_SOFTWARE,
-        ),
+        (libc::SOL_SOCKET, libc::SO_TIMESTAMPING, record),
         (libc::SOL_SOCKET, SCM_TS_OPT_ID, key),
     ]
     .into_iter()
@@ -76,7 +72,8 @@ fn stamp_ctrl(buf: &mut Ctrl, key: u32) -> usize {
 }
 
 /// Sends `pkts` (at most [`BATCH`]) to `dest` in one non-blocking `sendmmsg`, in order;
-/// `keys[i]`, when given, asks a TX timestamp for `pkts[i]` coming back with that key.
+/// `keys[i]`, when given, asks a TX timestamp for `pkts[i]` coming back with that key (the
+/// software one, and the NIC's when `hw`).
 /// Returns how many the kernel took (the rest are the caller's to retry, in order); `Ok(0)`
 /// when it took none because its buffer was full (EAGAIN, ENOBUFS).
 pub fn send_batch(
@@ -84,7 +81,9 @@ pub fn send_batch(
     dest: Dest,
     pkts: &[&[u8]],
     keys: &[Option<u32>],
+    hw: bool,
 ) -> io::Result<usize> {
+    let record = crate::errqueue::tx_record_flags(hw);
     let n = pkts.len().min(BATCH);
     let ip;
     let link;
@@ -126,7 +125,7 @@ pub fn send_batch(
         m.msg_name = name.cast_mut();
         m.msg_namelen = name_len as libc::socklen_t;
         if let Some(&Some(key)) = keys.get(i) {
-            m.msg_controllen = stamp_ctrl(&mut ctrl[i], key);
+            m.msg_controllen = stamp_ctrl(&mut ctrl[i], key, record);
             m.msg_control = ctrl[i].0.as_mut_ptr().cast();
         }
     }
@@ -246,6 +245,8 @@ pub fn ifindex(name: &str) -> io::Result<i32> {
 mod tests {
     use super::*;
 
+    const SOF_TIMESTAMPING_TX_SOFTWARE: u32 = 1 << 1;
+
     #[test]
     fn recv_batch_reads_every_waiting_datagram_in_order_and_cuts_long_ones() {
         use std::os::fd::AsRawFd;
@@ -277,7 +278,7 @@ mod tests {
     #[test]
     fn stamp_control_messages_walk_back() {
         let mut c = Ctrl([0; CTRL_LEN]);
-        let len = stamp_ctrl(&mut c, 0xdead_beef);
+        let len = stamp_ctrl(&mut c, 0xdead_beef, SOF_TIMESTAMPING_TX_SOFTWARE);
         // SAFETY: all-zero is a valid msghdr.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_control = c.0.as_mut_ptr().cast();

@@ -333,7 +333,7 @@ fn bare_ceiling(tx: MdTx) -> Result<(u64, f64, u64)> {
         let mut sent = 0u64;
         while sent < PACKETS {
             let want = usize::try_from((PACKETS - sent).min(64)).unwrap_or(64);
-            sent += mmsg::send_batch(fd.as_raw_fd(), dest, &batch[..want], &[])? as u64;
+            sent += mmsg::send_batch(fd.as_raw_fd(), dest, &batch[..want], &[], false)? as u64;
         }
         Ok((sent, sent as f64 / t0.elapsed().as_secs_f64()))
     })?;

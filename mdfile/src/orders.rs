@@ -24,7 +24,9 @@ pub enum RowKind {
 }
 
 /// Columns of an exchange file.
-pub const EXCHANGE_HEADER: &str = "session,trigger_id,side,price,qty,send_first_ns,send_last_ns,recv_ns,t2t_first_ns,t2t_last_ns,ktx_first_ns,krx_ns,kt2t_first_ns,gap_order_ns,gap_md_ns,queued_behind";
+pub const EXCHANGE_HEADER: &str = "session,trigger_id,side,price,qty,send_first_ns,send_last_ns,recv_ns,t2t_first_ns,t2t_last_ns,ktx_first_ns,krx_ns,kt2t_first_ns,gap_order_ns,gap_md_ns,queued_behind,htx_first_ns,hrx_ns,ht2t_first_ns";
+/// The exchange's columns before the NIC hardware stamps (files of earlier runs still read).
+const EXCHANGE_HEADER_NO_HW: &str = "session,trigger_id,side,price,qty,send_first_ns,send_last_ns,recv_ns,t2t_first_ns,t2t_last_ns,ktx_first_ns,krx_ns,kt2t_first_ns,gap_order_ns,gap_md_ns,queued_behind";
 /// Columns of a strategy file.
 pub const STRATEGY_HEADER: &str =
     "session,trigger_id,side,price,qty,delay_ns,gap_order_ns,gap_md_ns,decide_ns,send_ns,total_ns";
@@ -57,6 +59,10 @@ pub struct Timing {
     /// one order per `recv`, so each has its own receive times; under a burst the later
     /// ones waited for the reads before them).
     pub queued_behind: Option<u32>,
+    /// The NIC's hardware TX stamp of the first packet with the id (its PHC clock).
+    pub htx_first_ns: Option<u64>,
+    /// The NIC's hardware RX stamp of the segment that completed the order.
+    pub hrx_ns: Option<u64>,
 }
 
 impl Timing {
@@ -73,6 +79,14 @@ impl Timing {
     /// Kernel tick-to-trade, when both stamps exist and are ordered.
     pub fn kernel_t2t_ns(&self) -> Option<u64> {
         match (self.ktx_first_ns, self.krx_ns) {
+            (Some(tx), Some(rx)) if rx >= tx => Some(rx - tx),
+            _ => None,
+        }
+    }
+
+    /// Tick-to-trade on the NIC's clock, when both hardware stamps exist and are ordered.
+    pub fn hw_t2t_ns(&self) -> Option<u64> {
+        match (self.htx_first_ns, self.hrx_ns) {
             (Some(tx), Some(rx)) if rx >= tx => Some(rx - tx),
             _ => None,
         }
@@ -168,7 +182,7 @@ impl OrderRow {
                 let user = |v: u64| Opt(known.then_some(v));
                 writeln!(
                     out,
-                    ",{},{},{},{},{},{},{},{},{},{},{}",
+                    ",{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                     user(t.send_first_ns),
                     user(t.send_last_ns),
                     user(t.recv_ns),
@@ -180,6 +194,9 @@ impl OrderRow {
                     gap.0,
                     gap.1,
                     Opt(t.queued_behind.map(u64::from)),
+                    Opt(t.htx_first_ns),
+                    Opt(t.hrx_ns),
+                    Opt(t.hw_t2t_ns()),
                 )
             }
         }
@@ -251,11 +268,11 @@ pub fn parse_rows(text: &str) -> Result<(RowKind, Vec<OrderRow>), ParseRowsError
     let mut lines = text.lines();
     let header = lines.next().unwrap_or_default().trim_end();
     let kind = match header {
-        EXCHANGE_HEADER => RowKind::Exchange,
+        EXCHANGE_HEADER | EXCHANGE_HEADER_NO_HW => RowKind::Exchange,
         STRATEGY_HEADER => RowKind::Strategy,
         other => return Err(ParseRowsError::Header(other.to_owned())),
     };
-    let columns = kind.header().split(',').count();
+    let columns = header.split(',').count();
     let mut rows = Vec::new();
     for (i, line) in lines.enumerate() {
         if line.is_empty() {
@@ -345,6 +362,8 @@ fn parse_row(kind: RowKind, f: &[&str]) -> Result<OrderRow, String> {
                 krx_ns: opt_num(f[11], "krx_ns")?,
                 queued_behind: opt_num(f[15], "queued_behind")?
                     .map(|v| u32::try_from(v).unwrap_or(u32::MAX)),
+                htx_first_ns: f.get(16).map_or(Ok(None), |v| opt_num(v, "htx_first_ns"))?,
+                hrx_ns: f.get(17).map_or(Ok(None), |v| opt_num(v, "hrx_ns"))?,
             }),
             delay_ns: None,
             stages: None,
@@ -376,6 +395,8 @@ mod tests {
                 ktx_first_ns: Some(10_000),
                 krx_ns: None,
                 queued_behind: Some(2),
+                htx_first_ns: Some(5_000),
+                hrx_ns: Some(7_500),
             }),
             delay_ns: (kind == RowKind::Strategy).then_some(10_000),
             stages: (kind == RowKind::Strategy).then_some(Stages {
@@ -406,8 +427,23 @@ mod tests {
             .expect("write");
         assert_eq!(
             String::from_utf8(out).expect("utf8"),
-            "3,1585699200355000,sell,6593.5,7,1000,1500,9000,8000,7500,10000,,,4000000,,2\n"
+            "3,1585699200355000,sell,6593.5,7,1000,1500,9000,8000,7500,10000,,,4000000,,2,5000,7500,2500\n"
         );
+    }
+
+    #[test]
+    fn rows_of_earlier_runs_without_hardware_stamps_still_read() {
+        let text = format!(
+            "{EXCHANGE_HEADER_NO_HW}\n3,1585699200355000,sell,6593.5,7,1000,1500,9000,8000,7500,10000,,,4000000,,2\n"
+        );
+        let (kind, rows) = parse_rows(&text).expect("an earlier file");
+        assert_eq!(kind, RowKind::Exchange);
+        let t = rows[0].timing.expect("timing");
+        assert_eq!(
+            (t.htx_first_ns, t.hrx_ns, t.hw_t2t_ns()),
+            (None, None, None)
+        );
+        assert_eq!(t.queued_behind, Some(2));
     }
 
     #[test]

@@ -86,6 +86,8 @@ pub struct ServerConfig {
     /// Accept order-entry connections only from these addresses (`--allow-peer`; empty:
     /// from anyone). Others are closed at once, logged and counted.
     pub allow_peers: Vec<std::net::IpAddr>,
+    /// Use the NIC's hardware timestamps when `--md-iface` has them (`--hw-timestamps`).
+    pub hw_timestamps: bool,
 }
 
 /// Errors that stop the server.
@@ -104,6 +106,24 @@ pub enum ServerError {
     },
 }
 
+/// Hardware stamps for this exchange: switched on for `--md-iface` when it has them (the
+/// PHC), or why not.
+fn hw_stamps(cfg: &ServerConfig) -> Result<i32, String> {
+    if !cfg.hw_timestamps {
+        return Err("--hw-timestamps off".into());
+    }
+    if !cfg.publisher.tx_timestamps {
+        return Err("--no-tx-timestamps".into());
+    }
+    match cfg.publisher.iface.as_deref() {
+        None => Err("no --md-iface".into()),
+        Some(i) if i.parse::<std::net::Ipv4Addr>().is_ok() => Err(format!(
+            "--md-iface {i} is an address; hardware stamps need the interface's name"
+        )),
+        Some(name) => hostsys::hwtstamp::switch_on(name),
+    }
+}
+
 fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> ServerError {
     move |source| ServerError::Io { what, source }
 }
@@ -114,6 +134,8 @@ struct SendTimes {
     first: u64,
     last: u64,
     ktx_first: Option<u64>,
+    /// The NIC's hardware TX stamp of the first packet with this id.
+    khw_first: Option<u64>,
     /// Send time of the packet before the first one with this id (the idle time of the
     /// market-data path before the trigger).
     prev: Option<u64>,
@@ -126,6 +148,7 @@ impl SendTimes {
             first: send_ns,
             last: send_ns,
             ktx_first: None,
+            khw_first: None,
             prev,
         }
     }
@@ -180,6 +203,8 @@ pub struct Server {
     rx_warm: Option<rx_warm::RxWarmer>,
     /// Connections refused by `--allow-peer` since the last session's summary.
     refused_peers: u64,
+    /// Hardware stamps on (the PHC), or why not, for every summary.
+    hw: Result<i32, String>,
 }
 
 impl Server {
@@ -199,7 +224,16 @@ impl Server {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(io_err("register listener"))?;
-        let md = MdPublisher::new(&cfg.publisher).map_err(io_err("market-data socket"))?;
+        let hw = hw_stamps(&cfg);
+        match &hw {
+            Ok(phc) => info!(phc, "hardware timestamps on"),
+            Err(why) => info!("hardware timestamps off: {why}"),
+        }
+        let publisher = crate::md_publisher::PublisherConfig {
+            hw: hw.is_ok(),
+            ..cfg.publisher.clone()
+        };
+        let md = MdPublisher::new(&publisher).map_err(io_err("market-data socket"))?;
         let sink = ResultsSink::open(cfg.results.as_deref(), cfg.summary.as_deref())
             .map_err(io_err("results file"))?;
         let rx_warm = if cfg.warm_rx_every_ns > 0 {
@@ -227,6 +261,7 @@ impl Server {
             shutdown,
             rx_warm,
             refused_peers: 0,
+            hw,
         };
         let fd = server.md.raw_fd();
         // mio only borrows the fd for registration; the std socket keeps ownership.
@@ -364,7 +399,7 @@ impl Server {
             }
         };
         let _ = conn.set_nodelay(true);
-        if let Err(e) = hostsys::errqueue::enable_rx_timestamps(conn.as_raw_fd()) {
+        if let Err(e) = hostsys::errqueue::enable_rx_timestamps(conn.as_raw_fd(), self.hw.is_ok()) {
             warn!("no kernel RX timestamps on the order socket: {e}");
         }
         if let Err(e) = self
@@ -384,6 +419,10 @@ impl Server {
         let mut stats = SessionStats::new(self.sessions, peer.to_string(), now);
         stats.counters.tx_ts_missing = ts_missing; // baseline, subtracted at the end
         stats.counters.tx_stamped = self.md.stamped; // likewise
+        stats.hw_timestamps = match &self.hw {
+            Ok(phc) => format!("on: PHC {phc}"),
+            Err(why) => format!("off: {why}"),
+        };
         self.session = Some(Session {
             conn,
             reader: Some(reader),

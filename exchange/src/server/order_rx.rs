@@ -65,7 +65,12 @@ impl Server {
         }
     }
 
-    pub(super) fn handle_orders(&mut self, recv_ns: u64, krx: Option<u64>, behind: Option<u32>) {
+    pub(super) fn handle_orders(
+        &mut self,
+        recv_ns: u64,
+        krx: hostsys::errqueue::Stamps,
+        behind: Option<u32>,
+    ) {
         self.drain_tx_timestamps();
         let Some(s) = &mut self.session else { return };
         while let Some(msg) = s.stream.pop() {
@@ -81,8 +86,10 @@ impl Server {
                             send_last_ns: t.last,
                             recv_ns,
                             ktx_first_ns: t.ktx_first,
-                            krx_ns: krx,
+                            krx_ns: krx.sw,
                             queued_behind: behind,
+                            htx_first_ns: t.khw_first,
+                            hrx_ns: krx.hw,
                         };
                         let gap = Gap {
                             order_ns: s.last_order_recv_ns.map(|p| recv_ns.saturating_sub(p)),
@@ -108,6 +115,9 @@ impl Server {
                             .record(recv_ns.saturating_sub(t.last).max(1));
                         if let Some(k) = timing.kernel_t2t_ns() {
                             let _ = s.stats.t2t_kernel.record(k.max(1));
+                        }
+                        if let Some(h) = timing.hw_t2t_ns() {
+                            let _ = s.stats.t2t_hw.record(h.max(1));
                         }
                         if self.cfg.log_orders {
                             let _ = writeln!(

@@ -23,9 +23,14 @@ impl Server {
 
     pub(super) fn drain_tx_into(&mut self, s: &mut Session) {
         let sends = &mut s.sends;
-        if let Err(e) = self.md.drain_tx_timestamps(|id, ns| {
+        if let Err(e) = self.md.drain_tx_timestamps(|id, ts| {
             if let Some(t) = sends.get_mut(id) {
-                t.ktx_first.get_or_insert(ns);
+                if let Some(sw) = ts.sw {
+                    t.ktx_first.get_or_insert(sw);
+                }
+                if let Some(hw) = ts.hw {
+                    t.khw_first.get_or_insert(hw);
+                }
             }
         }) {
             warn!("reading TX timestamps: {e}");

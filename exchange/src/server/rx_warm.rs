@@ -34,7 +34,7 @@ impl RxWarmer {
         let (rx, _) = listener.accept()?;
         tx.set_nodelay(true)?;
         rx.set_nonblocking(true)?;
-        hostsys::errqueue::enable_rx_timestamps(rx.as_raw_fd())?;
+        hostsys::errqueue::enable_rx_timestamps(rx.as_raw_fd(), false)?;
         Ok(Self {
             every_ns: every_ns.max(1),
             next_ns: 0,

@@ -1,6 +1,7 @@
 //! What a gap's table adds per run from its counters: drops, the feed reached and the
-//! packets per wake-up (under `--load`), tick-to-trade by trigger position (microbursts), and how many orders
-//! `xdp-tx`'s program sent itself.
+//! packets per wake-up (under `--load`), tick-to-trade by trigger position (microbursts),
+//! how many orders `xdp-tx`'s program sent itself, and the NIC's clock (hardware stamps)
+//! or why there is none.
 
 use crate::stats::pct;
 use crate::RunResult;
@@ -156,6 +157,53 @@ pub(super) fn xdp_tx_lines(runs: &[&RunResult]) {
             x.fired_after_resync,
             x.heartbeats_deferred,
             x.settled,
+        );
+    }
+}
+
+/// How each AF_XDP run's program attached and its socket bound (zero copy where the
+/// driver allows it, copy otherwise), once per path.
+pub(super) fn xsk_mode_lines(runs: &[&RunResult]) {
+    let mut seen = Vec::new();
+    for r in runs {
+        let Some(b) = r.xdp_backend() else { continue };
+        if seen.contains(&r.path) {
+            continue;
+        }
+        seen.push(r.path.clone());
+        println!(
+            "  {}: XDP attached {:?}, AF_XDP socket bound {:?}",
+            r.path, b.xdp_mode, b.xsk_bind
+        );
+    }
+}
+
+/// The NIC's clock: tick-to-trade on hardware stamps per run when the exchange had them
+/// (the exchange's own percentiles), else once why not.
+pub(super) fn hw_lines(runs: &[&RunResult]) {
+    let with: Vec<_> = runs
+        .iter()
+        .filter_map(|r| r.exchange.t2t_hw_ns.as_ref().map(|p| (r, p)))
+        .collect();
+    if with.is_empty() {
+        if let Some(r) = runs.first() {
+            let why = &r.exchange.hw_timestamps;
+            println!(
+                "NIC clock: hardware stamps {}",
+                if why.is_empty() { "not reported" } else { why }
+            );
+        }
+        return;
+    }
+    println!("NIC clock (hardware stamps, the exchange's percentiles over every order, us):");
+    for (r, p) in with {
+        println!(
+            "  {}: p50 {:.2} p99 {:.2} ({} orders; {})",
+            r.key,
+            p.p50 as f64 / 1e3,
+            p.p99 as f64 / 1e3,
+            p.count,
+            r.exchange.hw_timestamps
         );
     }
 }

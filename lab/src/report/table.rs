@@ -330,6 +330,8 @@ pub(super) fn gap_table<'a>(
     notes::drop_lines(runs);
     notes::position_lines(runs);
     notes::xdp_tx_lines(runs);
+    notes::xsk_mode_lines(runs);
+    notes::hw_lines(runs);
     Ok(rows)
 }
 
