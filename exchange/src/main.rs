@@ -119,6 +119,11 @@ struct ServeArgs {
     /// otherwise) | off.
     #[arg(long, default_value = "auto", value_parser = ["auto", "off"])]
     hw_timestamps: String,
+    /// The floor's runs: mark the first packet of these trigger ids (a file as for
+    /// --stamp-ids) with the id, for a strategy in reflect mode (`strategy run --reflect`)
+    /// to answer at once. A normal strategy reads the marked packets as malformed lines.
+    #[arg(long)]
+    mark_ids: Option<PathBuf>,
     /// Stamp only the first packet of these trigger ids (a file: one id at the start of
     /// each line, e.g. a .planted.csv sidecar or the oracle's ids); default: of every id.
     #[arg(long)]
@@ -303,6 +308,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 amount_decimals: a.amount_decimals,
                 allow_peers: a.allow_peer,
                 hw_timestamps: a.hw_timestamps == "auto",
+                mark_ids: match &a.mark_ids {
+                    Some(p) => Some(exchange::stamp_ids::parse(
+                        &std::fs::read(p).with_context(|| format!("--mark-ids {}", p.display()))?,
+                    )?),
+                    None => None,
+                },
             };
             let shutdown = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

@@ -15,6 +15,7 @@ pub struct ServeCmd {
     md_iface: Option<String>,
     md_tx: Option<crate::md_publisher::MdTx>,
     stamp_ids: Option<PathBuf>,
+    mark_ids: Option<PathBuf>,
     allow_peers: Vec<std::net::Ipv4Addr>,
     pace: Option<String>,
     sessions: Option<u64>,
@@ -38,6 +39,7 @@ impl ServeCmd {
             md_iface: None,
             md_tx: None,
             stamp_ids: None,
+            mark_ids: None,
             allow_peers: Vec::new(),
             pace: None,
             sessions: None,
@@ -68,6 +70,12 @@ impl ServeCmd {
     /// `--stamp-ids` (stamp only these trigger ids' first packets).
     pub fn stamp_ids(mut self, file: Option<&Path>) -> Self {
         self.stamp_ids = file.map(Path::to_owned);
+        self
+    }
+
+    /// `--mark-ids` (the floor's runs: mark these trigger ids' first packets).
+    pub fn mark_ids(mut self, file: Option<&Path>) -> Self {
+        self.mark_ids = file.map(Path::to_owned);
         self
     }
 
@@ -163,6 +171,9 @@ impl ServeCmd {
         }
         if let Some(f) = &self.stamp_ids {
             flag("--stamp-ids", f.clone().into());
+        }
+        if let Some(f) = &self.mark_ids {
+            flag("--mark-ids", f.clone().into());
         }
         if !self.allow_peers.is_empty() {
             let list: Vec<String> = self.allow_peers.iter().map(ToString::to_string).collect();

@@ -167,6 +167,7 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<(PathBuf, Vec<(String, Capacity)>
                 slot.insert((md, oracle));
             }
             let (md, oracle) = &files[&rate];
+            let oracle = &crate::oracle::expected(path, oracle);
             let stamp_ids = data::write_oracle_ids(&dir, md, oracle)?;
             run_no += 1;
             let pace = format!("rate:{rate}");

@@ -189,6 +189,7 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<PathBuf> {
                 .iter()
                 .flat_map(|p| variants.iter().map(move |t| (p, *t)))
             {
+                let expected = crate::oracle::expected(path, &step.oracle);
                 let ctx = RunCtx {
                     env,
                     a,
@@ -196,7 +197,7 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<PathBuf> {
                     stamp_ids: Some(&stamp_ids),
                     dir: &dir,
                     pin,
-                    oracle: &step.oracle,
+                    oracle: &expected,
                     stop,
                     gap: step.gap,
                     load: step.load,
@@ -324,7 +325,7 @@ pub(crate) fn one_run(
     } else {
         None
     };
-    let ex = spawn_exchange(ctx, &lab, &tag)?;
+    let ex = spawn_exchange(ctx, &lab, path, &tag)?;
     std::thread::sleep(Duration::from_millis(200));
     let st = spawn_strategy(ctx, &lab, path, &tag)?;
     wait_both(ctx, ex, st, &tag)?;
@@ -351,13 +352,15 @@ pub(crate) fn one_run(
 /// [`VethLab::STRATEGY_OWN_IP`] as a flag value.
 const OWN_IP: &str = "10.77.0.3";
 
-fn spawn_exchange(ctx: &RunCtx<'_>, lab: &VethLab, tag: &str) -> Result<Proc> {
+fn spawn_exchange(ctx: &RunCtx<'_>, lab: &VethLab, path: &PathSpec, tag: &str) -> Result<Proc> {
     let serve = exchange::serve_cmd::ServeCmd::new(ctx.md_file, "10.77.0.1:9012")
         .md_iface(VethLab::EXCHANGE_IF)
         .md_tx(ctx.a.md_tx)
         // Only the strategy's addresses get a session.
         .allow_peers(&[VethLab::STRATEGY_ADDR, VethLab::STRATEGY_OWN_IP])
         .stamp_ids(ctx.stamp_ids)
+        // A floor run: the same ids marked for the reflecting strategy.
+        .mark_ids(ctx.stamp_ids.filter(|_| path.reflects()))
         .sessions(1)
         .spin(true)
         .quiet_orders(true)

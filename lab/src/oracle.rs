@@ -122,6 +122,25 @@ pub fn stage_medians(csv: &Path) -> Result<crate::StageMedians> {
         total_us: med(|s| s.total_ns),
     })
 }
+/// The orders a run of `path` must give: the oracle's, or for a floor run (`+reflect`) the
+/// reflect order of each trigger id the oracle fires on, once per id (the exchange marks an
+/// id's first packet only).
+pub fn expected(
+    path: &crate::PathSpec,
+    oracle: &[OrderRepr],
+) -> std::borrow::Cow<'static, [OrderRepr]> {
+    if !path.reflects() {
+        return std::borrow::Cow::Owned(oracle.to_vec());
+    }
+    let mut out: Vec<OrderRepr> = Vec::with_capacity(oracle.len());
+    for o in oracle {
+        if out.last().is_none_or(|l| l.trigger_id != o.trigger_id) {
+            out.push(proto::reflect::reflect_order(o.trigger_id));
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// The files one run leaves.
 pub struct RunFiles {
     /// The exchange's order rows.

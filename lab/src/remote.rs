@@ -256,6 +256,7 @@ pub fn run(
                         .md_iface(&r.local_iface)
                         .md_tx(a.md_tx)
                         .stamp_ids(Some(&stamp_ids))
+                        .mark_ids(path.reflects().then_some(stamp_ids.as_path()))
                         .allow_peers(&peers)
                         .sessions(1)
                         .spin(true)
@@ -311,7 +312,7 @@ pub fn run(
                     key,
                     step.gap,
                     &step.md_file,
-                    &step.oracle,
+                    &crate::oracle::expected(path, &step.oracle),
                     &files,
                 )?);
             }

@@ -121,6 +121,61 @@ fn two_gaps_warm_and_cold_and_the_report_renders() -> Result<()> {
     render_check(&dir)
 }
 
+/// The floor measured like the orders: each path with `+reflect` on the same file, pace and
+/// gap, the exchange marking the oracle's triggers: every floor run answers exactly the
+/// marked triggers (one reflect order per id, in order), through its own path, without
+/// parsing a line (its engine counted no malformed or stale line), beside a normal run.
+#[test]
+#[ignore = "needs root and the release binaries: cargo xtask test runs it"]
+fn floor_runs_answer_exactly_the_marked_triggers_on_every_path() -> Result<()> {
+    if !ready() {
+        return Ok(());
+    }
+    let env = Env::workspace();
+    let dir = env.results_root().join("floor-test");
+    let _ = std::fs::remove_dir_all(&dir);
+    lab::netns::run(
+        &env,
+        &LabConfig {
+            order_gaps: vec![std::time::Duration::from_millis(1)],
+            orders_per_gap: 12,
+            ..test_lab(
+                &[
+                    "kernel",
+                    "kernel+reflect",
+                    "uring+defer+inline+reflect",
+                    "xdp+reflect",
+                    "packet+reflect",
+                ],
+                None,
+                dir.clone(),
+                "rate:5000",
+            )
+        },
+    )?;
+    let runs: Vec<lab::RunResult> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("runs.json"))?)?;
+    anyhow::ensure!(runs.len() == 5);
+    for r in &runs {
+        anyhow::ensure!(
+            r.orders_match && r.orders_expected >= 10,
+            "{}: the expected orders ({} of {})",
+            r.key,
+            r.orders_received,
+            r.orders_expected
+        );
+        let s = r.strategy.as_ref().context("a strategy report")?;
+        if r.key.path.reflects() {
+            anyhow::ensure!(
+                s.engine.malformed == 0 && s.engine.stale == 0,
+                "{}: nothing parsed",
+                r.key
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Load as an axis: every path at the quiet feed and at 100 k packets/s, triggers 1 ms
 /// apart. Every run's market data adds up (sent = handled + dropped by the path's own
 /// count; `lab::check` fails otherwise), the quiet feed's orders equal the oracle, and the

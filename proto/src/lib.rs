@@ -17,6 +17,7 @@
 pub mod decimal;
 pub mod md;
 pub mod order;
+pub mod reflect;
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 mod simd;
 

@@ -43,12 +43,18 @@ pub struct TriggerArgs {
     /// Levels per side the book holds (fixed; more are dropped and counted).
     #[arg(long, default_value_t = 4096)]
     pub book_capacity: usize,
+    /// The floor: answer the exchange's marked packets (`exchange serve --mark-ids`) with an
+    /// order at once, through the same path, with no parse and no book; every other packet
+    /// is dropped (the lab's `+reflect` variants).
+    #[arg(long)]
+    pub reflect: bool,
 }
 
 impl TriggerArgs {
     /// The engine settings these flags describe.
     pub fn engine_config(&self) -> EngineConfig {
         EngineConfig {
+            reflect: self.reflect,
             book_capacity: self.book_capacity.max(1),
             trigger: TriggerConfig {
                 levels: self.levels,

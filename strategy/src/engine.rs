@@ -52,6 +52,9 @@ pub struct EngineConfig {
     pub book_capacity: usize,
     /// Trigger and risk settings.
     pub trigger: TriggerConfig,
+    /// The floor's mode: answer marked packets at once, no parse, no book
+    /// ([`proto::reflect`]); every other packet is dropped.
+    pub reflect: bool,
 }
 
 impl Default for EngineConfig {
@@ -59,6 +62,7 @@ impl Default for EngineConfig {
         Self {
             book_capacity: 4096,
             trigger: TriggerConfig::default(),
+            reflect: false,
         }
     }
 }
@@ -109,6 +113,9 @@ impl<P: Parse> Engine<P> {
     #[inline]
     pub fn on_packet(&mut self, pkt: &[u8], now_ns: u64) -> Option<OrderRepr> {
         self.stats.packets += 1;
+        if self.cfg.reflect {
+            return proto::reflect::marked_id(pkt).map(proto::reflect::reflect_order);
+        }
         let line = match self.parse.parse(pkt, self.cfg.trigger.amount_decimals) {
             Ok(l) => l,
             Err(_) => {
@@ -199,6 +206,32 @@ impl<P: Parse> Engine<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reflect_answers_marked_packets_only_and_parses_nothing() {
+        let mut e = Engine::new(EngineConfig {
+            reflect: true,
+            ..EngineConfig::default()
+        });
+        // A line that would fire in a normal engine does not here: it is not marked.
+        assert!(e.on_packet(b"d,s,1,10,true,ask,101,5", 0).is_none());
+        assert!(e
+            .on_packet(b"d,s,1,10,false,bid,100,500000000", 0)
+            .is_none());
+        let mut pkt = b"d,s,1,11,false,bid,100,5".to_vec();
+        let mut mark = [0u8; proto::reflect::MARK_LEN];
+        proto::reflect::write_mark(&mut mark, 11);
+        pkt.extend_from_slice(&mark);
+        assert_eq!(
+            e.on_packet(&pkt, 0),
+            Some(proto::reflect::reflect_order(11))
+        );
+        assert_eq!(
+            (e.stats.packets, e.stats.malformed, e.stats.stale),
+            (3, 0, 0),
+            "counted, never parsed"
+        );
+    }
 
     #[test]
     fn stale_and_malformed_are_counted() {

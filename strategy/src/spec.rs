@@ -51,11 +51,14 @@ pub enum Variant {
     Huge,
     /// `kernel+mmsg`: market data read with recvmmsg, up to 32 datagrams per call.
     Mmsg,
+    /// `+reflect` (every path but `xdp-tx`): the path's floor: the exchange marks the
+    /// trigger packets and the strategy answers them at once, no parse, no book.
+    Reflect,
 }
 
 impl Variant {
     /// Every variant.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 17] = [
         Self::BusyPoll,
         Self::PreferBusyPoll,
         Self::ZeroCopy,
@@ -72,6 +75,7 @@ impl Variant {
         Self::SysSend,
         Self::Huge,
         Self::Mmsg,
+        Self::Reflect,
     ];
 
     /// The name after the `+`.
@@ -93,6 +97,7 @@ impl Variant {
             Self::SysSend => "syssend",
             Self::Huge => "huge",
             Self::Mmsg => "mmsg",
+            Self::Reflect => "reflect",
         }
     }
 
@@ -113,6 +118,8 @@ impl Variant {
             | Self::Inline
             | Self::SysSend => kind == NetKind::Uring,
             Self::Huge => kind == NetKind::Xdp,
+            // xdp-tx decides in the XDP program: its floor would be the program's.
+            Self::Reflect => kind != NetKind::XdpTx,
         }
     }
 
@@ -136,6 +143,7 @@ impl Variant {
             Self::SysSend => &["--uring-send-syscall"],
             Self::Huge => &["--hugepages"],
             Self::Mmsg => &["--md-recvmmsg"],
+            Self::Reflect => &["--reflect"],
         }
     }
 }
@@ -310,6 +318,19 @@ impl PathSpec {
     /// Has this variant.
     pub fn has(&self, v: Variant) -> bool {
         self.parts.contains(&Part::Variant(v))
+    }
+
+    /// The path's floor: answers marked packets at once (the exchange must mark them).
+    pub fn reflects(&self) -> bool {
+        self.has(Variant::Reflect)
+    }
+
+    /// The floor of this spec (the same spec with `+reflect`), if the path has one.
+    pub fn floor(&self) -> Option<Self> {
+        if self.reflects() {
+            return None;
+        }
+        self.clone().with(Part::Variant(Variant::Reflect)).ok()
     }
 
     /// Needs the XDP program (the eBPF object built by `cargo xtask build-ebpf`).

@@ -195,6 +195,7 @@ proptest! {
                 max_orders,
                 ..TriggerConfig::default()
             },
+            reflect: false,
         };
         let mut engine = Engine::new(cfg);
         let mut seq = 1_000u64;

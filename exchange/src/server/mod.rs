@@ -88,6 +88,9 @@ pub struct ServerConfig {
     pub allow_peers: Vec<std::net::IpAddr>,
     /// Use the NIC's hardware timestamps when `--md-iface` has them (`--hw-timestamps`).
     pub hw_timestamps: bool,
+    /// Mark the first packet of these trigger ids for a reflecting strategy (`--mark-ids`:
+    /// the floor's runs; [`proto::reflect`]).
+    pub mark_ids: Option<std::collections::HashSet<u64>>,
 }
 
 /// Errors that stop the server.
@@ -183,6 +186,8 @@ struct Session {
     sends: send_log::SendLog,
     /// Receive time of the previous order (the gap before the next one).
     last_order_recv_ns: Option<u64>,
+    /// The id of the last packet read (`--mark-ids` marks an id's first packet).
+    last_id_read: Option<u64>,
     stats: SessionStats,
 }
 
@@ -432,6 +437,7 @@ impl Server {
             queue: Vec::with_capacity(SEND_BATCH),
             sends: send_log::SendLog::new(),
             last_order_recv_ns: None,
+            last_id_read: None,
             stats,
         });
     }

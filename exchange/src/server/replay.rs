@@ -67,7 +67,26 @@ impl Server {
             let max = HEADROOM + self.md.max_payload().min(self.pkts[0].len() - HEADROOM);
             let slot = &mut self.pkts[s.queue.len()][HEADROOM..max];
             match next_packet(s, self.formatter.as_mut(), slot) {
-                Ok(Some(p)) => s.queue.push(p),
+                Ok(Some(mut p)) => {
+                    let first = s.last_id_read.replace(p.id) != Some(p.id);
+                    let marked = self
+                        .cfg
+                        .mark_ids
+                        .as_ref()
+                        .is_some_and(|m| m.contains(&p.id));
+                    if first && marked {
+                        // The floor's runs: the id after the payload (it was formatted with
+                        // room to spare: `max` is the slot's end, the mark is 9 bytes).
+                        if let Some(tail) = slot
+                            .get_mut(p.len..p.len + proto::reflect::MARK_LEN)
+                            .and_then(|t| t.first_chunk_mut::<{ proto::reflect::MARK_LEN }>())
+                        {
+                            proto::reflect::write_mark(tail, p.id);
+                            p.len += proto::reflect::MARK_LEN;
+                        }
+                    }
+                    s.queue.push(p);
+                }
                 Ok(None) => {
                     s.reader = None; // close the file
                     break;

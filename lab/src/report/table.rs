@@ -215,6 +215,36 @@ fn p50_difference(a: &[u64], b: &[u64]) -> String {
     )
 }
 
+/// Each path against its own floor (the same path with `+reflect`, in the same run and gap:
+/// the same exchange, feed, pace and I/O with the strategy's work taken out): the
+/// strategy's cost as the difference of the kernel-stamp medians, with its interval.
+fn floor_lines(rows: &[PathRow<'_>]) {
+    let spec = |r: &PathRow<'_>| r.runs.first().map(|x| x.key.path.clone());
+    let pairs: Vec<(&PathRow<'_>, &PathRow<'_>)> = rows
+        .iter()
+        .filter_map(|a| {
+            let floor = spec(a)?.floor()?;
+            let b = rows.iter().find(|b| spec(b).as_ref() == Some(&floor))?;
+            Some((a, b))
+        })
+        .collect();
+    if pairs.is_empty() {
+        return;
+    }
+    println!(
+        "over each path's own floor (the same path +reflect: marked triggers answered at once, no parse, no book; kernel stamps; the strategy's cost = p50 difference with its 95 % interval):"
+    );
+    for (a, b) in pairs {
+        println!(
+            "  {} over {}: x{:.2}{}",
+            a.path,
+            b.path,
+            pct(&a.kernel, 0.5) / pct(&b.kernel, 0.5),
+            p50_difference(&b.kernel, &a.kernel)
+        );
+    }
+}
+
 /// Prints one gap's table and ratios; returns its rows.
 pub(super) fn gap_table<'a>(
     csv: &mut Vec<SummaryRow>,
@@ -303,6 +333,7 @@ pub(super) fn gap_table<'a>(
             println!("  {}: x{:.2}", row.path, pct(&row.user, 0.5) / f.udp_us[0]);
         }
     }
+    floor_lines(&rows);
     println!("where the strategy's time went (p50 over runs' medians, us): decide = parse+book+trigger, send = encode+hand-off");
     let w = rows.iter().map(|r| r.path.len()).max().unwrap_or(0).max(14);
     for row in &rows {
