@@ -36,7 +36,7 @@ fn set_timestamping(fd: RawFd, value: u32) -> io::Result<()> {
 }
 
 /// Kernel software RX timestamps on `fd`, and the NIC's raw hardware stamps too when `hw`
-/// (the interface must have them switched on: [`crate::hwtstamp::enable`]); read with
+/// (the interface must have them switched on: [`crate::hwtstamp::switch_on`]); read with
 /// [`recv_timestamped`].
 pub fn enable_rx_timestamps(fd: RawFd, hw: bool) -> io::Result<()> {
     let hw_flags = if hw {
