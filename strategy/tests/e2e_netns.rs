@@ -12,6 +12,8 @@ mod procs;
 use mdfile::mdgen::{self, GenConfig};
 use netlab::{Netns, VethLab};
 use procs::{bin, oracle, read_orders, skip, wait, Proc};
+use strategy::net::uring::UringFeatures;
+use strategy::net::PathReport;
 
 /// The tests of this file each run two busy processes on a 2-CPU machine: run one at a
 /// time (cargo runs a file's tests in parallel threads), so that none measures another's
@@ -346,25 +348,30 @@ fn uring_variants_equal_the_oracle_and_report_their_features() {
     let dir = tempfile::tempdir().expect("tempdir");
     let md = small_file(dir.path(), 40_000);
     let want = oracle(&md);
-    for (name, flags, feature) in [
-        ("defer", &["--uring-defer"][..], "defer_taskrun"),
-        ("coop", &["--uring-coop"][..], "coop_taskrun"),
-        ("napi", &["--uring-napi", "50"][..], "napi_busy_poll_us"),
-        ("bufring", &[][..], "buf_ring"),
+    type Ran = Option<fn(&UringFeatures) -> bool>;
+    let cases: [(&str, &[&str], Ran); 11] = [
+        ("defer", &["--uring-defer"], Some(|f| f.defer_taskrun)),
+        ("coop", &["--uring-coop"], Some(|f| f.coop_taskrun)),
+        (
+            "napi",
+            &["--uring-napi", "50"],
+            Some(|f| f.napi_busy_poll_us.is_some()),
+        ),
+        ("bufring", &[], Some(|f| f.buf_ring)),
         (
             "zcfixed",
-            &["--send-zc", "--uring-fixed-bufs"][..],
-            "fixed_bufs",
+            &["--send-zc", "--uring-fixed-bufs"],
+            Some(|f| f.fixed_bufs),
         ),
-        ("provideops", &["--uring-provide-ops"][..], ""),
-        ("regring", &["--uring-reg-ring"][..], "reg_ring"),
-        ("zc", &["--send-zc"][..], "send_zc"),
+        ("provideops", &["--uring-provide-ops"], None),
+        ("regring", &["--uring-reg-ring"], Some(|f| f.reg_ring)),
+        ("zc", &["--send-zc"], Some(|f| f.send_zc)),
         // SQPOLL's thread shares this machine's CPUs: slow here, but it must be right.
-        ("sqpoll", &["--sqpoll", "100"][..], "sqpoll"),
+        ("sqpoll", &["--sqpoll", "100"], Some(|f| f.sqpoll)),
         (
             "inline",
-            &["--uring-defer", "--uring-inline-recv"][..],
-            "inline_recv",
+            &["--uring-defer", "--uring-inline-recv"],
+            Some(|f| f.inline_recv),
         ),
         (
             "syssend",
@@ -372,10 +379,11 @@ fn uring_variants_equal_the_oracle_and_report_their_features() {
                 "--uring-defer",
                 "--uring-inline-recv",
                 "--uring-send-syscall",
-            ][..],
-            "send_syscall",
+            ],
+            Some(|f| f.send_syscall),
         ),
-    ] {
+    ];
+    for (name, flags, ran) in cases {
         let report = dir.path().join(format!("{name}.st.jsonl"));
         let mut extra = vec!["--results", report.to_str().expect("utf8")];
         extra.extend_from_slice(flags);
@@ -393,33 +401,23 @@ fn uring_variants_equal_the_oracle_and_report_their_features() {
             want,
             "uring+{name}: exchange received = oracle"
         );
-        let r: serde_json::Value = serde_json::from_str(
-            std::fs::read_to_string(&report)
-                .expect("report")
-                .lines()
-                .next()
-                .expect("line"),
-        )
-        .expect("json");
-        let uring = &r["path_extra"];
-        if feature.is_empty() {
-            // PROVIDE_BUFFERS asked for: no buffer ring, nothing fell back.
-            assert_eq!(uring["features"]["buf_ring"], false, "{uring}");
-            assert_eq!(uring["buffers_in_kernel"], uring["buffers"], "{uring}");
-            continue;
-        }
-        let ran = !uring["features"][feature].is_null() && uring["features"][feature] != false;
-        let fell_back = uring["fallbacks"].as_array().is_some_and(|f| {
-            f.iter()
-                .any(|x| x.as_str().is_some_and(|s| s.contains("refused")))
-        });
-        assert!(
-            ran ^ fell_back,
-            "uring+{name}: the feature either ran or fell back with its reason: {uring}"
-        );
+        let r = &procs::reports(&report)[0];
+        let PathReport::Uring(uring) = &r.path_extra else {
+            panic!("uring+{name}: an io_uring report: {r:?}");
+        };
         assert_eq!(
-            uring["buffers_in_kernel"], uring["buffers"],
-            "uring+{name}: every buffer returned: {uring}"
+            uring.buffers_in_kernel, uring.buffers,
+            "uring+{name}: every buffer returned: {uring:?}"
+        );
+        let Some(ran) = ran else {
+            // PROVIDE_BUFFERS asked for: no buffer ring, nothing fell back.
+            assert!(!uring.features.buf_ring, "{uring:?}");
+            continue;
+        };
+        let fell_back = uring.fallbacks.iter().any(|s| s.contains("refused"));
+        assert!(
+            ran(&uring.features) ^ fell_back,
+            "uring+{name}: the feature either ran or fell back with its reason: {uring:?}"
         );
     }
 }

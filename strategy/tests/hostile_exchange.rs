@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 mod procs;
 
 use netlab::{Netns, VethLab};
-use procs::{sessions, skip, Proc};
+use procs::{reports, skip, Proc};
+use strategy::net::ring::{BackendReport, RingReport};
 use strategy::net::NetKind;
+use strategy::net::PathReport;
 
 const EXCHANGE: &str = "10.77.0.1:9012";
 const GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 0, 1), 12345);
@@ -214,7 +216,7 @@ fn garbage_and_a_reset_mid_session_then_a_reconnect() {
             second >= 15,
             "{net}: trading again after the reconnect ({second} orders)"
         );
-        let s = sessions(&results);
+        let s = reports(&results);
         assert_eq!(s.len(), 2, "{net}: two sessions reported");
         if procs::kind(net) != NetKind::Uring {
             // (io_uring watches the connection for a hang-up only; the bytes stay unread.)
@@ -227,7 +229,7 @@ fn garbage_and_a_reset_mid_session_then_a_reconnect() {
             procs::kind(net),
             NetKind::Xdp | NetKind::XdpTx | NetKind::Packet
         ) {
-            let n = s[0]["path_extra"]["unexpected_bytes"].as_u64().unwrap_or(0);
+            let n = ring(&s[0].path_extra).unexpected_bytes;
             assert!(n >= 4096, "{net}: the garbage drained and counted: {n}");
         }
         assert!(
@@ -266,9 +268,9 @@ fn an_exchange_that_never_publishes_or_never_accepts() {
         );
         wait_exit(&mut st, Duration::from_secs(15), &log, net);
         script.join().expect("script");
-        let s = sessions(&results);
+        let s = reports(&results);
         assert_eq!(s.len(), 1, "{net}: the session is reported at exit");
-        assert_eq!(s[0]["path"]["packets"], 0, "{net}: {}", s[0]);
+        assert_eq!(s[0].path.packets, 0, "{net}: {:?}", s[0]);
         drop(lab);
 
         // Publishes, never accepts (refused): retried with backoff, no hang, no panic.
@@ -363,27 +365,26 @@ fn hostile_frames_are_dropped_and_counted() {
         let orders = script.join().expect("script ran");
         let text = wait_exit(&mut st, Duration::from_secs(35), &log, net);
         assert_eq!(orders, want_orders, "{net}: exactly the script's orders");
-        let s = sessions(&results);
+        let s = reports(&results);
         let r = &s[0];
         assert_eq!(
-            r["path"]["packets"].as_u64(),
-            Some(script_lines.len() as u64 + batches),
-            "{net}: the lines and the garbage reached the engine, nothing else: {r}"
+            r.path.packets,
+            script_lines.len() as u64 + batches,
+            "{net}: the lines and the garbage reached the engine, nothing else: {r:?}"
         );
         assert_eq!(
-            r["engine"]["malformed"].as_u64(),
-            Some(batches),
+            r.engine.malformed, batches,
             "{net}: the garbage counted malformed"
         );
         if matches!(
             procs::kind(net),
             NetKind::Xdp | NetKind::XdpTx | NetKind::Packet
         ) {
-            let x = &r["path_extra"];
-            assert_eq!(x["malformed_frames"].as_u64(), Some(batches), "{net}: {x}");
+            let x = ring(&r.path_extra);
+            assert_eq!(x.malformed_frames, batches, "{net}: {x:?}");
             if procs::kind(net) == NetKind::Packet {
                 // (The XDP program passes the foreign ones to the kernel: counted there.)
-                assert_eq!(x["foreign_md"].as_u64(), Some(batches), "{net}: {x}");
+                assert_eq!(x.foreign_md, batches, "{net}: {x:?}");
             }
             assert!(
                 text.contains("dropped market-data frames"),
@@ -391,12 +392,11 @@ fn hostile_frames_are_dropped_and_counted() {
             );
         }
         if matches!(procs::kind(net), NetKind::Xdp | NetKind::XdpTx) {
-            let c = &r["path_extra"]["backend"]["steering"]["foreign_md"];
-            assert_eq!(
-                c[1].as_u64(),
-                Some(batches),
-                "xdp: the program passed them: {c}"
-            );
+            let BackendReport::Xdp(x) = &ring(&r.path_extra).backend else {
+                panic!("{net}: an AF_XDP backend report");
+            };
+            let c = x.steering.foreign_md;
+            assert_eq!(c[1], batches, "xdp: the program passed them: {c:?}");
         }
     }
 }
@@ -585,24 +585,29 @@ fn a_zero_window_holds_orders_back_whole_and_counted() {
             ids.len(),
             disorder.map(|i| &ids[i.saturating_sub(3)..(i + 4).min(ids.len())])
         );
-        let r = &sessions(&results)[0]["path"];
-        let (sent, held) = (
-            r["orders"].as_u64().unwrap_or(0),
-            r["orders_held_back"].as_u64().unwrap_or(0),
-        );
+        let r = reports(&results)[0].path;
+        let (sent, held) = (r.orders, r.orders_held_back);
         assert!(
             held > 0,
-            "{net}: the window closed and orders were held back: {r}"
+            "{net}: the window closed and orders were held back: {r:?}"
         );
         assert_eq!(
             ids.len() as u64,
             sent,
-            "{net}: every order handed over arrived: {r}"
+            "{net}: every order handed over arrived: {r:?}"
         );
         assert_eq!(
             sent + held,
             triggers.len() as u64,
-            "{net}: sent + held back = the triggers: {r}"
+            "{net}: sent + held back = the triggers: {r:?}"
         );
+    }
+}
+
+/// A raw-ring path's report (the test's path is one).
+fn ring(extra: &PathReport) -> &RingReport {
+    match extra {
+        PathReport::Ring(r) => r,
+        other => panic!("a raw-ring report: {other:?}"),
     }
 }

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use netlab::VethLab;
 use procs::{Order, Proc};
-use strategy::net::NetKind;
+use strategy::net::PathReport;
+use strategy::runtime::SessionReport;
 
 const WINDOW: usize = 50;
 const RSS_SLACK_KIB: u64 = 1024;
@@ -135,7 +136,7 @@ fn soak(net: &'static str, tag: &str, dir: &Path, md: &Path, want: &[Order]) -> 
     if let Some((s, got)) = by_session.iter().find(|(_, o)| o.as_slice() != want) {
         return Err(format!("{net}: session {s}: {got:?} != oracle {want:?}"));
     }
-    check_reports(net, &procs::sessions(&results), n, want.len())?;
+    check_reports(net, &procs::reports(&results), n, want.len())?;
     if first.fds == 0 || last.fds > first.fds || last.rss_kib > first.rss_kib + RSS_SLACK_KIB {
         return Err(format!(
             "{net}: the exchange grew: first {first:?}, last {last:?}"
@@ -172,7 +173,7 @@ fn wait_exit(p: &mut Proc, net: &str, log: &Path) -> Result<(), String> {
 /// buffers and frames accounted, and its descriptors and memory flat.
 fn check_reports(
     net: &str,
-    reports: &[serde_json::Value],
+    reports: &[SessionReport],
     n: usize,
     orders: usize,
 ) -> Result<(), String> {
@@ -183,23 +184,31 @@ fn check_reports(
         ));
     }
     for r in reports {
-        let bad = |what: &str| format!("{net}: session {}: {what}: {r}", r["session"]);
-        if r["path"]["orders"].as_u64() != Some(orders as u64) {
+        let bad = |what: &str| format!("{net}: session {}: {what}: {r:?}", r.session);
+        if r.path.orders != orders as u64 {
             return Err(bad("order count"));
         }
-        let extra = &r["path_extra"];
-        match procs::kind(net) {
-            NetKind::Xdp | NetKind::Packet if extra["frames_accounted"] != true => {
+        match &r.path_extra {
+            PathReport::Ring(ring) if !ring.frames_accounted => {
                 return Err(bad("frames not accounted"))
             }
-            NetKind::Uring if extra["buffers_in_kernel"] != extra["buffers"] => {
+            PathReport::Uring(u) if u.buffers_in_kernel != u.buffers => {
                 return Err(bad("buffers not returned"))
             }
             _ => {}
         }
     }
-    let field = |r: &serde_json::Value, k: &str| r["process"][k].as_u64().unwrap_or(u64::MAX);
-    let max = |w: &[serde_json::Value], k: &str| w.iter().map(|r| field(r, k)).max().unwrap_or(0);
+    let field = |r: &SessionReport, k: &str| -> u64 {
+        let p = &r.process;
+        match k {
+            "fds" => u64::from(p.fds),
+            "sockets" => u64::from(p.sockets),
+            "bpf" => u64::from(p.bpf),
+            "io_uring" => u64::from(p.io_uring),
+            _ => p.rss_kib,
+        }
+    };
+    let max = |w: &[SessionReport], k: &str| w.iter().map(|r| field(r, k)).max().unwrap_or(0);
     let (head, tail) = (&reports[..WINDOW], &reports[n - WINDOW..]);
     for k in ["fds", "sockets", "bpf", "io_uring"] {
         if max(tail, k) > max(head, k) {

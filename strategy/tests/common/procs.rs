@@ -189,15 +189,6 @@ pub fn md_file(dir: &Path, name: &str, size: u64, depth: usize, trigger_every: u
     p
 }
 
-/// The strategy's session reports (its `--results` JSON lines).
-pub fn sessions(results: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(results)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect()
-}
-
 /// The strategy's session reports (`--results`), typed.
 pub fn reports(results: &Path) -> Vec<strategy::runtime::SessionReport> {
     std::fs::read_to_string(results)
