@@ -167,12 +167,19 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<PathBuf> {
                 data::gap_label(floor_gap)
             );
         }
-        // The floor once per gap (a bare ping-pong, no feed around it).
+        // The link's floor once per gap (a bare ping-pong, with the first file's feed rate
+        // running through the gaps).
         if !measured.contains(&floor_gap) {
-            let floor = crate::floor::measure(pin, floor_gap).context("the ping-pong floor")?;
+            let feed = step
+                .load
+                .or_else(|| data::pace_rate(&step.pace))
+                .unwrap_or(0);
+            let floor =
+                crate::floor::measure(pin, floor_gap, feed).context("the ping-pong floor")?;
             println!(
-                "floor at gap {} (bare ping-pong, same link and CPUs, {} round trips each): UDP p50 {:.1} p99 {:.1} us, TCP_NODELAY p50 {:.1} p99 {:.1} us",
+                "floor at gap {} with a {} feed through the gaps (bare ping-pong, same link and CPUs, {} round trips each): UDP p50 {:.1} p99 {:.1} us, TCP_NODELAY p50 {:.1} p99 {:.1} us",
                 data::gap_label(floor_gap),
+                crate::load::rate_label(feed) + "/s",
                 floor.0.len(),
                 pct(&floor.0, 0.5),
                 pct(&floor.0, 0.99),
