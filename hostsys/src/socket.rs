@@ -180,22 +180,14 @@ impl FrameSender {
     /// Opens one on `iface`.
     pub fn open(iface: &str) -> io::Result<Self> {
         use std::os::fd::FromRawFd;
-        let name = std::ffi::CString::new(iface).map_err(io::Error::other)?;
-        // SAFETY: `name` is a valid NUL-terminated string for the call.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if ifindex == 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let ifindex = crate::mmsg::ifindex(iface)?;
         // SAFETY: plain socket(2); protocol 0: this socket receives nothing.
         let fd = crate::syscall!(unsafe {
             libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0)
         })?;
         // SAFETY: `fd` was just returned by socket(2) and is owned by nothing else.
         let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-        Ok(Self {
-            fd,
-            ifindex: i32::try_from(ifindex).map_err(io::Error::other)?,
-        })
+        Ok(Self { fd, ifindex })
     }
 
     /// Sends `frame` (Ethernet header included) as it is; returns the bytes sent.
@@ -222,53 +214,6 @@ impl FrameSender {
         })?;
         Ok(n as usize)
     }
-}
-
-/// Most datagrams [`send_to_batch`] sends in one call.
-pub const SEND_BATCH: usize = 64;
-
-/// Sends `pkts` (at most [`SEND_BATCH`]) as datagrams to `dest` in one non-blocking
-/// `sendmmsg`, in order; returns how many the kernel took (fewer when its buffer filled:
-/// the rest are the caller's to retry, in order). `Ok(0)` when it took none (EAGAIN,
-/// ENOBUFS).
-pub fn send_to_batch(fd: RawFd, pkts: &[&[u8]], dest: std::net::SocketAddrV4) -> io::Result<usize> {
-    let n = pkts.len().min(SEND_BATCH);
-    let addr = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: dest.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*dest.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    let mut iov = [libc::iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    }; SEND_BATCH];
-    // SAFETY: an all-zero mmsghdr is a valid empty header.
-    let mut msgs: [libc::mmsghdr; SEND_BATCH] = unsafe { std::mem::zeroed() };
-    for ((m, v), p) in msgs.iter_mut().zip(iov.iter_mut()).zip(&pkts[..n]) {
-        // The kernel only reads through iov_base for a send.
-        v.iov_base = p.as_ptr().cast_mut().cast();
-        v.iov_len = p.len();
-        m.msg_hdr.msg_iov = std::ptr::from_mut(v);
-        m.msg_hdr.msg_iovlen = 1;
-        m.msg_hdr.msg_name = (&raw const addr).cast_mut().cast();
-        m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    }
-    // SAFETY: the first `n` headers each point at one iovec over a live packet slice and at
-    // `addr`; all of them outlive the call, which reads them only.
-    let rc =
-        unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT) };
-    if rc == -1 {
-        let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::ENOBUFS) {
-            Ok(0)
-        } else {
-            Err(e)
-        };
-    }
-    Ok(usize::try_from(rc).unwrap_or(0))
 }
 
 #[cfg(test)]
