@@ -228,6 +228,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// The trigger ids of a `--stamp-ids` / `--mark-ids` file, if one was given.
+fn read_ids(
+    file: Option<&std::path::Path>,
+    flag: &str,
+) -> anyhow::Result<Option<std::collections::HashSet<u64>>> {
+    let Some(p) = file else { return Ok(None) };
+    let bytes = std::fs::read(p).with_context(|| format!("{flag} {}", p.display()))?;
+    Ok(Some(exchange::stamp_ids::parse(&bytes)?))
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Gen(a) => {
@@ -279,13 +289,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 publisher: PublisherConfig {
                     group: a.md_group,
                     iface: a.md_iface,
-                    stamp_ids: match &a.stamp_ids {
-                        Some(p) => Some(exchange::stamp_ids::parse(
-                            &std::fs::read(p)
-                                .with_context(|| format!("--stamp-ids {}", p.display()))?,
-                        )?),
-                        None => None,
-                    },
+                    stamp_ids: read_ids(a.stamp_ids.as_deref(), "--stamp-ids")?,
                     tx: a.md_tx,
                     hw: false, // decided by the server from --hw-timestamps
                     ttl: a.ttl,
@@ -308,12 +312,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 amount_decimals: a.amount_decimals,
                 allow_peers: a.allow_peer,
                 hw_timestamps: a.hw_timestamps == "auto",
-                mark_ids: match &a.mark_ids {
-                    Some(p) => Some(exchange::stamp_ids::parse(
-                        &std::fs::read(p).with_context(|| format!("--mark-ids {}", p.display()))?,
-                    )?),
-                    None => None,
-                },
+                mark_ids: read_ids(a.mark_ids.as_deref(), "--mark-ids")?,
             };
             let shutdown = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

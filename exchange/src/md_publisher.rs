@@ -97,7 +97,7 @@ impl FrameHeader {
     /// From `src` (MAC, IPv4, UDP port) to the group (its multicast MAC), with `ttl`.
     pub fn new(src_mac: [u8; 6], src: SocketAddrV4, group: SocketAddrV4, ttl: u8) -> Self {
         let mut b = [0u8; HEADROOM];
-        b[..6].copy_from_slice(&group_mac(*group.ip()));
+        b[..6].copy_from_slice(&proto::md::group_mac(*group.ip()));
         b[6..12].copy_from_slice(&src_mac);
         b[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
         b[14] = 0x45;
@@ -134,12 +134,6 @@ fn ipv4_checksum(h: &[u8]) -> u16 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
-}
-
-/// The Ethernet address of an IPv4 multicast group (01:00:5e + its low 23 bits).
-pub fn group_mac(group: Ipv4Addr) -> [u8; 6] {
-    let o = group.octets();
-    [0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]]
 }
 
 #[derive(Debug)]
@@ -225,21 +219,17 @@ impl MdPublisher {
             hw: cfg.hw,
         };
         if cfg.tx_timestamps {
-            sys::enable_tx_timestamps_on_request(me.fd(), cfg.hw)?;
+            sys::enable_tx_timestamps_on_request(me.raw_fd(), cfg.hw)?;
         }
         Ok(me)
     }
 
-    fn fd(&self) -> RawFd {
+    /// The socket's descriptor (to register with the event loop: its error queue).
+    pub fn raw_fd(&self) -> RawFd {
         match &self.wire {
             Wire::Udp { sock, .. } => sock.as_raw_fd(),
             Wire::Packet { fd, .. } => fd.as_raw_fd(),
         }
-    }
-
-    /// The socket's descriptor (to register with the event loop: its error queue).
-    pub fn raw_fd(&self) -> RawFd {
-        self.fd()
     }
 
     /// The largest payload one packet may carry (the frame sender's: the MTU's).
@@ -320,7 +310,7 @@ impl MdPublisher {
         }
         let mut got = [(0u32, Stamps::default()); sys::TS_BATCH];
         loop {
-            let n = sys::read_tx_timestamps(self.fd(), &mut got)?;
+            let n = sys::read_tx_timestamps(self.raw_fd(), &mut got)?;
             for &(key, ts) in &got[..n] {
                 self.match_stamp(key, ts, &mut f);
             }

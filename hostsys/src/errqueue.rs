@@ -210,25 +210,8 @@ pub fn read_tx_timestamps(fd: RawFd, out: &mut [(u32, Stamps); TS_BATCH]) -> io:
         m.msg_hdr.msg_controllen = c.0.len();
     }
     // SAFETY: `msgs` holds TS_BATCH headers, each pointing at its own 256-byte control
-    // buffer that outlives the call; no data buffers (iovlen 0); a null timeout.
-    let rc = unsafe {
-        libc::recvmmsg(
-            fd,
-            msgs.as_mut_ptr(),
-            TS_BATCH as libc::c_uint,
-            libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
-            std::ptr::null_mut(),
-        )
-    };
-    if rc == -1 {
-        let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::WouldBlock {
-            Ok(0)
-        } else {
-            Err(e)
-        };
-    }
-    let n = usize::try_from(rc).unwrap_or(0).min(TS_BATCH);
+    // buffer that outlives the call; no data buffers (iovlen 0).
+    let n = unsafe { crate::mmsg::recvmmsg_nb(fd, &mut msgs, libc::MSG_ERRQUEUE) }?;
     for (m, slot) in msgs[..n].iter().zip(out.iter_mut()) {
         let (mut ts, mut key) = (Stamps::default(), None);
         for_each_cmsg(&m.msg_hdr, |level, ty, data| {

@@ -173,14 +173,33 @@ pub fn recv_batch(
         msgs[i].msg_hdr.msg_iovlen = 1;
     }
     // SAFETY: the first `n` headers each point at one iovec over a disjoint `slot`-byte
-    // chunk of `buf`, all live and writable for the call; no names, no control; a null
-    // timeout.
+    // chunk of `buf`, all live and writable for the call; no names, no control.
+    let got = unsafe { recvmmsg_nb(fd, &mut msgs[..n], 0) }?;
+    for (l, m) in lens.iter_mut().zip(&msgs[..got]) {
+        *l = (m.msg_len as usize).min(slot);
+    }
+    Ok(got)
+}
+
+/// One non-blocking `recvmmsg` into `msgs` (with `flags` beside MSG_DONTWAIT); returns
+/// how many messages came, 0 when none was waiting.
+///
+/// # Safety
+///
+/// Every header of `msgs` must point only at buffers (iovecs, name, control) that are live
+/// and writable for the call.
+pub(crate) unsafe fn recvmmsg_nb(
+    fd: RawFd,
+    msgs: &mut [libc::mmsghdr],
+    flags: i32,
+) -> io::Result<usize> {
+    // SAFETY: the caller's promise; `msgs.len()` headers, a null timeout.
     let rc = unsafe {
         libc::recvmmsg(
             fd,
             msgs.as_mut_ptr(),
-            n as libc::c_uint,
-            libc::MSG_DONTWAIT,
+            msgs.len() as libc::c_uint,
+            flags | libc::MSG_DONTWAIT,
             std::ptr::null_mut(),
         )
     };
@@ -192,11 +211,7 @@ pub fn recv_batch(
             Err(e)
         };
     }
-    let got = usize::try_from(rc).unwrap_or(0).min(n);
-    for (l, m) in lens.iter_mut().zip(&msgs[..got]) {
-        *l = (m.msg_len as usize).min(slot);
-    }
-    Ok(got)
+    Ok(usize::try_from(rc).unwrap_or(0).min(msgs.len()))
 }
 
 /// An AF_PACKET socket that sends whole frames out of `ifindex` and receives nothing

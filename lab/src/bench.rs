@@ -235,18 +235,14 @@ fn checking_sink(lines: &[Vec<u8>]) -> std::io::Result<Sink> {
         while let Ok(n) = u.recv(&mut buf) {
             if lines.get(next).is_some_and(|l| l[..] == buf[..n]) {
                 s.in_order += 1;
-            } else if s.first_mismatch.is_none() {
-                s.first_mismatch = Some(s.got);
-            }
-            // Resynchronise on the line this one was, to count the rest fairly.
-            next = if lines.get(next).is_some_and(|l| l[..] == buf[..n]) {
-                next + 1
+                next += 1;
             } else {
-                lines[next..]
-                    .iter()
-                    .position(|l| l[..] == buf[..n])
-                    .map_or(next, |p| next + p + 1)
-            };
+                s.first_mismatch.get_or_insert(s.got);
+                // Resynchronise on the line this one was, to count the rest fairly.
+                if let Some(p) = lines[next..].iter().position(|l| l[..] == buf[..n]) {
+                    next += p + 1;
+                }
+            }
             s.got += 1;
         }
         match std::io::Read::read(&mut &tcp, &mut one) {

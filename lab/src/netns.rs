@@ -356,9 +356,6 @@ pub(crate) fn one_run(
     Ok(r)
 }
 
-/// [`VethLab::STRATEGY_OWN_IP`] as a flag value.
-const OWN_IP: &str = "10.77.0.3";
-
 fn spawn_exchange(ctx: &RunCtx<'_>, lab: &VethLab, path: &PathSpec, tag: &str) -> Result<Proc> {
     let serve = exchange::serve_cmd::ServeCmd::new(ctx.md_file, "10.77.0.1:9012")
         .md_iface(VethLab::EXCHANGE_IF)
@@ -424,11 +421,17 @@ fn spawn_strategy(ctx: &RunCtx<'_>, lab: &VethLab, path: &PathSpec, tag: &str) -
         .arg("--orders-out")
         .arg(ctx.file(tag, "strategy-orders.csv"))
         // AF_PACKET: smoltcp's own address on the link (the kernel must not own it).
-        .args(if path.needs_own_ip() {
-            &["--packet-ip", OWN_IP][..]
-        } else {
-            &[][..]
-        })
+        .args(
+            path.needs_own_ip()
+                .then(|| {
+                    [
+                        "--packet-ip".to_owned(),
+                        VethLab::STRATEGY_OWN_IP.to_string(),
+                    ]
+                })
+                .into_iter()
+                .flatten(),
+        )
         .args(ctx.a.strategy_flags.split_whitespace())
         .stdout(fs::File::create(ctx.file(tag, "strategy.out"))?)
         .stderr(fs::File::create(ctx.file(tag, "strategy.log"))?);

@@ -125,12 +125,9 @@ pub fn stage_medians(csv: &Path) -> Result<crate::StageMedians> {
 /// The orders a run of `path` must give: the oracle's, or for a floor run (`+reflect`) the
 /// reflect order of each trigger id the oracle fires on, once per id (the exchange marks an
 /// id's first packet only).
-pub fn expected(
-    path: &crate::PathSpec,
-    oracle: &[OrderRepr],
-) -> std::borrow::Cow<'static, [OrderRepr]> {
+pub fn expected(path: &crate::PathSpec, oracle: &[OrderRepr]) -> Vec<OrderRepr> {
     if !path.reflects() {
-        return std::borrow::Cow::Owned(oracle.to_vec());
+        return oracle.to_vec();
     }
     let mut out: Vec<OrderRepr> = Vec::with_capacity(oracle.len());
     for o in oracle {
@@ -138,7 +135,7 @@ pub fn expected(
             out.push(proto::reflect::reflect_order(o.trigger_id));
         }
     }
-    std::borrow::Cow::Owned(out)
+    out
 }
 
 /// The files one run leaves.

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -128,7 +128,7 @@ fn a_lab_run_over_ssh_equals_the_oracle_and_leaves_nothing() -> Result<()> {
         remote_iface: VethLab::STRATEGY_IF.into(),
         local_iface: VethLab::EXCHANGE_IF.into(),
         remote_addr: VethLab::STRATEGY_ADDR,
-        packet_ip: Some(Ipv4Addr::new(10, 77, 0, 3)),
+        packet_ip: Some(VethLab::STRATEGY_OWN_IP),
         remote_cpu: Some(1),
         local_cpu: Some(0),
     };

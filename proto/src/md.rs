@@ -378,6 +378,13 @@ pub fn is_header(line: &[u8]) -> bool {
     trim_eol(line) == HEADER
 }
 
+/// The Ethernet address of an IPv4 multicast group: 01:00:5e and the group's low 23 bits
+/// (RFC 1112), where a frame for the market-data group is sent and received.
+pub fn group_mac(group: core::net::Ipv4Addr) -> [u8; 6] {
+    let o = group.octets();
+    [0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

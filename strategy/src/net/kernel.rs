@@ -230,14 +230,15 @@ impl NetPath for KernelPath {
                     hot.send(p, |o| tx.send(o))?;
                 }
             }
-        }
-        for _ in 0..if self.cfg.md_recvmmsg { 0 } else { 64 } {
-            let Some(n) = recv_nb(ufd, &mut self.buf[..], 0)? else {
-                break;
-            };
-            status = Status::Busy;
-            if let Some(p) = hot.on_packet(&self.buf[..n]) {
-                hot.send(p, |o| tx.send(o))?;
+        } else {
+            for _ in 0..64 {
+                let Some(n) = recv_nb(ufd, &mut self.buf[..], 0)? else {
+                    break;
+                };
+                status = Status::Busy;
+                if let Some(p) = hot.on_packet(&self.buf[..n]) {
+                    hot.send(p, |o| tx.send(o))?;
+                }
             }
         }
         if status == Status::Idle {

@@ -282,11 +282,7 @@ pub fn open(
     Ok((rx, tx))
 }
 
-/// The multicast MAC of an IPv4 group (01:00:5e + the low 23 bits).
-pub fn group_mac(group: std::net::Ipv4Addr) -> [u8; 6] {
-    let o = group.octets();
-    [0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]]
-}
+pub use proto::md::group_mac;
 
 /// The receive half.
 pub struct PacketRx {
