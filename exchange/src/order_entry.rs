@@ -16,6 +16,8 @@ pub struct OrderStream {
     buf: Box<[u8; CAPACITY]>,
     start: usize,
     end: usize,
+    /// Bytes of the stream taken out so far (messages popped, bytes cleared).
+    consumed: u64,
 }
 
 impl Default for OrderStream {
@@ -31,7 +33,14 @@ impl OrderStream {
             buf: Box::new([0; CAPACITY]),
             start: 0,
             end: 0,
+            consumed: 0,
         }
+    }
+
+    /// Where the next message starts in the connection's byte stream: every byte taken out
+    /// before it, whole messages and cleared bytes alike.
+    pub fn offset(&self) -> u64 {
+        self.consumed
     }
 
     /// Free space to read into (compacts the partial tail to the front first).
@@ -64,6 +73,7 @@ impl OrderStream {
         let mut out = [0u8; ORDER_LEN];
         out.copy_from_slice(msg);
         self.start += ORDER_LEN;
+        self.consumed += ORDER_LEN as u64;
         Some(out)
     }
 
@@ -74,6 +84,7 @@ impl OrderStream {
 
     /// Forgets everything buffered.
     pub fn clear(&mut self) {
+        self.consumed += (self.end - self.start) as u64;
         self.start = 0;
         self.end = 0;
     }
@@ -95,6 +106,23 @@ mod tests {
         }
     }
 
+    #[test]
+    fn cleared_bytes_count_in_the_offset() {
+        let mut s = OrderStream::new();
+        feed(&mut s, &[1, 2, 3, 4, 5]);
+        s.clear();
+        let order = OrderRepr {
+            qty: 1,
+            price: 2,
+            side: Side::Buy,
+            trigger_id: 3,
+        };
+        feed(&mut s, &order.to_bytes());
+        assert_eq!(s.offset(), 5);
+        assert!(s.pop().is_some());
+        assert_eq!(s.offset(), 5 + ORDER_LEN as u64);
+    }
+
     proptest! {
         #[test]
         fn any_split_yields_the_same_messages(count in 1usize..50, cuts in proptest::collection::vec(1usize..60, 1..40)) {
@@ -104,17 +132,23 @@ mod tests {
             let wire: Vec<u8> = orders.iter().flat_map(|o| o.to_bytes()).collect();
             let mut s = OrderStream::new();
             let mut got = Vec::new();
+            let mut offsets = Vec::new();
             let mut at = 0;
             for cut in cuts.iter().cycle() {
                 if at >= wire.len() { break; }
                 let end = (at + cut).min(wire.len());
                 feed(&mut s, &wire[at..end]);
                 at = end;
+                let mut off = s.offset();
                 while let Some(m) = s.pop() {
+                    offsets.push(off);
+                    off = s.offset();
                     got.push(OrderRepr::decode(&m).expect("valid"));
                 }
             }
             prop_assert_eq!(got, orders);
+            let expected: Vec<u64> = (0..count as u64).map(|i| i * ORDER_LEN as u64).collect();
+            prop_assert_eq!(offsets, expected);
             prop_assert_eq!(s.pending(), 0);
         }
     }

@@ -68,6 +68,13 @@ pub struct LabArgs {
     /// results folder; `cargo xtask lab analyze DIR` matches orders to packets on the wire.
     #[arg(long)]
     pub pcap: bool,
+    /// Trace every order through both kernels (the waterfall): small BPF programs on the
+    /// network tracepoints stamp each trigger's packet and each order's segment; the report
+    /// gets each path's median per point and the check that the points add up to the
+    /// kernel-stamp tick-to-trade; `<run>.trace.csv` has one row per order. Namespace lab
+    /// only; needs `cargo xtask build-ebpf` and the kernel's BTF.
+    #[arg(long)]
+    pub trace: bool,
     /// Run every path at each of these gaps between orders (e.g. 1ms,10ms,100ms,1s): a file
     /// per gap with its orders exactly that far apart at the `--pace` rate, the ping-pong
     /// floor measured at the same gap, and tick-to-trade against the gap per path. Default
@@ -340,6 +347,7 @@ impl LabArgs {
             exchange_flags: self.exchange_flags.clone(),
             timeout: self.timeout,
             pcap: self.pcap,
+            trace: self.trace,
             order_gaps,
             orders_per_gap: self.orders_per_gap.max(2),
             warm_every: self.warm_every,
@@ -419,6 +427,16 @@ pub fn run(a: &LabArgs) -> Result<()> {
         );
     }
     let cfg = a.config()?;
+    if a.trace && (a.vm || a.calibrate || a.capacity || a.remote_args.config()?.is_some()) {
+        anyhow::bail!(
+            "--trace runs in the namespace lab only (with --vm or --remote the strategy's kernel is another machine's; --calibrate and --capacity have their own runs)"
+        );
+    }
+    if a.trace && !lab::trace::has_object() {
+        anyhow::bail!(
+            "--trace: this lab was built without the tracing programs; run `cargo xtask build-ebpf` first (`cargo xtask lab` does)"
+        );
+    }
     if a.calibrate {
         return lab::calibrate::run(&env, &cfg);
     }

@@ -415,7 +415,7 @@ mod tests {
                 let send = 1_000_000 * i;
                 let recv = send + 20_000 + i;
                 text.push_str(&format!(
-                    "1,{},buy,1,1,{send},{send},{recv},{},{},,,,,,,,,\n",
+                    "1,{},buy,1,1,{send},{send},{recv},{},{},,,,,,,,,,\n",
                     100 + i,
                     recv - send,
                     recv - send

@@ -153,6 +153,15 @@ pub fn write_run(dir: &Path) -> Result<std::path::PathBuf> {
         h.push_str("<h2>Distribution (CDF, both clocks)</h2>");
         h.push_str(&svg);
     }
+    if let Some(svg) = inline_svg(&dir.join("waterfall.svg")) {
+        h.push_str(
+            "<h2>Waterfall (<code>--trace</code>): where each order's time goes</h2>\
+             <p>Medians per path and gap; kernel points from BPF programs on the network \
+             tracepoints, user points from the programs' own stamps, one clock \
+             (CLOCK_MONOTONIC). One row per order: <code>*.trace.csv</code>.</p>",
+        );
+        h.push_str(&svg);
+    }
     h.push_str("<h2>Spread across runs</h2>");
     spread_table(dir, &mut h)?;
     if let Ok(probe) = fs::read_to_string(dir.join("probe.txt")) {

@@ -41,6 +41,7 @@ pub mod report;
 pub mod stats;
 pub mod summary;
 pub mod sweep;
+pub mod trace;
 pub mod vm;
 
 use std::fs;
@@ -105,6 +106,8 @@ pub struct LabConfig {
     pub timeout: u64,
     /// Capture every run on the exchange's veth.
     pub pcap: bool,
+    /// Trace every order through both kernels (`--trace`, [`trace`]).
+    pub trace: bool,
     /// Run every path at each of these gaps between orders (a generated file per gap);
     /// empty: one file (`md_file` or the default) and its own gaps.
     pub order_gaps: Vec<std::time::Duration>,
@@ -144,6 +147,7 @@ impl Default for LabConfig {
             exchange_flags: String::new(),
             timeout: 600,
             pcap: false,
+            trace: false,
             order_gaps: Vec::new(),
             orders_per_gap: 100,
             warm_every: std::time::Duration::from_micros(100),
@@ -233,6 +237,9 @@ pub struct RunResult {
     /// The tuning variant's settings as read back on the link (`--veth-tune`,
     /// `--guest-tune`).
     pub tune_readback: Option<String>,
+    /// The traced waterfall (`--trace`; None: not traced).
+    #[serde(default)]
+    pub trace: Option<trace::waterfall::Waterfall>,
     /// Tick-to-trade samples (user clock), ns.
     #[serde(skip, default)]
     pub t2t_user: Vec<u64>,

@@ -332,10 +332,16 @@ pub(crate) fn one_run(
     } else {
         None
     };
+    let tracer = if ctx.a.trace {
+        Some(crate::trace::start_for(&lab, ctx.oracle)?)
+    } else {
+        None
+    };
     let ex = spawn_exchange(ctx, &lab, path, &tag)?;
     std::thread::sleep(Duration::from_millis(200));
     let st = spawn_strategy(ctx, &lab, path, &tag)?;
     wait_both(ctx, ex, st, &tag)?;
+    let stamps = tracer.map(crate::trace::Tracer::finish).transpose()?;
     let after = both_counters(&lab);
     if let Some(c) = capture {
         capture::stop(c, &ctx.file(&tag, "pcap"));
@@ -353,6 +359,14 @@ pub(crate) fn one_run(
     };
     let mut r = crate::oracle::collect(key, ctx.gap, ctx.md_file, ctx.oracle, &files)?;
     r.tune_readback = tuned;
+    if let Some(s) = stamps {
+        r.trace = Some(crate::trace::waterfall::run_files(
+            &files,
+            &s,
+            path.sends_with_xdp_tx(),
+            &ctx.file(&tag, "trace.csv"),
+        )?);
+    }
     Ok(r)
 }
 

@@ -24,11 +24,16 @@ pub enum RowKind {
 }
 
 /// Columns of an exchange file.
-pub const EXCHANGE_HEADER: &str = "session,trigger_id,side,price,qty,send_first_ns,send_last_ns,recv_ns,t2t_first_ns,t2t_last_ns,ktx_first_ns,krx_ns,kt2t_first_ns,gap_order_ns,gap_md_ns,queued_behind,htx_first_ns,hrx_ns,ht2t_first_ns";
+pub const EXCHANGE_HEADER: &str = "session,trigger_id,side,price,qty,send_first_ns,send_last_ns,recv_ns,t2t_first_ns,t2t_last_ns,ktx_first_ns,krx_ns,kt2t_first_ns,gap_order_ns,gap_md_ns,queued_behind,htx_first_ns,hrx_ns,ht2t_first_ns,stream_off";
+/// The exchange's columns before the stream offset (files of earlier runs still read).
+const EXCHANGE_HEADER_NO_OFF: &str = "session,trigger_id,side,price,qty,send_first_ns,send_last_ns,recv_ns,t2t_first_ns,t2t_last_ns,ktx_first_ns,krx_ns,kt2t_first_ns,gap_order_ns,gap_md_ns,queued_behind,htx_first_ns,hrx_ns,ht2t_first_ns";
 /// The exchange's columns before the NIC hardware stamps (files of earlier runs still read).
 const EXCHANGE_HEADER_NO_HW: &str = "session,trigger_id,side,price,qty,send_first_ns,send_last_ns,recv_ns,t2t_first_ns,t2t_last_ns,ktx_first_ns,krx_ns,kt2t_first_ns,gap_order_ns,gap_md_ns,queued_behind";
 /// Columns of a strategy file.
 pub const STRATEGY_HEADER: &str =
+    "session,trigger_id,side,price,qty,delay_ns,gap_order_ns,gap_md_ns,decide_ns,send_ns,total_ns,read_ns";
+/// The strategy's columns before the read time (files of earlier runs still read).
+const STRATEGY_HEADER_NO_READ: &str =
     "session,trigger_id,side,price,qty,delay_ns,gap_order_ns,gap_md_ns,decide_ns,send_ns,total_ns";
 
 impl RowKind {
@@ -63,6 +68,10 @@ pub struct Timing {
     pub htx_first_ns: Option<u64>,
     /// The NIC's hardware RX stamp of the segment that completed the order.
     pub hrx_ns: Option<u64>,
+    /// Where the order starts in the session's TCP byte stream (bytes the exchange read
+    /// before it, heartbeats and rejected bytes included): what ties the order to the TCP
+    /// segments `lab --trace` stamps by sequence number.
+    pub stream_off: Option<u64>,
 }
 
 impl Timing {
@@ -118,6 +127,10 @@ pub struct Stages {
     pub send_ns: u64,
     /// Packet read to send returned (includes an injected delay).
     pub total_ns: u64,
+    /// When the trigger packet was read (`CLOCK_MONOTONIC` ns; on `xdp-tx` the program's
+    /// stamp): places the stages on the clock `lab --trace` stamps the kernels with. `None`
+    /// in files of earlier runs.
+    pub read_ns: Option<u64>,
 }
 
 /// One order of a session, as either program saw it.
@@ -167,13 +180,14 @@ impl OrderRow {
                 let st = self.stages;
                 writeln!(
                     out,
-                    ",{},{},{},{},{},{}",
+                    ",{},{},{},{},{},{},{}",
                     Opt(self.delay_ns),
                     gap.0,
                     gap.1,
                     Opt(st.map(|s| s.decide_ns)),
                     Opt(st.map(|s| s.send_ns)),
                     Opt(st.map(|s| s.total_ns)),
+                    Opt(st.and_then(|s| s.read_ns)),
                 )
             }
             RowKind::Exchange => {
@@ -182,7 +196,7 @@ impl OrderRow {
                 let user = |v: u64| Opt(known.then_some(v));
                 writeln!(
                     out,
-                    ",{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                    ",{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                     user(t.send_first_ns),
                     user(t.send_last_ns),
                     user(t.recv_ns),
@@ -197,6 +211,7 @@ impl OrderRow {
                     Opt(t.htx_first_ns),
                     Opt(t.hrx_ns),
                     Opt(t.hw_t2t_ns()),
+                    Opt(t.stream_off),
                 )
             }
         }
@@ -268,8 +283,8 @@ pub fn parse_rows(text: &str) -> Result<(RowKind, Vec<OrderRow>), ParseRowsError
     let mut lines = text.lines();
     let header = lines.next().unwrap_or_default().trim_end();
     let kind = match header {
-        EXCHANGE_HEADER | EXCHANGE_HEADER_NO_HW => RowKind::Exchange,
-        STRATEGY_HEADER => RowKind::Strategy,
+        EXCHANGE_HEADER | EXCHANGE_HEADER_NO_OFF | EXCHANGE_HEADER_NO_HW => RowKind::Exchange,
+        STRATEGY_HEADER | STRATEGY_HEADER_NO_READ => RowKind::Strategy,
         other => return Err(ParseRowsError::Header(other.to_owned())),
     };
     let columns = header.split(',').count();
@@ -328,6 +343,7 @@ fn parse_row(kind: RowKind, f: &[&str]) -> Result<OrderRow, String> {
             let decide = opt_num(f[8], "decide_ns")?;
             let send = opt_num(f[9], "send_ns")?;
             let total = opt_num(f[10], "total_ns")?;
+            let read_ns = f.get(11).map_or(Ok(None), |v| opt_num(v, "read_ns"))?;
             OrderRow {
                 session,
                 order,
@@ -342,6 +358,7 @@ fn parse_row(kind: RowKind, f: &[&str]) -> Result<OrderRow, String> {
                         decide_ns,
                         send_ns,
                         total_ns,
+                        read_ns,
                     }),
                     _ => None,
                 },
@@ -364,6 +381,7 @@ fn parse_row(kind: RowKind, f: &[&str]) -> Result<OrderRow, String> {
                     .map(|v| u32::try_from(v).unwrap_or(u32::MAX)),
                 htx_first_ns: f.get(16).map_or(Ok(None), |v| opt_num(v, "htx_first_ns"))?,
                 hrx_ns: f.get(17).map_or(Ok(None), |v| opt_num(v, "hrx_ns"))?,
+                stream_off: f.get(19).map_or(Ok(None), |v| opt_num(v, "stream_off"))?,
             }),
             delay_ns: None,
             stages: None,
@@ -397,12 +415,14 @@ mod tests {
                 queued_behind: Some(2),
                 htx_first_ns: Some(5_000),
                 hrx_ns: Some(7_500),
+                stream_off: Some(42),
             }),
             delay_ns: (kind == RowKind::Strategy).then_some(10_000),
             stages: (kind == RowKind::Strategy).then_some(Stages {
                 decide_ns: 90,
                 send_ns: 3_000,
                 total_ns: 13_200,
+                read_ns: Some(77_000),
             }),
         }
     }
@@ -427,8 +447,24 @@ mod tests {
             .expect("write");
         assert_eq!(
             String::from_utf8(out).expect("utf8"),
-            "3,1585699200355000,sell,6593.5,7,1000,1500,9000,8000,7500,10000,,,4000000,,2,5000,7500,2500\n"
+            "3,1585699200355000,sell,6593.5,7,1000,1500,9000,8000,7500,10000,,,4000000,,2,5000,7500,2500,42\n"
         );
+    }
+
+    #[test]
+    fn rows_of_earlier_runs_without_stream_offsets_or_read_times_still_read() {
+        let ex = format!(
+            "{EXCHANGE_HEADER_NO_OFF}\n3,1585699200355000,sell,6593.5,7,1000,1500,9000,8000,7500,10000,,,4000000,,2,5000,7500,2500\n"
+        );
+        let (_, rows) = parse_rows(&ex).expect("an earlier exchange file");
+        assert_eq!(rows[0].timing.expect("timing").stream_off, None);
+        let st = format!(
+            "{STRATEGY_HEADER_NO_READ}\n3,1585699200355000,sell,6593.5,7,0,,,90,3000,13200\n"
+        );
+        let (kind, rows) = parse_rows(&st).expect("an earlier strategy file");
+        assert_eq!(kind, RowKind::Strategy);
+        let stages = rows[0].stages.expect("stages");
+        assert_eq!((stages.total_ns, stages.read_ns), (13_200, None));
     }
 
     #[test]
@@ -451,15 +487,15 @@ mod tests {
         let bad = [
             (format!("{STRATEGY_HEADER}\n1,2,buy,1.5,3\n"), 2),
             (
-                format!("{STRATEGY_HEADER}\n1,2,buy,1.5,3,0,,,,,\n1,2,hold,1.5,3,0,,,,,\n"),
+                format!("{STRATEGY_HEADER}\n1,2,buy,1.5,3,0,,,,,,\n1,2,hold,1.5,3,0,,,,,,\n"),
                 3,
             ),
-            (format!("{STRATEGY_HEADER}\n1,x,buy,1.5,3,0,,,,,\n"), 2),
+            (format!("{STRATEGY_HEADER}\n1,x,buy,1.5,3,0,,,,,,\n"), 2),
             (
-                format!("{STRATEGY_HEADER}\n1,2,buy,1.5,99999999999,0,,,,,\n"),
+                format!("{STRATEGY_HEADER}\n1,2,buy,1.5,99999999999,0,,,,,,\n"),
                 2,
             ),
-            (format!("{STRATEGY_HEADER}\n1,2,buy,1.5,3,0,-5,,,,\n"), 2),
+            (format!("{STRATEGY_HEADER}\n1,2,buy,1.5,3,0,-5,,,,,\n"), 2),
         ];
         for (text, line) in bad {
             match parse_rows(&text) {

@@ -7,6 +7,7 @@
 #![no_std]
 #![deny(unsafe_code)]
 
+pub mod trace;
 pub mod xtx;
 
 /// What the XDP program steers. All fields are in network byte order where they are

@@ -73,7 +73,9 @@ impl Server {
     ) {
         self.drain_tx_timestamps();
         let Some(s) = &mut self.session else { return };
-        while let Some(msg) = s.stream.pop() {
+        loop {
+            let stream_off = s.stream.offset();
+            let Some(msg) = s.stream.pop() else { break };
             if self.cfg.accept_heartbeats && proto::order::is_heartbeat(&msg) {
                 s.stats.counters.heartbeats += 1;
                 continue;
@@ -90,6 +92,7 @@ impl Server {
                             queued_behind: behind,
                             htx_first_ns: t.khw_first,
                             hrx_ns: krx.hw,
+                            stream_off: Some(stream_off),
                         };
                         let gap = Gap {
                             order_ns: s.last_order_recv_ns.map(|p| recv_ns.saturating_sub(p)),

@@ -117,6 +117,7 @@ pub fn report(dir: &Path, results: &[RunResult], floors: &[Floor]) -> Result<()>
         crate::plot::against_gap(&dir.join("t2t_vs_gap.svg"), &lines)?;
     }
     load_plot(dir, &all)?;
+    crate::trace::report::report(dir, results)?;
     let html = crate::html::write_run(dir)?;
     println!("results: {} (report: {})", dir.display(), html.display());
     Ok(())

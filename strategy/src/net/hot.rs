@@ -244,6 +244,7 @@ impl Hot<'_> {
                 decide_ns: p.t_decided.saturating_sub(p.t_rx),
                 send_ns: t_tx.saturating_sub(t_enter),
                 total_ns: t_tx.saturating_sub(p.t_rx),
+                read_ns: Some(p.t_rx),
             },
         };
         match sent {
@@ -290,6 +291,7 @@ impl Hot<'_> {
                 decide_ns: in_program,
                 send_ns: user_ns,
                 total_ns: in_program,
+                read_ns: Some(t_rx),
             },
         });
         self.log.last_order_tx_ns = Some(t_tx);

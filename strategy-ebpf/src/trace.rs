@@ -1,0 +1,396 @@
+//! The tracing programs of `lab --trace`: stamps each trigger's market-data packet and each
+//! order's TCP segment at the kernel's network tracepoints, in both namespaces.
+//!
+//! Raw tracepoints (no BTF needed to attach; the arguments are the tracepoint's own
+//! pointers): `net_dev_start_xmit` (a driver transmit), `netif_rx`,
+//! `napi_gro_receive_entry`, `netif_receive_skb` (the receives: the first one to see a packet
+//! wins), `tcp_probe` (TCP's receive of an established connection's segment). Each program
+//! keeps to the two interfaces of the run ([`TraceConfig`]: namespace inode and interface
+//! index), reads the headers from the linear part of the packet and
+//! - for UDP to the market-data port: reads the trigger id (the line's fourth field) and,
+//!   if the loader listed it in `WANTED`, stamps its slot in `MD_TIMES` (first stamp wins);
+//! - for TCP to the order port with a payload: stamps `SEGS[(point, seq)]` (first wins), and
+//!   keeps the stream's first sequence number in `ISN` (the ack number of the exchange's
+//!   last SYN-ACK).
+//!
+//! Kernel fields are read with `bpf_probe_read_kernel` at offsets the loader took from BTF;
+//! any read that fails leaves the packet unstamped. No program changes a packet or a
+//! decision: they only observe. Nothing here is loaded unless `--trace` is asked for.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
+use aya_ebpf::macros::{map, raw_tracepoint};
+use aya_ebpf::maps::{Array, HashMap, LruHashMap};
+use aya_ebpf::programs::RawTracePointContext;
+use strategy_common::trace::{
+    counter, md_point, seg_key, seg_point, TraceConfig, MAX_SEGMENTS, MAX_TRIGGERS,
+};
+
+#[map]
+static TRACE_CONFIG: Array<TraceConfig> = Array::with_max_entries(1, 0);
+
+/// Trigger id -> slot (filled by the loader with the oracle's ids).
+#[map]
+static WANTED: HashMap<u64, u32> = HashMap::with_max_entries(MAX_TRIGGERS, 0);
+
+/// `slot * md_point::COUNT + point` -> stamp (0: none yet).
+#[map]
+static MD_TIMES: Array<u64> = Array::with_max_entries(MAX_TRIGGERS * md_point::COUNT, 0);
+
+/// `seg_key(point, seq)` -> stamp.
+#[map]
+static SEGS: HashMap<u64, u64> = HashMap::with_max_entries(MAX_SEGMENTS, 0);
+
+/// `[0]`: bit 32 set and the stream's first sequence number (0: no handshake seen).
+#[map]
+static ISN: Array<u64> = Array::with_max_entries(1, 0);
+
+/// A receive on the exchange's side whose headers are not yet in the packet's linear part
+/// (AF_PACKET's TX ring hands the kernel everything past the Ethernet header as page
+/// fragments): the skb's address -> [first receive, netif_receive_skb] stamps, resolved
+/// to its sequence number at `tcp_probe`, by which time IP and TCP have pulled the headers.
+#[map]
+static PENDING: LruHashMap<u64, [u64; 2]> = LruHashMap::with_max_entries(1024, 0);
+
+#[map]
+static TRACE_COUNTERS: Array<u64> = Array::with_max_entries(counter::COUNT, 0);
+
+const BUF: usize = 128;
+const ETH_HLEN: usize = 14;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+/// `BPF_NOEXIST`: insert only (the first stamp of a segment wins).
+const NOEXIST: u64 = 1;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Exchange,
+    Strategy,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    Egress,
+    Ingress,
+    /// `netif_receive_skb`: an ingress that also stamps its own segment point.
+    Receive,
+}
+
+#[raw_tracepoint(tracepoint = "net_dev_start_xmit")]
+pub fn trace_xmit(ctx: RawTracePointContext) -> i32 {
+    let skb: *const u8 = ctx.arg(0);
+    let _ = on_skb(skb, Dir::Egress);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "netif_rx")]
+pub fn trace_netif_rx(ctx: RawTracePointContext) -> i32 {
+    let skb: *const u8 = ctx.arg(0);
+    let _ = on_skb(skb, Dir::Ingress);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "napi_gro_receive_entry")]
+pub fn trace_gro(ctx: RawTracePointContext) -> i32 {
+    let skb: *const u8 = ctx.arg(0);
+    let _ = on_skb(skb, Dir::Ingress);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "netif_receive_skb")]
+pub fn trace_receive(ctx: RawTracePointContext) -> i32 {
+    let skb: *const u8 = ctx.arg(0);
+    let _ = on_skb(skb, Dir::Receive);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "tcp_probe")]
+pub fn trace_tcp(ctx: RawTracePointContext) -> i32 {
+    let sk: *const u8 = ctx.arg(0);
+    let skb: *const u8 = ctx.arg(1);
+    let _ = on_tcp(sk, skb);
+    0
+}
+
+/// A kernel value at `base + off` (None when the read fails).
+#[inline(always)]
+fn kread<T: Copy>(base: *const u8, off: u32) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel copies through the kernel's fault-handling path: a bad
+    // address fails the call (None here), it never faults the program.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize) as *const T).ok() }
+}
+
+#[inline(always)]
+fn byte(buf: &[u8; BUF], i: usize) -> Option<u8> {
+    buf.get(i).copied()
+}
+
+#[inline(always)]
+fn be16(buf: &[u8; BUF], i: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([byte(buf, i)?, byte(buf, i + 1)?]))
+}
+
+#[inline(always)]
+fn be32(buf: &[u8; BUF], i: usize) -> Option<u32> {
+    Some(u32::from_be_bytes([
+        byte(buf, i)?,
+        byte(buf, i + 1)?,
+        byte(buf, i + 2)?,
+        byte(buf, i + 3)?,
+    ]))
+}
+
+#[inline(always)]
+fn bump(i: u32) {
+    if let Some(c) = TRACE_COUNTERS.get_ptr_mut(i) {
+        // SAFETY: a slot of an array map, valid while the program runs; a lost increment
+        // between CPUs only makes a diagnostic counter low.
+        unsafe { *c += 1 };
+    }
+}
+
+/// The namespace inode of a `net` pointer.
+#[inline(always)]
+fn ns_inum(cfg: &TraceConfig, net: *const u8) -> Option<u32> {
+    kread::<u32>(net, cfg.net_inum)
+}
+
+fn on_skb(skb: *const u8, dir: Dir) -> Option<()> {
+    let cfg = TRACE_CONFIG.get(0)?;
+    let dev: *const u8 = kread(skb, cfg.skb_dev)?;
+    let ifindex: u32 = kread(dev, cfg.dev_ifindex)?;
+    let net: *const u8 = kread(dev, cfg.dev_net)?;
+    let inum = ns_inum(cfg, net)?;
+    let late = dir == Dir::Receive;
+    let dir = if late { Dir::Ingress } else { dir };
+    let side = if inum == cfg.exchange_ns && ifindex == cfg.exchange_ifindex {
+        Side::Exchange
+    } else if inum == cfg.strategy_ns && ifindex == cfg.strategy_ifindex {
+        Side::Strategy
+    } else {
+        return None;
+    };
+    // SAFETY: a helper without arguments or side effects.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let data: *const u8 = kread(skb, cfg.skb_data)?;
+    let len: u32 = kread(skb, cfg.skb_len)?;
+    let data_len: u32 = kread(skb, cfg.skb_data_len)?;
+    let linear = len.checked_sub(data_len)? as usize;
+    if side == Side::Exchange && dir == Dir::Ingress && linear < 40 {
+        pend(skb as u64, late, now);
+        return None;
+    }
+    let mut buf = [0u8; BUF];
+    // SAFETY: as kread: a failed read is an error, never a fault. Bytes past the linear part
+    // may be read but are never parsed (every parse below is bounded by `linear`).
+    unsafe { bpf_probe_read_kernel_buf(data, &mut buf).ok()? };
+    // At a driver transmit the data starts at the Ethernet header; at a receive, after
+    // eth_type_trans, at the IP header.
+    let ip = if dir == Dir::Egress {
+        if be16(&buf, 12)? != 0x0800 {
+            return None;
+        }
+        ETH_HLEN
+    } else {
+        0
+    };
+    let vihl = byte(&buf, ip)?;
+    if vihl >> 4 != 4 {
+        return None;
+    }
+    let ihl = ((vihl & 0x0f) as usize) * 4;
+    let total = be16(&buf, ip + 2)? as usize;
+    let proto = byte(&buf, ip + 9)?;
+    let l4 = ip + ihl;
+    if l4 + 20 > linear.min(BUF) {
+        return None;
+    }
+    match (proto, side, dir) {
+        (IPPROTO_UDP, Side::Exchange, Dir::Egress)
+        | (IPPROTO_UDP, Side::Strategy, Dir::Ingress) => {
+            if be16(&buf, l4 + 2)? != cfg.md_port {
+                return None;
+            }
+            let id = trigger_id(&buf, l4 + 8, linear.min(BUF))?;
+            // SAFETY: the value is copied out at once; the loader never removes entries
+            // while the programs run.
+            let slot = unsafe { *WANTED.get(&id)? };
+            let point = if dir == Dir::Egress {
+                md_point::XMIT
+            } else {
+                md_point::RX
+            };
+            stamp_md(slot, point, now);
+            Some(())
+        }
+        (IPPROTO_TCP, Side::Exchange, Dir::Egress) => {
+            // The exchange's SYN-ACK acknowledges the strategy's SYN: its ack number is
+            // the stream's offset 0. (The strategy's SYN itself may not be readable here:
+            // see PENDING.) The last one wins: an earlier attempt is not the session.
+            if be16(&buf, l4)? != cfg.order_port || byte(&buf, l4 + 13)? & 0x12 != 0x12 {
+                return None;
+            }
+            let ack = be32(&buf, l4 + 8)?;
+            if let Some(isn) = ISN.get_ptr_mut(0) {
+                // SAFETY: the array's one slot; handshakes of one run are never concurrent.
+                unsafe { *isn = (1 << 32) | ack as u64 };
+            }
+            None
+        }
+        (IPPROTO_TCP, Side::Strategy, Dir::Egress)
+        | (IPPROTO_TCP, Side::Exchange, Dir::Ingress) => {
+            if be16(&buf, l4 + 2)? != cfg.order_port {
+                return None;
+            }
+            let seq = be32(&buf, l4 + 4)?;
+            let doff = ((byte(&buf, l4 + 12)? >> 4) as usize) * 4;
+            if byte(&buf, l4 + 13)? & 0x02 != 0 {
+                return None;
+            }
+            let payload = total.checked_sub(ihl + doff)?;
+            if payload == 0 {
+                return None;
+            }
+            let point = if dir == Dir::Egress {
+                seg_point::XMIT
+            } else {
+                seg_point::RX
+            };
+            stamp_seg(point, seq, now);
+            if late {
+                stamp_seg(seg_point::RECEIVE, seq, now);
+            }
+            Some(())
+        }
+        _ => None,
+    }
+}
+
+/// `tcp_probe(sk, skb)`: the exchange's TCP receives a segment on its session (the data
+/// starts at the TCP header here).
+fn on_tcp(sk: *const u8, skb: *const u8) -> Option<()> {
+    let cfg = TRACE_CONFIG.get(0)?;
+    let net: *const u8 = kread(sk, cfg.sk_net)?;
+    if ns_inum(cfg, net)? != cfg.exchange_ns {
+        return None;
+    }
+    // SAFETY: a helper without arguments or side effects.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let data: *const u8 = kread(skb, cfg.skb_data)?;
+    let len: u32 = kread(skb, cfg.skb_len)?;
+    let mut buf = [0u8; BUF];
+    // SAFETY: as kread.
+    unsafe { bpf_probe_read_kernel_buf(data, &mut buf[..20]).ok()? };
+    if be16(&buf, 2)? != cfg.order_port {
+        return None;
+    }
+    let doff = ((byte(&buf, 12)? >> 4) as u32) * 4;
+    if len <= doff {
+        return None;
+    }
+    let seq = be32(&buf, 4)?;
+    stamp_seg(seg_point::TCP, seq, now);
+    // SAFETY: the value is copied out at once.
+    if let Some(p) = unsafe { PENDING.get(&(skb as u64)) }.copied() {
+        let _ = PENDING.remove(&(skb as u64));
+        if p[0] != 0 {
+            stamp_seg(seg_point::RX, seq, p[0]);
+        }
+        if p[1] != 0 {
+            stamp_seg(seg_point::RECEIVE, seq, p[1]);
+        }
+    }
+    Some(())
+}
+
+/// Records a receive of an skb whose headers cannot be read yet: the first receive point
+/// starts its entry (an address reused by a new packet starts over), `netif_receive_skb`
+/// completes it.
+#[inline(always)]
+fn pend(skb: u64, late: bool, now: u64) {
+    let entry = if late {
+        // SAFETY: the value is copied out at once.
+        match unsafe { PENDING.get(&skb) }.copied() {
+            Some([rx, 0]) => [rx, now],
+            Some(_) | None => [now, now],
+        }
+    } else {
+        [now, 0]
+    };
+    let _ = PENDING.insert(&skb, &entry, 0);
+}
+
+#[inline(always)]
+fn stamp_md(slot: u32, point: u32, now: u64) {
+    match MD_TIMES.get_ptr_mut(slot * md_point::COUNT + point) {
+        Some(t) => {
+            // SAFETY: a slot of an array map; a packet is stamped once per point (first
+            // wins), and a trigger's packet passes each point once.
+            unsafe {
+                if *t == 0 {
+                    *t = now;
+                    bump(counter::MD);
+                }
+            }
+        }
+        None => bump(counter::LOST),
+    }
+}
+
+#[inline(always)]
+fn stamp_seg(point: u64, seq: u32, now: u64) {
+    match SEGS.insert(&seg_key(point, seq), &now, NOEXIST) {
+        Ok(()) => bump(counter::SEG),
+        // -EEXIST (a retransmission, or the same segment at a second receive point) is
+        // expected; anything else is a full map.
+        Err(e) if e == -17 => {}
+        Err(_) => bump(counter::LOST),
+    }
+}
+
+/// The trigger id of a market-data line starting at `start`: its fourth field
+/// (`local_timestamp`), digits only. None for anything else.
+#[inline(always)]
+fn trigger_id(buf: &[u8; BUF], start: usize, end: usize) -> Option<u64> {
+    let mut commas = 0u32;
+    let mut i = start;
+    let mut n = 0;
+    while n < 80 && commas < 3 {
+        if i >= end {
+            return None;
+        }
+        if byte(buf, i)? == b',' {
+            commas += 1;
+        }
+        i += 1;
+        n += 1;
+    }
+    if commas < 3 {
+        return None;
+    }
+    let mut id = 0u64;
+    let mut digits = 0;
+    while digits < 20 {
+        if i >= end {
+            return None;
+        }
+        let c = byte(buf, i)?;
+        if c == b',' {
+            break;
+        }
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        id = id.wrapping_mul(10).wrapping_add((c - b'0') as u64);
+        i += 1;
+        digits += 1;
+    }
+    (digits > 0).then_some(id)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
