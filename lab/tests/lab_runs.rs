@@ -11,6 +11,7 @@ use std::process::Command;
 use anyhow::{Context, Result};
 use common::{cmd, test_lab};
 use lab::{Env, LabConfig};
+use strategy::net::NetKind;
 
 fn ready() -> bool {
     match common::cannot_run() {
@@ -156,6 +157,13 @@ fn floor_runs_answer_exactly_the_marked_triggers_on_every_path() -> Result<()> {
     let runs: Vec<lab::RunResult> =
         serde_json::from_str(&std::fs::read_to_string(dir.join("runs.json"))?)?;
     anyhow::ensure!(runs.len() == 5);
+    anyhow::ensure!(
+        runs.iter().all(|r| r.trace.is_none())
+            && !std::fs::read_dir(&dir)?
+                .filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().ends_with(".trace.csv")),
+        "a run without --trace traces nothing"
+    );
     for r in &runs {
         anyhow::ensure!(
             r.orders_match && r.orders_expected >= 10,
@@ -173,6 +181,97 @@ fn floor_runs_answer_exactly_the_marked_triggers_on_every_path() -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// The waterfall: every order of every path passes the points its path has and none it
+/// has not, the kernel's own stamps land inside the traced bounds, and nothing stays
+/// loaded after the run.
+#[test]
+#[ignore = "needs root and the release binaries: cargo xtask test runs it"]
+fn traced_orders_pass_their_paths_points_and_add_up() -> Result<()> {
+    if !ready() {
+        return Ok(());
+    }
+    if !lab::trace::has_object() {
+        anyhow::bail!("the lab was built without the tracing programs (cargo xtask build-ebpf)");
+    }
+    let env = Env::workspace();
+    let dir = env.results_root().join("trace-test");
+    let _ = std::fs::remove_dir_all(&dir);
+    lab::netns::run(
+        &env,
+        &LabConfig {
+            order_gaps: vec![std::time::Duration::from_millis(1)],
+            orders_per_gap: 12,
+            trace: true,
+            ..test_lab(
+                &["kernel", "packet", "xdp", "xdp-tx"],
+                None,
+                dir.clone(),
+                "rate:5000",
+            )
+        },
+    )?;
+    let runs: Vec<lab::RunResult> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("runs.json"))?)?;
+    anyhow::ensure!(runs.len() == 4);
+    let (mut compared, mut inside) = (0, 0);
+    for r in &runs {
+        let w = r.trace.as_ref().context("a traced run has its waterfall")?;
+        anyhow::ensure!(r.orders_match && w.orders == r.orders_received, "{}", r.key);
+        let text = std::fs::read_to_string(dir.join(format!("{}.trace.csv", r.key.tag())))?;
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().context("a header")?.split(',').collect();
+        let col = |name: &str| header.iter().position(|h| *h == name).context("a column");
+        let kind = r.key.path.kind();
+        let kernel_tcp = matches!(kind, NetKind::Kernel | NetKind::Uring);
+        let xdp = r.key.path.needs_ebpf();
+        let mut rows = 0;
+        for line in lines {
+            let f: Vec<&str> = line.split(',').collect();
+            let has = |name: &str| -> Result<bool> { Ok(!f[col(name)?].is_empty()) };
+            for p in [
+                "md_veth_xmit_ns",
+                "md_kernel_tx_stamp_ns",
+                "strategy_read_ns",
+                "order_veth_rx_ns",
+                "order_netif_recv_ns",
+                "order_kernel_rx_stamp_ns",
+                "exchange_tcp_rx_ns",
+                "exchange_read_ns",
+            ] {
+                anyhow::ensure!(has(p)?, "{}: {p} missing in `{line}`", r.key);
+            }
+            anyhow::ensure!(
+                has("order_veth_xmit_ns")? == kernel_tcp,
+                "{}: only the kernel's TCP passes the strategy's veth transmit: `{line}`",
+                r.key
+            );
+            anyhow::ensure!(
+                has("md_veth_rx_ns")? != xdp,
+                "{}: an XDP program takes the packet before the stack: `{line}`",
+                r.key
+            );
+            rows += 1;
+        }
+        anyhow::ensure!(rows == r.orders_received, "{}: one row per order", r.key);
+        let a = w.add_up.as_ref().context("the add-up check")?;
+        compared += a.compared;
+        inside += a.within;
+    }
+    // Where the kernel stamps, not how fast: the stamps are placed through a clock
+    // conversion, so a few may fall outside by noise; most must be inside.
+    anyhow::ensure!(
+        inside * 10 >= compared * 8,
+        "{inside} of {compared} orders inside the traced bounds"
+    );
+    let left: Vec<String> = aya::programs::loaded_programs()
+        .filter_map(|p| p.ok())
+        .filter_map(|p| p.name_as_str().map(str::to_owned))
+        .filter(|n| n.starts_with("trace_"))
+        .collect();
+    anyhow::ensure!(left.is_empty(), "tracing programs still loaded: {left:?}");
     Ok(())
 }
 

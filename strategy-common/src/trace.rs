@@ -24,8 +24,7 @@ pub mod md_point {
     pub const COUNT: u32 = 2;
 }
 
-/// Where an order's segment was stamped (the high half of its key; the low half is the
-/// segment's sequence number).
+/// Where an order's segment was stamped (the top 16 bits of its key, [`seg_key`]).
 pub mod seg_point {
     /// The strategy's veth transmit (`net_dev_start_xmit`: the kernel's own TCP only; the
     /// bypass paths hand frames to the driver directly).
@@ -58,9 +57,15 @@ pub const MAX_TRIGGERS: u32 = 16_384;
 /// Segment stamps the programs keep (map capacity).
 pub const MAX_SEGMENTS: u32 = 65_536;
 
-/// The key of a segment stamp.
-pub const fn seg_key(point: u64, seq: u32) -> u64 {
-    (point << 32) | seq as u64
+/// The key of a segment stamp: the point, the segment's payload length (bytes, at most
+/// 65535), its sequence number.
+pub const fn seg_key(point: u64, len: u16, seq: u32) -> u64 {
+    (point << 48) | ((len as u64) << 32) | seq as u64
+}
+
+/// The parts of a [`seg_key`]: (point, payload length, sequence number).
+pub const fn seg_key_parts(key: u64) -> (u64, u16, u32) {
+    (key >> 48, (key >> 32) as u16, key as u32)
 }
 
 /// What the programs need: the byte offsets of the kernel fields they read (from BTF), and
@@ -97,8 +102,10 @@ pub struct TraceConfig {
     pub md_port: u16,
     /// Order-entry TCP port (host order).
     pub order_port: u16,
-    /// Zero.
-    pub reserved: u32,
+    /// Segments are stamped only this long after a listed trigger's packet was (us): an
+    /// order follows its trigger within it, and the heartbeats of a warm path between
+    /// orders (10,000 a second) do not fill the map.
+    pub window_us: u32,
 }
 
 const _: () = assert!(

@@ -38,7 +38,7 @@ static WANTED: HashMap<u64, u32> = HashMap::with_max_entries(MAX_TRIGGERS, 0);
 #[map]
 static MD_TIMES: Array<u64> = Array::with_max_entries(MAX_TRIGGERS * md_point::COUNT, 0);
 
-/// `seg_key(point, seq)` -> stamp.
+/// `seg_key(point, len, seq)` -> stamp.
 #[map]
 static SEGS: HashMap<u64, u64> = HashMap::with_max_entries(MAX_SEGMENTS, 0);
 
@@ -52,6 +52,11 @@ static ISN: Array<u64> = Array::with_max_entries(1, 0);
 /// to its sequence number at `tcp_probe`, by which time IP and TCP have pulled the headers.
 #[map]
 static PENDING: LruHashMap<u64, [u64; 2]> = LruHashMap::with_max_entries(1024, 0);
+
+/// `[0]`: when a listed trigger's packet was last stamped (segments are stamped only within
+/// `TraceConfig::window_us` of it).
+#[map]
+static LAST_TRIGGER: Array<u64> = Array::with_max_entries(1, 0);
 
 #[map]
 static TRACE_COUNTERS: Array<u64> = Array::with_max_entries(counter::COUNT, 0);
@@ -257,9 +262,13 @@ fn on_skb(skb: *const u8, dir: Dir) -> Option<()> {
             } else {
                 seg_point::RX
             };
-            stamp_seg(point, seq, now);
+            let len = u16::try_from(payload).unwrap_or(u16::MAX);
+            if !in_window(cfg, now) {
+                return None;
+            }
+            stamp_seg(point, len, seq, now);
             if late {
-                stamp_seg(seg_point::RECEIVE, seq, now);
+                stamp_seg(seg_point::RECEIVE, len, seq, now);
             }
             Some(())
         }
@@ -290,15 +299,22 @@ fn on_tcp(sk: *const u8, skb: *const u8) -> Option<()> {
         return None;
     }
     let seq = be32(&buf, 4)?;
-    stamp_seg(seg_point::TCP, seq, now);
     // SAFETY: the value is copied out at once.
-    if let Some(p) = unsafe { PENDING.get(&(skb as u64)) }.copied() {
+    let pending = unsafe { PENDING.get(&(skb as u64)) }.copied();
+    if pending.is_some() {
         let _ = PENDING.remove(&(skb as u64));
+    }
+    if !in_window(cfg, now) {
+        return None;
+    }
+    let plen = u16::try_from(len - doff).unwrap_or(u16::MAX);
+    stamp_seg(seg_point::TCP, plen, seq, now);
+    if let Some(p) = pending {
         if p[0] != 0 {
-            stamp_seg(seg_point::RX, seq, p[0]);
+            stamp_seg(seg_point::RX, plen, seq, p[0]);
         }
         if p[1] != 0 {
-            stamp_seg(seg_point::RECEIVE, seq, p[1]);
+            stamp_seg(seg_point::RECEIVE, plen, seq, p[1]);
         }
     }
     Some(())
@@ -321,6 +337,15 @@ fn pend(skb: u64, late: bool, now: u64) {
     let _ = PENDING.insert(&skb, &entry, 0);
 }
 
+/// Within the window after the last listed trigger's packet?
+#[inline(always)]
+fn in_window(cfg: &TraceConfig, now: u64) -> bool {
+    match LAST_TRIGGER.get(0) {
+        Some(&last) => last != 0 && now.wrapping_sub(last) < cfg.window_us as u64 * 1_000,
+        None => false,
+    }
+}
+
 #[inline(always)]
 fn stamp_md(slot: u32, point: u32, now: u64) {
     match MD_TIMES.get_ptr_mut(slot * md_point::COUNT + point) {
@@ -332,6 +357,9 @@ fn stamp_md(slot: u32, point: u32, now: u64) {
                     *t = now;
                     bump(counter::MD);
                 }
+                if let Some(last) = LAST_TRIGGER.get_ptr_mut(0) {
+                    *last = now;
+                }
             }
         }
         None => bump(counter::LOST),
@@ -339,8 +367,8 @@ fn stamp_md(slot: u32, point: u32, now: u64) {
 }
 
 #[inline(always)]
-fn stamp_seg(point: u64, seq: u32, now: u64) {
-    match SEGS.insert(&seg_key(point, seq), &now, NOEXIST) {
+fn stamp_seg(point: u64, len: u16, seq: u32, now: u64) {
+    match SEGS.insert(&seg_key(point, len, seq), &now, NOEXIST) {
         Ok(()) => bump(counter::SEG),
         // -EEXIST (a retransmission, or the same segment at a second receive point) is
         // expected; anything else is a full map.

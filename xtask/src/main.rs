@@ -165,7 +165,8 @@ const FUZZ_TARGETS: &[&str] = &[
     "stamp_ids",
 ];
 
-/// Builds strategy-ebpf into target/ebpf; the strategy's build script embeds it.
+/// Builds strategy-ebpf into target/ebpf: the XDP program (embedded by the strategy's build
+/// script) and the tracing programs of `lab --trace` (embedded by the lab's).
 pub fn build_ebpf() -> Result<()> {
     setup::run(&setup::SetupArgs {
         ebpf: true,
@@ -207,9 +208,12 @@ pub fn build_ebpf() -> Result<()> {
         bail!("building the XDP program failed");
     }
     println!(
-        "XDP program: {}",
+        "XDP program: {}; tracing programs: {}",
         target_dir
             .join("bpfel-unknown-none/release/strategy-ebpf")
+            .display(),
+        target_dir
+            .join("bpfel-unknown-none/release/trace-ebpf")
             .display()
     );
     Ok(())

@@ -124,6 +124,10 @@ impl Server {
         for (i, r) in ranges[..due].iter().enumerate() {
             bufs[i] = &self.pkts[i][r.clone()];
         }
+        // The send time is taken as the packets are handed to the kernel: on a veth the call
+        // also runs the receiver's stack (and, for `xdp-tx`, the order's way back), which
+        // a stamp after it would leave out of the user-clock tick-to-trade.
+        let send_ns = mono_ns();
         let sent = match self.md.send_batch(&bufs[..due], &ids[..due]) {
             Ok(n) => n,
             Err(e) => {
@@ -133,7 +137,6 @@ impl Server {
                 return None;
             }
         };
-        let send_ns = mono_ns();
         let late_ns = u64::try_from(self.cfg.late_threshold.as_nanos()).unwrap_or(u64::MAX);
         for p in &s.queue[..sent] {
             if s.phase == Phase::Handshake && !p.snapshot {

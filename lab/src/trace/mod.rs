@@ -22,7 +22,9 @@ use anyhow::{bail, Context, Result};
 use aya::maps::{Array, HashMap as BpfHashMap};
 use aya::programs::RawTracePoint;
 use aya::Ebpf;
-use strategy_common::trace::{counter, md_point, seg_point, TraceConfig, MAX_TRIGGERS};
+use strategy_common::trace::{
+    counter, md_point, seg_key_parts, seg_point, TraceConfig, MAX_TRIGGERS,
+};
 
 /// The kernel fields the programs read ([`TraceConfig`], in its order).
 pub const FIELDS: [&str; 8] = [
@@ -35,6 +37,9 @@ pub const FIELDS: [&str; 8] = [
     "net.ns.inum",
     "sock.__sk_common.skc_net",
 ];
+
+/// Segments are stamped within this long after a listed trigger's packet (us).
+const WINDOW_US: u32 = 10_000;
 
 /// The programs and the tracepoints they attach to.
 const PROGRAMS: [(&str, &str); 5] = [
@@ -95,9 +100,10 @@ impl Side<'_> {
 pub struct Stamps {
     /// Per trigger id: [`md_point::XMIT`], [`md_point::RX`].
     pub md: HashMap<u64, [Option<u64>; 2]>,
-    /// Per segment point ([`strategy_common::trace::seg_point`]): stream offset of the segment's first byte ->
-    /// stamp. Offsets count from the session's handshake (none seen: no segment stamps).
-    pub segs: [BTreeMap<u64, u64>; seg_point::COUNT],
+    /// Per segment point ([`strategy_common::trace::seg_point`]): stream offset of the
+    /// segment's first byte -> (payload length, stamp). Offsets count from the session's
+    /// handshake (none seen: no segment stamps).
+    pub segs: [BTreeMap<u64, (u16, u64)>; seg_point::COUNT],
     /// The stream's first sequence number (the ack number of the exchange's SYN-ACK).
     pub isn: Option<u32>,
     /// Market-data stamps, segment stamps, stamps lost to a full map.
@@ -143,11 +149,8 @@ impl Stamps {
     /// starting at or before it (segments are contiguous; a retransmission keeps the first
     /// stamp of its sequence number).
     pub fn seg_at(&self, point: u64, off: u64) -> Option<u64> {
-        self.segs
-            .get(point as usize)?
-            .range(..=off)
-            .next_back()
-            .map(|(_, &t)| t)
+        let (&start, &(len, t)) = self.segs.get(point as usize)?.range(..=off).next_back()?;
+        (off < start + u64::from(len)).then_some(t)
     }
 }
 
@@ -215,7 +218,7 @@ impl Tracer {
             strategy_ifindex,
             md_port,
             order_port,
-            reserved: 0,
+            window_us: WINDOW_US,
         };
         let mut ebpf = Ebpf::load(OBJECT).context("loading the tracing programs")?;
         let mut config: Array<_, TraceConfig> =
@@ -273,10 +276,15 @@ impl Tracer {
         if let Some(isn) = s.isn {
             for kv in segs.iter() {
                 let (key, t) = kv?;
-                let point = key >> 32;
-                let seq = key as u32;
+                let (point, len, seq) = seg_key_parts(key);
                 if let Some(m) = s.segs.get_mut(point as usize) {
-                    m.insert(u64::from(seq.wrapping_sub(isn)), t);
+                    // A retransmission at the same place keeps the first stamp.
+                    let e = m
+                        .entry(u64::from(seq.wrapping_sub(isn)))
+                        .or_insert((len, t));
+                    if t < e.1 {
+                        *e = (len, t);
+                    }
                 }
             }
         }

@@ -81,7 +81,7 @@ pub fn report(dir: &Path, results: &[RunResult]) -> Result<()> {
         "waterfall (--trace): median us after the {origin}, per path and gap (runs pooled); '-' = the path does not pass the point (traced in the kernel: veth xmit/rx, TCP rx; user stamps: exchange send/read, strategy read/decided/send)"
     );
     let w = cols.iter().map(|c| c.name.len().max(9)).collect::<Vec<_>>();
-    print!("  {:<16}", "point");
+    print!("  {:<21}", "point");
     for (c, w) in cols.iter().zip(&w) {
         print!(" {:>w$}", c.name, w = *w);
     }
@@ -90,7 +90,7 @@ pub fn report(dir: &Path, results: &[RunResult]) -> Result<()> {
         if cols.iter().all(|c| c.point(p).is_none()) {
             continue;
         }
-        print!("  {p:<16}");
+        print!("  {p:<21}");
         for (c, w) in cols.iter().zip(&w) {
             match c.point(p) {
                 Some(v) => print!(" {v:>w$.2}", w = *w),

@@ -371,9 +371,10 @@ mod tests {
         s.md.insert(7, [Some(11_000), Some(12_000)]);
         s.md.insert(8, [Some(1_011_000), None]);
         // A heartbeat segment at offset 0, the first order at 21, the second at 42.
-        s.segs[seg_point::RX as usize] = [(0, 500), (21, 20_000), (42, 1_020_500)]
-            .into_iter()
-            .collect();
+        s.segs[seg_point::RX as usize] =
+            [(0, (21, 500)), (21, (21, 20_000)), (42, (21, 1_020_500))]
+                .into_iter()
+                .collect();
         (
             vec![ex(7, 21, 10_000, 25_000), ex(8, 42, 1_010_000, 1_030_000)],
             vec![st(7, 14_000), st(8, 1_014_000)],
