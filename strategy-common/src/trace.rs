@@ -52,6 +52,10 @@ pub mod counter {
     pub const COUNT: u32 = 3;
 }
 
+/// Bytes of a kernel structure the programs read at once (a probe read costs about as much
+/// for 8 bytes as for 256 in a VM: one read per structure, not one per field).
+pub const WINDOW: u32 = 256;
+
 /// Trigger ids the programs stamp (map capacity).
 pub const MAX_TRIGGERS: u32 = 16_384;
 /// Segment stamps the programs keep (map capacity).
@@ -102,6 +106,11 @@ pub struct TraceConfig {
     pub md_port: u16,
     /// Order-entry TCP port (host order).
     pub order_port: u16,
+    /// Where the programs' one read of an `sk_buff` starts (the lowest of the offsets
+    /// above; every `sk_buff` field they need lies within [`WINDOW`] bytes of it).
+    pub skb_base: u32,
+    /// Likewise for the `net_device` fields.
+    pub dev_base: u32,
     /// Segments are stamped only this long after a listed trigger's packet was (us): an
     /// order follows its trigger within it, and the heartbeats of a warm path between
     /// orders (10,000 a second) do not fill the map.
@@ -109,7 +118,7 @@ pub struct TraceConfig {
 }
 
 const _: () = assert!(
-    core::mem::size_of::<TraceConfig>() == 56,
+    core::mem::size_of::<TraceConfig>() == 64,
     "no implicit padding"
 );
 

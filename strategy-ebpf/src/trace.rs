@@ -21,10 +21,10 @@
 
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
 use aya_ebpf::macros::{map, raw_tracepoint};
-use aya_ebpf::maps::{Array, HashMap, LruHashMap};
+use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray};
 use aya_ebpf::programs::RawTracePointContext;
 use strategy_common::trace::{
-    counter, md_point, seg_key, seg_point, TraceConfig, MAX_SEGMENTS, MAX_TRIGGERS,
+    counter, md_point, seg_key, seg_point, TraceConfig, MAX_SEGMENTS, MAX_TRIGGERS, WINDOW,
 };
 
 #[map]
@@ -57,6 +57,11 @@ static PENDING: LruHashMap<u64, [u64; 2]> = LruHashMap::with_max_entries(1024, 0
 /// `TraceConfig::window_us` of it).
 #[map]
 static LAST_TRIGGER: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Per-CPU scratch: the window of an `sk_buff` ([0]) and of a `net_device` ([1]), each read
+/// at once.
+#[map]
+static SCRATCH: PerCpuArray<[u8; WINDOW as usize]> = PerCpuArray::with_max_entries(2, 0);
 
 #[map]
 static TRACE_COUNTERS: Array<u64> = Array::with_max_entries(counter::COUNT, 0);
@@ -155,32 +160,94 @@ fn bump(i: u32) {
     }
 }
 
-/// The namespace inode of a `net` pointer.
+/// The two namespaces' `net` pointers once seen ([0] the exchange's, [1] the strategy's; 0:
+/// not yet): after the first packet a namespace is recognised by its pointer, without
+/// reading its inode again (a read of a cold line costs about 100 ns here).
+#[map]
+static NETS: Array<u64> = Array::with_max_entries(2, 0);
+
+/// Which of the run's namespaces `net` is (0 the exchange's, 1 the strategy's).
 #[inline(always)]
-fn ns_inum(cfg: &TraceConfig, net: *const u8) -> Option<u32> {
-    kread::<u32>(net, cfg.net_inum)
+fn which_ns(cfg: &TraceConfig, net: *const u8) -> Option<u32> {
+    for i in 0..2u32 {
+        if let Some(&known) = NETS.get(i) {
+            if known == net as u64 {
+                return Some(i);
+            }
+        }
+    }
+    let inum = kread::<u32>(net, cfg.net_inum)?;
+    let i = if inum == cfg.exchange_ns {
+        0
+    } else if inum == cfg.strategy_ns {
+        1
+    } else {
+        return None;
+    };
+    if let Some(slot) = NETS.get_ptr_mut(i) {
+        // SAFETY: a slot of an array map; every writer writes the same pointer (one
+        // namespace has one `struct net` while it lives, and the run's outlive the run).
+        unsafe { *slot = net as u64 };
+    }
+    Some(i)
+}
+
+/// A `u32` or `u64` field at absolute offset `off` of a structure whose window starting at
+/// `base` was read into `win`.
+#[inline(always)]
+fn field32(win: &[u8; WINDOW as usize], base: u32, off: u32) -> Option<u32> {
+    let i = off.checked_sub(base)? as usize;
+    let b = win.get(i..i + 4)?;
+    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+#[inline(always)]
+fn field64(win: &[u8; WINDOW as usize], base: u32, off: u32) -> Option<u64> {
+    let i = off.checked_sub(base)? as usize;
+    let b = win.get(i..i + 8)?;
+    Some(u64::from_le_bytes([
+        b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+    ]))
+}
+
+/// Reads `WINDOW` bytes at `base + off` into scratch slot `slot`.
+#[inline(always)]
+fn window(slot: u32, base: *const u8, off: u32) -> Option<&'static [u8; WINDOW as usize]> {
+    let w = SCRATCH.get_ptr_mut(slot)?;
+    // SAFETY: this CPU's scratch slot (the program is not re-entered on a CPU while it
+    // runs); bpf_probe_read_kernel_buf fails cleanly on a bad address.
+    unsafe {
+        bpf_probe_read_kernel_buf(base.wrapping_add(off as usize), &mut *w).ok()?;
+        Some(&*w)
+    }
 }
 
 fn on_skb(skb: *const u8, dir: Dir) -> Option<()> {
+    // SAFETY: a helper without arguments or side effects. Taken first: the stamp is the
+    // tracepoint's moment, not the end of the reads below.
+    let now = unsafe { bpf_ktime_get_ns() };
     let cfg = TRACE_CONFIG.get(0)?;
-    let dev: *const u8 = kread(skb, cfg.skb_dev)?;
-    let ifindex: u32 = kread(dev, cfg.dev_ifindex)?;
-    let net: *const u8 = kread(dev, cfg.dev_net)?;
-    let inum = ns_inum(cfg, net)?;
+    let sw = window(0, skb, cfg.skb_base)?;
+    let dev = field64(sw, cfg.skb_base, cfg.skb_dev)? as *const u8;
+    let data = field64(sw, cfg.skb_base, cfg.skb_data)? as *const u8;
+    let len = field32(sw, cfg.skb_base, cfg.skb_len)?;
+    let data_len = field32(sw, cfg.skb_base, cfg.skb_data_len)?;
+    let dw = window(1, dev, cfg.dev_base)?;
+    let ifindex = field32(dw, cfg.dev_base, cfg.dev_ifindex)?;
+    if ifindex != cfg.exchange_ifindex && ifindex != cfg.strategy_ifindex {
+        return None;
+    }
+    let net = field64(dw, cfg.dev_base, cfg.dev_net)? as *const u8;
+    let ns = which_ns(cfg, net)?;
     let late = dir == Dir::Receive;
     let dir = if late { Dir::Ingress } else { dir };
-    let side = if inum == cfg.exchange_ns && ifindex == cfg.exchange_ifindex {
+    let side = if ns == 0 && ifindex == cfg.exchange_ifindex {
         Side::Exchange
-    } else if inum == cfg.strategy_ns && ifindex == cfg.strategy_ifindex {
+    } else if ns == 1 && ifindex == cfg.strategy_ifindex {
         Side::Strategy
     } else {
         return None;
     };
-    // SAFETY: a helper without arguments or side effects.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let data: *const u8 = kread(skb, cfg.skb_data)?;
-    let len: u32 = kread(skb, cfg.skb_len)?;
-    let data_len: u32 = kread(skb, cfg.skb_data_len)?;
     let linear = len.checked_sub(data_len)? as usize;
     if side == Side::Exchange && dir == Dir::Ingress && linear < 40 {
         pend(skb as u64, late, now);
@@ -214,7 +281,9 @@ fn on_skb(skb: *const u8, dir: Dir) -> Option<()> {
     match (proto, side, dir) {
         (IPPROTO_UDP, Side::Exchange, Dir::Egress)
         | (IPPROTO_UDP, Side::Strategy, Dir::Ingress) => {
-            if be16(&buf, l4 + 2)? != cfg.md_port {
+            // A packet's first receive point stamps it; netif_receive_skb after netif_rx
+            // or GRO adds nothing for market data (and the parse is the costly part).
+            if late || be16(&buf, l4 + 2)? != cfg.md_port {
                 return None;
             }
             let id = trigger_id(&buf, l4 + 8, linear.min(BUF))?;
@@ -279,15 +348,16 @@ fn on_skb(skb: *const u8, dir: Dir) -> Option<()> {
 /// `tcp_probe(sk, skb)`: the exchange's TCP receives a segment on its session (the data
 /// starts at the TCP header here).
 fn on_tcp(sk: *const u8, skb: *const u8) -> Option<()> {
-    let cfg = TRACE_CONFIG.get(0)?;
-    let net: *const u8 = kread(sk, cfg.sk_net)?;
-    if ns_inum(cfg, net)? != cfg.exchange_ns {
-        return None;
-    }
     // SAFETY: a helper without arguments or side effects.
     let now = unsafe { bpf_ktime_get_ns() };
-    let data: *const u8 = kread(skb, cfg.skb_data)?;
-    let len: u32 = kread(skb, cfg.skb_len)?;
+    let cfg = TRACE_CONFIG.get(0)?;
+    let net: *const u8 = kread(sk, cfg.sk_net)?;
+    if which_ns(cfg, net)? != 0 {
+        return None;
+    }
+    let sw = window(0, skb, cfg.skb_base)?;
+    let data = field64(sw, cfg.skb_base, cfg.skb_data)? as *const u8;
+    let len = field32(sw, cfg.skb_base, cfg.skb_len)?;
     let mut buf = [0u8; BUF];
     // SAFETY: as kread.
     unsafe { bpf_probe_read_kernel_buf(data, &mut buf[..20]).ok()? };
@@ -377,6 +447,30 @@ fn stamp_seg(point: u64, len: u16, seq: u32, now: u64) {
     }
 }
 
+/// Digits of a field from `i` up to the comma after it (at most 20), as a number, with the
+/// comma's index.
+#[inline(always)]
+fn digits_at(buf: &[u8; BUF], mut i: usize, end: usize) -> Option<(u64, usize)> {
+    let mut id = 0u64;
+    let mut digits = 0;
+    while digits < 20 {
+        if i >= end {
+            return None;
+        }
+        let c = byte(buf, i)?;
+        if c == b',' {
+            break;
+        }
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        id = id.wrapping_mul(10).wrapping_add((c - b'0') as u64);
+        i += 1;
+        digits += 1;
+    }
+    (digits > 0).then_some((id, i))
+}
+
 /// The trigger id of a market-data line starting at `start`: its fourth field
 /// (`local_timestamp`), digits only. None for anything else.
 #[inline(always)]
@@ -397,24 +491,8 @@ fn trigger_id(buf: &[u8; BUF], start: usize, end: usize) -> Option<u64> {
     if commas < 3 {
         return None;
     }
-    let mut id = 0u64;
-    let mut digits = 0;
-    while digits < 20 {
-        if i >= end {
-            return None;
-        }
-        let c = byte(buf, i)?;
-        if c == b',' {
-            break;
-        }
-        if !c.is_ascii_digit() {
-            return None;
-        }
-        id = id.wrapping_mul(10).wrapping_add((c - b'0') as u64);
-        i += 1;
-        digits += 1;
-    }
-    (digits > 0).then_some(id)
+    let (id, _) = digits_at(buf, i, end)?;
+    Some(id)
 }
 
 #[cfg(not(test))]

@@ -112,6 +112,9 @@ pub struct Stamps {
     /// were attached and when they were read: places the kernel's software stamps
     /// (`CLOCK_REALTIME`) on the programs' clock, interpolated between the two.
     pub clock: [(u64, i64); 2],
+    /// Each program's runs and the time they took (the kernel's BPF run-time statistics,
+    /// on while the programs are attached): the tracing's own cost.
+    pub cost: Vec<waterfall::ProgramCost>,
 }
 
 /// `(CLOCK_MONOTONIC, CLOCK_REALTIME - CLOCK_MONOTONIC)` now: the smallest-gap of a few
@@ -177,6 +180,9 @@ pub struct Tracer {
     ebpf: Ebpf,
     slots: Vec<u64>,
     clock: (u64, i64),
+    // Keeps the kernel's BPF run-time statistics on (None: the kernel refused; no cost
+    // figures then).
+    _stats: Option<std::os::fd::OwnedFd>,
 }
 
 impl Tracer {
@@ -201,6 +207,20 @@ impl Tracer {
         for (o, f) in off.iter_mut().zip(FIELDS) {
             *o = btf.offset(f)?;
         }
+        let skb_base = off[..4].iter().copied().min().unwrap_or(0);
+        let dev_base = off[4].min(off[5]);
+        // Each structure's fields must lie in one window the programs read at once.
+        for (what, base, fields) in [
+            ("sk_buff", skb_base, &off[..4]),
+            ("net_device", dev_base, &off[4..6]),
+        ] {
+            if fields
+                .iter()
+                .any(|&f| f + 8 > base + strategy_common::trace::WINDOW)
+            {
+                bail!("--trace: this kernel's {what} fields are more than {} bytes apart ({fields:?}); the programs read one window per structure", strategy_common::trace::WINDOW);
+            }
+        }
         let (exchange_ns, exchange_ifindex) = exchange.ids()?;
         let (strategy_ns, strategy_ifindex) = strategy.ids()?;
         let cfg = TraceConfig {
@@ -218,6 +238,8 @@ impl Tracer {
             strategy_ifindex,
             md_port,
             order_port,
+            skb_base,
+            dev_base,
             window_us: WINDOW_US,
         };
         let mut ebpf = Ebpf::load(OBJECT).context("loading the tracing programs")?;
@@ -242,10 +264,12 @@ impl Tracer {
             p.attach(tp)
                 .with_context(|| format!("attaching {name} to {tp}"))?;
         }
+        let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).ok();
         Ok(Self {
             ebpf,
             slots,
             clock: clock_pair(),
+            _stats: stats,
         })
     }
 
@@ -255,6 +279,15 @@ impl Tracer {
             clock: [self.clock, clock_pair()],
             ..Stamps::default()
         };
+        for (name, _) in PROGRAMS {
+            if let Some(info) = self.ebpf.program(name).and_then(|p| p.info().ok()) {
+                s.cost.push(waterfall::ProgramCost {
+                    program: name.to_owned(),
+                    runs: info.run_count(),
+                    ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+                });
+            }
+        }
         let counters: Array<_, u64> =
             Array::try_from(self.ebpf.map("TRACE_COUNTERS").context("TRACE_COUNTERS")?)?;
         for i in 0..counter::COUNT {

@@ -147,6 +147,7 @@ pub fn report(dir: &Path, results: &[RunResult]) -> Result<()> {
             }
         );
     }
+    cost(&cols);
     plot(&dir.join("waterfall.svg"), &cols)
 }
 
@@ -234,4 +235,43 @@ fn plot(out: &Path, cols: &[Column<'_>]) -> Result<()> {
         .map_err(e)?;
     root.present().map_err(e)?;
     Ok(())
+}
+
+/// The tracing's own cost: each program's mean time per run (the kernel's BPF run-time
+/// statistics), pooled over every traced run; a packet of the measured path meets three to
+/// six of them.
+fn cost(cols: &[Column<'_>]) {
+    let mut by: Vec<(String, u64, u64)> = Vec::new();
+    for w in cols.iter().flat_map(|c| c.runs.iter()) {
+        for p in &w.cost {
+            match by.iter_mut().find(|b| b.0 == p.program) {
+                Some(b) => {
+                    b.1 += p.runs;
+                    b.2 += p.ns;
+                }
+                None => by.push((p.program.clone(), p.runs, p.ns)),
+            }
+        }
+    }
+    if by.is_empty() {
+        println!(
+            "  the tracing's own cost: not measured (the kernel refused BPF run-time statistics)"
+        );
+        return;
+    }
+    let parts: Vec<String> = by
+        .iter()
+        .map(|(name, runs, ns)| {
+            let mean = if *runs > 0 {
+                *ns as f64 / *runs as f64
+            } else {
+                0.0
+            };
+            format!("{name} {mean:.0} ns x {runs}")
+        })
+        .collect();
+    println!(
+        "  the tracing's own cost (BPF run-time statistics, mean per run x runs, all traced runs): {}",
+        parts.join(", ")
+    );
 }

@@ -190,6 +190,17 @@ pub struct AddUp {
     pub kernel_tcp: bool,
 }
 
+/// One tracing program's runs in a run and the time they took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgramCost {
+    /// The program.
+    pub program: String,
+    /// Times it ran (every packet through its tracepoint, the run's or not).
+    pub runs: u64,
+    /// Their total time, ns.
+    pub ns: u64,
+}
+
 /// One run's waterfall.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Waterfall {
@@ -206,6 +217,9 @@ pub struct Waterfall {
     pub add_up: Option<AddUp>,
     /// Stamps taken (market data, segments) and lost to a full map.
     pub counters: [u64; 3],
+    /// The tracing's own cost, per program.
+    #[serde(default)]
+    pub cost: Vec<ProgramCost>,
 }
 
 fn median(mut v: Vec<i64>) -> Option<i64> {
@@ -276,6 +290,7 @@ pub fn summarise(traces: &[OrderTrace], counters: [u64; 3]) -> Waterfall {
         points,
         add_up,
         counters,
+        cost: Vec::new(),
     }
 }
 
@@ -293,7 +308,9 @@ pub fn run_files(
         .unwrap_or_default();
     let traces = join(&exchange, &strategy, stamps, delegated);
     write_csv(csv, &traces)?;
-    Ok(summarise(&traces, stamps.counters))
+    let mut w = summarise(&traces, stamps.counters);
+    w.cost = stamps.cost.clone();
+    Ok(w)
 }
 
 /// Writes one row per order: the trigger id, each point's time after the exchange's send
