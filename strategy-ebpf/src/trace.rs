@@ -9,7 +9,8 @@
 //! index), reads the headers from the linear part of the packet and
 //! - for UDP to the market-data port: reads the trigger id (the line's fourth field) and,
 //!   if the loader listed it in `WANTED`, stamps its slot in `MD_TIMES` (first stamp wins);
-//! - for TCP to the order port with a payload: stamps `SEGS[(point, seq)]` (first wins), and
+//! - for TCP to the order port with a payload: stamps `SEGS[(point, len, seq)]` (first wins)
+//!   within 10 ms of a listed trigger's packet, and
 //!   keeps the stream's first sequence number in `ISN` (the ack number of the exchange's
 //!   last SYN-ACK).
 //!
