@@ -29,6 +29,9 @@ const COLORS: [plotters::style::RGBColor; 12] = [
 /// One column: a path at a gap and its runs' waterfalls.
 struct Column<'a> {
     name: String,
+    /// The path alone, and its gap and load (the group it is compared within).
+    path: String,
+    group: String,
     runs: Vec<&'a Waterfall>,
 }
 
@@ -49,17 +52,20 @@ fn columns(results: &[RunResult]) -> Vec<Column<'_>> {
     let mut cols: Vec<Column<'_>> = Vec::new();
     for r in results {
         let Some(w) = &r.trace else { continue };
-        let mut name = r.path.clone();
+        let mut group = String::new();
         if let Some(g) = r.gap_ms {
-            name.push_str(&format!("@{g}ms"));
+            group.push_str(&format!("@{g}ms"));
         }
         if let Some(l) = r.key.load {
-            name.push_str(&format!("@{}", crate::load::rate_label(l)));
+            group.push_str(&format!("@{}", crate::load::rate_label(l)));
         }
+        let name = format!("{}{group}", r.path);
         match cols.iter_mut().find(|c| c.name == name) {
             Some(c) => c.runs.push(w),
             None => cols.push(Column {
                 name,
+                path: r.path.clone(),
+                group,
                 runs: vec![w],
             }),
         }
@@ -147,6 +153,7 @@ pub fn report(dir: &Path, results: &[RunResult]) -> Result<()> {
             }
         );
     }
+    same_point(&cols);
     cost(&cols);
     plot(&dir.join("waterfall.svg"), &cols)
 }
@@ -274,4 +281,35 @@ fn cost(cols: &[Column<'_>]) {
         "  the tracing's own cost (BPF run-time statistics, mean per run x runs, all traced runs): {}",
         parts.join(", ")
     );
+}
+
+/// The paths side by side at the one point every path passes, the order's arrival at the
+/// exchange's veth (the kernel clock's RX stamp sits at a different point for the kernel's
+/// own TCP than for the bypass paths: docs/measurement.md): per gap, each path's median
+/// and its ratio to the first path's.
+fn same_point(cols: &[Column<'_>]) {
+    let mut groups: Vec<&str> = Vec::new();
+    for c in cols {
+        if !groups.contains(&c.group.as_str()) {
+            groups.push(&c.group);
+        }
+    }
+    println!(
+        "  the same point for every path (md veth xmit -> order veth rx, median us, ratio to the first path of the gap):"
+    );
+    for g in groups {
+        let row: Vec<(&str, f64)> = cols
+            .iter()
+            .filter(|c| c.group == g)
+            .filter_map(|c| Some((c.path.as_str(), c.point("order veth rx")?)))
+            .collect();
+        let Some(&(_, base)) = row.first() else {
+            continue;
+        };
+        let parts: Vec<String> = row
+            .iter()
+            .map(|(p, v)| format!("{p} {v:.2} (x{:.2})", v / base))
+            .collect();
+        println!("    {}: {}", g.trim_start_matches('@'), parts.join(", "));
+    }
 }
