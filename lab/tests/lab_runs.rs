@@ -13,6 +13,23 @@ use common::{cmd, test_lab};
 use lab::{Env, LabConfig};
 use strategy::net::NetKind;
 
+/// The lab runs of this file share the two pinned CPUs when the harness runs them at once;
+/// two take them alone: the traced run (where the kernel stamps a segment depends on the
+/// exchange getting its CPU, docs/measurement.md) and the capacity search (a path's limit
+/// is its own only without another lab on its CPU). The rest check their own orders and
+/// counts, which contention does not change.
+static CPUS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    CPUS.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    CPUS.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn ready() -> bool {
     match common::cannot_run() {
         Some(why) => {
@@ -31,6 +48,7 @@ fn calibration_then_compare_on_real_orders() -> Result<()> {
     if !ready() {
         return Ok(());
     }
+    let _shared = shared();
     let env = Env::workspace();
     lab::calibrate::run(
         &env,
@@ -51,6 +69,7 @@ fn captured_orders_equal_the_results() -> Result<()> {
     if !ready() {
         return Ok(());
     }
+    let _shared = shared();
     let env = Env::workspace();
     let pcap_dir = env.results_root().join("pcap-test");
     let _ = std::fs::remove_dir_all(&pcap_dir);
@@ -89,6 +108,7 @@ fn two_gaps_warm_and_cold_and_the_report_renders() -> Result<()> {
     if !ready() {
         return Ok(());
     }
+    let _shared = shared();
     let env = Env::workspace();
     lab::netns::run(
         &env,
@@ -132,30 +152,18 @@ fn floor_runs_answer_exactly_the_marked_triggers_on_every_path() -> Result<()> {
     if !ready() {
         return Ok(());
     }
-    let env = Env::workspace();
-    let dir = env.results_root().join("floor-test");
-    let _ = std::fs::remove_dir_all(&dir);
-    lab::netns::run(
-        &env,
-        &LabConfig {
-            order_gaps: vec![std::time::Duration::from_millis(1)],
-            orders_per_gap: 12,
-            ..test_lab(
-                &[
-                    "kernel",
-                    "kernel+reflect",
-                    "uring+defer+inline+reflect",
-                    "xdp+reflect",
-                    "packet+reflect",
-                ],
-                None,
-                dir.clone(),
-                "rate:5000",
-            )
-        },
+    let _shared = shared();
+    let (dir, runs) = one_ms_runs(
+        "floor-test",
+        &[
+            "kernel",
+            "kernel+reflect",
+            "uring+defer+inline+reflect",
+            "xdp+reflect",
+            "packet+reflect",
+        ],
+        false,
     )?;
-    let runs: Vec<lab::RunResult> =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("runs.json"))?)?;
     anyhow::ensure!(runs.len() == 5);
     anyhow::ensure!(
         runs.iter().all(|r| r.trace.is_none())
@@ -193,28 +201,11 @@ fn traced_orders_pass_their_paths_points_and_add_up() -> Result<()> {
     if !ready() {
         return Ok(());
     }
+    let _alone = alone();
     if !lab::trace::has_object() {
         anyhow::bail!("the lab was built without the tracing programs (cargo xtask build-ebpf)");
     }
-    let env = Env::workspace();
-    let dir = env.results_root().join("trace-test");
-    let _ = std::fs::remove_dir_all(&dir);
-    lab::netns::run(
-        &env,
-        &LabConfig {
-            order_gaps: vec![std::time::Duration::from_millis(1)],
-            orders_per_gap: 12,
-            trace: true,
-            ..test_lab(
-                &["kernel", "packet", "xdp", "xdp-tx"],
-                None,
-                dir.clone(),
-                "rate:5000",
-            )
-        },
-    )?;
-    let runs: Vec<lab::RunResult> =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("runs.json"))?)?;
+    let (dir, runs) = one_ms_runs("trace-test", &["kernel", "packet", "xdp", "xdp-tx"], true)?;
     anyhow::ensure!(runs.len() == 4);
     let (mut compared, mut inside) = (0, 0);
     for r in &runs {
@@ -260,8 +251,9 @@ fn traced_orders_pass_their_paths_points_and_add_up() -> Result<()> {
         compared += a.compared;
         inside += a.within;
     }
-    // Where the kernel stamps, not how fast: the stamps are placed through a clock
-    // conversion, so a few may fall outside by noise; most must be inside.
+    // Where the kernel stamps, not how fast (the run has the CPUs to itself: `alone`); the
+    // stamps are placed through a clock conversion, so a few may fall outside by noise;
+    // most must be inside.
     anyhow::ensure!(
         inside * 10 >= compared * 8,
         "{inside} of {compared} orders inside the traced bounds"
@@ -275,6 +267,29 @@ fn traced_orders_pass_their_paths_points_and_add_up() -> Result<()> {
     Ok(())
 }
 
+/// One run of each of `paths` on a file with 12 orders 1 ms apart, into results folder
+/// `name` (`trace`: `--trace`); the folder and the runs as `runs.json` has them.
+fn one_ms_runs(
+    name: &str,
+    paths: &[&str],
+    trace: bool,
+) -> Result<(std::path::PathBuf, Vec<lab::RunResult>)> {
+    let env = Env::workspace();
+    let dir = env.results_root().join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    lab::netns::run(
+        &env,
+        &LabConfig {
+            order_gaps: vec![std::time::Duration::from_millis(1)],
+            orders_per_gap: 12,
+            trace,
+            ..test_lab(paths, None, dir.clone(), "rate:5000")
+        },
+    )?;
+    let runs = serde_json::from_str(&std::fs::read_to_string(dir.join("runs.json"))?)?;
+    Ok((dir, runs))
+}
+
 /// Load as an axis: every path at the quiet feed and at 100 k packets/s, triggers 1 ms
 /// apart. Every run's market data adds up (sent = handled + dropped by the path's own
 /// count; `lab::check` fails otherwise), the quiet feed's orders equal the oracle, and the
@@ -285,6 +300,7 @@ fn load_axis_accounts_for_every_packet() -> Result<()> {
     if !ready() {
         return Ok(());
     }
+    let _shared = shared();
     let env = Env::workspace();
     let dir = env.results_root().join("load-test");
     let _ = std::fs::remove_dir_all(&dir);
@@ -341,6 +357,8 @@ fn capacity_search_brackets_every_path_with_every_packet_accounted() -> Result<(
     if !ready() {
         return Ok(());
     }
+    // A path's capacity is its own only with the CPUs to itself.
+    let _alone = alone();
     let env = Env::workspace();
     let dir = env.results_root().join("capacity-test");
     let _ = std::fs::remove_dir_all(&dir);
