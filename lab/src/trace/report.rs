@@ -10,8 +10,8 @@ use anyhow::Result;
 use super::waterfall::{Waterfall, ADD_UP_NS, POINTS};
 use crate::RunResult;
 
-/// A colour per point (the stage ending there).
-const COLORS: [plotters::style::RGBColor; 12] = [
+/// A colour per point (the stage ending there): one for each of [`POINTS`].
+const COLORS: [plotters::style::RGBColor; POINTS.len()] = [
     plotters::style::RGBColor(0x99, 0x99, 0x99),
     plotters::style::RGBColor(0x1f, 0x77, 0xb4),
     plotters::style::RGBColor(0xae, 0xc7, 0xe8),
@@ -24,6 +24,8 @@ const COLORS: [plotters::style::RGBColor; 12] = [
     plotters::style::RGBColor(0xc5, 0xb0, 0xd5),
     plotters::style::RGBColor(0x8c, 0x56, 0x4b),
     plotters::style::RGBColor(0xe3, 0x77, 0xc2),
+    plotters::style::RGBColor(0xbc, 0xbd, 0x22),
+    plotters::style::RGBColor(0x17, 0xbe, 0xcf),
 ];
 
 /// One column: a path at a gap and its runs' waterfalls.
@@ -181,8 +183,9 @@ fn plot(out: &Path, cols: &[Column<'_>]) -> Result<()> {
         .flat_map(|b| b.1.iter().map(|p| p.1))
         .fold(1.0f64, f64::max);
     let e = |x: plotters::drawing::DrawingAreaErrorKind<_>| anyhow::anyhow!("{x}");
-    let height = 120 + 40 * bars.len() as u32;
-    let root = SVGBackend::new(out, (1000, height)).into_drawing_area();
+    // Room for a bar per column and for the legend's row per point.
+    let height = (120 + 40 * bars.len() as u32).max(140 + 20 * POINTS.len() as u32);
+    let root = SVGBackend::new(out, (1200, height)).into_drawing_area();
     root.fill(&WHITE).map_err(e)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
@@ -191,8 +194,9 @@ fn plot(out: &Path, cols: &[Column<'_>]) -> Result<()> {
         )
         .margin(15)
         .x_label_area_size(35)
-        .y_label_area_size(170)
-        .build_cartesian_2d(lo..hi * 1.05, 0.0..bars.len() as f64)
+        .y_label_area_size(300)
+        // A third more on the right: the legend's place, clear of the bars.
+        .build_cartesian_2d(lo..hi * 1.35, 0.0..bars.len() as f64)
         .map_err(e)?;
     chart
         .configure_mesh()
@@ -212,7 +216,7 @@ fn plot(out: &Path, cols: &[Column<'_>]) -> Result<()> {
         .draw()
         .map_err(e)?;
     for (i, p) in POINTS.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
+        let color = COLORS[i];
         let mut segs = Vec::new();
         for (row, (_, pts)) in bars.iter().enumerate() {
             if let Some(k) = pts.iter().position(|q| q.0 == *p) {
@@ -235,7 +239,7 @@ fn plot(out: &Path, cols: &[Column<'_>]) -> Result<()> {
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(SeriesLabelPosition::UpperRight)
         .border_style(BLACK)
         .background_style(WHITE.mix(0.8))
         .draw()
