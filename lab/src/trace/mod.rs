@@ -60,11 +60,11 @@ pub fn has_object() -> bool {
     !OBJECT.is_empty()
 }
 
-/// One side of the link: the namespace (by name, under /run/netns) and the interface.
-#[derive(Debug, Clone, Copy)]
+/// One side of the link: the namespace and the interface inside it.
+#[derive(Clone, Copy)]
 pub struct Side<'a> {
-    /// `ip netns` name.
-    pub netns: &'a str,
+    /// The namespace.
+    pub netns: &'a netlab::Netns,
     /// Interface name inside it.
     pub iface: &'a str,
 }
@@ -72,21 +72,14 @@ pub struct Side<'a> {
 impl Side<'_> {
     /// (namespace inode, interface index).
     fn ids(&self) -> Result<(u32, u32)> {
-        let path = format!("/run/netns/{}", self.netns);
+        let path = format!("/run/netns/{}", self.netns.name());
         let ino = std::fs::metadata(&path)
             .with_context(|| format!("{path}: the namespace's inode"))?
             .ino();
-        let out = netlab::run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                self.netns,
-                "cat",
-                &format!("/sys/class/net/{}/ifindex", self.iface),
-            ],
-        )
-        .with_context(|| format!("{} in {}: its index", self.iface, self.netns))?;
+        let out = self
+            .netns
+            .exec(&["cat", &format!("/sys/class/net/{}/ifindex", self.iface)])
+            .with_context(|| format!("{} in {}: its index", self.iface, self.netns.name()))?;
         let ifindex = out
             .trim()
             .parse()
@@ -163,11 +156,11 @@ pub fn start_for(lab: &netlab::VethLab, oracle: &[proto::order::OrderRepr]) -> R
     let ids: Vec<u64> = oracle.iter().map(|o| o.trigger_id).collect();
     Tracer::start(
         Side {
-            netns: lab.exchange.name(),
+            netns: &lab.exchange,
             iface: netlab::VethLab::EXCHANGE_IF,
         },
         Side {
-            netns: lab.strategy.name(),
+            netns: &lab.strategy,
             iface: netlab::VethLab::STRATEGY_IF,
         },
         (proto::DEFAULT_MD_PORT, proto::DEFAULT_OE_PORT),
