@@ -376,6 +376,7 @@ impl VmArgs {
             smp: self.smp,
             interactive: self.interactive,
             tunes: self.guest_tune.clone(),
+            tune_baseline: true,
         }
     }
 }

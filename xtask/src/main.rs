@@ -220,28 +220,80 @@ pub fn build_ebpf() -> Result<()> {
 }
 
 fn fuzz(a: &FuzzArgs) -> Result<()> {
-    let runs = run_fuzz(a.seconds)?;
-    for (t, n) in runs {
-        println!("fuzz: {t}: {n} inputs in {} s, no crash", a.seconds);
+    for line in run_fuzz(a.seconds)?.lines {
+        println!("{line}");
     }
     Ok(())
 }
 
-/// Runs every fuzz target for `seconds` (installing cargo-fuzz first if needed); returns
-/// the inputs each ran. A crash fails with the target, the input kept in
-/// `fuzz/artifacts/<target>/` and libFuzzer's last lines.
-fn run_fuzz(seconds: u32) -> Result<Vec<(&'static str, u64)>> {
+/// The host's target triple (where `cargo fuzz build` puts the targets), from `rustc -vV`.
+fn host_triple() -> Result<String> {
+    let o = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .context("running rustc -vV")?;
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .map(str::to_owned)
+        .context("rustc -vV printed no host")
+}
+
+/// What a bounded fuzzing pass did, as lines to print: the fuzzing may run beside another
+/// test, whose output it must not cut into.
+struct FuzzReport {
+    lines: Vec<String>,
+    inputs: u64,
+}
+
+/// Runs every fuzz target for `seconds` (installing cargo-fuzz first if needed): one build
+/// of all targets, then the targets one after another. A crash fails with the target, the
+/// input kept in `fuzz/artifacts/<target>/` and libFuzzer's last lines.
+fn run_fuzz(seconds: u32) -> Result<FuzzReport> {
+    let mut lines = Vec::new();
     if Command::new("cargo")
         .args(["fuzz", "--version"])
         .output()
         .map(|o| !o.status.success())
         .unwrap_or(true)
     {
-        println!("fuzz: installing cargo-fuzz (cargo install --locked cargo-fuzz)");
-        cmd("cargo", &["install", "--locked", "cargo-fuzz"])?;
+        let t0 = std::time::Instant::now();
+        let o = Command::new("cargo")
+            .args(["install", "--locked", "cargo-fuzz"])
+            .output()
+            .context("running cargo install")?;
+        if !o.status.success() {
+            bail!(
+                "installing cargo-fuzz failed:\n{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        lines.push(format!(
+            "fuzz: installed cargo-fuzz (cargo install --locked cargo-fuzz, {:.0} s)",
+            t0.elapsed().as_secs_f64()
+        ));
     }
+    let t0 = std::time::Instant::now();
+    let build = ["+nightly", "fuzz", "build", "--fuzz-dir", "fuzz"];
+    let o = Command::new("cargo")
+        .args(build)
+        .current_dir(root())
+        .output()
+        .context("running cargo fuzz build")?;
+    if !o.status.success() {
+        bail!(
+            "`cargo {}` failed:\n{}",
+            build.join(" "),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    lines.push(format!(
+        "+ cargo {} (every target, {:.0} s)",
+        build.join(" "),
+        t0.elapsed().as_secs_f64()
+    ));
     let time = format!("-max_total_time={seconds}");
-    let mut out = Vec::new();
+    let mut inputs = 0;
     for t in FUZZ_TARGETS {
         // New inputs go to fuzz/corpus/<target> (not committed); fuzz/seeds/<target>, when
         // present, adds hand-written starting points (e.g. real lines, so the parser's fast
@@ -252,17 +304,20 @@ fn run_fuzz(seconds: u32) -> Result<Vec<(&'static str, u64)>> {
         std::fs::create_dir_all(root().join(&corpus))?;
         std::fs::create_dir_all(root().join(&artifacts))?;
         let prefix = format!("-artifact_prefix={}", root().join(&artifacts).display());
-        let mut args = vec!["+nightly", "fuzz", "run", "--fuzz-dir", "fuzz", t, &corpus];
+        // The target built above, run directly: `cargo fuzz run` would check the build
+        // again through cargo for every target (~3 s each here).
+        let bin = format!("fuzz/target/{}/release/{t}", host_triple()?);
+        let mut args = vec![corpus.as_str()];
         if root().join(&seeds).is_dir() {
             args.push(&seeds);
         }
-        args.extend(["--", &time, &prefix]);
-        println!("+ cargo {} ({seconds} s)", args.join(" "));
-        let o = Command::new("cargo")
+        args.extend([time.as_str(), &prefix]);
+        lines.push(format!("+ {bin} {} ({seconds} s)", args.join(" ")));
+        let o = Command::new(root().join(&bin))
             .args(&args)
             .current_dir(root())
             .output()
-            .context("running cargo fuzz")?;
+            .with_context(|| format!("running {bin}"))?;
         let err = String::from_utf8_lossy(&o.stderr);
         if !o.status.success() {
             let tail: Vec<&str> = err.lines().rev().take(25).collect();
@@ -272,7 +327,7 @@ fn run_fuzz(seconds: u32) -> Result<Vec<(&'static str, u64)>> {
             );
         }
         // libFuzzer's last word: "Done N runs in S second(s)".
-        let runs = err
+        let runs: u64 = err
             .lines()
             .rev()
             .find_map(|l| {
@@ -281,10 +336,14 @@ fn run_fuzz(seconds: u32) -> Result<Vec<(&'static str, u64)>> {
             })
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
-        println!("fuzz: {t}: {runs} inputs in {seconds} s, no crash");
-        out.push((*t, runs));
+        lines.push(format!("fuzz: {t}: {runs} inputs in {seconds} s, no crash"));
+        inputs += runs;
     }
-    Ok(out)
+    lines.push(format!(
+        "fuzz: {} targets, {inputs} inputs in total, no crash",
+        FUZZ_TARGETS.len()
+    ));
+    Ok(FuzzReport { lines, inputs })
 }
 
 #[derive(clap::Args)]
@@ -375,6 +434,7 @@ fn test(a: &TestArgs) -> Result<()> {
             "cargo",
             &[
                 "clippy",
+                "--release",
                 "--workspace",
                 "--all-targets",
                 "--",
@@ -383,9 +443,9 @@ fn test(a: &TestArgs) -> Result<()> {
             ],
         )?;
         // The API docs build without a warning (broken or private links, stray HTML).
-        println!("+ RUSTDOCFLAGS=\"-D warnings\" cargo doc --workspace --no-deps");
+        println!("+ RUSTDOCFLAGS=\"-D warnings\" cargo doc --release --workspace --no-deps");
         let ok = std::process::Command::new("cargo")
-            .args(["doc", "--workspace", "--no-deps"])
+            .args(["doc", "--release", "--workspace", "--no-deps"])
             .env("RUSTDOCFLAGS", "-D warnings")
             .current_dir(root())
             .status()?
@@ -415,29 +475,34 @@ fn test(a: &TestArgs) -> Result<()> {
     ])?;
     // `--workspace` (not `-p lab`): the same feature resolution as the run above, so
     // nothing is rebuilt (with `-p lab` the strategy, exchange and lab recompiled: ~1.5 min).
-    let mut lab_tests = vec![
-        "test",
-        "--release",
-        "--workspace",
-        "--test",
-        "lab_runs",
-        "--test",
-        "remote_lab",
-    ];
-    if !a.no_vm {
-        lab_tests.extend(["--test", "vm_lab"]);
+    let lab_tests = |tests: &[&'static str]| -> Vec<&'static str> {
+        let mut args = vec!["test", "--release", "--workspace"];
+        for t in tests {
+            args.extend(["--test", t]);
+        }
+        args.extend(["--", "--ignored", "--test-threads", "1", "--nocapture"]);
+        args
+    };
+    cmd("cargo", &lab_tests(&["lab_runs", "remote_lab"]))?;
+    // The bounded fuzzing runs beside the VM tests: a TCG guest keeps one CPU busy and waits
+    // on little else, the fuzzing takes the other (docs/test-time.md). The namespace lab tests
+    // above pin both CPUs and run alone.
+    let fuzzing = (!a.no_fuzz).then(|| std::thread::spawn(|| run_fuzz(10)));
+    let vm = if a.no_vm {
+        Ok(())
+    } else {
+        cmd("cargo", &lab_tests(&["vm_lab"]))
+    };
+    if let Some(f) = fuzzing {
+        let report = f
+            .join()
+            .map_err(|_| anyhow::anyhow!("the fuzzing thread panicked"))??;
+        for line in &report.lines {
+            println!("{line}");
+        }
+        anyhow::ensure!(report.inputs > 0, "the fuzz targets ran no input");
     }
-    lab_tests.extend(["--", "--ignored", "--test-threads", "1", "--nocapture"]);
-    cmd("cargo", &lab_tests)?;
-    if !a.no_fuzz {
-        // Bounded fuzzing of every parser of outside input: 10 s per target.
-        let runs = run_fuzz(10)?;
-        let total: u64 = runs.iter().map(|r| r.1).sum();
-        println!(
-            "fuzz: {} targets, {total} inputs in total, no crash",
-            runs.len()
-        );
-    }
+    vm?;
     println!("all tests passed");
     Ok(())
 }

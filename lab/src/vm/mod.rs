@@ -60,6 +60,9 @@ pub struct VmConfig {
     pub interactive: bool,
     /// Guest tuning variants ([`tune`]), each run beside the untuned baseline.
     pub tunes: Vec<String>,
+    /// Run the untuned baseline beside the tuning variants (the command line always does;
+    /// a caller that already has the baseline's runs, as the VM test does, can leave it out).
+    pub tune_baseline: bool,
 }
 
 impl Default for VmConfig {
@@ -72,6 +75,7 @@ impl Default for VmConfig {
             smp: 1,
             interactive: false,
             tunes: Vec::new(),
+            tune_baseline: true,
         }
     }
 }
@@ -111,6 +115,7 @@ pub fn run(env: &Env, a: &LabConfig, v: &VmConfig) -> Result<(PathBuf, Vec<RunRe
     let oracle = strategy::replay::replay(&md_file, EngineConfig::default()).context("oracle")?;
     let mut results = Vec::new();
     let variants: Vec<Option<&tune::Tune>> = std::iter::once(None)
+        .filter(|_| v.tune_baseline || tunes.is_empty())
         .chain(tunes.iter().map(Some))
         .collect();
     for run in 1..=a.runs {
