@@ -8,7 +8,8 @@
 //! so the search stops there and reports the rate reached as a lower bound.
 //!
 //! The search ([`search`]): from [`START`] the rate doubles while probes are clean, up to
-//! [`MAX_RATE`]; between the last clean rate and the first lossy one, [`BISECT`] bisection
+//! [`MAX_RATE`] (or, when the first probe already loses, halves while probes lose, down to
+//! [`MIN_RATE`]); between the last clean rate and the first lossy one, [`BISECT`] bisection
 //! steps. One probe per rate (no repetitions: a capacity found at the edge of noise shows
 //! as a neighbour's loss in the probe log, which the table prints in full).
 
@@ -30,6 +31,8 @@ use crate::{data, Env, LabConfig, PathSpec};
 pub const START: u32 = 50_000;
 /// The highest rate probed.
 pub const MAX_RATE: u32 = 3_200_000;
+/// The lowest rate probed (a path that loses here has no capacity the search can name).
+pub const MIN_RATE: u32 = START / 16;
 /// Bisection steps between the last clean rate and the first lossy one.
 pub const BISECT: u32 = 3;
 /// Below this share of the offered rate the publisher, not the path, was the limit.
@@ -92,6 +95,11 @@ pub fn search(mut probe: impl FnMut(u32) -> Result<Probe>) -> Result<Capacity> {
         probes.push(p);
         if !p.clean() {
             lossy = Some(p);
+            if clean.is_none() && rate > MIN_RATE {
+                // Lossy from the start: the capacity is below it; halve until clean.
+                rate = (rate / 2).max(MIN_RATE);
+                continue;
+            }
             break;
         }
         clean = Some(p);
@@ -254,10 +262,12 @@ pub fn render(table: &[(String, Capacity)], orders: u64) -> String {
     let mut s = format!(
         "\ncapacity: the highest feed rate with nothing lost (the path's own drop counters), \
          every packet accounted for and the orders equal to the oracle's; triggers 1 ms apart, \
-         {orders} per probe; found by doubling from {}/s (to {}/s at most), then {BISECT} \
-         bisection steps, one probe per rate\n",
+         {orders} per probe; found by doubling from {}/s (to {}/s at most; halving to {}/s \
+         at least when the first probe loses), then {BISECT} bisection steps, one probe per \
+         rate\n",
         rate_label(START),
-        rate_label(MAX_RATE)
+        rate_label(MAX_RATE),
+        rate_label(MIN_RATE)
     );
     let _ = writeln!(
         s,
@@ -265,7 +275,7 @@ pub fn render(table: &[(String, Capacity)], orders: u64) -> String {
         "path", "capacity", "reached", "first loss at", "lost", "probes"
     );
     for (path, c) in table {
-        let cap = c.clean.map_or("< start".to_owned(), |p| {
+        let cap = c.clean.map_or(format!("< {}", rate_label(MIN_RATE)), |p| {
             if c.publisher_bound {
                 format!(">= {:.0}k", p.reached / 1e3)
             } else {
@@ -344,11 +354,25 @@ mod tests {
     }
 
     #[test]
-    fn a_loss_at_the_first_rate_has_no_capacity_and_no_search_beyond() {
-        let c = search(fake(10_000, 5e6)).expect("search");
-        assert_eq!(c.probes.len(), 1);
+    fn a_loss_at_the_first_rate_halves_down_to_a_clean_one_then_bisects() {
+        let c = search(fake(20_000, 5e6)).expect("search");
+        let offered: Vec<u32> = c.probes.iter().map(|p| p.offered).collect();
+        // 50k 25k (loss), 12.5k (clean), then 18.75k rounded to 10k: no step left between.
+        assert_eq!(offered[..3], [50_000, 25_000, 12_500]);
+        assert_eq!(c.clean.map(|p| p.offered), Some(12_500));
+        assert_eq!(c.lossy.map(|p| p.offered), Some(25_000));
+    }
+
+    #[test]
+    fn a_path_that_loses_at_the_lowest_rate_has_no_capacity() {
+        let c = search(fake(1_000, 5e6)).expect("search");
+        let offered: Vec<u32> = c.probes.iter().map(|p| p.offered).collect();
+        assert_eq!(offered, [50_000, 25_000, 12_500, 6_250, MIN_RATE]);
         assert_eq!(c.clean, None);
-        assert!(render(&[("xdp".into(), c)], 100).contains("< start"));
+        assert!(
+            render(&[("xdp".into(), c)], 100).contains("< 3125"),
+            "rendered"
+        );
     }
 
     #[test]

@@ -255,7 +255,8 @@ fn an_exchange_that_never_publishes_or_never_accepts() {
             .spawn(|| {
                 let l = TcpListener::bind(EXCHANGE).expect("listen");
                 let c = accept_within(&l, Duration::from_secs(15));
-                std::thread::sleep(Duration::from_secs(4));
+                // Held past the strategy's --max-runtime: it leaves on its own time.
+                std::thread::sleep(Duration::from_millis(2_500));
                 drop(c);
             })
             .expect("script");
@@ -264,7 +265,7 @@ fn an_exchange_that_never_publishes_or_never_accepts() {
             &lab.strategy,
             net,
             "silent",
-            &["--max-runtime", "2"],
+            &["--max-runtime", "1"],
         );
         wait_exit(&mut st, Duration::from_secs(15), &log, net);
         script.join().expect("script");
@@ -281,7 +282,7 @@ fn an_exchange_that_never_publishes_or_never_accepts() {
             .spawn(|| {
                 let md = md_socket();
                 let dst: socket2::SockAddr = GROUP.into();
-                for l in lines(1, 2_000) {
+                for l in lines(1, 1_000) {
                     let _ = md.send_to(l.as_bytes(), &dst);
                     std::thread::sleep(Duration::from_micros(500));
                 }
@@ -293,7 +294,7 @@ fn an_exchange_that_never_publishes_or_never_accepts() {
             net,
             &dir.path().join(format!("{net}.refused.jsonl")),
             &log,
-            &["--reconnect", "--max-runtime", "2"],
+            &["--reconnect", "--max-runtime", "1"],
         );
         let text = wait_exit(&mut st, Duration::from_secs(15), &log, net);
         script.join().expect("script");
