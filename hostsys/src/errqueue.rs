@@ -54,8 +54,9 @@ pub fn tx_record_flags(hw: bool) -> u32 {
 }
 
 /// Kernel software TX timestamps on `fd` only for the messages that ask for one, each with
-/// the key the message gave (sent with [`crate::mmsg::send_batch`]; read with
-/// [`read_tx_timestamps`]). Fails on kernels before 6.13 (no `SCM_TS_OPT_ID`) only when a
+/// a key (read with [`read_tx_timestamps`]): on UDP the key the message gave (sent with
+/// [`crate::mmsg::send_batch`]), on TCP the stream offset of the send's last byte, counted
+/// from the unacknowledged byte when this is set (sent with [`send_with_tx_stamp`]). Fails on kernels before 6.13 (no `SCM_TS_OPT_ID`) only when a
 /// message asks: callers probe with [`crate::mmsg::send_batch`] once.
 pub fn enable_tx_timestamps_on_request(fd: RawFd, hw: bool) -> io::Result<()> {
     let hw_flags = if hw { flags::RAW_HARDWARE } else { 0 };
@@ -63,6 +64,62 @@ pub fn enable_tx_timestamps_on_request(fd: RawFd, hw: bool) -> io::Result<()> {
         fd,
         flags::SOFTWARE | flags::OPT_ID | flags::OPT_TSONLY | hw_flags,
     )
+}
+
+/// A non-blocking `sendmsg` of `bytes` that asks a TX timestamp for them (an
+/// `SO_TIMESTAMPING` control message with [`tx_record_flags`]`(hw)`); the socket reports
+/// it as [`enable_tx_timestamps_on_request`] set up. On a TCP socket the stamp's key is the
+/// stream offset of the last byte sent. Returns the bytes the kernel took (0: its buffer was
+/// full), as [`crate::socket::send_nb`].
+pub fn send_with_tx_stamp(fd: RawFd, bytes: &[u8], hw: bool) -> io::Result<usize> {
+    #[repr(C, align(8))]
+    struct Ctrl([u8; 24]);
+    let mut ctrl = Ctrl([0; 24]);
+    // SAFETY: CMSG_SPACE/CMSG_LEN are pure arithmetic.
+    let (space, len) = unsafe {
+        (
+            libc::CMSG_SPACE(size_of::<u32>() as u32) as usize,
+            libc::CMSG_LEN(size_of::<u32>() as u32) as usize,
+        )
+    };
+    debug_assert!(space <= ctrl.0.len());
+    let hdr = libc::cmsghdr {
+        cmsg_len: len as _,
+        cmsg_level: libc::SOL_SOCKET,
+        cmsg_type: libc::SO_TIMESTAMPING,
+    };
+    // SAFETY: the header and the u32 after it end at `len <= space <= 24` bytes: inside
+    // `ctrl`, which is 8-aligned; unaligned writes regardless.
+    unsafe {
+        let p = ctrl.0.as_mut_ptr();
+        std::ptr::write_unaligned(p.cast::<libc::cmsghdr>(), hdr);
+        std::ptr::write_unaligned(
+            p.add(size_of::<libc::cmsghdr>()).cast::<u32>(),
+            tx_record_flags(hw),
+        );
+    }
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    // SAFETY: all-zero is a valid msghdr.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctrl.0.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: `msg` points at `iov` (over `bytes`, only read) and `ctrl`, both live for the
+    // call.
+    let n = unsafe { libc::sendmsg(fd, &raw const msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if n >= 0 {
+        return Ok(n as usize);
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::WouldBlock {
+        Ok(0)
+    } else {
+        Err(e)
+    }
 }
 
 /// The stamps of one `scm_timestamping` control message: `ts[0]` the kernel's software stamp,

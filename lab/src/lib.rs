@@ -200,6 +200,13 @@ pub struct StageMedians {
     pub send_us: f64,
     /// Packet read to send returned.
     pub total_us: f64,
+    /// The trigger packet's kernel receive stamp to the order's kernel transmit stamp on the
+    /// strategy's host (`--wire-stamps`; absent without).
+    #[serde(default)]
+    pub wire_kernel_us: Option<f64>,
+    /// The same on the NIC's clock (absent where the NIC has no hardware stamps).
+    #[serde(default)]
+    pub wire_nic_us: Option<f64>,
 }
 
 /// One run's outcome (written to `runs.json`, read back typed by the HTML report).

@@ -116,10 +116,20 @@ pub fn stage_medians(csv: &Path) -> Result<crate::StageMedians> {
         v.sort_unstable();
         v.get(v.len() / 2).map_or(0.0, |&x| x as f64 / 1e3)
     };
+    let opt_med = |f: fn(&mdfile::orders::Stages) -> Option<u64>| {
+        let mut v: Vec<u64> = rows
+            .iter()
+            .filter_map(|r| r.stages.as_ref().and_then(f))
+            .collect();
+        v.sort_unstable();
+        v.get(v.len() / 2).map(|&x| x as f64 / 1e3)
+    };
     Ok(crate::StageMedians {
         decide_us: med(|s| s.decide_ns),
         send_us: med(|s| s.send_ns),
         total_us: med(|s| s.total_ns),
+        wire_kernel_us: opt_med(|s| s.wire_kernel_ns),
+        wire_nic_us: opt_med(|s| s.wire_nic_ns),
     })
 }
 /// The orders a run of `path` must give: the oracle's, or for a floor run (`+reflect`) the

@@ -192,6 +192,84 @@ fn floor_runs_answer_exactly_the_marked_triggers_on_every_path() -> Result<()> {
     Ok(())
 }
 
+/// `kernel+wire`: the strategy's own wire-to-wire time on the kernel's clock, each order's
+/// from its trigger packet's receive stamp to its own transmit stamp (matched by stream
+/// offset): present for (nearly) every order, positive and inside the exchange's
+/// kernel-stamp tick-to-trade of the same order (both clocks are this host's
+/// CLOCK_REALTIME: the exchange's transmit stamp comes before the strategy's receive, the
+/// strategy's transmit before the exchange's receive; a stamp matched to the wrong order
+/// breaks that). The NIC's clock is absent, with veth's reason; a run without `+wire` has
+/// no stamps.
+#[test]
+#[ignore = "needs root and the release binaries: cargo xtask test runs it"]
+fn wire_stamps_place_the_strategy_inside_the_tick_to_trade() -> Result<()> {
+    if !ready() {
+        return Ok(());
+    }
+    let _shared = shared();
+    let (dir, runs) = one_ms_runs("wire-test", &["kernel", "kernel+wire"], false)?;
+    anyhow::ensure!(runs.len() == 2);
+    for r in &runs {
+        anyhow::ensure!(r.orders_match, "{}: orders equal the oracle", r.key);
+        let tag = r.key.tag();
+        let (_, st) = mdfile::orders::read_rows(&dir.join(format!("{tag}.strategy-orders.csv")))?;
+        let (_, ex) = mdfile::orders::read_rows(&dir.join(format!("{tag}.exchange.csv")))?;
+        let report = r.strategy.as_ref().context("a strategy report")?;
+        let wire: Vec<(u64, Option<u64>)> = st
+            .iter()
+            .map(|o| (o.order.trigger_id, o.stages.and_then(|s| s.wire_kernel_ns)))
+            .collect();
+        if !r.key.path.has(strategy::spec::Variant::Wire) {
+            anyhow::ensure!(
+                wire.iter().all(|w| w.1.is_none()) && report.wire.is_none(),
+                "{}: stamps without +wire",
+                r.key
+            );
+            continue;
+        }
+        let w = report.wire.as_ref().context("a wire report")?;
+        anyhow::ensure!(
+            w.nic_phc.is_none() && w.nic_off.as_deref().is_some_and(|m| m.contains("software")),
+            "{}: veth has no NIC clock, and the report says why: {w:?}",
+            r.key
+        );
+        // The same orders in the same order on both sides (the oracle check above).
+        anyhow::ensure!(ex.len() == wire.len(), "{}: rows on both sides", r.key);
+        let mut inside = 0;
+        for ((id, k), e) in wire.iter().zip(&ex) {
+            anyhow::ensure!(
+                e.order.trigger_id == *id,
+                "{}: rows in the same order",
+                r.key
+            );
+            let Some(k) = k else { continue };
+            let t2t = e
+                .timing
+                .and_then(|t| t.kernel_t2t_ns())
+                .context("the exchange's kernel-stamp tick-to-trade")?;
+            anyhow::ensure!(
+                *k > 0 && *k <= t2t,
+                "{}: order {id}: the strategy's {k} ns on the kernel clock, the whole tick-to-trade {t2t} ns",
+                r.key
+            );
+            inside += 1;
+        }
+        anyhow::ensure!(
+            inside * 10 >= wire.len() * 9 && w.tx_kernel as usize == inside,
+            "{}: {inside} of {} orders with both stamps ({w:?})",
+            r.key,
+            wire.len()
+        );
+        let medians = r.stages.as_ref().context("stage medians")?;
+        anyhow::ensure!(
+            medians.wire_kernel_us.is_some() && medians.wire_nic_us.is_none(),
+            "{}: {medians:?}",
+            r.key
+        );
+    }
+    Ok(())
+}
+
 /// The waterfall: every order of every path passes the points its path has and none it
 /// has not, the kernel's own stamps land inside the traced bounds, and nothing stays
 /// loaded after the run.

@@ -31,6 +31,9 @@ const EXCHANGE_HEADER_NO_OFF: &str = "session,trigger_id,side,price,qty,send_fir
 const EXCHANGE_HEADER_NO_HW: &str = "session,trigger_id,side,price,qty,send_first_ns,send_last_ns,recv_ns,t2t_first_ns,t2t_last_ns,ktx_first_ns,krx_ns,kt2t_first_ns,gap_order_ns,gap_md_ns,queued_behind";
 /// Columns of a strategy file.
 pub const STRATEGY_HEADER: &str =
+    "session,trigger_id,side,price,qty,delay_ns,gap_order_ns,gap_md_ns,decide_ns,send_ns,total_ns,read_ns,wire_kernel_ns,wire_nic_ns";
+/// The strategy's columns before its wire stamps (files of earlier runs still read).
+const STRATEGY_HEADER_NO_WIRE: &str =
     "session,trigger_id,side,price,qty,delay_ns,gap_order_ns,gap_md_ns,decide_ns,send_ns,total_ns,read_ns";
 /// The strategy's columns before the read time (files of earlier runs still read).
 const STRATEGY_HEADER_NO_READ: &str =
@@ -131,6 +134,11 @@ pub struct Stages {
     /// stamp): places the stages on the clock `lab --trace` stamps the kernels with. `None`
     /// in files of earlier runs.
     pub read_ns: Option<u64>,
+    /// The trigger packet's kernel receive stamp to the order's kernel transmit stamp, on
+    /// this host (`strategy run --wire-stamps`; `None` without, or when a stamp is missing).
+    pub wire_kernel_ns: Option<u64>,
+    /// The same on the NIC's clock, where the interface has hardware stamps.
+    pub wire_nic_ns: Option<u64>,
 }
 
 /// One order of a session, as either program saw it.
@@ -180,7 +188,7 @@ impl OrderRow {
                 let st = self.stages;
                 writeln!(
                     out,
-                    ",{},{},{},{},{},{},{}",
+                    ",{},{},{},{},{},{},{},{},{}",
                     Opt(self.delay_ns),
                     gap.0,
                     gap.1,
@@ -188,6 +196,8 @@ impl OrderRow {
                     Opt(st.map(|s| s.send_ns)),
                     Opt(st.map(|s| s.total_ns)),
                     Opt(st.and_then(|s| s.read_ns)),
+                    Opt(st.and_then(|s| s.wire_kernel_ns)),
+                    Opt(st.and_then(|s| s.wire_nic_ns)),
                 )
             }
             RowKind::Exchange => {
@@ -284,7 +294,7 @@ pub fn parse_rows(text: &str) -> Result<(RowKind, Vec<OrderRow>), ParseRowsError
     let header = lines.next().unwrap_or_default().trim_end();
     let kind = match header {
         EXCHANGE_HEADER | EXCHANGE_HEADER_NO_OFF | EXCHANGE_HEADER_NO_HW => RowKind::Exchange,
-        STRATEGY_HEADER | STRATEGY_HEADER_NO_READ => RowKind::Strategy,
+        STRATEGY_HEADER | STRATEGY_HEADER_NO_WIRE | STRATEGY_HEADER_NO_READ => RowKind::Strategy,
         other => return Err(ParseRowsError::Header(other.to_owned())),
     };
     let columns = header.split(',').count();
@@ -344,6 +354,10 @@ fn parse_row(kind: RowKind, f: &[&str]) -> Result<OrderRow, String> {
             let send = opt_num(f[9], "send_ns")?;
             let total = opt_num(f[10], "total_ns")?;
             let read_ns = f.get(11).map_or(Ok(None), |v| opt_num(v, "read_ns"))?;
+            let wire_kernel_ns = f
+                .get(12)
+                .map_or(Ok(None), |v| opt_num(v, "wire_kernel_ns"))?;
+            let wire_nic_ns = f.get(13).map_or(Ok(None), |v| opt_num(v, "wire_nic_ns"))?;
             OrderRow {
                 session,
                 order,
@@ -359,6 +373,8 @@ fn parse_row(kind: RowKind, f: &[&str]) -> Result<OrderRow, String> {
                         send_ns,
                         total_ns,
                         read_ns,
+                        wire_kernel_ns,
+                        wire_nic_ns,
                     }),
                     _ => None,
                 },
@@ -423,6 +439,8 @@ mod tests {
                 send_ns: 3_000,
                 total_ns: 13_200,
                 read_ns: Some(77_000),
+                wire_kernel_ns: Some(6_100),
+                wire_nic_ns: None,
             }),
         }
     }
@@ -465,6 +483,15 @@ mod tests {
         assert_eq!(kind, RowKind::Strategy);
         let stages = rows[0].stages.expect("stages");
         assert_eq!((stages.total_ns, stages.read_ns), (13_200, None));
+        let st = format!(
+            "{STRATEGY_HEADER_NO_WIRE}\n3,1585699200355000,sell,6593.5,7,0,,,90,3000,13200,500\n"
+        );
+        let (_, rows) = parse_rows(&st).expect("a strategy file without wire stamps");
+        let stages = rows[0].stages.expect("stages");
+        assert_eq!(
+            (stages.read_ns, stages.wire_kernel_ns, stages.wire_nic_ns),
+            (Some(500), None, None)
+        );
     }
 
     #[test]
@@ -487,15 +514,15 @@ mod tests {
         let bad = [
             (format!("{STRATEGY_HEADER}\n1,2,buy,1.5,3\n"), 2),
             (
-                format!("{STRATEGY_HEADER}\n1,2,buy,1.5,3,0,,,,,,\n1,2,hold,1.5,3,0,,,,,,\n"),
+                format!("{STRATEGY_HEADER}\n1,2,buy,1.5,3,0,,,,,,,,\n1,2,hold,1.5,3,0,,,,,,,,\n"),
                 3,
             ),
-            (format!("{STRATEGY_HEADER}\n1,x,buy,1.5,3,0,,,,,,\n"), 2),
+            (format!("{STRATEGY_HEADER}\n1,x,buy,1.5,3,0,,,,,,,,\n"), 2),
             (
-                format!("{STRATEGY_HEADER}\n1,2,buy,1.5,99999999999,0,,,,,,\n"),
+                format!("{STRATEGY_HEADER}\n1,2,buy,1.5,99999999999,0,,,,,,,,\n"),
                 2,
             ),
-            (format!("{STRATEGY_HEADER}\n1,2,buy,1.5,3,0,-5,,,,,\n"), 2),
+            (format!("{STRATEGY_HEADER}\n1,2,buy,1.5,3,0,-5,,,,,,,\n"), 2),
         ];
         for (text, line) in bad {
             match parse_rows(&text) {

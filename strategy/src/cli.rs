@@ -185,6 +185,13 @@ pub struct SocketArgs {
     /// (the lab's `kernel+mmsg`), instead of one recv per datagram.
     #[arg(long)]
     pub md_recvmmsg: bool,
+    /// Kernel path: the strategy's own time on the kernel's clock and, where --iface has
+    /// them, the NIC's (SO_TIMESTAMPING): each trigger packet's receive stamp (from the one
+    /// recvmsg that reads it) and each order's transmit stamp (the order socket's error
+    /// queue, read on idle turns), as the order rows' wire_kernel_ns and wire_nic_ns. Not
+    /// with --md-recvmmsg or --msg-zerocopy.
+    #[arg(long)]
+    pub wire_stamps: bool,
 }
 
 /// The io_uring path's set-up (resolved into a plan: `net::uring::plan`).
@@ -311,6 +318,7 @@ impl RunArgs {
             md_source: self.md_source.resolve(*self.exchange.ip()),
             md_rcvbuf: k.md_rcvbuf,
             md_recvmmsg: k.md_recvmmsg,
+            wire_stamps: None,
         }
     }
 }

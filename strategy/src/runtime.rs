@@ -54,6 +54,9 @@ pub struct SessionReport {
     pub warm: WarmStats,
     /// This process's descriptors and memory at the session's end (soak tests).
     pub process: ProcessSample,
+    /// `--wire-stamps`: the stamps the session's orders got, and the NIC's clock or why not.
+    #[serde(default)]
+    pub wire: Option<crate::net::stamps::WireReport>,
 }
 
 /// Engine counters, serializable.
@@ -90,6 +93,32 @@ enum State {
     },
 }
 
+/// `--wire-stamps`: where it applies, and the NIC's stamps switched on where `--iface` has
+/// them (before `--user` drops CAP_NET_ADMIN): the NIC's clock, or why not.
+fn wire_stamps(a: &RunArgs) -> Result<Result<i32, String>> {
+    if a.net != NetKind::Kernel {
+        anyhow::bail!(
+            "--wire-stamps: the kernel path's sockets carry the stamps; the {} path has none of its own",
+            a.net.as_str()
+        );
+    }
+    if a.sockets.md_recvmmsg || a.sockets.msg_zerocopy {
+        anyhow::bail!("--wire-stamps reads one datagram per recvmsg and the order socket's error queue: not with --md-recvmmsg or --msg-zerocopy");
+    }
+    let nic = match a.iface.as_deref() {
+        Some(i) => hostsys::hwtstamp::switch_on(i),
+        None => Err("no --iface: the NIC's stamps need the interface".into()),
+    };
+    match &nic {
+        Ok(phc) => info!(
+            phc,
+            "wire stamps: the kernel's clock and the NIC's (PHC {phc})"
+        ),
+        Err(why) => info!("wire stamps: the kernel's clock only ({why})"),
+    }
+    Ok(nic)
+}
+
 /// Entry point of `strategy run`.
 pub fn main(a: &RunArgs) -> Result<()> {
     let iface_addr: Option<Ipv4Addr> = a
@@ -98,7 +127,10 @@ pub fn main(a: &RunArgs) -> Result<()> {
         .map(iface_ipv4)
         .transpose()
         .context("--iface")?;
-    let cfg = a.net_config(iface_addr);
+    let mut cfg = a.net_config(iface_addr);
+    if a.sockets.wire_stamps {
+        cfg.wire_stamps = Some(wire_stamps(a)?);
+    }
     if (a.sockets.ip_tos.is_some() || a.sockets.so_priority.is_some())
         && !matches!(a.net, NetKind::Kernel | NetKind::Uring)
     {
@@ -463,6 +495,7 @@ fn finish_session<P: NetPath>(
         path_extra: path.report(),
         warm: tally.warmer.stats(),
         process: ProcessSample::now(),
+        wire: path.wire(),
     };
     let l = report.latency_ns;
     println!(
@@ -503,7 +536,11 @@ fn finish_session<P: NetPath>(
                 gap: o.gap,
                 timing: None,
                 delay_ns: Some(o.delay_ns),
-                stages: Some(o.stages),
+                stages: Some(mdfile::orders::Stages {
+                    wire_kernel_ns: o.wire.kernel_ns(),
+                    wire_nic_ns: o.wire.nic_ns(),
+                    ..o.stages
+                }),
             };
             row.write(RowKind::Strategy, &mut f)?;
         }

@@ -51,6 +51,8 @@ pub enum Variant {
     Huge,
     /// `kernel+mmsg`: market data read with recvmmsg, up to 32 datagrams per call.
     Mmsg,
+    /// `kernel+wire`: the strategy's own wire-to-wire time on the kernel's (and NIC's) clock.
+    Wire,
     /// `+reflect` (every path but `xdp-tx`): the path's floor: the exchange marks the
     /// trigger packets and the strategy answers them at once, no parse, no book.
     Reflect,
@@ -58,7 +60,7 @@ pub enum Variant {
 
 impl Variant {
     /// Every variant.
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 18] = [
         Self::BusyPoll,
         Self::PreferBusyPoll,
         Self::ZeroCopy,
@@ -75,6 +77,7 @@ impl Variant {
         Self::SysSend,
         Self::Huge,
         Self::Mmsg,
+        Self::Wire,
         Self::Reflect,
     ];
 
@@ -97,6 +100,7 @@ impl Variant {
             Self::SysSend => "syssend",
             Self::Huge => "huge",
             Self::Mmsg => "mmsg",
+            Self::Wire => "wire",
             Self::Reflect => "reflect",
         }
     }
@@ -104,7 +108,9 @@ impl Variant {
     /// Does this variant exist on that kind of path?
     pub fn applies_to(self, kind: NetKind) -> bool {
         match self {
-            Self::BusyPoll | Self::PreferBusyPoll | Self::Mmsg => kind == NetKind::Kernel,
+            Self::BusyPoll | Self::PreferBusyPoll | Self::Mmsg | Self::Wire => {
+                kind == NetKind::Kernel
+            }
             Self::ZeroCopy | Self::Tos | Self::Prio => {
                 matches!(kind, NetKind::Kernel | NetKind::Uring)
             }
@@ -143,6 +149,7 @@ impl Variant {
             Self::SysSend => &["--uring-send-syscall"],
             Self::Huge => &["--hugepages"],
             Self::Mmsg => &["--md-recvmmsg"],
+            Self::Wire => &["--wire-stamps"],
             Self::Reflect => &["--reflect"],
         }
     }
@@ -241,6 +248,9 @@ pub enum SpecError {
     /// A part written twice, or two warming modes.
     #[error("`{0}`: a part twice or two warming modes (one of +warm, +warmcode, +warmtx, +hb)")]
     Twice(String),
+    /// `+wire` with a variant that reads the same queues (`+mmsg`, `+zc`).
+    #[error("`{0}`: +wire reads one datagram per recvmsg and the order socket's error queue: not with +mmsg or +zc")]
+    Clash(String),
 }
 
 /// The variants by kind, for error messages and `--help`.
@@ -401,6 +411,9 @@ impl PathSpec {
             > 1
         {
             return Err(SpecError::Twice(self.to_string()));
+        }
+        if self.has(Variant::Wire) && (self.has(Variant::Mmsg) || self.has(Variant::ZeroCopy)) {
+            return Err(SpecError::Clash(self.to_string()));
         }
         Ok(())
     }
@@ -570,6 +583,12 @@ mod tests {
         for s in ["uring+warm+hb", "uring+defer+defer", "kernel+zc+zc"] {
             assert!(
                 matches!(s.parse::<PathSpec>(), Err(SpecError::Twice(_))),
+                "{s}"
+            );
+        }
+        for s in ["kernel+wire+mmsg", "kernel+zc+wire"] {
+            assert!(
+                matches!(s.parse::<PathSpec>(), Err(SpecError::Clash(_))),
                 "{s}"
             );
         }

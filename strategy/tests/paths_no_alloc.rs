@@ -20,7 +20,9 @@ use strategy::spec::{PathSpec, Variant};
 mod counting;
 use counting::allocations;
 
-fn run_session<P: NetPath>(mut path: P) -> (u64, u64) {
+/// Allocations in the measured polls, orders sent, and orders with both kernel wire stamps
+/// (`kernel+wire`: the stamps are read inside the measured region too).
+fn run_session<P: NetPath>(mut path: P) -> (u64, u64, usize) {
     let mut engine = Engine::new(EngineConfig::default());
     let mut latency = Latency::new();
     let mut log = OrderLog::with_capacity(1 << 16);
@@ -87,7 +89,12 @@ fn run_session<P: NetPath>(mut path: P) -> (u64, u64) {
     path.close();
     assert!(log.total() > 10, "orders sent: {}", log.total());
     assert!(measured_polls > 1000, "measured polls: {measured_polls}");
-    (allocs_in_polls, log.total())
+    let stamped = log
+        .orders()
+        .iter()
+        .filter(|o| o.wire.kernel_ns().is_some())
+        .count();
+    (allocs_in_polls, log.total(), stamped)
 }
 
 #[test]
@@ -111,6 +118,7 @@ fn no_path_allocates_in_its_busy_loop() {
     let mut nets = vec![
         "kernel",
         "kernel+mmsg",
+        "kernel+wire",
         "uring",
         "uring+defer+inline",
         "uring+defer+inline+syssend",
@@ -169,7 +177,12 @@ fn no_path_allocates_in_its_busy_loop() {
             md_source: None,
             md_rcvbuf: None,
             md_recvmmsg: spec.has(Variant::Mmsg),
+            // veth has no hardware stamps: the kernel's clock only.
+            wire_stamps: spec
+                .has(Variant::Wire)
+                .then(|| Err("veth: software stamps only".into())),
         };
+        let wire = spec.has(Variant::Wire);
         let worker = lab
             .strategy
             .spawn(move || match spec.kind() {
@@ -200,11 +213,20 @@ fn no_path_allocates_in_its_busy_loop() {
                 )),
             })
             .expect("spawn");
-        let (allocs, orders) = worker.join().expect("session");
+        let (allocs, orders, stamped) = worker.join().expect("session");
         let _ = ex.wait();
         assert_eq!(
             allocs, 0,
             "{net}: allocations in the busy loop over {orders} orders"
         );
+        if wire {
+            // Orders leave one per segment at this rate: nearly every one has both stamps.
+            assert!(
+                stamped as u64 * 10 >= orders * 9,
+                "{net}: {stamped} of {orders} orders with kernel wire stamps"
+            );
+        } else {
+            assert_eq!(stamped, 0, "{net}: wire stamps without +wire");
+        }
     }
 }

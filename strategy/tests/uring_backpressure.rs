@@ -183,6 +183,7 @@ fn strategy_session(
         md_source: None,
         md_rcvbuf: None,
         md_recvmmsg: false,
+        wire_stamps: None,
     });
     path.begin_connect().expect("connect");
     let t0 = Instant::now();

@@ -357,6 +357,7 @@ pub(super) fn gap_table<'a>(
             mean(|s| s.total_us),
             pct(&row.kernel, 0.5)
         );
+        wire_line(row.path, w, &row.runs);
     }
     notes::drop_lines(runs);
     notes::position_lines(runs);
@@ -364,6 +365,33 @@ pub(super) fn gap_table<'a>(
     notes::xsk_mode_lines(runs);
     notes::hw_lines(runs);
     Ok(rows)
+}
+
+/// `--wire-stamps` runs: the strategy's own wire-to-wire time on the kernel's clock and the
+/// NIC's (mean of the runs' medians), or why the NIC's is absent.
+fn wire_line(path: &str, w: usize, runs: &[&crate::RunResult]) {
+    let mean = |f: fn(&crate::StageMedians) -> Option<f64>| {
+        let v: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| r.stages.as_ref().and_then(f))
+            .collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let Some(kernel) = mean(|s| s.wire_kernel_us) else {
+        return;
+    };
+    let nic = match mean(|s| s.wire_nic_us) {
+        Some(us) => format!("{us:.2} us"),
+        None => {
+            let why = runs
+                .iter()
+                .filter_map(|r| r.strategy.as_ref()?.wire.as_ref()?.nic_off.clone())
+                .next()
+                .unwrap_or_else(|| "no NIC stamps came back".into());
+            format!("- ({why})")
+        }
+    };
+    println!("  {path:<w$} its own wire to wire (--wire-stamps, p50): kernel clock {kernel:.2} us, NIC clock {nic}");
 }
 
 #[cfg(test)]

@@ -382,6 +382,7 @@ mod tests {
                 send_ns: 2_000,
                 total_ns: 2_500,
                 read_ns: Some(read),
+                ..Stages::default()
             }),
         };
         let mut s = Stamps::default();

@@ -26,7 +26,10 @@ use proto::order::OrderRepr;
 
 use crate::engine::Engine;
 use crate::latency::Latency;
+use hostsys::errqueue::Stamps;
 use hostsys::mono_ns;
+
+use super::stamps::Wire;
 
 /// What a path's transport did with one order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +108,8 @@ pub struct LoggedOrder {
     pub gap: Gap,
     /// Where its time went.
     pub stages: Stages,
+    /// Its kernel and NIC stamps (`--wire-stamps`; empty otherwise).
+    pub wire: Wire,
 }
 
 /// Where the orders of a session are recorded (preallocated; the hot path only pushes),
@@ -117,6 +122,7 @@ pub struct OrderLog {
     pub overflow: u64,
     last_packet_rx_ns: Option<u64>,
     last_order_tx_ns: Option<u64>,
+    last_pushed: Option<usize>,
 }
 
 impl OrderLog {
@@ -128,6 +134,7 @@ impl OrderLog {
             overflow: 0,
             last_packet_rx_ns: None,
             last_order_tx_ns: None,
+            last_pushed: None,
         }
     }
 
@@ -136,9 +143,26 @@ impl OrderLog {
     pub fn push(&mut self, o: LoggedOrder) {
         self.total += 1;
         if self.orders.len() < self.orders.capacity() {
+            self.last_pushed = Some(self.orders.len());
             self.orders.push(o);
         } else {
+            self.last_pushed = None;
             self.overflow += 1;
+        }
+    }
+
+    /// Where the last order pushed is (`None`: it did not fit).
+    #[inline]
+    pub fn last_pushed(&self) -> Option<usize> {
+        self.last_pushed
+    }
+
+    /// Adds transmit stamps to the order at `index` (one that is not there: ignored).
+    #[inline]
+    pub fn stamp_tx(&mut self, index: usize, st: Stamps) {
+        if let Some(o) = self.orders.get_mut(index) {
+            o.wire.tx.sw = st.sw.or(o.wire.tx.sw);
+            o.wire.tx.hw = st.hw.or(o.wire.tx.hw);
         }
     }
 
@@ -159,6 +183,7 @@ impl OrderLog {
         self.overflow = 0;
         self.last_packet_rx_ns = None;
         self.last_order_tx_ns = None;
+        self.last_pushed = None;
     }
 }
 
@@ -175,6 +200,8 @@ pub struct Pending {
     pub t_decided: u64,
     /// Idle time before it.
     pub gap: Gap,
+    /// Its packet's receive stamps (`--wire-stamps`; empty otherwise).
+    pub wire_rx: Stamps,
 }
 
 /// The hot-path context a path's `poll` works with.
@@ -202,6 +229,15 @@ impl Hot<'_> {
         self.on_packet_at(payload, mono_ns())
     }
 
+    /// [`Hot::on_packet`] for a packet that came with the kernel's (and the NIC's) receive
+    /// stamps (`--wire-stamps`): an order from it carries them.
+    #[inline]
+    pub fn on_packet_stamped(&mut self, payload: &[u8], rx: Stamps) -> Option<Pending> {
+        let mut p = self.on_packet_at(payload, mono_ns())?;
+        p.wire_rx = rx;
+        Some(p)
+    }
+
     /// [`Hot::on_packet`] for a packet received at `t_rx` (`CLOCK_MONOTONIC` ns, e.g. the
     /// XDP program's stamp on the `xdp-tx` path).
     #[inline]
@@ -220,6 +256,7 @@ impl Hot<'_> {
                 order_ns: self.log.last_order_tx_ns.map(|t| t_rx.saturating_sub(t)),
                 md_ns: prev_rx.map(|t| t_rx.saturating_sub(t)),
             },
+            wire_rx: Stamps::default(),
         })
     }
 
@@ -245,6 +282,12 @@ impl Hot<'_> {
                 send_ns: t_tx.saturating_sub(t_enter),
                 total_ns: t_tx.saturating_sub(p.t_rx),
                 read_ns: Some(p.t_rx),
+                wire_kernel_ns: None,
+                wire_nic_ns: None,
+            },
+            wire: Wire {
+                rx: p.wire_rx,
+                tx: Stamps::default(),
             },
         };
         match sent {
@@ -292,7 +335,10 @@ impl Hot<'_> {
                 send_ns: user_ns,
                 total_ns: in_program,
                 read_ns: Some(t_rx),
+                wire_kernel_ns: None,
+                wire_nic_ns: None,
             },
+            wire: Wire::default(),
         });
         self.log.last_order_tx_ns = Some(t_tx);
     }
@@ -358,6 +404,7 @@ mod tests {
             t_rx,
             t_decided: t_rx,
             gap: Gap::default(),
+            wire_rx: Stamps::default(),
         }
     }
 

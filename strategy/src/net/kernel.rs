@@ -16,6 +16,7 @@ use hostsys::socket::{recv_nb, send_nb, setsockopt_int};
 use hostsys::zerocopy::ZcSlots;
 use proto::order::{OrderRepr, ORDER_LEN};
 
+use super::stamps::{TxStamps, WireReport};
 use super::{Hot, NetConfig, NetPath, PathReport, Sent, Status, WarmRequest};
 
 /// A datagram's slot in the receive buffer with `--md-recvmmsg` (longer ones are cut, and
@@ -34,6 +35,10 @@ pub struct KernelPath {
     udp: Option<UdpSocket>,
     buf: Box<[u8; 65536]>,
     idle_turns: u32,
+    /// `--wire-stamps`: the orders awaiting transmit stamps; the order socket's stamps are
+    /// asked once it is connected (`tx_on`).
+    wire: Option<TxStamps>,
+    tx_on: bool,
 }
 
 /// MSG_ZEROCOPY counters of a session.
@@ -49,6 +54,13 @@ pub struct TcpOrderTx {
     backlog: Box<[u8; BACKLOG_BYTES]>,
     backlog_len: usize,
     zc: Option<ZeroCopy>,
+    /// Bytes accepted whole so far (sent or queued): the stream offset the next message
+    /// starts at.
+    stream: u64,
+    /// `--wire-stamps`: orders (not heartbeats) ask a TX stamp as they are sent (`Some(hw)`:
+    /// the NIC's too); `backlog_stamp`: an order waits in the backlog, so its flush asks one.
+    stamp_orders: Option<bool>,
+    backlog_stamp: bool,
     /// Bytes the exchange sent on the order connection (it sends none): read and dropped.
     pub unexpected_bytes: u64,
 }
@@ -68,6 +80,9 @@ impl TcpOrderTx {
             backlog: Box::new([0; BACKLOG_BYTES]),
             backlog_len: 0,
             zc,
+            stream: 0,
+            stamp_orders: None,
+            backlog_stamp: false,
             unexpected_bytes: 0,
         })
     }
@@ -82,28 +97,57 @@ impl TcpOrderTx {
         self.backlog_len
     }
 
+    /// The stream offset after the last message accepted whole (sent or queued).
+    pub fn stream_bytes(&self) -> u64 {
+        self.stream
+    }
+
+    /// Orders ask a TX timestamp as they are sent (`Some(hw)`; the socket must report them:
+    /// [`hostsys::errqueue::enable_tx_timestamps_on_request`]); `None`: none.
+    pub fn stamp_orders(&mut self, hw: Option<bool>) {
+        self.stamp_orders = hw;
+    }
+
     /// Encodes `order` and sends it whole, queues it whole, or holds it back.
     #[inline]
     pub fn send(&mut self, order: &OrderRepr) -> io::Result<Sent> {
         let mut msg = [0u8; ORDER_LEN];
         order.emit(&mut proto::order::Packet::new_unchecked(&mut msg[..]));
-        self.send_msg(&msg)
+        self.send_whole(&msg, self.stamp_orders)
     }
 
-    /// Sends one 21-byte message whole, queues it whole, or holds it back.
+    /// Sends one 21-byte message (a heartbeat) whole, queues it whole, or holds it back.
     #[inline]
     pub fn send_msg(&mut self, msg: &[u8; ORDER_LEN]) -> io::Result<Sent> {
+        self.send_whole(msg, None)
+    }
+
+    /// The send of one message, and its bytes counted in the stream when it is taken whole.
+    #[inline]
+    fn send_whole(&mut self, msg: &[u8; ORDER_LEN], stamp: Option<bool>) -> io::Result<Sent> {
+        let sent = self.try_send(msg, stamp)?;
+        if sent != Sent::HeldBack {
+            self.stream += ORDER_LEN as u64;
+        }
+        Ok(sent)
+    }
+
+    #[inline]
+    fn try_send(&mut self, msg: &[u8; ORDER_LEN], stamp: Option<bool>) -> io::Result<Sent> {
         if self.backlog_len > 0 {
             self.flush()?;
         }
         if self.backlog_len > 0 {
             // Earlier bytes still wait: this order goes behind them, whole, or not at all.
-            return Ok(self.queue(msg));
+            let sent = self.queue(msg);
+            self.backlog_stamp |= sent == Sent::Queued && stamp.is_some();
+            return Ok(sent);
         }
         let fd = self.sock.as_raw_fd();
-        let n = match &mut self.zc {
-            Some(zc) => zc.send(fd, msg)?,
-            None => send_nb(fd, msg, 0)?,
+        let n = match (&mut self.zc, stamp) {
+            (Some(zc), _) => zc.send(fd, msg)?,
+            (None, Some(hw)) => hostsys::errqueue::send_with_tx_stamp(fd, msg, hw)?,
+            (None, None) => send_nb(fd, msg, 0)?,
         };
         if n == ORDER_LEN {
             return Ok(Sent::Now);
@@ -112,6 +156,7 @@ impl TcpOrderTx {
         // The backlog was empty, so it has room.
         let sent = self.queue(&msg[n..]);
         debug_assert_eq!(sent, Sent::Queued);
+        self.backlog_stamp |= stamp.is_some();
         Ok(Sent::Queued)
     }
 
@@ -125,14 +170,20 @@ impl TcpOrderTx {
         Sent::Queued
     }
 
-    /// Hands the kernel as much of the backlog as it takes.
+    /// Hands the kernel as much of the backlog as it takes (asking a TX stamp for it when
+    /// an order that wants one waits there).
     pub fn flush(&mut self) -> io::Result<()> {
         if self.backlog_len == 0 {
             return Ok(());
         }
-        let n = send_nb(self.sock.as_raw_fd(), &self.backlog[..self.backlog_len], 0)?;
+        let (fd, bytes) = (self.sock.as_raw_fd(), &self.backlog[..self.backlog_len]);
+        let n = match self.stamp_orders {
+            Some(hw) if self.backlog_stamp => hostsys::errqueue::send_with_tx_stamp(fd, bytes, hw)?,
+            _ => send_nb(fd, bytes, 0)?,
+        };
         self.backlog.copy_within(n..self.backlog_len, 0);
         self.backlog_len -= n;
+        self.backlog_stamp &= self.backlog_len > 0;
         Ok(())
     }
 
@@ -181,11 +232,13 @@ impl KernelPath {
     /// A path with these settings (no sockets yet).
     pub fn new(cfg: NetConfig) -> Self {
         Self {
+            wire: cfg.wire_stamps.clone().map(TxStamps::new),
             cfg,
             tx: None,
             udp: None,
             buf: Box::new([0; 65536]),
             idle_turns: 0,
+            tx_on: false,
         }
     }
 }
@@ -194,18 +247,30 @@ impl NetPath for KernelPath {
     fn begin_connect(&mut self) -> io::Result<()> {
         // Member of the group before the connect completes: an exchange may publish the
         // moment it accepts, and the socket buffers what arrives until the session runs.
-        self.udp = Some(super::sockets::join_group(
-            self.cfg.group,
-            self.cfg.iface_addr,
-            self.cfg.md_join(),
-        )?);
+        let udp =
+            super::sockets::join_group(self.cfg.group, self.cfg.iface_addr, self.cfg.md_join())?;
+        if let Some(w) = &self.wire {
+            hostsys::errqueue::enable_rx_timestamps(udp.as_raw_fd(), w.nic())?;
+        }
+        self.udp = Some(udp);
         let tcp = super::sockets::start_tcp_connect(self.cfg.exchange, self.cfg.marks)?;
         self.tx = Some(TcpOrderTx::new(tcp, self.cfg.msg_zerocopy)?);
+        self.tx_on = false;
         Ok(())
     }
 
     fn poll_connect(&mut self) -> io::Result<bool> {
-        super::sockets::tcp_connected(self.tx.as_ref().map(TcpOrderTx::socket))
+        let up = super::sockets::tcp_connected(self.tx.as_ref().map(TcpOrderTx::socket))?;
+        if let (true, false, Some(w), Some(tx)) = (up, self.tx_on, &self.wire, &mut self.tx) {
+            // Keys count from here: the stream's first byte is offset 0 (TCP takes the
+            // counter's origin from the unacknowledged sequence when the option is set).
+            // Orders ask their stamps as they go; heartbeats do not (their stamps would fill
+            // the error queue between orders).
+            hostsys::errqueue::enable_tx_timestamps_on_request(tx.socket().as_raw_fd(), w.nic())?;
+            tx.stamp_orders(Some(w.nic()));
+            self.tx_on = true;
+        }
+        Ok(up)
     }
 
     fn start_md(&mut self) -> io::Result<()> {
@@ -230,6 +295,24 @@ impl NetPath for KernelPath {
                     hot.send(p, |o| tx.send(o))?;
                 }
             }
+        } else if let Some(w) = &mut self.wire {
+            for _ in 0..64 {
+                // The one recvmsg per packet, its stamps in a control message.
+                let (n, rx) = match hostsys::errqueue::recv_timestamped(ufd, &mut self.buf[..]) {
+                    Ok(r) => r,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                };
+                status = Status::Busy;
+                if let Some(p) = hot.on_packet_stamped(&self.buf[..n], rx) {
+                    if hot.send(p, |o| tx.send(o))? != Sent::HeldBack {
+                        w.count_rx(rx);
+                        if let Some(i) = hot.log.last_pushed() {
+                            w.await_order(tx.stream_bytes() - 1, i, hostsys::mono_ns());
+                        }
+                    }
+                }
+            }
         } else {
             for _ in 0..64 {
                 let Some(n) = recv_nb(ufd, &mut self.buf[..], 0)? else {
@@ -243,6 +326,11 @@ impl NetPath for KernelPath {
         }
         if status == Status::Idle {
             self.idle_turns += 1;
+            if let Some(w) = &mut self.wire {
+                if w.pending() {
+                    w.read(tx.socket().as_raw_fd(), hot.log, hostsys::mono_ns())?;
+                }
+            }
             tx.idle()?;
             if self.idle_turns >= HUP_CHECK_EVERY {
                 self.idle_turns = 0;
@@ -267,11 +355,25 @@ impl NetPath for KernelPath {
         Ok(None)
     }
 
+    fn settle(&mut self, hot: &mut Hot<'_>) -> io::Result<()> {
+        // The last orders' stamps, when they came before the session ended.
+        if let (Some(w), Some(tx)) = (&mut self.wire, &self.tx) {
+            if w.pending() {
+                w.read(tx.socket().as_raw_fd(), hot.log, hostsys::mono_ns())?;
+            }
+        }
+        Ok(())
+    }
+
     fn report(&self) -> PathReport {
         match self.tx.as_ref().and_then(|t| t.zc.as_ref()) {
             Some(zc) => PathReport::Kernel(zc.stats()),
             None => PathReport::None,
         }
+    }
+
+    fn wire(&mut self) -> Option<WireReport> {
+        self.wire.as_mut().map(TxStamps::finish)
     }
 
     fn close(&mut self) {

@@ -25,6 +25,7 @@ pub mod kernel;
 #[cfg(feature = "xdp")]
 pub mod ring;
 pub mod sockets;
+pub mod stamps;
 pub mod uring;
 pub mod warm;
 #[cfg(feature = "wire")]
@@ -124,6 +125,10 @@ pub struct NetConfig {
     pub md_rcvbuf: Option<u32>,
     /// Kernel path: read market data with `recvmmsg`, up to 32 datagrams per call.
     pub md_recvmmsg: bool,
+    /// Kernel path: the trigger packets' receive stamps and the orders' transmit stamps
+    /// (`--wire-stamps`, [`stamps`]): `None` off, else the NIC's clock (its PHC index) when
+    /// its stamps are on, or why they are not (the kernel's clock then only).
+    pub wire_stamps: Option<Result<i32, String>>,
 }
 
 impl NetConfig {
@@ -197,6 +202,11 @@ pub trait NetPath {
     /// Path-specific report fields (program counters, ring accounting...).
     fn report(&self) -> PathReport {
         PathReport::None
+    }
+    /// The session's `--wire-stamps` counts (`None`: off, or a path without them); the next
+    /// session's count from zero.
+    fn wire(&mut self) -> Option<stamps::WireReport> {
+        None
     }
 }
 
