@@ -1,7 +1,8 @@
 //! `lab --remote` against a real OpenSSH server: Debian's `sshd` in the strategy's network
 //! namespace plays the second machine, reached over the veth from the exchange's namespace
 //! with keys made for this run (removed with its temporary folder). Every path's orders
-//! equal the oracle's, and nothing is left behind: no strategy process, no remote folder,
+//! equal the oracle's, the kernel path's wire stamps (`kernel+wire`: the strategy's own
+//! wire to wire, measured on the remote box) come back, and nothing is left behind: no strategy process, no remote folder,
 //! no XDP program on the remote interface. Ignored by a plain `cargo test` (root, the
 //! release binaries, sshd); `cargo xtask test` runs it.
 
@@ -107,7 +108,13 @@ fn a_lab_run_over_ssh_equals_the_oracle_and_leaves_nothing() -> Result<()> {
         order_gaps: vec![Duration::from_millis(1)],
         orders_per_gap: 20,
         ..test_lab(
-            &["kernel", "uring+defer+inline", "xdp", "packet", "xdp-tx"],
+            &[
+                "kernel+wire",
+                "uring+defer+inline",
+                "xdp",
+                "packet",
+                "xdp-tx",
+            ],
             None,
             dir.clone(),
             "rate:5000",
@@ -143,6 +150,13 @@ fn a_lab_run_over_ssh_equals_the_oracle_and_leaves_nothing() -> Result<()> {
         ensure!(
             r.accounting.is_some_and(|a| a.balanced),
             "{}: every packet accounted for",
+            r.key
+        );
+        // The strategy's own wire to wire comes back from the remote box with its rows.
+        let wire = r.stages.as_ref().and_then(|s| s.wire_kernel_us);
+        ensure!(
+            wire.is_some() == r.key.path.has(strategy::spec::Variant::Wire),
+            "{}: the strategy's wire stamps {wire:?}",
             r.key
         );
     }
