@@ -13,9 +13,11 @@ use lab::{Env, LabConfig};
 #[command(name = "lab")]
 pub struct LabArgs {
     /// Network paths to compare, in order (kernel, uring, xdp, packet, xdp-tx; variants
-    /// kernel+zc, +busypoll, +preferbp, uring+zc, +sqpoll, +defer, +coop, +napi,
-    /// +provideops, +regring, +inline, +syssend, +zcfixed, kernel|uring+tos, +prio, xdp+huge, combinable, and
-    /// on every path +warm, +warmcode, +warmtx, +hb; docs/paths.md says what each does);
+    /// kernel+zc, +busypoll, +preferbp, +mmsg, +wire (the strategy's own wire to wire on its
+    /// kernel's and NIC's clocks), uring+zc, +sqpoll, +defer, +coop, +napi, +provideops,
+    /// +regring, +inline, +syssend, +zcfixed, kernel|uring+tos, +prio, xdp+huge, combinable,
+    /// and on every path +warm, +warmcode, +warmtx, +hb, +reflect (the path's floor);
+    /// docs/paths.md says what each does);
     /// ratios are against the first. Default: the headline experiment, each path in its
     /// best set-up, cold and warmed (kernel, kernel+warm, uring+defer+regring+inline and
     /// +warm, xdp, xdp+warm, packet, packet+warm, xdp-tx); with --classic, --vm or

@@ -19,9 +19,10 @@ fn guests_on_virtio_and_igb_equal_the_oracle() -> Result<()> {
     vm_smoke(&Env::workspace())
 }
 
-/// The VM tests: one TCG guest per NIC (virtio-net, igb) and path (kernel, xdp, xdp-tx) on
-/// a small file; the lab fails unless the exchange's orders equal the replay oracle, and
-/// this fails unless the XDP paths ran the program in driver (native) mode on both NICs.
+/// The VM tests: one TCG guest per NIC (virtio-net, igb) and path (kernel with its wire
+/// stamps, xdp, xdp-tx) on a small file; the lab fails unless the exchange's orders equal
+/// the replay oracle, and this fails unless the XDP paths ran the program in driver (native)
+/// mode on both NICs and the guest's order rows came back.
 /// Then `xdp` on virtio-net with two tuning variants (GRO off, read back; two queue pairs,
 /// a socket per queue). Bounded by timeouts.
 fn vm_smoke(env: &Env) -> Result<()> {
@@ -37,7 +38,7 @@ fn vm_smoke(env: &Env) -> Result<()> {
     mdfile::mdgen::generate(&md, &cfg)?;
     let args = LabConfig {
         timeout: 120,
-        ..test_lab(&["kernel", "xdp", "xdp-tx"], Some(md), dir, "rate:500")
+        ..test_lab(&["kernel+wire", "xdp", "xdp-tx"], Some(md), dir, "rate:500")
     };
     let vm = lab::vm::VmConfig {
         accel: "tcg".into(),
@@ -55,6 +56,28 @@ fn vm_smoke(env: &Env) -> Result<()> {
             "{}: the XDP program ran in {mode:?} mode, not native (drv)",
             r.path
         );
+    }
+    // The strategy's order rows come back from the guest: its stages, and on `kernel+wire`
+    // its own wire to wire on the guest kernel's clock; neither emulated NIC stamps every
+    // received packet in hardware (virtio-net: software only; igb, an 82576: PTP packets
+    // only), and the report says so.
+    for r in &results {
+        let st = r.stages.as_ref().context("the guest's stages")?;
+        let wire = r.strategy.as_ref().and_then(|s| s.wire.as_ref());
+        if r.key.path.has(strategy::spec::Variant::Wire) {
+            anyhow::ensure!(
+                st.wire_kernel_us.is_some_and(|us| us > 0.0) && st.wire_nic_us.is_none(),
+                "{}: {st:?}",
+                r.path
+            );
+            anyhow::ensure!(
+                wire.is_some_and(|w| w.nic_phc.is_none() && w.nic_off.is_some()),
+                "{}: {wire:?}",
+                r.path
+            );
+        } else {
+            anyhow::ensure!(st.wire_kernel_us.is_none() && wire.is_none(), "{}", r.path);
+        }
     }
     for r in results.iter().filter(|r| r.key.path.sends_with_xdp_tx()) {
         let fired = r.xdp_tx().map_or(0, |x| x.prog.fired);

@@ -90,6 +90,13 @@ fn interface(name: &str, try_xdp: bool) -> Section {
     for key in ["napi_defer_hard_irqs", "gro_flush_timeout", "threaded"] {
         rows.push((key.into(), read_trim(base.join(key))));
     }
+    // What `kernel+wire` and the exchange's NIC clock can use (`ethtool -T`).
+    let stamps = match hostsys::hwtstamp::ts_info(name).map(|i| i.hardware()) {
+        Ok(Ok(phc)) => format!("yes (PTP clock /dev/ptp{phc})"),
+        Ok(Err(why)) => format!("no: {why}"),
+        Err(e) => format!("unknown: ETHTOOL_GET_TS_INFO: {e}"),
+    };
+    rows.push(("hardware timestamps".into(), stamps));
     if try_xdp {
         xdp_rows(name, &mut rows);
     }
@@ -174,5 +181,12 @@ mod tests {
         assert!(uring
             .iter()
             .any(|(k, _)| k == "SINGLE_ISSUER + DEFER_TASKRUN"));
+        // Loopback has no NIC clock, and the probe says why.
+        let lo = &p.iter().find(|(t, _)| t == "interface lo").expect("lo").1;
+        assert!(
+            lo.iter()
+                .any(|(k, v)| k == "hardware timestamps" && v.starts_with("no: ")),
+            "{lo:?}"
+        );
     }
 }

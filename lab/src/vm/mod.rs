@@ -93,8 +93,8 @@ pub fn run(env: &Env, a: &LabConfig, v: &VmConfig) -> Result<(PathBuf, Vec<RunRe
             other => bail!("--nic {other}: expected virtio, e1000e or igb"),
         }
     }
-    if let Some(p) = a.paths.iter().find(|p| !p.parts().is_empty()) {
-        bail!("path variant `{p}`: the VM lab runs the plain paths (kernel, uring, xdp, packet)");
+    if let Some(p) = a.paths.iter().find(|p| p.reflects() || p.uses_hugepages()) {
+        bail!("path `{p}`: the VM lab runs every variant but the floor (+reflect: the namespace lab's `--floor`) and huge pages (the guest reserves none)");
     }
     let (md_file, dir) = crate::prepare(env, a, "vm-")?;
     let (kernel, kver) = initramfs::guest_kernel(v)?;
@@ -214,6 +214,7 @@ fn one_vm_run(
         .pace(&a.pace)
         .handshake_delay(Duration::from_secs(1))
         .grace(Duration::from_secs(2))
+        .heartbeats(path.sends_heartbeats())
         .results(&ex_csv)
         .summary(&ex_sum);
     let mut ex = ns
@@ -227,9 +228,17 @@ fn one_vm_run(
     if let Some(t) = tune {
         append.push_str(&format!(" labtune={}", t.name));
     }
-    // `--strategy-flags` reach the guest's strategy too (e.g. "--busy-poll 50
-    // --prefer-busy-poll 8"): a quoted kernel parameter, split into words by /init.
-    let flags = a.strategy_flags.trim();
+    // The path's variant flags (`kernel+wire`: --wire-stamps) and `--strategy-flags` (e.g.
+    // "--busy-poll 50 --prefer-busy-poll 8") reach the guest's strategy as a quoted kernel
+    // parameter, split into words by /init (`labnet` is the path's kind).
+    let variant_flags = path.strategy_args(a.warm_every);
+    let flags = variant_flags
+        .iter()
+        .skip(2)
+        .map(String::as_str)
+        .chain(a.strategy_flags.split_whitespace())
+        .collect::<Vec<_>>()
+        .join(" ");
     if !flags.is_empty() {
         if flags.contains('"') {
             bail!("--strategy-flags with --vm: no double quotes (they go on the guest's kernel command line)");
@@ -280,6 +289,18 @@ fn one_vm_run(
     if let Some(probe) = between(&log, "lab-probe-begin", "lab-probe-end") {
         fs::write(dir.join(format!("{tag}.probe.txt")), probe)?;
     }
+    // The strategy's order rows, printed by the guest (stages, wire stamps): the same
+    // medians as the namespace lab's; rows the console cut leave the stages unmeasured.
+    let stages = match between(&log, "lab-orders-begin", "lab-orders-end") {
+        Some(rows) => {
+            let csv = dir.join(format!("{tag}.strategy-orders.csv"));
+            fs::write(&csv, rows)?;
+            crate::oracle::stage_medians(&csv)
+                .map_err(|e| eprintln!("  {tag}: the guest's order rows: {e:#}"))
+                .ok()
+        }
+        None => None,
+    };
     let tune_readback = tune
         .map(|t| {
             let back =
@@ -310,9 +331,7 @@ fn one_vm_run(
         path: key.label(),
         gap_ms: None,
         measured_gap_ms: rx.median_gap_ns as f64 / 1e6,
-        // The guest prints its orders on the serial console, without the stage columns:
-        // not measured.
-        stages: None,
+        stages,
         key,
         orders_expected: rx.expected,
         orders_received: rx.got,
@@ -356,7 +375,8 @@ fn guest_nic(nic: &str, path: &PathSpec, mq: bool, queues: u32) -> (String, Stri
         "tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=off".to_owned()
     };
     let append = format!(
-        "console=ttyS0 panic=-1 quiet labip={GUEST_CIDR} labex={HOST_ADDR}:9012 labnet={path} labpktip=192.168.100.3"
+        "console=ttyS0 panic=-1 quiet labip={GUEST_CIDR} labex={HOST_ADDR}:9012 labnet={} labpktip=192.168.100.3",
+        path.kind().as_str()
     );
     (device, netdev, append)
 }
@@ -431,7 +451,10 @@ fn interactive(
         "igb" => "igb,netdev=n0,mac=52:54:00:12:34:56",
         _ => "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56",
     };
-    let append = format!("console=ttyS0 panic=-1 quiet labip={GUEST_CIDR} labex={HOST_ADDR}:9012 labnet={path} labshell=1");
+    let append = format!(
+        "console=ttyS0 panic=-1 quiet labip={GUEST_CIDR} labex={HOST_ADDR}:9012 labnet={} labshell=1",
+        path.kind().as_str()
+    );
     let st = qemu::qemu(&ns, accel, v, kernel, initrd)
         .args([
             "-append",
