@@ -111,15 +111,7 @@ pub fn send_with_tx_stamp(fd: RawFd, bytes: &[u8], hw: bool) -> io::Result<usize
     // SAFETY: `msg` points at `iov` (over `bytes`, only read) and `ctrl`, both live for the
     // call.
     let n = unsafe { libc::sendmsg(fd, &raw const msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
-    if n >= 0 {
-        return Ok(n as usize);
-    }
-    let e = io::Error::last_os_error();
-    if e.kind() == io::ErrorKind::WouldBlock {
-        Ok(0)
-    } else {
-        Err(e)
-    }
+    crate::socket::sent_or_would_block(n)
 }
 
 /// The stamps of one `scm_timestamping` control message: `ts[0]` the kernel's software stamp,

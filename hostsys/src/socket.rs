@@ -144,7 +144,7 @@ pub fn kick(fd: RawFd) -> io::Result<()> {
 
 /// The result of a non-blocking `send`/`recv`: the byte count, 0 on EAGAIN, or the error.
 #[inline]
-fn sent_or_would_block(n: isize) -> io::Result<usize> {
+pub(crate) fn sent_or_would_block(n: isize) -> io::Result<usize> {
     if n >= 0 {
         return Ok(n as usize);
     }

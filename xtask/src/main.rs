@@ -293,6 +293,7 @@ fn run_fuzz(seconds: u32) -> Result<FuzzReport> {
         t0.elapsed().as_secs_f64()
     ));
     let time = format!("-max_total_time={seconds}");
+    let triple = host_triple()?;
     let mut inputs = 0;
     for t in FUZZ_TARGETS {
         // New inputs go to fuzz/corpus/<target> (not committed); fuzz/seeds/<target>, when
@@ -306,7 +307,7 @@ fn run_fuzz(seconds: u32) -> Result<FuzzReport> {
         let prefix = format!("-artifact_prefix={}", root().join(&artifacts).display());
         // The target built above, run directly: `cargo fuzz run` would check the build
         // again through cargo for every target (~3 s each here).
-        let bin = format!("fuzz/target/{}/release/{t}", host_triple()?);
+        let bin = format!("fuzz/target/{triple}/release/{t}");
         let mut args = vec![corpus.as_str()];
         if root().join(&seeds).is_dir() {
             args.push(&seeds);
