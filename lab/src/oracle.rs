@@ -108,15 +108,8 @@ pub fn stage_medians(csv: &Path) -> Result<crate::StageMedians> {
         return Ok(crate::StageMedians::default());
     }
     let (_, rows) = read_rows(csv).with_context(|| format!("{}", csv.display()))?;
-    let med = |f: fn(&mdfile::orders::Stages) -> u64| {
-        let mut v: Vec<u64> = rows
-            .iter()
-            .filter_map(|r| r.stages.as_ref().map(f))
-            .collect();
-        v.sort_unstable();
-        v.get(v.len() / 2).map_or(0.0, |&x| x as f64 / 1e3)
-    };
-    let opt_med = |f: fn(&mdfile::orders::Stages) -> Option<u64>| {
+    // The median of a column over the rows that have it, us (None: no row has it).
+    let med = |f: fn(&mdfile::orders::Stages) -> Option<u64>| {
         let mut v: Vec<u64> = rows
             .iter()
             .filter_map(|r| r.stages.as_ref().and_then(f))
@@ -125,11 +118,11 @@ pub fn stage_medians(csv: &Path) -> Result<crate::StageMedians> {
         v.get(v.len() / 2).map(|&x| x as f64 / 1e3)
     };
     Ok(crate::StageMedians {
-        decide_us: med(|s| s.decide_ns),
-        send_us: med(|s| s.send_ns),
-        total_us: med(|s| s.total_ns),
-        wire_kernel_us: opt_med(|s| s.wire_kernel_ns),
-        wire_nic_us: opt_med(|s| s.wire_nic_ns),
+        decide_us: med(|s| Some(s.decide_ns)).unwrap_or(0.0),
+        send_us: med(|s| Some(s.send_ns)).unwrap_or(0.0),
+        total_us: med(|s| Some(s.total_ns)).unwrap_or(0.0),
+        wire_kernel_us: med(|s| s.wire_kernel_ns),
+        wire_nic_us: med(|s| s.wire_nic_ns),
     })
 }
 /// The orders a run of `path` must give: the oracle's, or for a floor run (`+reflect`) the

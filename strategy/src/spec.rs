@@ -370,10 +370,17 @@ impl PathSpec {
         self.kind == NetKind::XdpTx
     }
 
-    /// The `strategy run` flags of this spec: `--net KIND`, each variant's flags in order,
-    /// and the warming mode at `warm_every`.
+    /// The `strategy run` flags of this spec: `--net KIND`, then [`PathSpec::part_args`].
     pub fn strategy_args(&self, warm_every: Duration) -> Vec<String> {
         let mut out = vec!["--net".to_owned(), self.kind.as_str().to_owned()];
+        out.extend(self.part_args(warm_every));
+        out
+    }
+
+    /// The flags of the parts alone: each variant's flags in order, and the warming mode at
+    /// `warm_every` (the VM lab passes the kind apart).
+    pub fn part_args(&self, warm_every: Duration) -> Vec<String> {
+        let mut out = Vec::new();
         for p in &self.parts {
             match *p {
                 Part::Variant(v) => out.extend(v.flags(self.kind).iter().map(|f| (*f).to_owned())),

@@ -385,8 +385,7 @@ fn wire_line(path: &str, w: usize, runs: &[&crate::RunResult]) {
         None => {
             let why = runs
                 .iter()
-                .filter_map(|r| r.strategy.as_ref()?.wire.as_ref()?.nic_off.clone())
-                .next()
+                .find_map(|r| r.strategy.as_ref()?.wire.as_ref()?.nic_off.clone())
                 .unwrap_or_else(|| "no NIC stamps came back".into());
             format!("- ({why})")
         }

@@ -231,10 +231,9 @@ fn one_vm_run(
     // The path's variant flags (`kernel+wire`: --wire-stamps) and `--strategy-flags` (e.g.
     // "--busy-poll 50 --prefer-busy-poll 8") reach the guest's strategy as a quoted kernel
     // parameter, split into words by /init (`labnet` is the path's kind).
-    let variant_flags = path.strategy_args(a.warm_every);
-    let flags = variant_flags
+    let part_flags = path.part_args(a.warm_every);
+    let flags = part_flags
         .iter()
-        .skip(2)
         .map(String::as_str)
         .chain(a.strategy_flags.split_whitespace())
         .collect::<Vec<_>>()

@@ -144,8 +144,7 @@ impl TxStamps {
         if self.len == AWAITED {
             // The oldest never got its stamps: given up.
             self.report.tx_missing += 1;
-            self.head = (self.head + 1) % AWAITED;
-            self.len -= 1;
+            self.pop_front();
         }
         let at = (self.head + self.len) % AWAITED;
         self.awaited[at] = Awaited {
@@ -186,49 +185,35 @@ impl TxStamps {
             if ahead < 0 {
                 break;
             }
-            let mine = ahead == 0;
-            if st.sw.is_some() && !a.sw_done {
-                a.sw_done = true;
-                if mine {
-                    log.stamp_tx(
-                        a.index,
-                        Stamps {
-                            sw: st.sw,
-                            hw: None,
-                        },
-                    );
-                    self.report.tx_kernel += 1;
-                } else {
-                    self.report.tx_missing += 1;
-                }
-            }
-            if st.hw.is_some() && !a.hw_done {
-                a.hw_done = true;
-                if mine {
-                    log.stamp_tx(
-                        a.index,
-                        Stamps {
-                            sw: None,
-                            hw: st.hw,
-                        },
-                    );
-                    self.report.tx_nic += 1;
-                }
+            // The kinds this message settles for `a`: its own stamps when the key is its
+            // own, else proof that they will not come.
+            let new = Stamps {
+                sw: st.sw.filter(|_| !a.sw_done),
+                hw: st.hw.filter(|_| !a.hw_done),
+            };
+            a.sw_done |= new.sw.is_some();
+            a.hw_done |= new.hw.is_some();
+            if ahead == 0 {
+                log.stamp_tx(a.index, new);
+                self.report.tx_kernel += u64::from(new.sw.is_some());
+                self.report.tx_nic += u64::from(new.hw.is_some());
+            } else {
+                self.report.tx_missing += u64::from(new.sw.is_some());
             }
         }
         self.retire();
     }
 
-    /// Drops settled orders from the front; an order settled without its software stamp is
-    /// counted missing.
+    /// Drops the oldest awaited order.
+    fn pop_front(&mut self) {
+        self.head = (self.head + 1) % AWAITED;
+        self.len -= 1;
+    }
+
+    /// Drops settled orders (every kind of stamp got or known not to come) from the front.
     fn retire(&mut self) {
-        while self.len > 0 {
-            let a = self.awaited[self.head];
-            if !(a.sw_done && a.hw_done) {
-                break;
-            }
-            self.head = (self.head + 1) % AWAITED;
-            self.len -= 1;
+        while self.len > 0 && self.awaited[self.head].sw_done && self.awaited[self.head].hw_done {
+            self.pop_front();
         }
     }
 
@@ -236,8 +221,7 @@ impl TxStamps {
     fn expire(&mut self, now_ns: u64) {
         while self.len > 0 && now_ns.saturating_sub(self.awaited[self.head].sent_ns) > GIVE_UP_NS {
             self.report.tx_missing += 1;
-            self.head = (self.head + 1) % AWAITED;
-            self.len -= 1;
+            self.pop_front();
         }
     }
 
