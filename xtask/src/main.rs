@@ -295,50 +295,63 @@ fn run_fuzz(seconds: u32) -> Result<FuzzReport> {
     let time = format!("-max_total_time={seconds}");
     let triple = host_triple()?;
     let mut inputs = 0;
-    for t in FUZZ_TARGETS {
-        // New inputs go to fuzz/corpus/<target> (not committed); fuzz/seeds/<target>, when
-        // present, adds hand-written starting points (e.g. real lines, so the parser's fast
-        // path is reached at once).
-        let corpus = format!("fuzz/corpus/{t}");
-        let seeds = format!("fuzz/seeds/{t}");
-        let artifacts = format!("fuzz/artifacts/{t}/");
-        std::fs::create_dir_all(root().join(&corpus))?;
-        std::fs::create_dir_all(root().join(&artifacts))?;
-        let prefix = format!("-artifact_prefix={}", root().join(&artifacts).display());
-        // The target built above, run directly: `cargo fuzz run` would check the build
-        // again through cargo for every target (~3 s each here).
-        let bin = format!("fuzz/target/{triple}/release/{t}");
-        let mut args = vec![corpus.as_str()];
-        if root().join(&seeds).is_dir() {
-            args.push(&seeds);
+    // Two targets at a time: by the time they run (after the build) the VM tests beside them
+    // are ending, and each target is one single-threaded process.
+    for pair in FUZZ_TARGETS.chunks(2) {
+        let mut running = Vec::new();
+        for &t in pair {
+            // New inputs go to fuzz/corpus/<target> (not committed); fuzz/seeds/<target>, when
+            // present, adds hand-written starting points (e.g. real lines, so the parser's
+            // fast path is reached at once).
+            let corpus = format!("fuzz/corpus/{t}");
+            let seeds = format!("fuzz/seeds/{t}");
+            let artifacts = format!("fuzz/artifacts/{t}/");
+            std::fs::create_dir_all(root().join(&corpus))?;
+            std::fs::create_dir_all(root().join(&artifacts))?;
+            let prefix = format!("-artifact_prefix={}", root().join(&artifacts).display());
+            // The target built above, run directly: `cargo fuzz run` would check the build
+            // again through cargo for every target (~3 s each here).
+            let bin = format!("fuzz/target/{triple}/release/{t}");
+            let mut args = vec![corpus.clone()];
+            if root().join(&seeds).is_dir() {
+                args.push(seeds);
+            }
+            args.extend([time.clone(), prefix]);
+            lines.push(format!("+ {bin} {} ({seconds} s)", args.join(" ")));
+            let child = Command::new(root().join(&bin))
+                .args(&args)
+                .current_dir(root())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .with_context(|| format!("running {bin}"))?;
+            running.push((t, artifacts, child));
         }
-        args.extend([time.as_str(), &prefix]);
-        lines.push(format!("+ {bin} {} ({seconds} s)", args.join(" ")));
-        let o = Command::new(root().join(&bin))
-            .args(&args)
-            .current_dir(root())
-            .output()
-            .with_context(|| format!("running {bin}"))?;
-        let err = String::from_utf8_lossy(&o.stderr);
-        if !o.status.success() {
-            let tail: Vec<&str> = err.lines().rev().take(25).collect();
-            bail!(
-                "fuzz target {t} failed (crash input kept in {artifacts}):\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
+        for (t, artifacts, child) in running {
+            let o = child
+                .wait_with_output()
+                .with_context(|| format!("waiting for fuzz target {t}"))?;
+            let err = String::from_utf8_lossy(&o.stderr);
+            if !o.status.success() {
+                let tail: Vec<&str> = err.lines().rev().take(25).collect();
+                bail!(
+                    "fuzz target {t} failed (crash input kept in {artifacts}):\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            // libFuzzer's last word: "Done N runs in S second(s)".
+            let runs: u64 = err
+                .lines()
+                .rev()
+                .find_map(|l| {
+                    l.strip_prefix("Done ")
+                        .and_then(|r| r.split_whitespace().next())
+                })
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            lines.push(format!("fuzz: {t}: {runs} inputs in {seconds} s, no crash"));
+            inputs += runs;
         }
-        // libFuzzer's last word: "Done N runs in S second(s)".
-        let runs: u64 = err
-            .lines()
-            .rev()
-            .find_map(|l| {
-                l.strip_prefix("Done ")
-                    .and_then(|r| r.split_whitespace().next())
-            })
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        lines.push(format!("fuzz: {t}: {runs} inputs in {seconds} s, no crash"));
-        inputs += runs;
     }
     lines.push(format!(
         "fuzz: {} targets, {inputs} inputs in total, no crash",
