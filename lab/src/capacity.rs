@@ -141,6 +141,65 @@ pub fn search(mut probe: impl FnMut(u32) -> Result<Probe>) -> Result<Capacity> {
     })
 }
 
+/// The load files of a search, one per probed rate (triggers 1 ms apart, the background at
+/// the rate), with their oracle, made once per rate and shared by every path.
+#[derive(Default)]
+pub struct ProbeFiles(BTreeMap<u32, (PathBuf, Vec<OrderRepr>)>);
+
+impl ProbeFiles {
+    /// The file and oracle for `rate` (made on first use).
+    pub fn get(
+        &mut self,
+        env: &Env,
+        orders_per_gap: u64,
+        rate: u32,
+    ) -> Result<&(PathBuf, Vec<OrderRepr>)> {
+        if let std::collections::btree_map::Entry::Vacant(slot) = self.0.entry(rate) {
+            let lines = mdfile::mdgen::lines_for_gap(GAP, rate);
+            let orders = crate::load::orders_that_fit(orders_per_gap, lines);
+            let md = data::gap_md_file(env, GAP, rate, orders)?;
+            let oracle = strategy::replay::replay(&md, EngineConfig::default())
+                .context("replaying the file (oracle)")?
+                .orders;
+            slot.insert((md, oracle));
+        }
+        Ok(&self.0[&rate])
+    }
+}
+
+/// The gap between triggers in a probe.
+pub const GAP: Duration = Duration::from_millis(1);
+
+impl Probe {
+    /// What the run `r` at `rate` showed; printed as a line of the probe log.
+    pub fn of(r: &crate::RunResult, rate: u32) -> Self {
+        let mut k = r.t2t_kernel.clone();
+        k.sort_unstable();
+        let acc = r.accounting;
+        let p = Probe {
+            offered: rate,
+            reached: r.exchange.counters.packets_sent as f64 / r.exchange.publish_s.max(1e-9),
+            lost: acc.map_or(u64::MAX, |a| a.lost()),
+            accounted: acc.is_some_and(|a| a.balanced) && r.explained != crate::load::Explained::No,
+            equal: r.explained == crate::load::Explained::Equal,
+            t2t: (pct(&k, 0.5), pct(&k, 0.99)),
+            batch: r.strategy.as_ref().and_then(|s| s.path.rx_batches.mean()),
+        };
+        println!(
+            "  {:>6}/s offered, {:>8.0}/s reached: lost {}, {}, orders {}; kernel-stamp t2t p50 {:.1} p99 {:.1} us; {:.2} packets per wake-up",
+            rate_label(rate),
+            p.reached,
+            p.lost,
+            if p.accounted { "accounted" } else { "NOT ACCOUNTED" },
+            if p.equal { "= oracle" } else { "differ" },
+            p.t2t.0,
+            p.t2t.1,
+            p.batch.unwrap_or(f64::NAN)
+        );
+        p
+    }
+}
+
 /// Runs the search for every path of `a` and prints and writes (`capacity.csv`,
 /// `capacity.txt`) the table; returns the results folder and the table.
 pub fn run(env: &Env, a: &LabConfig) -> Result<(PathBuf, Vec<(String, Capacity)>)> {
@@ -155,8 +214,7 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<(PathBuf, Vec<(String, Capacity)>
         None
     };
     let pin = std::thread::available_parallelism().map_or(1, usize::from) >= 2;
-    let gap = Duration::from_millis(1);
-    let mut files: BTreeMap<u32, (PathBuf, Vec<OrderRepr>)> = BTreeMap::new();
+    let mut files = ProbeFiles::default();
     let mut table = Vec::new();
     for path in &a.paths {
         println!("capacity of {path}:");
@@ -165,16 +223,7 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<(PathBuf, Vec<(String, Capacity)>
             if stop.load(std::sync::atomic::Ordering::Relaxed) {
                 bail!("interrupted");
             }
-            if let std::collections::btree_map::Entry::Vacant(slot) = files.entry(rate) {
-                let lines = mdfile::mdgen::lines_for_gap(gap, rate);
-                let orders = crate::load::orders_that_fit(a.orders_per_gap, lines);
-                let md = data::gap_md_file(env, gap, rate, orders)?;
-                let oracle = strategy::replay::replay(&md, EngineConfig::default())
-                    .context("replaying the file (oracle)")?
-                    .orders;
-                slot.insert((md, oracle));
-            }
-            let (md, oracle) = &files[&rate];
+            let (md, oracle) = files.get(env, a.orders_per_gap, rate)?;
             let oracle = &crate::oracle::expected(path, oracle);
             let stamp_ids = data::write_oracle_ids(&dir, md, oracle)?;
             run_no += 1;
@@ -188,7 +237,7 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<(PathBuf, Vec<(String, Capacity)>
                 pin,
                 oracle,
                 stop,
-                gap: Some(gap),
+                gap: Some(GAP),
                 load: Some(rate),
                 pace: &pace,
                 heartbeats: path.sends_heartbeats(),
@@ -196,41 +245,24 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<(PathBuf, Vec<(String, Capacity)>
             };
             let r = one_run(&ctx, (path, None), run_no)
                 .with_context(|| format!("path {path} at {}/s", rate_label(rate)))?;
-            let mut k = r.t2t_kernel.clone();
-            k.sort_unstable();
-            let acc = r.accounting;
-            let p = Probe {
-                offered: rate,
-                reached: r.exchange.counters.packets_sent as f64 / r.exchange.publish_s.max(1e-9),
-                lost: acc.map_or(u64::MAX, |a| a.lost()),
-                accounted: acc.is_some_and(|a| a.balanced)
-                    && r.explained != crate::load::Explained::No,
-                equal: r.explained == crate::load::Explained::Equal,
-                t2t: (pct(&k, 0.5), pct(&k, 0.99)),
-                batch: r.strategy.as_ref().and_then(|s| s.path.rx_batches.mean()),
-            };
-            println!(
-                "  {:>6}/s offered, {:>8.0}/s reached: lost {}, {}, orders {}; kernel-stamp t2t p50 {:.1} p99 {:.1} us; {:.2} packets per wake-up",
-                rate_label(rate),
-                p.reached,
-                p.lost,
-                if p.accounted { "accounted" } else { "NOT ACCOUNTED" },
-                if p.equal { "= oracle" } else { "differ" },
-                p.t2t.0,
-                p.t2t.1,
-                p.batch.unwrap_or(f64::NAN)
-            );
-            Ok(p)
+            Ok(Probe::of(&r, rate))
         })?;
         table.push((path.to_string(), cap));
     }
-    let text = render(&table, a.orders_per_gap);
+    finish(&dir, &table, a.orders_per_gap)?;
+    Ok((dir, table))
+}
+
+/// Prints and writes the table (`capacity.txt`, `capacity.csv` with every probe); an error
+/// when a probe's packets were not accounted for.
+pub fn finish(dir: &std::path::Path, table: &[(String, Capacity)], orders: u64) -> Result<()> {
+    let text = render(table, orders);
     print!("{text}");
     std::fs::write(dir.join("capacity.txt"), &text)?;
     let mut csv = String::from(
         "path,offered,reached,lost,accounted,equal,t2t_p50_us,t2t_p99_us,per_wakeup\n",
     );
-    for (path, cap) in &table {
+    for (path, cap) in table {
         for p in &cap.probes {
             let _ = writeln!(
                 csv,
@@ -254,7 +286,7 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<(PathBuf, Vec<(String, Capacity)>
         bail!("{path}: a probe's packets were not accounted for (see the probe log above)");
     }
     println!("results: {}", dir.display());
-    Ok((dir, table))
+    Ok(())
 }
 
 /// The table: per path, its capacity, the first loss above it, how it was found.

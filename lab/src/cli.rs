@@ -94,8 +94,9 @@ pub struct LabArgs {
     pub load: Vec<u32>,
     /// Each path's capacity: the highest feed rate with nothing lost and the oracle's
     /// orders, found by a search (doubling from 50k/s, then bisection; one lab run per
-    /// probe, triggers 1 ms apart, --orders-per-gap of them). Paths as under --load.
-    #[arg(long, conflicts_with_all = ["md_file", "order_gap", "load", "microbursts", "vm", "sweep", "calibrate"])]
+    /// probe, triggers 1 ms apart, --orders-per-gap of them). Paths as under --load. With
+    /// --vm: in the guest, per NIC, one guest boot per probe (the tap's drops counted).
+    #[arg(long, conflicts_with_all = ["md_file", "order_gap", "load", "microbursts", "sweep", "calibrate"])]
     pub capacity: bool,
     /// Orders per gap file (with --order-gap; cut to fit 2 M lines under --load).
     #[arg(long, default_value_t = 100)]
@@ -442,6 +443,9 @@ pub fn run(a: &LabArgs) -> Result<()> {
     }
     if a.calibrate {
         return lab::calibrate::run(&env, &cfg);
+    }
+    if a.vm && a.capacity {
+        return lab::vm::capacity(&env, &cfg, &a.vm_args.config()).map(drop);
     }
     if a.vm {
         let (dir, results) = lab::vm::run(&env, &cfg, &a.vm_args.config())?;

@@ -70,7 +70,13 @@ pub struct Accounting {
     pub handled: u64,
     /// Drops the path counted (None: the path has no count).
     pub dropped: Option<u64>,
-    /// `sent = handled + dropped` holds (within the raw rings' TCP segments).
+    /// Drops on the link before the strategy's machine, by the link's own count (the VM
+    /// lab: the host's tap, which drops what the guest's NIC does not take in time; None:
+    /// no such link, as on a veth).
+    #[serde(default)]
+    pub link_dropped: Option<u64>,
+    /// `sent = handled + dropped (+ link_dropped)` holds (within the raw rings' TCP
+    /// segments).
     pub balanced: bool,
 }
 
@@ -87,29 +93,51 @@ impl Accounting {
             },
         };
         let raw = !matches!(report.net, NetKind::Kernel | NetKind::Uring);
-        let balanced = dropped.is_some_and(|d| {
-            let seen = handled + d;
-            if raw {
-                // An ACK per order, the handshake, the FIN: a few segments more.
-                seen >= sent && seen - sent <= orders as u64 + 10
-            } else {
-                seen == sent
-            }
-        });
-        Self {
+        let mut a = Self {
             sent,
             handled,
             dropped,
-            balanced,
-        }
+            link_dropped: None,
+            balanced: false,
+        };
+        a.balanced = a.balance(raw, orders);
+        a
+    }
+
+    /// The same run with `n` packets dropped on the link before the strategy's machine
+    /// (counted by the link), which the path never saw.
+    pub fn with_link_drops(self, n: u64, report: &SessionReport, orders: usize) -> Self {
+        let raw = !matches!(report.net, NetKind::Kernel | NetKind::Uring);
+        self.linked(n, raw, orders)
+    }
+
+    fn linked(mut self, n: u64, raw: bool, orders: usize) -> Self {
+        self.link_dropped = Some(n);
+        self.balanced = self.balance(raw, orders);
+        self
+    }
+
+    fn balance(&self, raw: bool, orders: usize) -> bool {
+        self.dropped.is_some_and(|d| {
+            let seen = self.handled + d + self.link_dropped.unwrap_or(0);
+            // A raw ring counts the order connection's segments too, and so does a link:
+            // an ACK per order, the handshake, the FIN: a few segments more.
+            if raw || self.link_dropped.is_some() {
+                seen >= self.sent && seen - self.sent <= orders as u64 + 10
+            } else {
+                seen == self.sent
+            }
+        })
     }
 
     /// Market-data packets lost: dropped by the path's count, else sent and not handled.
     pub fn lost(&self) -> u64 {
-        self.dropped.map_or_else(
-            || self.sent.saturating_sub(self.handled),
-            |d| d.min(self.sent),
-        )
+        match (self.dropped, self.link_dropped) {
+            // A link's count holds the order connection's segments too: the market data
+            // lost is what the engine did not get (the balance checks the counts agree).
+            (_, Some(_)) | (None, None) => self.sent.saturating_sub(self.handled),
+            (Some(d), None) => d.min(self.sent),
+        }
     }
 }
 
@@ -191,6 +219,44 @@ mod tests {
                 missing: 2
             }
         );
+    }
+
+    #[test]
+    fn a_links_drops_complete_the_balance_within_the_order_connections_segments() {
+        // A kernel path in a guest: 100 packets the tap dropped, which the path never saw.
+        let a = Accounting {
+            sent: 1000,
+            handled: 900,
+            dropped: Some(0),
+            link_dropped: None,
+            balanced: false,
+        };
+        assert!(
+            !a.balance(false, 5),
+            "100 packets unaccounted without the link"
+        );
+        assert_eq!(a.lost(), 0, "the path's own count alone");
+        let l = a.linked(100, false, 5);
+        assert!(l.balanced);
+        assert_eq!(l.lost(), 100, "what the engine did not get");
+        // The tap's count may hold a few of the order connection's segments too.
+        assert!(a.linked(103, false, 5).balanced);
+        assert!(
+            !a.linked(116, false, 5).balanced,
+            "more than orders + 10 extra"
+        );
+        assert!(
+            !a.linked(50, false, 5).balanced,
+            "50 packets still unaccounted"
+        );
+        // Drops the path counted and the link's add up.
+        let both = Accounting {
+            dropped: Some(40),
+            ..a
+        }
+        .linked(60, true, 5);
+        assert!(both.balanced);
+        assert_eq!(both.lost(), 100);
     }
 
     #[test]

@@ -59,8 +59,11 @@ pub(super) fn drop_lines(runs: &[&RunResult]) {
             ),
             crate::load::Explained::No => "orders differ from the oracle's".to_owned(),
         };
+        let link = a.link_dropped.map_or(String::new(), |l| {
+            format!(", {l} on the link (the tap's count)")
+        });
         println!(
-            "  {}: sent {}, handled {}, dropped {} by the path's count ({}); {orders}",
+            "  {}: sent {}, handled {}, dropped {} by the path's count{link} ({}); {orders}",
             r.key,
             a.sent,
             a.handled,

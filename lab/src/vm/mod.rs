@@ -80,8 +80,15 @@ impl Default for VmConfig {
     }
 }
 
-/// Runs the VM lab.
-pub fn run(env: &Env, a: &LabConfig, v: &VmConfig) -> Result<(PathBuf, Vec<RunResult>)> {
+/// What every guest of an experiment boots: its kernel, the initramfs, the accelerator.
+struct Guest {
+    kernel: PathBuf,
+    initrd: PathBuf,
+    accel: &'static str,
+}
+
+/// Checks the NICs and paths asked for; builds the initramfs in `dir`, picks the accelerator.
+fn prepare_guest(env: &Env, a: &LabConfig, v: &VmConfig, dir: &Path) -> Result<Guest> {
     if !netlab::is_root() {
         bail!("the VM lab creates a network namespace and a tap device: run it as root");
     }
@@ -96,7 +103,6 @@ pub fn run(env: &Env, a: &LabConfig, v: &VmConfig) -> Result<(PathBuf, Vec<RunRe
     if let Some(p) = a.paths.iter().find(|p| p.reflects() || p.uses_hugepages()) {
         bail!("path `{p}`: the VM lab runs every variant but the floor (+reflect: the namespace lab's `--floor`) and huge pages (the guest reserves none)");
     }
-    let (md_file, dir) = crate::prepare(env, a, "vm-")?;
     let (kernel, kver) = initramfs::guest_kernel(v)?;
     let initrd = dir.join("initramfs.cpio");
     let tunes = tune::parse(&v.tunes)?;
@@ -107,6 +113,22 @@ pub fn run(env: &Env, a: &LabConfig, v: &VmConfig) -> Result<(PathBuf, Vec<RunRe
         initrd.display()
     );
     let accel = qemu::choose_accel(v, &kernel, &initrd)?;
+    Ok(Guest {
+        kernel,
+        initrd,
+        accel,
+    })
+}
+
+/// Runs the VM lab.
+pub fn run(env: &Env, a: &LabConfig, v: &VmConfig) -> Result<(PathBuf, Vec<RunResult>)> {
+    let (md_file, dir) = crate::prepare(env, a, "vm-")?;
+    let Guest {
+        kernel,
+        initrd,
+        accel,
+    } = prepare_guest(env, a, v, &dir)?;
+    let tunes = tune::parse(&v.tunes)?;
     let stop = crate::stop_flag()?;
     if v.interactive {
         interactive(env, a, v, &md_file, &dir, (accel, &kernel, &initrd))?;
@@ -130,6 +152,9 @@ pub fn run(env: &Env, a: &LabConfig, v: &VmConfig) -> Result<(PathBuf, Vec<RunRe
                     a,
                     v,
                     md_file: &md_file,
+                    pace: &a.pace,
+                    stamp_ids: None,
+                    load: None,
                     dir: &dir,
                     accel,
                     kernel: &kernel,
@@ -146,12 +171,76 @@ pub fn run(env: &Env, a: &LabConfig, v: &VmConfig) -> Result<(PathBuf, Vec<RunRe
     Ok((dir, results))
 }
 
+/// `lab --vm --capacity`: each path's capacity in the guest, per NIC: the search of
+/// [`crate::capacity`], one guest boot per probe. On a veth the receiving side's kernel work
+/// runs on the sender's CPU and the exchange's publisher is the limit of every path; in a
+/// guest the receive runs on the guest's own CPU (under TCG an emulated one), so the paths'
+/// costs show. A probe accounts for every packet with the path's own counters and the
+/// tap's (what the guest's NIC did not take in time, the host's tap dropped).
+pub fn capacity(
+    env: &Env,
+    a: &LabConfig,
+    v: &VmConfig,
+) -> Result<(PathBuf, Vec<(String, crate::capacity::Capacity)>)> {
+    let dir = crate::results_dir(env, a, "vm-capacity-")?;
+    let Guest {
+        kernel,
+        initrd,
+        accel,
+    } = prepare_guest(env, a, v, &dir)?;
+    let stop = crate::stop_flag()?;
+    let mut files = crate::capacity::ProbeFiles::default();
+    let mut table = Vec::new();
+    for nic in &v.nic {
+        for path in &a.paths {
+            println!("capacity of {nic}/{path} (one guest per probe):");
+            let mut run_no = 0;
+            let cap = crate::capacity::search(|rate| {
+                if stop.load(Ordering::Relaxed) {
+                    bail!("interrupted");
+                }
+                let (md, oracle) = files.get(env, a.orders_per_gap, rate)?;
+                let stamp_ids = crate::data::write_oracle_ids(&dir, md, oracle)?;
+                run_no += 1;
+                let pace = format!("rate:{rate}");
+                let ctx = VmRunCtx {
+                    env,
+                    a,
+                    v,
+                    md_file: md,
+                    pace: &pace,
+                    stamp_ids: Some(&stamp_ids),
+                    load: Some(rate),
+                    dir: &dir,
+                    accel,
+                    kernel: &kernel,
+                    initrd: &initrd,
+                    oracle,
+                    stop,
+                };
+                let r = one_vm_run(&ctx, (nic, path, None), run_no)
+                    .with_context(|| format!("{nic}/{path} at {rate}/s"))?;
+                Ok(crate::capacity::Probe::of(&r, rate))
+            })?;
+            table.push((format!("{nic}/{path}"), cap));
+        }
+    }
+    crate::capacity::finish(&dir, &table, a.orders_per_gap)?;
+    Ok((dir, table))
+}
+
 /// What every guest run of one experiment shares.
 struct VmRunCtx<'a> {
     env: &'a Env,
     a: &'a LabConfig,
     v: &'a VmConfig,
     md_file: &'a Path,
+    /// The exchange's `--pace`.
+    pace: &'a str,
+    /// The exchange's `--stamp-ids` (the oracle's ids: only they are stamped).
+    stamp_ids: Option<&'a Path>,
+    /// The background rate of the file (a capacity probe), for the run's key.
+    load: Option<u32>,
     dir: &'a Path,
     accel: &'a str,
     kernel: &'a Path,
@@ -171,6 +260,9 @@ fn one_vm_run(
         a,
         v,
         md_file,
+        pace,
+        stamp_ids,
+        load,
         dir,
         accel,
         kernel,
@@ -182,6 +274,7 @@ fn one_vm_run(
     let key = RunKey {
         nic: Some(nic.to_owned()),
         tune: tune.map(|t| t.name.clone()),
+        load,
         ..RunKey::new(path.clone(), run)
     };
     let tag = key.tag();
@@ -211,7 +304,8 @@ fn one_vm_run(
         .allow_peers(&GUEST_PEERS)
         .sessions(1)
         .quiet_orders(true)
-        .pace(&a.pace)
+        .pace(pace)
+        .stamp_ids(stamp_ids)
         .handshake_delay(Duration::from_secs(1))
         .grace(Duration::from_secs(2))
         .heartbeats(path.sends_heartbeats())
@@ -254,7 +348,15 @@ fn one_vm_run(
         .context("starting qemu-system-x86_64")?;
     let t0 = Instant::now();
     let limit = Duration::from_secs(a.timeout);
+    // The tap's drops before the guest's strategy starts (frames of the host's own stack
+    // sent before QEMU read the tap) are not market data: the count is taken from there.
+    let mut tap_base = None;
     let result = loop {
+        if tap_base.is_none()
+            && fs::read_to_string(&serial).is_ok_and(|l| l.contains("lab-probe-end"))
+        {
+            tap_base = tap_tx_dropped(&ns);
+        }
         if stop.load(Ordering::SeqCst) {
             break Err(anyhow::anyhow!(
                 "interrupted (guest, exchange and namespace removed)"
@@ -280,6 +382,11 @@ fn one_vm_run(
     }
     let _ = ex.kill();
     let _ = ex.wait();
+    // What the guest's NIC did not take in time the tap dropped on the host: the link's
+    // count, read before the namespace (and the tap with it) goes.
+    let tap_dropped = tap_tx_dropped(&ns)
+        .zip(tap_base)
+        .map(|(end, base)| end.saturating_sub(base));
     drop(ns);
     result?;
     println!("  {tag}: guest done in {:.1} s", t0.elapsed().as_secs_f64());
@@ -318,9 +425,13 @@ fn one_vm_run(
         .next()
         .context("no exchange summary")?;
     let rx = crate::oracle::received_vs_oracle(&ex_csv, oracle)?;
-    let accounting = strat
-        .as_ref()
-        .map(|s| crate::load::Accounting::of(summary.counters.packets_sent, s, rx.got));
+    let accounting = strat.as_ref().map(|s| {
+        let a = crate::load::Accounting::of(summary.counters.packets_sent, s, rx.got);
+        match tap_dropped {
+            Some(n) => a.with_link_drops(n, s, rx.got),
+            None => a,
+        }
+    });
     let explained = crate::load::explain(&rx.orders, oracle, accounting.map_or(0, |a| a.lost()));
     if let Some(s) = &strat {
         let mut f = fs::File::create(dir.join(format!("{tag}.strategy.jsonl")))?;
@@ -347,6 +458,18 @@ fn one_vm_run(
         t2t_kernel: rx.t2t_kernel,
         by_position: crate::oracle::by_position(&ex_csv, md_file)?,
     })
+}
+
+/// The tap's `tx_dropped` (frames the host could not hand to QEMU: the guest's NIC had no
+/// room), read inside the lab's namespace; None when it cannot be read.
+fn tap_tx_dropped(ns: &Netns) -> Option<u64> {
+    let out = ns
+        .command("cat")
+        .arg("/sys/class/net/tap0/statistics/tx_dropped")
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
 /// The text between two marker lines of a serial log.
