@@ -98,7 +98,7 @@ proptest! {
 
     /// The fast path (the learned layout, a word at a time) against the general parser:
     /// on any line, where it reads one it reads the same; on lines of the layout within its
-    /// limits (8 digits either side of the dot) it reads them all.
+    /// limits (16 integer and 8 fractional digits, 18 with the decimals) it reads them all.
     #[test]
     fn the_fast_path_reads_what_the_general_parser_reads(
         any_line in line(),
@@ -108,7 +108,13 @@ proptest! {
         snap in any::<bool>(),
         int in 0u64..100_000_000,
         frac in prop::option::of("[0-9]{0,8}"),
-        amount in prop_oneof!["[0-9]{1,8}", "[0-9]{1,8}\\.[0-9]{0,3}", "[0-9.]{1,12}"],
+        amount in prop_oneof![
+            "[0-9]{1,8}",
+            "[0-9]{1,8}\\.[0-9]{0,3}",
+            "[0-9.]{1,12}",
+            "[1-9][0-9]{8,15}",
+            "[0-9]{9,14}\\.[0-9]{1,2}",
+        ],
         eol in prop_oneof![Just(""), Just("\n"), Just("\r\n"), Just("\r"), Just("\n\n")],
         dec in 0u32..4,
     ) {
@@ -131,11 +137,17 @@ proptest! {
         if fast.is_some() {
             prop_assert_eq!(fast, general, "{}", l);
         } else if general.is_some() {
-            // Only outside the fast path's limits: a decimal wider than 8 digits a side, a
-            // price of more than 15 bytes.
-            let wide = |d: &str| d.split('.').any(|p| p.len() > 8);
+            // Only outside the fast path's limits: more than 16 integer or 8 fractional
+            // digits, integer digits and decimals above 18 (the price has 8 decimals), a
+            // price of more than 15 bytes or an amount of more than 16.
+            let wide = |d: &str, decimals: usize| {
+                let mut parts = d.split('.');
+                let int = parts.next().map_or(0, str::len);
+                let frac = parts.next().map_or(0, str::len);
+                int > 16 || frac > 8 || int + decimals > 18
+            };
             prop_assert!(
-                wide(&price) || wide(&amount) || price.len() > 15,
+                wide(&price, 8) || wide(&amount, dec as usize) || price.len() > 15 || amount.len() > 16,
                 "the fast path missed {}",
                 l
             );
