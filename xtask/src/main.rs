@@ -327,12 +327,18 @@ fn run_fuzz(seconds: u32) -> Result<FuzzReport> {
                 .with_context(|| format!("running {bin}"))?;
             running.push((t, artifacts, child));
         }
-        for (t, artifacts, child) in running {
+        let mut running = running.into_iter();
+        while let Some((t, artifacts, child)) = running.next() {
             let o = child
                 .wait_with_output()
                 .with_context(|| format!("waiting for fuzz target {t}"))?;
             let err = String::from_utf8_lossy(&o.stderr);
             if !o.status.success() {
+                // The other target of the pair goes too: nothing is left running.
+                for (_, _, mut other) in running.by_ref() {
+                    let _ = other.kill();
+                    let _ = other.wait();
+                }
                 let tail: Vec<&str> = err.lines().rev().take(25).collect();
                 bail!(
                     "fuzz target {t} failed (crash input kept in {artifacts}):\n{}",

@@ -182,6 +182,11 @@ pub fn capacity(
     a: &LabConfig,
     v: &VmConfig,
 ) -> Result<(PathBuf, Vec<(String, crate::capacity::Capacity)>)> {
+    if !v.tunes.is_empty() || v.interactive {
+        bail!(
+            "--capacity with --vm runs the untuned guest only (no --guest-tune, no --interactive)"
+        );
+    }
     let dir = crate::results_dir(env, a, "vm-capacity-")?;
     let Guest {
         kernel,
