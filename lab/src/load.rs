@@ -92,7 +92,7 @@ impl Accounting {
                 _ => None,
             },
         };
-        let raw = !matches!(report.net, NetKind::Kernel | NetKind::Uring);
+        let raw = counts_segments(report);
         let mut a = Self {
             sent,
             handled,
@@ -107,8 +107,7 @@ impl Accounting {
     /// The same run with `n` packets dropped on the link before the strategy's machine
     /// (counted by the link), which the path never saw.
     pub fn with_link_drops(self, n: u64, report: &SessionReport, orders: usize) -> Self {
-        let raw = !matches!(report.net, NetKind::Kernel | NetKind::Uring);
-        self.linked(n, raw, orders)
+        self.linked(n, counts_segments(report), orders)
     }
 
     fn linked(mut self, n: u64, raw: bool, orders: usize) -> Self {
@@ -139,6 +138,11 @@ impl Accounting {
             (Some(d), None) => d.min(self.sent),
         }
     }
+}
+
+/// A raw-ring path: its drop count holds the order connection's segments too.
+fn counts_segments(report: &SessionReport) -> bool {
+    !matches!(report.net, NetKind::Kernel | NetKind::Uring)
 }
 
 /// How a run's orders stand against the oracle.

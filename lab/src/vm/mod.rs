@@ -85,6 +85,8 @@ struct Guest {
     kernel: PathBuf,
     initrd: PathBuf,
     accel: &'static str,
+    /// The tuning variants built into the initramfs.
+    tunes: Vec<tune::Tune>,
 }
 
 /// Checks the NICs and paths asked for; builds the initramfs in `dir`, picks the accelerator.
@@ -117,6 +119,7 @@ fn prepare_guest(env: &Env, a: &LabConfig, v: &VmConfig, dir: &Path) -> Result<G
         kernel,
         initrd,
         accel,
+        tunes,
     })
 }
 
@@ -127,8 +130,8 @@ pub fn run(env: &Env, a: &LabConfig, v: &VmConfig) -> Result<(PathBuf, Vec<RunRe
         kernel,
         initrd,
         accel,
+        tunes,
     } = prepare_guest(env, a, v, &dir)?;
-    let tunes = tune::parse(&v.tunes)?;
     let stop = crate::stop_flag()?;
     if v.interactive {
         interactive(env, a, v, &md_file, &dir, (accel, &kernel, &initrd))?;
@@ -192,6 +195,7 @@ pub fn capacity(
         kernel,
         initrd,
         accel,
+        ..
     } = prepare_guest(env, a, v, &dir)?;
     let stop = crate::stop_flag()?;
     let mut files = crate::capacity::ProbeFiles::default();
