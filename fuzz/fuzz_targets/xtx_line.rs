@@ -1,7 +1,6 @@
 //! The XDP program's market-data parser (`strategy_common::xtx`, the code the `xdp-tx`
 //! program runs on every frame): never panics, and wherever it accepts a line the
-//! strategy's own parser accepts it with the same fields and fixed point. Also decodes the
-//! bytes as a ring-buffer record (user space reads those from memory the program wrote). The
+//! strategy's own parser accepts it with the same fields and fixed point. The
 //! fast path (a learned layout read a word at a time) reads only what the general parser
 //! reads, the same way.
 #![no_main]
@@ -27,8 +26,5 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
                 assert_eq!(Some(f), strategy_common::xtx::parse(data, decimals));
             }
         }
-    }
-    if let Some(r) = strategy_common::xtx::FireRecord::from_bytes(data) {
-        assert!(r.line().len() <= strategy_common::xtx::MAX_LINE);
     }
 });

@@ -16,9 +16,10 @@
 //! packet), parses the line ([`strategy_common::xtx::LineParser`], bounded loop over a
 //! per-CPU copy), applies the trigger rule ([`strategy_common::xtx::decide`]) and, when it
 //! fires and wins the ticket (`compare_exchange` to 0: only one sender per arming), hands
-//! the line and the order to user space through the `XTX_RING` ring buffer, rewrites the
-//! frame into the order's TCP segment and returns XDP_TX. Any doubt before the claim (not
-//! armed or not current, line outside its grammar, ring full, the ticket gone) leaves the
+//! the line and the order to user space in the mailbox of `XTX` (published with the
+//! claimed ticket), rewrites the frame into the order's TCP segment and returns XDP_TX.
+//! Any doubt before the claim (not armed or not current, line outside its grammar, the
+//! ticket gone) leaves the
 //! frame to user space as on the `xdp` path, with the frame's index in a tag in front of it
 //! ([`strategy_common::xtx::split_tag`]) so that user space knows where the program's
 //! count stands even after a frame was lost on the way.
@@ -34,17 +35,17 @@
 )]
 
 use aya_ebpf::bindings::xdp_action;
-use core::intrinsics::{atomic_cxchg, atomic_xadd, AtomicOrdering};
+use core::intrinsics::{atomic_cxchg, atomic_xadd, atomic_xchg, AtomicOrdering};
 
 use aya_ebpf::helpers::generated::{
     bpf_ktime_get_ns, bpf_loop, bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
 };
 use aya_ebpf::macros::{map, xdp};
-use aya_ebpf::maps::{Array, PerCpuArray, RingBuf, XskMap};
+use aya_ebpf::maps::{Array, PerCpuArray, XskMap};
 use aya_ebpf::programs::XdpContext;
 use aya_log_ebpf::warn;
 use strategy_common::xtx::{
-    self, FireRecord, LineParser, Shared, Template, FRAME_LEN, MAX_LINE, TAG_LEN, TAG_MAGIC,
+    self, LineParser, Shared, Template, FRAME_LEN, MAX_LINE, TAG_LEN, TAG_MAGIC,
 };
 use strategy_common::{Class, Counters, SteerConfig, CLASS_COUNT};
 
@@ -60,16 +61,8 @@ static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(CLASS_COU
 /// BPF_F_MMAPABLE: user space maps the value and writes the armed state without a syscall.
 const BPF_F_MMAPABLE: u32 = 1 << 10;
 
-/// Submit or discard a ring-buffer record without waking a reader: user space busy-polls
-/// the ring, and the wake-up is an irq_work (a self-IPI: several microseconds in a VM,
-/// measured) on the order's path.
-const BPF_RB_NO_WAKEUP: u64 = 1;
-
 #[map]
 static XTX: Array<Shared> = Array::with_max_entries(1, BPF_F_MMAPABLE);
-
-#[map]
-static XTX_RING: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 
 #[map]
 static XTX_TEMPLATE: PerCpuArray<Template> = PerCpuArray::with_max_entries(1, 0);
@@ -294,6 +287,15 @@ fn load_acquire(p: *const u64) -> u64 {
     let v = unsafe { core::ptr::read_volatile(p) };
     barrier();
     v
+}
+
+/// Publishes the mailbox's record: stores `ticket` after every store to the record
+/// (release: an atomic exchange, the one store BPF orders on every architecture).
+#[inline(always)]
+fn publish(p: *mut u64, ticket: u64) {
+    // SAFETY: `p` is the mailbox's ticket word in the map's one value (aligned, live for
+    // the run); user space only reads it.
+    unsafe { atomic_xchg::<u64, { AtomicOrdering::Release }>(p, ticket) };
 }
 
 /// Compare-exchange; `true` when `p` held `old` and now holds `new`.
@@ -565,19 +567,19 @@ fn send_order(
     line_len: usize,
     (index, t_start): (u64, u64),
 ) -> Decision {
-    let Some(mut rec) = XTX_RING.reserve::<FireRecord>(0) else {
-        shared.prog.ringbuf_full += 1;
+    // The claim first: from here on this run owns the template's sequence number and the
+    // mailbox, and whatever happens the record goes to user space (the line in it must be
+    // applied). Nothing is written to the mailbox before: a run that loses the claim (a
+    // second RX queue, user space taking the ticket back) leaves it alone.
+    if !claim(core::ptr::addr_of_mut!(shared.armed.ticket), ticket, 0) {
+        shared.prog.raced += 1;
         return Decision::ToUser(index);
-    };
-    let Some(buf) = XTX_SCRATCH.get_ptr_mut(0) else {
-        rec.discard(BPF_RB_NO_WAKEUP);
-        return Decision::ToUser(index);
-    };
-    // SAFETY: this CPU's scratch value (the line copied by parse_and_decide).
-    let buf = unsafe { &*buf };
-    let r = rec.as_mut_ptr();
-    // SAFETY: `r` points at the reserved record (size_of::<FireRecord>() bytes, owned by
-    // this entry until submit or discard); every field is written before the submit.
+    }
+    let r = core::ptr::addr_of_mut!(shared.fire.rec);
+    // SAFETY: `r` is the mailbox's record in the map's one value, which this run owns
+    // until it publishes the ticket below (user space reads the record only then, and no
+    // other run can claim before user space publishes a new ticket, which it does after
+    // it has read the record).
     unsafe {
         (*r).md_index = index;
         (*r).t_start_ns = t_start;
@@ -588,23 +590,24 @@ fn send_order(
         (*r).qty = fire.qty;
         (*r).side = u32::from(fire.side);
         (*r).line_len = line_len as u32;
-        // A word at a time: the record's line starts 8-byte aligned (at 56 in a ring entry,
-        // itself 8-aligned), and so does the scratch value.
-        let src = buf.as_ptr() as *const u64;
-        let dst = core::ptr::addr_of_mut!((*r).line) as *mut u64;
-        let mut i = 0;
-        while i < MAX_LINE / 8 {
-            *dst.add(i) = *src.add(i);
-            i += 1;
-        }
     }
-    // The claim: from here on this run owns the template's sequence number, and whatever
-    // happens the record goes to user space (the line in it must be applied).
-    let claimed = claim(core::ptr::addr_of_mut!(shared.armed.ticket), ticket, 0);
-    if !claimed {
-        shared.prog.raced += 1;
-        rec.discard(BPF_RB_NO_WAKEUP);
-        return Decision::ToUser(index);
+    if let Some(buf) = XTX_SCRATCH.get_ptr_mut(0) {
+        // SAFETY: this CPU's scratch value (the line copied by parse_and_decide) and the
+        // record as above. A word at a time: the record's line starts 8-byte aligned (at
+        // 8 + 56 in the 64-aligned mailbox), and so does the scratch value.
+        unsafe {
+            let src = buf as *const u64;
+            let dst = core::ptr::addr_of_mut!((*r).line) as *mut u64;
+            let mut i = 0;
+            while i < MAX_LINE / 8 {
+                *dst.add(i) = *src.add(i);
+                i += 1;
+            }
+        }
+    } else {
+        // Cannot happen (a per-CPU array of one entry); the record then says no line.
+        // SAFETY: as above.
+        unsafe { (*r).line_len = 0 };
     }
     let len = (ctx.data_end() - ctx.data()) as i32;
     // SAFETY: the context the kernel passed; the helper checks the new size.
@@ -613,15 +616,15 @@ fn send_order(
     if !reshaped || start + FRAME_LEN > end {
         // Not sent: user space applies the line from the record and decides itself.
         shared.prog.reshape_failed += 1;
-        rec.submit(BPF_RB_NO_WAKEUP);
+        publish(core::ptr::addr_of_mut!(shared.fire.ticket), ticket);
         return Decision::Dropped;
     }
     // SAFETY: FRAME_LEN bytes at `start` lie inside the frame (checked just above).
     let frame = unsafe { &mut *(start as *mut [u8; FRAME_LEN]) };
     template.write_frame(fire, frame);
-    // SAFETY: no preconditions; `r` as above, before the submit.
+    // SAFETY: no preconditions; `r` as above, before the publication.
     unsafe { (*r).t_tx_ns = bpf_ktime_get_ns() };
-    rec.submit(BPF_RB_NO_WAKEUP);
+    publish(core::ptr::addr_of_mut!(shared.fire.ticket), ticket);
     shared.prog.fired += 1;
     Decision::Sent
 }

@@ -4,7 +4,7 @@
 //! reaches a log call), a market-data frame with no socket on its queue, and a frame too
 //! short to classify (both log when switched on). Then the `xdp-tx` decision: a
 //! market-data frame parsed and checked against an armed book without firing, and one that
-//! fires (ring-buffer record, frame rewritten into the order segment); each is one run per
+//! fires (the mailbox record, frame rewritten into the order segment); each is one run per
 //! generation (the program decides once per generation), re-armed between runs, median of
 //! the kernel's per-run times. Needs root and the embedded program;
 //! `cargo bench -p strategy --bench xdp_steer`.

@@ -25,8 +25,11 @@
 //! * [`decide`]: the trigger rule on the armed top of the book.
 //! * [`Template::write_frame`]: the 75-byte order segment (Ethernet, IPv4, TCP, 21 bytes)
 //!   with its TCP checksum, from the template user space took from smoltcp's last segment.
-//! * [`FireRecord`]: what the program hands to user space through a BPF ring buffer when it
-//!   fires: the market-data line (user space must still apply it) and the order it sent.
+//! * [`FireRecord`]: what the program hands to user space when it fires: the market-data
+//!   line (user space must still apply it) and the order it sent. It goes through a
+//!   one-record mailbox in [`Shared`] ([`Mailbox`]), not a ring: a fire needs a claimed
+//!   ticket, so at most one record per arming is ever outstanding, and the program writes
+//!   it after its claim and publishes it with the claimed ticket, stored last.
 
 pub mod fast;
 mod frame;
@@ -152,8 +155,6 @@ pub struct ProgState {
     pub not_current: u64,
     /// Lines the program's parser gave up on (left to user space).
     pub unparsed: u64,
-    /// Fires given up because the ring buffer was full (left to user space).
-    pub ringbuf_full: u64,
     /// Fires given up because the frame could not be reshaped.
     pub reshape_failed: u64,
     /// Fires given up because the ticket was gone when the program tried to claim it (user
@@ -176,10 +177,11 @@ pub struct ProgState {
     pub md_spread: u64,
     /// Padding to two cache lines.
     #[cfg_attr(feature = "user", serde(skip))]
-    pub _pad: [u64; 5],
+    pub _pad: [u64; 6],
 }
 
-/// One value of the shared map: the program's line first, then user space's.
+/// One value of the shared map: the program's lines first, then user space's, then the
+/// program's mailbox.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Shared {
@@ -187,6 +189,24 @@ pub struct Shared {
     pub prog: ProgState,
     /// Written by user space.
     pub armed: Armed,
+    /// Written by the program when it fires.
+    pub fire: Mailbox,
+}
+
+/// The program's last fire (written by the program only, read by user space).
+///
+/// The program writes `rec` only after it won the claim of a ticket and stores that
+/// ticket in `ticket` last: user space reads `ticket` (acquire), and a value it has not
+/// seen means `rec` is complete. Nothing overwrites `rec` until user space has read it:
+/// the next write needs the next ticket, which user space publishes after it handled this
+/// record. Three cache lines of its own, the ticket in the first.
+#[repr(C, align(64))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Mailbox {
+    /// The ticket the record was fired on (0: none yet).
+    pub ticket: u64,
+    /// The record.
+    pub rec: FireRecord,
 }
 
 /// A fire, as the program hands it to user space.
@@ -217,40 +237,28 @@ pub struct FireRecord {
     pub line: [u8; MAX_LINE],
 }
 
-/// Offsets of [`FireRecord`] fields (for the safe decoder).
-const REC_LEN: usize = 56 + MAX_LINE;
+impl Default for FireRecord {
+    fn default() -> Self {
+        Self {
+            md_index: 0,
+            t_start_ns: 0,
+            t_tx_ns: 0,
+            price: 0,
+            trigger_id: 0,
+            seq: 0,
+            qty: 0,
+            side: 0,
+            line_len: 0,
+            line: [0; MAX_LINE],
+        }
+    }
+}
 
 impl FireRecord {
-    /// Decodes a record from the ring buffer's bytes; `None` if too short or inconsistent.
-    pub fn from_bytes(b: &[u8]) -> Option<Self> {
-        if b.len() < REC_LEN {
-            return None;
-        }
-        let u64_at = |o: usize| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&b[o..o + 8]);
-            u64::from_ne_bytes(w)
-        };
-        let u32_at = |o: usize| {
-            let mut w = [0u8; 4];
-            w.copy_from_slice(&b[o..o + 4]);
-            u32::from_ne_bytes(w)
-        };
-        let mut line = [0u8; MAX_LINE];
-        line.copy_from_slice(&b[56..56 + MAX_LINE]);
-        let rec = Self {
-            md_index: u64_at(0),
-            t_start_ns: u64_at(8),
-            t_tx_ns: u64_at(16),
-            price: u64_at(24) as i64,
-            trigger_id: u64_at(32),
-            seq: u32_at(40),
-            qty: u32_at(44),
-            side: u32_at(48),
-            line_len: u32_at(52),
-            line,
-        };
-        (rec.line_len as usize <= MAX_LINE && rec.side <= 1).then_some(rec)
+    /// Is the record consistent (a line that fits, a side that exists)? User space reads
+    /// it from memory the program writes: it checks before it trusts.
+    pub fn is_consistent(&self) -> bool {
+        self.line_len as usize <= MAX_LINE && self.side <= 1
     }
 
     /// The line.
@@ -259,7 +267,8 @@ impl FireRecord {
     }
 }
 
-const _: () = assert!(core::mem::size_of::<FireRecord>() == REC_LEN);
+const _: () = assert!(core::mem::size_of::<FireRecord>() == 56 + MAX_LINE);
+const _: () = assert!(core::mem::size_of::<Mailbox>() == 3 * 64);
 const _: () = assert!(core::mem::size_of::<ProgState>() == 128);
 const _: () = assert!(core::mem::size_of::<Template>() == 60);
 

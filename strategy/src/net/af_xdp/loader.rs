@@ -263,7 +263,7 @@ impl Steering {
         }
     }
 
-    /// Takes the `xdp-tx` maps (the mapped `XTX` value and the `XTX_RING` reader).
+    /// Takes the `xdp-tx` map (the mapped `XTX` value: armed state, counters, mailbox).
     pub fn take_xtx(&mut self) -> Result<super::xtx_map::XtxMap, LoadError> {
         take_xtx(&mut self.ebpf)
     }
@@ -303,7 +303,7 @@ pub fn attach_pass(iface: &str) -> Result<PassProgram, LoadError> {
     Ok(PassProgram { _ebpf: ebpf })
 }
 
-/// Takes the `xdp-tx` maps out of a loaded program.
+/// Takes the `xdp-tx` map out of a loaded program.
 pub fn take_xtx(ebpf: &mut Ebpf) -> Result<super::xtx_map::XtxMap, LoadError> {
     let missing = |what| LoadError::Aya {
         what,
@@ -313,11 +313,7 @@ pub fn take_xtx(ebpf: &mut Ebpf) -> Result<super::xtx_map::XtxMap, LoadError> {
         aya::maps::Map::Array(m) => m,
         _ => return Err(missing("XTX as an array")),
     };
-    let ring = ebpf
-        .take_map("XTX_RING")
-        .ok_or_else(|| missing("map XTX_RING"))?;
-    let ring = aya::maps::RingBuf::try_from(ring).map_err(aya_err("map XTX_RING"))?;
-    super::xtx_map::XtxMap::new(array, ring).map_err(aya_err("mapping XTX"))
+    super::xtx_map::XtxMap::new(array).map_err(aya_err("mapping XTX"))
 }
 
 /// Runs the loaded program once on `frame` with BPF_PROG_TEST_RUN; returns its action.

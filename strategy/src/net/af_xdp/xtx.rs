@@ -87,7 +87,7 @@ pub struct XtxReport {
     pub settled: u64,
     /// Heartbeats put off to the next idle turn because the program had just fired.
     pub heartbeats_deferred: u64,
-    /// Ring-buffer records that did not decode.
+    /// Mailbox records that did not hold together (see `XtxMap::next_fire`).
     pub bad_records: u64,
     /// Publications of the armed state.
     pub publications: u64,
@@ -142,9 +142,9 @@ impl Delegation {
         loop {
             match self.map.next_fire()? {
                 Ok(rec) => return Some(rec),
-                Err(len) => {
+                Err(bad) => {
                     self.report.bad_records += 1;
-                    tracing::warn!(len, "undecodable XTX ring record");
+                    tracing::warn!(?bad, "inconsistent XTX mailbox record");
                 }
             }
         }
@@ -203,7 +203,7 @@ impl Delegation {
 
     /// Takes the ticket back before user space sends something the program did not (a
     /// heartbeat, the session's end). `Err(Claimed)`: the program fired first; its record
-    /// is in the ring or about to be.
+    /// is in the mailbox or about to be.
     pub fn disarm(&mut self) -> Result<(), Claimed> {
         self.published = None;
         self.map.disarm()

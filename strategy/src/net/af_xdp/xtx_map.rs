@@ -1,12 +1,19 @@
-//! The `xdp-tx` path's two channels with the XDP program: the `XTX` array value mapped into
-//! this process (the armed state published with a ticket, the program's counters read),
-//! and the `XTX_RING` ring buffer the program hands its fires through.
+//! The `xdp-tx` path's channel with the XDP program: the `XTX` array value mapped into
+//! this process (the armed state published with a ticket, the program's counters, and the
+//! one-record mailbox the program hands its fires through).
 //!
 //! The ticket protocol (see `strategy_common::xtx`): user space takes its last ticket back
 //! with a compare-exchange to 0 before it writes the state, writes, then stores a fresh
 //! ticket last (release); the program claims the ticket the same way before it sends. So a
 //! rewrite and a fire never overlap, and when the compare-exchange here fails, the program
-//! has fired on the last arming: its record is in (or on its way to) the ring.
+//! has fired on the last arming: its record is in (or on its way to) the mailbox.
+//!
+//! The mailbox holds one record because one is all a ticket allows: the program writes
+//! the record after it won the claim and stores the claimed ticket in the mailbox last;
+//! user space reads a ticket it has not seen (acquire), then the record, and publishes the
+//! next ticket only after it handled the record. (A BPF ring buffer did this job before:
+//! its reserve and submit were the costliest step of the program's fire at 1 ms gaps,
+//! docs/xdp-tx.md.)
 #![allow(
     unsafe_code,
     reason = "a ring module: memory shared with the XDP program (see each SAFETY comment)"
@@ -17,11 +24,11 @@ use std::num::NonZeroUsize;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use aya::maps::{MapData, RingBuf};
+use aya::maps::MapData;
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 use strategy_common::xtx::{Armed, FireRecord, ProgState, Shared};
 
-/// The mapped `XTX` value and the `XTX_RING` reader.
+/// The mapped `XTX` value.
 pub struct XtxMap {
     shared: NonNull<Shared>,
     len: NonZeroUsize,
@@ -29,15 +36,16 @@ pub struct XtxMap {
     ticket: u64,
     /// The last ticket number used (tickets are never reused).
     issued: u64,
-    ring: RingBuf<MapData>,
+    /// The mailbox ticket last read (its record handed out).
+    seen: u64,
     // The map's fd, kept for the mapping's life (the mapping holds its own reference too).
     _array: MapData,
 }
 
 impl XtxMap {
     /// Maps the value of `array` (an `Array<Shared>` of one entry, created with
-    /// BPF_F_MMAPABLE) and takes `ring`.
-    pub fn new(array: MapData, ring: RingBuf<MapData>) -> io::Result<Self> {
+    /// BPF_F_MMAPABLE).
+    pub fn new(array: MapData) -> io::Result<Self> {
         let page = 4096;
         let len = std::mem::size_of::<Shared>().div_ceil(page) * page;
         let len = NonZeroUsize::new(len).ok_or_else(|| io::Error::other("empty map"))?;
@@ -54,14 +62,21 @@ impl XtxMap {
             )
         }
         .map_err(io::Error::from)?;
-        Ok(Self {
+        let mut map = Self {
             shared: ptr.cast(),
             len,
             ticket: 0,
             issued: 0,
-            ring,
+            seen: 0,
             _array: array,
-        })
+        };
+        // A map that held an earlier session's tickets: start past them, and take its
+        // last record as read.
+        let last = map.mailbox_word().load(Ordering::Acquire);
+        let armed = map.ticket_word().load(Ordering::Acquire);
+        map.seen = last;
+        map.issued = last.max(armed);
+        Ok(map)
     }
 
     /// The program's counters (a racy snapshot: each field is read once).
@@ -79,10 +94,16 @@ impl XtxMap {
         unsafe { AtomicU64::from_ptr(std::ptr::addr_of_mut!((*self.shared.as_ptr()).armed.ticket)) }
     }
 
+    fn mailbox_word(&self) -> &AtomicU64 {
+        // SAFETY: as for `ticket_word`; the program stores this word atomically, user space
+        // only loads it.
+        unsafe { AtomicU64::from_ptr(std::ptr::addr_of_mut!((*self.shared.as_ptr()).fire.ticket)) }
+    }
+
     /// Takes the ticket out back (compare-exchange to 0): afterwards the program cannot
     /// fire until the next [`XtxMap::publish`] with `arm`. `Err(Claimed)` when the program
-    /// claimed it first: it has sent an order on that arming, whose record is in the ring
-    /// or about to be.
+    /// claimed it first: it has sent an order on that arming, whose record is in the
+    /// mailbox or about to be.
     pub fn disarm(&mut self) -> Result<(), Claimed> {
         let t = std::mem::take(&mut self.ticket);
         if t == 0 {
@@ -118,13 +139,41 @@ impl XtxMap {
         self.ticket = 0;
     }
 
-    /// The next fire the program handed over, if any (no syscall: the ring is mapped).
-    /// A record that does not decode comes back as `Err` with its length (the caller
-    /// counts it and goes on).
-    pub fn next_fire(&mut self) -> Option<Result<FireRecord, usize>> {
-        let item = self.ring.next()?;
-        Some(FireRecord::from_bytes(&item).ok_or(item.len()))
+    /// The next fire the program handed over, if any (no syscall: one load of a mapped
+    /// word while there is none). A record that is not consistent comes back as `Err`
+    /// (the caller counts it and goes on).
+    pub fn next_fire(&mut self) -> Option<Result<FireRecord, BadRecord>> {
+        let t = self.mailbox_word().load(Ordering::Acquire);
+        if t == self.seen {
+            return None;
+        }
+        self.seen = t;
+        // SAFETY: `fire.rec` lies inside the live mapping; the program wrote it before it
+        // stored `t` (release; acquired above) and writes it again only after claiming a
+        // ticket this thread has not published yet. A volatile read: memory another agent
+        // writes. Any bit pattern is a FireRecord (integers and bytes).
+        let rec = unsafe {
+            std::ptr::read_volatile(std::ptr::addr_of!((*self.shared.as_ptr()).fire.rec))
+        };
+        Some(if rec.is_consistent() {
+            Ok(rec)
+        } else {
+            Err(BadRecord {
+                line_len: rec.line_len,
+                side: rec.side,
+            })
+        })
     }
+}
+
+/// A mailbox record that does not hold together (a line longer than the program can copy,
+/// a side that does not exist).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadRecord {
+    /// The record's line length.
+    pub line_len: u32,
+    /// The record's side.
+    pub side: u32,
 }
 
 /// The program claimed the ticket: it fired on the last arming.
