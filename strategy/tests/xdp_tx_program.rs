@@ -1,8 +1,9 @@
 //! The `xdp-tx` decision in the XDP program, on crafted frames (BPF_PROG_TEST_RUN): it fires
 //! only when armed, current and the rule holds; the segment it builds is valid
 //! Ethernet/IPv4/TCP with correct checksums in an independent parser (etherparse), with the
-//! template's sequence and ACK numbers and the order as payload; the ring buffer carries the
-//! line and the order; anything else leaves the frame to user space. Needs root and the
+//! template's sequence and ACK numbers and the order as payload; the mailbox carries the
+//! line and the order; anything else leaves the frame to user space; publishing only the
+//! fields that changed leaves the mapping holding exactly the state asked for. Needs root and the
 //! embedded program; skipped with a reason otherwise.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -364,6 +365,86 @@ fn fires_only_when_armed_current_and_the_rule_holds() {
 /// Lines of the feed's usual layout go through the fast path once user space has learned
 /// the layout (`fast_parsed` counts them), with the same decisions and the same segment as
 /// the byte-at-a-time parser; a line off the layout still goes through the general one.
+/// `XtxMap::publish` stores only the fields that differ from its last write: after every
+/// publication, the mapping holds exactly the state asked for (the ticket aside), whatever
+/// subset of fields changed.
+#[test]
+fn publishing_changed_fields_only_leaves_the_state_asked_for() {
+    if skip() {
+        return;
+    }
+    let mut p = Prog::load();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut want = armed(0);
+    for round in 0..2_000 {
+        // Change each field with probability 1/4 (several, one, or none per round).
+        let mut change = |rnd: &mut dyn FnMut() -> u64| rnd() % 4 == 0;
+        if change(&mut rnd) {
+            want.generation = rnd();
+        }
+        if change(&mut rnd) {
+            want.levels = rnd() as u32;
+        }
+        if change(&mut rnd) {
+            want.amount_decimals = rnd() as u32;
+        }
+        if change(&mut rnd) {
+            want.threshold_kind = rnd() as u32;
+        }
+        if change(&mut rnd) {
+            want.threshold = rnd();
+        }
+        if change(&mut rnd) {
+            want.last_seq = rnd();
+        }
+        if change(&mut rnd) {
+            want.order_qty[(rnd() % 2) as usize] = rnd() as u32;
+        }
+        if change(&mut rnd) {
+            want.allowed[(rnd() % 2) as usize] = rnd() as u32;
+        }
+        for top in [&mut want.bids, &mut want.asks] {
+            if change(&mut rnd) {
+                top.levels[(rnd() % 8) as usize] = Level {
+                    price: rnd() as i64,
+                    qty: rnd(),
+                };
+            }
+            if change(&mut rnd) {
+                top.count = rnd() as u32;
+            }
+            if change(&mut rnd) {
+                top.complete = rnd() as u32;
+            }
+        }
+        if change(&mut rnd) {
+            want.template.header[(rnd() % HEADER_LEN as u64) as usize] = rnd() as u8;
+            want.template.partial_sum = rnd() as u32;
+        }
+        if change(&mut rnd) {
+            want.shape.words[(rnd() % 4) as usize] = rnd();
+            want.shape.len = rnd() as u32;
+        }
+        let arm = rnd() % 2 == 0;
+        p.map
+            .publish(&want, arm)
+            .expect("no ticket out: the program never runs here");
+        let got = p.map.armed();
+        assert_eq!(got.ticket != 0, arm, "round {round}: the ticket");
+        assert_eq!(
+            Armed { ticket: 0, ..got },
+            Armed { ticket: 0, ..want },
+            "round {round}"
+        );
+    }
+}
+
 #[test]
 fn the_fast_path_decides_as_the_general_parser() {
     if skip() {

@@ -26,7 +26,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use aya::maps::MapData;
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
-use strategy_common::xtx::{Armed, FireRecord, ProgState, Shared};
+use std::ptr::addr_of_mut;
+
+use strategy_common::xtx::{Armed, FireRecord, ProgState, Shared, SideTop};
 
 /// The mapped `XTX` value.
 pub struct XtxMap {
@@ -38,6 +40,9 @@ pub struct XtxMap {
     issued: u64,
     /// The mailbox ticket last read (its record handed out).
     seen: u64,
+    /// What the armed state's fields hold (user space is their only writer): `publish`
+    /// stores only what differs.
+    written: Armed,
     // The map's fd, kept for the mapping's life (the mapping holds its own reference too).
     _array: MapData,
 }
@@ -68,7 +73,13 @@ impl XtxMap {
             ticket: 0,
             issued: 0,
             seen: 0,
+            written: Armed::default(),
             _array: array,
+        };
+        // SAFETY: the mapping holds a `Shared`; nothing writes the armed state but this
+        // process, which has not started to (a volatile read: the memory is shared).
+        map.written = unsafe {
+            std::ptr::read_volatile(std::ptr::addr_of!((*ptr.cast::<Shared>().as_ptr()).armed))
         };
         // A map that held an earlier session's tickets: start past them, and take its
         // last record as read.
@@ -117,21 +128,86 @@ impl XtxMap {
 
     /// Writes the armed state and, with `arm`, publishes it with a fresh ticket (stored
     /// last). `Err(Claimed)` (nothing written) when the program claimed the last ticket.
+    ///
+    /// Only the fields that differ from the last write are stored: a store invalidates the
+    /// cache line on the program's CPU whatever the value, and the program reads the whole
+    /// state on every market-data frame. Between two frames the generation, the last
+    /// sequence and one side's top change; the other side, the template and the feed's
+    /// layout stay where the program last read them.
     pub fn publish(&mut self, armed: &Armed, arm: bool) -> Result<(), Claimed> {
         self.disarm()?;
-        let mut body = *armed;
-        body.ticket = 0;
         let p = self.shared.as_ptr();
+        // Every field named (no `..`): a field added to `Armed` does not compile until it
+        // is stored here too. The ticket is stored last, below.
+        let Armed {
+            ticket: _,
+            generation,
+            levels,
+            amount_decimals,
+            threshold_kind,
+            threshold,
+            last_seq,
+            order_qty,
+            allowed,
+            bids,
+            asks,
+            template,
+            shape,
+        } = *armed;
         // SAFETY: the mapping holds a `Shared`; `armed` is written only by this thread,
         // and the program reads it only while holding a ticket this thread has taken back
-        // (its claim would fail on anything it read meanwhile).
-        unsafe { std::ptr::write_volatile(std::ptr::addr_of_mut!((*p).armed), body) };
+        // (its claim would fail on anything it read meanwhile). `self.written` is what the
+        // fields hold (this thread is their only writer).
+        unsafe {
+            let a = std::ptr::addr_of_mut!((*p).armed);
+            let w = &mut self.written;
+            store(addr_of_mut!((*a).generation), &mut w.generation, generation);
+            store(addr_of_mut!((*a).levels), &mut w.levels, levels);
+            store(
+                addr_of_mut!((*a).amount_decimals),
+                &mut w.amount_decimals,
+                amount_decimals,
+            );
+            store(
+                addr_of_mut!((*a).threshold_kind),
+                &mut w.threshold_kind,
+                threshold_kind,
+            );
+            store(addr_of_mut!((*a).threshold), &mut w.threshold, threshold);
+            store(addr_of_mut!((*a).last_seq), &mut w.last_seq, last_seq);
+            store(addr_of_mut!((*a).order_qty), &mut w.order_qty, order_qty);
+            store(addr_of_mut!((*a).allowed), &mut w.allowed, allowed);
+            for (dst, old, new) in [
+                (addr_of_mut!((*a).bids), &mut w.bids, bids),
+                (addr_of_mut!((*a).asks), &mut w.asks, asks),
+            ] {
+                let SideTop {
+                    levels: top,
+                    count,
+                    complete,
+                } = new;
+                for (i, level) in top.into_iter().enumerate() {
+                    store(addr_of_mut!((*dst).levels[i]), &mut old.levels[i], level);
+                }
+                store(addr_of_mut!((*dst).count), &mut old.count, count);
+                store(addr_of_mut!((*dst).complete), &mut old.complete, complete);
+            }
+            store(addr_of_mut!((*a).template), &mut w.template, template);
+            store(addr_of_mut!((*a).shape), &mut w.shape, shape);
+        }
         if arm {
             self.issued += 1;
             self.ticket = self.issued;
             self.ticket_word().store(self.ticket, Ordering::Release);
         }
         Ok(())
+    }
+
+    /// The armed state as the mapping holds it (a volatile read: for checks, not the hot
+    /// path).
+    pub fn armed(&self) -> Armed {
+        // SAFETY: the mapping holds a `Shared`; any bit pattern is an `Armed`.
+        unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*self.shared.as_ptr()).armed)) }
     }
 
     /// The program claimed the ticket out (its fire record arrived): none is out now.
@@ -174,6 +250,19 @@ pub struct BadRecord {
     pub line_len: u32,
     /// The record's side.
     pub side: u32,
+}
+
+/// Stores `new` at `dst` when it differs from `*old` (what `dst` holds), and notes it.
+///
+/// # Safety
+/// `dst` is valid for a volatile write of a `T`, and `*old` is what it holds.
+#[inline]
+unsafe fn store<T: Copy + PartialEq>(dst: *mut T, old: &mut T, new: T) {
+    if *old != new {
+        // SAFETY: the caller's contract.
+        unsafe { std::ptr::write_volatile(dst, new) };
+        *old = new;
+    }
 }
 
 /// The program claimed the ticket: it fired on the last arming.
