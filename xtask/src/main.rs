@@ -247,56 +247,121 @@ struct FuzzReport {
 }
 
 /// Runs every fuzz target for `seconds` (installing cargo-fuzz first if needed): one build
-/// of all targets, then the targets one after another. A crash fails with the target, the
+/// of all targets, then the targets two at a time. A crash fails with the target, the
 /// input kept in `fuzz/artifacts/<target>/` and libFuzzer's last lines.
 fn run_fuzz(seconds: u32) -> Result<FuzzReport> {
-    let mut lines = Vec::new();
-    if Command::new("cargo")
-        .args(["fuzz", "--version"])
-        .output()
-        .map(|o| !o.status.success())
-        .unwrap_or(true)
-    {
-        let t0 = std::time::Instant::now();
-        let o = Command::new("cargo")
-            .args(["install", "--locked", "cargo-fuzz"])
-            .output()
-            .context("running cargo install")?;
-        if !o.status.success() {
+    let lines = build_fuzz(false)?;
+    run_fuzz_targets(seconds, lines)
+}
+
+/// Installs cargo-fuzz if needed and builds every fuzz target; the lines to print.
+fn build_fuzz(idle: bool) -> Result<Vec<String>> {
+    FuzzBuild::start(idle)?.wait()
+}
+
+/// The fuzz targets' build (cargo-fuzz installed first if missing), running as its own
+/// process group; killed, group and all, when dropped before [`FuzzBuild::wait`] (the test
+/// command failing at an earlier step leaves no build behind).
+struct FuzzBuild {
+    child: Option<std::process::Child>,
+    idle: bool,
+    log: PathBuf,
+    t0: std::time::Instant,
+}
+
+impl FuzzBuild {
+    /// Starts the build; with `idle` under SCHED_IDLE (util-linux's `chrt`, in every Debian:
+    /// the build and its compilers run only on a CPU nothing else wants).
+    fn start(idle: bool) -> Result<Self> {
+        use std::os::unix::process::CommandExt;
+        let log = root().join("target/fuzz-build.log");
+        std::fs::create_dir_all(root().join("target"))?;
+        let out =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let script = "set -e\n\
+            if ! cargo fuzz --version >/dev/null 2>&1; then\n\
+              echo 'fuzz: installing cargo-fuzz (cargo install --locked cargo-fuzz)'\n\
+              cargo install --locked cargo-fuzz\n\
+            fi\n\
+            exec cargo +nightly fuzz build --fuzz-dir fuzz";
+        let mut c = if idle {
+            let mut c = Command::new("chrt");
+            c.args(["--idle", "0", "sh", "-c", script]);
+            c
+        } else {
+            let mut c = Command::new("sh");
+            c.args(["-c", script]);
+            c
+        };
+        let child = c
+            .current_dir(root())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .process_group(0)
+            .spawn()
+            .context("starting the fuzz targets' build")?;
+        Ok(Self {
+            child: Some(child),
+            idle,
+            log,
+            t0: std::time::Instant::now(),
+        })
+    }
+
+    /// Waits for the build: the lines to print, or its log's tail.
+    fn wait(mut self) -> Result<Vec<String>> {
+        let Some(mut child) = self.child.take() else {
+            bail!("the fuzz build was already waited for");
+        };
+        let st = child.wait().context("waiting for the fuzz build")?;
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        if !st.success() {
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
             bail!(
-                "installing cargo-fuzz failed:\n{}",
-                String::from_utf8_lossy(&o.stderr)
+                "`cargo +nightly fuzz build --fuzz-dir fuzz` failed ({st}; {}):\n{}",
+                self.log.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
         }
+        let mut lines: Vec<String> = log
+            .lines()
+            .filter(|l| l.starts_with("fuzz: installing"))
+            .map(str::to_owned)
+            .collect();
+        let how = if self.idle {
+            ", beside the other steps under SCHED_IDLE"
+        } else {
+            ""
+        };
         lines.push(format!(
-            "fuzz: installed cargo-fuzz (cargo install --locked cargo-fuzz, {:.0} s)",
-            t0.elapsed().as_secs_f64()
+            "+ cargo +nightly fuzz build --fuzz-dir fuzz (every target, {:.0} s{how})",
+            self.t0.elapsed().as_secs_f64()
         ));
+        Ok(lines)
     }
-    let t0 = std::time::Instant::now();
-    let build = ["+nightly", "fuzz", "build", "--fuzz-dir", "fuzz"];
-    let o = Command::new("cargo")
-        .args(build)
-        .current_dir(root())
-        .output()
-        .context("running cargo fuzz build")?;
-    if !o.status.success() {
-        bail!(
-            "`cargo {}` failed:\n{}",
-            build.join(" "),
-            String::from_utf8_lossy(&o.stderr)
-        );
+}
+
+impl Drop for FuzzBuild {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // The whole group: sh, cargo and its compilers.
+            let _ = Command::new("kill")
+                .args(["-TERM", "--", &format!("-{}", child.id())])
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
-    lines.push(format!(
-        "+ cargo {} (every target, {:.0} s)",
-        build.join(" "),
-        t0.elapsed().as_secs_f64()
-    ));
+}
+
+/// Runs every fuzz target (built by [`build_fuzz`]) for `seconds`, two at a time; `lines`
+/// are the build's.
+fn run_fuzz_targets(seconds: u32, mut lines: Vec<String>) -> Result<FuzzReport> {
     let time = format!("-max_total_time={seconds}");
     let triple = host_triple()?;
     let mut inputs = 0;
-    // Two targets at a time: by the time they run (after the build) the VM tests beside them
-    // are ending, and each target is one single-threaded process.
+    // Two targets at a time: each target is one single-threaded process, and the VM test
+    // beside them keeps one CPU busy with little else (a TCG guest).
     for pair in FUZZ_TARGETS.chunks(2) {
         let mut running = Vec::new();
         for &t in pair {
@@ -448,6 +513,15 @@ fn test(a: &TestArgs) -> Result<()> {
             vm: true,
         })?;
     }
+    // The fuzz targets build beside everything below, under SCHED_IDLE: on the CPU time
+    // the other steps leave (a build's serial tail, tests waiting on timers), so that their
+    // build no longer holds up the end of the run (docs/test-time.md). Joined before the
+    // VM tests, beside which the targets then run.
+    let fuzz_build = if a.no_fuzz {
+        None
+    } else {
+        Some(FuzzBuild::start(true)?)
+    };
     if !a.no_lint {
         cmd("cargo", &["fmt", "--all", "--check"])?;
         cmd(
@@ -506,8 +580,14 @@ fn test(a: &TestArgs) -> Result<()> {
     cmd("cargo", &lab_tests(&["lab_runs", "remote_lab"]))?;
     // The bounded fuzzing runs beside the VM tests: a TCG guest keeps one CPU busy and waits
     // on little else, the fuzzing takes the other (docs/test-time.md). The namespace lab tests
-    // above pin both CPUs and run alone.
-    let fuzzing = (!a.no_fuzz).then(|| std::thread::spawn(|| run_fuzz(10)));
+    // above pin both CPUs and run alone (the fuzz build beside them only on idle CPU time).
+    let fuzzing = match fuzz_build {
+        Some(b) => {
+            let lines = b.wait()?;
+            Some(std::thread::spawn(move || run_fuzz_targets(10, lines)))
+        }
+        None => None,
+    };
     let vm = if a.no_vm {
         Ok(())
     } else {
