@@ -384,7 +384,7 @@ fn publishing_changed_fields_only_leaves_the_state_asked_for() {
     let mut want = armed(0);
     for round in 0..2_000 {
         // Change each field with probability 1/4 (several, one, or none per round).
-        let mut change = |rnd: &mut dyn FnMut() -> u64| rnd() % 4 == 0;
+        let change = |rnd: &mut dyn FnMut() -> u64| rnd().is_multiple_of(4);
         if change(&mut rnd) {
             want.generation = rnd();
         }
@@ -431,7 +431,7 @@ fn publishing_changed_fields_only_leaves_the_state_asked_for() {
             want.shape.words[(rnd() % 4) as usize] = rnd();
             want.shape.len = rnd() as u32;
         }
-        let arm = rnd() % 2 == 0;
+        let arm = rnd().is_multiple_of(2);
         p.map
             .publish(&want, arm)
             .expect("no ticket out: the program never runs here");

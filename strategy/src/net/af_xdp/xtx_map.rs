@@ -21,13 +21,11 @@
 
 use std::io;
 use std::num::NonZeroUsize;
-use std::ptr::NonNull;
+use std::ptr::{addr_of_mut, NonNull};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aya::maps::MapData;
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
-use std::ptr::addr_of_mut;
-
 use strategy_common::xtx::{Armed, FireRecord, ProgState, Shared, SideTop};
 
 /// The mapped `XTX` value.
