@@ -282,15 +282,6 @@ fn test(a: &TestArgs) -> Result<()> {
             vm: true,
         })?;
     }
-    // The fuzz targets build beside everything below, under SCHED_IDLE: on the CPU time
-    // the other steps leave (a build's serial tail, tests waiting on timers), so that their
-    // build no longer holds up the end of the run (docs/test-time.md). Joined before the
-    // VM tests, beside which the targets then run.
-    let fuzz_build = if a.no_fuzz {
-        None
-    } else {
-        Some(fuzz::FuzzBuild::start(true)?)
-    };
     if !a.no_lint {
         cmd("cargo", &["fmt", "--all", "--check"])?;
         cmd(
@@ -318,6 +309,17 @@ fn test(a: &TestArgs) -> Result<()> {
     // Release build: the end-to-end tests run the real binaries at realistic speed. Build
     // every binary first: the strategy's end-to-end tests start the exchange's.
     cmd("cargo", &["build", "--workspace", "--release", "--bins"])?;
+    // The test binaries first (`--no-run`), then the fuzz targets' build beside the tests,
+    // under SCHED_IDLE: on the CPU time the tests leave (they wait on timers, sessions and
+    // guests). Started before the builds above, it slowed them by more than it saved (the
+    // machine's two CPUs, caches and memory shared with the compilers); by the VM tests it
+    // is done, and the targets run beside them (docs/test-time.md).
+    cmd("cargo", &["test", "--workspace", "--release", "--no-run"])?;
+    let fuzz_build = if a.no_fuzz {
+        None
+    } else {
+        Some(fuzz::FuzzBuild::start(true)?)
+    };
     cmd("cargo", &["test", "--workspace", "--release"])?;
     // The lab end to end (calibration, compare, captures, the gap axis with warming, the
     // report rendered by librsvg and Chromium; then the VM lab): tests of the lab crate
