@@ -306,14 +306,15 @@ fn test(a: &TestArgs) -> Result<()> {
             .success();
         anyhow::ensure!(ok, "cargo doc found warnings");
     }
-    // Release build: the end-to-end tests run the real binaries at realistic speed. Build
-    // every binary first: the strategy's end-to-end tests start the exchange's.
-    cmd("cargo", &["build", "--workspace", "--release", "--bins"])?;
-    // The test binaries first (`--no-run`), then the fuzz targets' build beside the tests,
-    // under SCHED_IDLE: on the CPU time the tests leave (they wait on timers, sessions and
-    // guests). Started before the builds above, it slowed them by more than it saved (the
-    // machine's two CPUs, caches and memory shared with the compilers); by the VM tests it
-    // is done, and the targets run beside them (docs/test-time.md).
+    // Release build: the end-to-end tests run the real binaries at realistic speed. Every
+    // binary and test binary first, in one cargo run: `--no-run` builds each package's
+    // binaries too, for its integration tests (the strategy's end-to-end tests start the
+    // exchange's), and one run keeps both CPUs busy where two left a serial tail each.
+    // Then the fuzz targets' build beside the tests, under SCHED_IDLE: on the CPU time the
+    // tests leave (they wait on timers, sessions and guests). Started before the builds, it
+    // slowed them by more than it saved (the machine's two CPUs, caches and memory shared
+    // with the compilers); by the VM tests it is done, and the targets run beside them
+    // (docs/test-time.md).
     cmd("cargo", &["test", "--workspace", "--release", "--no-run"])?;
     let fuzz_build = if a.no_fuzz {
         None
