@@ -19,10 +19,9 @@
 //! the line and the order to user space in the mailbox of `XTX` (published with the
 //! claimed ticket), rewrites the frame into the order's TCP segment and returns XDP_TX.
 //! Any doubt before the claim (not armed or not current, line outside its grammar, the
-//! ticket gone) leaves the
-//! frame to user space as on the `xdp` path, with the frame's index in a tag in front of it
-//! ([`strategy_common::xtx::split_tag`]) so that user space knows where the program's
-//! count stands even after a frame was lost on the way.
+//! ticket gone) leaves the frame to user space as on the `xdp` path, with the frame's index
+//! in a tag in front of it ([`strategy_common::xtx::split_tag`]) so that user space knows
+//! where the program's count stands even after a frame was lost on the way.
 //! `pass` is a bare XDP_PASS program: on a veth the peer of an XDP_TX sender must run one
 //! for the bounced frames to be delivered (the lab attaches it to the exchange's side).
 #![no_std]
