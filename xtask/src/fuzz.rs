@@ -61,18 +61,15 @@ pub struct FuzzReport {
 /// of all targets, then the targets two at a time. A crash fails with the target, the
 /// input kept in `fuzz/artifacts/<target>/` and libFuzzer's last lines.
 fn run_fuzz(seconds: u32) -> Result<FuzzReport> {
-    let lines = build_fuzz(false)?;
+    let lines = FuzzBuild::start(false)?.wait()?;
     run_fuzz_targets(seconds, lines)
 }
 
-/// Installs cargo-fuzz if needed and builds every fuzz target; the lines to print.
-fn build_fuzz(idle: bool) -> Result<Vec<String>> {
-    FuzzBuild::start(idle)?.wait()
-}
-
-/// The fuzz targets' build (cargo-fuzz installed first if missing), running as its own
-/// process group; killed, group and all, when dropped before [`FuzzBuild::wait`] (the test
-/// command failing at an earlier step leaves no build behind).
+/// The fuzz targets' build (cargo-fuzz installed first if missing), running in the
+/// background. It stays in xtask's process group, so a Ctrl-C at the terminal stops it with
+/// everything else; dropped before [`FuzzBuild::wait`] (a failed earlier step), it is
+/// killed with every process under it (sh, cargo, cargo-fuzz, the inner cargo, the
+/// compilers).
 pub struct FuzzBuild {
     child: Option<std::process::Child>,
     idle: bool,
@@ -84,7 +81,6 @@ impl FuzzBuild {
     /// Starts the build; with `idle` under SCHED_IDLE (util-linux's `chrt`, in every Debian:
     /// the build and its compilers run only on a CPU nothing else wants).
     pub fn start(idle: bool) -> Result<Self> {
-        use std::os::unix::process::CommandExt;
         let log = root().join("target/fuzz-build.log");
         std::fs::create_dir_all(root().join("target"))?;
         let out =
@@ -108,7 +104,6 @@ impl FuzzBuild {
             .current_dir(root())
             .stdout(out.try_clone()?)
             .stderr(out)
-            .process_group(0)
             .spawn()
             .context("starting the fuzz targets' build")?;
         Ok(Self {
@@ -155,14 +150,57 @@ impl FuzzBuild {
 impl Drop for FuzzBuild {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            // The whole group: sh, cargo and its compilers.
+            // Parents first, so that none starts a new process after its children went.
+            let mut tree = vec![child.id()];
+            tree.extend(descendants(child.id()));
+            let pids: Vec<String> = tree.iter().map(u32::to_string).collect();
             let _ = Command::new("kill")
-                .args(["-TERM", "--", &format!("-{}", child.id())])
+                .arg("-TERM")
+                .args(&pids)
+                .stderr(std::process::Stdio::null())
                 .status();
             let _ = child.kill();
             let _ = child.wait();
         }
     }
+}
+
+/// Every process under `pid`, from /proc (each `stat` names its parent), nearest first.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            // "pid (comm) state ppid ...": the comm may hold spaces and parentheses, so
+            // the fields are counted from the last ')'.
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
+            let ppid = stat
+                .rfind(')')
+                .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
+                .and_then(|f| f.parse::<u32>().ok());
+            if let Some(pp) = ppid {
+                parent_of.push((p, pp));
+            }
+        }
+    }
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            parent_of
+                .iter()
+                .filter(|&&(_, pp)| pp == parent)
+                .map(|&(p, _)| p),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
 }
 
 /// Runs every fuzz target (built by [`build_fuzz`]) for `seconds`, two at a time; `lines`
@@ -240,4 +278,50 @@ pub fn run_fuzz_targets(seconds: u32, mut lines: Vec<String>) -> Result<FuzzRepo
         FUZZ_TARGETS.len()
     ));
     Ok(FuzzReport { lines, inputs })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `pid` is still a running process (a zombie, reaped later by init or its
+    /// parent, does not count).
+    fn alive(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rfind(')')
+                    .map(|i| s[i + 1..].trim_start().starts_with('Z'))
+            })
+            .is_some_and(|zombie| !zombie)
+    }
+
+    #[test]
+    fn a_dropped_build_takes_every_process_under_it() {
+        // A stand-in for the build: a shell with a child that has a child of its own.
+        let child = Command::new("sh")
+            .args(["-c", "sh -c 'sleep 60 & sleep 60; wait' & sleep 60; wait"])
+            .spawn()
+            .expect("sh");
+        let pid = child.id();
+        let mut tree = Vec::new();
+        for _ in 0..200 {
+            tree = descendants(pid);
+            if tree.len() >= 4 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(tree.len() >= 4, "the stand-in's tree: {tree:?}");
+        drop(FuzzBuild {
+            child: Some(child),
+            idle: false,
+            log: PathBuf::new(),
+            t0: std::time::Instant::now(),
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let left: Vec<u32> = tree.into_iter().filter(|&p| alive(p)).collect();
+        assert!(left.is_empty(), "left running: {left:?}");
+        assert!(!alive(pid), "the shell itself");
+    }
 }
