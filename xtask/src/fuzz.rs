@@ -203,7 +203,7 @@ fn descendants(pid: u32) -> Vec<u32> {
     found
 }
 
-/// Runs every fuzz target (built by [`build_fuzz`]) for `seconds`, two at a time; `lines`
+/// Runs every fuzz target (built by [`FuzzBuild`]) for `seconds`, two at a time; `lines`
 /// are the build's.
 pub fn run_fuzz_targets(seconds: u32, mut lines: Vec<String>) -> Result<FuzzReport> {
     let time = format!("-max_total_time={seconds}");
