@@ -316,11 +316,9 @@ fn test(a: &TestArgs) -> Result<()> {
     // with the compilers); by the VM tests it is done, and the targets run beside them
     // (docs/test-time.md).
     cmd("cargo", &["test", "--workspace", "--release", "--no-run"])?;
-    let fuzz_build = if a.no_fuzz {
-        None
-    } else {
-        Some(fuzz::FuzzBuild::start(true)?)
-    };
+    let fuzz_build = (!a.no_fuzz)
+        .then(|| fuzz::FuzzBuild::start(true))
+        .transpose()?;
     cmd("cargo", &["test", "--workspace", "--release"])?;
     // The lab end to end (calibration, compare, captures, the gap axis with warming, the
     // report rendered by librsvg and Chromium; then the VM lab): tests of the lab crate

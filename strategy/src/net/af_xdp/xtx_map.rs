@@ -74,11 +74,9 @@ impl XtxMap {
             written: Armed::default(),
             _array: array,
         };
-        // SAFETY: the mapping holds a `Shared`; nothing writes the armed state but this
-        // process, which has not started to (a volatile read: the memory is shared).
-        map.written = unsafe {
-            std::ptr::read_volatile(std::ptr::addr_of!((*ptr.cast::<Shared>().as_ptr()).armed))
-        };
+        // What the armed state holds now (nothing writes it but this process, which has not
+        // started to).
+        map.written = map.armed();
         // A map that held an earlier session's tickets: start past them, and take its
         // last record as read.
         let last = map.mailbox_word().load(Ordering::Acquire);
