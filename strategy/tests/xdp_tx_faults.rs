@@ -112,9 +112,20 @@ fn session_with(
 ) -> Outcome {
     let lab = VethLab::with_queues("xtq", 2).expect("lab");
     lab.exchange.exec(&["sh", "-c", setup]).expect("setup");
+    // The later command runs a fixed time after the market data started (the exchange's
+    // log says when), not after this call: the sessions' start-up time varies between
+    // machines (on a slow one a fixed delay ran out before the first frame was sent).
+    let exlog = dir.join(format!("{tag}.ex.log"));
     let switch = later.map(|(after, cmd)| {
         let mut c = lab.exchange.command("sh");
-        c.args(["-c", &format!("sleep {}; {cmd}", after.as_secs_f64())]);
+        c.args([
+            "-c",
+            &format!(
+                "until grep -q 'HANDSHAKE -> TRANSMIT' '{}' 2>/dev/null; do sleep 0.02; done; sleep {}; {cmd}",
+                exlog.display(),
+                after.as_secs_f64()
+            ),
+        ]);
         procs::Proc(c.spawn().expect("the later command"))
     });
     let o = run_session(lab, dir, tag, md, ("rate:5000", &[]), st_extra);
@@ -403,7 +414,7 @@ fn xdp_tx_on_two_queues_decides_only_while_market_data_keeps_to_one() {
         (
             "moved",
             to_0,
-            Some((Duration::from_millis(600), to_1.as_str())),
+            Some((Duration::from_millis(300), to_1.as_str())),
         ),
     ] {
         let o = session_with(
