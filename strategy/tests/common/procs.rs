@@ -124,6 +124,21 @@ pub fn wait(p: &mut Proc, limit: Duration, what: &str, log: &Path) {
     }
 }
 
+/// Waits until `log` holds `needle` (a line a program logged); fails with the log after
+/// `limit`. For a test step that must come after an event, not after a fixed delay (the
+/// programs' start-up time differs between machines).
+pub fn wait_for_log(log: &Path, needle: &str, limit: Duration) {
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(log).is_ok_and(|s| s.contains(needle)) {
+        assert!(
+            t0.elapsed() < limit,
+            "`{needle}` not logged in {limit:?}\n{}",
+            tail(log)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The last 4 KiB of a log.
 pub fn tail(log: &Path) -> String {
     let s = std::fs::read_to_string(log).unwrap_or_default();
