@@ -423,8 +423,12 @@ fn load_axis_accounts_for_every_packet() -> Result<()> {
     Ok(())
 }
 
-/// Capacity as a search, on every path slowed to a known pace (`--md-work 10us`: under
-/// 100 k packets/s; a 64 KiB socket buffer on kernel sockets and io_uring): the search
+/// Capacity as a search, on every path slowed to a known pace (`--md-work 20us`: under
+/// 50 k packets/s; a 64 KiB socket buffer on kernel sockets and io_uring; probes of 100
+/// orders, about 100 ms, so that the AF_XDP rings' 2,048 frames absorb at most about
+/// 20 k/s above that): well below what the publisher offers on a slow machine too (at
+/// 10 us and 30 orders a probe, `xdp-tx`'s clean probe at 130 k/s found the publisher
+/// short, the program's work on its CPU). The search
 /// brackets a capacity on each; at the clean probe below it the orders equal the oracle's
 /// and nothing is lost; at the lossy probe above it packets are lost and every one is
 /// counted by the path (sent = handled + dropped; `capacity::run` fails otherwise), the
@@ -441,9 +445,9 @@ fn capacity_search_brackets_every_path_with_every_packet_accounted() -> Result<(
     let dir = env.results_root().join("capacity-test");
     let _ = std::fs::remove_dir_all(&dir);
     let cfg = LabConfig {
-        orders_per_gap: 30,
+        orders_per_gap: 100,
         md_tx: exchange::md_publisher::MdTx::Packet,
-        strategy_flags: "--md-work 10us --md-rcvbuf 65536".into(),
+        strategy_flags: "--md-work 20us --md-rcvbuf 65536".into(),
         ..test_lab(
             &["kernel", "uring+defer+inline", "xdp", "packet", "xdp-tx"],
             None,
