@@ -233,7 +233,8 @@ pub struct VmArgs {
     /// Guest memory, MiB.
     #[arg(long, default_value_t = 512)]
     pub mem: u32,
-    /// Guest vCPUs. With one vCPU virtio-net uses one queue pair, the one AF_XDP binds.
+    /// Guest vCPUs. With one vCPU virtio-net uses one queue pair, the one AF_XDP binds;
+    /// `xdp-tx` gets a queue pair per vCPU (a socket on each).
     #[arg(long, default_value_t = 1)]
     pub smp: u32,
     /// Leave the tap, the exchange and a guest shell running for your own experiments

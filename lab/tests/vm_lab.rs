@@ -24,7 +24,9 @@ fn guests_on_virtio_and_igb_equal_the_oracle() -> Result<()> {
 /// the replay oracle, and this fails unless the XDP paths ran the program in driver (native)
 /// mode on both NICs and the guest's order rows came back.
 /// Then `xdp` on virtio-net with two tuning variants (GRO off, read back; two queue pairs,
-/// a socket per queue). Bounded by timeouts.
+/// a socket per queue), and `xdp-tx` in a guest of two vCPUs with a queue pair each (a
+/// socket per queue, the program still deciding and sending: the market data keeps to one
+/// queue). Bounded by timeouts.
 fn vm_smoke(env: &Env) -> Result<()> {
     let dir = env.results_root().join("vm-test");
     let md = dir.join("md-small.csv.gz");
@@ -116,6 +118,29 @@ fn vm_smoke(env: &Env) -> Result<()> {
     anyhow::ensure!(
         queues.len() == 2,
         "two queue pairs: an AF_XDP socket on each, counted: {queues:?}"
+    );
+    // `xdp-tx` on several queues: two vCPUs, a queue pair each (never more pairs than
+    // vCPUs for `xdp-tx`, lab::vm), a socket on each, the orders equal to the oracle (the
+    // lab's check) and the program still sending.
+    let two = LabConfig {
+        paths: vec!["xdp-tx".parse()?],
+        results_dir: Some(dir.join("two-queues")),
+        ..args.clone()
+    };
+    let vm2 = lab::vm::VmConfig {
+        accel: "tcg".into(),
+        nic: vec!["virtio".into()],
+        smp: 2,
+        ..lab::vm::VmConfig::default()
+    };
+    let (qdir, qres) = lab::vm::run(env, &two, &vm2)?;
+    lab::check(&qdir, &qres)?;
+    let r = qres.first().context("the two-queue run")?;
+    let queues = r.ring().map(|r| r.rx_queues.clone()).unwrap_or_default();
+    let x = r.xdp_tx().context("xdp-tx's report")?;
+    anyhow::ensure!(
+        queues.len() == 2 && x.prog.fired > 0 && x.prog.md_spread == 0,
+        "xdp-tx on two queue pairs: a socket on each, the program deciding while the market data keeps to one: {queues:?} {x:?}"
     );
     println!("VM tests passed in {:.0} s", t0.elapsed().as_secs_f64());
     Ok(())

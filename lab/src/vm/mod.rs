@@ -53,7 +53,8 @@ pub struct VmConfig {
     pub guest_kernel: Option<PathBuf>,
     /// Guest memory, MiB.
     pub mem: u32,
-    /// Guest vCPUs. With one vCPU virtio-net uses one queue pair, the one AF_XDP binds.
+    /// Guest vCPUs. With one vCPU virtio-net uses one queue pair, the one AF_XDP binds;
+    /// `xdp-tx` gets a queue pair per vCPU (a socket on each).
     pub smp: u32,
     /// Leave the tap, the exchange and a guest shell running (serial console on this
     /// terminal); everything is removed when the guest powers off.
@@ -108,6 +109,7 @@ fn prepare_guest(env: &Env, a: &LabConfig, v: &VmConfig, dir: &Path) -> Result<G
     let (kernel, kver) = initramfs::guest_kernel(v)?;
     let initrd = dir.join("initramfs.cpio");
     let tunes = tune::parse(&v.tunes)?;
+    tune::check_paths(&tunes, &a.paths)?;
     initramfs::initramfs(env, &initrd, &kver, &v.nic, &tunes)?;
     println!(
         "guest: kernel {} ({kver}), initramfs {}",
@@ -295,13 +297,19 @@ fn one_vm_run(
     // activates another pair for XDP's transmit queues, the tap delivers to its RX queue too,
     // and no AF_XDP socket can bind it (sysfs does not list it: the program counts those
     // frames as aborted; measured). With `ethtool -L $IF combined 2` both queues are real and
-    // `--xsk-queues all` binds a socket to each. `xdp-tx` always gets one queue: its program
-    // counts one queue's market data; its XDP_TX goes through the shared, locked TX queue
-    // (one order at a time: uncontended) (docs/vm.md, docs/xdp-tx.md).
-    let queues = 2 * v.smp.max(1);
-    let sets_queues = tune.is_some_and(|t| t.apply.contains("ethtool -L"));
-    let mq =
-        nic == "virtio" && (!path.needs_ebpf() || (path.kind() == NetKind::Xdp && sets_queues));
+    // `--xsk-queues all` binds a socket to each. `xdp-tx` gets one queue pair per vCPU and
+    // a socket on each: its program decides while the market data keeps to one queue (the
+    // tap hashes one flow to one queue), its XDP_TX goes through the shared, locked TX
+    // queue of its CPU. Never more pairs than vCPUs: with XDP attached in that shared mode
+    // and more active pairs than CPUs, the guest's virtio-net (Linux 6.1) picks an XDP TX
+    // queue past the last one and the guest panics on the first XDP_TX (measured); a
+    // tuning variant that sets the queue count is refused for `xdp-tx` (docs/vm.md).
+    let sets_queues = tune.is_some_and(tune::Tune::sets_queues);
+    let (mq, queues) = match path.kind() {
+        NetKind::XdpTx => (nic == "virtio" && v.smp > 1, v.smp),
+        NetKind::Xdp => (nic == "virtio" && sets_queues, 2 * v.smp.max(1)),
+        _ => (nic == "virtio", 2 * v.smp.max(1)),
+    };
     qemu::host_tap(&ns, mq)?;
     let ex_csv = dir.join(format!("{tag}.exchange.csv"));
     let ex_sum = dir.join(format!("{tag}.exchange.jsonl"));

@@ -122,6 +122,30 @@ impl Tune {
     }
 }
 
+/// Refuses a variant that sets the queue count (`ethtool -L`) on `xdp-tx`: with XDP in
+/// virtio-net's shared-queue mode and more active queue pairs than vCPUs, the guest's
+/// driver (Linux 6.1) picks an XDP TX queue past the last one and the guest panics on the
+/// first XDP_TX (measured). `xdp-tx` gets a queue pair per vCPU instead (`--smp`).
+pub fn check_paths(tunes: &[Tune], paths: &[crate::PathSpec]) -> Result<()> {
+    let sets_queues = |t: &&Tune| t.apply.contains("ethtool -L");
+    if let (Some(t), Some(p)) = (
+        tunes.iter().find(sets_queues),
+        paths
+            .iter()
+            .find(|p| p.kind() == strategy::net::NetKind::XdpTx),
+    ) {
+        bail!("--guest-tune {}: it sets the queue count (ethtool -L), which is refused for `{p}`: the guest's virtio-net would pick an XDP_TX queue past the last one (Linux 6.1 panics); give the guest vCPUs instead (--smp 2: a queue pair each)", t.name);
+    }
+    Ok(())
+}
+
+impl Tune {
+    /// Whether the variant sets the NIC's queue count.
+    pub fn sets_queues(&self) -> bool {
+        self.apply.contains("ethtool -L")
+    }
+}
+
 /// The read-back lines of a serial log (between the markers), if any.
 pub fn readback(serial_log: &str) -> Option<String> {
     let start = serial_log.find("lab-tune-begin")?;
@@ -143,6 +167,19 @@ mod tests {
         assert!(t[1].script().contains("echo hi\necho lab-tune-begin"));
         assert!(parse(&["nope".into()]).is_err());
         assert!(parse(&["bad name=x".into()]).is_err());
+    }
+
+    #[test]
+    fn a_queue_count_is_refused_for_xdp_tx_only() {
+        let t = parse(&["mq=ethtool -L $IF combined 2".into(), "nogro".into()]).expect("parses");
+        let paths = |names: &[&str]| -> Vec<crate::PathSpec> {
+            names.iter().map(|n| n.parse().expect("a path")).collect()
+        };
+        assert!(t[0].sets_queues() && !t[1].sets_queues());
+        assert!(check_paths(&t, &paths(&["kernel", "xdp"])).is_ok());
+        let e = check_paths(&t, &paths(&["xdp", "xdp-tx"])).expect_err("refused");
+        assert!(e.to_string().contains("--smp 2"), "{e}");
+        assert!(check_paths(&t[1..], &paths(&["xdp-tx"])).is_ok());
     }
 
     #[test]
