@@ -49,7 +49,8 @@ if [ -n "$labtune" ]; then
 fi
 EXTRA=""
 [ "$labnet" = packet ] && EXTRA="--packet-ip $labpktip"
-# Every queue the NIC has gets an AF_XDP socket (one unless a tuning variant set more).
+# Every queue the NIC has gets an AF_XDP socket (one, unless a tuning variant set more or,
+# for xdp-tx, the guest has a queue pair per vCPU).
 { [ "$labnet" = xdp ] || [ "$labnet" = xdp-tx ]; } && EXTRA="--xsk-queues all"
 /strategy run --iface "$IF" --net "$labnet" --exchange "$labex" --sessions 1 \
     --orders-out /orders.csv --results /results.jsonl $EXTRA $labflags > /strategy.out 2>&1

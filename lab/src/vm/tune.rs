@@ -111,6 +111,11 @@ pub fn parse(specs: &[String]) -> Result<Vec<Tune>> {
 }
 
 impl Tune {
+    /// Whether the variant sets the NIC's queue count.
+    pub fn sets_queues(&self) -> bool {
+        self.apply.contains("ethtool -L")
+    }
+
     /// The script the guest sources (`/tune/<name>.sh`).
     pub fn script(&self) -> String {
         format!(
@@ -127,9 +132,8 @@ impl Tune {
 /// driver (Linux 6.1) picks an XDP TX queue past the last one and the guest panics on the
 /// first XDP_TX (measured). `xdp-tx` gets a queue pair per vCPU instead (`--smp`).
 pub fn check_paths(tunes: &[Tune], paths: &[crate::PathSpec]) -> Result<()> {
-    let sets_queues = |t: &&Tune| t.apply.contains("ethtool -L");
     if let (Some(t), Some(p)) = (
-        tunes.iter().find(sets_queues),
+        tunes.iter().find(|t| t.sets_queues()),
         paths
             .iter()
             .find(|p| p.kind() == strategy::net::NetKind::XdpTx),
@@ -137,13 +141,6 @@ pub fn check_paths(tunes: &[Tune], paths: &[crate::PathSpec]) -> Result<()> {
         bail!("--guest-tune {}: it sets the queue count (ethtool -L), which is refused for `{p}`: the guest's virtio-net would pick an XDP_TX queue past the last one (Linux 6.1 panics); give the guest vCPUs instead (--smp 2: a queue pair each)", t.name);
     }
     Ok(())
-}
-
-impl Tune {
-    /// Whether the variant sets the NIC's queue count.
-    pub fn sets_queues(&self) -> bool {
-        self.apply.contains("ethtool -L")
-    }
 }
 
 /// The read-back lines of a serial log (between the markers), if any.
