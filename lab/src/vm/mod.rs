@@ -301,8 +301,8 @@ fn one_vm_run(
     // a socket on each: its program decides while the market data keeps to one queue (the
     // tap hashes one flow to one queue), its XDP_TX goes through the shared, locked TX
     // queue of its CPU. Never more pairs than vCPUs: with XDP attached in that shared mode
-    // and more active pairs than CPUs, the guest's virtio-net (Linux 6.1) picks an XDP TX
-    // queue past the last one and the guest panics on the first XDP_TX (measured); a
+    // and more active pairs than CPUs, the guest (Linux 6.1) panicked on the first XDP_TX
+    // (measured; as we read virtio-net, it picks an XDP TX queue past the last one); a
     // tuning variant that sets the queue count is refused for `xdp-tx` (docs/vm.md).
     let sets_queues = tune.is_some_and(tune::Tune::sets_queues);
     let (mq, queues) = match path.kind() {

@@ -128,9 +128,9 @@ impl Tune {
 }
 
 /// Refuses a variant that sets the queue count (`ethtool -L`) on `xdp-tx`: with XDP in
-/// virtio-net's shared-queue mode and more active queue pairs than vCPUs, the guest's
-/// driver (Linux 6.1) picks an XDP TX queue past the last one and the guest panics on the
-/// first XDP_TX (measured). `xdp-tx` gets a queue pair per vCPU instead (`--smp`).
+/// virtio-net's shared-queue mode and more active queue pairs than vCPUs, the guest (Linux
+/// 6.1) panicked on the first XDP_TX (measured; as we read the driver, it picks an XDP TX
+/// queue past the last one). `xdp-tx` gets a queue pair per vCPU instead (`--smp`).
 pub fn check_paths(tunes: &[Tune], paths: &[crate::PathSpec]) -> Result<()> {
     if let (Some(t), Some(p)) = (
         tunes.iter().find(|t| t.sets_queues()),
@@ -138,7 +138,7 @@ pub fn check_paths(tunes: &[Tune], paths: &[crate::PathSpec]) -> Result<()> {
             .iter()
             .find(|p| p.kind() == strategy::net::NetKind::XdpTx),
     ) {
-        bail!("--guest-tune {}: it sets the queue count (ethtool -L), which is refused for `{p}`: the guest's virtio-net would pick an XDP_TX queue past the last one (Linux 6.1 panics); give the guest vCPUs instead (--smp 2: a queue pair each)", t.name);
+        bail!("--guest-tune {}: it sets the queue count (ethtool -L), which is refused for `{p}`: a guest with more queue pairs than vCPUs panicked on the first XDP_TX (Linux 6.1's virtio-net); give the guest vCPUs instead (--smp 2: a queue pair each)", t.name);
     }
     Ok(())
 }
