@@ -192,7 +192,7 @@ fn strategy_reconnects_after_the_exchange_dies() {
         let mut st = start_strategy(&lab.strategy, net, &orders, &stlog, &extra);
         // Mid-session: 0.8 s into the market data (about a third of the file at 2,000
         // packets/s), timed from its start, not from the strategy's.
-        wait_for_log(&log1, "HANDSHAKE -> TRANSMIT", Duration::from_secs(20));
+        wait_for_log(&log1, procs::TRANSMITTING, Duration::from_secs(20));
         std::thread::sleep(Duration::from_millis(800));
         drop(ex1); // SIGKILL mid-session
         std::thread::sleep(Duration::from_millis(300));

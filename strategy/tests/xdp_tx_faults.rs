@@ -121,7 +121,8 @@ fn session_with(
         c.args([
             "-c",
             &format!(
-                "until grep -q 'HANDSHAKE -> TRANSMIT' '{}' 2>/dev/null; do sleep 0.02; done; sleep {}; {cmd}",
+                "until grep -qF '{}' '{}' 2>/dev/null; do sleep 0.02; done; sleep {}; {cmd}",
+                procs::TRANSMITTING,
                 exlog.display(),
                 after.as_secs_f64()
             ),

@@ -165,6 +165,17 @@ impl Drop for FuzzBuild {
     }
 }
 
+/// A process's state letter and parent, from `/proc/PID/stat` ("pid (comm) state ppid
+/// ...": the comm may hold spaces and parentheses, so the fields are counted from the last
+/// ')'); None once it is gone.
+fn stat(pid: u32) -> Option<(char, u32)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = s[s.rfind(')')? + 1..].split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
 /// Every process under `pid`, from /proc (each `stat` names its parent), nearest first.
 fn descendants(pid: u32) -> Vec<u32> {
     let mut parent_of = Vec::new();
@@ -173,16 +184,7 @@ fn descendants(pid: u32) -> Vec<u32> {
             let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
                 continue;
             };
-            // "pid (comm) state ppid ...": the comm may hold spaces and parentheses, so
-            // the fields are counted from the last ')'.
-            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-                continue;
-            };
-            let ppid = stat
-                .rfind(')')
-                .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
-                .and_then(|f| f.parse::<u32>().ok());
-            if let Some(pp) = ppid {
+            if let Some((_, pp)) = stat(p) {
                 parent_of.push((p, pp));
             }
         }
@@ -287,13 +289,7 @@ mod tests {
     /// Whether `pid` is still a running process (a zombie, reaped later by init or its
     /// parent, does not count).
     fn alive(pid: u32) -> bool {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                s.rfind(')')
-                    .map(|i| s[i + 1..].trim_start().starts_with('Z'))
-            })
-            .is_some_and(|zombie| !zombie)
+        stat(pid).is_some_and(|(state, _)| state != 'Z')
     }
 
     #[test]
@@ -319,8 +315,14 @@ mod tests {
             log: PathBuf::new(),
             t0: std::time::Instant::now(),
         });
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        let left: Vec<u32> = tree.into_iter().filter(|&p| alive(p)).collect();
+        // SIGTERM is delivered at once but acted on when each process next runs: wait for
+        // them (up to 10 s on a loaded machine) rather than a fixed time.
+        let t0 = std::time::Instant::now();
+        let mut left: Vec<u32> = tree.clone();
+        while !left.is_empty() && t0.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            left.retain(|&p| alive(p));
+        }
         assert!(left.is_empty(), "left running: {left:?}");
         assert!(!alive(pid), "the shell itself");
     }

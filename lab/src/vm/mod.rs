@@ -305,10 +305,11 @@ fn one_vm_run(
     // (measured; as we read virtio-net, it picks an XDP TX queue past the last one); a
     // tuning variant that sets the queue count is refused for `xdp-tx` (docs/vm.md).
     let sets_queues = tune.is_some_and(tune::Tune::sets_queues);
+    let smp = v.smp.max(1);
     let (mq, queues) = match path.kind() {
-        NetKind::XdpTx => (nic == "virtio" && v.smp > 1, v.smp),
-        NetKind::Xdp => (nic == "virtio" && sets_queues, 2 * v.smp.max(1)),
-        _ => (nic == "virtio", 2 * v.smp.max(1)),
+        NetKind::XdpTx => (nic == "virtio" && smp > 1, smp),
+        NetKind::Xdp => (nic == "virtio" && sets_queues, 2 * smp),
+        _ => (nic == "virtio", 2 * smp),
     };
     qemu::host_tap(&ns, mq)?;
     let ex_csv = dir.join(format!("{tag}.exchange.csv"));
