@@ -309,9 +309,8 @@ pub(super) fn gap_table<'a>(
         for row in rest {
             let c = row.key_figures();
             println!(
-                "  {}/{}: user p50 x{:.2}, p99 x{:.2}; kernel p50 x{:.2}{}, p99 x{:.2}",
+                "  {}: user p50 x{:.2}, p99 x{:.2}; kernel p50 x{:.2}{}, p99 x{:.2}",
                 row.path,
-                base.path,
                 c[0] / b[0],
                 c[1] / b[1],
                 c[2] / b[2],

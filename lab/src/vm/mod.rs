@@ -12,6 +12,7 @@
 //! error and on Ctrl-C (the namespace takes the tap with it).
 
 pub mod initramfs;
+pub mod pvh;
 pub mod qemu;
 pub mod tune;
 
@@ -106,7 +107,8 @@ fn prepare_guest(env: &Env, a: &LabConfig, v: &VmConfig, dir: &Path) -> Result<G
     if let Some(p) = a.paths.iter().find(|p| p.reflects() || p.uses_hugepages()) {
         bail!("path `{p}`: the VM lab runs every variant but the floor (+reflect: the namespace lab's `--floor`) and huge pages (the guest reserves none)");
     }
-    let (kernel, kver) = initramfs::guest_kernel(v)?;
+    let (bz_image, kver) = initramfs::guest_kernel(v)?;
+    let kernel = pvh::boot_image(&bz_image, &kver, &env.data_dir());
     let initrd = dir.join("initramfs.cpio");
     let tunes = tune::parse(&v.tunes)?;
     tune::check_paths(&tunes, &a.paths)?;
