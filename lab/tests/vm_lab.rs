@@ -40,7 +40,12 @@ fn vm_smoke(env: &Env) -> Result<()> {
     mdfile::mdgen::generate(&md, &cfg)?;
     let args = LabConfig {
         timeout: 120,
-        ..test_lab(&["kernel+wire", "xdp", "xdp-tx"], Some(md), dir, "rate:500")
+        ..test_lab(
+            &["kernel+wire", "xdp", "xdp-tx"],
+            Some(md),
+            dir,
+            "rate:1000",
+        )
     };
     let vm = lab::vm::VmConfig {
         accel: "tcg".into(),
