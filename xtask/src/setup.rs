@@ -101,8 +101,14 @@ const VM: &[(&str, &str)] = &[
     ("linux-image-amd64", "the guest kernel and its NIC modules"),
     ("busybox-static", "the guest's userland in the initramfs"),
     ("kmod", "modprobe --show-depends for the NIC modules"),
-    ("xz-utils", "unpacking compressed kernel modules"),
-    ("zstd", "unpacking compressed kernel modules"),
+    (
+        "xz-utils",
+        "unpacking compressed kernel modules and the guest kernel (direct boot)",
+    ),
+    (
+        "zstd",
+        "unpacking compressed kernel modules and the guest kernel (direct boot)",
+    ),
 ];
 
 /// Where bpf-linker and the LLVM library link it finds live.
