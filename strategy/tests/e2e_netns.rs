@@ -15,17 +15,6 @@ use procs::{bin, oracle, read_orders, skip, wait, wait_for_log, Proc};
 use strategy::net::uring::UringFeatures;
 use strategy::net::PathReport;
 
-/// The tests of this file each run two busy processes on a 2-CPU machine: run one at a
-/// time (cargo runs a file's tests in parallel threads), so that none measures another's
-/// load. The guard is held for the whole test.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 fn start_exchange(ns: &Netns, md: &Path, csv: &Path, log: &Path, pace: &str) -> Proc {
     start_exchange_with(ns, md, csv, log, pace, &[])
 }
@@ -78,6 +67,33 @@ fn small_file(dir: &Path, size: u64) -> PathBuf {
     p
 }
 
+/// What a test here starts from: a temporary folder, a generated file of about `size`
+/// bytes with its oracle, and the one-test-at-a-time guard ([`procs::serial`]). Bind
+/// `_serial` by name when destructuring: `..` or `_` would drop the guard at once.
+struct Fixture {
+    dir: tempfile::TempDir,
+    md: PathBuf,
+    want: Vec<procs::Order>,
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+/// The [`Fixture`]; None (skipped, the reason printed) without root.
+fn fixture(size: u64) -> Option<Fixture> {
+    if skip() {
+        return None;
+    }
+    let serial = procs::serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let md = small_file(dir.path(), size);
+    let want = oracle(&md);
+    Some(Fixture {
+        dir,
+        md,
+        want,
+        _serial: serial,
+    })
+}
+
 /// One session in a fresh pair of namespaces: the exchange (with `ex_extra`) and the
 /// strategy on `net` (with `--sessions 1`, AF_PACKET's own address, and `st_extra`), both
 /// run to their end. Returns the exchange's order CSV and the strategy's.
@@ -115,13 +131,15 @@ fn session(
 
 #[test]
 fn orders_equal_the_oracle_on_every_path() {
-    if skip() {
+    let Some(Fixture {
+        dir,
+        md,
+        want,
+        _serial,
+    }) = fixture(60_000)
+    else {
         return;
-    }
-    let _serial = serial();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let md = small_file(dir.path(), 60_000);
-    let want = oracle(&md);
+    };
     assert!(want.len() > 20);
     for net in ["kernel", "kernel+mmsg", "uring", "xdp", "packet"] {
         let lab = VethLab::new("e2e").expect("lab");
@@ -173,13 +191,15 @@ fn orders_equal_the_oracle_on_every_path() {
 /// go, returns to Init, reconnects to the next exchange and trades the whole file again.
 #[test]
 fn strategy_reconnects_after_the_exchange_dies() {
-    if skip() {
+    let Some(Fixture {
+        dir,
+        md,
+        want,
+        _serial,
+    }) = fixture(60_000)
+    else {
         return;
-    }
-    let _serial = serial();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let md = small_file(dir.path(), 60_000);
-    let want = oracle(&md);
+    };
     for net in ["kernel", "uring", "xdp", "packet"] {
         let lab = VethLab::new("e2r").expect("lab");
         let file = |s: &str| dir.path().join(format!("{net}.{s}"));
@@ -236,7 +256,7 @@ fn gap_and_stage_columns_match_a_file_with_known_gaps() {
     if skip() {
         return;
     }
-    let _serial = serial();
+    let _serial = procs::serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let md = dir.path().join("gap.csv.gz");
     mdgen::generate(
@@ -295,13 +315,15 @@ fn gap_and_stage_columns_match_a_file_with_known_gaps() {
 /// exactly the oracle's orders, counts the heartbeats apart, and sees nothing invalid.
 #[test]
 fn warming_variants_equal_the_oracle() {
-    if skip() {
+    let Some(Fixture {
+        dir,
+        md,
+        want,
+        _serial,
+    }) = fixture(40_000)
+    else {
         return;
-    }
-    let _serial = serial();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let md = small_file(dir.path(), 40_000);
-    let want = oracle(&md);
+    };
     assert!(want.len() > 10);
     for net in ["kernel", "uring", "xdp", "packet"] {
         let Session { csv, orders } = session(
@@ -344,13 +366,15 @@ fn warming_variants_equal_the_oracle() {
 /// features ran and, for one the kernel refused, why it fell back.
 #[test]
 fn uring_variants_equal_the_oracle_and_report_their_features() {
-    if skip() {
+    let Some(Fixture {
+        dir,
+        md,
+        want,
+        _serial,
+    }) = fixture(40_000)
+    else {
         return;
-    }
-    let _serial = serial();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let md = small_file(dir.path(), 40_000);
-    let want = oracle(&md);
+    };
     type Ran = Option<fn(&UringFeatures) -> bool>;
     let cases: [(&str, &[&str], Ran); 11] = [
         ("defer", &["--uring-defer"], Some(|f| f.defer_taskrun)),
@@ -432,13 +456,15 @@ fn uring_variants_equal_the_oracle_and_report_their_features() {
 /// and with it the orders' prices).
 #[test]
 fn no_path_misses_the_start_of_a_session() {
-    if skip() {
+    let Some(Fixture {
+        dir,
+        md,
+        want,
+        _serial,
+    }) = fixture(40_000)
+    else {
         return;
-    }
-    let _serial = serial();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let md = small_file(dir.path(), 40_000);
-    let want = oracle(&md);
+    };
     for net in ["kernel", "uring", "xdp", "packet"] {
         for round in 0..2 {
             let Session { csv, .. } = session(
@@ -465,13 +491,15 @@ fn no_path_misses_the_start_of_a_session() {
 /// orders equal to the oracle.
 #[test]
 fn sigkill_anywhere_leaves_nothing_and_the_next_start_trades() {
-    if skip() {
+    let Some(Fixture {
+        dir,
+        md,
+        want,
+        _serial,
+    }) = fixture(40_000)
+    else {
         return;
-    }
-    let _serial = serial();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let md = small_file(dir.path(), 40_000);
-    let want = oracle(&md);
+    };
     let mut nets = vec!["packet"];
     if strategy::net::af_xdp::loader::has_object() {
         nets.insert(0, "xdp");

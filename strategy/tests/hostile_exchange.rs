@@ -37,15 +37,6 @@ fn paths() -> Vec<&'static str> {
     p
 }
 
-/// One test at a time: each runs a busy strategy on a 2-CPU machine.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 fn start_strategy(ns: &Netns, net: &str, results: &Path, log: &Path, extra: &[&str]) -> Proc {
     let mut c = ns.command(env!("CARGO_BIN_EXE_strategy"));
     c.args([
@@ -178,7 +169,7 @@ fn garbage_and_a_reset_mid_session_then_a_reconnect() {
     if skip() {
         return;
     }
-    let _serial = serial();
+    let _serial = procs::serial();
     let dir = tempfile::tempdir().expect("tempdir");
     for net in paths() {
         let lab = VethLab::new("hx1").expect("lab");
@@ -244,7 +235,7 @@ fn an_exchange_that_never_publishes_or_never_accepts() {
     if skip() {
         return;
     }
-    let _serial = serial();
+    let _serial = procs::serial();
     let dir = tempfile::tempdir().expect("tempdir");
     for net in paths() {
         // Accepts, never publishes: the strategy waits, trading nothing, and leaves on time.
@@ -318,7 +309,7 @@ fn hostile_frames_are_dropped_and_counted() {
     if skip() {
         return;
     }
-    let _serial = serial();
+    let _serial = procs::serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let script_lines = lines(1_000, 200);
     // A batch after every 20th line from the 6th: 11 over the 210 lines.
@@ -496,7 +487,7 @@ fn a_zero_window_holds_orders_back_whole_and_counted() {
     if skip() {
         return;
     }
-    let _serial = serial();
+    let _serial = procs::serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut script_lines = lines(5_000, 0);
     let mut id = 100_000u64;

@@ -17,6 +17,20 @@ use strategy::spec::PathSpec;
 /// `(trigger_id, side, price, qty)`.
 pub type Order = (u64, String, i64, u32);
 
+/// One test at a time: the namespace tests each run two busy processes (a busy-polling
+/// strategy, the exchange) on a 2-CPU machine, and cargo runs a file's tests in parallel
+/// threads; none may measure another's load. Each test binary that includes this module
+/// has its own lock; the guard is held for the whole test.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Takes the one-test-at-a-time lock ([`SERIAL`]); a test that failed holding it does not
+/// poison the others.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A binary of the workspace next to this test's strategy binary.
 pub fn bin(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_strategy")).with_file_name(name)
