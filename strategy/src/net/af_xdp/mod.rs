@@ -218,7 +218,7 @@ fn open_queue(xcfg: &XdpConfig, queue: u32) -> io::Result<(rings::XskRx, XskTx, 
         ""
     };
     let (umem, mut frames) =
-        Umem::new(uc, count, xcfg.hugepages).map_err(|e| io_other(format!("{e}{hint}")))?;
+        Umem::new(uc, count, xcfg.hugepages).map_err(|e| rings::xsk_err(e, hint))?;
     let tries: &[(BindFlags, BindMode)] = match xcfg.bind {
         XskBind::Auto => &[
             (BindFlags::XDP_ZEROCOPY, BindMode::ZeroCopy),

@@ -17,6 +17,15 @@ use crate::net::ring::{Kick, RxRing, TxRing, TxStats, BATCH};
 /// The four rings of a bound socket.
 pub type SocketRings = (TxQueue, RxQueue, FillQueue, CompQueue);
 
+/// An xsk-rs error as an `io::Error` that keeps the OS error behind it (xsk-rs's own message
+/// is only "non-zero error code returned when creating AF_XDP socket"), with `hint` after.
+pub fn xsk_err(e: impl std::error::Error, hint: &str) -> io::Error {
+    match e.source().and_then(|s| s.downcast_ref::<io::Error>()) {
+        Some(os) => io::Error::new(os.kind(), format!("{e}: {os}{hint}")),
+        None => io_other(format!("{e}{hint}")),
+    }
+}
+
 /// Binds an AF_XDP socket on `iface` queue `queue` over `umem` (its only user) with rings of
 /// `ring` entries; the XDP program is ours (libxdp is told not to load its own).
 pub fn open_socket(
@@ -37,7 +46,8 @@ pub fn open_socket(
     // SAFETY: the UMEM is used by this one socket only (no shared UMEM: `open` creates one
     // UMEM per socket), and the program is loaded by us (INHIBIT_PROG_LOAD), as Socket::new
     // requires.
-    let (tx, rx, fqcq) = unsafe { Socket::new(sc, umem, &name, queue) }.map_err(io_other)?;
+    let (tx, rx, fqcq) =
+        unsafe { Socket::new(sc, umem, &name, queue) }.map_err(|e| xsk_err(e, ""))?;
     let (fq, cq) = fqcq.ok_or_else(|| io_other("no fill/completion queue returned"))?;
     Ok((tx, rx, fq, cq))
 }
@@ -371,5 +381,47 @@ impl TxRing for XskTx {
 
     fn stats(&self) -> TxStats {
         self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error like xsk-rs's: a fixed message, the OS error as its source.
+    #[derive(Debug)]
+    struct Wrapped(Option<io::Error>);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("non-zero error code returned when creating AF_XDP socket")
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.0.as_ref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn the_os_error_behind_an_xsk_error_is_kept() {
+        let os = io::Error::from_raw_os_error(libc::EOPNOTSUPP);
+        let e = xsk_err(Wrapped(Some(os)), " (a hint)");
+        assert_eq!(
+            e.raw_os_error(),
+            None,
+            "a new error, with the OS error's kind"
+        );
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+        let text = e.to_string();
+        assert!(
+            text.starts_with("non-zero error code")
+                && text.contains("(os error 95)")
+                && text.ends_with(" (a hint)"),
+            "{text}"
+        );
+        let bare = xsk_err(Wrapped(None), "");
+        assert_eq!(bare.kind(), io::ErrorKind::Other);
     }
 }
