@@ -21,8 +21,8 @@ use xsk_rs::Umem;
 
 use self::loader::{Options, Steering, XdpModeArg};
 use self::rings::{MultiRx, XskTx};
-use super::ring::session::io_other;
 use super::ring::session::XdpReport;
+use super::ring::session::{io_chain, io_other};
 use super::ring::{BackendReport, Opened, RingDevice, RingPath, SessionGuard};
 use super::NetConfig;
 
@@ -159,7 +159,7 @@ pub fn open(
             md_source,
         },
     )
-    .map_err(io_other)?;
+    .map_err(|e| io_chain(&e, ""))?;
     if xcfg.queues.is_empty() {
         return Err(io_other("no RX queue to bind"));
     }
@@ -168,7 +168,9 @@ pub fn open(
     let mut bind_mode = None;
     for &queue in &xcfg.queues {
         let (rx, tx, mode) = open_queue(xcfg, queue)?;
-        steering.register_socket(queue, rx.fd()).map_err(io_other)?;
+        steering
+            .register_socket(queue, rx.fd())
+            .map_err(|e| io_chain(&e, ""))?;
         rxs.push(rx);
         bind_mode = Some(mode);
         // The first socket transmits; the others only receive.
@@ -179,7 +181,9 @@ pub fn open(
     let total = xcfg.frame_count.max(128) as usize * xcfg.queues.len();
     let rx = MultiRx::new(rxs, xcfg.queues.clone(), xcfg.xdp_tx);
     let xtx = if xcfg.xdp_tx {
-        Some(xtx::Delegation::new(steering.take_xtx().map_err(io_other)?))
+        Some(xtx::Delegation::new(
+            steering.take_xtx().map_err(|e| io_chain(&e, ""))?,
+        ))
     } else {
         None
     };
@@ -218,7 +222,7 @@ fn open_queue(xcfg: &XdpConfig, queue: u32) -> io::Result<(rings::XskRx, XskTx, 
         ""
     };
     let (umem, mut frames) =
-        Umem::new(uc, count, xcfg.hugepages).map_err(|e| rings::xsk_err(e, hint))?;
+        Umem::new(uc, count, xcfg.hugepages).map_err(|e| io_chain(&e, hint))?;
     let tries: &[(BindFlags, BindMode)] = match xcfg.bind {
         XskBind::Auto => &[
             (BindFlags::XDP_ZEROCOPY, BindMode::ZeroCopy),

@@ -11,20 +11,11 @@ use std::io;
 use xsk_rs::config::{BindFlags, Interface as XskIface, LibxdpFlags, QueueSize, SocketConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
-use crate::net::ring::session::io_other;
+use crate::net::ring::session::{io_chain, io_other};
 use crate::net::ring::{Kick, RxRing, TxRing, TxStats, BATCH};
 
 /// The four rings of a bound socket.
 pub type SocketRings = (TxQueue, RxQueue, FillQueue, CompQueue);
-
-/// An xsk-rs error as an `io::Error` that keeps the OS error behind it (xsk-rs's own message
-/// is only "non-zero error code returned when creating AF_XDP socket"), with `hint` after.
-pub fn xsk_err(e: impl std::error::Error, hint: &str) -> io::Error {
-    match e.source().and_then(|s| s.downcast_ref::<io::Error>()) {
-        Some(os) => io::Error::new(os.kind(), format!("{e}: {os}{hint}")),
-        None => io_other(format!("{e}{hint}")),
-    }
-}
 
 /// Binds an AF_XDP socket on `iface` queue `queue` over `umem` (its only user) with rings of
 /// `ring` entries; the XDP program is ours (libxdp is told not to load its own).
@@ -47,7 +38,7 @@ pub fn open_socket(
     // UMEM per socket), and the program is loaded by us (INHIBIT_PROG_LOAD), as Socket::new
     // requires.
     let (tx, rx, fqcq) =
-        unsafe { Socket::new(sc, umem, &name, queue) }.map_err(|e| xsk_err(e, ""))?;
+        unsafe { Socket::new(sc, umem, &name, queue) }.map_err(|e| io_chain(&e, ""))?;
     let (fq, cq) = fqcq.ok_or_else(|| io_other("no fill/completion queue returned"))?;
     Ok((tx, rx, fq, cq))
 }
@@ -404,10 +395,26 @@ mod tests {
         }
     }
 
+    /// An error whose message includes its source's.
+    #[derive(Debug)]
+    struct Says(Wrapped);
+
+    impl std::fmt::Display for Says {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "attach: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Says {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
     #[test]
     fn the_os_error_behind_an_xsk_error_is_kept() {
         let os = io::Error::from_raw_os_error(libc::EOPNOTSUPP);
-        let e = xsk_err(Wrapped(Some(os)), " (a hint)");
+        let e = io_chain(&Wrapped(Some(os)), " (a hint)");
         assert_eq!(
             e.raw_os_error(),
             None,
@@ -421,7 +428,17 @@ mod tests {
                 && text.ends_with(" (a hint)"),
             "{text}"
         );
-        let bare = xsk_err(Wrapped(None), "");
+        let bare = io_chain(&Wrapped(None), "");
         assert_eq!(bare.kind(), io::ErrorKind::Other);
+        // A message that already holds its source's text (thiserror's "{what}: {source}")
+        // does not say it twice; the level below still comes.
+        let e = io_chain(
+            &Says(Wrapped(Some(io::Error::from_raw_os_error(libc::EBUSY)))),
+            "",
+        );
+        assert_eq!(
+            e.to_string(),
+            "attach: non-zero error code returned when creating AF_XDP socket: Device or resource busy (os error 16)"
+        );
     }
 }

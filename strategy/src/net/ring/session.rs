@@ -29,6 +29,27 @@ pub(crate) fn io_other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+/// An error and its sources as one `io::Error` ("a: b: c", then `hint`): libraries' errors
+/// often name only the call that failed and keep the OS error as a source, which a plain
+/// `to_string` drops. A source whose text the message already holds is not repeated; the
+/// first OS error's kind is kept.
+pub(crate) fn io_chain(e: &(dyn std::error::Error + 'static), hint: &str) -> io::Error {
+    let mut text = e.to_string();
+    let mut kind = e.downcast_ref::<io::Error>().map(io::Error::kind);
+    let mut next = e.source();
+    while let Some(s) = next {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        kind = kind.or_else(|| s.downcast_ref::<io::Error>().map(io::Error::kind));
+        next = s.source();
+    }
+    text.push_str(hint);
+    io::Error::new(kind.unwrap_or(io::ErrorKind::Other), text)
+}
+
 fn now() -> Instant {
     Instant::from_micros((mono_ns() / 1000) as i64)
 }
