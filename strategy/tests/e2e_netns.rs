@@ -68,8 +68,8 @@ fn small_file(dir: &Path, size: u64) -> PathBuf {
 }
 
 /// What a test here starts from: a temporary folder, a generated file of about `size`
-/// bytes with its oracle, and the one-test-at-a-time guard ([`procs::serial`]). Bind
-/// `_serial` by name when destructuring: `..` or `_` would drop the guard at once.
+/// bytes with its oracle, and the one-test-at-a-time guard ([`procs::serial`]), held as
+/// long as the fixture lives.
 struct Fixture {
     dir: tempfile::TempDir,
     md: PathBuf,
@@ -131,27 +131,21 @@ fn session(
 
 #[test]
 fn orders_equal_the_oracle_on_every_path() {
-    let Some(Fixture {
-        dir,
-        md,
-        want,
-        _serial,
-    }) = fixture(60_000)
-    else {
+    let Some(f) = fixture(60_000) else {
         return;
     };
-    assert!(want.len() > 20);
+    assert!(f.want.len() > 20);
     for net in ["kernel", "kernel+mmsg", "uring", "xdp", "packet"] {
         let lab = VethLab::new("e2e").expect("lab");
         let (csv, orders) = (
-            dir.path().join(format!("{net}.ex.csv")),
-            dir.path().join(format!("{net}.st.csv")),
+            f.dir.path().join(format!("{net}.ex.csv")),
+            f.dir.path().join(format!("{net}.st.csv")),
         );
         let (exlog, stlog) = (
-            dir.path().join(format!("{net}.ex.log")),
-            dir.path().join(format!("{net}.st.log")),
+            f.dir.path().join(format!("{net}.ex.log")),
+            f.dir.path().join(format!("{net}.st.log")),
         );
-        let mut ex = start_exchange(&lab.exchange, &md, &csv, &exlog, "rate:5000");
+        let mut ex = start_exchange(&lab.exchange, &f.md, &csv, &exlog, "rate:5000");
         std::thread::sleep(Duration::from_millis(100));
         let rsts_before = out_rsts(&lab.strategy);
         let mut st = start_strategy(&lab.strategy, net, &orders, &stlog, &["--sessions", "1"]);
@@ -159,21 +153,21 @@ fn orders_equal_the_oracle_on_every_path() {
         wait(&mut st, Duration::from_secs(10), "strategy", &stlog);
         assert_eq!(
             read_orders(&csv, None),
-            want,
+            f.want,
             "{net}: exchange received = oracle"
         );
         assert_eq!(
             read_orders(&orders, None),
-            want,
+            f.want,
             "{net}: strategy sent = oracle"
         );
         let summary =
             std::fs::read_to_string(format!("{}.summary.jsonl", csv.display())).expect("summary");
         let s: exchange::results::Summary =
             serde_json::from_str(summary.trim()).expect("summary parses");
-        assert_eq!(s.counters.orders_accepted as usize, want.len());
+        assert_eq!(s.counters.orders_accepted as usize, f.want.len());
         assert_eq!(s.counters.malformed_lines, 2);
-        assert_eq!(s.t2t_kernel_ns.count as usize, want.len());
+        assert_eq!(s.t2t_kernel_ns.count as usize, f.want.len());
         assert_eq!(
             out_rsts(&lab.strategy),
             rsts_before,
@@ -191,22 +185,16 @@ fn orders_equal_the_oracle_on_every_path() {
 /// go, returns to Init, reconnects to the next exchange and trades the whole file again.
 #[test]
 fn strategy_reconnects_after_the_exchange_dies() {
-    let Some(Fixture {
-        dir,
-        md,
-        want,
-        _serial,
-    }) = fixture(60_000)
-    else {
+    let Some(f) = fixture(60_000) else {
         return;
     };
     for net in ["kernel", "uring", "xdp", "packet"] {
         let lab = VethLab::new("e2r").expect("lab");
-        let file = |s: &str| dir.path().join(format!("{net}.{s}"));
+        let file = |s: &str| f.dir.path().join(format!("{net}.{s}"));
         let (orders, stlog) = (file("st.csv"), file("st.log"));
         let (csv1, csv2) = (file("ex1.csv"), file("ex2.csv"));
         let (log1, log2) = (file("ex1.log"), file("ex2.log"));
-        let ex1 = start_exchange(&lab.exchange, &md, &csv1, &log1, "rate:2000");
+        let ex1 = start_exchange(&lab.exchange, &f.md, &csv1, &log1, "rate:2000");
         std::thread::sleep(Duration::from_millis(100));
         let extra = ["--reconnect", "--sessions", "2"];
         let mut st = start_strategy(&lab.strategy, net, &orders, &stlog, &extra);
@@ -216,29 +204,29 @@ fn strategy_reconnects_after_the_exchange_dies() {
         std::thread::sleep(Duration::from_millis(800));
         drop(ex1); // SIGKILL mid-session
         std::thread::sleep(Duration::from_millis(300));
-        let mut ex2 = start_exchange(&lab.exchange, &md, &csv2, &log2, "rate:5000");
+        let mut ex2 = start_exchange(&lab.exchange, &f.md, &csv2, &log2, "rate:5000");
         wait(&mut ex2, Duration::from_secs(60), "second exchange", &log2);
         wait(&mut st, Duration::from_secs(10), "strategy", &stlog);
         let first = read_orders(&orders, Some("1"));
         assert!(
-            !first.is_empty() && first.len() < want.len(),
+            !first.is_empty() && first.len() < f.want.len(),
             "{net}: session 1 was cut: {} of {}",
             first.len(),
-            want.len()
+            f.want.len()
         );
         assert_eq!(
             first[..],
-            want[..first.len()],
+            f.want[..first.len()],
             "{net}: session 1 orders are a prefix of the oracle"
         );
         assert_eq!(
             read_orders(&orders, Some("2")),
-            want,
+            f.want,
             "{net}: session 2 sent = oracle"
         );
         assert_eq!(
             read_orders(&csv2, None),
-            want,
+            f.want,
             "{net}: second exchange received = oracle"
         );
         let log = std::fs::read_to_string(&stlog).expect("log");
@@ -315,21 +303,15 @@ fn gap_and_stage_columns_match_a_file_with_known_gaps() {
 /// exactly the oracle's orders, counts the heartbeats apart, and sees nothing invalid.
 #[test]
 fn warming_variants_equal_the_oracle() {
-    let Some(Fixture {
-        dir,
-        md,
-        want,
-        _serial,
-    }) = fixture(40_000)
-    else {
+    let Some(f) = fixture(40_000) else {
         return;
     };
-    assert!(want.len() > 10);
+    assert!(f.want.len() > 10);
     for net in ["kernel", "uring", "xdp", "packet"] {
         let Session { csv, orders } = session(
-            dir.path(),
+            f.dir.path(),
             &format!("warm-{net}"),
-            &md,
+            &f.md,
             "rate:5000",
             &["--heartbeats"],
             net,
@@ -337,12 +319,12 @@ fn warming_variants_equal_the_oracle() {
         );
         assert_eq!(
             read_orders(&csv, None),
-            want,
+            f.want,
             "{net}+warm: exchange received = oracle"
         );
         assert_eq!(
             read_orders(&orders, None),
-            want,
+            f.want,
             "{net}+warm: strategy sent = oracle"
         );
         let summary =
@@ -366,13 +348,7 @@ fn warming_variants_equal_the_oracle() {
 /// features ran and, for one the kernel refused, why it fell back.
 #[test]
 fn uring_variants_equal_the_oracle_and_report_their_features() {
-    let Some(Fixture {
-        dir,
-        md,
-        want,
-        _serial,
-    }) = fixture(40_000)
-    else {
+    let Some(f) = fixture(40_000) else {
         return;
     };
     type Ran = Option<fn(&UringFeatures) -> bool>;
@@ -411,13 +387,13 @@ fn uring_variants_equal_the_oracle_and_report_their_features() {
         ),
     ];
     for (name, flags, ran) in cases {
-        let report = dir.path().join(format!("{name}.st.jsonl"));
+        let report = f.dir.path().join(format!("{name}.st.jsonl"));
         let mut extra = vec!["--results", report.to_str().expect("utf8")];
         extra.extend_from_slice(flags);
         let Session { csv, .. } = session(
-            dir.path(),
+            f.dir.path(),
             &format!("uring-{name}"),
-            &md,
+            &f.md,
             "rate:5000",
             &[],
             "uring",
@@ -425,7 +401,7 @@ fn uring_variants_equal_the_oracle_and_report_their_features() {
         );
         assert_eq!(
             read_orders(&csv, None),
-            want,
+            f.want,
             "uring+{name}: exchange received = oracle"
         );
         let r = &procs::reports(&report)[0];
@@ -456,21 +432,15 @@ fn uring_variants_equal_the_oracle_and_report_their_features() {
 /// and with it the orders' prices).
 #[test]
 fn no_path_misses_the_start_of_a_session() {
-    let Some(Fixture {
-        dir,
-        md,
-        want,
-        _serial,
-    }) = fixture(40_000)
-    else {
+    let Some(f) = fixture(40_000) else {
         return;
     };
     for net in ["kernel", "uring", "xdp", "packet"] {
         for round in 0..2 {
             let Session { csv, .. } = session(
-                dir.path(),
+                f.dir.path(),
                 &format!("hs-{net}-{round}"),
-                &md,
+                &f.md,
                 "rate:5000",
                 &["--handshake-delay", "0ms"],
                 net,
@@ -478,7 +448,7 @@ fn no_path_misses_the_start_of_a_session() {
             );
             assert_eq!(
                 read_orders(&csv, None),
-                want,
+                f.want,
                 "{net} (round {round}): with no handshake delay the exchange still received the oracle's orders"
             );
         }
@@ -491,13 +461,7 @@ fn no_path_misses_the_start_of_a_session() {
 /// orders equal to the oracle.
 #[test]
 fn sigkill_anywhere_leaves_nothing_and_the_next_start_trades() {
-    let Some(Fixture {
-        dir,
-        md,
-        want,
-        _serial,
-    }) = fixture(40_000)
-    else {
+    let Some(f) = fixture(40_000) else {
         return;
     };
     let mut nets = vec!["packet"];
@@ -508,13 +472,13 @@ fn sigkill_anywhere_leaves_nothing_and_the_next_start_trades() {
         for (moment, kill_after_ms) in [("connecting", 150u64), ("starting", 30), ("orders", 400)] {
             let what = format!("{net}, killed {moment}");
             let lab = VethLab::new("e2k").expect("lab");
-            let file = |s: &str| dir.path().join(format!("{net}-{moment}.{s}"));
+            let file = |s: &str| f.dir.path().join(format!("{net}-{moment}.{s}"));
             let start_ex = || {
                 let child = lab
                     .exchange
                     .command(bin("exchange"))
                     .args(
-                        exchange::serve_cmd::ServeCmd::new(&md, "10.77.0.1:9012")
+                        exchange::serve_cmd::ServeCmd::new(&f.md, "10.77.0.1:9012")
                             .md_iface("vx0")
                             .quiet_orders(true)
                             .pace("rate:2000")
@@ -587,7 +551,7 @@ fn sigkill_anywhere_leaves_nothing_and_the_next_start_trades() {
                 .unwrap_or_default();
             assert_eq!(
                 read_orders(&file("ex.csv"), Some(&last)),
-                want,
+                f.want,
                 "{what}: the next start's orders equal the oracle (session {last})"
             );
             let left = procs::xdp_left(&lab.strategy);
