@@ -70,8 +70,9 @@ fn xdp_pass(_a: &XdpPassArgs) -> anyhow::Result<()> {
 
 #[derive(clap::Args)]
 struct ProbeArgs {
-    /// Try attaching the XDP program (driver mode, then generic) on these interfaces; it is
-    /// detached at once.
+    /// Try attaching the XDP program (driver mode, then generic) and binding an AF_XDP socket
+    /// in zero-copy mode (queue 0) on these interfaces; each is undone at once (a driver may
+    /// reset the queue to do either).
     #[arg(long, value_delimiter = ',')]
     iface: Vec<String>,
     /// JSON instead of a table.

@@ -134,6 +134,11 @@ fn xdp_rows(name: &str, rows: &mut Vec<(String, String)>) {
         };
         rows.push((label.into(), v));
     }
+    let zc = match crate::net::af_xdp::zero_copy_bind(name) {
+        Ok(()) => "yes".to_owned(),
+        Err(e) => format!("no ({e})"),
+    };
+    rows.push(("AF_XDP zero-copy bind (queue 0)".into(), zc));
 }
 
 #[cfg(not(feature = "xdp"))]

@@ -1,6 +1,7 @@
 //! The XDP program is detached on every exit path of the AF_XDP strategy: normal end of
-//! session, SIGINT mid-session, an error after attach, and a panic. Needs root and the
-//! embedded XDP program (`cargo xtask build-ebpf`); skipped with a reason otherwise.
+//! session, SIGINT mid-session, an error after attach, and a panic; and `strategy probe`'s
+//! trials leave nothing behind. Needs root and the embedded XDP program (`cargo xtask
+//! build-ebpf`); skipped with a reason otherwise.
 
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
@@ -146,4 +147,50 @@ fn xdp_program_is_detached_on_every_exit_path() {
     let status = st.0.wait().expect("wait");
     assert!(!status.success(), "the panic is reported");
     assert!(!xdp_attached(&lab), "detached after a panic");
+}
+
+/// `strategy probe` on an interface tries the XDP attach modes and an AF_XDP zero-copy
+/// bind, and leaves nothing behind: on a veth, driver and generic mode attach, and the
+/// zero-copy bind is refused with the OS error's reason (veth binds in copy mode only).
+#[test]
+fn the_probe_tries_xdp_and_a_zero_copy_bind_and_leaves_nothing_attached() {
+    if !netlab::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    if !strategy::net::af_xdp::loader::has_object() {
+        eprintln!("skipped: built without the XDP program (run `cargo xtask build-ebpf`)");
+        return;
+    }
+    let lab = VethLab::new("xpr").expect("lab");
+    // A process in the namespace (`ip netns exec` mounts its /sys: the probe lists
+    // /sys/class/net), as a user runs it.
+    let out = lab
+        .strategy
+        .command(env!("CARGO_BIN_EXE_strategy"))
+        .args(["probe", "--iface", "vs0"])
+        .output()
+        .expect("strategy probe");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let section = text
+        .split("interface vs0")
+        .nth(1)
+        .and_then(|rest| rest.split("\ninterface ").next())
+        .unwrap_or_else(|| panic!("no section for vs0: {text}"));
+    let row = |k: &str| {
+        section
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(k).map(|v| v.trim().to_owned()))
+            .unwrap_or_else(|| panic!("no {k:?} row: {section}"))
+    };
+    let rows = section;
+    assert_eq!(row("XDP driver mode"), "yes", "{rows:?}");
+    assert_eq!(row("XDP generic (SKB) mode"), "yes", "{rows:?}");
+    let zc = row("AF_XDP zero-copy bind (queue 0)");
+    assert!(
+        zc.starts_with("no (") && zc.contains("os error"),
+        "veth has no zero-copy AF_XDP, and the row says why: {zc}"
+    );
+    assert!(!xdp_attached(&lab), "the probe left a program attached");
 }

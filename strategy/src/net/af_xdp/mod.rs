@@ -203,6 +203,24 @@ pub fn open(
     })
 }
 
+/// Whether `iface` takes an AF_XDP socket in zero-copy mode on queue 0 (`strategy probe`):
+/// one socket over a small UMEM of its own, bound and dropped at once (no program needed);
+/// the OS error when it does not (veth, and virtio-net before Linux 6.13: EOPNOTSUPP).
+pub fn zero_copy_bind(iface: &str) -> io::Result<()> {
+    let cfg = XdpConfig {
+        iface: iface.to_owned(),
+        queues: vec![0],
+        mode: XdpModeArg::Drv,
+        bind: XskBind::Zc,
+        frame_size: 2048,
+        frame_count: 128,
+        hugepages: false,
+        diag: false,
+        xdp_tx: false,
+    };
+    open_queue(&cfg, 0).map(drop)
+}
+
 /// One AF_XDP socket on `queue` over a UMEM of its own (zero-copy first under
 /// `--xsk-bind auto`): its two halves and the bind mode that worked.
 fn open_queue(xcfg: &XdpConfig, queue: u32) -> io::Result<(rings::XskRx, XskTx, BindMode)> {
@@ -233,14 +251,17 @@ fn open_queue(xcfg: &XdpConfig, queue: u32) -> io::Result<(rings::XskRx, XskTx, 
     };
     let mut opened = None;
     let mut last_err = None;
-    for &(flags, name) in tries {
+    for (i, &(flags, name)) in tries.iter().enumerate() {
         match rings::open_socket(&xcfg.iface, queue, ring, &umem, flags) {
             Ok(rings) => {
                 opened = Some((rings, name));
                 break;
             }
             Err(e) => {
-                tracing::info!(queue, "AF_XDP bind in {name} mode failed: {e}");
+                // Said when another mode is tried next; the last failure is the error.
+                if i + 1 < tries.len() {
+                    tracing::info!(queue, "AF_XDP bind in {name} mode failed: {e}");
+                }
                 last_err = Some(e);
             }
         }
