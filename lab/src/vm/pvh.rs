@@ -100,7 +100,8 @@ pub fn payload(image: &[u8]) -> Result<(&[u8], Compression)> {
     Ok((data, kind))
 }
 
-/// Whether an ELF image carries the PVH entry note.
+/// Whether an ELF image carries the PVH entry note; an error when it is not a whole ELF
+/// image (a segment past its end: decompressed only in part).
 pub fn has_pvh_note(elf: &[u8]) -> Result<bool> {
     use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
     let file = ElfFile64::<object::Endianness>::parse(elf).context("not an ELF64 image")?;
@@ -109,6 +110,11 @@ pub fn has_pvh_note(elf: &[u8]) -> Result<bool> {
         .elf_header()
         .program_headers(endian, elf)
         .context("program headers")?;
+    for ph in headers {
+        if ph.data(endian, elf).is_err() {
+            bail!("a segment runs past the image's end (decompressed only in part)");
+        }
+    }
     for ph in headers {
         let Some(mut notes) = ph.notes(endian, elf).context("notes")? else {
             continue;
@@ -182,8 +188,10 @@ fn decompress(data: &[u8], kind: Compression) -> Result<Vec<u8>> {
     });
     let out = child.wait_with_output().context("decompressing")?;
     let _ = writer.join();
-    // gzip warns about the size the kernel appends after the stream ("trailing garbage
-    // ignored", exit 2); the ELF check that follows tells a whole image from a broken one.
+    // The exit status is not the test: gzip warns about the size the kernel appends after
+    // the stream ("trailing garbage ignored", exit 2), zstd may refuse those bytes after a
+    // whole frame. The ELF check that follows tells a whole image from a cut one (every
+    // segment inside it).
     if out.stdout.is_empty() {
         bail!("{program} gave nothing ({})", out.status);
     }
@@ -273,6 +281,11 @@ mod tests {
             has_pvh_note(&elf).expect("ELF"),
             "{}: no PVH note",
             k.display()
+        );
+        let cut = has_pvh_note(&elf[..elf.len() / 2]);
+        assert!(
+            cut.is_err(),
+            "half an image is not taken for a kernel: {cut:?}"
         );
     }
 
