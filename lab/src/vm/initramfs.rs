@@ -150,7 +150,7 @@ fn shared_libs(bin: &Path) -> Result<Vec<String>> {
 
 /// The strategy as the guest gets it: without its debug sections (`strip --strip-debug`:
 /// the symbols stay, so a backtrace still names functions), about a sixth of the release
-/// binary's size (38 -> 6.4 MiB measured), which every boot copies and the guest kernel
+/// binary's size (38.3 -> 6.4 MB measured), which every boot copies and the guest kernel
 /// unpacks under emulation. The full binary if `strip` (binutils, with the C compiler)
 /// fails, saying so.
 fn guest_binary(bin: &Path, initrd: &Path) -> Result<Vec<u8>> {
