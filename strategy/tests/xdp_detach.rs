@@ -41,14 +41,22 @@ fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
-#[test]
-fn xdp_program_is_detached_on_every_exit_path() {
+/// Skips (with the reason printed) without root or without the embedded XDP program.
+fn skip() -> bool {
     if !netlab::is_root() {
         eprintln!("skipped: needs root");
-        return;
+        return true;
     }
     if !strategy::net::af_xdp::loader::has_object() {
         eprintln!("skipped: built without the XDP program (run `cargo xtask build-ebpf`)");
+        return true;
+    }
+    false
+}
+
+#[test]
+fn xdp_program_is_detached_on_every_exit_path() {
+    if skip() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -154,12 +162,7 @@ fn xdp_program_is_detached_on_every_exit_path() {
 /// zero-copy bind is refused with the OS error's reason (veth binds in copy mode only).
 #[test]
 fn the_probe_tries_xdp_and_a_zero_copy_bind_and_leaves_nothing_attached() {
-    if !netlab::is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
-    if !strategy::net::af_xdp::loader::has_object() {
-        eprintln!("skipped: built without the XDP program (run `cargo xtask build-ebpf`)");
+    if skip() {
         return;
     }
     let lab = VethLab::new("xpr").expect("lab");

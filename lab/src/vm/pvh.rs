@@ -178,16 +178,18 @@ fn decompress(data: &[u8], kind: Compression) -> Result<Vec<u8>> {
         .spawn()
         .with_context(|| format!("running {program}"))?;
     let mut stdin = child.stdin.take().context("stdin")?;
-    let input = data.to_vec();
-    // The writer on its own thread: the decompressor's output fills its pipe long before
-    // its input is read.
-    let writer = std::thread::spawn(move || {
-        // A decompressor that stops early (trailing bytes after its stream) closes the
-        // pipe: not an error here, its exit status and output say what happened.
-        let _ = stdin.write_all(&input);
-    });
-    let out = child.wait_with_output().context("decompressing")?;
-    let _ = writer.join();
+    // The writer on a thread of its own (scoped: it borrows the payload, no copy): the
+    // decompressor's output fills its pipe long before its input is read.
+    let out = std::thread::scope(|s| {
+        s.spawn(move || {
+            // A decompressor that stops early (trailing bytes after its stream) closes the
+            // pipe: not an error here, its output says what happened. Dropping `stdin` at
+            // the end closes it.
+            let _ = stdin.write_all(data);
+        });
+        child.wait_with_output()
+    })
+    .context("decompressing")?;
     // The exit status is not the test: gzip warns about the size the kernel appends after
     // the stream ("trailing garbage ignored", exit 2), zstd may refuse those bytes after a
     // whole frame. The ELF check that follows tells a whole image from a cut one (every
