@@ -227,7 +227,10 @@ pub struct VmArgs {
     /// Accelerator: auto (KVM only where the CPU has vmx/svm and a probe boot succeeds), kvm, tcg.
     #[arg(long, default_value = "auto")]
     pub accel: String,
-    /// Guest kernel (default: the newest /boot/vmlinuz-*).
+    /// Guest kernel: a `vmlinuz-<version>` (its modules from the `lib/modules` beside its
+    /// `boot/`, else from /), `fetched` (the newer Debian kernel `cargo xtask setup --vm`
+    /// unpacks under target/lab-data/guest-kernels/: AF_XDP zero copy on virtio-net), or by
+    /// default the newest /boot/vmlinuz-*.
     #[arg(long)]
     pub guest_kernel: Option<PathBuf>,
     /// Guest memory, MiB.

@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 mod fuzz;
+mod guest_kernel;
 mod setup;
 
 use std::path::{Path, PathBuf};

@@ -13,7 +13,9 @@ pub struct SetupArgs {
     /// Also the eBPF toolchain (nightly rust-src, bpf-linker) for `build-ebpf`.
     #[arg(long)]
     pub ebpf: bool,
-    /// Also what the QEMU lab needs (qemu-system-x86, a guest kernel, busybox-static).
+    /// Also what the QEMU lab needs (qemu-system-x86, a guest kernel, busybox-static), and a
+    /// newer Debian kernel for the guest, unpacked under target/ (AF_XDP zero copy on
+    /// virtio-net; `lab --vm --guest-kernel fetched`).
     #[arg(long)]
     pub vm: bool,
 }
@@ -304,6 +306,17 @@ pub fn run(a: &SetupArgs) -> Result<()> {
     if a.vm {
         apt_install(VM)?;
         qemu_with_igb()?;
+        if std::path::Path::new("/usr/share/keyrings/debian-archive-keyring.gpg").exists() {
+            // Not fatal: the VM lab runs on the installed kernel without it (only
+            // `--guest-kernel fetched` and the VM test's zero-copy guest need it).
+            if let Err(e) = crate::guest_kernel::ensure(&crate::root(), &debian_mirror()) {
+                println!("setup: no zero-copy guest kernel ({e:#}): `lab --vm --guest-kernel fetched` is unavailable");
+            }
+        } else {
+            println!(
+                "setup: not Debian (no debian-archive-keyring): no zero-copy guest kernel fetched"
+            );
+        }
         println!("setup: QEMU lab requirements present");
     }
     println!("setup: base requirements present");

@@ -15,29 +15,105 @@ use crate::Env;
 /// The guest's /init (a shell script run by busybox).
 const GUEST_INIT: &[u8] = include_bytes!("../../vm/guest-init.sh");
 
-/// The newest /boot/vmlinuz-* and its version.
-pub fn guest_kernel(v: &VmConfig) -> Result<(PathBuf, String)> {
-    let path = match &v.guest_kernel {
-        Some(p) => p.clone(),
-        None => {
-            let mut ks: Vec<PathBuf> = fs::read_dir("/boot")
-                .context("/boot")?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
-                })
-                .collect();
-            ks.sort();
-            ks.pop().context("no /boot/vmlinuz-*: install linux-image-amd64 (cargo xtask setup --vm) or pass --guest-kernel")?
+/// The guest's kernel: its image, its version and the root its modules live under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestKernel {
+    /// The bzImage (`.../boot/vmlinuz-<kver>`).
+    pub image: PathBuf,
+    /// The version, from the image's name.
+    pub kver: String,
+    /// The root of `lib/modules/<kver>` (`/` for an installed kernel; the unpacked
+    /// package's root for one under `target/lab-data/guest-kernels/`): `modprobe -d`.
+    pub modules_root: PathBuf,
+}
+
+impl GuestKernel {
+    /// The kernel at `image`: its version from the name `vmlinuz-<kver>`, its modules under
+    /// the directory above its `boot/` (so an unpacked `linux-image` package works as it
+    /// is), else under `/`.
+    pub fn at(image: &Path) -> Result<Self> {
+        let name = image
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let Some(kver) = name.strip_prefix("vmlinuz-").filter(|k| !k.is_empty()) else {
+            bail!(
+                "{}: a guest kernel is named vmlinuz-<version> (the version finds its modules)",
+                image.display()
+            );
+        };
+        let root = image
+            .parent()
+            .filter(|d| d.file_name().is_some_and(|n| n == "boot"))
+            .and_then(Path::parent)
+            .filter(|r| !r.as_os_str().is_empty())
+            .unwrap_or(Path::new("/"));
+        let dep = |r: &Path| r.join("lib/modules").join(kver).join("modules.dep");
+        let modules_root = if dep(root).exists() {
+            root.to_path_buf()
+        } else {
+            PathBuf::from("/")
+        };
+        if !dep(&modules_root).exists() {
+            bail!(
+                "{}: no modules.dep for {kver} under {} or / (an unpacked package needs `depmod -b ROOT {kver}`; `cargo xtask setup --guest-kernel` does it)",
+                image.display(),
+                root.display()
+            );
         }
-    };
-    let name = path
+        Ok(Self {
+            image: image.to_path_buf(),
+            kver: kver.to_owned(),
+            modules_root,
+        })
+    }
+}
+
+/// The newest `vmlinuz-*` in `dir`.
+fn newest_image(dir: &Path) -> Option<PathBuf> {
+    let mut ks: Vec<PathBuf> = fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .collect();
+    ks.sort();
+    ks.pop()
+}
+
+/// The leading `a.b.c` of a `vmlinuz-a.b.c...` as numbers (7.10 after 7.3).
+fn version_key(image: &Path) -> Vec<u64> {
+    let name = image
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let kver = name.trim_start_matches("vmlinuz-").to_owned();
-    Ok((path, kver))
+    name.trim_start_matches("vmlinuz-")
+        .split(|c: char| !c.is_ascii_digit())
+        .take(3)
+        .map(|n| n.parse().unwrap_or(0))
+        .collect()
+}
+
+/// `--guest-kernel`: a path, `fetched` (the kernel `cargo xtask setup --vm` unpacked under
+/// `<data>/guest-kernels/`), or by default the newest /boot/vmlinuz-*.
+pub fn guest_kernel(v: &VmConfig, data_dir: &Path) -> Result<GuestKernel> {
+    let path = match &v.guest_kernel {
+        Some(p) if p.as_os_str() == "fetched" => {
+            let dir = data_dir.join("guest-kernels");
+            let mut ks: Vec<PathBuf> = fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| newest_image(&e.ok()?.path().join("boot")))
+                .collect();
+            ks.sort_by_key(|k| version_key(k));
+            ks.pop().with_context(|| format!("--guest-kernel fetched: no kernel under {} (cargo xtask setup --vm fetches one)", dir.display()))?
+        }
+        Some(p) => p.clone(),
+        None => newest_image(Path::new("/boot")).context("no /boot/vmlinuz-*: install linux-image-amd64 (cargo xtask setup --vm) or pass --guest-kernel")?,
+    };
+    GuestKernel::at(&path)
 }
 
 /// newc cpio writer.
@@ -88,13 +164,15 @@ fn nic_modules(nic: &str) -> &'static [&'static str] {
 }
 
 /// The module files, in load order, decompressed.
-fn modules(kver: &str, nics: &[String]) -> Result<Vec<(String, Vec<u8>)>> {
+fn modules(k: &GuestKernel, nics: &[String]) -> Result<Vec<(String, Vec<u8>)>> {
+    let (kver, root) = (k.kver.as_str(), k.modules_root.to_string_lossy());
     let mut seen = Vec::new();
     let mut out = Vec::new();
     for nic in nics {
         for m in nic_modules(nic) {
-            let deps = crate::process::output("modprobe", &["-S", kver, "--show-depends", m])
-                .with_context(|| format!("module {m} for {kver}"))?;
+            let deps =
+                crate::process::output("modprobe", &["-d", &root, "-S", kver, "--show-depends", m])
+                    .with_context(|| format!("module {m} for {kver}"))?;
             for line in deps.lines() {
                 let Some(path) = line
                     .strip_prefix("insmod ")
@@ -178,7 +256,7 @@ fn guest_binary(bin: &Path, initrd: &Path) -> Result<Vec<u8>> {
 pub fn initramfs(
     env: &Env,
     out: &Path,
-    kver: &str,
+    kernel: &GuestKernel,
     nics: &[String],
     tunes: &[super::tune::Tune],
 ) -> Result<()> {
@@ -229,9 +307,72 @@ pub fn initramfs(
     for t in tunes {
         c.file(&format!("tune/{}.sh", t.name), 0o644, t.script().as_bytes());
     }
-    for (name, data) in modules(kver, nics)? {
+    for (name, data) in modules(kernel, nics)? {
         c.file(&format!("modules/{name}"), 0o644, &data);
     }
     fs::write(out, c.finish())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unpacked(kver: &str, with_dep: bool) -> tempfile::TempDir {
+        let t = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(t.path().join("boot")).expect("boot");
+        fs::write(t.path().join(format!("boot/vmlinuz-{kver}")), b"image").expect("image");
+        if with_dep {
+            let m = t.path().join("lib/modules").join(kver);
+            fs::create_dir_all(&m).expect("modules");
+            fs::write(m.join("modules.dep"), b"").expect("modules.dep");
+        }
+        t
+    }
+
+    #[test]
+    fn an_unpacked_kernel_takes_its_modules_from_beside_its_boot() {
+        let t = unpacked("9.9.9-lab", true);
+        let k = GuestKernel::at(&t.path().join("boot/vmlinuz-9.9.9-lab")).expect("kernel");
+        assert_eq!(k.kver, "9.9.9-lab");
+        assert_eq!(k.modules_root, t.path());
+        assert_eq!(k.image, t.path().join("boot/vmlinuz-9.9.9-lab"));
+    }
+
+    #[test]
+    fn a_kernel_without_modules_anywhere_is_refused_with_the_remedy() {
+        let t = unpacked("9.9.9-nomodules", false);
+        let e = GuestKernel::at(&t.path().join("boot/vmlinuz-9.9.9-nomodules"))
+            .expect_err("no modules.dep under the root or /");
+        assert!(format!("{e:#}").contains("depmod"), "{e:#}");
+        let e = GuestKernel::at(&t.path().join("boot/bzImage")).expect_err("not vmlinuz-*");
+        assert!(format!("{e:#}").contains("vmlinuz-<version>"), "{e:#}");
+    }
+
+    #[test]
+    fn fetched_takes_the_newest_unpacked_kernel() {
+        let data = tempfile::tempdir().expect("tempdir");
+        for kver in ["7.3.4-a", "7.10.1-b"] {
+            let root = data.path().join("guest-kernels").join(kver);
+            fs::create_dir_all(root.join("boot")).expect("boot");
+            fs::write(root.join(format!("boot/vmlinuz-{kver}")), b"image").expect("image");
+            let m = root.join("lib/modules").join(kver);
+            fs::create_dir_all(&m).expect("modules");
+            fs::write(m.join("modules.dep"), b"").expect("modules.dep");
+        }
+        let v = VmConfig {
+            guest_kernel: Some("fetched".into()),
+            ..VmConfig::default()
+        };
+        let k = guest_kernel(&v, data.path()).expect("fetched");
+        // By version, not as text (where "7.3.4" sorts after "7.10.1").
+        assert_eq!(k.kver, "7.10.1-b");
+        assert_eq!(
+            k.modules_root,
+            data.path().join("guest-kernels").join(&k.kver)
+        );
+        let empty = tempfile::tempdir().expect("tempdir");
+        let e = guest_kernel(&v, empty.path()).expect_err("nothing fetched");
+        assert!(format!("{e:#}").contains("setup --vm"), "{e:#}");
+    }
 }

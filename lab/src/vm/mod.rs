@@ -109,12 +109,13 @@ fn prepare_guest(env: &Env, a: &LabConfig, v: &VmConfig, dir: &Path) -> Result<G
     if let Some(p) = a.paths.iter().find(|p| p.reflects() || p.uses_hugepages()) {
         bail!("path `{p}`: the VM lab runs every variant but the floor (+reflect: the namespace lab's `--floor`) and huge pages (the guest reserves none)");
     }
-    let (bz_image, kver) = initramfs::guest_kernel(v)?;
-    let kernel = pvh::boot_image(&bz_image, &kver, &env.data_dir());
+    let guest_kernel = initramfs::guest_kernel(v, &env.data_dir())?;
+    let kver = &guest_kernel.kver;
+    let kernel = pvh::boot_image(&guest_kernel.image, kver, &env.data_dir());
     let initrd = dir.join("initramfs.cpio");
     let tunes = tune::parse(&v.tunes)?;
     tune::check_paths(&tunes, &a.paths)?;
-    initramfs::initramfs(env, &initrd, &kver, &v.nic, &tunes)?;
+    initramfs::initramfs(env, &initrd, &guest_kernel, &v.nic, &tunes)?;
     println!(
         "guest: kernel {} ({kver}), initramfs {}",
         kernel.display(),
@@ -514,13 +515,19 @@ fn between(log: &str, begin: &str, end: &str) -> Option<String> {
 
 /// The guest's NIC: QEMU's `-device` and `-netdev` arguments and the kernel command line
 /// the guest's /init reads (its address, the exchange, the path).
+/// virtio-net as a modern device behind the platform's DMA API (VIRTIO_F_ACCESS_PLATFORM),
+/// as a real NIC is: virtio-net's AF_XDP zero copy (Linux 6.14+) maps the UMEM for its
+/// queues' DMA device and refuses to bind without one (EINVAL, measured); without the
+/// feature the guest hands QEMU guest-physical addresses directly (docs/vm.md).
+const VIRTIO_DMA: &str = "disable-legacy=on,iommu_platform=on";
+
 fn guest_nic(nic: &str, path: &PathSpec, mq: bool, queues: u32) -> (String, String, String) {
     let device: String = match nic {
         "virtio" if mq => format!(
-            "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,mq=on,vectors={}",
+            "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,mq=on,vectors={},{VIRTIO_DMA}",
             2 * queues + 2
         ),
-        "virtio" => "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56".to_owned(),
+        "virtio" => format!("virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,{VIRTIO_DMA}"),
         "e1000e" => "e1000e,netdev=n0,mac=52:54:00:12:34:56".to_owned(),
         _ => "igb,netdev=n0,mac=52:54:00:12:34:56".to_owned(),
     };
