@@ -9,6 +9,7 @@
 
 pub mod mdgen;
 pub mod orders;
+pub mod percentiles;
 pub mod reader;
 
 pub use reader::*;

@@ -3,26 +3,8 @@
 //! Recorded in an HDR histogram allocated up front (recording does not allocate).
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
 
-/// Percentiles in nanoseconds.
-#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct Percentiles {
-    /// Samples.
-    pub count: u64,
-    /// Min.
-    pub min: u64,
-    /// p50.
-    pub p50: u64,
-    /// p90.
-    pub p90: u64,
-    /// p99.
-    pub p99: u64,
-    /// p99.9.
-    pub p999: u64,
-    /// Max.
-    pub max: u64,
-}
+pub use mdfile::percentiles::Percentiles;
 
 /// The histogram.
 #[derive(Debug, Clone)]
@@ -58,17 +40,6 @@ impl Latency {
 
     /// Percentiles.
     pub fn percentiles(&self) -> Percentiles {
-        if self.h.is_empty() {
-            return Percentiles::default();
-        }
-        Percentiles {
-            count: self.h.len(),
-            min: self.h.min(),
-            p50: self.h.value_at_quantile(0.5),
-            p90: self.h.value_at_quantile(0.9),
-            p99: self.h.value_at_quantile(0.99),
-            p999: self.h.value_at_quantile(0.999),
-            max: self.h.max(),
-        }
+        Percentiles::of(&self.h)
     }
 }
