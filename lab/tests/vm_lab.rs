@@ -26,8 +26,8 @@ fn guests_on_virtio_and_igb_equal_the_oracle() -> Result<()> {
 /// Then `xdp` on virtio-net with two tuning variants (GRO off, read back; two queue pairs,
 /// a socket per queue), and `xdp-tx` in a guest of two vCPUs with a queue pair each (a
 /// socket per queue, the program still deciding and sending: the market data keeps to one
-/// queue). Last, `xdp` with AF_XDP zero copy on both NICs, in the newer kernel `cargo xtask
-/// setup --vm` fetched. Bounded by timeouts.
+/// queue). Last, `xdp+preferbp` with AF_XDP zero copy and busy polling on both NICs, in the
+/// newer kernel `cargo xtask setup --vm` fetched. Bounded by timeouts.
 fn vm_smoke(env: &Env) -> Result<()> {
     let dir = env.results_root().join("vm-test");
     let md = dir.join("md-small.csv.gz");
@@ -150,9 +150,11 @@ fn vm_smoke(env: &Env) -> Result<()> {
     );
     // AF_XDP zero copy: the newer Debian kernel `cargo xtask setup --vm` unpacks under
     // target/ (virtio-net binds zero copy from Linux 6.14 on; the lab's virtio-net is a
-    // modern device behind the DMA API, which its zero copy needs), on both NICs.
+    // modern device behind the DMA API, which its zero copy needs), on both NICs, with the
+    // sockets' preferred busy polling (`xdp+preferbp`: a zero-copy socket has a NAPI
+    // instance for the loop's `recv` to poll).
     let zc = LabConfig {
-        paths: vec!["xdp".parse()?],
+        paths: vec!["xdp+preferbp".parse()?],
         results_dir: Some(dir.join("zero-copy")),
         ..args.clone()
     };
@@ -167,6 +169,17 @@ fn vm_smoke(env: &Env) -> Result<()> {
     lab::check(&zdir, &zres)?;
     anyhow::ensure!(zres.len() == 2, "two zero-copy runs: {}", zres.len());
     for r in &zres {
+        // Busy polling engaged: zero-copy sockets have a NAPI instance, and the loop's
+        // `recv` on an empty ring polled it.
+        let bp = r
+            .ring()
+            .and_then(|ring| ring.xsk_busy_poll)
+            .context("busy polling reported")?;
+        anyhow::ensure!(
+            bp.napi_id != 0 && bp.polls > 0,
+            "{}: busy polling of a zero-copy socket: {bp:?}",
+            r.path
+        );
         let b = r.xdp_backend().context("the AF_XDP report")?;
         anyhow::ensure!(
             b.xsk_bind == strategy::net::af_xdp::BindMode::ZeroCopy

@@ -167,6 +167,10 @@ pub fn main(a: &RunArgs) -> Result<()> {
                 hugepages: a.raw.hugepages,
                 diag: a.raw.xdp_diag,
                 xdp_tx: a.net == NetKind::XdpTx,
+                busy_poll: crate::net::sockets::BusyPoll {
+                    us: a.sockets.busy_poll,
+                    prefer_budget: a.sockets.prefer_busy_poll,
+                },
             };
             run_loop(a, out, crate::net::af_xdp::path(cfg, xcfg))
         }

@@ -209,6 +209,7 @@ fn no_path_allocates_in_its_busy_loop() {
                         hugepages: false,
                         diag: false,
                         xdp_tx: spec.sends_with_xdp_tx(),
+                        busy_poll: Default::default(),
                     },
                 )),
             })

@@ -199,6 +199,7 @@ fn device_accounts_for_every_frame_under_random_token_use() {
                 hugepages: false,
                 diag: false,
                 xdp_tx: false,
+                busy_poll: Default::default(),
             };
             let mut o = open(&xcfg, EXCHANGE, GROUP, None).expect("open AF_XDP");
             let _join = strategy::net::sockets::join_group(GROUP, Some(LOCAL), Default::default())

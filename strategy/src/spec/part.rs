@@ -6,9 +6,11 @@ use crate::net::NetKind;
 /// A set-up variant of one path kind (`kernel+zc`, `uring+defer`, `xdp+huge`...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Variant {
-    /// `kernel+busypoll`: SO_BUSY_POLL 50 us on the market-data socket.
+    /// `kernel+busypoll`: SO_BUSY_POLL 50 us on the market-data socket; `xdp+busypoll`,
+    /// `xdp-tx+busypoll`: on the AF_XDP sockets (a NAPI poll per empty turn, zero copy only).
     BusyPoll,
-    /// `kernel+preferbp`: SO_BUSY_POLL 50 us with SO_PREFER_BUSY_POLL (budget 8).
+    /// `kernel+preferbp`, `xdp+preferbp`, `xdp-tx+preferbp`: SO_BUSY_POLL 50 us with
+    /// SO_PREFER_BUSY_POLL (budget 8).
     PreferBusyPoll,
     /// `kernel+zc`: MSG_ZEROCOPY; `uring+zc`: SEND_ZC.
     ZeroCopy,
@@ -95,9 +97,11 @@ impl Variant {
     /// Does this variant exist on that kind of path?
     pub fn applies_to(self, kind: NetKind) -> bool {
         match self {
-            Self::BusyPoll | Self::PreferBusyPoll | Self::Mmsg | Self::Wire => {
-                kind == NetKind::Kernel
+            // AF_XDP: the sockets' NAPI busy polling (zero-copy sockets; net::af_xdp).
+            Self::BusyPoll | Self::PreferBusyPoll => {
+                matches!(kind, NetKind::Kernel | NetKind::Xdp | NetKind::XdpTx)
             }
+            Self::Mmsg | Self::Wire => kind == NetKind::Kernel,
             Self::ZeroCopy | Self::Tos | Self::Prio => {
                 matches!(kind, NetKind::Kernel | NetKind::Uring)
             }

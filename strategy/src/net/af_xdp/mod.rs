@@ -92,6 +92,8 @@ pub struct XdpConfig {
     pub diag: bool,
     /// The `xdp-tx` path: the program decides on market data and sends with XDP_TX.
     pub xdp_tx: bool,
+    /// Busy polling of the sockets (`--busy-poll`, `--prefer-busy-poll`; off at 0 us).
+    pub busy_poll: crate::net::sockets::BusyPoll,
 }
 
 /// The AF_XDP device.
@@ -167,7 +169,20 @@ pub fn open(
     let mut tx0 = None;
     let mut bind_mode = None;
     for &queue in &xcfg.queues {
-        let (rx, tx, mode) = open_queue(xcfg, queue)?;
+        let (mut rx, tx, mode) = open_queue(xcfg, queue)?;
+        if xcfg.busy_poll.us > 0 {
+            let napi = rx.busy_poll(xcfg.busy_poll).map_err(|e| {
+                io_chain(
+                    &e,
+                    " (SO_BUSY_POLL above net.core.busy_read needs CAP_NET_ADMIN)",
+                )
+            })?;
+            if napi == 0 {
+                tracing::info!(queue, "AF_XDP busy polling off: the socket has no NAPI instance to poll (the kernel gives one to zero-copy sockets only; this one is bound {mode})");
+            } else {
+                tracing::info!(queue, napi, "AF_XDP busy polling on");
+            }
+        }
         steering
             .register_socket(queue, rx.fd())
             .map_err(|e| io_chain(&e, ""))?;
@@ -217,6 +232,7 @@ pub fn zero_copy_bind(iface: &str) -> io::Result<()> {
         hugepages: false,
         diag: false,
         xdp_tx: false,
+        busy_poll: crate::net::sockets::BusyPoll::default(),
     };
     open_queue(&cfg, 0).map(drop)
 }

@@ -7,12 +7,15 @@
 )]
 
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 
 use xsk_rs::config::{BindFlags, Interface as XskIface, LibxdpFlags, QueueSize, SocketConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
+use crate::net::ring::report::XskBusyPoll;
 use crate::net::ring::session::{io_chain, io_other};
 use crate::net::ring::{Kick, RxRing, TxRing, TxStats, BATCH};
+use crate::net::sockets::BusyPoll;
 
 /// The four rings of a bound socket.
 pub type SocketRings = (TxQueue, RxQueue, FillQueue, CompQueue);
@@ -52,6 +55,11 @@ pub struct XskRx {
     total: usize,
     /// Fill-ring wakeups.
     pub fill_kicks: u64,
+    /// Busy polling: the socket's fd and settings, `None` when off or when the socket has
+    /// no NAPI instance to poll.
+    busy: Option<(RawFd, BusyPoll)>,
+    /// The settings asked for, the socket's NAPI id and the polls made (for the report).
+    busy_report: Option<XskBusyPoll>,
 }
 
 /// The transmit half.
@@ -84,6 +92,8 @@ pub fn halves(
         in_kernel: 0,
         total: rx_frames.len(),
         fill_kicks: 0,
+        busy: None,
+        busy_report: None,
     };
     let mut frames = rx_frames;
     r.give_back(&mut frames);
@@ -106,6 +116,40 @@ impl XskRx {
     /// The RX ring's fd (for the XSKMAP).
     pub fn fd(&self) -> &xsk_rs::socket::Fd {
         self.rx.fd()
+    }
+
+    /// Busy polling on this socket: SO_BUSY_POLL `bp.us` and, with a budget,
+    /// SO_PREFER_BUSY_POLL and SO_BUSY_POLL_BUDGET (needs CAP_NET_ADMIN above
+    /// `net.core.busy_read`). Then one `recv` marks the socket's NAPI instance (zero-copy
+    /// sockets have one) and SO_INCOMING_NAPI_ID reads it; with none, the loop does not
+    /// poll. Returns the NAPI id (0: none).
+    pub fn busy_poll(&mut self, bp: BusyPoll) -> io::Result<u32> {
+        let fd = self.rx.fd().as_raw_fd();
+        let set = |name, v: u32| {
+            hostsys::socket::setsockopt_int(
+                fd,
+                libc::SOL_SOCKET,
+                name,
+                i32::try_from(v).unwrap_or(i32::MAX),
+            )
+        };
+        set(libc::SO_BUSY_POLL, bp.us)?;
+        if bp.prefer_budget > 0 {
+            set(libc::SO_PREFER_BUSY_POLL, 1)?;
+            set(libc::SO_BUSY_POLL_BUDGET, bp.prefer_budget)?;
+        }
+        let _ = hostsys::socket::recv_nb(fd, &mut [], 0);
+        let napi_id =
+            hostsys::socket::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_INCOMING_NAPI_ID)
+                .map_or(0, |v| u32::try_from(v).unwrap_or(0));
+        self.busy = (napi_id != 0).then_some((fd, bp));
+        self.busy_report = Some(XskBusyPoll {
+            us: bp.us,
+            budget: bp.prefer_budget,
+            napi_id,
+            polls: 0,
+        });
+        Ok(napi_id)
     }
 }
 
@@ -242,6 +286,18 @@ impl RxRing for MultiRx {
         Some(sum)
     }
 
+    fn busy_poll(&self) -> Option<XskBusyPoll> {
+        let mut sum: Option<XskBusyPoll> = None;
+        for r in self.rings.iter().filter_map(|r| r.busy_report) {
+            let s = sum.get_or_insert(XskBusyPoll { polls: 0, ..r });
+            s.polls += r.polls;
+            if s.napi_id == 0 {
+                s.napi_id = r.napi_id;
+            }
+        }
+        sum
+    }
+
     fn queue_counts(&self) -> Vec<(u32, u64)> {
         self.queues
             .iter()
@@ -264,7 +320,18 @@ impl RxRing for XskRx {
     #[inline]
     fn recv(&mut self, out: &mut [FrameDesc]) -> usize {
         // SAFETY: `out` is ours; the kernel hands the frames it filled over to us.
-        let n = unsafe { self.rx.consume(out) };
+        let mut n = unsafe { self.rx.consume(out) };
+        if n == 0 {
+            if let Some((fd, _)) = self.busy {
+                // The busy poll: the kernel runs the queue's NAPI poll inside this call.
+                let _ = hostsys::socket::recv_nb(fd, &mut [], 0);
+                if let Some(r) = self.busy_report.as_mut() {
+                    r.polls += 1;
+                }
+                // SAFETY: as above.
+                n = unsafe { self.rx.consume(out) };
+            }
+        }
         self.in_kernel -= n.min(self.in_kernel);
         n
     }

@@ -49,6 +49,10 @@ pub trait RxRing {
     fn queue_counts(&self) -> Vec<(u32, u64)> {
         Vec::new()
     }
+    /// Busy polling of the ring's sockets, if asked for (AF_XDP), read at report time.
+    fn busy_poll(&self) -> Option<report::XskBusyPoll> {
+        None
+    }
     /// Frames the kernel dropped for this ring since it opened (no free frame, ring full),
     /// read at report time; `None` where the ring cannot say.
     fn kernel_drops(&self) -> Option<u64> {

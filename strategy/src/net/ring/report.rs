@@ -60,6 +60,24 @@ pub struct PacketReport {
     pub qdisc_bypass: bool,
 }
 
+/// Busy polling of the AF_XDP sockets (`xdp+busypoll`, `xdp+preferbp`: `--busy-poll`,
+/// `--prefer-busy-poll`): on an empty RX ring the loop makes one non-blocking `recv` on the
+/// socket, in which the kernel runs the queue's NAPI poll (the driver's receive and the XDP
+/// program) on the strategy's CPU. The kernel gives an AF_XDP socket a NAPI instance to
+/// poll only when it is bound in zero-copy mode; without one the loop does not poll (the
+/// `recv` would do nothing) and says so.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct XskBusyPoll {
+    /// SO_BUSY_POLL, us.
+    pub us: u32,
+    /// SO_BUSY_POLL_BUDGET, with SO_PREFER_BUSY_POLL on (0: not preferred).
+    pub budget: u32,
+    /// The NAPI instance the first socket polls (SO_INCOMING_NAPI_ID); 0: none (copy mode).
+    pub napi_id: u32,
+    /// `recv` calls made on an empty RX ring, each a NAPI poll in the kernel.
+    pub polls: u64,
+}
+
 /// The report of a raw-ring session.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct RingReport {
@@ -88,6 +106,9 @@ pub struct RingReport {
     /// Frames received per RX queue `[queue, frames]` (AF_XDP: one socket per queue).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rx_queues: Vec<(u32, u64)>,
+    /// AF_XDP busy polling, when asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xsk_busy_poll: Option<XskBusyPoll>,
     /// The `xdp-tx` counters (that path only).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub xtx: Option<Box<XtxSessionReport>>,

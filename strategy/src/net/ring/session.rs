@@ -238,6 +238,7 @@ impl<R: RxRing, T: TxRing> RingPath<R, T> {
             frames_accounted: s.plane.dev.accounted(),
             rx_queues: s.plane.dev.rx.queue_counts(),
             kernel_drops: s.plane.dev.rx.kernel_drops(),
+            xsk_busy_poll: s.plane.dev.rx.busy_poll(),
             double_give_backs: s.plane.dev.rx.double_give_backs(),
             unexpected_bytes: s.unexpected_bytes,
             stale_frames: self.stale_frames,
