@@ -16,8 +16,8 @@ pub struct LabArgs {
     /// kernel+zc, +busypoll, +preferbp, +mmsg, +wire (the strategy's own wire to wire on its
     /// kernel's and NIC's clocks), uring+zc, +sqpoll, +defer, +coop, +napi, +provideops,
     /// +regring, +inline, +syssend, +zcfixed, kernel|uring+tos, +prio, xdp+huge,
-    /// xdp|xdp-tx+busypoll, +preferbp (the AF_XDP sockets' NAPI busy polling, zero copy
-    /// only), combinable,
+    /// xdp|xdp-tx+busypoll (the AF_XDP sockets' NAPI busy polling, zero copy only),
+    /// combinable,
     /// and on every path +warm, +warmcode, +warmtx, +hb, +reflect (the path's floor);
     /// docs/paths.md says what each does);
     /// ratios are against the first. Default: the headline experiment, each path in its

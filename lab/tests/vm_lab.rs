@@ -26,7 +26,7 @@ fn guests_on_virtio_and_igb_equal_the_oracle() -> Result<()> {
 /// Then `xdp` on virtio-net with two tuning variants (GRO off, read back; two queue pairs,
 /// a socket per queue), and `xdp-tx` in a guest of two vCPUs with a queue pair each (a
 /// socket per queue, the program still deciding and sending: the market data keeps to one
-/// queue). Last, `xdp+preferbp` with AF_XDP zero copy and busy polling on both NICs, in the
+/// queue). Last, `xdp+busypoll` with AF_XDP zero copy and busy polling on both NICs, in the
 /// newer kernel `cargo xtask setup --vm` fetched. Bounded by timeouts.
 fn vm_smoke(env: &Env) -> Result<()> {
     let dir = env.results_root().join("vm-test");
@@ -151,10 +151,10 @@ fn vm_smoke(env: &Env) -> Result<()> {
     // AF_XDP zero copy: the newer Debian kernel `cargo xtask setup --vm` unpacks under
     // target/ (virtio-net binds zero copy from Linux 6.14 on; the lab's virtio-net is a
     // modern device behind the DMA API, which its zero copy needs), on both NICs, with the
-    // sockets' preferred busy polling (`xdp+preferbp`: a zero-copy socket has a NAPI
-    // instance for the loop's `recv` to poll).
+    // sockets' busy polling (`xdp+busypoll`: a zero-copy socket has a NAPI instance for the
+    // loop's `recv` to poll).
     let zc = LabConfig {
-        paths: vec!["xdp+preferbp".parse()?],
+        paths: vec!["xdp+busypoll".parse()?],
         results_dir: Some(dir.join("zero-copy")),
         ..args.clone()
     };

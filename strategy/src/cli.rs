@@ -164,8 +164,8 @@ pub struct SocketArgs {
     /// RX ring is empty (zero-copy sockets only: a copy-mode socket has no NAPI to poll).
     #[arg(long, default_value_t = 0)]
     pub busy_poll: u32,
-    /// SO_PREFER_BUSY_POLL on the market-data socket with this SO_BUSY_POLL_BUDGET (kernel,
-    /// io_uring and AF_XDP paths; with --busy-poll, and the device's napi_defer_hard_irqs /
+    /// SO_PREFER_BUSY_POLL on the market-data socket with this SO_BUSY_POLL_BUDGET (kernel
+    /// and io_uring paths; refused on AF_XDP; with --busy-poll, and the device's napi_defer_hard_irqs /
     /// gro_flush_timeout: the lab's `napidefer` tuning).
     #[arg(long, default_value_t = 0)]
     pub prefer_busy_poll: u32,

@@ -425,7 +425,7 @@ fn uring_variants_equal_the_oracle_and_report_their_features() {
     }
 }
 
-/// AF_XDP busy polling asked for on a veth (`xdp+preferbp`): a veth binds copy mode, where
+/// AF_XDP busy polling asked for on a veth (`xdp+busypoll`): a veth binds copy mode, where
 /// the kernel gives the socket no NAPI instance, so the loop must not poll (a `recv` per
 /// empty turn that polls nothing) and the report says so: the settings, NAPI id 0, no
 /// polls; the orders are the oracle's. (Zero copy, where it polls, runs in the VM test.)
@@ -434,10 +434,10 @@ fn xdp_busy_polling_without_a_napi_instance_is_off_and_said() {
     let Some(f) = fixture(40_000) else {
         return;
     };
-    let report = f.dir.path().join("xdp-preferbp.st.jsonl");
+    let report = f.dir.path().join("xdp-busypoll.st.jsonl");
     let Session { csv, .. } = session(
         f.dir.path(),
-        "xdp-preferbp",
+        "xdp-busypoll",
         &f.md,
         "rate:5000",
         &[],
@@ -447,17 +447,15 @@ fn xdp_busy_polling_without_a_napi_instance_is_off_and_said() {
             report.to_str().expect("utf8"),
             "--busy-poll",
             "50",
-            "--prefer-busy-poll",
-            "8",
         ],
     );
-    assert_eq!(read_orders(&csv, None), f.want, "xdp+preferbp: = oracle");
+    assert_eq!(read_orders(&csv, None), f.want, "xdp+busypoll: = oracle");
     let r = &procs::reports(&report)[0];
     let PathReport::Ring(ring) = &r.path_extra else {
         panic!("a ring report: {r:?}");
     };
     let bp = ring.xsk_busy_poll.expect("busy polling reported");
-    assert_eq!((bp.us, bp.budget), (50, 8), "{bp:?}");
+    assert_eq!(bp.us, 50, "{bp:?}");
     assert_eq!(bp.napi_id, 0, "a copy-mode socket has no NAPI: {bp:?}");
     assert_eq!(bp.polls, 0, "no poll without a NAPI instance: {bp:?}");
 }

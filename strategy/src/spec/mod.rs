@@ -390,6 +390,10 @@ mod tests {
             "xdp+tos",
             "kernel+defer",
             "packet+inline",
+            // Preferred busy polling starves AF_XDP's transmit (net::af_xdp::open).
+            "xdp+preferbp",
+            "xdp-tx+preferbp",
+            "packet+busypoll",
         ] {
             assert!(
                 matches!(s.parse::<PathSpec>(), Err(SpecError::NotThisKind { .. })),
@@ -416,6 +420,14 @@ mod tests {
                 .is_some_and(|e| e.contains("kernel+") && e.contains("uring+")),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn af_xdp_busy_polling_is_the_socket_option_alone() {
+        let us = Duration::from_micros(100);
+        for s in ["xdp+busypoll", "xdp-tx+busypoll"] {
+            assert_eq!(spec(s).part_args(us), ["--busy-poll", "50"], "{s}");
+        }
     }
 
     #[test]

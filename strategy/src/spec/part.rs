@@ -9,8 +9,7 @@ pub enum Variant {
     /// `kernel+busypoll`: SO_BUSY_POLL 50 us on the market-data socket; `xdp+busypoll`,
     /// `xdp-tx+busypoll`: on the AF_XDP sockets (a NAPI poll per empty turn, zero copy only).
     BusyPoll,
-    /// `kernel+preferbp`, `xdp+preferbp`, `xdp-tx+preferbp`: SO_BUSY_POLL 50 us with
-    /// SO_PREFER_BUSY_POLL (budget 8).
+    /// `kernel+preferbp`: SO_BUSY_POLL 50 us with SO_PREFER_BUSY_POLL (budget 8).
     PreferBusyPoll,
     /// `kernel+zc`: MSG_ZEROCOPY; `uring+zc`: SEND_ZC.
     ZeroCopy,
@@ -97,11 +96,11 @@ impl Variant {
     /// Does this variant exist on that kind of path?
     pub fn applies_to(self, kind: NetKind) -> bool {
         match self {
-            // AF_XDP: the sockets' NAPI busy polling (zero-copy sockets; net::af_xdp).
-            Self::BusyPoll | Self::PreferBusyPoll => {
-                matches!(kind, NetKind::Kernel | NetKind::Xdp | NetKind::XdpTx)
-            }
-            Self::Mmsg | Self::Wire => kind == NetKind::Kernel,
+            // AF_XDP: the sockets' NAPI busy polling (zero-copy sockets; net::af_xdp). Not
+            // preferred busy polling there: the kernel then skips the AF_XDP transmit's
+            // wake-up, and virtio-net and igb do not transmit from the busy-polled NAPI.
+            Self::BusyPoll => matches!(kind, NetKind::Kernel | NetKind::Xdp | NetKind::XdpTx),
+            Self::PreferBusyPoll | Self::Mmsg | Self::Wire => kind == NetKind::Kernel,
             Self::ZeroCopy | Self::Tos | Self::Prio => {
                 matches!(kind, NetKind::Kernel | NetKind::Uring)
             }

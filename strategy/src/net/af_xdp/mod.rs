@@ -92,7 +92,8 @@ pub struct XdpConfig {
     pub diag: bool,
     /// The `xdp-tx` path: the program decides on market data and sends with XDP_TX.
     pub xdp_tx: bool,
-    /// Busy polling of the sockets (`--busy-poll`, `--prefer-busy-poll`; off at 0 us).
+    /// Busy polling of the sockets (`--busy-poll`; off at 0 us). `--prefer-busy-poll` is
+    /// refused here (see [`open`]).
     pub busy_poll: crate::net::sockets::BusyPoll,
 }
 
@@ -165,13 +166,22 @@ pub fn open(
     if xcfg.queues.is_empty() {
         return Err(io_other("no RX queue to bind"));
     }
+    if xcfg.busy_poll.prefer_budget > 0 {
+        // Measured (Linux 7.3, virtio-net and igb in zero copy): with SO_PREFER_BUSY_POLL
+        // the kernel's AF_XDP send skips the transmit wake-up and leaves the transmit to the
+        // busy-polled NAPI, which these drivers do not transmit from: the session connected,
+        // every market-data frame arrived, and not one order reached the exchange.
+        return Err(io_other(
+            "--prefer-busy-poll on AF_XDP: the kernel then leaves the transmit to the busy-polled NAPI, which virtio-net and igb do not transmit from (orders never left, measured); use --busy-poll alone (xdp+busypoll)",
+        ));
+    }
     let mut rxs = Vec::with_capacity(xcfg.queues.len());
     let mut tx0 = None;
     let mut bind_mode = None;
     for &queue in &xcfg.queues {
-        let (mut rx, tx, mode) = open_queue(xcfg, queue)?;
+        let (mut rx, mut tx, mode) = open_queue(xcfg, queue)?;
         if xcfg.busy_poll.us > 0 {
-            let napi = rx.busy_poll(xcfg.busy_poll).map_err(|e| {
+            let napi = rx.busy_poll(xcfg.busy_poll.us).map_err(|e| {
                 io_chain(
                     &e,
                     " (SO_BUSY_POLL above net.core.busy_read needs CAP_NET_ADMIN)",
@@ -181,6 +191,7 @@ pub fn open(
                 tracing::info!(queue, "AF_XDP busy polling off: the socket has no NAPI instance to poll (the kernel gives one to zero-copy sockets only; this one is bound {mode})");
             } else {
                 tracing::info!(queue, napi, "AF_XDP busy polling on");
+                tx.kick_always(true);
             }
         }
         steering

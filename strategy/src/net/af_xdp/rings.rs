@@ -15,7 +15,6 @@ use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 use crate::net::ring::report::XskBusyPoll;
 use crate::net::ring::session::{io_chain, io_other};
 use crate::net::ring::{Kick, RxRing, TxRing, TxStats, BATCH};
-use crate::net::sockets::BusyPoll;
 
 /// The four rings of a bound socket.
 pub type SocketRings = (TxQueue, RxQueue, FillQueue, CompQueue);
@@ -55,9 +54,9 @@ pub struct XskRx {
     total: usize,
     /// Fill-ring wakeups.
     pub fill_kicks: u64,
-    /// Busy polling: the socket's fd and settings, `None` when off or when the socket has
-    /// no NAPI instance to poll.
-    busy: Option<(RawFd, BusyPoll)>,
+    /// Busy polling: the socket's fd, `None` when off or when the socket has no NAPI
+    /// instance to poll.
+    busy: Option<RawFd>,
     /// The settings asked for, the socket's NAPI id and the polls made (for the report).
     busy_report: Option<XskBusyPoll>,
 }
@@ -73,6 +72,9 @@ pub struct XskTx {
     total: usize,
     stats: TxStats,
     kick: Kick,
+    /// Kick after every post, whatever the ring's need-wakeup flag says: with busy polling
+    /// the driver leaves the transmit to the application's calls (as libxdp's samples do).
+    busy: bool,
 }
 
 /// Splits a socket's rings and frames into the two halves; `rx_frames` go to the fill ring.
@@ -108,6 +110,7 @@ pub fn halves(
         total,
         stats: TxStats::default(),
         kick: Kick::default(),
+        busy: false,
     };
     (r, t)
 }
@@ -118,34 +121,25 @@ impl XskRx {
         self.rx.fd()
     }
 
-    /// Busy polling on this socket: SO_BUSY_POLL `bp.us` and, with a budget,
-    /// SO_PREFER_BUSY_POLL and SO_BUSY_POLL_BUDGET (needs CAP_NET_ADMIN above
+    /// Busy polling on this socket: SO_BUSY_POLL `us` (needs CAP_NET_ADMIN above
     /// `net.core.busy_read`). Then one `recv` marks the socket's NAPI instance (zero-copy
     /// sockets have one) and SO_INCOMING_NAPI_ID reads it; with none, the loop does not
     /// poll. Returns the NAPI id (0: none).
-    pub fn busy_poll(&mut self, bp: BusyPoll) -> io::Result<u32> {
+    pub fn busy_poll(&mut self, us: u32) -> io::Result<u32> {
         let fd = self.rx.fd().as_raw_fd();
-        let set = |name, v: u32| {
-            hostsys::socket::setsockopt_int(
-                fd,
-                libc::SOL_SOCKET,
-                name,
-                i32::try_from(v).unwrap_or(i32::MAX),
-            )
-        };
-        set(libc::SO_BUSY_POLL, bp.us)?;
-        if bp.prefer_budget > 0 {
-            set(libc::SO_PREFER_BUSY_POLL, 1)?;
-            set(libc::SO_BUSY_POLL_BUDGET, bp.prefer_budget)?;
-        }
+        hostsys::socket::setsockopt_int(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_BUSY_POLL,
+            i32::try_from(us).unwrap_or(i32::MAX),
+        )?;
         let _ = hostsys::socket::recv_nb(fd, &mut [], 0);
         let napi_id =
             hostsys::socket::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_INCOMING_NAPI_ID)
                 .map_or(0, |v| u32::try_from(v).unwrap_or(0));
-        self.busy = (napi_id != 0).then_some((fd, bp));
+        self.busy = (napi_id != 0).then_some(fd);
         self.busy_report = Some(XskBusyPoll {
-            us: bp.us,
-            budget: bp.prefer_budget,
+            us,
             napi_id,
             polls: 0,
         });
@@ -322,7 +316,7 @@ impl RxRing for XskRx {
         // SAFETY: `out` is ours; the kernel hands the frames it filled over to us.
         let mut n = unsafe { self.rx.consume(out) };
         if n == 0 {
-            if let Some((fd, _)) = self.busy {
+            if let Some(fd) = self.busy {
                 // The busy poll: the kernel runs the queue's NAPI poll inside this call.
                 let _ = hostsys::socket::recv_nb(fd, &mut [], 0);
                 if let Some(r) = self.busy_report.as_mut() {
@@ -360,6 +354,19 @@ impl RxRing for XskRx {
     }
 }
 
+impl XskTx {
+    /// Busy polling on this socket: every post is kicked (the kick is also the TX side's
+    /// busy poll).
+    pub fn kick_always(&mut self, on: bool) {
+        self.busy = on;
+    }
+
+    #[inline]
+    fn wants_kick(&self) -> bool {
+        self.busy || self.tx.needs_wakeup()
+    }
+}
+
 impl TxRing for XskTx {
     #[inline]
     fn send<R>(&mut self, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
@@ -376,7 +383,7 @@ impl TxRing for XskTx {
         if unsafe { self.tx.produce_one(&desc) } == 1 {
             self.in_flight += 1;
             self.stats.tx_frames += 1;
-            if self.tx.needs_wakeup() && self.kick.now() {
+            if self.wants_kick() && self.kick.now() {
                 self.stats.tx_kicks += 1;
                 let ok = self.tx.wakeup().is_ok();
                 self.kick.kicked(ok, &mut self.stats);
@@ -410,7 +417,7 @@ impl TxRing for XskTx {
         // A kick the kernel refused (EAGAIN, EBUSY, ENOBUFS): the frames would wait for the
         // next transmit; kick again while they are in flight and the ring asks for it.
         if self.kick.owed() {
-            let wants = self.tx.needs_wakeup();
+            let wants = self.wants_kick();
             if self.kick.retry_now(self.in_flight, wants) {
                 self.stats.tx_kicks += 1;
                 let ok = self.tx.wakeup().is_ok();

@@ -60,8 +60,7 @@ pub struct PacketReport {
     pub qdisc_bypass: bool,
 }
 
-/// Busy polling of the AF_XDP sockets (`xdp+busypoll`, `xdp+preferbp`: `--busy-poll`,
-/// `--prefer-busy-poll`): on an empty RX ring the loop makes one non-blocking `recv` on the
+/// Busy polling of the AF_XDP sockets (`xdp+busypoll`: `--busy-poll`): on an empty RX ring the loop makes one non-blocking `recv` on the
 /// socket, in which the kernel runs the queue's NAPI poll (the driver's receive and the XDP
 /// program) on the strategy's CPU. The kernel gives an AF_XDP socket a NAPI instance to
 /// poll only when it is bound in zero-copy mode; without one the loop does not poll (the
@@ -70,8 +69,6 @@ pub struct PacketReport {
 pub struct XskBusyPoll {
     /// SO_BUSY_POLL, us.
     pub us: u32,
-    /// SO_BUSY_POLL_BUDGET, with SO_PREFER_BUSY_POLL on (0: not preferred).
-    pub budget: u32,
     /// The NAPI instance the first socket polls (SO_INCOMING_NAPI_ID); 0: none (copy mode).
     pub napi_id: u32,
     /// `recv` calls made on an empty RX ring, each a NAPI poll in the kernel.
