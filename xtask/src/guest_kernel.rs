@@ -16,6 +16,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use crate::setup::output;
+
 /// The suite the zero-copy kernel comes from.
 const SUITE: &str = "trixie-backports";
 /// The kernel the VM test was run on (AF_XDP zero copy on virtio-net and igb measured):
@@ -132,8 +134,8 @@ pub fn ensure(root: &Path, mirror: &str) -> Result<PathBuf> {
         .to_owned();
     // Newer Debian kernels split the image package into a meta package and
     // linux-binary-<kver> (the kernel), linux-modules-<kver> and linux-base-<kver>
-    // (modules.builtin, the config): all of them unpacked into
-    // one root make the same tree.
+    // (modules.builtin, the config): all of them unpacked into one root make the tree an
+    // older single package held.
     let parts: Vec<&Stanza> = stanzas.iter().filter(|s| s.kver() == kver).collect();
     let unpacked = work.join("root");
     for pkg in &parts {
@@ -149,7 +151,7 @@ pub fn ensure(root: &Path, mirror: &str) -> Result<PathBuf> {
             &deb,
         )?;
         check_sha256(&deb, &pkg.sha256)?;
-        run("dpkg-deb", &[Path::new("-x"), &deb, &unpacked])?;
+        output("dpkg-deb", &[Path::new("-x"), &deb, &unpacked])?;
         std::fs::remove_file(&deb)?;
     }
     // Debian 13 ships the modules under usr/lib (merged /usr); the lab and depmod look
@@ -173,7 +175,7 @@ pub fn ensure(root: &Path, mirror: &str) -> Result<PathBuf> {
             image_pkg.package
         );
     }
-    run(
+    output(
         "depmod",
         &[Path::new("-b"), &unpacked, Path::new(kver.as_str())],
     )?;
@@ -291,20 +293,6 @@ fn curl(url: &str, out: &Path) -> Result<()> {
         .success();
     if !ok {
         bail!("downloading {url} failed");
-    }
-    Ok(())
-}
-
-fn run(program: &str, args: &[&Path]) -> Result<()> {
-    let o = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {program}"))?;
-    if !o.status.success() {
-        bail!(
-            "{program} failed: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        );
     }
     Ok(())
 }

@@ -324,15 +324,19 @@ pub fn run(a: &SetupArgs) -> Result<()> {
 }
 
 /// Runs a command and returns its stdout, failing with its stderr.
-fn output(program: &str, args: &[&str]) -> Result<String> {
+pub(crate) fn output<S: AsRef<std::ffi::OsStr>>(program: &str, args: &[S]) -> Result<String> {
     let o = Command::new(program)
         .args(args)
         .output()
         .with_context(|| format!("running {program}"))?;
     if !o.status.success() {
+        let shown: Vec<_> = args
+            .iter()
+            .map(|a| a.as_ref().to_string_lossy().into_owned())
+            .collect();
         bail!(
             "`{program} {}` failed: {}",
-            args.join(" "),
+            shown.join(" "),
             String::from_utf8_lossy(&o.stderr).trim()
         );
     }
