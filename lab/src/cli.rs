@@ -234,7 +234,7 @@ pub struct VmArgs {
     /// unpacks under target/lab-data/guest-kernels/: AF_XDP zero copy on virtio-net), or by
     /// default the newest /boot/vmlinuz-*.
     #[arg(long)]
-    pub guest_kernel: Option<PathBuf>,
+    pub guest_kernel: Option<lab::vm::KernelChoice>,
     /// Guest memory, MiB.
     #[arg(long, default_value_t = 512)]
     pub mem: u32,
@@ -380,7 +380,7 @@ impl VmArgs {
         VmConfig {
             nic: self.nic.clone(),
             accel: self.accel.clone(),
-            guest_kernel: self.guest_kernel.clone(),
+            guest_kernel: self.guest_kernel.clone().unwrap_or_default(),
             mem: self.mem,
             smp: self.smp,
             interactive: self.interactive,

@@ -161,7 +161,7 @@ fn vm_smoke(env: &Env) -> Result<()> {
     let vmz = lab::vm::VmConfig {
         accel: "tcg".into(),
         nic: vec!["virtio".into(), "igb".into()],
-        guest_kernel: Some("fetched".into()),
+        guest_kernel: lab::vm::KernelChoice::Fetched,
         ..lab::vm::VmConfig::default()
     };
     let (zdir, zres) = lab::vm::run(env, &zc, &vmz)

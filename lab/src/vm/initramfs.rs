@@ -9,7 +9,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use super::VmConfig;
+use super::{KernelChoice, VmConfig};
 use crate::Env;
 
 /// The guest's /init (a shell script run by busybox).
@@ -55,10 +55,14 @@ impl GuestKernel {
             PathBuf::from("/")
         };
         if !dep(&modules_root).exists() {
+            let beside = if root == Path::new("/") {
+                String::new()
+            } else {
+                format!("{} or ", root.display())
+            };
             bail!(
-                "{}: no modules.dep for {kver} under {} or / (an unpacked package needs `depmod -b ROOT {kver}`; `cargo xtask setup --guest-kernel` does it)",
-                image.display(),
-                root.display()
+                "{}: no lib/modules/{kver}/modules.dep under {beside}/ (an unpacked package needs `depmod -b ROOT {kver}`; `cargo xtask setup --vm` fetches one ready)",
+                image.display()
             );
         }
         Ok(Self {
@@ -100,7 +104,7 @@ fn version_key(image: &Path) -> Vec<u64> {
 /// `<data>/guest-kernels/`), or by default the newest /boot/vmlinuz-*.
 pub fn guest_kernel(v: &VmConfig, data_dir: &Path) -> Result<GuestKernel> {
     let path = match &v.guest_kernel {
-        Some(p) if p.as_os_str() == "fetched" => {
+        KernelChoice::Fetched => {
             let dir = data_dir.join("guest-kernels");
             let mut ks: Vec<PathBuf> = fs::read_dir(&dir)
                 .into_iter()
@@ -110,8 +114,8 @@ pub fn guest_kernel(v: &VmConfig, data_dir: &Path) -> Result<GuestKernel> {
             ks.sort_by_key(|k| version_key(k));
             ks.pop().with_context(|| format!("--guest-kernel fetched: no kernel under {} (cargo xtask setup --vm fetches one)", dir.display()))?
         }
-        Some(p) => p.clone(),
-        None => newest_image(Path::new("/boot")).context("no /boot/vmlinuz-*: install linux-image-amd64 (cargo xtask setup --vm) or pass --guest-kernel")?,
+        KernelChoice::Path(p) => p.clone(),
+        KernelChoice::Installed => newest_image(Path::new("/boot")).context("no /boot/vmlinuz-*: install linux-image-amd64 (cargo xtask setup --vm) or pass --guest-kernel")?,
     };
     GuestKernel::at(&path)
 }
@@ -361,7 +365,7 @@ mod tests {
             fs::write(m.join("modules.dep"), b"").expect("modules.dep");
         }
         let v = VmConfig {
-            guest_kernel: Some("fetched".into()),
+            guest_kernel: KernelChoice::Fetched,
             ..VmConfig::default()
         };
         let k = guest_kernel(&v, data.path()).expect("fetched");

@@ -52,8 +52,8 @@ pub struct VmConfig {
     /// Accelerator: auto (KVM only where the CPU has vmx/svm and a probe boot succeeds), kvm,
     /// tcg.
     pub accel: String,
-    /// Guest kernel (None: the newest /boot/vmlinuz-*).
-    pub guest_kernel: Option<PathBuf>,
+    /// The kernel the guest boots.
+    pub guest_kernel: KernelChoice,
     /// Guest memory, MiB.
     pub mem: u32,
     /// Guest vCPUs. With one vCPU virtio-net uses one queue pair, the one AF_XDP binds;
@@ -69,12 +69,36 @@ pub struct VmConfig {
     pub tune_baseline: bool,
 }
 
+/// `--guest-kernel`: which kernel the guest boots ([`initramfs::guest_kernel`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum KernelChoice {
+    /// The newest /boot/vmlinuz-*.
+    #[default]
+    Installed,
+    /// The newest kernel `cargo xtask setup --vm` unpacked under `<data>/guest-kernels/`.
+    Fetched,
+    /// This `vmlinuz-<version>`.
+    Path(PathBuf),
+}
+
+impl std::str::FromStr for KernelChoice {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(if s == "fetched" {
+            Self::Fetched
+        } else {
+            Self::Path(s.into())
+        })
+    }
+}
+
 impl Default for VmConfig {
     fn default() -> Self {
         Self {
             nic: vec!["virtio".into(), "igb".into()],
             accel: "auto".into(),
-            guest_kernel: None,
+            guest_kernel: KernelChoice::Installed,
             mem: 512,
             smp: 1,
             interactive: false,
