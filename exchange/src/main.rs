@@ -67,6 +67,11 @@ struct ServeArgs {
     /// Grace period after the end of the file, for in-flight orders (e.g. 500ms, 2s).
     #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     grace: Duration,
+    /// End a session's grace as soon as this many orders were accepted in it (the lab and
+    /// the tests pass the offline replay's count): the session ends when its last order is
+    /// in, and the grace is only the ceiling for a strategy that sends fewer.
+    #[arg(long)]
+    expect_orders: Option<u64>,
     /// Pause between accepting a client and the first packet (lets it join the group).
     #[arg(long, default_value = "200ms", value_parser = parse_duration)]
     handshake_delay: Duration,
@@ -298,6 +303,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 pace: a.pace,
                 grace: a.grace,
+                expect_orders: a.expect_orders,
                 handshake_delay: a.handshake_delay,
                 late_threshold: a.late_threshold,
                 spin: a.spin,

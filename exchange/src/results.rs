@@ -26,6 +26,8 @@ pub fn new_histogram() -> Histogram<u64> {
 pub enum EndReason {
     /// File replayed, grace period over.
     EndOfFile,
+    /// File replayed and the expected orders in (`--expect-orders`): the grace cut short.
+    ExpectedOrders,
     /// Client closed or reset the connection.
     Disconnected,
     /// SIGINT / SIGTERM.

@@ -22,6 +22,7 @@ pub struct ServeCmd {
     results: Option<PathBuf>,
     summary: Option<PathBuf>,
     grace: Option<Duration>,
+    expect_orders: Option<u64>,
     handshake_delay: Option<Duration>,
     warm_rx_every: Option<Duration>,
     spin: bool,
@@ -46,6 +47,7 @@ impl ServeCmd {
             results: None,
             summary: None,
             grace: None,
+            expect_orders: None,
             handshake_delay: None,
             warm_rx_every: None,
             spin: false,
@@ -112,6 +114,12 @@ impl ServeCmd {
     /// `--grace`.
     pub fn grace(mut self, d: Duration) -> Self {
         self.grace = Some(d);
+        self
+    }
+
+    /// `--expect-orders` (the grace ends once this many orders are in).
+    pub fn expect_orders(mut self, n: u64) -> Self {
+        self.expect_orders = Some(n);
         self
     }
 
@@ -194,6 +202,9 @@ impl ServeCmd {
         if let Some(d) = self.grace {
             flag("--grace", dur(d));
         }
+        if let Some(n) = self.expect_orders {
+            flag("--expect-orders", n.to_string().into());
+        }
         if let Some(d) = self.handshake_delay {
             flag("--handshake-delay", dur(d));
         }
@@ -225,6 +236,7 @@ mod tests {
             .pace("rate:5000")
             .sessions(1)
             .grace(Duration::from_millis(300))
+            .expect_orders(7)
             .warm_rx_every(Some(Duration::from_micros(1500)))
             .quiet_orders(true)
             .extra(["--no-tx-timestamps"])
@@ -246,6 +258,8 @@ mod tests {
                 "1",
                 "--grace",
                 "300ms",
+                "--expect-orders",
+                "7",
                 "--warm-rx-every",
                 "1ms 500us",
                 "--quiet-orders",

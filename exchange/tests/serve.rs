@@ -178,6 +178,85 @@ fn session_lifecycle_orders_and_disconnect() {
     }
 }
 
+/// `--expect-orders`: the session still replays the whole file (the count is reached early
+/// here), then ends as soon as the file is out instead of after the grace (30 s: a
+/// session that waited for it fails the 10 s read below).
+#[test]
+fn expected_orders_cut_the_grace_short_after_the_whole_file() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let md_file = small_file(dir.path());
+    let lab = VethLab::new("exo").expect("lab");
+    let ex = Exchange::start(
+        &lab,
+        &md_file,
+        dir.path(),
+        &[
+            "--pace",
+            "rate:20000",
+            "--sessions",
+            "1",
+            "--grace",
+            "30s",
+            "--expect-orders",
+            "3",
+        ],
+    );
+    let client = lab
+        .strategy
+        .spawn(move || {
+            let mut buf = [0u8; 2048];
+            let md = join_group();
+            let mut oe = connect();
+            let mut n = 0u64;
+            let mut sent = 0;
+            while sent < 3 {
+                let (snap, id, side, price) = recv_line(&md, &mut buf).expect("a packet");
+                n += 1;
+                if !snap {
+                    let o = OrderRepr {
+                        qty: 1,
+                        price,
+                        side,
+                        trigger_id: id,
+                    };
+                    oe.write_all(&o.to_bytes()).expect("write");
+                    sent += 1;
+                }
+            }
+            let t0 = Instant::now();
+            oe.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            let mut one = [0u8; 1];
+            let closed = oe.read(&mut one);
+            let waited = t0.elapsed();
+            md.set_read_timeout(Some(Duration::from_millis(300)))
+                .expect("timeout");
+            while recv_line(&md, &mut buf).is_some() {
+                n += 1;
+            }
+            (closed.map_err(|e| e.to_string()), waited, n)
+        })
+        .expect("spawn client");
+    let (closed, waited, packets) = client.join().expect("client thread");
+    assert_eq!(
+        closed,
+        Ok(0),
+        "the exchange closed the session without waiting out its 30 s grace (after {waited:?})"
+    );
+    let (summaries, log) = ex.wait(Duration::from_secs(60));
+    assert_eq!(summaries.len(), 1, "{log}");
+    let s = &summaries[0];
+    assert_eq!(s.end_reason, EndReason::ExpectedOrders, "{log}");
+    assert_eq!(s.counters.orders_accepted, 3);
+    assert_eq!(
+        s.counters.packets_sent, packets,
+        "the whole file went out before the session ended"
+    );
+}
+
 #[test]
 fn missing_or_corrupt_file_is_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");

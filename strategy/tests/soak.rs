@@ -63,6 +63,7 @@ fn soak(net: &'static str, tag: &str, dir: &Path, md: &Path, want: &[Order]) -> 
     let (csv, results, exlog, stlog) = (f("ex.csv"), f("st.jsonl"), f("ex.log"), f("st.log"));
     let summary = PathBuf::from(format!("{}.summary.jsonl", csv.display()));
     let sessions = n.to_string();
+    let expect = want.len().to_string();
     let mut ex = procs::exchange(
         &lab.exchange,
         md,
@@ -73,11 +74,15 @@ fn soak(net: &'static str, tag: &str, dir: &Path, md: &Path, want: &[Order]) -> 
             &sessions,
             "--handshake-delay",
             "0ms",
-            // Long enough for a strategy that lost the CPU for a while (four busy loops on
-            // two CPUs): at 20 ms one kernel session in 1,000 once ended before its orders
-            // arrived (docs/reliability.md).
+            // A session ends once the oracle's orders are in; the grace is only the ceiling
+            // for one that got fewer, long enough for a strategy that lost the CPU for a
+            // while (four busy loops on two CPUs): a fixed 20 ms grace once ended one kernel
+            // session in 1,000 before its orders arrived (docs/reliability.md). An order
+            // beyond the oracle's would still show in the strategy's own count below.
+            "--expect-orders",
+            &expect,
             "--grace",
-            "40ms",
+            "1s",
             "--pace",
             "rate:50000",
         ],

@@ -12,8 +12,9 @@
 //!   sends are read, counted and logged as rejected.
 //! * TRANSMIT: from the first non-snapshot line on; orders are decoded, logged and matched
 //!   to the send time of the first packet carrying their trigger id.
-//! * End of file: grace period (orders still read), report, close, INIT. Disconnect: stop,
-//!   report, close, INIT. A second client while a session is active is accepted and closed.
+//! * End of file: grace period (orders still read; cut short once `--expect-orders` are
+//!   in), report, close, INIT. Disconnect: stop, report, close, INIT. A second client
+//!   while a session is active is accepted and closed.
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, SocketAddrV4};
@@ -61,6 +62,10 @@ pub struct ServerConfig {
     pub pace: Pace,
     /// Wait for in-flight orders after the end of the file.
     pub grace: Duration,
+    /// End the grace as soon as this many orders were accepted in the session
+    /// (`--expect-orders`: the lab and the tests know the oracle's count); `None`: the
+    /// whole grace.
+    pub expect_orders: Option<u64>,
     /// Pause between accept and the first packet, so the client can join the group.
     pub handshake_delay: Duration,
     /// A packet later than this after its deadline counts as late.
@@ -486,10 +491,17 @@ impl Server {
     fn check_grace(&mut self) {
         if let Some(Session {
             phase: Phase::Grace { until_ns },
+            stats,
             ..
         }) = &self.session
         {
-            if mono_ns() >= *until_ns {
+            if self
+                .cfg
+                .expect_orders
+                .is_some_and(|n| stats.counters.orders_accepted >= n)
+            {
+                self.end_session(EndReason::ExpectedOrders);
+            } else if mono_ns() >= *until_ns {
                 self.end_session(EndReason::EndOfFile);
             }
         }
