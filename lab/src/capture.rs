@@ -184,12 +184,16 @@ pub fn run(dir: &Path) -> Result<()> {
 pub fn start(ns: &netlab::Netns, dir: &Path, tag: &str) -> Result<Proc> {
     let log = dir.join(format!("{tag}.tcpdump.log"));
     let mut c = ns.command("tcpdump");
-    // -U: write each packet as it comes, so nothing waits in tcpdump's buffer.
+    // -U: write each packet as it comes, so nothing waits in tcpdump's buffer;
+    // --immediate-mode: read each packet as it comes, so nothing waits in a half-filled
+    // block of the capture ring (up to its 1 s timeout: the last orders of a session that
+    // ends as its last order arrives were missing from the file when it was stopped).
     c.args([
         "-i",
         netlab::VethLab::EXCHANGE_IF,
         "-n",
         "-U",
+        "--immediate-mode",
         "-s",
         "256",
         "--time-stamp-precision",

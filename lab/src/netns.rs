@@ -380,6 +380,9 @@ fn spawn_exchange(ctx: &RunCtx<'_>, lab: &VethLab, path: &PathSpec, tag: &str) -
         // A floor run: the same ids marked for the reflecting strategy.
         .mark_ids(ctx.stamp_ids.filter(|_| path.reflects()))
         .sessions(1)
+        // The session ends once the oracle's orders are in (the grace, 500 ms, is the
+        // ceiling for a run with fewer); the strategy's own count catches any order more.
+        .expect_orders(ctx.oracle.len() as u64)
         .spin(true)
         .quiet_orders(true)
         .pace(ctx.pace)

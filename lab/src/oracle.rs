@@ -153,6 +153,21 @@ pub struct RunFiles {
     pub strategy_orders: std::path::PathBuf,
 }
 
+/// Whether the strategy's own count of the orders it sent equals what the exchange got:
+/// the exchange ends a lab session as soon as the expected orders are in
+/// (`--expect-orders`), so an order sent twice, or one more than the oracle's, could arrive
+/// after it closed; the strategy's count still holds it. Says so when they differ.
+pub fn sent_equals_received(tag: &str, sent: Option<u64>, received: usize) -> bool {
+    let Some(sent) = sent else {
+        return true; // no report: the missing report is said where it is read
+    };
+    let ok = sent == received as u64;
+    if !ok {
+        println!("  {tag}: the strategy sent {sent} orders, the exchange got {received}");
+    }
+    ok
+}
+
 /// A run's result from its files: the orders against the oracle, every packet accounted
 /// for (a warning when not), tick-to-trade per clock.
 pub fn collect(
@@ -189,7 +204,7 @@ pub fn collect(
         key,
         orders_expected: rx.expected,
         orders_received: rx.got,
-        orders_match: rx.matches,
+        orders_match: rx.matches && sent_equals_received(&tag, Some(strat.path.orders), rx.got),
         explained,
         accounting: Some(accounting),
         packets_sent: summary.counters.packets_sent,
@@ -202,4 +217,20 @@ pub fn collect(
         t2t_kernel: rx.t2t_kernel,
         by_position: crate::oracle::by_position(&f.exchange_csv, md_file)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_order_the_exchange_never_got_is_a_mismatch() {
+        assert!(sent_equals_received("t", Some(5), 5));
+        assert!(
+            !sent_equals_received("t", Some(6), 5),
+            "one more sent than received: a duplicate after the session's end"
+        );
+        assert!(!sent_equals_received("t", Some(4), 5));
+        assert!(sent_equals_received("t", None, 5), "no report, no claim");
+    }
 }

@@ -361,7 +361,10 @@ fn one_vm_run(
         .pace(pace)
         .stamp_ids(stamp_ids)
         .handshake_delay(Duration::from_secs(1))
+        // The session ends once the oracle's orders are in; 2 s is the ceiling for a run
+        // with fewer (drops under load, a fault).
         .grace(Duration::from_secs(2))
+        .expect_orders(oracle.len() as u64)
         .heartbeats(path.sends_heartbeats())
         .results(&ex_csv)
         .summary(&ex_sum);
@@ -503,7 +506,12 @@ fn one_vm_run(
         key,
         orders_expected: rx.expected,
         orders_received: rx.got,
-        orders_match: rx.matches,
+        orders_match: rx.matches
+            && crate::oracle::sent_equals_received(
+                &tag,
+                strat.as_ref().map(|s| s.path.orders),
+                rx.got,
+            ),
         explained,
         accounting,
         packets_sent: summary.counters.packets_sent,
