@@ -352,15 +352,14 @@ fn test(a: &TestArgs) -> Result<()> {
     // The bounded fuzzing runs beside the VM tests: a TCG guest keeps one CPU busy and waits
     // on little else, the fuzzing takes the other (docs/test-time.md). The namespace lab tests
     // above pin both CPUs and run alone (the fuzz build beside them only on idle CPU time).
-    let fuzzing = match fuzz_build {
-        Some(b) => {
+    // The VM tests do not wait for the fuzz build: where it is not done yet, it finishes
+    // beside them and the targets run after it.
+    let fuzzing = fuzz_build.map(|b| {
+        std::thread::spawn(move || {
             let lines = b.wait()?;
-            Some(std::thread::spawn(move || {
-                fuzz::run_fuzz_targets(10, lines)
-            }))
-        }
-        None => None,
-    };
+            fuzz::run_fuzz_targets(10, lines)
+        })
+    });
     let vm = if a.no_vm {
         Ok(())
     } else {
