@@ -361,10 +361,10 @@ fn one_vm_run(
         .pace(pace)
         .stamp_ids(stamp_ids)
         .handshake_delay(Duration::from_secs(1))
-        // The session ends once the oracle's orders are in; 2 s is the ceiling for a run
-        // with fewer (drops under load, a fault).
+        // The whole grace, never `--expect-orders`: the guest's NIC has several queues, so
+        // the order connection's end can overtake market data still on its way to the
+        // strategy (docs/decisions.md).
         .grace(Duration::from_secs(2))
-        .expect_orders(oracle.len() as u64)
         .heartbeats(path.sends_heartbeats())
         .results(&ex_csv)
         .summary(&ex_sum);
