@@ -48,6 +48,9 @@ use strategy_common::xtx::{
 };
 use strategy_common::{Class, Counters, SteerConfig, CLASS_COUNT};
 
+mod line;
+use line::{copy_line, opaque};
+
 #[map]
 static XSKS: XskMap = XskMap::with_max_entries(64, 0);
 
@@ -224,19 +227,6 @@ fn barrier() {
     // SAFETY: an empty asm block; without `nomem` the compiler assumes it reads and writes
     // memory, which is the point.
     unsafe { core::arch::asm!("", options(nostack, preserves_flags)) }
-}
-
-/// `v`, with everything LLVM knows about its range forgotten (so that a mask it could
-/// prove redundant stays in the program for the verifier): a volatile store and load of a
-/// stack slot.
-#[inline(always)]
-fn opaque(v: usize) -> usize {
-    let mut slot = v;
-    // SAFETY: a local variable, read and written in place.
-    unsafe {
-        core::ptr::write_volatile(&mut slot, v);
-        core::ptr::read_volatile(&slot)
-    }
 }
 
 /// What the program did with a market-data frame on the `xdp-tx` path.
@@ -509,12 +499,14 @@ fn parse_and_decide(
     // `len` and the `len - 1 < 128` that LLVM makes of the check above): hidden from LLVM,
     // masked, plus one: [1, MAX_LINE].
     let len = (opaque(len - 1) & (MAX_LINE - 1)) + 1;
-    // SAFETY: `buf` is this CPU's scratch value of MAX_LINE bytes and 0 < len <= MAX_LINE;
-    // the helper checks the frame's bounds itself.
-    let r = unsafe { bpf_xdp_load_bytes(ctx.ctx, (l4 + 8) as u32, buf as *mut _, len as u32) };
-    if r != 0 {
-        shared.prog.unparsed += 1;
-        return None;
+    if !copy_line(ctx, l4 + 8, len, buf) {
+        // SAFETY: `buf` is this CPU's scratch value of MAX_LINE bytes and 0 < len <=
+        // MAX_LINE; the helper checks the frame's bounds itself.
+        let r = unsafe { bpf_xdp_load_bytes(ctx.ctx, (l4 + 8) as u32, buf as *mut _, len as u32) };
+        if r != 0 {
+            shared.prog.unparsed += 1;
+            return None;
+        }
     }
     let n = len;
     // The feed's usual layout, a word at a time; any other line byte by byte below.

@@ -178,9 +178,11 @@ pub fn build_ebpf() -> Result<()> {
         .env("PATH", path)
         // v3: the atomic add with fetch and the compare-exchange of the `xdp-tx` ticket
         // (Linux >= 5.12 runs them; the guest's 6.1 and the host's 6.18 do).
+        // allows-misaligned-mem-access: an unaligned read is one load, not a byte at a time
+        // (x86's verifier and JIT take misaligned packet and map loads).
         .env(
             "RUSTFLAGS",
-            "-C debuginfo=2 -C link-arg=--btf -C target-cpu=v3",
+            "-C debuginfo=2 -C link-arg=--btf -C target-cpu=v3 -C target-feature=+allows-misaligned-mem-access",
         )
         .env_remove("RUSTC")
         .env_remove("RUSTC_WRAPPER")
