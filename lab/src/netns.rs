@@ -397,7 +397,9 @@ fn spawn_exchange(ctx: &RunCtx<'_>, lab: &VethLab, path: &PathSpec, tag: &str) -
     // bring as many orders as the oracle's (different ones) with market data still
     // queued, which must reach it for every packet to be accounted for. One veth queue:
     // the order connection's end cannot overtake the market data (docs/decisions.md).
+    // (No expected orders: the whole grace, so the feed's tail reaches the strategy.)
     let quiet = ctx.load.unwrap_or(0) == 0
+        && !ctx.oracle.is_empty()
         && crate::data::pace_rate(ctx.pace).is_some_and(|r| r <= QUIET_RATE);
     let serve = if quiet {
         serve.expect_orders(ctx.oracle.len() as u64)

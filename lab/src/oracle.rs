@@ -153,10 +153,11 @@ pub struct RunFiles {
     pub strategy_orders: std::path::PathBuf,
 }
 
-/// Whether the strategy's own count of the orders it sent equals what the exchange got:
-/// the exchange ends a lab session as soon as the expected orders are in
-/// (`--expect-orders`), so an order sent twice, or one more than the oracle's, could arrive
-/// after it closed; the strategy's count still holds it. Says so when they differ.
+/// Whether the strategy's own count of the orders it sent equals what the exchange got.
+/// Where the exchange ends a session as soon as the expected orders are in
+/// (`--expect-orders`: quiet namespace runs), an order sent twice, or one more than the
+/// oracle's, could arrive after it closed; anywhere, one sent after the grace. The
+/// strategy's count still holds it. Says so when they differ.
 pub fn sent_equals_received(tag: &str, sent: Option<u64>, received: usize) -> bool {
     let Some(sent) = sent else {
         return true; // no report: the missing report is said where it is read

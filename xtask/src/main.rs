@@ -160,45 +160,63 @@ pub fn build_ebpf() -> Result<()> {
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let target_dir = root().join("target/ebpf");
-    println!("+ cargo +nightly build (strategy-ebpf, bpfel-unknown-none, release)");
-    let st = Command::new("cargo")
-        .args([
-            "+nightly",
-            "build",
-            "-Z",
-            "build-std=core",
-            "--target",
-            "bpfel-unknown-none",
-            "--release",
-        ])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .current_dir(root().join("strategy-ebpf"))
-        .env("PATH", path)
-        // v3: the atomic add with fetch and the compare-exchange of the `xdp-tx` ticket
-        // (Linux >= 5.12 runs them; the guest's 6.1 and the host's 6.18 do).
-        // allows-misaligned-mem-access: an unaligned read is one load, not a byte at a time
-        // (x86's verifier and JIT take misaligned packet and map loads).
-        .env(
-            "RUSTFLAGS",
-            "-C debuginfo=2 -C link-arg=--btf -C target-cpu=v3 -C target-feature=+allows-misaligned-mem-access",
-        )
-        .env_remove("RUSTC")
-        .env_remove("RUSTC_WRAPPER")
-        .status()
-        .context("running cargo +nightly")?;
-    if !st.success() {
-        bail!("building the XDP program failed");
+    // v3: the atomic add with fetch and the compare-exchange of the `xdp-tx` ticket
+    // (Linux >= 5.12 runs them; the guest's 6.1 and the host's 6.18 do).
+    let base = "-C debuginfo=2 -C link-arg=--btf -C target-cpu=v3";
+    // The XDP program with misaligned access allowed: an unaligned read is one load, not a
+    // byte at a time (x86's verifier and JIT take misaligned packet and map loads). The
+    // tracing programs without it (with it the verifier refused one of them), built in a
+    // target folder of their own so neither build undoes the other's.
+    let xdp_dir = root().join("target/ebpf");
+    let trace_dir = root().join("target/ebpf-trace");
+    let xdp_flags = format!("{base} -C target-feature=+allows-misaligned-mem-access");
+    for (bin, dir, flags) in [
+        ("strategy-ebpf", &xdp_dir, xdp_flags.as_str()),
+        ("trace-ebpf", &trace_dir, base),
+    ] {
+        println!("+ cargo +nightly build --bin {bin} (strategy-ebpf, bpfel-unknown-none, release)");
+        let st = Command::new("cargo")
+            .args([
+                "+nightly",
+                "build",
+                "-Z",
+                "build-std=core",
+                "--target",
+                "bpfel-unknown-none",
+                "--release",
+                "--bin",
+                bin,
+            ])
+            .arg("--target-dir")
+            .arg(dir)
+            .current_dir(root().join("strategy-ebpf"))
+            .env("PATH", &path)
+            .env("RUSTFLAGS", flags)
+            .env_remove("RUSTC")
+            .env_remove("RUSTC_WRAPPER")
+            .status()
+            .context("running cargo +nightly")?;
+        if !st.success() {
+            bail!("building the eBPF program {bin} failed");
+        }
+    }
+    // The lab embeds the tracing programs from beside the XDP program: copied there when
+    // they changed (an unchanged copy keeps its time, so the lab is not rebuilt for it).
+    let rel = "bpfel-unknown-none/release";
+    let (built, trace) = (
+        trace_dir.join(rel).join("trace-ebpf"),
+        xdp_dir.join(rel).join("trace-ebpf"),
+    );
+    let bytes = std::fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
+    if std::fs::read(&trace).ok().as_deref() != Some(bytes.as_slice()) {
+        // Removed first: an earlier build left it as a hard link into cargo's own files.
+        let _ = std::fs::remove_file(&trace);
+        std::fs::write(&trace, &bytes).with_context(|| format!("writing {}", trace.display()))?;
     }
     println!(
         "XDP program: {}; tracing programs: {}",
-        target_dir
-            .join("bpfel-unknown-none/release/strategy-ebpf")
-            .display(),
-        target_dir
-            .join("bpfel-unknown-none/release/trace-ebpf")
-            .display()
+        xdp_dir.join(rel).join("strategy-ebpf").display(),
+        trace.display()
     );
     Ok(())
 }
