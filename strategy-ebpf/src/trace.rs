@@ -64,6 +64,14 @@ static LAST_TRIGGER: Array<u64> = Array::with_max_entries(1, 0);
 #[map]
 static SCRATCH: PerCpuArray<[u8; WINDOW as usize]> = PerCpuArray::with_max_entries(2, 0);
 
+/// Per-CPU copy of a packet's first `BUF` bytes. A map value, not the stack: the eBPF build
+/// allows misaligned access (for the XDP program's word loads), and the verifier refuses a
+/// misaligned or variable-offset read of the stack where it takes one of a map value.
+/// [0] for the device points, [1] for `tcp_probe` (which may run with softirqs enabled, in
+/// the backlog of a socket's owner, and be interrupted by a device point).
+#[map]
+static PACKET: PerCpuArray<[u8; BUF]> = PerCpuArray::with_max_entries(2, 0);
+
 #[map]
 static TRACE_COUNTERS: Array<u64> = Array::with_max_entries(counter::COUNT, 0);
 
@@ -132,9 +140,21 @@ fn kread<T: Copy>(base: *const u8, off: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize) as *const T).ok() }
 }
 
+/// Byte `i` of the packet's copy. The index goes through a volatile stack slot and is masked:
+/// LLVM can neither drop the mask (the verifier then bounds every read by it, whatever
+/// form LLVM gives the loops' checks) nor merge neighbouring bytes into one wider load.
 #[inline(always)]
 fn byte(buf: &[u8; BUF], i: usize) -> Option<u8> {
-    buf.get(i).copied()
+    if i >= BUF {
+        return None;
+    }
+    let mut slot = i;
+    // SAFETY: a local variable, read and written in place.
+    let i = unsafe {
+        core::ptr::write_volatile(&mut slot, i);
+        core::ptr::read_volatile(&slot)
+    };
+    Some(buf[i & (BUF - 1)])
 }
 
 #[inline(always)]
@@ -223,6 +243,18 @@ fn window(slot: u32, base: *const u8, off: u32) -> Option<&'static [u8; WINDOW a
     }
 }
 
+/// Reads the first `n` (at most `BUF`) bytes at `data` into this CPU's `PACKET` copy `slot`.
+#[inline(always)]
+fn packet(slot: u32, data: *const u8, n: usize) -> Option<&'static [u8; BUF]> {
+    let p = PACKET.get_ptr_mut(slot)?;
+    // SAFETY: this CPU's copy (as `window`); bpf_probe_read_kernel_buf fails cleanly on a bad
+    // address (None here), it never faults the program.
+    unsafe {
+        bpf_probe_read_kernel_buf(data, (*p).get_mut(..n)?).ok()?;
+        Some(&*p)
+    }
+}
+
 fn on_skb(skb: *const u8, dir: Dir) -> Option<()> {
     // SAFETY: a helper without arguments or side effects. Taken first: the stamp is the
     // tracepoint's moment, not the end of the reads below.
@@ -254,27 +286,26 @@ fn on_skb(skb: *const u8, dir: Dir) -> Option<()> {
         pend(skb as u64, late, now);
         return None;
     }
-    let mut buf = [0u8; BUF];
-    // SAFETY: as kread: a failed read is an error, never a fault. Bytes past the linear part
-    // may be read but are never parsed (every parse below is bounded by `linear`).
-    unsafe { bpf_probe_read_kernel_buf(data, &mut buf).ok()? };
+    // Bytes past the linear part may be read but are never parsed (every parse below is
+    // bounded by `linear`).
+    let buf = packet(0, data, BUF)?;
     // At a driver transmit the data starts at the Ethernet header; at a receive, after
     // eth_type_trans, at the IP header.
     let ip = if dir == Dir::Egress {
-        if be16(&buf, 12)? != 0x0800 {
+        if be16(buf, 12)? != 0x0800 {
             return None;
         }
         ETH_HLEN
     } else {
         0
     };
-    let vihl = byte(&buf, ip)?;
+    let vihl = byte(buf, ip)?;
     if vihl >> 4 != 4 {
         return None;
     }
     let ihl = ((vihl & 0x0f) as usize) * 4;
-    let total = be16(&buf, ip + 2)? as usize;
-    let proto = byte(&buf, ip + 9)?;
+    let total = be16(buf, ip + 2)? as usize;
+    let proto = byte(buf, ip + 9)?;
     let l4 = ip + ihl;
     if l4 + 20 > linear.min(BUF) {
         return None;
@@ -284,10 +315,10 @@ fn on_skb(skb: *const u8, dir: Dir) -> Option<()> {
         | (IPPROTO_UDP, Side::Strategy, Dir::Ingress) => {
             // A packet's first receive point stamps it; netif_receive_skb after netif_rx
             // or GRO adds nothing for market data (and the parse is the costly part).
-            if late || be16(&buf, l4 + 2)? != cfg.md_port {
+            if late || be16(buf, l4 + 2)? != cfg.md_port {
                 return None;
             }
-            let id = trigger_id(&buf, l4 + 8, linear.min(BUF))?;
+            let id = trigger_id(buf, l4 + 8, linear.min(BUF))?;
             // SAFETY: the value is copied out at once; the loader never removes entries
             // while the programs run.
             let slot = unsafe { *WANTED.get(&id)? };
@@ -303,10 +334,10 @@ fn on_skb(skb: *const u8, dir: Dir) -> Option<()> {
             // The exchange's SYN-ACK acknowledges the strategy's SYN: its ack number is
             // the stream's offset 0. (The strategy's SYN itself may not be readable here:
             // see PENDING.) The last one wins: an earlier attempt is not the session.
-            if be16(&buf, l4)? != cfg.order_port || byte(&buf, l4 + 13)? & 0x12 != 0x12 {
+            if be16(buf, l4)? != cfg.order_port || byte(buf, l4 + 13)? & 0x12 != 0x12 {
                 return None;
             }
-            let ack = be32(&buf, l4 + 8)?;
+            let ack = be32(buf, l4 + 8)?;
             if let Some(isn) = ISN.get_ptr_mut(0) {
                 // SAFETY: the array's one slot; handshakes of one run are never concurrent.
                 unsafe { *isn = (1 << 32) | ack as u64 };
@@ -315,12 +346,12 @@ fn on_skb(skb: *const u8, dir: Dir) -> Option<()> {
         }
         (IPPROTO_TCP, Side::Strategy, Dir::Egress)
         | (IPPROTO_TCP, Side::Exchange, Dir::Ingress) => {
-            if be16(&buf, l4 + 2)? != cfg.order_port {
+            if be16(buf, l4 + 2)? != cfg.order_port {
                 return None;
             }
-            let seq = be32(&buf, l4 + 4)?;
-            let doff = ((byte(&buf, l4 + 12)? >> 4) as usize) * 4;
-            if byte(&buf, l4 + 13)? & 0x02 != 0 {
+            let seq = be32(buf, l4 + 4)?;
+            let doff = ((byte(buf, l4 + 12)? >> 4) as usize) * 4;
+            if byte(buf, l4 + 13)? & 0x02 != 0 {
                 return None;
             }
             let payload = total.checked_sub(ihl + doff)?;
@@ -359,17 +390,15 @@ fn on_tcp(sk: *const u8, skb: *const u8) -> Option<()> {
     let sw = window(0, skb, cfg.skb_base)?;
     let data = field64(sw, cfg.skb_base, cfg.skb_data)? as *const u8;
     let len = field32(sw, cfg.skb_base, cfg.skb_len)?;
-    let mut buf = [0u8; BUF];
-    // SAFETY: as kread.
-    unsafe { bpf_probe_read_kernel_buf(data, &mut buf[..20]).ok()? };
-    if be16(&buf, 2)? != cfg.order_port {
+    let buf = packet(1, data, 20)?;
+    if be16(buf, 2)? != cfg.order_port {
         return None;
     }
-    let doff = ((byte(&buf, 12)? >> 4) as u32) * 4;
+    let doff = ((byte(buf, 12)? >> 4) as u32) * 4;
     if len <= doff {
         return None;
     }
-    let seq = be32(&buf, 4)?;
+    let seq = be32(buf, 4)?;
     // SAFETY: the value is copied out at once.
     let pending = unsafe { PENDING.get(&(skb as u64)) }.copied();
     if pending.is_some() {

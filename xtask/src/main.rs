@@ -163,56 +163,38 @@ pub fn build_ebpf() -> Result<()> {
     // v3: the atomic add with fetch and the compare-exchange of the `xdp-tx` ticket
     // (Linux >= 5.12 runs them; the guest's 6.1 and the host's 6.18 do).
     let base = "-C debuginfo=2 -C link-arg=--btf -C target-cpu=v3";
-    // The XDP program with misaligned access allowed: an unaligned read is one load, not a
-    // byte at a time (x86's verifier and JIT take misaligned packet and map loads). The
-    // tracing programs without it (with it the verifier refused one of them), built in a
-    // target folder of their own so neither build undoes the other's.
+    // Misaligned access allowed: an unaligned read is one load, not a byte at a time (x86's
+    // verifier and JIT take misaligned packet and map loads; the tracing programs read their
+    // stack copy of the headers a byte at a time, volatile, since stack access must be
+    // aligned). One build of both programs.
     let xdp_dir = root().join("target/ebpf");
-    let trace_dir = root().join("target/ebpf-trace");
-    let xdp_flags = format!("{base} -C target-feature=+allows-misaligned-mem-access");
-    for (bin, dir, flags) in [
-        ("strategy-ebpf", &xdp_dir, xdp_flags.as_str()),
-        ("trace-ebpf", &trace_dir, base),
-    ] {
-        println!("+ cargo +nightly build --bin {bin} (strategy-ebpf, bpfel-unknown-none, release)");
-        let st = Command::new("cargo")
-            .args([
-                "+nightly",
-                "build",
-                "-Z",
-                "build-std=core",
-                "--target",
-                "bpfel-unknown-none",
-                "--release",
-                "--bin",
-                bin,
-            ])
-            .arg("--target-dir")
-            .arg(dir)
-            .current_dir(root().join("strategy-ebpf"))
-            .env("PATH", &path)
-            .env("RUSTFLAGS", flags)
-            .env_remove("RUSTC")
-            .env_remove("RUSTC_WRAPPER")
-            .status()
-            .context("running cargo +nightly")?;
-        if !st.success() {
-            bail!("building the eBPF program {bin} failed");
-        }
+    let flags = format!("{base} -C target-feature=+allows-misaligned-mem-access");
+    println!("+ cargo +nightly build --bins (strategy-ebpf, bpfel-unknown-none, release)");
+    let st = Command::new("cargo")
+        .args([
+            "+nightly",
+            "build",
+            "-Z",
+            "build-std=core",
+            "--target",
+            "bpfel-unknown-none",
+            "--release",
+            "--bins",
+        ])
+        .arg("--target-dir")
+        .arg(&xdp_dir)
+        .current_dir(root().join("strategy-ebpf"))
+        .env("PATH", &path)
+        .env("RUSTFLAGS", flags)
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WRAPPER")
+        .status()
+        .context("running cargo +nightly")?;
+    if !st.success() {
+        bail!("building the eBPF programs failed");
     }
-    // The lab embeds the tracing programs from beside the XDP program: copied there when
-    // they changed (an unchanged copy keeps its time, so the lab is not rebuilt for it).
     let rel = "bpfel-unknown-none/release";
-    let (built, trace) = (
-        trace_dir.join(rel).join("trace-ebpf"),
-        xdp_dir.join(rel).join("trace-ebpf"),
-    );
-    let bytes = std::fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
-    if std::fs::read(&trace).ok().as_deref() != Some(bytes.as_slice()) {
-        // Removed first: an earlier build left it as a hard link into cargo's own files.
-        let _ = std::fs::remove_file(&trace);
-        std::fs::write(&trace, &bytes).with_context(|| format!("writing {}", trace.display()))?;
-    }
+    let trace = xdp_dir.join(rel).join("trace-ebpf");
     println!(
         "XDP program: {}; tracing programs: {}",
         xdp_dir.join(rel).join("strategy-ebpf").display(),
