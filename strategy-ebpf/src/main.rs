@@ -43,9 +43,7 @@ use aya_ebpf::macros::{map, xdp};
 use aya_ebpf::maps::{Array, PerCpuArray, XskMap};
 use aya_ebpf::programs::XdpContext;
 use aya_log_ebpf::warn;
-use strategy_common::xtx::{
-    self, LineParser, Shared, Template, FRAME_LEN, MAX_LINE, TAG_LEN, TAG_MAGIC,
-};
+use strategy_common::xtx::{self, LineParser, Shared, FRAME_LEN, MAX_LINE, TAG_LEN, TAG_MAGIC};
 use strategy_common::{Class, Counters, SteerConfig, CLASS_COUNT};
 
 mod line;
@@ -65,9 +63,6 @@ const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 #[map]
 static XTX: Array<Shared> = Array::with_max_entries(1, BPF_F_MMAPABLE);
-
-#[map]
-static XTX_TEMPLATE: PerCpuArray<Template> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 static XTX_PARSER: PerCpuArray<LineParser> = PerCpuArray::with_max_entries(1, 0);
@@ -362,32 +357,7 @@ fn xdp_tx(ctx: &XdpContext, l4: usize) -> Decision {
     let Some((fire, line_len)) = parse_and_decide(ctx, l4, shared) else {
         return Decision::ToUser(index);
     };
-    let Some(template) = XTX_TEMPLATE.get_ptr_mut(0) else {
-        return Decision::ToUser(index);
-    };
-    // SAFETY: both are valid Template values (the map value and this CPU's scratch copy),
-    // copied word by word with volatile loads; a copy torn by user space's rewrite is
-    // caught by the claim below (user space takes the ticket before it writes).
-    let template = unsafe {
-        let src = core::ptr::addr_of!(shared.armed.template) as *const u32;
-        let dst = template as *mut u32;
-        let mut i = 0;
-        while i < core::mem::size_of::<Template>() / 4 {
-            *dst.add(i) = core::ptr::read_volatile(src.add(i));
-            i += 1;
-        }
-        &*template
-    };
-    barrier();
-    send_order(
-        ctx,
-        shared,
-        ticket,
-        template,
-        &fire,
-        line_len,
-        (index, t_start),
-    )
+    send_order(ctx, shared, ticket, &fire, line_len, (index, t_start))
 }
 
 /// The parser's state across bpf_loop callbacks.
@@ -553,7 +523,6 @@ fn send_order(
     ctx: &XdpContext,
     shared: &mut Shared,
     ticket: u64,
-    template: &Template,
     fire: &xtx::Fire,
     line_len: usize,
     (index, t_start): (u64, u64),
@@ -566,6 +535,11 @@ fn send_order(
         shared.prog.raced += 1;
         return Decision::ToUser(index);
     }
+    // Read in place, not copied before the claim: user space rewrites the armed state only
+    // after taking its ticket back (a compare-exchange that fails once this run claimed
+    // it) or, after a fire, once it has read this run's record, published below. From the
+    // claim to the publication the template cannot change.
+    let template = &shared.armed.template;
     let r = core::ptr::addr_of_mut!(shared.fire.rec);
     // SAFETY: `r` is the mailbox's record in the map's one value, which this run owns
     // until it publishes the ticket below (user space reads the record only then, and no
