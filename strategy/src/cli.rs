@@ -260,6 +260,21 @@ pub struct RawArgs {
     /// reset the order flow), e.g. 10.77.0.3.
     #[arg(long)]
     pub packet_ip: Option<Ipv4Addr>,
+    /// AF_PACKET: the receive ring: v2 (a frame per slot, handed over as soon as it is
+    /// written) or v3 (frames packed into blocks, a block handed over when it is full or
+    /// at --packet-block-timeout: batches by construction; the lab's `packet+v3`).
+    #[arg(long, default_value = "v2", value_parser = parse_packet_ring)]
+    pub packet_ring: PacketRing,
+    /// AF_PACKET v3: bytes per block (a multiple of the page size, up to 4 MiB).
+    #[arg(long, default_value_t = 4096)]
+    pub packet_block: u32,
+    /// AF_PACKET v3: blocks in the receive ring.
+    #[arg(long, default_value_t = 256)]
+    pub packet_blocks: u32,
+    /// AF_PACKET v3: a block's retire timer, whole milliseconds, at least 1ms (the kernel's
+    /// unit): a block with frames is handed over this long after it opened, full or not.
+    #[arg(long, default_value = "1ms", value_parser = parse_block_timeout)]
+    pub packet_block_timeout: Duration,
     /// AF_XDP: RX queues to bind, one socket each: a list (0,1) or `all` (every RX queue of
     /// the interface: a multi-queue NIC spreads the flows over its queues).
     #[arg(
@@ -354,6 +369,35 @@ pub(crate) fn parse_delay(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (e.g. 10us, 1ms)"))
 }
 
+/// `--packet-block-timeout`: a duration of whole milliseconds, at least one.
+fn parse_block_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_delay(s)?;
+    if d.as_millis() == 0 || d.subsec_nanos() % 1_000_000 != 0 {
+        return Err(format!(
+            "`{s}`: the block timeout is whole milliseconds, at least 1ms (TPACKET_V3's unit)"
+        ));
+    }
+    Ok(d)
+}
+
+/// `--packet-ring`: v2 or v3.
+fn parse_packet_ring(s: &str) -> Result<PacketRing, String> {
+    match s {
+        "v2" => Ok(PacketRing::V2),
+        "v3" => Ok(PacketRing::V3),
+        _ => Err(format!("`{s}`: v2 or v3")),
+    }
+}
+
+/// `--packet-ring`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PacketRing {
+    /// TPACKET_V2: a frame per slot.
+    V2,
+    /// TPACKET_V3: blocks.
+    V3,
+}
+
 /// `--md-source`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MdSource {
@@ -399,5 +443,16 @@ mod tests {
         for bad in ["5", "10 parsecs", "-1ms", ""] {
             assert!(parse_delay(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_v3_block_timeout_is_whole_milliseconds() {
+        assert_eq!(parse_block_timeout("1ms"), Ok(Duration::from_millis(1)));
+        assert_eq!(parse_block_timeout("8ms"), Ok(Duration::from_millis(8)));
+        for bad in ["0ms", "500us", "1500us", "1"] {
+            assert!(parse_block_timeout(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_packet_ring("v3"), Ok(PacketRing::V3));
+        assert!(parse_packet_ring("v4").is_err());
     }
 }

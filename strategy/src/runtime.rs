@@ -185,6 +185,14 @@ pub fn main(a: &RunArgs) -> Result<()> {
                 local,
                 frame_size: a.raw.frame_size.max(2048),
                 frames: 256,
+                blocks: (a.raw.packet_ring == crate::cli::PacketRing::V3).then(|| {
+                    crate::net::af_packet::v3::BlockGeometry {
+                        block_size: a.raw.packet_block,
+                        blocks: a.raw.packet_blocks,
+                        timeout_ms: a.raw.packet_block_timeout.as_millis().min(u32::MAX.into())
+                            as u32,
+                    }
+                }),
             };
             run_loop(a, out, crate::net::af_packet::path(cfg, pcfg))
         }

@@ -135,7 +135,14 @@ fn orders_equal_the_oracle_on_every_path() {
         return;
     };
     assert!(f.want.len() > 20);
-    for net in ["kernel", "kernel+mmsg", "uring", "xdp", "packet"] {
+    for net in [
+        "kernel",
+        "kernel+mmsg",
+        "uring",
+        "xdp",
+        "packet",
+        "packet+v3",
+    ] {
         let lab = VethLab::new("e2e").expect("lab");
         let (csv, orders) = (
             f.dir.path().join(format!("{net}.ex.csv")),

@@ -241,13 +241,21 @@ fn an_exchange_that_never_publishes_or_never_accepts() {
         // Accepts, never publishes: the strategy waits, trading nothing, and leaves on time.
         let lab = VethLab::new("hx2").expect("lab");
         let _pass = procs::XdpPass::for_path(&lab.exchange, net);
+        let exited = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let held = exited.clone();
         let script = lab
             .exchange
-            .spawn(|| {
+            .spawn(move || {
                 let l = TcpListener::bind(EXCHANGE).expect("listen");
                 let c = accept_within(&l, Duration::from_secs(15));
-                // Held past the strategy's --max-runtime: it leaves on its own time.
-                std::thread::sleep(Duration::from_millis(2_500));
+                // Held until the strategy has exited (at most 15 s): it leaves on its own
+                // time (--max-runtime), never because the exchange closed.
+                let t0 = Instant::now();
+                while !held.load(std::sync::atomic::Ordering::Acquire)
+                    && t0.elapsed() < Duration::from_secs(15)
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
                 drop(c);
             })
             .expect("script");
@@ -259,6 +267,7 @@ fn an_exchange_that_never_publishes_or_never_accepts() {
             &["--max-runtime", "1"],
         );
         wait_exit(&mut st, Duration::from_secs(15), &log, net);
+        exited.store(true, std::sync::atomic::Ordering::Release);
         script.join().expect("script");
         let s = reports(&results);
         assert_eq!(s.len(), 1, "{net}: the session is reported at exit");

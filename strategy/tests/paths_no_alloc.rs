@@ -123,6 +123,7 @@ fn no_path_allocates_in_its_busy_loop() {
         "uring+defer+inline",
         "uring+defer+inline+syssend",
         "packet",
+        "packet+v3",
     ];
     if strategy::net::af_xdp::loader::has_object() {
         nets.push("xdp");
@@ -195,6 +196,13 @@ fn no_path_allocates_in_its_busy_loop() {
                         local: Ipv4Addr::new(10, 77, 0, 3),
                         frame_size: 2048,
                         frames: 256,
+                        blocks: spec.has(Variant::V3).then_some(
+                            strategy::net::af_packet::v3::BlockGeometry {
+                                block_size: 4096,
+                                blocks: 256,
+                                timeout_ms: 1,
+                            },
+                        ),
                     },
                 )),
                 NetKind::Xdp | NetKind::XdpTx => run_session(strategy::net::af_xdp::path(

@@ -44,11 +44,14 @@ pub enum Variant {
     /// `+reflect` (every path but `xdp-tx`): the path's floor: the exchange marks the
     /// trigger packets and the strategy answers them at once, no parse, no book.
     Reflect,
+    /// `packet+v3`: the receive ring is TPACKET_V3 (blocks of 4 KiB handed over full or
+    /// after 1 ms).
+    V3,
 }
 
 impl Variant {
     /// Every variant.
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 19] = [
         Self::BusyPoll,
         Self::PreferBusyPoll,
         Self::ZeroCopy,
@@ -67,6 +70,7 @@ impl Variant {
         Self::Mmsg,
         Self::Wire,
         Self::Reflect,
+        Self::V3,
     ];
 
     /// The name after the `+`.
@@ -90,6 +94,7 @@ impl Variant {
             Self::Mmsg => "mmsg",
             Self::Wire => "wire",
             Self::Reflect => "reflect",
+            Self::V3 => "v3",
         }
     }
 
@@ -116,6 +121,7 @@ impl Variant {
             Self::Huge => kind == NetKind::Xdp,
             // xdp-tx decides in the XDP program: its floor would be the program's.
             Self::Reflect => kind != NetKind::XdpTx,
+            Self::V3 => kind == NetKind::Packet,
         }
     }
 
@@ -138,6 +144,7 @@ impl Variant {
             Self::Inline => &["--uring-inline-recv"],
             Self::SysSend => &["--uring-send-syscall"],
             Self::Huge => &["--hugepages"],
+            Self::V3 => &["--packet-ring", "v3"],
             Self::Mmsg => &["--md-recvmmsg"],
             Self::Wire => &["--wire-stamps"],
             Self::Reflect => &["--reflect"],

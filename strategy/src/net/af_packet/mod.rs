@@ -1,6 +1,7 @@
 //! The AF_PACKET path: the same smoltcp session and hot path as AF_XDP
 //! ([`crate::net::ring`]) over mmap'd TPACKET_V2 rings ([`rings`]) behind a classic BPF
-//! filter ([`filter`]).
+//! filter ([`filter`]); with `--packet-ring v3` the receive ring is a TPACKET_V3 block
+//! ring ([`v3`]) of its own socket.
 //!
 //! A packet socket sees frames *beside* the kernel, which also receives them. So that the
 //! kernel never answers the order-entry flow with a reset, smoltcp uses an address of its
@@ -14,11 +15,14 @@ use std::net::Ipv4Addr;
 
 pub mod filter;
 pub mod rings;
+pub mod v3;
 
 use self::filter::Flows;
-use self::rings::{Geometry, PacketRx, PacketTx};
+use self::rings::{FrameRx, Geometry, PacketTx};
+use self::v3::{BlockGeometry, BlockRx};
 use super::ring::session::io_other;
-use super::ring::session::PacketReport;
+use super::ring::session::{PacketReport, RingVersion};
+use super::ring::RxRing;
 use super::ring::{BackendReport, Opened, RingDevice, RingPath, SessionGuard};
 use super::NetConfig;
 
@@ -33,6 +37,66 @@ pub struct PacketConfig {
     pub frame_size: u32,
     /// Frames per ring.
     pub frames: u32,
+    /// The receive ring: TPACKET_V2 frames, or TPACKET_V3 blocks of this geometry.
+    pub blocks: Option<BlockGeometry>,
+}
+
+/// The receive half: TPACKET_V2 (a frame per slot, handed over as written) or TPACKET_V3
+/// (blocks handed over full or at their timeout).
+pub enum PacketRx {
+    /// TPACKET_V2.
+    Frames(FrameRx),
+    /// TPACKET_V3.
+    Blocks(BlockRx),
+}
+
+impl RxRing for PacketRx {
+    type Frame = u32;
+
+    #[inline]
+    fn recv(&mut self, out: &mut [u32]) -> usize {
+        match self {
+            Self::Frames(r) => r.recv(out),
+            Self::Blocks(r) => r.recv(out),
+        }
+    }
+
+    #[inline]
+    fn data(&self, frame: &u32) -> &[u8] {
+        match self {
+            Self::Frames(r) => r.data(frame),
+            Self::Blocks(r) => r.data(frame),
+        }
+    }
+
+    #[inline]
+    fn give_back(&mut self, frames: &mut Vec<u32>) {
+        match self {
+            Self::Frames(r) => r.give_back(frames),
+            Self::Blocks(r) => r.give_back(frames),
+        }
+    }
+
+    fn accounted(&self, held: usize) -> bool {
+        match self {
+            Self::Frames(r) => r.accounted(held),
+            Self::Blocks(r) => r.accounted(held),
+        }
+    }
+
+    fn kernel_drops(&self) -> Option<u64> {
+        match self {
+            Self::Frames(r) => r.kernel_drops(),
+            Self::Blocks(r) => r.kernel_drops(),
+        }
+    }
+
+    fn double_give_backs(&self) -> u64 {
+        match self {
+            Self::Frames(r) => r.double_give_backs(),
+            Self::Blocks(r) => r.double_give_backs(),
+        }
+    }
 }
 
 /// The AF_PACKET path.
@@ -41,6 +105,7 @@ pub type PacketPath = RingPath<PacketRx, PacketTx>;
 struct Bound {
     ifname: String,
     local: Ipv4Addr,
+    ring: RingVersion,
 }
 
 impl SessionGuard for Bound {
@@ -48,7 +113,7 @@ impl SessionGuard for Bound {
         BackendReport::Packet(PacketReport {
             af_packet: self.ifname.clone(),
             local: self.local,
-            ring: crate::net::ring::session::RingVersion::TpacketV2,
+            ring: self.ring,
             qdisc_bypass: true,
         })
     }
@@ -77,19 +142,32 @@ pub fn open(p: &PacketConfig, cfg: &NetConfig) -> io::Result<Opened<PacketRx, Pa
         exchange_port: cfg.exchange.port(),
         local: p.local,
     };
-    let (rx, tx) = rings::open(
-        ifindex,
-        &flows,
-        rings::group_mac(*cfg.group.ip()),
-        Geometry {
-            frame_size: p.frame_size,
-            frames: p.frames,
-        },
-    )?;
+    let g = Geometry {
+        frame_size: p.frame_size,
+        frames: p.frames,
+    };
+    let mac_group = rings::group_mac(*cfg.group.ip());
+    let (rx, tx, ring) = match p.blocks {
+        None => {
+            let (rx, tx) = rings::open(ifindex, &flows, mac_group, g)?;
+            (PacketRx::Frames(rx), tx, RingVersion::TpacketV2)
+        }
+        Some(b) => {
+            let rx = v3::open_rx(ifindex, &flows, mac_group, b)?;
+            let tx = rings::open_tx(ifindex, g)?;
+            let ring = RingVersion::TpacketV3 {
+                block_size: b.block_size,
+                blocks: b.blocks,
+                timeout_ms: b.timeout_ms,
+            };
+            (PacketRx::Blocks(rx), tx, ring)
+        }
+    };
     let dev = RingDevice::new(rx, tx, p.frames as usize * 2, mtu);
     let guard = Box::new(Bound {
         ifname: p.iface.clone(),
         local: p.local,
+        ring,
     });
     Ok(Opened {
         dev,

@@ -47,13 +47,13 @@ const TX_DATA_OFF: usize = HDR_ALIGNED;
 const RX_PKTTYPE_OFF: usize = HDR_ALIGNED + offset_of!(libc::sockaddr_ll, sll_pkttype);
 /// The smallest frame that holds a header, the address and some data.
 const MIN_FRAME: usize = HDR_ALIGNED + size_of::<libc::sockaddr_ll>() + 64;
-const ETH_P_ALL: u16 = 0x0003;
+pub(super) const ETH_P_ALL: u16 = 0x0003;
 
 /// The socket and its mapping, shared by the two halves; unmapped and closed on drop.
-struct Mapping {
-    fd: OwnedFd,
-    base: *mut u8,
-    len: usize,
+pub(super) struct Mapping {
+    pub(super) fd: OwnedFd,
+    pub(super) base: *mut u8,
+    pub(super) len: usize,
 }
 
 // SAFETY: the mapping is plain shared memory; the halves touch disjoint regions (RX ring,
@@ -179,72 +179,50 @@ pub struct Geometry {
     pub frames: u32,
 }
 
-/// Opens the socket on `ifindex`, sets up both rings and the filter, and splits it.
-pub fn open(
-    ifindex: u32,
-    flows: &Flows,
-    group_mac: [u8; 6],
-    g: Geometry,
-) -> io::Result<(PacketRx, PacketTx)> {
+/// A packet socket of this TPACKET version (it receives nothing until bound).
+pub(super) fn socket(version: libc::tpacket_versions) -> io::Result<OwnedFd> {
     // SAFETY: plain socket(2); protocol 0 receives nothing until the bind below.
     let raw = hostsys::syscall!(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) })?;
     // SAFETY: `raw` is a new fd we own.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let s = fd.as_raw_fd();
     setsockopt(
-        s,
+        fd.as_raw_fd(),
         libc::SOL_PACKET,
         libc::PACKET_VERSION,
-        &(libc::tpacket_versions::TPACKET_V2 as i32),
+        &(version as i32),
     )?;
-    attach_filter(s, &filter(flows))?;
-    let block = 1u32 << 16;
-    let per_block = block / g.frame_size.max(1);
-    if per_block == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "AF_PACKET frame size above 64 KiB",
-        ));
-    }
-    let blocks = g.frames.div_ceil(per_block);
-    let req = libc::tpacket_req {
-        tp_block_size: block,
-        tp_block_nr: blocks,
-        tp_frame_size: g.frame_size,
-        tp_frame_nr: blocks * per_block,
-    };
-    // A TX frame the kernel finds malformed is skipped (made AVAILABLE) instead of left
-    // WRONG_FORMAT with the ring's head on it: without PACKET_LOSS every later frame would
-    // wait behind it for good. (Set before the rings: the kernel refuses it after.)
-    setsockopt(s, libc::SOL_PACKET, libc::PACKET_LOSS, &1i32)?;
-    setsockopt(s, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
-    setsockopt(s, libc::SOL_PACKET, libc::PACKET_TX_RING, &req)?;
-    setsockopt(s, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &1i32)?;
-    let ring_len = (block as usize) * (blocks as usize);
-    let len = 2 * ring_len;
-    // SAFETY: mapping the rings the kernel just allocated for this socket (RX then TX).
+    Ok(fd)
+}
+
+/// Maps `len` bytes of the rings the kernel allocated for `fd` (RX first, then TX).
+pub(super) fn map(fd: OwnedFd, len: usize) -> io::Result<Arc<Mapping>> {
+    // SAFETY: mapping the rings the kernel just allocated for this socket.
     let base = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
             len,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_SHARED,
-            s,
+            fd.as_raw_fd(),
             0,
         )
     };
     if base == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
-    let map = Arc::new(Mapping {
+    Ok(Arc::new(Mapping {
         fd,
         base: base.cast(),
         len,
-    });
+    }))
+}
+
+/// Binds `s` to `ifindex` for `protocol` (0: transmit only, it receives nothing).
+pub(super) fn bind(s: i32, ifindex: u32, protocol: u16) -> io::Result<()> {
     // SAFETY: all-zero is a valid sockaddr_ll; then the fields bind needs.
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_protocol = ETH_P_ALL.to_be();
+    sll.sll_protocol = protocol.to_be();
     sll.sll_ifindex = ifindex as i32;
     // SAFETY: `sll` is a valid sockaddr_ll of the size passed.
     hostsys::syscall!(unsafe {
@@ -254,16 +232,92 @@ pub fn open(
             size_of::<libc::sockaddr_ll>() as libc::socklen_t,
         )
     })?;
+    Ok(())
+}
+
+/// Accepts the group's MAC on `ifindex` (PACKET_ADD_MEMBERSHIP).
+pub(super) fn join(s: i32, ifindex: u32, group_mac: [u8; 6]) -> io::Result<()> {
     // SAFETY: all-zero is a valid packet_mreq.
     let mut mreq: libc::packet_mreq = unsafe { std::mem::zeroed() };
     mreq.mr_ifindex = ifindex as i32;
     mreq.mr_type = libc::PACKET_MR_MULTICAST as u16;
     mreq.mr_alen = 6;
     mreq.mr_address[..6].copy_from_slice(&group_mac);
-    setsockopt(s, libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mreq)?;
-    let frames = (blocks * per_block) as usize;
+    setsockopt(s, libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mreq)
+}
+
+/// The frame ring request for `g` (64 KiB blocks).
+fn frame_req(g: Geometry) -> io::Result<libc::tpacket_req> {
+    let block = 1u32 << 16;
+    let per_block = block / g.frame_size.max(1);
+    if per_block == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "AF_PACKET frame size above 64 KiB",
+        ));
+    }
+    let blocks = g.frames.div_ceil(per_block);
+    Ok(libc::tpacket_req {
+        tp_block_size: block,
+        tp_block_nr: blocks,
+        tp_frame_size: g.frame_size,
+        tp_frame_nr: blocks * per_block,
+    })
+}
+
+/// PACKET_LOSS on `s`: a TX frame the kernel finds malformed is skipped (made AVAILABLE)
+/// instead of left WRONG_FORMAT with the ring's head on it: without it every later frame
+/// would wait behind it for good. Set before any ring: the kernel refuses it after (EBUSY).
+fn tx_loss(s: i32) -> io::Result<()> {
+    setsockopt(s, libc::SOL_PACKET, libc::PACKET_LOSS, &1i32)
+}
+
+/// Sets up the TX ring on `s` (after [`tx_loss`]), then QDISC_BYPASS.
+fn tx_ring(s: i32, req: &libc::tpacket_req) -> io::Result<()> {
+    setsockopt(s, libc::SOL_PACKET, libc::PACKET_TX_RING, req)?;
+    setsockopt(s, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &1i32)
+}
+
+/// A transmit-only TPACKET_V2 socket on `ifindex` (bound for protocol 0: it receives
+/// nothing), beside a receive socket of another version.
+pub(super) fn open_tx(ifindex: u32, g: Geometry) -> io::Result<PacketTx> {
+    let fd = socket(libc::tpacket_versions::TPACKET_V2)?;
+    let req = frame_req(g)?;
+    tx_loss(fd.as_raw_fd())?;
+    tx_ring(fd.as_raw_fd(), &req)?;
+    let len = (req.tp_block_size as usize) * (req.tp_block_nr as usize);
+    let map = map(fd, len)?;
+    bind(map.fd.as_raw_fd(), ifindex, 0)?;
+    Ok(PacketTx {
+        ring: FrameRing::new(map, 0, g.frame_size as usize, req.tp_frame_nr as usize)?,
+        next: 0,
+        oldest: 0,
+        in_flight: 0,
+        stats: TxStats::default(),
+    })
+}
+
+/// Opens the socket on `ifindex`, sets up both rings and the filter, and splits it.
+pub fn open(
+    ifindex: u32,
+    flows: &Flows,
+    group_mac: [u8; 6],
+    g: Geometry,
+) -> io::Result<(FrameRx, PacketTx)> {
+    let fd = socket(libc::tpacket_versions::TPACKET_V2)?;
+    let s = fd.as_raw_fd();
+    attach_filter(s, &filter(flows))?;
+    let req = frame_req(g)?;
+    tx_loss(s)?;
+    setsockopt(s, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
+    tx_ring(s, &req)?;
+    let ring_len = (req.tp_block_size as usize) * (req.tp_block_nr as usize);
+    let map = map(fd, 2 * ring_len)?;
+    bind(s, ifindex, ETH_P_ALL)?;
+    join(s, ifindex, group_mac)?;
+    let frames = req.tp_frame_nr as usize;
     let fs = g.frame_size as usize;
-    let rx = PacketRx {
+    let rx = FrameRx {
         ring: FrameRing::new(Arc::clone(&map), 0, fs, frames)?,
         next: 0,
         held: 0,
@@ -284,8 +338,8 @@ pub fn open(
 
 pub use proto::md::group_mac;
 
-/// The receive half.
-pub struct PacketRx {
+/// The receive half (TPACKET_V2: one frame per slot).
+pub struct FrameRx {
     ring: FrameRing,
     next: usize,
     held: usize,
@@ -300,14 +354,14 @@ pub struct PacketRx {
     pub skipped: u64,
 }
 
-impl PacketRx {
+impl FrameRx {
     /// The socket (for statistics).
     pub fn fd(&self) -> i32 {
         self.ring.map.fd.as_raw_fd()
     }
 }
 
-impl RxRing for PacketRx {
+impl RxRing for FrameRx {
     type Frame = u32;
 
     fn kernel_drops(&self) -> Option<u64> {
@@ -506,7 +560,7 @@ mod tests {
 
     #[test]
     fn a_frame_held_over_a_revolution_is_not_handed_out_or_back_twice() {
-        let mut rx = PacketRx {
+        let mut rx = FrameRx {
             ring: FrameRing::new(anon_mapping(4 * 2048), 0, 2048, 4).expect("ring"),
             next: 0,
             held: 0,

@@ -45,6 +45,16 @@ pub enum RingVersion {
     /// TPACKET_V2: one frame per slot.
     #[serde(rename = "TPACKET_V2")]
     TpacketV2,
+    /// TPACKET_V3: frames packed into blocks, a block handed over full or at its timeout.
+    #[serde(rename = "TPACKET_V3")]
+    TpacketV3 {
+        /// Bytes per block.
+        block_size: u32,
+        /// Blocks.
+        blocks: u32,
+        /// The retire timer, ms.
+        timeout_ms: u32,
+    },
 }
 
 /// The AF_PACKET backend's report.
