@@ -17,7 +17,7 @@ pub struct LabArgs {
     /// kernel's and NIC's clocks), uring+zc, +sqpoll, +defer, +coop, +napi, +provideops,
     /// +regring, +inline, +syssend, +zcfixed, kernel|uring+tos, +prio, xdp+huge,
     /// xdp|xdp-tx+busypoll (the AF_XDP sockets' NAPI busy polling, zero copy only),
-    /// combinable,
+    /// packet+v3 (a TPACKET_V3 block ring), combinable,
     /// and on every path +warm, +warmcode, +warmtx, +hb, +reflect (the path's floor);
     /// docs/paths.md says what each does);
     /// ratios are against the first. Default: the headline experiment, each path in its
@@ -558,5 +558,24 @@ mod tests {
         assert_eq!(load.paths, lab::parse_paths(LOAD_PATHS).expect("paths"));
         assert_eq!(load.order_gaps, HEADLINE_GAPS);
         assert!(LabArgs::try_parse_from(["lab", "--paths", "xdp+zc"]).is_err());
+    }
+
+    #[test]
+    fn the_paths_help_names_every_variant() {
+        use clap::CommandFactory;
+        let cmd = LabArgs::command();
+        let help = cmd
+            .get_arguments()
+            .find(|a| a.get_id() == "paths")
+            .and_then(|a| a.get_long_help().or(a.get_help()))
+            .map(|h| h.to_string())
+            .expect("--paths has help");
+        for v in strategy::spec::Variant::ALL {
+            assert!(
+                help.contains(&format!("+{}", v.name())),
+                "--paths help does not name +{}",
+                v.name()
+            );
+        }
     }
 }
