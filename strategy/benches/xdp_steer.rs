@@ -182,6 +182,13 @@ fn main() {
     let big = md_frame_with(
         b"deribit,BTC-PERPETUAL,1585699200245000,1585699200355000,false,ask,6593.5,90000000",
     );
+    // The measurement's own floor under the same conditions (armed state just written, one
+    // run per syscall): a frame of another group, passed at its classification.
+    let (floor, _) = xtx_ns(&passed, n, shape);
+    println!(
+        "{:<58}{:>8} ns",
+        "floor: another group's frame, passed at once", floor
+    );
     for (parser, shape) in [("byte at a time", Shape::default()), ("fast path", shape)] {
         let (quiet, f0) = xtx_ns(&md, n, shape);
         let (fire, f1) = xtx_ns(&big, n, shape);
