@@ -30,13 +30,13 @@ use hostsys::socket::setsockopt;
 use super::filter::{attach_filter, filter, Flows};
 use crate::net::ring::{RxRing, TxRing, TxStats};
 
-const TP_STATUS_KERNEL: u32 = 0;
-const TP_STATUS_USER: u32 = 1;
+pub(super) const TP_STATUS_KERNEL: u32 = 0;
+pub(super) const TP_STATUS_USER: u32 = 1;
 const TP_STATUS_AVAILABLE: u32 = 0;
 const TP_STATUS_SEND_REQUEST: u32 = 1;
 const TP_STATUS_WRONG_FORMAT: u32 = 4;
-const PACKET_OUTGOING: u8 = 4;
-const TPACKET_ALIGNMENT: usize = 16;
+pub(super) const PACKET_OUTGOING: u8 = 4;
+pub(super) const TPACKET_ALIGNMENT: usize = 16;
 /// TPACKET_ALIGN(sizeof(struct tpacket2_hdr)): where a TX frame's data starts, and where an
 /// RX frame's `sockaddr_ll` starts.
 const HDR_ALIGNED: usize =

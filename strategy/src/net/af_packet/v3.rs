@@ -30,22 +30,21 @@ use std::sync::Arc;
 use hostsys::socket::setsockopt;
 
 use super::filter::{attach_filter, filter, Flows};
-use super::rings::{bind, join, map, socket, Mapping, ETH_P_ALL};
+use super::rings::{
+    bind, join, map, socket, Mapping, ETH_P_ALL, PACKET_OUTGOING, TPACKET_ALIGNMENT,
+    TP_STATUS_KERNEL, TP_STATUS_USER,
+};
 use crate::net::ring::RxRing;
 
-const TP_STATUS_KERNEL: u32 = 0;
-const TP_STATUS_USER: u32 = 1;
-const PACKET_OUTGOING: u8 = 4;
 /// Frames start 8-byte aligned (V3_ALIGNMENT in the kernel): a frame's handle is its offset
 /// in the ring in these units.
 const UNIT: usize = 8;
-/// TPACKET_ALIGNMENT: the `sockaddr_ll` follows the frame header at this alignment.
-const TPACKET_ALIGNMENT: usize = 16;
 /// The block descriptor's fields (`struct tpacket_block_desc`, `hdr.bh1`).
 const BLOCK_STATUS: usize = offset_of!(libc::tpacket_block_desc, hdr);
 const NUM_PKTS: usize = offset_of!(libc::tpacket_block_desc, hdr) + 4;
 const FIRST_PKT: usize = offset_of!(libc::tpacket_block_desc, hdr) + 8;
-/// The frame header (`struct tpacket3_hdr`) and the `sockaddr_ll` after it.
+/// The frame header (`struct tpacket3_hdr`) and the `sockaddr_ll` after it (at
+/// TPACKET_ALIGNMENT).
 const HDR3: usize = size_of::<libc::tpacket3_hdr>();
 const HDR3_ALIGNED: usize = HDR3.div_ceil(TPACKET_ALIGNMENT) * TPACKET_ALIGNMENT;
 const PKTTYPE: usize = HDR3_ALIGNED + offset_of!(libc::sockaddr_ll, sll_pkttype);
