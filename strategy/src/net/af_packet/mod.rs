@@ -163,7 +163,13 @@ pub fn open(p: &PacketConfig, cfg: &NetConfig) -> io::Result<Opened<PacketRx, Pa
             (PacketRx::Blocks(rx), tx, ring)
         }
     };
-    let dev = RingDevice::new(rx, tx, p.frames as usize * 2, mtu);
+    // What the device may hold: both V2 rings, or every frame a V3 ring can hand over (a
+    // V3 frame takes at least 64 bytes of its block: header, address, Ethernet header).
+    let capacity = match p.blocks {
+        None => p.frames as usize * 2,
+        Some(b) => p.frames as usize + b.block_size as usize / 64 * b.blocks as usize,
+    };
+    let dev = RingDevice::new(rx, tx, capacity, mtu);
     let guard = Box::new(Bound {
         ifname: p.iface.clone(),
         local: p.local,
