@@ -482,6 +482,41 @@ mod tests {
         assert_eq!(rx.data(&got[0]), b"next");
     }
 
+    proptest::proptest! {
+        /// Whatever the kernel's side of a block holds (descriptor and frames as random
+        /// bytes), reading it never panics, never hands out a frame reaching past its
+        /// block, and every frame handed out goes back with the block.
+        #[test]
+        fn any_block_contents_are_read_safely(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), BLOCK),
+            num in 0u32..300,
+            first in 0u32..(BLOCK as u32 + 64),
+        ) {
+            let mut rx = BlockRx::over(anon(2 * BLOCK), BLOCK, 2);
+            // SAFETY: test-only: we own the anonymous mapping; block 0 is BLOCK bytes.
+            unsafe {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), rx.map.base, BLOCK);
+                rx.map.base.add(NUM_PKTS).cast::<u32>().write(num);
+                rx.map.base.add(FIRST_PKT).cast::<u32>().write(first);
+            }
+            rx.word(0, BLOCK_STATUS).store(TP_STATUS_USER, Ordering::Release);
+            let mut got = [0u32; 512];
+            let n = rx.recv(&mut got);
+            for f in &got[..n] {
+                let pos = *f as usize * UNIT;
+                proptest::prop_assert!(pos < BLOCK);
+                let d = rx.data(f);
+                let start = d.as_ptr() as usize - rx.map.base as usize;
+                proptest::prop_assert!(start + d.len() <= BLOCK);
+            }
+            rx.give_back(&mut got[..n].to_vec());
+            proptest::prop_assert!(rx.accounted(0));
+            // Past the block: nothing more, and block 0 is the kernel's again.
+            proptest::prop_assert_eq!(rx.recv(&mut got), 0);
+            proptest::prop_assert_eq!(status(&rx, 0), TP_STATUS_KERNEL);
+        }
+    }
+
     #[test]
     fn a_frame_header_past_its_block_is_not_read() {
         let mut rx = BlockRx::over(anon(2 * BLOCK), BLOCK, 2);
