@@ -1,21 +1,9 @@
-//! The line's bytes from the frame to this CPU's scratch value, and the one trick that
-//! keeps a bound LLVM could prove redundant in the program for the verifier.
+//! The line's bytes from the frame to this CPU's scratch value.
 
 use aya_ebpf::programs::XdpContext;
 use strategy_common::xtx::{self, MAX_LINE};
 
-/// `v`, with everything LLVM knows about its range forgotten (so that a mask it could
-/// prove redundant stays in the program for the verifier): a volatile store and load of a
-/// stack slot.
-#[inline(always)]
-pub(crate) fn opaque(v: usize) -> usize {
-    let mut slot = v;
-    // SAFETY: a local variable, read and written in place.
-    unsafe {
-        core::ptr::write_volatile(&mut slot, v);
-        core::ptr::read_volatile(&slot)
-    }
-}
+use crate::opaque::opaque;
 
 /// Copies the `len` bytes at `off` in the frame (the line) to `buf` with direct packet
 /// loads, 8 bytes at a time (one load each: the program is built with misaligned access

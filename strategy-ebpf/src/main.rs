@@ -47,7 +47,9 @@ use strategy_common::xtx::{self, LineParser, Shared, FRAME_LEN, MAX_LINE, TAG_LE
 use strategy_common::{Class, Counters, SteerConfig, CLASS_COUNT};
 
 mod line;
-use line::{copy_line, opaque};
+mod opaque;
+use line::copy_line;
+use opaque::opaque;
 
 #[map]
 static XSKS: XskMap = XskMap::with_max_entries(64, 0);
@@ -215,8 +217,8 @@ fn try_steer(ctx: &XdpContext) -> Result<u32, ()> {
     }
 }
 
-/// A compiler barrier: no memory access moves across it (the template's copy must stay
-/// before the claim; LLVM's BPF back end cannot select `compiler_fence`).
+/// A compiler barrier: no memory access moves across it (no read moves before the
+/// ticket's load; LLVM's BPF back end cannot select `compiler_fence`).
 #[inline(always)]
 fn barrier() {
     // SAFETY: an empty asm block; without `nomem` the compiler assumes it reads and writes

@@ -20,6 +20,9 @@
 #![no_std]
 #![no_main]
 
+mod opaque;
+use opaque::opaque;
+
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
 use aya_ebpf::macros::{map, raw_tracepoint};
 use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray};
@@ -140,21 +143,15 @@ fn kread<T: Copy>(base: *const u8, off: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize) as *const T).ok() }
 }
 
-/// Byte `i` of the packet's copy. The index goes through a volatile stack slot and is masked:
-/// LLVM can neither drop the mask (the verifier then bounds every read by it, whatever
-/// form LLVM gives the loops' checks) nor merge neighbouring bytes into one wider load.
+/// Byte `i` of the packet's copy. The index is made opaque and masked: LLVM can neither
+/// drop the mask (the verifier then bounds every read by it, whatever form LLVM gives the
+/// loops' checks) nor merge neighbouring bytes into one wider load.
 #[inline(always)]
 fn byte(buf: &[u8; BUF], i: usize) -> Option<u8> {
     if i >= BUF {
         return None;
     }
-    let mut slot = i;
-    // SAFETY: a local variable, read and written in place.
-    let i = unsafe {
-        core::ptr::write_volatile(&mut slot, i);
-        core::ptr::read_volatile(&slot)
-    };
-    Some(buf[i & (BUF - 1)])
+    Some(buf[opaque(i) & (BUF - 1)])
 }
 
 #[inline(always)]

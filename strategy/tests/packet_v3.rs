@@ -75,9 +75,12 @@ fn send(lab: &VethLab, n: u64, gap: Duration) {
             let dst: socket2::SockAddr = GROUP.into();
             for i in 0..n {
                 let t = Instant::now();
-                // A send the kernel refuses (ENOBUFS under a burst) is retried: every
-                // sequence number goes out once.
-                while s.send_to(format!("seq {i}").as_bytes(), &dst).is_err() {}
+                // A send the kernel refuses (ENOBUFS under a burst) is retried, for a
+                // second at most: every sequence number goes out once.
+                let payload = format!("seq {i}");
+                while let Err(e) = s.send_to(payload.as_bytes(), &dst) {
+                    assert!(t.elapsed() < Duration::from_secs(1), "seq {i}: {e}");
+                }
                 while t.elapsed() < gap {}
             }
         })

@@ -161,14 +161,14 @@ pub fn build_ebpf() -> Result<()> {
         std::env::var("PATH").unwrap_or_default()
     );
     // v3: the atomic add with fetch and the compare-exchange of the `xdp-tx` ticket
-    // (Linux >= 5.12 runs them; the guest's 6.1 and the host's 6.18 do).
-    let base = "-C debuginfo=2 -C link-arg=--btf -C target-cpu=v3";
-    // Misaligned access allowed: an unaligned read is one load, not a byte at a time (x86's
-    // verifier and JIT take misaligned packet and map loads; the tracing programs read their
-    // stack copy of the headers a byte at a time, volatile, since stack access must be
-    // aligned). One build of both programs.
-    let xdp_dir = root().join("target/ebpf");
-    let flags = format!("{base} -C target-feature=+allows-misaligned-mem-access");
+    // (Linux >= 5.12 runs them; the guest's 6.1 and the host's 6.18 do). Misaligned access
+    // allowed: an unaligned read is one load, not a byte at a time (x86's verifier and JIT
+    // take misaligned packet and map loads; the tracing programs keep their copy of the
+    // headers in a map value for it, since stack access must be aligned). One build of both
+    // programs.
+    let flags = "-C debuginfo=2 -C link-arg=--btf -C target-cpu=v3 \
+                 -C target-feature=+allows-misaligned-mem-access";
+    let target_dir = root().join("target/ebpf");
     println!("+ cargo +nightly build --bins (strategy-ebpf, bpfel-unknown-none, release)");
     let st = Command::new("cargo")
         .args([
@@ -182,7 +182,7 @@ pub fn build_ebpf() -> Result<()> {
             "--bins",
         ])
         .arg("--target-dir")
-        .arg(&xdp_dir)
+        .arg(&target_dir)
         .current_dir(root().join("strategy-ebpf"))
         .env("PATH", &path)
         .env("RUSTFLAGS", flags)
@@ -193,12 +193,11 @@ pub fn build_ebpf() -> Result<()> {
     if !st.success() {
         bail!("building the eBPF programs failed");
     }
-    let rel = "bpfel-unknown-none/release";
-    let trace = xdp_dir.join(rel).join("trace-ebpf");
+    let out = target_dir.join("bpfel-unknown-none/release");
     println!(
         "XDP program: {}; tracing programs: {}",
-        xdp_dir.join(rel).join("strategy-ebpf").display(),
-        trace.display()
+        out.join("strategy-ebpf").display(),
+        out.join("trace-ebpf").display()
     );
     Ok(())
 }

@@ -503,6 +503,30 @@ impl TxRing for PacketTx {
     }
 }
 
+/// An anonymous mapping of `len` bytes standing in for the kernel's rings, for the tests
+/// of both ring versions (its fd is /dev/null's, only so that the Mapping has one to close).
+#[cfg(test)]
+pub(super) fn anon_mapping(len: usize) -> Arc<Mapping> {
+    // SAFETY: an anonymous private mapping, owned by the Mapping below.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(base, libc::MAP_FAILED);
+    let fd = std::fs::File::open("/dev/null").expect("fd").into();
+    Arc::new(Mapping {
+        fd,
+        base: base.cast(),
+        len,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -513,27 +537,6 @@ mod tests {
         assert_eq!(size_of::<libc::tpacket2_hdr>(), 32);
         assert_eq!(TX_DATA_OFF, 32);
         assert_eq!(RX_PKTTYPE_OFF, 32 + 10);
-    }
-
-    fn anon_mapping(len: usize) -> Arc<Mapping> {
-        // SAFETY: an anonymous private mapping, owned by the Mapping below.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(base, libc::MAP_FAILED);
-        let fd = std::fs::File::open("/dev/null").expect("fd").into();
-        Arc::new(Mapping {
-            fd,
-            base: base.cast(),
-            len,
-        })
     }
 
     #[test]

@@ -119,7 +119,9 @@ pub fn open_rx(
     // Frames we send go out on the other socket; this one need not see them (Linux >=
     // 4.20; without it they are skipped by their packet type).
     let _ = setsockopt(s, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &1i32);
-    let frame = 2048u32.min(g.block_size);
+    // The frame size V3 asks for only to check the ring's geometry (frames are packed): a
+    // block is at least a page, so it divides it.
+    let frame = 2048u32;
     let req = libc::tpacket_req3 {
         tp_block_size: g.block_size,
         tp_block_nr: g.blocks,
@@ -332,6 +334,7 @@ impl RxRing for BlockRx {
 
 #[cfg(test)]
 mod tests {
+    use super::super::rings::anon_mapping;
     use super::*;
 
     #[test]
@@ -343,28 +346,6 @@ mod tests {
     }
 
     const BLOCK: usize = 4096;
-
-    fn anon(len: usize) -> Arc<Mapping> {
-        // SAFETY: an anonymous private mapping, owned by the Mapping below; an fd for it
-        // (a pipe's read end) only so that the Mapping has one to close.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(base, libc::MAP_FAILED);
-        let (r, _w) = nix::unistd::pipe().expect("pipe");
-        Arc::new(Mapping {
-            fd: r,
-            base: base.cast(),
-            len,
-        })
-    }
 
     /// The kernel's side, for the tests: block `b` filled with `frames` (payload, outgoing)
     /// and handed to user space; a frame's chain offset 0 at `break_at`.
@@ -406,7 +387,7 @@ mod tests {
 
     #[test]
     fn a_block_goes_back_once_every_frame_of_it_is_given_back() {
-        let mut rx = BlockRx::over(anon(2 * BLOCK), BLOCK, 2);
+        let mut rx = BlockRx::over(anon_mapping(2 * BLOCK), BLOCK, 2);
         let mut got = [0u32; 8];
         assert_eq!(rx.recv(&mut got), 0, "nothing handed over yet");
         fill(
@@ -443,7 +424,7 @@ mod tests {
 
     #[test]
     fn a_block_held_over_a_revolution_is_not_read_twice() {
-        let mut rx = BlockRx::over(anon(2 * BLOCK), BLOCK, 2);
+        let mut rx = BlockRx::over(anon_mapping(2 * BLOCK), BLOCK, 2);
         let mut got = [0u32; 8];
         fill(&rx, 0, &[(b"held", false)], None);
         assert_eq!(rx.recv(&mut got), 1);
@@ -465,7 +446,7 @@ mod tests {
 
     #[test]
     fn a_broken_chain_costs_the_rest_of_its_block_only() {
-        let mut rx = BlockRx::over(anon(2 * BLOCK), BLOCK, 2);
+        let mut rx = BlockRx::over(anon_mapping(2 * BLOCK), BLOCK, 2);
         let mut got = [0u32; 8];
         fill(
             &rx,
@@ -492,7 +473,7 @@ mod tests {
             num in 0u32..300,
             first in 0u32..(BLOCK as u32 + 64),
         ) {
-            let mut rx = BlockRx::over(anon(2 * BLOCK), BLOCK, 2);
+            let mut rx = BlockRx::over(anon_mapping(2 * BLOCK), BLOCK, 2);
             // SAFETY: test-only: we own the anonymous mapping; block 0 is BLOCK bytes.
             unsafe {
                 std::ptr::copy_nonoverlapping(bytes.as_ptr(), rx.map.base, BLOCK);
@@ -519,7 +500,7 @@ mod tests {
 
     #[test]
     fn a_frame_header_past_its_block_is_not_read() {
-        let mut rx = BlockRx::over(anon(2 * BLOCK), BLOCK, 2);
+        let mut rx = BlockRx::over(anon_mapping(2 * BLOCK), BLOCK, 2);
         let mut got = [0u32; 8];
         fill(&rx, 0, &[(b"x", false)], None);
         // SAFETY: test-only: the first-packet offset of block 0, pointed past the block.
