@@ -3,11 +3,11 @@
 //! binary for a few seconds, two at a time. A crash fails with the target, the input kept
 //! in `fuzz/artifacts/<target>/` and libFuzzer's last lines.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use crate::background::Background;
 use crate::root;
 
 #[derive(clap::Args)]
@@ -61,151 +61,41 @@ pub struct FuzzReport {
 /// of all targets, then the targets two at a time. A crash fails with the target, the
 /// input kept in `fuzz/artifacts/<target>/` and libFuzzer's last lines.
 fn run_fuzz(seconds: u32) -> Result<FuzzReport> {
-    let lines = FuzzBuild::start(false)?.wait()?;
+    let lines = build_lines(start_build(false)?)?;
     run_fuzz_targets(seconds, lines)
 }
 
-/// The fuzz targets' build (cargo-fuzz installed first if missing), running in the
-/// background. It stays in xtask's process group, so a Ctrl-C at the terminal stops it with
-/// everything else; dropped before [`FuzzBuild::wait`] (a failed earlier step), it is
-/// killed with every process under it (sh, cargo, cargo-fuzz, the inner cargo, the
-/// compilers).
-pub struct FuzzBuild {
-    child: Option<std::process::Child>,
-    idle: bool,
-    log: PathBuf,
-    t0: std::time::Instant,
+/// The fuzz targets' build (cargo-fuzz installed first if missing) as a [`Background`]
+/// job; `idle`: under SCHED_IDLE.
+pub fn start_build(idle: bool) -> Result<Background> {
+    let script = "set -e\n\
+        if ! cargo fuzz --version >/dev/null 2>&1; then\n\
+          echo 'fuzz: installing cargo-fuzz (cargo install --locked cargo-fuzz)'\n\
+          cargo install --locked cargo-fuzz\n\
+        fi\n\
+        exec cargo +nightly fuzz build --fuzz-dir fuzz";
+    Background::start(
+        "cargo +nightly fuzz build --fuzz-dir fuzz (every target)",
+        script,
+        root().join("target/fuzz-build.log"),
+        idle,
+    )
 }
 
-impl FuzzBuild {
-    /// Starts the build; with `idle` under SCHED_IDLE (util-linux's `chrt`, in every Debian:
-    /// the build and its compilers run only on a CPU nothing else wants).
-    pub fn start(idle: bool) -> Result<Self> {
-        let log = root().join("target/fuzz-build.log");
-        std::fs::create_dir_all(root().join("target"))?;
-        let out =
-            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let script = "set -e\n\
-            if ! cargo fuzz --version >/dev/null 2>&1; then\n\
-              echo 'fuzz: installing cargo-fuzz (cargo install --locked cargo-fuzz)'\n\
-              cargo install --locked cargo-fuzz\n\
-            fi\n\
-            exec cargo +nightly fuzz build --fuzz-dir fuzz";
-        let mut c = if idle {
-            let mut c = Command::new("chrt");
-            c.args(["--idle", "0", "sh", "-c", script]);
-            c
-        } else {
-            let mut c = Command::new("sh");
-            c.args(["-c", script]);
-            c
-        };
-        let child = c
-            .current_dir(root())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .context("starting the fuzz targets' build")?;
-        Ok(Self {
-            child: Some(child),
-            idle,
-            log,
-            t0: std::time::Instant::now(),
-        })
-    }
-
-    /// Waits for the build: the lines to print, or its log's tail.
-    pub fn wait(mut self) -> Result<Vec<String>> {
-        let Some(mut child) = self.child.take() else {
-            bail!("the fuzz build was already waited for");
-        };
-        let st = child.wait().context("waiting for the fuzz build")?;
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        if !st.success() {
-            let tail: Vec<&str> = log.lines().rev().take(30).collect();
-            bail!(
-                "`cargo +nightly fuzz build --fuzz-dir fuzz` failed ({st}; {}):\n{}",
-                self.log.display(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-        let mut lines: Vec<String> = log
-            .lines()
-            .filter(|l| l.starts_with("fuzz: installing"))
-            .map(str::to_owned)
-            .collect();
-        let how = if self.idle {
-            ", beside the other steps under SCHED_IDLE"
-        } else {
-            ""
-        };
-        lines.push(format!(
-            "+ cargo +nightly fuzz build --fuzz-dir fuzz (every target, {:.0} s{how})",
-            self.t0.elapsed().as_secs_f64()
-        ));
-        Ok(lines)
-    }
+/// Waits for the build started by [`start_build`]: the lines to print.
+pub fn build_lines(build: Background) -> Result<Vec<String>> {
+    let done = build.wait()?;
+    let mut lines: Vec<String> = done
+        .log
+        .lines()
+        .filter(|l| l.starts_with("fuzz: installing"))
+        .map(str::to_owned)
+        .collect();
+    lines.push(done.line);
+    Ok(lines)
 }
 
-impl Drop for FuzzBuild {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // Parents first, so that none starts a new process after its children went.
-            let mut tree = vec![child.id()];
-            tree.extend(descendants(child.id()));
-            let pids: Vec<String> = tree.iter().map(u32::to_string).collect();
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .args(&pids)
-                .stderr(std::process::Stdio::null())
-                .status();
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// A process's state letter and parent, from `/proc/PID/stat` ("pid (comm) state ppid
-/// ...": the comm may hold spaces and parentheses, so the fields are counted from the last
-/// ')'); None once it is gone.
-fn stat(pid: u32) -> Option<(char, u32)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut fields = s[s.rfind(')')? + 1..].split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some((state, ppid))
-}
-
-/// Every process under `pid`, from /proc (each `stat` names its parent), nearest first.
-fn descendants(pid: u32) -> Vec<u32> {
-    let mut parent_of = Vec::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for e in dir.flatten() {
-            let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-                continue;
-            };
-            if let Some((_, pp)) = stat(p) {
-                parent_of.push((p, pp));
-            }
-        }
-    }
-    let mut found = vec![pid];
-    let mut i = 0;
-    while i < found.len() {
-        let parent = found[i];
-        found.extend(
-            parent_of
-                .iter()
-                .filter(|&&(_, pp)| pp == parent)
-                .map(|&(p, _)| p),
-        );
-        i += 1;
-    }
-    found.remove(0);
-    found
-}
-
-/// Runs every fuzz target (built by [`FuzzBuild`]) for `seconds`, two at a time; `lines`
+/// Runs every fuzz target (built by [`start_build`]) for `seconds`, two at a time; `lines`
 /// are the build's.
 pub fn run_fuzz_targets(seconds: u32, mut lines: Vec<String>) -> Result<FuzzReport> {
     let time = format!("-max_total_time={seconds}");
@@ -280,50 +170,4 @@ pub fn run_fuzz_targets(seconds: u32, mut lines: Vec<String>) -> Result<FuzzRepo
         FUZZ_TARGETS.len()
     ));
     Ok(FuzzReport { lines, inputs })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Whether `pid` is still a running process (a zombie, reaped later by init or its
-    /// parent, does not count).
-    fn alive(pid: u32) -> bool {
-        stat(pid).is_some_and(|(state, _)| state != 'Z')
-    }
-
-    #[test]
-    fn a_dropped_build_takes_every_process_under_it() {
-        // A stand-in for the build: a shell with a child that has a child of its own.
-        let child = Command::new("sh")
-            .args(["-c", "sh -c 'sleep 60 & sleep 60; wait' & sleep 60; wait"])
-            .spawn()
-            .expect("sh");
-        let pid = child.id();
-        let mut tree = Vec::new();
-        for _ in 0..200 {
-            tree = descendants(pid);
-            if tree.len() >= 4 {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        assert!(tree.len() >= 4, "the stand-in's tree: {tree:?}");
-        drop(FuzzBuild {
-            child: Some(child),
-            idle: false,
-            log: PathBuf::new(),
-            t0: std::time::Instant::now(),
-        });
-        // SIGTERM is delivered at once but acted on when each process next runs: wait for
-        // them (up to 10 s on a loaded machine) rather than a fixed time.
-        let t0 = std::time::Instant::now();
-        let mut left: Vec<u32> = tree.clone();
-        while !left.is_empty() && t0.elapsed() < std::time::Duration::from_secs(10) {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            left.retain(|&p| alive(p));
-        }
-        assert!(left.is_empty(), "left running: {left:?}");
-        assert!(!alive(pid), "the shell itself");
-    }
 }

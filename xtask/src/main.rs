@@ -7,6 +7,7 @@
 //! measures the publisher.
 #![deny(unsafe_code)]
 
+mod background;
 mod fuzz;
 mod guest_kernel;
 mod setup;
@@ -204,7 +205,7 @@ pub fn build_ebpf() -> Result<()> {
 
 #[derive(clap::Args)]
 struct TestArgs {
-    /// Skip `cargo fmt --check` and clippy.
+    /// Skip `cargo fmt --check`, clippy and the API docs' check.
     #[arg(long)]
     no_lint: bool,
     /// Skip the QEMU guest tests.
@@ -216,6 +217,7 @@ struct TestArgs {
 }
 
 fn main() -> ExitCode {
+    let _ = elapsed(); // the clock of the steps printed starts here
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Setup(a) => setup::run(&a),
@@ -262,7 +264,7 @@ pub fn root() -> PathBuf {
 
 /// Runs a command in the workspace root, failing when it fails.
 pub fn cmd(program: &str, args: &[&str]) -> Result<()> {
-    println!("+ {program} {}", args.join(" "));
+    println!("+ [{}] {program} {}", elapsed(), args.join(" "));
     let st = Command::new(program)
         .args(args)
         .current_dir(root())
@@ -272,6 +274,27 @@ pub fn cmd(program: &str, args: &[&str]) -> Result<()> {
         bail!("`{program} {}` failed ({st})", args.join(" "));
     }
     Ok(())
+}
+
+/// The test command's lints: clippy with every warning an error, then the API docs
+/// without a warning (broken or private links, stray HTML), which reuse clippy's check
+/// build of the dependencies.
+const LINT_SCRIPT: &str = "set -e\n\
+    export CARGO_TARGET_DIR=target/lint\n\
+    echo '+ cargo clippy --release --workspace --all-targets -- -D warnings'\n\
+    cargo clippy --release --workspace --all-targets -- -D warnings\n\
+    echo '+ RUSTDOCFLAGS=\"-D warnings\" cargo doc --release --workspace --no-deps'\n\
+    RUSTDOCFLAGS='-D warnings' cargo doc --release --workspace --no-deps";
+
+/// Time since xtask started, for the steps it prints ("12 s", "3 min 05 s").
+fn elapsed() -> String {
+    static T0: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let s = T0.get_or_init(std::time::Instant::now).elapsed().as_secs();
+    if s < 60 {
+        format!("{s} s")
+    } else {
+        format!("{} min {:02} s", s / 60, s % 60)
+    }
 }
 
 fn test(a: &TestArgs) -> Result<()> {
@@ -286,41 +309,31 @@ fn test(a: &TestArgs) -> Result<()> {
     }
     if !a.no_lint {
         cmd("cargo", &["fmt", "--all", "--check"])?;
-        cmd(
-            "cargo",
-            &[
-                "clippy",
-                "--release",
-                "--workspace",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ],
-        )?;
-        // The API docs build without a warning (broken or private links, stray HTML).
-        println!("+ RUSTDOCFLAGS=\"-D warnings\" cargo doc --release --workspace --no-deps");
-        let ok = std::process::Command::new("cargo")
-            .args(["doc", "--release", "--workspace", "--no-deps"])
-            .env("RUSTDOCFLAGS", "-D warnings")
-            .current_dir(root())
-            .status()?
-            .success();
-        anyhow::ensure!(ok, "cargo doc found warnings");
     }
     // Release build: the end-to-end tests run the real binaries at realistic speed. Every
     // binary and test binary first, in one cargo run: `--no-run` builds each package's
     // binaries too, for its integration tests (the strategy's end-to-end tests start the
     // exchange's), and one run keeps both CPUs busy where two left a serial tail each.
-    // Then the fuzz targets' build beside the tests, under SCHED_IDLE: on the CPU time the
-    // tests leave (they wait on timers, sessions and guests). Started before the builds, it
-    // slowed them by more than it saved (the machine's two CPUs, caches and memory shared
-    // with the compilers); by the VM tests it is done, and the targets run beside them
-    // (docs/test-time.md).
+    // Then two jobs beside the tests, under SCHED_IDLE, on the CPU time the tests leave
+    // (they wait on timers, sessions and guests): the lints with the API docs, and the fuzz
+    // targets' build. Started before the builds, a job beside them slowed them by more
+    // than it saved (the machine's two CPUs, caches and memory shared with the compilers);
+    // what is not done by the VM tests finishes beside them (docs/test-time.md).
     cmd("cargo", &["test", "--workspace", "--release", "--no-run"])?;
-    let fuzz_build = (!a.no_fuzz)
-        .then(|| fuzz::FuzzBuild::start(true))
+    // The lints in a target folder of their own (cargo locks its folder while the tests
+    // run): their check build of every dependency (~70 s of both CPUs) is reused by no
+    // other step.
+    let lint = (!a.no_lint)
+        .then(|| {
+            background::Background::start(
+                "clippy -D warnings and the API docs without a warning (target/lint)",
+                LINT_SCRIPT,
+                root().join("target/lint.log"),
+                true,
+            )
+        })
         .transpose()?;
+    let fuzz_build = (!a.no_fuzz).then(|| fuzz::start_build(true)).transpose()?;
     cmd("cargo", &["test", "--workspace", "--release"])?;
     // The lab end to end (calibration, compare, captures, the gap axis with warming, the
     // report rendered by librsvg and Chromium; then the VM lab): tests of the lab crate
@@ -357,7 +370,7 @@ fn test(a: &TestArgs) -> Result<()> {
     // beside them and the targets run after it.
     let fuzzing = fuzz_build.map(|b| {
         std::thread::spawn(move || {
-            let lines = b.wait()?;
+            let lines = fuzz::build_lines(b)?;
             fuzz::run_fuzz_targets(10, lines)
         })
     });
@@ -376,6 +389,9 @@ fn test(a: &TestArgs) -> Result<()> {
         anyhow::ensure!(report.inputs > 0, "the fuzz targets ran no input");
     }
     vm?;
-    println!("all tests passed");
+    if let Some(l) = lint {
+        println!("{}", l.wait()?.line);
+    }
+    println!("all tests passed in {}", elapsed());
     Ok(())
 }
