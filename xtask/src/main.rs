@@ -276,16 +276,6 @@ pub fn cmd(program: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// The test command's lints: clippy with every warning an error, then the API docs
-/// without a warning (broken or private links, stray HTML), which reuse clippy's check
-/// build of the dependencies.
-const LINT_SCRIPT: &str = "set -e\n\
-    export CARGO_TARGET_DIR=target/lint\n\
-    echo '+ cargo clippy --release --workspace --all-targets -- -D warnings'\n\
-    cargo clippy --release --workspace --all-targets -- -D warnings\n\
-    echo '+ RUSTDOCFLAGS=\"-D warnings\" cargo doc --release --workspace --no-deps'\n\
-    RUSTDOCFLAGS='-D warnings' cargo doc --release --workspace --no-deps";
-
 /// Time since xtask started, for the steps it prints ("12 s", "3 min 05 s").
 fn elapsed() -> String {
     static T0: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
@@ -309,30 +299,42 @@ fn test(a: &TestArgs) -> Result<()> {
     }
     if !a.no_lint {
         cmd("cargo", &["fmt", "--all", "--check"])?;
+        cmd(
+            "cargo",
+            &[
+                "clippy",
+                "--release",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        )?;
+        // The API docs build without a warning (broken or private links, stray HTML); they
+        // reuse clippy's check build of the dependencies.
+        println!(
+            "+ [{}] RUSTDOCFLAGS=\"-D warnings\" cargo doc --release --workspace --no-deps",
+            elapsed()
+        );
+        let ok = std::process::Command::new("cargo")
+            .args(["doc", "--release", "--workspace", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-D warnings")
+            .current_dir(root())
+            .status()?
+            .success();
+        anyhow::ensure!(ok, "cargo doc found warnings");
     }
     // Release build: the end-to-end tests run the real binaries at realistic speed. Every
     // binary and test binary first, in one cargo run: `--no-run` builds each package's
     // binaries too, for its integration tests (the strategy's end-to-end tests start the
     // exchange's), and one run keeps both CPUs busy where two left a serial tail each.
-    // Then two jobs beside the tests, under SCHED_IDLE, on the CPU time the tests leave
-    // (they wait on timers, sessions and guests): the lints with the API docs, and the fuzz
-    // targets' build. Started before the builds, a job beside them slowed them by more
-    // than it saved (the machine's two CPUs, caches and memory shared with the compilers);
-    // what is not done by the VM tests finishes beside them (docs/test-time.md).
+    // Then the fuzz targets' build beside the tests, under SCHED_IDLE: on the CPU time the
+    // tests leave (they wait on timers, sessions and guests). Started before the builds, it
+    // slowed them by more than it saved (the machine's two CPUs, caches and memory shared
+    // with the compilers); what is not done by the VM tests finishes beside them. The
+    // lints beside the tests as well made the run longer, not shorter (docs/test-time.md).
     cmd("cargo", &["test", "--workspace", "--release", "--no-run"])?;
-    // The lints in a target folder of their own (cargo locks its folder while the tests
-    // run): their check build of every dependency (~70 s of both CPUs) is reused by no
-    // other step.
-    let lint = (!a.no_lint)
-        .then(|| {
-            background::Background::start(
-                "clippy -D warnings and the API docs without a warning (target/lint)",
-                LINT_SCRIPT,
-                root().join("target/lint.log"),
-                true,
-            )
-        })
-        .transpose()?;
     let fuzz_build = (!a.no_fuzz).then(|| fuzz::start_build(true)).transpose()?;
     cmd("cargo", &["test", "--workspace", "--release"])?;
     // The lab end to end (calibration, compare, captures, the gap axis with warming, the
@@ -389,9 +391,6 @@ fn test(a: &TestArgs) -> Result<()> {
         anyhow::ensure!(report.inputs > 0, "the fuzz targets ran no input");
     }
     vm?;
-    if let Some(l) = lint {
-        println!("{}", l.wait()?.line);
-    }
     println!("all tests passed in {}", elapsed());
     Ok(())
 }
