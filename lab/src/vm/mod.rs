@@ -362,7 +362,10 @@ fn one_vm_run(
         .quiet_orders(true)
         .pace(pace)
         .stamp_ids(stamp_ids)
-        .handshake_delay(Duration::from_secs(1))
+        // The exchange's own 200 ms between accept and the first packet: every path arms
+        // its receive before its connect (docs/decisions.md); it was 1 s, 9 s of the VM
+        // test's eleven guests.
+        .handshake_delay(Duration::from_millis(200))
         // The whole grace, never `--expect-orders`: the guest's NIC has several queues, so
         // the order connection's end can overtake market data still on its way to the
         // strategy (docs/decisions.md).
