@@ -5,7 +5,8 @@
 //! default). It is *clean* when the path's own counters show no drop, sent = handled +
 //! dropped holds and the orders equal the oracle's. It is *publisher-bound* when the
 //! exchange reached less than 90 % of the offered rate: the path was not offered the rate,
-//! so the search stops there and reports the rate reached as a lower bound.
+//! so the search stops there and reports the rate reached as a lower bound; between a
+//! clean and a lossy probe such a probe only ends the bisection (a loss above is known).
 //!
 //! The search ([`search`]): from [`START`] the rate doubles while probes are clean, up to
 //! [`MAX_RATE`] (or, when the first probe already loses, halves while probes lose, down to
@@ -123,12 +124,16 @@ pub fn search(mut probe: impl FnMut(u32) -> Result<Probe>) -> Result<Capacity> {
         }
         let p = probe(mid)?;
         probes.push(p);
+        if p.publisher_bound() && p.clean() {
+            // The rate between was not offered: nothing learnt about it. Seen on a veth,
+            // where a path behind its feed pushes back on the publisher (xdp at 70 k/s
+            // offered, 40.5 k/s reached, no loss, 58 packets per wake-up): the bracket
+            // found so far stands, with a loss above it, so the path is not called
+            // publisher-bound; the probe stays in the log.
+            break;
+        }
         if p.clean() {
             clean = Some(p);
-            if p.publisher_bound() {
-                publisher_bound = true;
-                break;
-            }
         } else {
             lossy = Some(p);
         }
@@ -405,6 +410,36 @@ mod tests {
             render(&[("xdp".into(), c)], 100).contains("< 3125"),
             "rendered"
         );
+    }
+
+    #[test]
+    fn a_rate_between_that_was_not_offered_leaves_the_bracket_as_found() {
+        // Clean at 50k, lossy at 100k; at 70k the publisher reached 40.5k (the path pushed
+        // back), nothing lost.
+        let c = search(|rate| {
+            let reached = if rate == 70_000 {
+                40_500.0
+            } else {
+                f64::from(rate)
+            };
+            Ok(Probe {
+                offered: rate,
+                reached,
+                lost: if rate >= 100_000 { 7 } else { 0 },
+                accounted: true,
+                equal: rate < 100_000,
+                t2t: (1.0, 2.0),
+                batch: Some(1.0),
+            })
+        })
+        .expect("search");
+        let offered: Vec<u32> = c.probes.iter().map(|p| p.offered).collect();
+        assert_eq!(offered, [50_000, 100_000, 70_000]);
+        assert_eq!(c.clean.map(|p| p.offered), Some(50_000));
+        assert_eq!(c.lossy.map(|p| p.offered), Some(100_000));
+        assert!(!c.publisher_bound);
+        let text = render(&[("xdp".into(), c)], 100);
+        assert!(!text.contains(">="), "{text}");
     }
 
     #[test]
