@@ -518,6 +518,7 @@ fn a_zero_window_holds_orders_back_whole_and_counted() {
             .exec(&["sysctl", "-qw", "net.ipv4.tcp_wmem=4096 4096 4096"])
             .expect("tcp_wmem");
         let lines2 = script_lines.clone();
+        let lines2_len = lines2.len();
         let script = lab
             .exchange
             .spawn(move || {
@@ -597,10 +598,16 @@ fn a_zero_window_holds_orders_back_whole_and_counted() {
             sent,
             "{net}: every order handed over arrived: {r:?}"
         );
-        assert_eq!(
-            sent + held,
-            triggers.len() as u64,
-            "{net}: sent + held back = the triggers: {r:?}"
+        // Every trigger the strategy read became an order sent or one held back. A line it
+        // never read (a slow phase of the machine can overflow the receive ring while the
+        // window is shut: 387 of 8,010 once, on `packet`) explains at most one trigger.
+        let total = lines2_len as u64;
+        let unread = total.saturating_sub(r.packets);
+        let missing = (triggers.len() as u64).saturating_sub(sent + held);
+        assert!(
+            sent + held <= triggers.len() as u64 && missing <= unread,
+            "{net}: sent + held back = the triggers read ({} triggers, {missing} without an order, {unread} of {total} lines unread): {r:?}",
+            triggers.len()
         );
     }
 }
