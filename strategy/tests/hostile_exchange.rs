@@ -518,7 +518,6 @@ fn a_zero_window_holds_orders_back_whole_and_counted() {
             .exec(&["sysctl", "-qw", "net.ipv4.tcp_wmem=4096 4096 4096"])
             .expect("tcp_wmem");
         let lines2 = script_lines.clone();
-        let lines2_len = lines2.len();
         let script = lab
             .exchange
             .spawn(move || {
@@ -601,7 +600,7 @@ fn a_zero_window_holds_orders_back_whole_and_counted() {
         // Every trigger the strategy read became an order sent or one held back. A line it
         // never read (a slow phase of the machine can overflow the receive ring while the
         // window is shut: 387 of 8,010 once, on `packet`) explains at most one trigger.
-        let total = lines2_len as u64;
+        let total = script_lines.len() as u64;
         let unread = total.saturating_sub(r.packets);
         let missing = (triggers.len() as u64).saturating_sub(sent + held);
         assert!(

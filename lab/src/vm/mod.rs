@@ -363,8 +363,7 @@ fn one_vm_run(
         .pace(pace)
         .stamp_ids(stamp_ids)
         // The exchange's own 200 ms between accept and the first packet: every path arms
-        // its receive before its connect (docs/decisions.md); it was 1 s, 9 s of the VM
-        // test's eleven guests.
+        // its receive before its connect (docs/decisions.md).
         .handshake_delay(Duration::from_millis(200))
         // The whole grace, never `--expect-orders`: the guest's NIC has several queues, so
         // the order connection's end can overtake market data still on its way to the
