@@ -265,6 +265,11 @@ pub struct RawArgs {
     /// at --packet-block-timeout: batches by construction; the lab's `packet+v3`).
     #[arg(long, default_value = "v2", value_parser = parse_packet_ring)]
     pub packet_ring: PacketRing,
+    /// AF_PACKET v2: frames per ring (receive and transmit; rounded up to whole 64 KiB
+    /// blocks). The receive ring is what absorbs a stalled strategy: at 5,000 packets/s
+    /// the default holds 0.4 s of feed (AF_XDP's receive half holds as many).
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
+    pub packet_frames: u32,
     /// AF_PACKET v3: bytes per block (a multiple of the page size, up to 4 MiB).
     #[arg(long, default_value_t = 4096)]
     pub packet_block: u32,

@@ -184,7 +184,7 @@ pub fn main(a: &RunArgs) -> Result<()> {
                 iface,
                 local,
                 frame_size: a.raw.frame_size.max(2048),
-                frames: 256,
+                frames: a.raw.packet_frames,
                 blocks: (a.raw.packet_ring == crate::cli::PacketRing::V3).then(|| {
                     crate::net::af_packet::v3::BlockGeometry {
                         block_size: a.raw.packet_block,

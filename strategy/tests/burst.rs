@@ -1,6 +1,6 @@
 //! A burst the strategy cannot keep up with: the exchange at `--pace max`, the strategy
 //! slowed to 20 us a packet (`--md-work`) with a small receive side (a 16 KiB socket buffer
-//! on kernel and io_uring, 256 UMEM frames on AF_XDP and `xdp-tx`, AF_PACKET's 256-frame
+//! on kernel and io_uring, 256 UMEM frames on AF_XDP and `xdp-tx`, a 256-frame AF_PACKET
 //! ring). Every path
 //! loses packets here, and every lost packet is counted: the packets the strategy handled
 //! plus the drops it reports (UDP RcvbufErrors; the AF_XDP socket's XDP_STATISTICS; the
@@ -58,7 +58,7 @@ fn every_packet_a_burst_drops_is_counted() {
         match procs::kind(net) {
             NetKind::Kernel | NetKind::Uring => extra.extend(["--md-rcvbuf", "16384"]),
             NetKind::Xdp | NetKind::XdpTx => extra.extend(["--frame-count", "256"]),
-            _ => {}
+            NetKind::Packet => extra.extend(["--packet-frames", "256"]),
         }
         let mut st = procs::strategy(&lab.strategy, net, &stlog, &extra);
         procs::wait(&mut ex, Duration::from_secs(60), "exchange", &exlog);
