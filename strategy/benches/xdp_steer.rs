@@ -6,7 +6,9 @@
 //! market-data frame parsed and checked against an armed book without firing, and one that
 //! fires (the mailbox record, frame rewritten into the order segment); each is one run per
 //! generation (the program decides once per generation), re-armed between runs, median of
-//! the kernel's per-run times. Needs root and the embedded program;
+//! the kernel's per-run times; and the same decision with user space on another CPU than
+//! the program (as in the lab: the armed state and the mailbox written and polled from
+//! CPU 1, the program run on CPU 0). Needs root and the embedded program;
 //! `cargo bench -p strategy --bench xdp_steer`.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -73,6 +75,22 @@ fn median_ns(diag: bool, frame: &[u8]) -> u32 {
 }
 
 /// Bids 6593.0 .. 6589.0, asks 6593.5 .. 6597.5, sizes 1,000; threshold 50,000,000.
+/// The armed state at `generation`. `live`: what changes between two frames in a session
+/// changes here too (the generation, the last sequence number, one side's top level, and
+/// the template's sequence number, which moves after every fire), so that the program
+/// finds those lines written by the other CPU, as in the lab.
+fn armed_at(generation: u64, shape: Shape, live: bool) -> Armed {
+    let mut a = armed(generation, shape);
+    if live {
+        a.last_seq = generation;
+        a.bids.levels[0].qty = 1_000 + (generation % 7);
+        let mut h = a.template.header;
+        h[38..42].copy_from_slice(&(generation as u32).to_be_bytes());
+        a.template = Template::new(h);
+    }
+    a
+}
+
 fn armed(generation: u64, shape: Shape) -> Armed {
     let side = |start: i64, step: i64| {
         let mut t = SideTop::default();
@@ -139,6 +157,79 @@ fn xtx_ns(frame: &[u8], n: u64, shape: Shape) -> (u32, u64) {
     (runs[runs.len() / 2], fired)
 }
 
+/// [`xtx_ns`] with the two sides on two CPUs, as in the lab: this thread (pinned to CPU 1,
+/// the strategy's) publishes each generation and polls the mailbox as the strategy does,
+/// and a second thread (pinned to CPU 0, where a veth runs the program: the sender's)
+/// runs the program once per generation. The armed state and the mailbox then reach the
+/// program from the other CPU's cache, as they do in the lab.
+fn xtx_cross_ns(frame: &[u8], n: u64, shape: Shape) -> (u32, u64) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let mut ebpf = Steering::load(
+        LOCAL,
+        EXCHANGE,
+        GROUP,
+        Options {
+            diag: false,
+            xdp_tx: true,
+            md_source: None,
+        },
+    )
+    .expect("load");
+    let mut map = take_xtx(&mut ebpf).expect("xtx maps");
+    let fd = {
+        use std::os::fd::{AsFd, AsRawFd};
+        let prog = ebpf.program("steer").expect("program steer");
+        prog.fd().expect("program fd").as_fd().as_raw_fd()
+    };
+    // `go`: the generation to run (0: none yet; g + 1 for generation g); `done`: the last
+    // generation run, plus one. u64::MAX in `go`: stop.
+    let (go, done) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (go2, done2) = (Arc::clone(&go), Arc::clone(&done));
+    let frame = frame.to_vec();
+    let runner = std::thread::spawn(move || {
+        hostsys::sched::pin_cpu(0).expect("pin to CPU 0");
+        let mut out = vec![0u8; 2048];
+        let mut times = Vec::with_capacity(n as usize);
+        let mut next = 1;
+        loop {
+            let g = go2.load(Ordering::Acquire);
+            if g == u64::MAX {
+                return times;
+            }
+            if g != next {
+                std::hint::spin_loop();
+                continue;
+            }
+            let r = hostsys::bpf::prog_test_run(fd, &frame, &mut out, 1).expect("test run");
+            times.push(r.duration_ns);
+            done2.store(g, Ordering::Release);
+            next += 1;
+        }
+    });
+    hostsys::sched::pin_cpu(1).expect("pin to CPU 1");
+    let mut fired = 0;
+    for g in 0..n {
+        map.fired();
+        map.publish(&armed_at(g, shape, true), true)
+            .expect("no ticket out");
+        go.store(g + 1, Ordering::Release);
+        // Polling the mailbox while the program runs, as the strategy's loop does.
+        while done.load(Ordering::Acquire) != g + 1 {
+            if let Some(rec) = map.next_fire() {
+                fired += u64::from(rec.is_ok());
+            }
+        }
+        while let Some(rec) = map.next_fire() {
+            fired += u64::from(rec.is_ok());
+        }
+    }
+    go.store(u64::MAX, Ordering::Release);
+    let mut runs = runner.join().expect("runner");
+    runs.sort_unstable();
+    (runs[runs.len() / 2], fired)
+}
+
 fn main() {
     // BPF_PROG_TEST_RUN needs CAP_BPF/CAP_SYS_ADMIN: the effective uid from /proc.
     let root = std::fs::read_to_string("/proc/self/status")
@@ -189,6 +280,23 @@ fn main() {
         "{:<58}{:>8} ns",
         "floor: another group's frame, passed at once", floor
     );
+    if std::thread::available_parallelism().map_or(1, usize::from) >= 2 {
+        println!(
+            "{:<58}{:>8} ns",
+            "two CPUs: floor (another group's frame)",
+            xtx_cross_ns(&passed, n, shape).0
+        );
+        let (quiet, _) = xtx_cross_ns(&md, n, shape);
+        let (fire, f1) = xtx_cross_ns(&big, n, shape);
+        println!(
+            "{:<58}{:>8} ns",
+            "two CPUs: fast path, parsed and checked, no fire", quiet
+        );
+        println!(
+            "{:<58}{:>8} ns  (fired {f1})",
+            "two CPUs: fast path, fires", fire
+        );
+    }
     for (parser, shape) in [("byte at a time", Shape::default()), ("fast path", shape)] {
         let (quiet, f0) = xtx_ns(&md, n, shape);
         let (fire, f1) = xtx_ns(&big, n, shape);
