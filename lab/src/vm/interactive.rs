@@ -61,7 +61,8 @@ pub(super) fn interactive(
         _ => "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56",
     };
     let append = format!(
-        "console=ttyS0 panic=-1 quiet labip={GUEST_CIDR} labex={HOST_ADDR}:9012 labnet={} labshell=1",
+        "{} labip={GUEST_CIDR} labex={HOST_ADDR}:9012 labnet={} labshell=1",
+        qemu::GUEST_ARGS,
         path.kind().as_str()
     );
     let st = qemu::qemu(&ns, accel, v, kernel, initrd)

@@ -573,7 +573,8 @@ fn guest_nic(nic: &str, path: &PathSpec, mq: bool, queues: u32) -> (String, Stri
         "tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=off".to_owned()
     };
     let append = format!(
-        "console=ttyS0 panic=-1 quiet labip={GUEST_CIDR} labex={HOST_ADDR}:9012 labnet={} labpktip=192.168.100.3",
+        "{} labip={GUEST_CIDR} labex={HOST_ADDR}:9012 labnet={} labpktip=192.168.100.3",
+        qemu::GUEST_ARGS,
         path.kind().as_str()
     );
     (device, netdev, append)
