@@ -386,6 +386,7 @@ impl VmArgs {
             interactive: self.interactive,
             tunes: self.guest_tune.clone(),
             tune_baseline: true,
+            probe: true,
         }
     }
 }
