@@ -36,7 +36,7 @@ fn every_packet_a_burst_drops_is_counted() {
     }
     for net in nets {
         let lab = VethLab::new("bst").expect("lab");
-        let _pass = (net == "xdp-tx").then(|| procs::XdpPass::attach(&lab.exchange));
+        let _pass = procs::XdpPass::for_path(&lab.exchange, net);
         let f = |s: &str| dir.path().join(format!("{net}.{s}"));
         let (csv, results, exlog, stlog) = (f("ex.csv"), f("st.jsonl"), f("ex.log"), f("st.log"));
         let mut ex = procs::exchange(
