@@ -155,18 +155,23 @@ fn orders_equal_the_oracle_on_every_path() {
         let mut ex = start_exchange(&lab.exchange, &f.md, &csv, &exlog, "rate:5000");
         std::thread::sleep(Duration::from_millis(100));
         let rsts_before = out_rsts(&lab.strategy);
-        let mut st = start_strategy(&lab.strategy, net, &orders, &stlog, &["--sessions", "1"]);
+        let results = f.dir.path().join(format!("{net}.st.jsonl"));
+        let results_arg = results.to_str().expect("utf8 path");
+        let extra = ["--sessions", "1", "--results", results_arg];
+        let mut st = start_strategy(&lab.strategy, net, &orders, &stlog, &extra);
         wait(&mut ex, Duration::from_secs(60), "exchange", &exlog);
         wait(&mut st, Duration::from_secs(10), "strategy", &stlog);
+        // On a mismatch the session's own counters say where the lines went.
+        let report = procs::reports(&results).pop();
         assert_eq!(
             read_orders(&csv, None),
             f.want,
-            "{net}: exchange received = oracle"
+            "{net}: exchange received = oracle; the strategy's report: {report:?}"
         );
         assert_eq!(
             read_orders(&orders, None),
             f.want,
-            "{net}: strategy sent = oracle"
+            "{net}: strategy sent = oracle; its report: {report:?}"
         );
         let summary =
             std::fs::read_to_string(format!("{}.summary.jsonl", csv.display())).expect("summary");
