@@ -74,23 +74,21 @@ fn median_ns(diag: bool, frame: &[u8]) -> u32 {
     runs[ROUNDS / 2]
 }
 
-/// Bids 6593.0 .. 6589.0, asks 6593.5 .. 6597.5, sizes 1,000; threshold 50,000,000.
-/// The armed state at `generation`. `live`: what changes between two frames in a session
-/// changes here too (the generation, the last sequence number, one side's top level, and
-/// the template's sequence number, which moves after every fire), so that the program
-/// finds those lines written by the other CPU, as in the lab.
-fn armed_at(generation: u64, shape: Shape, live: bool) -> Armed {
+/// [`armed`] with what changes between two frames of a session changing here too (the
+/// generation, the last sequence number, one side's top level, and the template's
+/// sequence number, which moves after every fire), so that the program finds those lines
+/// written by the other CPU, as in the lab.
+fn armed_live(generation: u64, shape: Shape) -> Armed {
     let mut a = armed(generation, shape);
-    if live {
-        a.last_seq = generation;
-        a.bids.levels[0].qty = 1_000 + (generation % 7);
-        let mut h = a.template.header;
-        h[38..42].copy_from_slice(&(generation as u32).to_be_bytes());
-        a.template = Template::new(h);
-    }
+    a.last_seq = generation;
+    a.bids.levels[0].qty = 1_000 + (generation % 7);
+    let mut h = a.template.header;
+    h[38..42].copy_from_slice(&(generation as u32).to_be_bytes());
+    a.template = Template::new(h);
     a
 }
 
+/// Bids 6593.0 .. 6589.0, asks 6593.5 .. 6597.5, sizes 1,000; threshold 50,000,000.
 fn armed(generation: u64, shape: Shape) -> Armed {
     let side = |start: i64, step: i64| {
         let mut t = SideTop::default();
@@ -211,7 +209,7 @@ fn xtx_cross_ns(frame: &[u8], n: u64, shape: Shape) -> (u32, u64) {
     let mut fired = 0;
     for g in 0..n {
         map.fired();
-        map.publish(&armed_at(g, shape, true), true)
+        map.publish(&armed_live(g, shape), true)
             .expect("no ticket out");
         go.store(g + 1, Ordering::Release);
         // Polling the mailbox while the program runs, as the strategy's loop does.
