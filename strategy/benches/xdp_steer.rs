@@ -14,6 +14,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use strategy::net::af_xdp::loader::{has_object, take_xtx, test_run_repeat, Options, Steering};
+use strategy::net::af_xdp::xtx_map::XtxMap;
 use strategy_common::xtx::{Armed, Level, Shape, SideTop, Template, HEADER_LEN};
 
 const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
@@ -122,9 +123,8 @@ fn armed(generation: u64, shape: Shape) -> Armed {
     }
 }
 
-/// The `xdp-tx` decision on `frame`, one run per generation: median ns over `n` runs.
-/// `shape`: the layout for the program's fast path (default: off, the byte-at-a-time parser).
-fn xtx_ns(frame: &[u8], n: u64, shape: Shape) -> (u32, u64) {
+/// The program loaded for `xdp-tx`, and its shared map.
+fn load_xtx() -> (aya::Ebpf, XtxMap) {
     let mut ebpf = Steering::load(
         LOCAL,
         EXCHANGE,
@@ -136,7 +136,23 @@ fn xtx_ns(frame: &[u8], n: u64, shape: Shape) -> (u32, u64) {
         },
     )
     .expect("load");
-    let mut map = take_xtx(&mut ebpf).expect("xtx maps");
+    let map = take_xtx(&mut ebpf).expect("xtx maps");
+    (ebpf, map)
+}
+
+/// Hands out every fire record waiting in the mailbox; how many were consistent.
+fn drain_fires(map: &mut XtxMap) -> u64 {
+    let mut fired = 0;
+    while let Some(rec) = map.next_fire() {
+        fired += u64::from(rec.is_ok());
+    }
+    fired
+}
+
+/// The `xdp-tx` decision on `frame`, one run per generation: median ns over `n` runs.
+/// `shape`: the layout for the program's fast path (default: off, the byte-at-a-time parser).
+fn xtx_ns(frame: &[u8], n: u64, shape: Shape) -> (u32, u64) {
+    let (ebpf, mut map) = load_xtx();
     let mut out = vec![0u8; 2048];
     let mut fired = 0;
     let mut runs: Vec<u32> = (0..n)
@@ -145,9 +161,7 @@ fn xtx_ns(frame: &[u8], n: u64, shape: Shape) -> (u32, u64) {
             map.fired();
             map.publish(&armed(g, shape), true).expect("no ticket out");
             let r = test_run_repeat(&ebpf, frame, &mut out, 1).expect("BPF_PROG_TEST_RUN");
-            while let Some(rec) = map.next_fire() {
-                fired += u64::from(rec.is_ok());
-            }
+            fired += drain_fires(&mut map);
             r.duration_ns
         })
         .collect();
@@ -163,23 +177,7 @@ fn xtx_ns(frame: &[u8], n: u64, shape: Shape) -> (u32, u64) {
 fn xtx_cross_ns(frame: &[u8], n: u64, shape: Shape) -> (u32, u64) {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
-    let mut ebpf = Steering::load(
-        LOCAL,
-        EXCHANGE,
-        GROUP,
-        Options {
-            diag: false,
-            xdp_tx: true,
-            md_source: None,
-        },
-    )
-    .expect("load");
-    let mut map = take_xtx(&mut ebpf).expect("xtx maps");
-    let fd = {
-        use std::os::fd::{AsFd, AsRawFd};
-        let prog = ebpf.program("steer").expect("program steer");
-        prog.fd().expect("program fd").as_fd().as_raw_fd()
-    };
+    let (ebpf, mut map) = load_xtx();
     // `go`: the generation to run (0: none yet; g + 1 for generation g); `done`: the last
     // generation run, plus one. u64::MAX in `go`: stop.
     let (go, done) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -199,7 +197,7 @@ fn xtx_cross_ns(frame: &[u8], n: u64, shape: Shape) -> (u32, u64) {
                 std::hint::spin_loop();
                 continue;
             }
-            let r = hostsys::bpf::prog_test_run(fd, &frame, &mut out, 1).expect("test run");
+            let r = test_run_repeat(&ebpf, &frame, &mut out, 1).expect("BPF_PROG_TEST_RUN");
             times.push(r.duration_ns);
             done2.store(g, Ordering::Release);
             next += 1;
@@ -214,13 +212,9 @@ fn xtx_cross_ns(frame: &[u8], n: u64, shape: Shape) -> (u32, u64) {
         go.store(g + 1, Ordering::Release);
         // Polling the mailbox while the program runs, as the strategy's loop does.
         while done.load(Ordering::Acquire) != g + 1 {
-            if let Some(rec) = map.next_fire() {
-                fired += u64::from(rec.is_ok());
-            }
+            fired += drain_fires(&mut map);
         }
-        while let Some(rec) = map.next_fire() {
-            fired += u64::from(rec.is_ok());
-        }
+        fired += drain_fires(&mut map);
     }
     go.store(u64::MAX, Ordering::Release);
     let mut runs = runner.join().expect("runner");

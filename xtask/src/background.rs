@@ -1,9 +1,9 @@
 //! A job of the test command that runs beside its tests (the fuzz targets' build): a shell
 //! script in the background, optionally under SCHED_IDLE (util-linux's `chrt`, in every
-//! Debian: it then runs only on CPU time nothing else wants), its output in a log file. It stays in xtask's process group, so a Ctrl-C at
-//! the terminal stops it with everything else; dropped before [`Background::wait`] (a
-//! failed earlier step), it is killed with every process under it (sh, cargo, the
-//! compilers).
+//! Debian: it then runs only on CPU time nothing else wants), its output in a log file.
+//! It stays in xtask's process group, so a Ctrl-C at the terminal stops it with everything
+//! else; dropped before [`Background::wait`] (a failed earlier step), it is killed with
+//! every process under it (sh, cargo, the compilers).
 
 use std::path::PathBuf;
 use std::process::Command;
