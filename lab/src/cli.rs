@@ -103,6 +103,11 @@ pub struct LabArgs {
     /// Orders per gap file (with --order-gap; cut to fit 2 M lines under --load).
     #[arg(long, default_value_t = 100)]
     pub orders_per_gap: u64,
+    /// How long the ping-pong floor at each order gap may take per protocol (UDP, then
+    /// TCP): about this long divided by the gap in round trips, at least 20 (4s: 4,000 at
+    /// 1 ms, 40 at 100 ms). The test command measures 500ms.
+    #[arg(long, default_value = "4s", value_parser = humantime::parse_duration)]
+    pub floor_time: std::time::Duration,
     /// Interval of the warming variants (`+warm`, `+warmcode`, `+warmtx`, `+hb`).
     #[arg(long, default_value = "100us", value_parser = humantime::parse_duration)]
     pub warm_every: std::time::Duration,
@@ -370,6 +375,7 @@ impl LabArgs {
                 } else {
                     exchange::md_publisher::MdTx::Packet
                 }),
+            floor_time: self.floor_time,
         })
     }
 }

@@ -18,16 +18,16 @@ use netlab::VethLab;
 /// Round trips per protocol (after warm-up) with no gap.
 const ROUND_TRIPS: usize = 20_000;
 const WARMUP: usize = 1_000;
-/// With a gap: about this long per protocol, at least `MIN_GAP_TRIPS` round trips.
-const GAP_BUDGET: Duration = Duration::from_secs(4);
+/// With a gap: at least this many round trips, whatever the time allowed.
 const MIN_GAP_TRIPS: usize = 20;
 
-/// Round trips measured at `gap`.
-pub fn round_trips(gap: Duration) -> usize {
+/// Round trips measured at `gap`, when a gap's floor may take about `budget` per protocol
+/// (`lab --floor-time`).
+pub fn round_trips(gap: Duration, budget: Duration) -> usize {
     if gap.is_zero() {
         return ROUND_TRIPS;
     }
-    let n = (GAP_BUDGET.as_secs_f64() / gap.as_secs_f64()) as usize;
+    let n = (budget.as_secs_f64() / gap.as_secs_f64()) as usize;
     n.clamp(MIN_GAP_TRIPS, ROUND_TRIPS)
 }
 
@@ -91,9 +91,15 @@ fn spin_recv(
 }
 
 /// Sorted round-trip times in ns, `(udp, tcp)`, with `gap` between round trips and a feed
-/// of `feed_pps` datagrams per second running through the gaps (0: none).
-pub fn measure(pin_cpus: bool, gap: Duration, feed_pps: u32) -> Result<(Vec<u64>, Vec<u64>)> {
-    let trips = round_trips(gap);
+/// of `feed_pps` datagrams per second running through the gaps (0: none), for about
+/// `budget` per protocol ([`round_trips`]).
+pub fn measure(
+    pin_cpus: bool,
+    gap: Duration,
+    feed_pps: u32,
+    budget: Duration,
+) -> Result<(Vec<u64>, Vec<u64>)> {
+    let trips = round_trips(gap, budget);
     let warmup = if gap.is_zero() { WARMUP } else { 2 };
     let lab = VethLab::new("flr").context("namespaces for the floor")?;
     let server = lab.strategy.spawn(move || -> std::io::Result<()> {

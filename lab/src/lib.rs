@@ -126,6 +126,9 @@ pub struct LabConfig {
     pub loads: Vec<u32>,
     /// The exchange's market-data sender (`--md-tx`).
     pub md_tx: exchange::md_publisher::MdTx,
+    /// How long the ping-pong floor at a gap may take per protocol (`--floor-time`; at
+    /// least 20 round trips): 4 s gives 4,000 round trips at 1 ms.
+    pub floor_time: std::time::Duration,
 }
 
 impl Default for LabConfig {
@@ -155,6 +158,7 @@ impl Default for LabConfig {
             veth_tunes: Vec::new(),
             loads: Vec::new(),
             md_tx: exchange::md_publisher::MdTx::Udp,
+            floor_time: std::time::Duration::from_secs(4),
         }
     }
 }

@@ -177,8 +177,8 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<PathBuf> {
                 .load
                 .or_else(|| data::pace_rate(&step.pace))
                 .unwrap_or(0);
-            let floor =
-                crate::floor::measure(pin, floor_gap, feed).context("the ping-pong floor")?;
+            let floor = crate::floor::measure(pin, floor_gap, feed, a.floor_time)
+                .context("the ping-pong floor")?;
             println!(
                 "floor at gap {} with a {} feed through the gaps (bare ping-pong, same link and CPUs, {} round trips each): UDP p50 {:.1} p99 {:.1} us, TCP_NODELAY p50 {:.1} p99 {:.1} us",
                 data::gap_label(floor_gap),
@@ -343,8 +343,13 @@ pub(crate) fn one_run(
     } else {
         None
     };
-    let ex = spawn_exchange(ctx, &lab, path, &tag)?;
-    std::thread::sleep(Duration::from_millis(200));
+    let mut ex = spawn_exchange(ctx, &lab, path, &tag)?;
+    // The strategy once the exchange listens (a few ms; a fixed 200 ms before).
+    ex.wait_for_log(
+        &ctx.file(&tag, "exchange.log"),
+        "listening",
+        Duration::from_secs(10),
+    )?;
     let st = spawn_strategy(ctx, &lab, path, &tag)?;
     wait_both(ctx, ex, st, &tag)?;
     let stamps = tracer.map(crate::trace::Tracer::finish).transpose()?;
@@ -517,10 +522,11 @@ pub(crate) fn wait_pair(
         if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
             print!("\r  {tag}: running {:>5.1} s", t0.elapsed().as_secs_f64());
             let _ = std::io::stdout().flush();
-        } else if ticks.is_multiple_of(50) {
+        } else if ticks.is_multiple_of(250) {
             println!("  {tag}: running {:>5.1} s", t0.elapsed().as_secs_f64());
         }
-        std::thread::sleep(Duration::from_millis(100));
+        // 20 ms: the session's end is seen within a few ms of the last process's exit.
+        std::thread::sleep(Duration::from_millis(20));
     }
     println!(
         "\r  {tag}: done in {:.1} s        ",

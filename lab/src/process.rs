@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
@@ -52,6 +53,33 @@ impl Proc {
             name,
             child: c.spawn().with_context(|| format!("starting {name}"))?,
         })
+    }
+
+    /// Waits until the log file `log` (the child's stderr) has a line containing `needle`,
+    /// polling every 2 ms: the moment a server is ready, instead of a fixed sleep. Fails
+    /// when the child exits first or `limit` passes.
+    pub fn wait_for_log(&mut self, log: &Path, needle: &str, limit: Duration) -> Result<()> {
+        let t0 = Instant::now();
+        loop {
+            if std::fs::read_to_string(log).is_ok_and(|t| t.contains(needle)) {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "{} exited ({status}) before saying `{needle}`; see {}",
+                    self.name,
+                    log.display()
+                );
+            }
+            if t0.elapsed() > limit {
+                bail!(
+                    "{} did not say `{needle}` within {limit:?}; see {}",
+                    self.name,
+                    log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     /// Sends SIGINT (lets a capture flush) and waits for the child.

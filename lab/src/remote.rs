@@ -274,8 +274,8 @@ pub fn run(
                     .args(serve.args())
                     .stdout(Stdio::null())
                     .stderr(fs::File::create(file("exchange.log"))?);
-                let ex = Proc::spawn("exchange", &mut ex)?;
-                std::thread::sleep(Duration::from_millis(200));
+                let mut ex = Proc::spawn("exchange", &mut ex)?;
+                ex.wait_for_log(&file("exchange.log"), "listening", Duration::from_secs(10))?;
                 let script = strategy_script(a, r, path, &host, ex_addr, &tag);
                 let st = Proc::spawn(
                     "strategy (remote)",

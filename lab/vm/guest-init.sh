@@ -6,6 +6,9 @@
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
+# Milestones on the guest's clock (seconds since its kernel started), for the boot's budget.
+t() { echo "lab-t: $(cut -d' ' -f1 /proc/uptime) $1"; }
+t init
 if [ -n "$labprobe" ]; then
     echo "lab-probe-ok"
     poweroff -f
@@ -19,6 +22,7 @@ for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
     [ -n "$IF" ] && break
     sleep 0.2
 done
+t modules
 echo "lab-iface: $IF"
 ip link set lo up
 ip addr add "$labip" dev "$IF"
@@ -29,6 +33,7 @@ for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25; do
     sleep 0.2
 done
 echo "lab-carrier: $(cat /sys/class/net/$IF/carrier 2>/dev/null)"
+t carrier
 if [ -n "$labshell" ]; then
     echo "lab: interactive guest; the strategy is /strategy, e.g."
     echo "  /strategy run --iface $IF --net $labnet --exchange $labex --reconnect"
@@ -43,6 +48,7 @@ echo "lab-probe-begin"
 # host counts the tap's drops from it.
 [ -z "$labnoprobe" ] && /strategy probe --iface "$IF" 2>&1
 echo "lab-probe-end"
+t probe
 if [ -n "$labtune" ]; then
     if [ -f "/tune/$labtune.sh" ]; then
         . "/tune/$labtune.sh" 2>&1
@@ -55,12 +61,15 @@ EXTRA=""
 # Every queue the NIC has gets an AF_XDP socket (one, unless a tuning variant set more or,
 # for xdp-tx, the guest has a queue pair per vCPU).
 { [ "$labnet" = xdp ] || [ "$labnet" = xdp-tx ]; } && EXTRA="--xsk-queues all"
+t strategy-start
 /strategy run --iface "$IF" --net "$labnet" --exchange "$labex" --sessions 1 \
     --orders-out /orders.csv --results /results.jsonl $EXTRA $labflags > /strategy.out 2>&1
 echo "lab-exit: $?"
+t strategy-exit
 tail -n 5 /strategy.out
 echo "lab-orders-begin"
 cat /orders.csv 2>/dev/null
 echo "lab-orders-end"
 echo "lab-results: $(cat /results.jsonl 2>/dev/null)"
+t poweroff
 poweroff -f

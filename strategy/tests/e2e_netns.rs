@@ -94,18 +94,22 @@ fn fixture(size: u64) -> Option<Fixture> {
     })
 }
 
-/// One session in a fresh pair of namespaces: the exchange (with `ex_extra`) and the
-/// strategy on `net` (with `--sessions 1`, AF_PACKET's own address, and `st_extra`), both
-/// run to their end. Returns the exchange's order CSV and the strategy's.
+/// One session in a fresh pair of namespaces: the exchange (with `ex_extra`; with `want`,
+/// ending the session once the whole file is out and that many orders are in, not after
+/// its grace: not for a test that looks for an order too many on the wire)
+/// and the strategy on `net` (with `--sessions 1`, AF_PACKET's own address, and
+/// `st_extra`), started once the exchange listens, both run to their end. Returns the
+/// exchange's order CSV and the strategy's.
 struct Session {
     csv: PathBuf,
     orders: PathBuf,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn session(
     dir: &Path,
     tag: &str,
-    md: &Path,
+    (md, want): (&Path, Option<usize>),
     pace: &str,
     ex_extra: &[&str],
     net: &str,
@@ -119,8 +123,16 @@ fn session(
         file("ex.log"),
         file("st.log"),
     );
-    let mut ex = start_exchange_with(&lab.exchange, md, &csv, &exlog, pace, ex_extra);
-    std::thread::sleep(Duration::from_millis(100));
+    let want = want.map(|n| n.to_string());
+    let mut ex_args: Vec<&str> = want
+        .as_deref()
+        .map(|n| ["--expect-orders", n])
+        .into_iter()
+        .flatten()
+        .collect();
+    ex_args.extend_from_slice(ex_extra);
+    let mut ex = start_exchange_with(&lab.exchange, md, &csv, &exlog, pace, &ex_args);
+    wait_for_log(&exlog, procs::LISTENING, Duration::from_secs(10));
     let mut extra = vec!["--sessions", "1"];
     extra.extend_from_slice(st_extra);
     let mut st = start_strategy(&lab.strategy, net, &orders, &stlog, &extra);
@@ -152,8 +164,16 @@ fn orders_equal_the_oracle_on_every_path() {
             f.dir.path().join(format!("{net}.ex.log")),
             f.dir.path().join(format!("{net}.st.log")),
         );
-        let mut ex = start_exchange(&lab.exchange, &f.md, &csv, &exlog, "rate:5000");
-        std::thread::sleep(Duration::from_millis(100));
+        let want = f.want.len().to_string();
+        let mut ex = start_exchange_with(
+            &lab.exchange,
+            &f.md,
+            &csv,
+            &exlog,
+            "rate:5000",
+            &["--expect-orders", &want],
+        );
+        wait_for_log(&exlog, procs::LISTENING, Duration::from_secs(10));
         let rsts_before = out_rsts(&lab.strategy);
         let results = f.dir.path().join(format!("{net}.st.jsonl"));
         let results_arg = results.to_str().expect("utf8 path");
@@ -207,7 +227,7 @@ fn strategy_reconnects_after_the_exchange_dies() {
         let (csv1, csv2) = (file("ex1.csv"), file("ex2.csv"));
         let (log1, log2) = (file("ex1.log"), file("ex2.log"));
         let ex1 = start_exchange(&lab.exchange, &f.md, &csv1, &log1, "rate:2000");
-        std::thread::sleep(Duration::from_millis(100));
+        wait_for_log(&log1, procs::LISTENING, Duration::from_secs(10));
         let results_arg = results.to_str().expect("utf8 path");
         let extra = ["--reconnect", "--sessions", "2", "--results", results_arg];
         let mut st = start_strategy(&lab.strategy, net, &orders, &stlog, &extra);
@@ -276,7 +296,15 @@ fn gap_and_stage_columns_match_a_file_with_known_gaps() {
     .expect("generate");
     let want = oracle(&md);
     assert_eq!(want.len(), 40);
-    let Session { csv, orders } = session(dir.path(), "gap", &md, "rate:2000", &[], "kernel", &[]);
+    let Session { csv, orders } = session(
+        dir.path(),
+        "gap",
+        (&md, Some(want.len())),
+        "rate:2000",
+        &[],
+        "kernel",
+        &[],
+    );
     let median = |mut v: Vec<u64>| {
         v.sort_unstable();
         v[v.len() / 2] as f64
@@ -327,7 +355,8 @@ fn warming_variants_equal_the_oracle() {
         let Session { csv, orders } = session(
             f.dir.path(),
             &format!("warm-{net}"),
-            &f.md,
+            // The whole grace: an order too many would arrive after the last expected one.
+            (&f.md, None),
             "rate:5000",
             &["--heartbeats"],
             net,
@@ -409,7 +438,7 @@ fn uring_variants_equal_the_oracle_and_report_their_features() {
         let Session { csv, .. } = session(
             f.dir.path(),
             &format!("uring-{name}"),
-            &f.md,
+            (&f.md, Some(f.want.len())),
             "rate:5000",
             &[],
             "uring",
@@ -454,7 +483,7 @@ fn xdp_busy_polling_without_a_napi_instance_is_off_and_said() {
     let Session { csv, .. } = session(
         f.dir.path(),
         "xdp-busypoll",
-        &f.md,
+        (&f.md, Some(f.want.len())),
         "rate:5000",
         &[],
         "xdp",
@@ -491,7 +520,7 @@ fn no_path_misses_the_start_of_a_session() {
             let Session { csv, .. } = session(
                 f.dir.path(),
                 &format!("hs-{net}-{round}"),
-                &f.md,
+                (&f.md, Some(f.want.len())),
                 "rate:5000",
                 &["--handshake-delay", "0ms"],
                 net,

@@ -290,13 +290,15 @@ fn elapsed() -> String {
 fn test(a: &TestArgs) -> Result<()> {
     // The AF_XDP tests need the XDP program: build it (this installs its toolchain); the VM
     // tests need QEMU, a guest kernel and busybox.
+    // The packages first (apt runs one at a time); the guest kernel's download (network,
+    // 15-20 s from an empty `target/`) beside the builds, joined before the VM tests.
+    let guest_kernel = if a.no_vm {
+        None
+    } else {
+        setup::vm_packages()?;
+        Some(std::thread::spawn(setup::fetch_guest_kernel))
+    };
     build_ebpf()?;
-    if !a.no_vm {
-        setup::run(&setup::SetupArgs {
-            ebpf: false,
-            vm: true,
-        })?;
-    }
     if !a.no_lint {
         cmd("cargo", &["fmt", "--all", "--check"])?;
         cmd(
@@ -376,10 +378,14 @@ fn test(a: &TestArgs) -> Result<()> {
             fuzz::run_fuzz_targets(10, lines)
         })
     });
-    let vm = if a.no_vm {
-        Ok(())
-    } else {
-        cmd("cargo", &lab_tests(&["vm_lab"]))
+    let vm = match guest_kernel {
+        None => Ok(()),
+        Some(fetch) => {
+            fetch
+                .join()
+                .map_err(|_| anyhow::anyhow!("the guest kernel's download panicked"))?;
+            cmd("cargo", &lab_tests(&["vm_lab"]))
+        }
     };
     if let Some(f) = fuzzing {
         let report = f

@@ -304,23 +304,35 @@ pub fn run(a: &SetupArgs) -> Result<()> {
         );
     }
     if a.vm {
-        apt_install(VM)?;
-        qemu_with_igb()?;
-        if std::path::Path::new("/usr/share/keyrings/debian-archive-keyring.gpg").exists() {
-            // Not fatal: the VM lab runs on the installed kernel without it (only
-            // `--guest-kernel fetched` and the VM test's zero-copy guest need it).
-            if let Err(e) = crate::guest_kernel::ensure(&crate::root(), &debian_mirror()) {
-                println!("setup: no zero-copy guest kernel ({e:#}): `lab --vm --guest-kernel fetched` is unavailable");
-            }
-        } else {
-            println!(
-                "setup: not Debian (no debian-archive-keyring): no zero-copy guest kernel fetched"
-            );
-        }
+        vm_packages()?;
+        fetch_guest_kernel();
         println!("setup: QEMU lab requirements present");
     }
     println!("setup: base requirements present");
     Ok(())
+}
+
+/// The VM lab's packages: QEMU (from backports for igb), busybox, the tools the initramfs
+/// copies.
+pub fn vm_packages() -> Result<()> {
+    apt_install(VM)?;
+    qemu_with_igb()
+}
+
+/// The newer guest kernel for AF_XDP zero copy, fetched into `target/` once. Not fatal: the
+/// VM lab runs on the installed kernel without it (only `--guest-kernel fetched` and the VM
+/// test's zero-copy guests need it). Network-bound: the test command runs it beside the
+/// builds.
+pub fn fetch_guest_kernel() {
+    if std::path::Path::new("/usr/share/keyrings/debian-archive-keyring.gpg").exists() {
+        if let Err(e) = crate::guest_kernel::ensure(&crate::root(), &debian_mirror()) {
+            println!("setup: no zero-copy guest kernel ({e:#}): `lab --vm --guest-kernel fetched` is unavailable");
+        }
+    } else {
+        println!(
+            "setup: not Debian (no debian-archive-keyring): no zero-copy guest kernel fetched"
+        );
+    }
 }
 
 /// Runs a command and returns its stdout, failing with its stderr.

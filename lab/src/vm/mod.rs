@@ -371,10 +371,11 @@ fn one_vm_run(
         // The exchange's own 200 ms between accept and the first packet: every path arms
         // its receive before its connect (docs/decisions.md).
         .handshake_delay(Duration::from_millis(200))
-        // The whole grace, never `--expect-orders`: the guest's NIC has several queues, so
-        // the order connection's end can overtake market data still on its way to the
-        // strategy (docs/decisions.md).
-        .grace(Duration::from_secs(2))
+        // A grace, never `--expect-orders`: the guest's NIC has several queues, so the
+        // order connection's end can overtake market data still on its way to the strategy
+        // (docs/decisions.md). Half a second in a quiet feed (a guest under TCG keeps up
+        // with 40-100 k/s: nothing is queued for it), two seconds otherwise.
+        .grace(guest_grace(pace))
         .heartbeats(path.sends_heartbeats())
         .results(&ex_csv)
         .summary(&ex_sum);
@@ -534,6 +535,20 @@ fn one_vm_run(
         t2t_kernel: rx.t2t_kernel,
         by_position: crate::oracle::by_position(&ex_csv, md_file)?,
     })
+}
+
+/// The rate up to which a guest's feed is quiet: a tenth of what a one-vCPU guest takes
+/// under TCG (40-100 k packets/s, docs/results/load.md).
+const GUEST_QUIET_RATE: u32 = 5_000;
+
+/// The exchange's grace after the file for a guest's session at `pace`: long enough for
+/// the feed's tail to reach the strategy through the guest's queues.
+fn guest_grace(pace: &str) -> Duration {
+    if crate::data::pace_rate(pace).is_some_and(|r| r <= GUEST_QUIET_RATE) {
+        Duration::from_millis(500)
+    } else {
+        Duration::from_secs(2)
+    }
 }
 
 /// The tap's `tx_dropped` (frames the host could not hand to QEMU: the guest's NIC had no

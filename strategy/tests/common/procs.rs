@@ -134,12 +134,14 @@ pub fn wait(p: &mut Proc, limit: Duration, what: &str, log: &Path) {
             "{what} did not finish in {limit:?}\n{}",
             tail(log)
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
 /// The exchange's log line when a session's market data starts.
 pub const TRANSMITTING: &str = "HANDSHAKE -> TRANSMIT";
+/// The exchange's line once it accepts connections.
+pub const LISTENING: &str = "state INIT: listening";
 
 /// Waits until `log` holds `needle` (a line a program logged); fails with the log after
 /// `limit`. For a test step that must come after an event, not after a fixed delay (the
@@ -152,7 +154,7 @@ pub fn wait_for_log(log: &Path, needle: &str, limit: Duration) {
             "`{needle}` not logged in {limit:?}\n{}",
             tail(log)
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
