@@ -155,12 +155,6 @@ pub fn build_ebpf() -> Result<()> {
         ebpf: true,
         vm: false,
     })?;
-    compile_ebpf(None)
-}
-
-/// The eBPF programs' cargo build (the toolchain already set up), its output to the
-/// terminal or, with `log`, into that file (its tail printed when the build fails).
-fn compile_ebpf(log: Option<&std::path::Path>) -> Result<()> {
     let bin = setup::bpf_linker_dir().join("bin");
     let path = format!(
         "{}:{}",
@@ -176,18 +170,8 @@ fn compile_ebpf(log: Option<&std::path::Path>) -> Result<()> {
     let flags = "-C debuginfo=2 -C link-arg=--btf -C target-cpu=v3 \
                  -C target-feature=+allows-misaligned-mem-access";
     let target_dir = root().join("target/ebpf");
-    println!(
-        "+ [{}] cargo +nightly build --bins (strategy-ebpf, bpfel-unknown-none, release){}",
-        elapsed(),
-        log.map(|l| format!(" > {}", l.display()))
-            .unwrap_or_default()
-    );
-    let mut c = Command::new("cargo");
-    if let Some(l) = log {
-        let f = std::fs::File::create(l).with_context(|| format!("creating {}", l.display()))?;
-        c.stdout(f.try_clone()?).stderr(f);
-    }
-    let st = c
+    println!("+ cargo +nightly build --bins (strategy-ebpf, bpfel-unknown-none, release)");
+    let st = Command::new("cargo")
         .args([
             "+nightly",
             "build",
@@ -208,13 +192,6 @@ fn compile_ebpf(log: Option<&std::path::Path>) -> Result<()> {
         .status()
         .context("running cargo +nightly")?;
     if !st.success() {
-        if let Some(l) = log {
-            let text = std::fs::read_to_string(l).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(40).collect();
-            for line in tail.into_iter().rev() {
-                eprintln!("{line}");
-            }
-        }
         bail!("building the eBPF programs failed");
     }
     let out = target_dir.join("bpfel-unknown-none/release");
@@ -353,27 +330,12 @@ fn test(a: &TestArgs) -> Result<()> {
         setup::vm_packages()?;
         Some(std::thread::spawn(setup::fetch_guest_kernel))
     };
-    // The eBPF programs build beside the lints: most of their build is `core` for the BPF
-    // target on one CPU, which leaves the other to clippy (docs/test-time.md). The lints do
-    // not need the object: the strategy's and the lab's build scripts embed it when it is
-    // there and run again for the test build once it is.
-    setup::run(&setup::SetupArgs {
-        ebpf: true,
-        vm: false,
-    })?;
-    let ebpf_log = root().join("target/ebpf-build.log");
-    let ebpf = std::thread::spawn(move || compile_ebpf(Some(&ebpf_log)));
-    let joined = |ebpf: std::thread::JoinHandle<Result<()>>| -> Result<()> {
-        ebpf.join()
-            .map_err(|_| anyhow::anyhow!("the eBPF build's thread panicked"))?
-    };
-    // A failed lint waits for the eBPF build (under a minute) so that nothing is left
-    // running when the command exits.
-    let linted = if a.no_lint { Ok(()) } else { lint() };
-    let built = joined(ebpf);
-    linted?;
-    built?;
-    println!("+ [{}] the eBPF programs built", elapsed());
+    // The eBPF programs, then the lints. Tried the other way, the programs' build beside
+    // clippy: both took longer than one after the other (docs/test-time.md).
+    build_ebpf()?;
+    if !a.no_lint {
+        lint()?;
+    }
     // Release build: the end-to-end tests run the real binaries at realistic speed. Every
     // binary and test binary first, in one cargo run: `--no-run` builds each package's
     // binaries too, for its integration tests (the strategy's end-to-end tests start the
