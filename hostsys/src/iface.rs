@@ -1,4 +1,4 @@
-//! Interfaces of the caller's network namespace: IPv4 address and prefix, MAC, MTU.
+//! Interfaces of the caller's network namespace: IPv4 address and prefix, MAC, MTU, carrier.
 //! getifaddrs (through nix's safe iterator) and one ioctl; both see the caller's namespace,
 //! unlike sysfs, which shows the namespace it was mounted in.
 
@@ -66,6 +66,38 @@ pub fn iface_mac(name: &str) -> io::Result<[u8; 6]> {
     Err(not_found(name, "no hardware address"))
 }
 
+/// Does `name` have its carrier (`IFF_RUNNING`: the link is up and the driver ready)?
+pub fn iface_running(name: &str) -> io::Result<bool> {
+    for ifa in nix::ifaddrs::getifaddrs().map_err(io::Error::from)? {
+        if ifa.interface_name == name {
+            return Ok(ifa
+                .flags
+                .contains(nix::net::if_::InterfaceFlags::IFF_RUNNING));
+        }
+    }
+    Err(not_found(name, "not listed"))
+}
+
+/// Waits up to `limit` for `name`'s carrier ([`iface_running`]), polling every 10 ms;
+/// returns how long it waited, or None when the carrier did not come. Some drivers reset
+/// their link when an XDP program is attached (igb: `igb_close`/`igb_open`), and a frame
+/// sent before the link is back is lost.
+pub fn wait_running(
+    name: &str,
+    limit: std::time::Duration,
+) -> io::Result<Option<std::time::Duration>> {
+    let t0 = std::time::Instant::now();
+    loop {
+        if iface_running(name)? {
+            return Ok(Some(t0.elapsed()));
+        }
+        if t0.elapsed() >= limit {
+            return Ok(None);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// MAC, MTU, IPv4 address and prefix of `name`.
 pub fn iface_info(name: &str) -> io::Result<IfaceInfo> {
     let (ip, prefix) = iface_ipv4_prefix(name)?;
@@ -119,5 +151,15 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
         assert!(e.to_string().contains("no-such-if0"));
         assert!(iface_mtu("x".repeat(40).as_str()).is_err());
+    }
+
+    #[test]
+    fn loopback_has_its_carrier_and_unknown_names_are_clear_errors() {
+        assert!(iface_running("lo").expect("lo"));
+        let waited = wait_running("lo", std::time::Duration::ZERO).expect("lo");
+        assert!(waited.is_some(), "a running link is not waited for");
+        let e = iface_running("no-such-if0").expect_err("missing");
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(wait_running("no-such-if0", std::time::Duration::ZERO).is_err());
     }
 }
