@@ -220,8 +220,9 @@ pub fn open(
     tracing::info!(queues = ?xcfg.queues, "AF_XDP sockets bound");
     // Some drivers reset their link when a program is attached (igb: the users' NIC, and
     // QEMU's): a SYN sent before the link is back is lost and the connect waits for
-    // smoltcp's retransmission (1 s, then 3 s: measured 5.7 s from start to session on
-    // igb in the VM lab against 2.2 s on virtio-net). Wait for the carrier first.
+    // smoltcp's retransmission or its own timeout (in the VM lab, the strategy's start to
+    // its exit on igb `xdp` 8.0 s before this wait and 5.9 s with it; docs/vm.md). Wait for
+    // the carrier first.
     match hostsys::iface::wait_running(&xcfg.iface, CARRIER_WAIT)? {
         Some(w) if w >= std::time::Duration::from_millis(10) => {
             tracing::info!(
