@@ -105,7 +105,6 @@ struct Session {
     orders: PathBuf,
 }
 
-#[allow(clippy::too_many_arguments)]
 fn session(
     dir: &Path,
     tag: &str,
