@@ -7,6 +7,10 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The line `exchange serve` logs once it accepts connections: a caller starts its client
+/// when the log has it, instead of after a fixed pause.
+pub const LISTENING: &str = "state INIT: listening";
+
 /// `exchange serve` with its flags.
 #[derive(Debug, Clone)]
 pub struct ServeCmd {

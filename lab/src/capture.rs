@@ -204,19 +204,11 @@ pub fn start(ns: &netlab::Netns, dir: &Path, tag: &str) -> Result<Proc> {
     .args(["udp", "port", "12345", "or", "tcp", "port", "9012"])
     .stdout(Stdio::null())
     .stderr(fs::File::create(&log)?);
-    let p = Proc::spawn("tcpdump", &mut c)
+    let mut p = Proc::spawn("tcpdump", &mut c)
         .context("starting tcpdump (cargo xtask setup installs it)")?;
     // tcpdump says "listening on" once the capture is open.
-    let t0 = Instant::now();
-    while !fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("listening on")
-    {
-        if t0.elapsed() > Duration::from_secs(10) {
-            bail!("tcpdump did not start capturing; see {tag}.tcpdump.log");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    p.wait_for_log(&log, "listening on", Duration::from_secs(10))
+        .context("tcpdump did not start capturing")?;
     Ok(p)
 }
 

@@ -347,7 +347,7 @@ pub(crate) fn one_run(
     // The strategy once the exchange listens (a few ms; a fixed 200 ms before).
     ex.wait_for_log(
         &ctx.file(&tag, "exchange.log"),
-        "listening",
+        exchange::serve_cmd::LISTENING,
         Duration::from_secs(10),
     )?;
     let st = spawn_strategy(ctx, &lab, path, &tag)?;

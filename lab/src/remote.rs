@@ -275,7 +275,11 @@ pub fn run(
                     .stdout(Stdio::null())
                     .stderr(fs::File::create(file("exchange.log"))?);
                 let mut ex = Proc::spawn("exchange", &mut ex)?;
-                ex.wait_for_log(&file("exchange.log"), "listening", Duration::from_secs(10))?;
+                ex.wait_for_log(
+                    &file("exchange.log"),
+                    exchange::serve_cmd::LISTENING,
+                    Duration::from_secs(10),
+                )?;
                 let script = strategy_script(a, r, path, &host, ex_addr, &tag);
                 let st = Proc::spawn(
                     "strategy (remote)",

@@ -94,17 +94,18 @@ fn fixture(size: u64) -> Option<Fixture> {
     })
 }
 
+/// The order CSVs of a [`session`]: the exchange's and the strategy's.
+struct Session {
+    csv: PathBuf,
+    orders: PathBuf,
+}
+
 /// One session in a fresh pair of namespaces: the exchange (with `ex_extra`; with `want`,
 /// ending the session once the whole file is out and that many orders are in, not after
 /// its grace: not for a test that looks for an order too many on the wire)
 /// and the strategy on `net` (with `--sessions 1`, AF_PACKET's own address, and
 /// `st_extra`), started once the exchange listens, both run to their end. Returns the
 /// exchange's order CSV and the strategy's.
-struct Session {
-    csv: PathBuf,
-    orders: PathBuf,
-}
-
 fn session(
     dir: &Path,
     tag: &str,
@@ -123,15 +124,17 @@ fn session(
         file("st.log"),
     );
     let want = want.map(|n| n.to_string());
-    let mut ex_args: Vec<&str> = want
-        .as_deref()
-        .map(|n| ["--expect-orders", n])
-        .into_iter()
-        .flatten()
-        .collect();
+    let mut ex_args = Vec::new();
+    if let Some(n) = &want {
+        ex_args.extend(["--expect-orders", n.as_str()]);
+    }
     ex_args.extend_from_slice(ex_extra);
     let mut ex = start_exchange_with(&lab.exchange, md, &csv, &exlog, pace, &ex_args);
-    wait_for_log(&exlog, procs::LISTENING, Duration::from_secs(10));
+    wait_for_log(
+        &exlog,
+        exchange::serve_cmd::LISTENING,
+        Duration::from_secs(10),
+    );
     let mut extra = vec!["--sessions", "1"];
     extra.extend_from_slice(st_extra);
     let mut st = start_strategy(&lab.strategy, net, &orders, &stlog, &extra);
@@ -172,7 +175,11 @@ fn orders_equal_the_oracle_on_every_path() {
             "rate:5000",
             &["--expect-orders", &want],
         );
-        wait_for_log(&exlog, procs::LISTENING, Duration::from_secs(10));
+        wait_for_log(
+            &exlog,
+            exchange::serve_cmd::LISTENING,
+            Duration::from_secs(10),
+        );
         let rsts_before = out_rsts(&lab.strategy);
         let results = f.dir.path().join(format!("{net}.st.jsonl"));
         let results_arg = results.to_str().expect("utf8 path");
@@ -226,7 +233,11 @@ fn strategy_reconnects_after_the_exchange_dies() {
         let (csv1, csv2) = (file("ex1.csv"), file("ex2.csv"));
         let (log1, log2) = (file("ex1.log"), file("ex2.log"));
         let ex1 = start_exchange(&lab.exchange, &f.md, &csv1, &log1, "rate:2000");
-        wait_for_log(&log1, procs::LISTENING, Duration::from_secs(10));
+        wait_for_log(
+            &log1,
+            exchange::serve_cmd::LISTENING,
+            Duration::from_secs(10),
+        );
         let results_arg = results.to_str().expect("utf8 path");
         let extra = ["--reconnect", "--sessions", "2", "--results", results_arg];
         let mut st = start_strategy(&lab.strategy, net, &orders, &stlog, &extra);

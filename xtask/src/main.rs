@@ -321,9 +321,10 @@ fn lint() -> Result<()> {
 
 fn test(a: &TestArgs) -> Result<()> {
     // The AF_XDP tests need the XDP program: build it (this installs its toolchain); the VM
-    // tests need QEMU, a guest kernel and busybox.
-    // The packages first (apt runs one at a time); the guest kernel's download (network,
-    // 15-20 s from an empty `target/`) beside the builds, joined before the VM tests.
+    // tests need QEMU, a guest kernel and busybox: the packages first (apt runs one at a
+    // time), the newer guest kernel's download beside the eBPF build, joined before the VM
+    // tests. Its wait on the network is hidden there, its unpacking is not (the eBPF build
+    // took 48-59 s beside it against 37 s alone: docs/test-time.md).
     let guest_kernel = if a.no_vm {
         None
     } else {

@@ -298,7 +298,8 @@ impl Server {
             listen = %self.local_addr().map_err(io_err("local_addr"))?,
             group = %self.cfg.publisher.group,
             pace = %self.cfg.pace,
-            "state INIT: listening"
+            "{}",
+            crate::serve_cmd::LISTENING
         );
         loop {
             if self.shutdown.load(Ordering::Relaxed) {

@@ -140,8 +140,6 @@ pub fn wait(p: &mut Proc, limit: Duration, what: &str, log: &Path) {
 
 /// The exchange's log line when a session's market data starts.
 pub const TRANSMITTING: &str = "HANDSHAKE -> TRANSMIT";
-/// The exchange's line once it accepts connections.
-pub const LISTENING: &str = "state INIT: listening";
 
 /// Waits until `log` holds `needle` (a line a program logged); fails with the log after
 /// `limit`. For a test step that must come after an event, not after a fixed delay (the
