@@ -5,13 +5,15 @@
 //! datagram against the file: each line once, in file order), with `--pace max` for both
 //! market-data senders (`--md-tx udp` and `packet`) and with `--pace rate:PPS` for the
 //! frame sender, and prints packets/s and the pacing error percentiles (actual minus
-//! scheduled send time) from the exchange's own session summary. First, in the same run,
-//! the machine's own ceiling for each kind of sender: a bare loop of 75-byte payloads in
-//! `sendmmsg` batches of 64 (UDP datagrams, and AF_PACKET frames with PACKET_QDISC_BYPASS)
-//! to the same group over the same veth, pinned to the same CPU, with no pacing,
-//! formatting or stamps (the sink counts what arrives), so the publisher's rate reads as a
-//! fraction of what this machine allows for its kind. The sink runs on CPU 1 (the
-//! strategy's CPU in the lab), the sender on CPU 0.
+//! scheduled send time) from the exchange's own session summary. Right before and right
+//! after each `--pace max` run, the machine's own ceiling for that kind of sender: a bare
+//! loop of 75-byte payloads in `sendmmsg` batches of 64 (UDP datagrams, or AF_PACKET frames
+//! with PACKET_QDISC_BYPASS) to the same group over the same veth, pinned to the same CPU,
+//! with no pacing, formatting or stamps (the sink counts what arrives), so the publisher's
+//! rate reads as a fraction of what this machine allowed its kind at that moment (the mean
+//! of the two; one ceiling at the start of the run let the machine's drift over the next
+//! seconds into the ratio). The sink runs on CPU 1 (the strategy's CPU in the lab), the
+//! sender on CPU 0.
 
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -29,6 +31,17 @@ use crate::data::{default_md_file, ensure_md_file};
 use crate::Env;
 
 const GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 0, 1), 12345);
+
+/// The file a bench run replays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum File {
+    /// The lab's default file (76,271 lines).
+    Default,
+    /// [`crate::data::bench_md_file`]: about 600,000 lines, for the `--pace max` runs.
+    Long,
+    /// [`crate::data::burst500k_md_file`]: bursts at 500 k/s, replayed as recorded.
+    Bursts,
+}
 
 /// What the sink saw: datagrams, and how many of them were the file's next line.
 #[derive(Debug, Default)]
@@ -49,7 +62,7 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
     let dir = env.results_root().join("bench-exchange");
     std::fs::create_dir_all(&dir)?;
     println!(
-        "{:<36}{:>9}{:>11}{:>9}{:>9}{:>9}{:>9}{:>8}{:>8}{:>9}",
+        "{:<36}{:>9}{:>11}{:>12}{:>12}{:>12}{:>12}{:>8}{:>8}{:>9}",
         "pace / sender / stamps",
         "packets",
         "pkts/s",
@@ -61,18 +74,6 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
         "retries",
         "stamped"
     );
-    let mut ceilings = Vec::new();
-    for tx in [MdTx::Udp, MdTx::Packet] {
-        let c = bare_ceiling(tx)?;
-        println!(
-            "{:<36}{:>9}{:>11.0}   (bare sendmmsg x64 of 75-byte payloads, CPU 0, no stamps; the sink got {})",
-            format!("ceiling {tx}"),
-            c.0,
-            c.1,
-            c.2
-        );
-        ceilings.push((tx, c.1));
-    }
     // Stamps on every trigger id's first packet, or only on the planted triggers' (the
     // ids the strategy fires on in this file: `--stamp-ids`, as the lab passes the oracle's).
     let planted = mdfile::mdgen::planted_path(&md);
@@ -80,45 +81,44 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
     let bursty = crate::data::burst500k_md_file(env)?;
     let bursty_planted = mdfile::mdgen::planted_path(&bursty);
     let bursty_lines = std::sync::Arc::new(file_lines(&bursty)?);
+    // The `--pace max` runs on a longer file (about 2 s each here), the paced ones on the
+    // default file as before.
+    let long = crate::data::bench_md_file(env)?;
+    let long_planted = mdfile::mdgen::planted_path(&long);
+    let long_lines = std::sync::Arc::new(file_lines(&long)?);
+    // (pace, sender, stamps on the planted triggers' ids only, file)
     let runs = [
-        ("max".to_owned(), MdTx::Udp, None, false),
-        ("max".to_owned(), MdTx::Packet, None, false),
-        (
-            "max".to_owned(),
-            MdTx::Packet,
-            Some(planted.as_path()),
-            false,
-        ),
-        (
-            format!("rate:{rate}"),
-            MdTx::Packet,
-            Some(planted.as_path()),
-            false,
-        ),
-        (
-            "recorded:8".to_owned(),
-            MdTx::Packet,
-            Some(planted.as_path()),
-            false,
-        ),
-        (
-            "recorded".to_owned(),
-            MdTx::Packet,
-            Some(bursty_planted.as_path()),
-            true,
-        ),
+        ("max".to_owned(), MdTx::Udp, false, File::Long),
+        ("max".to_owned(), MdTx::Packet, false, File::Long),
+        ("max".to_owned(), MdTx::Packet, true, File::Long),
+        (format!("rate:{rate}"), MdTx::Packet, true, File::Default),
+        ("recorded:8".to_owned(), MdTx::Packet, true, File::Default),
+        ("recorded".to_owned(), MdTx::Packet, true, File::Bursts),
     ];
-    for (pace, tx, stamp_ids, on_bursty) in runs {
-        let (md, lines) = if on_bursty {
-            (bursty.as_path(), &bursty_lines)
-        } else {
-            (md.as_path(), &lines)
+    for (pace, tx, planted_only, file) in runs {
+        let (md, lines, planted) = match file {
+            File::Default => (md.as_path(), &lines, planted.as_path()),
+            File::Long => (long.as_path(), &long_lines, long_planted.as_path()),
+            File::Bursts => (bursty.as_path(), &bursty_lines, bursty_planted.as_path()),
         };
+        let stamp_ids = planted_only.then_some(planted);
         let name = format!(
             "{pace} {tx}{}{}",
             if stamp_ids.is_some() { " planted" } else { "" },
-            if on_bursty { " 500k-bursts" } else { "" }
+            match file {
+                File::Default => "",
+                File::Long => " long",
+                File::Bursts => " 500k-bursts",
+            }
         );
+        // The machine's ceiling for this sender, measured right before (and, below, right
+        // after) each `--pace max` run: this machine's speed drifts by tens of percent
+        // within seconds, so the ratio is taken against the two around it.
+        let before = if pace == "max" {
+            Some(ceiling_row(tx, "before")?)
+        } else {
+            None
+        };
         let lab = VethLab::new("bex").context("namespaces")?;
         let summary = dir.join(format!("{}.jsonl", name.replace([':', ' '], "-")));
         let _ = std::fs::remove_file(&summary);
@@ -163,7 +163,7 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
         let us = |v: u64| v as f64 / 1e3;
         let pps = s.counters.packets_sent as f64 / s.publish_s.max(1e-9);
         println!(
-            "{:<36}{:>9}{:>11.0}{:>9.1}{:>9.1}{:>9.1}{:>9.1}{:>8}{:>8}{:>9}",
+            "{:<36}{:>9}{:>11.0}{:>12.1}{:>12.1}{:>12.1}{:>12.1}{:>8}{:>8}{:>9}",
             name,
             s.counters.packets_sent,
             pps,
@@ -175,12 +175,18 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
             s.counters.send_retries,
             s.counters.tx_stamped
         );
-        let of_ceiling = ceilings
-            .iter()
-            .find(|c| c.0 == tx)
-            .filter(|_| pace == "max")
-            .map(|c| format!("; x{:.2} of the {tx} ceiling", pps / c.1))
-            .unwrap_or_default();
+        let of_ceiling = match before {
+            Some(b) => {
+                let after = ceiling_row(tx, "after")?;
+                format!(
+                    "; x{:.2} of the {tx} ceiling around it ({:.0} k/s before, {:.0} k/s after)",
+                    pps / ((b + after) / 2.0),
+                    b / 1e3,
+                    after / 1e3
+                )
+            }
+            None => String::new(),
+        };
         println!(
             "{:<36}(the sink got {} of {} lines, {} the file's next line{}){of_ceiling}",
             "",
@@ -276,11 +282,27 @@ fn join_group() -> std::io::Result<UdpSocket> {
     Ok(u)
 }
 
-/// The bare sender's `(packets, packets/s, received by the sink)`: 1,000,000 payloads of
-/// 75 bytes in `sendmmsg` batches of 64 from CPU 0, on a fresh veth pair like the
-/// exchange's, as UDP datagrams or as AF_PACKET frames (QDISC_BYPASS).
+/// Payloads the bare sender sends per measurement (about 1-2 s here).
+const CEILING_PACKETS: u64 = 400_000;
+
+/// Measures the bare ceiling for `tx`, prints its row (`when`: before or after the run it
+/// brackets) and returns its packets/s.
+fn ceiling_row(tx: MdTx, when: &str) -> Result<f64> {
+    let (sent, pps, got) = bare_ceiling(tx)?;
+    println!(
+        "{:<36}{:>9}{:>11.0}   (bare sendmmsg x64 of 75-byte payloads, CPU 0, no stamps; the sink got {got})",
+        format!("ceiling {tx} ({when})"),
+        sent,
+        pps,
+    );
+    Ok(pps)
+}
+
+/// The bare sender's `(packets, packets/s, received by the sink)`: [`CEILING_PACKETS`]
+/// payloads of 75 bytes in `sendmmsg` batches of 64 from CPU 0, on a fresh veth pair like
+/// the exchange's, as UDP datagrams or as AF_PACKET frames (QDISC_BYPASS).
 fn bare_ceiling(tx: MdTx) -> Result<(u64, f64, u64)> {
-    const PACKETS: u64 = 1_000_000;
+    const PACKETS: u64 = CEILING_PACKETS;
     let lab = VethLab::new("bcl").context("namespaces")?;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop_sink = stop.clone();

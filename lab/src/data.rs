@@ -50,6 +50,31 @@ pub fn pace_rate(pace: &str) -> Option<u32> {
     pace.strip_prefix("rate:")?.parse().ok().filter(|&r| r > 0)
 }
 
+/// The publisher bench's file for its `--pace max` runs: the default settings, about
+/// eight times the default file's size (about 600,000 lines: 2 s at 300 k/s, where the
+/// default file's 76,000 lines took 0.25-0.35 s, too short against this machine's stalls:
+/// the same run gave 202-308 k/s from one try to the next). Generated once and cached.
+pub fn bench_md_file(env: &Env) -> Result<PathBuf> {
+    let out = env.data_dir().join("md-bench-8m.csv.gz");
+    if out.exists() && mdfile::mdgen::planted_path(&out).exists() {
+        return Ok(out);
+    }
+    let cfg = mdfile::mdgen::GenConfig {
+        target_bytes: 8 << 20,
+        ..mdfile::mdgen::GenConfig::default()
+    };
+    let s = mdfile::mdgen::generate(&out, &cfg)
+        .with_context(|| format!("generating {}", out.display()))?;
+    println!(
+        "market data: wrote {} ({} bytes, {} lines, {} planted triggers)",
+        out.display(),
+        s.bytes,
+        s.lines,
+        s.planted.len()
+    );
+    Ok(out)
+}
+
 /// The microburst file (`lab --microbursts`): 1 ms bursts at 20x every 50 ms over a
 /// 10 k/s feed, heavy-tailed gaps between them, 100 triggers placed at a burst's start, its
 /// peak, right after it and in the quiet feed, in turn; replayed `recorded`. Generated once
