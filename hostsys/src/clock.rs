@@ -25,6 +25,13 @@ fn read(clock: libc::clockid_t) -> u64 {
     timespec_ns(&ts)
 }
 
+/// `USER_HZ`: the unit of `/proc/stat`'s CPU times (100 where sysconf cannot say).
+pub fn ticks_per_second() -> u64 {
+    // SAFETY: sysconf only reads a constant of the C library; no memory is passed.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(t).ok().filter(|&t| t > 0).unwrap_or(100)
+}
+
 /// A timespec as nanoseconds (negative fields saturate to 0).
 #[inline]
 pub fn timespec_ns(ts: &libc::timespec) -> u64 {

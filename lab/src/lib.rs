@@ -24,6 +24,7 @@ pub mod calibrate;
 pub mod capacity;
 pub mod capture;
 pub mod compare;
+pub mod cpustat;
 pub mod data;
 pub mod floor;
 pub mod html;
@@ -251,6 +252,10 @@ pub struct RunResult {
     /// The traced waterfall (`--trace`; None: not traced).
     #[serde(default)]
     pub trace: Option<trace::waterfall::Waterfall>,
+    /// What the strategy's CPU lost to the machine during the run (steal, interrupts;
+    /// None: not pinned, or not measured, as in a guest).
+    #[serde(default)]
+    pub strategy_cpu: Option<cpustat::CpuAway>,
     /// Tick-to-trade samples (user clock), ns.
     #[serde(skip, default)]
     pub t2t_user: Vec<u64>,

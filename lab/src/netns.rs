@@ -229,6 +229,9 @@ pub fn run(env: &Env, a: &LabConfig) -> Result<PathBuf> {
 /// The highest paced rate at which a run's session may end at its expected orders.
 const QUIET_RATE: u32 = 50_000;
 
+/// The CPU the strategy is pinned to (the exchange's is 0) on a machine with two or more.
+const STRATEGY_CPU: usize = 1;
+
 /// What every run of one experiment shares.
 pub struct RunCtx<'a> {
     /// Binaries and folders.
@@ -333,6 +336,11 @@ pub(crate) fn one_run(
         None
     };
     let before = both_counters(&lab);
+    // The strategy's CPU, when pinned: what the machine took from it during the run.
+    let cpu_before = ctx
+        .pin
+        .then(|| crate::cpustat::CpuTicks::read(STRATEGY_CPU))
+        .flatten();
     let capture = if ctx.a.pcap {
         Some(capture::start(&lab.exchange, ctx.dir, &tag)?)
     } else {
@@ -354,6 +362,9 @@ pub(crate) fn one_run(
     wait_both(ctx, ex, st, &tag)?;
     let stamps = tracer.map(crate::trace::Tracer::finish).transpose()?;
     let after = both_counters(&lab);
+    let strategy_cpu = cpu_before
+        .zip(crate::cpustat::CpuTicks::read(STRATEGY_CPU))
+        .map(|(b, a)| b.away_until(a, STRATEGY_CPU));
     if let Some(c) = capture {
         capture::stop(c, &ctx.file(&tag, "pcap"));
     }
@@ -370,6 +381,7 @@ pub(crate) fn one_run(
     };
     let mut r = crate::oracle::collect(key, ctx.gap, ctx.md_file, ctx.oracle, &files)?;
     r.tune_readback = tuned;
+    r.strategy_cpu = strategy_cpu;
     if let Some(s) = stamps {
         r.trace = Some(crate::trace::waterfall::run_files(
             &files,
@@ -444,7 +456,7 @@ fn spawn_xdp_pass(ctx: &RunCtx<'_>, lab: &VethLab, tag: &str) -> Result<Proc> {
 }
 
 fn spawn_strategy(ctx: &RunCtx<'_>, lab: &VethLab, path: &PathSpec, tag: &str) -> Result<Proc> {
-    let mut st = ctx.pinned(&lab.strategy, "1");
+    let mut st = ctx.pinned(&lab.strategy, &STRATEGY_CPU.to_string());
     st.arg(ctx.env.bin("strategy"))
         .args([
             "run",

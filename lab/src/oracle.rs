@@ -214,6 +214,7 @@ pub fn collect(
         strategy: Some(strat),
         tune_readback: None,
         trace: None,
+        strategy_cpu: None,
         t2t_user: rx.t2t_user,
         t2t_kernel: rx.t2t_kernel,
         by_position: crate::oracle::by_position(&f.exchange_csv, md_file)?,

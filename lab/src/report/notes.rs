@@ -161,6 +161,9 @@ pub(super) fn xdp_tx_lines(runs: &[&RunResult]) {
             x.heartbeats_deferred,
             x.settled,
         );
+        if let Some(c) = r.strategy_cpu {
+            println!("    during the run {c} (a stall in user space's loop leaves the frames behind it not current)");
+        }
     }
 }
 

@@ -531,6 +531,7 @@ fn one_vm_run(
         strategy: strat,
         tune_readback,
         trace: None,
+        strategy_cpu: None,
         t2t_user: rx.t2t_user,
         t2t_kernel: rx.t2t_kernel,
         by_position: crate::oracle::by_position(&ex_csv, md_file)?,
