@@ -32,6 +32,7 @@ pub struct ServeCmd {
     spin: bool,
     quiet_orders: bool,
     heartbeats: bool,
+    preload: bool,
     extra: Vec<String>,
 }
 
@@ -57,6 +58,7 @@ impl ServeCmd {
             spin: false,
             quiet_orders: false,
             heartbeats: false,
+            preload: false,
             extra: Vec::new(),
         }
     }
@@ -157,6 +159,12 @@ impl ServeCmd {
         self
     }
 
+    /// `--preload` (the file inflated into memory once, at start).
+    pub fn preload(mut self, on: bool) -> Self {
+        self.preload = on;
+        self
+    }
+
     /// Further flags, as given (a user's `--exchange-flags`, a test's own).
     pub fn extra<S: AsRef<str>>(mut self, flags: impl IntoIterator<Item = S>) -> Self {
         self.extra
@@ -219,6 +227,7 @@ impl ServeCmd {
             (self.spin, "--spin"),
             (self.quiet_orders, "--quiet-orders"),
             (self.heartbeats, "--heartbeats"),
+            (self.preload, "--preload"),
         ] {
             if on {
                 a.push(name.into());

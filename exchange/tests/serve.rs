@@ -507,7 +507,8 @@ fn heartbeats_are_counted_and_never_orders() {
 /// market-data sender (a UDP socket; AF_PACKET frames the exchange builds): every line of
 /// the file arrives once, in file order, byte for byte; the exchange's count equals what
 /// arrived; exactly the first packet of each trigger id was stamped (with `--stamp-ids`,
-/// of each listed id only), and every stamp came back (none missing).
+/// of each listed id only), and every stamp came back (none missing); the same from a
+/// file preloaded into memory (`--preload`).
 #[test]
 fn batch_publisher_sends_every_line_once_in_order() {
     if skip() {
@@ -543,7 +544,12 @@ fn batch_publisher_sends_every_line_once_in_order() {
     let planted_ids = exchange::stamp_ids::parse(&std::fs::read(&planted).expect("sidecar"))
         .expect("planted ids");
     assert!(!planted_ids.is_empty() && (planted_ids.len() as u64) < openings);
-    for (tx, only_planted) in [("udp", false), ("packet", false), ("packet", true)] {
+    // (sender, stamps of the planted ids only, the file preloaded into memory)
+    for (tx, only_planted, preload) in [
+        ("udp", false, false),
+        ("packet", false, false),
+        ("packet", true, true),
+    ] {
         let sub = dir.path().join(format!("{tx}-{only_planted}"));
         std::fs::create_dir_all(&sub).expect("dir");
         let lab = VethLab::new("exb").expect("lab");
@@ -559,6 +565,9 @@ fn batch_publisher_sends_every_line_once_in_order() {
         ];
         if only_planted {
             flags.extend(["--stamp-ids", planted.to_str().expect("utf8")]);
+        }
+        if preload {
+            flags.push("--preload");
         }
         let ex = Exchange::start(&lab, &md_file, &sub, &flags);
         let got = lab
@@ -599,6 +608,11 @@ fn batch_publisher_sends_every_line_once_in_order() {
         assert_eq!(
             s.counters.tx_ts_missing, 0,
             "{tx}: every stamp asked came back"
+        );
+        assert_eq!(
+            log.contains("inflated into memory"),
+            preload,
+            "{tx}: the file preloaded when asked, only then\n{log}"
         );
     }
 }

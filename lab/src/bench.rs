@@ -132,6 +132,7 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
                     .md_iface("vx0")
                     .md_tx(tx)
                     .stamp_ids(stamp_ids)
+                    .preload(true)
                     .sessions(1)
                     .spin(true)
                     .quiet_orders(true)

@@ -397,6 +397,9 @@ fn spawn_exchange(ctx: &RunCtx<'_>, lab: &VethLab, path: &PathSpec, tag: &str) -
     let serve = exchange::serve_cmd::ServeCmd::new(ctx.md_file, "10.77.0.1:9012")
         .md_iface(VethLab::EXCHANGE_IF)
         .md_tx(ctx.a.md_tx)
+        // The file inflated once, at the exchange's start: no decompression in its
+        // publishing loop (docs/results/load.md, the publisher).
+        .preload(true)
         // Only the strategy's addresses get a session.
         .allow_peers(&[VethLab::STRATEGY_ADDR, VethLab::STRATEGY_OWN_IP])
         .stamp_ids(ctx.stamp_ids)

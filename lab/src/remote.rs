@@ -255,6 +255,7 @@ pub fn run(
                     exchange::serve_cmd::ServeCmd::new(&step.md_file, &format!("{ex_addr}:9012"))
                         .md_iface(&r.local_iface)
                         .md_tx(a.md_tx)
+                        .preload(true)
                         .stamp_ids(Some(&stamp_ids))
                         .mark_ids(path.reflects().then_some(stamp_ids.as_path()))
                         .allow_peers(&peers)

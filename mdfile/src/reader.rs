@@ -6,10 +6,15 @@
 //! strategy uses. A malformed line is returned as [`Record::Malformed`] with its line
 //! number (the caller counts, logs and skips it); a corrupt gzip stream or an I/O error is
 //! a [`ReadError`].
+//!
+//! [`inflate_all`] and [`Source::Memory`] are the other way, for a replay that must not
+//! decompress while it publishes (`exchange serve --preload`): the whole file inflated once
+//! into memory, each session reading its lines from there.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Cursor, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use flate2::read::MultiGzDecoder;
 use proto::md::{self, ParseError};
@@ -89,6 +94,78 @@ impl MdReader<BufReader<MultiGzDecoder<File>>> {
             path,
             BufReader::with_capacity(1 << 16, MultiGzDecoder::new(file)),
         )
+    }
+}
+
+/// Where a reader's uncompressed bytes come from: the gzip file, decompressed as it is
+/// read, or the whole file inflated once before ([`inflate_all`]).
+#[derive(Debug)]
+pub enum Source {
+    /// Streamed from the gzip file (boxed: the decoder's state is large).
+    Gz(Box<BufReader<MultiGzDecoder<File>>>),
+    /// From memory (shared by every reader of the same file).
+    Memory(Cursor<Arc<[u8]>>),
+}
+
+impl Read for Source {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Gz(r) => r.read(buf),
+            Self::Memory(r) => r.read(buf),
+        }
+    }
+}
+
+impl BufRead for Source {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        match self {
+            Self::Gz(r) => r.fill_buf(),
+            Self::Memory(r) => r.fill_buf(),
+        }
+    }
+
+    fn consume(&mut self, n: usize) {
+        match self {
+            Self::Gz(r) => r.consume(n),
+            Self::Memory(r) => r.consume(n),
+        }
+    }
+}
+
+/// The whole gzip file, decompressed (its header is checked by the readers made of it).
+pub fn inflate_all(path: &Path) -> Result<Arc<[u8]>, ReadError> {
+    let file = File::open(path).map_err(|source| ReadError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    MultiGzDecoder::new(file)
+        .read_to_end(&mut out)
+        .map_err(|source| ReadError::Io {
+            path: path.to_owned(),
+            line: 0,
+            source,
+        })?;
+    Ok(out.into())
+}
+
+impl MdReader<Source> {
+    /// Reads `path`: from `preloaded` (its contents, [`inflate_all`]) when given, else
+    /// streamed from the file; the header is checked either way.
+    pub fn open_source(path: &Path, preloaded: Option<&Arc<[u8]>>) -> Result<Self, ReadError> {
+        match preloaded {
+            Some(bytes) => Self::new(path, Source::Memory(Cursor::new(bytes.clone()))),
+            None => {
+                let r = MdReader::open(path)?;
+                Ok(MdReader {
+                    path: r.path,
+                    inner: Source::Gz(Box::new(r.inner)),
+                    buf: r.buf,
+                    line_no: r.line_no,
+                    amount_decimals: r.amount_decimals,
+                })
+            }
+        }
     }
 }
 
@@ -185,6 +262,40 @@ mod tests {
         deribit,BTC-PERPETUAL,1,10,true,ask,6593.5,nope\n\
         \n\
         deribit,BTC-PERPETUAL,2,11,false,ask,6593.5,20750";
+
+    #[test]
+    fn a_preloaded_file_reads_as_the_streamed_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("m.csv.gz");
+        let mut gz = flate2::write::GzEncoder::new(
+            File::create(&p).expect("create"),
+            flate2::Compression::fast(),
+        );
+        std::io::Write::write_all(&mut gz, GOOD.as_bytes()).expect("write");
+        gz.finish().expect("finish");
+        let bytes = inflate_all(&p).expect("inflate");
+        assert_eq!(&bytes[..], GOOD.as_bytes());
+        let records = |mut r: MdReader<Source>| {
+            let mut out = Vec::new();
+            while let Some(rec) = r.next_record().expect("read") {
+                out.push((rec, r.line().to_vec()));
+            }
+            out
+        };
+        let streamed = records(MdReader::open_source(&p, None).expect("open"));
+        let preloaded = records(MdReader::open_source(&p, Some(&bytes)).expect("open"));
+        assert_eq!(streamed.len(), 4, "{streamed:?}");
+        assert_eq!(streamed, preloaded);
+        assert!(matches!(
+            inflate_all(&dir.path().join("missing.gz")),
+            Err(ReadError::Open { .. })
+        ));
+        std::fs::write(dir.path().join("bad.gz"), b"not gzip").expect("write");
+        assert!(matches!(
+            inflate_all(&dir.path().join("bad.gz")),
+            Err(ReadError::Io { .. })
+        ));
+    }
 
     #[test]
     fn a_missing_file_says_why_once() {

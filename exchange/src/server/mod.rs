@@ -96,6 +96,9 @@ pub struct ServerConfig {
     /// Mark the first packet of these trigger ids for a reflecting strategy (`--mark-ids`:
     /// the floor's runs; [`proto::reflect`]).
     pub mark_ids: Option<std::collections::HashSet<u64>>,
+    /// Inflate the file into memory once, at start, and replay every session from there
+    /// (`--preload`).
+    pub preload: bool,
 }
 
 /// Errors that stop the server.
@@ -180,7 +183,7 @@ struct Pending {
 
 struct Session {
     conn: TcpStream,
-    reader: Option<MdReader<std::io::BufReader<flate2::read::MultiGzDecoder<std::fs::File>>>>,
+    reader: Option<MdReader<mdfile::Source>>,
     stream: OrderStream,
     pacer: Pacer,
     phase: Phase,
@@ -215,6 +218,8 @@ pub struct Server {
     refused_peers: u64,
     /// Hardware stamps on (the PHC), or why not, for every summary.
     hw: Result<i32, String>,
+    /// The file's contents with `--preload` (every session reads from them).
+    preloaded: Option<Arc<[u8]>>,
 }
 
 impl Server {
@@ -224,8 +229,19 @@ impl Server {
         formatter: Box<dyn PacketFormatter>,
         shutdown: Arc<AtomicBool>,
     ) -> Result<Self, ServerError> {
-        // Fail early and clearly on a missing or corrupt file.
-        MdReader::open(&cfg.md_file)?;
+        // Fail early and clearly on a missing or corrupt file (with `--preload`, a corrupt
+        // one anywhere, not only in its first block).
+        let preloaded = if cfg.preload {
+            let bytes = mdfile::inflate_all(&cfg.md_file)?;
+            info!(
+                bytes = bytes.len(),
+                "market data inflated into memory (--preload)"
+            );
+            Some(bytes)
+        } else {
+            None
+        };
+        MdReader::open_source(&cfg.md_file, preloaded.as_ref())?;
         let poll = Poll::new().map_err(io_err("epoll_create"))?;
         let mut listener = TcpListener::bind(cfg.oe_listen).map_err(|e| ServerError::Io {
             what: "bind order-entry listener (--oe-listen)",
@@ -272,6 +288,7 @@ impl Server {
             rx_warm,
             refused_peers: 0,
             hw,
+            preloaded,
         };
         let fd = server.md.raw_fd();
         // mio only borrows the fd for registration; the std socket keeps ownership.
@@ -402,7 +419,7 @@ impl Server {
     }
 
     fn start_session(&mut self, mut conn: TcpStream, peer: SocketAddr) {
-        let reader = match MdReader::open(&self.cfg.md_file) {
+        let reader = match MdReader::open_source(&self.cfg.md_file, self.preloaded.as_ref()) {
             Ok(r) => r.with_amount_decimals(self.cfg.amount_decimals),
             Err(e) => {
                 error!(%peer, "cannot start session: {e}");

@@ -34,6 +34,7 @@ pub(super) fn interactive(
     let serve = exchange::serve_cmd::ServeCmd::new(md_file, &format!("{HOST_ADDR}:9012"))
         .md_iface("tap0")
         .allow_peers(&GUEST_PEERS)
+        .preload(true)
         .pace(&a.pace)
         .handshake_delay(Duration::from_secs(1))
         .quiet_orders(true)

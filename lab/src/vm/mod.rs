@@ -365,6 +365,7 @@ fn one_vm_run(
         .md_iface("tap0")
         .allow_peers(&GUEST_PEERS)
         .sessions(1)
+        .preload(true)
         .quiet_orders(true)
         .pace(pace)
         .stamp_ids(stamp_ids)
