@@ -224,7 +224,7 @@ impl MdPublisher {
         Ok(me)
     }
 
-    /// The socket's descriptor (to register with the event loop: its error queue).
+    /// The socket's descriptor.
     pub fn raw_fd(&self) -> RawFd {
         match &self.wire {
             Wire::Udp { sock, .. } => sock.as_raw_fd(),
@@ -349,6 +349,11 @@ impl MdPublisher {
         while self.pending.front().is_some_and(|e| e.2 == 0) {
             self.pending.pop_front();
         }
+    }
+
+    /// Whether a sent packet still waits for a stamp (the error queue is read then).
+    pub fn stamps_pending(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     /// Forgets timestamps still expected (end of session), counting them as missing; the

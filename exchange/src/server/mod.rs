@@ -1,8 +1,8 @@
 //! The exchange's event loop and its INIT -> HANDSHAKE -> TRANSMIT -> INIT state machine.
 //!
 //! One thread, one `mio::Poll`, non-blocking sockets: the order-entry listener, the
-//! current session's connection and the market-data socket (whose readiness also reports
-//! queued TX timestamps). Each loop turn: wait (in `epoll_wait` until about 1 ms before the
+//! current session's connection (the market-data socket is not in it: its queued TX
+//! timestamps are read on every turn while one is due). Each loop turn: wait (in `epoll_wait` until about 1 ms before the
 //! next send deadline, then spinning; always spinning with `--spin`), handle events, send
 //! every packet that is due (bounded batch, so orders are read between batches), check the
 //! grace timer and the shutdown flag.
@@ -43,7 +43,6 @@ mod send_log;
 
 const LISTENER: Token = Token(0);
 const CONN: Token = Token(1);
-const MD: Token = Token(2);
 /// Packets sent per loop turn at most (one `sendmmsg`), so orders are read between batches.
 const SEND_BATCH: usize = crate::md_publisher::BATCH;
 /// Below this distance to the next deadline the loop spins instead of sleeping.
@@ -290,14 +289,10 @@ impl Server {
             hw,
             preloaded,
         };
-        let fd = server.md.raw_fd();
-        // mio only borrows the fd for registration; the std socket keeps ownership.
-        let mut md_src = mio::unix::SourceFd(&fd);
-        server
-            .poll
-            .registry()
-            .register(&mut md_src, MD, Interest::READABLE)
-            .map_err(io_err("register md socket"))?;
+        // The market-data socket is not in the epoll set: registered, every packet's
+        // completion (`sock_wfree` -> `sock_def_write_space`) took the socket's wait-queue
+        // lock to wake the epoll entry. Its TX stamps are read after the sends that wait for
+        // one, on every turn while one is due, and before each order is matched.
         Ok(server)
     }
 
@@ -343,11 +338,13 @@ impl Server {
                 match ev.token() {
                     LISTENER => self.accept_all(),
                     CONN => self.read_conn(),
-                    MD => self.drain_tx_timestamps(),
                     _ => {}
                 }
             }
             idle &= !self.publish_due();
+            if self.md.stamps_pending() {
+                self.drain_tx_timestamps();
+            }
             self.check_grace();
             if idle {
                 if let Some(w) = &mut self.rx_warm {
