@@ -102,12 +102,14 @@ struct ServeArgs {
     warm_rx_every: Option<Duration>,
     /// Inflate the whole market-data file into memory once, at start, and replay every
     /// session from there: no decompression in the publishing loop (it was about a third
-    /// of the exchange's own CPU time at `--pace max`). Needs memory for the uncompressed
-    /// file (about 8x the gzip's size); without it, each session streams the file.
+    /// of the exchange's user-space time at `--pace max`). Needs memory for the
+    /// uncompressed file (about 8x the gzip's size); without it, each session streams the
+    /// file.
     #[arg(long)]
     preload: bool,
     /// After binding and opening the results, become this user with no capability left
-    /// (the market-data file, opened for each session, must be readable by it).
+    /// (the market-data file, opened for each session unless `--preload`, must be
+    /// readable by it).
     #[arg(long)]
     user: Option<String>,
     /// Packet formatter (line -> packet bytes).

@@ -1,11 +1,12 @@
 //! The exchange's event loop and its INIT -> HANDSHAKE -> TRANSMIT -> INIT state machine.
 //!
-//! One thread, one `mio::Poll`, non-blocking sockets: the order-entry listener, the
+//! One thread, one `mio::Poll`, non-blocking sockets: the order-entry listener and the
 //! current session's connection (the market-data socket is not in it: its queued TX
-//! timestamps are read on every turn while one is due). Each loop turn: wait (in `epoll_wait` until about 1 ms before the
-//! next send deadline, then spinning; always spinning with `--spin`), handle events, send
-//! every packet that is due (bounded batch, so orders are read between batches), check the
-//! grace timer and the shutdown flag.
+//! timestamps are read on every turn while one is due). Each loop turn: wait (in
+//! `epoll_wait` until about 1 ms before the next send deadline, then spinning; always
+//! spinning with `--spin`), handle events, send every packet that is due (bounded batch,
+//! so orders are read between batches), read the TX stamps due, check the grace timer and
+//! the shutdown flag.
 //!
 //! * INIT: listening, no session.
 //! * HANDSHAKE: a client is connected; snapshot lines are published; bytes the client
