@@ -103,7 +103,7 @@ struct ServeArgs {
     /// Inflate the whole market-data file into memory once, at start, and replay every
     /// session from there: no decompression in the publishing loop (it was about a third
     /// of the exchange's user-space time at `--pace max`). Needs memory for the
-    /// uncompressed file (about 8x the gzip's size); without it, each session streams the
+    /// uncompressed file (about 6x the gzip's size for the generator's files); without it, each session streams the
     /// file.
     #[arg(long)]
     preload: bool,

@@ -53,7 +53,7 @@ pub fn pace_rate(pace: &str) -> Option<u32> {
 /// The publisher bench's file for its `--pace max` runs: the default settings, about
 /// eight times the default file's size (about 600,000 lines: 2 s at 300 k/s, where the
 /// default file's 76,000 lines took 0.25-0.35 s, too short against this machine's stalls:
-/// the same run gave 202-308 k/s from one try to the next). Generated once and cached.
+/// six tries on it gave 202-308 k/s). Generated once and cached.
 pub fn bench_md_file(env: &Env) -> Result<PathBuf> {
     let out = env.data_dir().join("md-bench-8m.csv.gz");
     if out.exists() && mdfile::mdgen::planted_path(&out).exists() {
