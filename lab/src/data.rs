@@ -15,20 +15,39 @@ pub fn default_md_file(env: &Env) -> PathBuf {
 /// Generates the file at `out` with the default settings unless it is already there (with
 /// its planted-triggers sidecar) and `force` is off.
 pub fn ensure_md_file(out: &Path, force: bool) -> Result<PathBuf> {
-    if out.exists() && mdfile::mdgen::planted_path(out).exists() && !force {
+    if cached(out) && !force {
         println!("market data: {} (cached)", out.display());
         return Ok(out.to_owned());
     }
-    let s = mdfile::mdgen::generate(out, &mdfile::mdgen::GenConfig::default())
+    generate(out, &mdfile::mdgen::GenConfig::default(), default_summary)
+}
+
+/// Whether the file and its planted-triggers sidecar are there.
+fn cached(out: &Path) -> bool {
+    out.exists() && mdfile::mdgen::planted_path(out).exists()
+}
+
+/// Generates `out` with `cfg` and says so, with what `say` reads from the generator's
+/// summary.
+fn generate(
+    out: &Path,
+    cfg: &mdfile::mdgen::GenConfig,
+    say: impl FnOnce(&mdfile::mdgen::GenSummary) -> String,
+) -> Result<PathBuf> {
+    let s = mdfile::mdgen::generate(out, cfg)
         .with_context(|| format!("generating {}", out.display()))?;
-    println!(
-        "market data: wrote {} ({} bytes, {} lines, {} planted triggers)",
-        out.display(),
+    println!("market data: wrote {} ({})", out.display(), say(&s));
+    Ok(out.to_owned())
+}
+
+/// Bytes, lines and planted triggers.
+fn default_summary(s: &mdfile::mdgen::GenSummary) -> String {
+    format!(
+        "{} bytes, {} lines, {} planted triggers",
         s.bytes,
         s.lines,
         s.planted.len()
-    );
-    Ok(out.to_owned())
+    )
 }
 
 /// A gap as a short label: `1ms`, `250us`, `1s`.
@@ -56,23 +75,14 @@ pub fn pace_rate(pace: &str) -> Option<u32> {
 /// six tries on it gave 202-308 k/s). Generated once and cached.
 pub fn bench_md_file(env: &Env) -> Result<PathBuf> {
     let out = env.data_dir().join("md-bench-8m.csv.gz");
-    if out.exists() && mdfile::mdgen::planted_path(&out).exists() {
+    if cached(&out) {
         return Ok(out);
     }
     let cfg = mdfile::mdgen::GenConfig {
         target_bytes: 8 << 20,
         ..mdfile::mdgen::GenConfig::default()
     };
-    let s = mdfile::mdgen::generate(&out, &cfg)
-        .with_context(|| format!("generating {}", out.display()))?;
-    println!(
-        "market data: wrote {} ({} bytes, {} lines, {} planted triggers)",
-        out.display(),
-        s.bytes,
-        s.lines,
-        s.planted.len()
-    );
-    Ok(out)
+    generate(&out, &cfg, default_summary)
 }
 
 /// The microburst file (`lab --microbursts`): 1 ms bursts at 20x every 50 ms over a
@@ -102,7 +112,7 @@ pub fn burst500k_md_file(env: &Env) -> Result<PathBuf> {
 
 fn microburst_file(env: &Env, name: &str, shape: mdfile::mdgen::Microbursts) -> Result<PathBuf> {
     let out = env.data_dir().join(name);
-    if out.exists() && mdfile::mdgen::planted_path(&out).exists() {
+    if cached(&out) {
         return Ok(out);
     }
     let cfg = mdfile::mdgen::GenConfig {
@@ -111,15 +121,13 @@ fn microburst_file(env: &Env, name: &str, shape: mdfile::mdgen::Microbursts) -> 
         microbursts: Some(shape),
         ..mdfile::mdgen::GenConfig::default()
     };
-    let s = mdfile::mdgen::generate(&out, &cfg)
-        .with_context(|| format!("generating {}", out.display()))?;
-    println!(
-        "market data: wrote {} ({} lines, {} triggers at a burst's start, peak, tail and in quiet feed)",
-        out.display(),
-        s.lines,
-        s.planted.len()
-    );
-    Ok(out)
+    generate(&out, &cfg, |s| {
+        format!(
+            "{} lines, {} triggers at a burst's start, peak, tail and in quiet feed",
+            s.lines,
+            s.planted.len()
+        )
+    })
 }
 
 /// A file whose orders are `gap` apart when replayed at `rate` packets/s, with `orders`
@@ -129,7 +137,7 @@ pub fn gap_md_file(env: &Env, gap: Duration, rate: u32, orders: u64) -> Result<P
         "md-gap-{}-rate{rate}-orders{orders}.csv.gz",
         gap_label(gap)
     ));
-    if out.exists() && mdfile::mdgen::planted_path(&out).exists() {
+    if cached(&out) {
         return Ok(out);
     }
     let cfg = mdfile::mdgen::GenConfig {
@@ -138,16 +146,14 @@ pub fn gap_md_file(env: &Env, gap: Duration, rate: u32, orders: u64) -> Result<P
         resnapshot: false,
         ..mdfile::mdgen::GenConfig::default()
     };
-    let s = mdfile::mdgen::generate(&out, &cfg)
-        .with_context(|| format!("generating {}", out.display()))?;
-    println!(
-        "market data: wrote {} ({} lines, {} orders {} apart at rate:{rate})",
-        out.display(),
-        s.lines,
-        s.planted.len(),
-        gap_label(gap)
-    );
-    Ok(out)
+    generate(&out, &cfg, |s| {
+        format!(
+            "{} lines, {} orders {} apart at rate:{rate}",
+            s.lines,
+            s.planted.len(),
+            gap_label(gap)
+        )
+    })
 }
 
 /// Writes the oracle's trigger ids for `md_file` into `dir` (one per line) and returns the

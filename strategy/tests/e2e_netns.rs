@@ -130,11 +130,7 @@ fn session(
     }
     ex_args.extend_from_slice(ex_extra);
     let mut ex = start_exchange_with(&lab.exchange, md, &csv, &exlog, pace, &ex_args);
-    wait_for_log(
-        &exlog,
-        exchange::serve_cmd::LISTENING,
-        Duration::from_secs(10),
-    );
+    procs::wait_listening(&exlog);
     let mut extra = vec!["--sessions", "1"];
     extra.extend_from_slice(st_extra);
     let mut st = start_strategy(&lab.strategy, net, &orders, &stlog, &extra);
@@ -175,11 +171,7 @@ fn orders_equal_the_oracle_on_every_path() {
             "rate:5000",
             &["--expect-orders", &want],
         );
-        wait_for_log(
-            &exlog,
-            exchange::serve_cmd::LISTENING,
-            Duration::from_secs(10),
-        );
+        procs::wait_listening(&exlog);
         let rsts_before = out_rsts(&lab.strategy);
         let results = f.dir.path().join(format!("{net}.st.jsonl"));
         let results_arg = results.to_str().expect("utf8 path");
@@ -233,11 +225,7 @@ fn strategy_reconnects_after_the_exchange_dies() {
         let (csv1, csv2) = (file("ex1.csv"), file("ex2.csv"));
         let (log1, log2) = (file("ex1.log"), file("ex2.log"));
         let ex1 = start_exchange(&lab.exchange, &f.md, &csv1, &log1, "rate:2000");
-        wait_for_log(
-            &log1,
-            exchange::serve_cmd::LISTENING,
-            Duration::from_secs(10),
-        );
+        procs::wait_listening(&log1);
         let results_arg = results.to_str().expect("utf8 path");
         let extra = ["--reconnect", "--sessions", "2", "--results", results_arg];
         let mut st = start_strategy(&lab.strategy, net, &orders, &stlog, &extra);

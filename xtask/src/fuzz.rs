@@ -71,8 +71,8 @@ fn run_fuzz(seconds: u32) -> Result<FuzzReport> {
 /// The test command runs each target for 10 s as a smoke test beside its VM tests, and the
 /// build competes for the CPU time the tests leave: at opt-level 1 it took 316 s of CPU
 /// (user and system) instead of 362 s (one build each from nothing, the 2 vCPU AMD EPYC
-/// machine) and the
-/// targets ran about 80 % as many inputs per second (md_line 246 k against 302 k in 5 s).
+/// machine) and the targets ran about 80 % as many inputs per second (md_line 246 k
+/// against 302 k in 5 s).
 /// `cargo xtask fuzz` keeps cargo-fuzz's own release profile, for long runs.
 pub fn start_build(smoke: bool) -> Result<Background> {
     let opt = if smoke {

@@ -170,7 +170,10 @@ pub fn build_ebpf() -> Result<()> {
     let flags = "-C debuginfo=2 -C link-arg=--btf -C target-cpu=v3 \
                  -C target-feature=+allows-misaligned-mem-access";
     let target_dir = root().join("target/ebpf");
-    println!("+ cargo +nightly build --bins (strategy-ebpf, bpfel-unknown-none, release)");
+    println!(
+        "+ [{}] cargo +nightly build --bins (strategy-ebpf, bpfel-unknown-none, release)",
+        elapsed()
+    );
     let st = Command::new("cargo")
         .args([
             "+nightly",

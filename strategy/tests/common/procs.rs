@@ -141,6 +141,11 @@ pub fn wait(p: &mut Proc, limit: Duration, what: &str, log: &Path) {
 /// The exchange's log line when a session's market data starts.
 pub const TRANSMITTING: &str = "HANDSHAKE -> TRANSMIT";
 
+/// Waits (10 s at most) until the exchange logging to `log` listens.
+pub fn wait_listening(log: &Path) {
+    wait_for_log(log, exchange::serve_cmd::LISTENING, Duration::from_secs(10));
+}
+
 /// Waits until `log` holds `needle` (a line a program logged); fails with the log after
 /// `limit`. For a test step that must come after an event, not after a fixed delay (the
 /// programs' start-up time differs between machines).
