@@ -3,6 +3,7 @@
 //! batched sends with per-message TX stamps ([`mmsg`]),
 //! the error queue with its control messages ([`errqueue`]: MSG_ZEROCOPY completions and
 //! SO_TIMESTAMPING stamps), NIC hardware timestamps ([`hwtstamp`]), interfaces ([`iface`]),
+//! what the machine is ([`machine`]: CPU, hypervisor, kernel, latency-relevant settings),
 //! scheduling ([`sched`]) and process
 //! counters ([`procfs`]), dropping root after set-up ([`privilege`]), signals to children
 //! ([`signal`]), BPF_PROG_TEST_RUN ([`bpf`]) and
@@ -30,6 +31,7 @@ pub mod clock;
 pub mod errqueue;
 pub mod hwtstamp;
 pub mod iface;
+pub mod machine;
 pub mod mmsg;
 pub mod privilege;
 pub mod procfs;

@@ -271,7 +271,8 @@ pub enum LabAction {
     },
     /// Compare two results folders path by path (and gap by gap): percentiles of each, the
     /// difference of the medians (B - A) with a 95 % bootstrap confidence interval, and a
-    /// verdict; fails on a regression beyond --threshold.
+    /// verdict, after what differs between the machines and the code that made the two
+    /// (their manifest.json); fails on a regression beyond --threshold.
     Compare {
         /// The reference folder.
         a: PathBuf,

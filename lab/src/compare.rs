@@ -11,6 +11,10 @@
 //! With `--paths P,Q` it compares two paths instead of two folders: P's orders in A with
 //! Q's in B, gap by gap (A and B may be the same folder: two paths of one run, the
 //! comparison the lab's ratios make, with an interval).
+//!
+//! Before the table it says what made each folder ([`crate::manifest`]): the same machine
+//! and code, or every difference (CPU, hypervisor, kernel, clock source, isolation, the
+//! code's commit), since a difference across machines mixes the change with the machine's.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -199,6 +203,12 @@ pub fn run(
             Clock::Kernel => "kernel-stamp",
         }
     );
+    // What made each folder: a comparison across machines or code is said to be one.
+    let manifest = |d: &Path| crate::manifest::Manifest::read(d).map_err(|e| format!("{e:#}"));
+    let notes = crate::manifest::comparison_notes(&manifest(a), &manifest(b));
+    for n in &notes {
+        println!("{n}");
+    }
     let w = rows
         .iter()
         .map(|r| r.key.len() + 2)
@@ -238,6 +248,7 @@ pub fn run(
             Clock::Kernel => "kernel-stamp",
         },
         &rows,
+        &notes,
     )?;
     println!("comparison report: {}", html.display());
     if !regressions.is_empty() {
@@ -271,7 +282,11 @@ pub fn save_baseline(env: &crate::Env, dir: &Path, name: &str) -> Result<()> {
     fs::create_dir_all(&to)?;
     for e in fs::read_dir(dir)?.filter_map(Result::ok) {
         let n = e.file_name().to_string_lossy().into_owned();
-        if n.ends_with(".exchange.csv") || n == "summary.csv" || n == "probe.txt" {
+        if n.ends_with(".exchange.csv")
+            || n == "summary.csv"
+            || n == "probe.txt"
+            || n == crate::manifest::FILE
+        {
             fs::copy(e.path(), to.join(&n))?;
         }
     }
@@ -285,6 +300,7 @@ pub fn write_compare(
     (a, b): (&Path, &Path),
     clock: &str,
     rows: &[Comparison],
+    notes: &[String],
 ) -> Result<std::path::PathBuf> {
     use crate::html::{esc, STYLE};
     use std::fmt::Write as _;
@@ -298,6 +314,9 @@ pub fn write_compare(
         esc(&b.display().to_string()),
         esc(clock)
     );
+    if !notes.is_empty() {
+        let _ = write!(h, "<pre>{}</pre>", esc(&notes.join("\n")));
+    }
     h.push_str("<table><tr><th class=\"l\">path</th><th>n A</th><th>n B</th><th>A p50</th><th>A p90</th><th>A p99</th><th>A p99.9</th><th>B p50</th><th>B p90</th><th>B p99</th><th>B p99.9</th><th>B - A</th><th>95 % CI</th><th class=\"l\">verdict</th></tr>");
     for r in rows {
         let (class, verdict) = match r.verdict {

@@ -164,6 +164,23 @@ pub fn write_run(dir: &Path) -> Result<std::path::PathBuf> {
     }
     h.push_str("<h2>Spread across runs</h2>");
     spread_table(dir, &mut h)?;
+    if let Ok(Some(m)) = crate::manifest::Manifest::read(dir) {
+        let mut text = format!(
+            "code {} (version {}), started {}\ncommand: {}\n",
+            m.code.short(),
+            m.code.version,
+            m.started,
+            m.command.join(" ")
+        );
+        for (what, v) in m.machine.rows() {
+            let _ = writeln!(text, "{what:<24} {v}");
+        }
+        let _ = write!(
+            h,
+            "<h2>The machine and the code (manifest.json)</h2><pre>{}</pre>",
+            esc(&text)
+        );
+    }
     if let Ok(probe) = fs::read_to_string(dir.join("probe.txt")) {
         let _ = write!(
             h,

@@ -7,7 +7,8 @@
 //! `summary.csv` and `runs.json` ([`report`]) and the tick-to-trade CDF ([`plot`]). Beside
 //! it: the ping-pong floor on the same link ([`floor`]), the calibration of the measurement
 //! chain by injected delays ([`calibrate`]), the matching of orders to packets in a capture
-//! ([`capture`]), comparing two results folders ([`compare`]), the publisher benchmark
+//! ([`capture`]), comparing two results folders ([`compare`]) by what made each ([`manifest`]: the
+//! machine and the code), the publisher benchmark
 //! ([`mod@bench`]), the default market-data file
 //! ([`data`]), huge pages reserved for the `+huge` variants ([`hugepages`]), the
 //! processes it starts ([`process`]) and what a killed run left behind ([`leftovers`]).
@@ -32,6 +33,7 @@ pub mod hugepages;
 pub mod key;
 pub mod leftovers;
 pub mod load;
+pub mod manifest;
 pub mod netns;
 pub mod oracle;
 pub mod plot;
@@ -180,7 +182,8 @@ pub fn prepare(env: &Env, a: &LabConfig, prefix: &str) -> Result<(PathBuf, PathB
     Ok((md_file, results_dir(env, a, prefix)?))
 }
 
-/// The results folder (`target/lab-results/<prefix><unix time>` by default), created.
+/// The results folder (`target/lab-results/<prefix><unix time>` by default), created, with
+/// its [`manifest::Manifest`] (the machine and the code) written in it and said in a line.
 pub fn results_dir(env: &Env, a: &LabConfig, prefix: &str) -> Result<PathBuf> {
     let dir = a.results_dir.clone().unwrap_or_else(|| {
         let ts = std::time::SystemTime::now()
@@ -190,6 +193,9 @@ pub fn results_dir(env: &Env, a: &LabConfig, prefix: &str) -> Result<PathBuf> {
         env.results_root().join(format!("{prefix}{ts}"))
     });
     fs::create_dir_all(&dir)?;
+    let manifest = manifest::Manifest::now(&env.root);
+    manifest.write(&dir)?;
+    println!("machine: {}", manifest.summary());
     Ok(dir)
 }
 

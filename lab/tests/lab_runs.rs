@@ -127,6 +127,21 @@ fn two_gaps_warm_and_cold_and_the_report_renders() -> Result<()> {
         },
     )?;
     let dir = env.results_root().join("gap-test");
+    // What made the figures, typed, in the folder and in its report: the machine the run
+    // measured on and the code (a commit wherever the tests run from a git checkout).
+    let m = lab::manifest::Manifest::read(&dir)?.context("the folder's manifest.json")?;
+    anyhow::ensure!(
+        m.machine.kernel.is_some()
+            && m.machine.cpus_online.is_some_and(|n| n >= 2)
+            && m.command.iter().any(|a| a.contains("lab_runs"))
+            && (m.code.commit.is_some() || !env.root.join(".git").exists()),
+        "the manifest: {m:?}"
+    );
+    let report = std::fs::read_to_string(dir.join("report.html"))?;
+    anyhow::ensure!(
+        report.contains("The machine and the code") && report.contains(&m.code.short()),
+        "the report names the machine and the code"
+    );
     // The logs of a results folder are plain text: no terminal colour codes.
     for e in std::fs::read_dir(&dir)?.filter_map(Result::ok) {
         let p = e.path();

@@ -1,7 +1,8 @@
 //! `strategy probe`: what this machine offers each network path, printed as a table (or
 //! JSON): io_uring set-up flags, features and opcodes; per interface, its driver, whether the
 //! XDP program attaches in driver and in generic mode, queues, busy-poll settings; the
-//! kernel's busy-poll sysctls, huge pages, the clock source, CPUs and their isolation.
+//! kernel's busy-poll sysctls, huge pages, and the machine (`hostsys::machine`: CPU,
+//! hypervisor, kernel, clock source, CPUs and their isolation).
 //!
 //! Attaching XDP changes the interface for a moment: the program is attached and detached
 //! at once, and only on the interfaces named with `--iface`.
@@ -19,29 +20,11 @@ fn read_trim(path: impl AsRef<Path>) -> String {
 }
 
 fn machine() -> Section {
-    let none_if_empty = |s: String| match s.as_str() {
-        "" | "(null)" => "none".to_owned(),
-        _ => s,
-    };
-    let mut rows = vec![
-        ("kernel".into(), read_trim("/proc/sys/kernel/osrelease")),
-        (
-            "CPUs".into(),
-            std::thread::available_parallelism().map_or("-".into(), |n| n.to_string()),
-        ),
-        (
-            "isolated CPUs".into(),
-            none_if_empty(read_trim("/sys/devices/system/cpu/isolated")),
-        ),
-        (
-            "nohz_full".into(),
-            none_if_empty(read_trim("/sys/devices/system/cpu/nohz_full")),
-        ),
-        (
-            "clock source".into(),
-            read_trim("/sys/devices/system/clocksource/clocksource0/current_clocksource"),
-        ),
-    ];
+    let mut rows: Vec<(String, String)> = hostsys::machine::Machine::read()
+        .rows()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
     let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
     for key in ["HugePages_Total", "HugePages_Free", "Hugepagesize"] {
         let v = meminfo
@@ -181,7 +164,8 @@ mod tests {
         let machine = &p[0].1;
         assert!(machine
             .iter()
-            .any(|(k, v)| k == "CPUs" && v.parse::<usize>().is_ok()));
+            .any(|(k, v)| k == "CPUs online" && v.parse::<usize>().is_ok()));
+        assert!(machine.iter().any(|(k, _)| k == "hypervisor"));
         let uring = &p[1].1;
         assert!(uring
             .iter()

@@ -28,6 +28,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "md_frame",
     "packet_filter",
     "stamp_ids",
+    "machine_text",
 ];
 
 pub fn fuzz(a: &FuzzArgs) -> Result<()> {
