@@ -61,6 +61,8 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
     let lines = std::sync::Arc::new(file_lines(&md)?);
     let dir = env.results_root().join("bench-exchange");
     std::fs::create_dir_all(&dir)?;
+    // The ceilings and rates are this machine's: its manifest beside the summaries.
+    crate::manifest::record(&env.root, &dir)?;
     println!(
         "{:<36}{:>9}{:>11}{:>12}{:>12}{:>12}{:>12}{:>8}{:>8}{:>9}",
         "pace / sender / stamps",

@@ -175,6 +175,12 @@ pub fn write_run(dir: &Path) -> Result<std::path::PathBuf> {
         for (what, v) in m.machine.rows() {
             let _ = writeln!(text, "{what:<24} {v}");
         }
+        if let Some(sm) = &m.strategy_machine {
+            text.push_str("\nthe strategy's machine (the remote host)\n");
+            for (what, v) in sm.rows() {
+                let _ = writeln!(text, "{what:<24} {v}");
+            }
+        }
         let _ = write!(
             h,
             "<h2>The machine and the code (manifest.json)</h2><pre>{}</pre>",

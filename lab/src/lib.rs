@@ -193,9 +193,7 @@ pub fn results_dir(env: &Env, a: &LabConfig, prefix: &str) -> Result<PathBuf> {
         env.results_root().join(format!("{prefix}{ts}"))
     });
     fs::create_dir_all(&dir)?;
-    let manifest = manifest::Manifest::now(&env.root);
-    manifest.write(&dir)?;
-    println!("machine: {}", manifest.summary());
+    manifest::record(&env.root, &dir)?;
     Ok(dir)
 }
 

@@ -35,6 +35,12 @@ pub struct Manifest {
     pub code: Code,
     /// The machine the lab ran on.
     pub machine: Machine,
+    /// The strategy's machine where it is not the lab's: the two-machine lab's remote host
+    /// (`strategy probe --machine` over SSH). Absent: the lab's own (the namespace lab), or
+    /// not read (the VM lab: its guest is the emulated machine its flags describe, and its
+    /// kernel is in `*probe.txt`).
+    #[serde(default)]
+    pub strategy_machine: Option<Machine>,
 }
 
 /// The code that made a results folder.
@@ -101,6 +107,7 @@ impl Manifest {
             command: std::env::args().collect(),
             code: Code::read(root),
             machine: Machine::read(),
+            strategy_machine: None,
         }
     }
 
@@ -136,6 +143,14 @@ impl Manifest {
     }
 }
 
+/// Writes this process's manifest (the checkout at `root`) into `dir` and says it in a line.
+pub fn record(root: &Path, dir: &Path) -> Result<Manifest> {
+    let m = Manifest::now(root);
+    m.write(dir)?;
+    println!("machine: {}", m.summary());
+    Ok(m)
+}
+
 /// What to say about comparing folder A's figures with B's, from their manifests (either
 /// may be missing or unreadable: the reason in place of the manifest). The first line says
 /// whether they are a controlled comparison; the rest, one per difference.
@@ -162,6 +177,25 @@ pub fn comparison_notes(
         .into_iter()
         .map(|(what, x, y)| format!("  {what}: {x} (A) / {y} (B)"))
         .collect();
+    match (&a.strategy_machine, &b.strategy_machine) {
+        (Some(x), Some(y)) => diffs.extend(
+            x.differences(y)
+                .into_iter()
+                .map(|(what, x, y)| format!("  the strategy's {what}: {x} (A) / {y} (B)")),
+        ),
+        (None, None) => {}
+        (x, y) => {
+            let on = |m: &Option<Machine>| {
+                m.as_ref()
+                    .map_or("the lab's own".to_owned(), Machine::summary)
+            };
+            diffs.push(format!(
+                "  the strategy's machine: {} (A) / {} (B)",
+                on(x),
+                on(y)
+            ));
+        }
+    }
     let machine_differs = !diffs.is_empty();
     if a.code.short() != b.code.short() {
         diffs.push(format!(
@@ -210,6 +244,7 @@ mod tests {
                 hypervisor: Some("KVM".into()),
                 ..Machine::default()
             },
+            strategy_machine: None,
         }
     }
 
@@ -237,6 +272,27 @@ mod tests {
         assert!(machine[0].contains("different machines"), "{machine:?}");
         assert!(machine.contains(&"  kernel: 6.18 (A) / 6.1 (B)".to_owned()));
         assert!(machine.contains(&"  code: aaaaaaa (A) / bbbbbbb (B)".to_owned()));
+        let mut remote = at("6.18", "aaaaaaaaaa", false);
+        remote.strategy_machine = Some(Machine {
+            kernel: Some("6.12".into()),
+            ..Machine::default()
+        });
+        let mut other = remote.clone();
+        if let Some(m) = other.strategy_machine.as_mut() {
+            m.kernel = Some("6.8".into());
+        }
+        let two = comparison_notes(&Ok(Some(remote.clone())), &Ok(Some(other)));
+        assert!(two[0].contains("different machines"), "{two:?}");
+        assert_eq!(two[1], "  the strategy's kernel: 6.12 (A) / 6.8 (B)");
+        let local = comparison_notes(
+            &Ok(Some(remote)),
+            &Ok(Some(at("6.18", "aaaaaaaaaa", false))),
+        );
+        assert!(
+            local[1].starts_with("  the strategy's machine: ")
+                && local[1].ends_with("/ the lab's own (B)"),
+            "{local:?}"
+        );
         let unknown = comparison_notes(&Ok(None), &Err("bad json".into()));
         assert_eq!(unknown.len(), 2);
         assert!(unknown[0].contains("A has no manifest.json") && unknown[1].contains("bad json"));

@@ -229,6 +229,22 @@ pub fn run(
         Ok(p) => fs::write(dir.join("probe-remote.txt"), p)?,
         Err(e) => println!("remote probe failed: {e:#}"),
     }
+    // The strategy's machine, typed, in the folder's manifest beside the lab's own.
+    match host
+        .run(&format!("{}/strategy probe --machine", host.dir()))
+        .and_then(|json| {
+            serde_json::from_str::<hostsys::machine::Machine>(json.trim())
+                .context("`strategy probe --machine` on the remote host")
+        }) {
+        Ok(m) => {
+            println!("remote machine: {}", m.summary());
+            let mut manifest = crate::manifest::Manifest::read(&dir)?
+                .context("the results folder's manifest.json")?;
+            manifest.strategy_machine = Some(m);
+            manifest.write(&dir)?;
+        }
+        Err(e) => println!("the remote machine is not in manifest.json: {e:#}"),
+    }
     // On a veth (the tests' two namespaces) the exchange's side needs an XDP program to
     // receive `xdp-tx`'s XDP_TX frames; a real NIC does not.
     let pass = if a.paths.iter().any(crate::PathSpec::sends_with_xdp_tx) && is_veth(here, r) {

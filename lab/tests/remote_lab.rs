@@ -165,6 +165,14 @@ fn a_lab_run_over_ssh_equals_the_oracle_and_leaves_nothing() -> Result<()> {
         "the remote probe kept"
     );
     ensure!(out.join("report.html").exists(), "the report written");
+    // The remote host's machine, read there and typed, in the folder's manifest beside the
+    // lab's (here the same box: a namespace).
+    let m = lab::manifest::Manifest::read(&out)?.context("manifest.json")?;
+    let theirs = m.strategy_machine.as_ref().context("the remote machine")?;
+    ensure!(
+        theirs.kernel.is_some() && theirs.kernel == m.machine.kernel,
+        "the remote machine read over SSH: {theirs:?}"
+    );
     nothing_left(&lab)?;
     // A run that fails there (no such interface) is an error here, and leaves nothing.
     let bad = RemoteConfig {

@@ -78,11 +78,20 @@ struct ProbeArgs {
     /// JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Only the machine (CPU, hypervisor, kernel, clock source, isolation...), as the JSON
+    /// the lab's manifest.json holds (`hostsys::machine::Machine`); nothing is attached.
+    #[arg(long, conflicts_with_all = ["iface", "json"])]
+    machine: bool,
 }
 
 fn probe(a: &ProbeArgs) -> anyhow::Result<()> {
-    let sections = strategy::probe::probe(&a.iface);
     let mut out = std::io::stdout().lock();
+    if a.machine {
+        let m = hostsys::machine::Machine::read();
+        writeln!(out, "{}", serde_json::to_string(&m)?)?;
+        return Ok(());
+    }
+    let sections = strategy::probe::probe(&a.iface);
     if a.json {
         let map: serde_json::Map<String, serde_json::Value> = sections
             .into_iter()
