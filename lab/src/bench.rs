@@ -117,7 +117,9 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
         // after) each `--pace max` run: this machine's speed drifts by tens of percent
         // within seconds, so the ratio is taken against the two around it.
         let before = if pace == "max" {
-            Some(ceiling_row(tx, "before")?)
+            let (pps, row) = ceiling_row(tx, "before")?;
+            println!("{row}");
+            Some(pps)
         } else {
             None
         };
@@ -159,6 +161,11 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
             bail!("exchange failed: {status}");
         }
         drop(lab);
+        // Measured right after the run, printed after its rows.
+        let after = match before {
+            Some(_) => Some(ceiling_row(tx, "after")?),
+            None => None,
+        };
         let s = read_summaries(&summary)?
             .into_iter()
             .next()
@@ -178,9 +185,8 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
             s.counters.send_retries,
             s.counters.tx_stamped
         );
-        let of_ceiling = match before {
-            Some(b) => {
-                let after = ceiling_row(tx, "after")?;
+        let of_ceiling = match (before, &after) {
+            (Some(b), Some((after, _))) => {
                 format!(
                     "; x{:.2} of the {tx} ceiling around it ({:.0} k/s before, {:.0} k/s after)",
                     pps / ((b + after) / 2.0),
@@ -188,7 +194,7 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
                     after / 1e3
                 )
             }
-            None => String::new(),
+            _ => String::new(),
         };
         println!(
             "{:<36}(the sink got {} of {} lines, {} the file's next line{}){of_ceiling}",
@@ -200,6 +206,9 @@ pub fn run(env: &Env, rate: u32) -> Result<()> {
                 .map(|i| format!("; first out of order: datagram {i}"))
                 .unwrap_or_default()
         );
+        if let Some((_, row)) = after {
+            println!("{row}");
+        }
     }
     println!(
         "pacing error in microseconds (actual - scheduled send time); stamped: packets sent \
@@ -290,15 +299,16 @@ const CEILING_PACKETS: u64 = 400_000;
 
 /// Measures the bare ceiling for `tx`, prints its row (`when`: before or after the run it
 /// brackets) and returns its packets/s.
-fn ceiling_row(tx: MdTx, when: &str) -> Result<f64> {
+/// The bare sender's rate for `tx` now, and its table row (`when`: before or after a run).
+fn ceiling_row(tx: MdTx, when: &str) -> Result<(f64, String)> {
     let (sent, pps, got) = bare_ceiling(tx)?;
-    println!(
+    let row = format!(
         "{:<36}{:>9}{:>11.0}   (bare sendmmsg x64 of 75-byte payloads, CPU 0, no stamps; the sink got {got})",
         format!("ceiling {tx} ({when})"),
         sent,
         pps,
     );
-    Ok(pps)
+    Ok((pps, row))
 }
 
 /// The bare sender's `(packets, packets/s, received by the sink)`: [`CEILING_PACKETS`]
