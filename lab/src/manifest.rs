@@ -3,7 +3,7 @@
 //! machine the lab ran on ([`hostsys::machine::Machine`]: CPU, hypervisor, kernel, clock
 //! source, isolated CPUs, huge pages, governor, boot command line, load average). In the
 //! namespace lab that is the strategy's machine too; in the VM and two-machine labs the
-//! strategy's own machine is in `*probe.txt` beside it.
+//! strategy's own machine (the guest, the remote host) is recorded beside it.
 //!
 //! `lab compare A B` reads both manifests and prints where the two differ: these machines
 //! differ by 2x from each other and drift within an hour, so a comparison across machines,
@@ -35,10 +35,10 @@ pub struct Manifest {
     pub code: Code,
     /// The machine the lab ran on.
     pub machine: Machine,
-    /// The strategy's machine where it is not the lab's: the two-machine lab's remote host
-    /// (`strategy probe --machine` over SSH). Absent: the lab's own (the namespace lab), or
-    /// not read (the VM lab: its guest is the emulated machine its flags describe, and its
-    /// kernel is in `*probe.txt`).
+    /// The strategy's machine where it is not the lab's (`strategy probe --machine` there):
+    /// the two-machine lab's remote host (over SSH), the VM lab's guest (its emulated CPU
+    /// and its kernel, from the first guest's console). Absent: the lab's own (the
+    /// namespace lab).
     #[serde(default)]
     pub strategy_machine: Option<Machine>,
 }
@@ -149,6 +149,26 @@ pub fn record(root: &Path, dir: &Path) -> Result<Manifest> {
     m.write(dir)?;
     println!("machine: {}", m.summary());
     Ok(m)
+}
+
+/// The machine in a line `<prefix><JSON>` of `text` (a guest's console, where `/init` prints
+/// `strategy probe --machine`): `None` when the line is missing or does not read whole (a
+/// console may cut a long line; what a guest prints is outside input).
+pub fn machine_from_line(text: &str, prefix: &str) -> Option<Machine> {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(prefix))
+        .and_then(|j| serde_json::from_str(j.trim().trim_end_matches('\r')).ok())
+}
+
+/// Puts `m` into `dir`'s manifest as the strategy's machine; with `first_only`, only if
+/// none is there yet (the guests of one VM experiment are one emulated machine).
+pub fn record_strategy_machine(dir: &Path, m: Machine, first_only: bool) -> Result<()> {
+    let mut manifest = Manifest::read(dir)?.context("the results folder's manifest.json")?;
+    if first_only && manifest.strategy_machine.is_some() {
+        return Ok(());
+    }
+    manifest.strategy_machine = Some(m);
+    manifest.write(dir)
 }
 
 /// What to say about comparing folder A's figures with B's, from their manifests (either
@@ -299,6 +319,22 @@ mod tests {
     }
 
     #[test]
+    fn a_guests_machine_line_reads_whole_or_not_at_all() {
+        let m = Machine {
+            kernel: Some("6.1.0-48-amd64".into()),
+            hypervisor: Some("QEMU TCG".into()),
+            ..Machine::default()
+        };
+        let json = serde_json::to_string(&m).expect("json");
+        let console = format!("lab-exit: 0\r\n  lab-machine: {json}\r\nlab-orders-begin\n");
+        assert_eq!(machine_from_line(&console, "lab-machine: "), Some(m));
+        let cut = format!("lab-machine: {}\n", &json[..json.len() / 2]);
+        assert_eq!(machine_from_line(&cut, "lab-machine: "), None);
+        assert_eq!(machine_from_line("lab-machine: \n", "lab-machine: "), None);
+        assert_eq!(machine_from_line("", "lab-machine: "), None);
+    }
+
+    #[test]
     fn a_manifest_round_trips_and_a_bad_one_is_a_clear_error() {
         let dir = tempfile::tempdir().expect("tempdir");
         assert_eq!(Manifest::read(dir.path()).expect("none yet"), None);
@@ -307,6 +343,23 @@ mod tests {
         assert_eq!(Manifest::read(dir.path()).expect("read"), Some(m.clone()));
         assert!(m.machine.kernel.is_some() && !m.command.is_empty());
         assert!(m.summary().contains("code "));
+        fs::write(dir.path().join(FILE), "{\"format\": 1").expect("write");
+        m.write(dir.path()).expect("write");
+        let guest = Machine {
+            kernel: Some("guest".into()),
+            ..Machine::default()
+        };
+        record_strategy_machine(dir.path(), guest.clone(), true).expect("first");
+        let other = Machine {
+            kernel: Some("second".into()),
+            ..Machine::default()
+        };
+        record_strategy_machine(dir.path(), other.clone(), true).expect("not replaced");
+        let back = Manifest::read(dir.path()).expect("read").expect("there");
+        assert_eq!(back.strategy_machine, Some(guest));
+        record_strategy_machine(dir.path(), other.clone(), false).expect("replaced");
+        let back = Manifest::read(dir.path()).expect("read").expect("there");
+        assert_eq!(back.strategy_machine, Some(other));
         fs::write(dir.path().join(FILE), "{\"format\": 1").expect("write");
         let e = Manifest::read(dir.path()).expect_err("a torn manifest");
         assert!(format!("{e:#}").contains("not a results manifest"), "{e:#}");

@@ -238,10 +238,7 @@ pub fn run(
         }) {
         Ok(m) => {
             println!("remote machine: {}", m.summary());
-            let mut manifest = crate::manifest::Manifest::read(&dir)?
-                .context("the results folder's manifest.json")?;
-            manifest.strategy_machine = Some(m);
-            manifest.write(&dir)?;
+            crate::manifest::record_strategy_machine(&dir, m, false)?;
         }
         Err(e) => println!("the remote machine is not in manifest.json: {e:#}"),
     }

@@ -225,6 +225,22 @@ fn vm_smoke(env: &Env) -> Result<()> {
             b.xdp_mode
         );
     }
+    // Each folder's manifest keeps its guests' own machine (from the first guest's
+    // console): the stock guest kernel in the first experiment, the fetched one here.
+    let guest = |d: &std::path::Path| -> Result<hostsys::machine::Machine> {
+        lab::manifest::Manifest::read(d)?
+            .context("manifest.json")?
+            .strategy_machine
+            .context("the guest's machine in manifest.json")
+    };
+    let (stock, fetched) = (guest(&dir)?, guest(&zdir)?);
+    anyhow::ensure!(
+        stock.kernel.is_some()
+            && fetched.kernel.is_some()
+            && stock.kernel != fetched.kernel
+            && stock.hypervisor.is_some(),
+        "the guests' machines: {stock:?} and {fetched:?}"
+    );
     println!("VM tests passed in {:.0} s", t0.elapsed().as_secs_f64());
     Ok(())
 }

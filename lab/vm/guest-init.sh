@@ -71,5 +71,8 @@ echo "lab-orders-begin"
 cat /orders.csv 2>/dev/null
 echo "lab-orders-end"
 echo "lab-results: $(cat /results.jsonl 2>/dev/null)"
+# The guest itself (its emulated CPU, its kernel), after the session: the results
+# folder's manifest.json keeps the first guest's.
+echo "lab-machine: $(/strategy probe --machine 2>/dev/null)"
 t poweroff
 poweroff -f

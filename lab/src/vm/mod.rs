@@ -464,6 +464,9 @@ fn one_vm_run(
     println!("  {tag}: guest done in {:.1} s", t0.elapsed().as_secs_f64());
     let strat = guest_report(&serial)?;
     let log = fs::read_to_string(&serial).unwrap_or_default();
+    if let Some(m) = crate::manifest::machine_from_line(&log, "lab-machine: ") {
+        crate::manifest::record_strategy_machine(dir, m, true)?;
+    }
     if let Some(probe) = between(&log, "lab-probe-begin", "lab-probe-end").filter(|p| !p.is_empty())
     {
         fs::write(dir.join(format!("{tag}.probe.txt")), probe)?;
