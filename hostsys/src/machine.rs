@@ -1,9 +1,10 @@
 //! What a measurement ran on: the CPU, whether the machine is a virtual one and under which
-//! hypervisor, the kernel, and the settings that move latency figures (clock source,
-//! isolated and tickless CPUs, transparent huge pages, the frequency governor, the boot
-//! command line), read from /proc, /sys and CPUID. The lab writes it into every results
-//! folder and `lab compare` reads two of them back; `strategy probe` prints it. These
-//! machines differ by 2x from each other, so a figure means little without it.
+//! hypervisor, the kernel and its preemption model, and the settings that move latency
+//! figures (clock source, isolated and tickless CPUs, transparent huge pages, the
+//! frequency governor, the idle driver, SMT, the boot command line), read from /proc, /sys
+//! and CPUID. The lab writes it into every results folder and `lab compare` reads two of
+//! them back; `strategy probe` prints it. These machines differ by 2x from each other, so
+//! a figure means little without it.
 //!
 //! Every reader gives `None` for what this machine does not expose (no cpufreq in most
 //! guests, no /proc in a container that hides it); the parsers are plain functions of the
@@ -32,6 +33,8 @@ pub struct Machine {
     pub hypervisor: Option<String>,
     /// The kernel's release.
     pub kernel: Option<String>,
+    /// The kernel's build string (`#1 SMP PREEMPT_DYNAMIC ...`: its preemption model).
+    pub kernel_build: Option<String>,
     /// The clock source the kernel reads time from (tsc, kvm-clock, hpet...).
     pub clock_source: Option<String>,
     /// CPUs isolated from the scheduler (`isolcpus`), as the kernel lists them.
@@ -42,6 +45,11 @@ pub struct Machine {
     pub thp: Option<String>,
     /// CPU 0's frequency governor (absent in most guests: no cpufreq).
     pub governor: Option<String>,
+    /// The idle driver and governor (`intel_idle`/`menu`, `haltpoll` in a KVM guest...):
+    /// how deep an idle CPU sleeps, and so how long it takes to wake.
+    pub cpuidle: Option<String>,
+    /// Simultaneous multithreading active (two logical CPUs may share a core).
+    pub smt_active: Option<bool>,
     /// Memory, KiB.
     pub mem_total_kib: Option<u64>,
     /// The kernel's boot command line.
@@ -213,6 +221,7 @@ impl Machine {
                 .and_then(parse_cpu_list),
             hypervisor,
             kernel: read("/proc/sys/kernel/osrelease"),
+            kernel_build: read("/proc/sys/kernel/version"),
             clock_source: read("/sys/devices/system/clocksource/clocksource0/current_clocksource"),
             isolated_cpus: Some(isolated.unwrap_or_else(|| "none".to_owned())),
             nohz_full: Some(nohz.unwrap_or_else(|| "none".to_owned())),
@@ -220,6 +229,15 @@ impl Machine {
                 .as_deref()
                 .and_then(parse_bracketed),
             governor: read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+            cpuidle: read("/sys/devices/system/cpu/cpuidle/current_driver").map(|d| {
+                match read("/sys/devices/system/cpu/cpuidle/current_governor_ro")
+                    .or_else(|| read("/sys/devices/system/cpu/cpuidle/current_governor"))
+                {
+                    Some(g) => format!("{d}/{g}"),
+                    None => d,
+                }
+            }),
+            smt_active: read("/sys/devices/system/cpu/smt/active").map(|v| v == "1"),
             mem_total_kib: parse_meminfo_kib(
                 &fs::read_to_string("/proc/meminfo").unwrap_or_default(),
                 "MemTotal",
@@ -267,11 +285,20 @@ impl Machine {
                 self.hypervisor.clone().unwrap_or_else(|| "none".to_owned()),
             ),
             ("kernel", o(&self.kernel)),
+            ("kernel build", o(&self.kernel_build)),
             ("clock source", o(&self.clock_source)),
             ("isolated CPUs", o(&self.isolated_cpus)),
             ("nohz_full", o(&self.nohz_full)),
             ("transparent huge pages", o(&self.thp)),
             ("frequency governor", o(&self.governor)),
+            ("idle driver/governor", o(&self.cpuidle)),
+            (
+                "SMT active",
+                self.smt_active.map_or_else(
+                    || "-".to_owned(),
+                    |a| if a { "yes" } else { "no" }.to_owned(),
+                ),
+            ),
             ("memory (KiB)", n(self.mem_total_kib)),
             (
                 "load average (1 min)",
@@ -285,7 +312,7 @@ impl Machine {
     /// The rows where `other` differs from this machine in what moves latency figures (the
     /// load average and the memory size left out): `(what, this, other)`.
     pub fn differences(&self, other: &Self) -> Vec<(&'static str, String, String)> {
-        const SAME_IF_EQUAL: [&str; 13] = [
+        const SAME_IF_EQUAL: [&str; 16] = [
             "CPU",
             "CPU vendor",
             "CPU family",
@@ -293,11 +320,14 @@ impl Machine {
             "CPUs online",
             "hypervisor",
             "kernel",
+            "kernel build",
             "clock source",
             "isolated CPUs",
             "nohz_full",
             "transparent huge pages",
             "frequency governor",
+            "idle driver/governor",
+            "SMT active",
             "boot command line",
         ];
         self.rows()
