@@ -364,6 +364,28 @@ mod tests {
     }
 
     #[test]
+    fn a_baseline_keeps_the_manifest_of_its_run() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let env = crate::Env {
+            root: root.path().to_path_buf(),
+        };
+        let run = root.path().join("run");
+        fs::create_dir_all(&run).expect("run folder");
+        let m = crate::manifest::record(&env.root, &run).expect("manifest");
+        fs::write(run.join("summary.csv"), "gap_ms\n").expect("summary");
+        fs::write(run.join("1ms-kernel-1.exchange.csv"), "x\n").expect("rows");
+        fs::write(run.join("1ms-kernel-1.strategy.log"), "not kept\n").expect("log");
+        save_baseline(&env, &run, "b1").expect("saved");
+        let kept = baseline_dir(&env, "b1").expect("dir");
+        assert_eq!(
+            crate::manifest::Manifest::read(&kept).expect("read"),
+            Some(m)
+        );
+        assert!(kept.join("1ms-kernel-1.exchange.csv").exists());
+        assert!(!kept.join("1ms-kernel-1.strategy.log").exists());
+    }
+
+    #[test]
     fn a_run_against_itself_shows_no_difference() {
         let a = one("kernel", noisy(200, 20_000, 1));
         let r = compare(&a, &a);
