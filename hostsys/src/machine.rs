@@ -310,7 +310,8 @@ impl Machine {
     }
 
     /// The rows where `other` differs from this machine in what moves latency figures (the
-    /// load average and the memory size left out): `(what, this, other)`.
+    /// load average and the memory size left out; a row either side did not record is
+    /// unknown, not a difference): `(what, this, other)`.
     pub fn differences(&self, other: &Self) -> Vec<(&'static str, String, String)> {
         const SAME_IF_EQUAL: [&str; 16] = [
             "CPU",
@@ -333,7 +334,7 @@ impl Machine {
         self.rows()
             .into_iter()
             .zip(other.rows())
-            .filter(|((k, a), (_, b))| SAME_IF_EQUAL.contains(k) && a != b)
+            .filter(|((k, a), (_, b))| SAME_IF_EQUAL.contains(k) && a != b && a != "-" && b != "-")
             .map(|((k, a), (_, b))| (k, a, b))
             .collect()
     }
@@ -420,6 +421,13 @@ vendor_id\t: GenuineIntel\nmodel name\t: other\n";
         assert_eq!(
             m.hypervisor.is_some(),
             d.iter().any(|(k, _, _)| *k == "hypervisor")
+        );
+        let mut older = m.clone();
+        older.cpuidle = None;
+        older.kernel_build = None;
+        assert!(
+            m.differences(&older).is_empty() && older.differences(&m).is_empty(),
+            "a field one side did not record is unknown, not different"
         );
         let back: Machine =
             serde_json::from_str(&serde_json::to_string(&m).expect("json")).expect("back");

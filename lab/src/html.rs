@@ -176,7 +176,7 @@ pub fn write_run(dir: &Path) -> Result<std::path::PathBuf> {
             let _ = writeln!(text, "{what:<24} {v}");
         }
         if let Some(sm) = &m.strategy_machine {
-            text.push_str("\nthe strategy's machine (the remote host)\n");
+            text.push_str("\nthe strategy's machine (the remote host, or the VM lab's guest)\n");
             for (what, v) in sm.rows() {
                 let _ = writeln!(text, "{what:<24} {v}");
             }

@@ -7,8 +7,8 @@
 //! `summary.csv` and `runs.json` ([`report`]) and the tick-to-trade CDF ([`plot`]). Beside
 //! it: the ping-pong floor on the same link ([`floor`]), the calibration of the measurement
 //! chain by injected delays ([`calibrate`]), the matching of orders to packets in a capture
-//! ([`capture`]), comparing two results folders ([`compare`]) by what made each ([`manifest`]: the
-//! machine and the code), the publisher benchmark
+//! ([`capture`]), comparing two results folders ([`compare`]) by what made each
+//! ([`manifest`]: the machine and the code), the publisher benchmark
 //! ([`mod@bench`]), the default market-data file
 //! ([`data`]), huge pages reserved for the `+huge` variants ([`hugepages`]), the
 //! processes it starts ([`process`]) and what a killed run left behind ([`leftovers`]).

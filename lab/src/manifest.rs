@@ -217,7 +217,7 @@ pub fn comparison_notes(
         }
     }
     let machine_differs = !diffs.is_empty();
-    if a.code.short() != b.code.short() {
+    if (&a.code.commit, a.code.dirty) != (&b.code.commit, b.code.dirty) {
         diffs.push(format!(
             "  code: {} (A) / {} (B)",
             a.code.short(),
