@@ -205,8 +205,9 @@ pub fn run(
     );
     // What made each folder: a comparison across machines or code is said to be one.
     let manifest = |d: &Path| crate::manifest::Manifest::read(d).map_err(|e| format!("{e:#}"));
-    let notes = crate::manifest::comparison_notes(&manifest(a), &manifest(b));
-    for n in &notes {
+    let provenance = crate::manifest::comparison_notes(&manifest(a), &manifest(b));
+    let notes = &provenance.notes;
+    for n in notes {
         println!("{n}");
     }
     let w = rows
@@ -248,13 +249,20 @@ pub fn run(
             Clock::Kernel => "kernel-stamp",
         },
         &rows,
-        &notes,
+        notes,
     )?;
     println!("comparison report: {}", html.display());
     if !regressions.is_empty() {
         bail!(
-            "slower beyond the {threshold_us} us threshold in: {}",
-            regressions.join(", ")
+            "slower beyond the {threshold_us} us threshold in: {}{}",
+            regressions.join(", "),
+            match provenance.same_machine {
+                Some(false) =>
+                    " (A and B ran on different machines or set-ups, listed above: \
+                     the difference is partly the machine's)",
+                None => " (the machine of A or B is unknown: no manifest)",
+                Some(true) => "",
+            }
         );
     }
     Ok(())

@@ -171,13 +171,24 @@ pub fn record_strategy_machine(dir: &Path, m: Machine, first_only: bool) -> Resu
     manifest.write(dir)
 }
 
+/// Whether two results folders came from one machine and one code, and what to say of it
+/// ([`comparison_notes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provenance {
+    /// The first line says whether they are a controlled comparison; the rest, one per
+    /// difference.
+    pub notes: Vec<String>,
+    /// Whether the machines (the lab's and the strategy's) are the same; `None`: a
+    /// manifest is missing or unreadable.
+    pub same_machine: Option<bool>,
+}
+
 /// What to say about comparing folder A's figures with B's, from their manifests (either
-/// may be missing or unreadable: the reason in place of the manifest). The first line says
-/// whether they are a controlled comparison; the rest, one per difference.
+/// may be missing or unreadable: the reason in place of the manifest).
 pub fn comparison_notes(
     a: &std::result::Result<Option<Manifest>, String>,
     b: &std::result::Result<Option<Manifest>, String>,
-) -> Vec<String> {
+) -> Provenance {
     let side = |m: &std::result::Result<Option<Manifest>, String>, name: &str| match m {
         Ok(Some(m)) => Ok(m.clone()),
         Ok(None) => Err(format!(
@@ -188,7 +199,10 @@ pub fn comparison_notes(
     let (a, b) = match (side(a, "A"), side(b, "B")) {
         (Ok(a), Ok(b)) => (a, b),
         (a, b) => {
-            return [a.err(), b.err()].into_iter().flatten().collect();
+            return Provenance {
+                notes: [a.err(), b.err()].into_iter().flatten().collect(),
+                same_machine: None,
+            };
         }
     };
     let mut diffs: Vec<String> = a
@@ -239,7 +253,10 @@ pub fn comparison_notes(
             .to_owned(),
     }];
     notes.extend(diffs);
-    notes
+    Provenance {
+        notes,
+        same_machine: Some(!machine_differs),
+    }
 }
 
 #[cfg(test)]
@@ -270,25 +287,31 @@ mod tests {
 
     #[test]
     fn a_comparison_says_what_differs_between_the_folders() {
-        let same = comparison_notes(
+        let p = comparison_notes(
             &Ok(Some(at("6.18", "aaaaaaaaaa", false))),
             &Ok(Some(at("6.18", "aaaaaaaaaa", false))),
         );
+        assert_eq!(p.same_machine, Some(true));
+        let same = p.notes;
         assert_eq!(same.len(), 1);
         assert!(
             same[0].starts_with("A and B: the same machine and code"),
             "{same:?}"
         );
-        let code = comparison_notes(
+        let p = comparison_notes(
             &Ok(Some(at("6.18", "aaaaaaaaaa", false))),
             &Ok(Some(at("6.18", "aaaaaaaaaa", true))),
         );
+        assert_eq!(p.same_machine, Some(true));
+        let code = p.notes;
         assert!(code[0].contains("different code"), "{code:?}");
         assert_eq!(code[1], "  code: aaaaaaa (A) / aaaaaaa+changes (B)");
-        let machine = comparison_notes(
+        let p = comparison_notes(
             &Ok(Some(at("6.18", "aaaaaaaaaa", false))),
             &Ok(Some(at("6.1", "bbbbbbbbbb", false))),
         );
+        assert_eq!(p.same_machine, Some(false));
+        let machine = p.notes;
         assert!(machine[0].contains("different machines"), "{machine:?}");
         assert!(machine.contains(&"  kernel: 6.18 (A) / 6.1 (B)".to_owned()));
         assert!(machine.contains(&"  code: aaaaaaa (A) / bbbbbbb (B)".to_owned()));
@@ -301,19 +324,23 @@ mod tests {
         if let Some(m) = other.strategy_machine.as_mut() {
             m.kernel = Some("6.8".into());
         }
-        let two = comparison_notes(&Ok(Some(remote.clone())), &Ok(Some(other)));
+        let two = comparison_notes(&Ok(Some(remote.clone())), &Ok(Some(other))).notes;
         assert!(two[0].contains("different machines"), "{two:?}");
         assert_eq!(two[1], "  the strategy's kernel: 6.12 (A) / 6.8 (B)");
-        let local = comparison_notes(
+        let p = comparison_notes(
             &Ok(Some(remote)),
             &Ok(Some(at("6.18", "aaaaaaaaaa", false))),
         );
+        assert_eq!(p.same_machine, Some(false), "another strategy box");
+        let local = p.notes;
         assert!(
             local[1].starts_with("  the strategy's machine: ")
                 && local[1].ends_with("/ the lab's own (B)"),
             "{local:?}"
         );
-        let unknown = comparison_notes(&Ok(None), &Err("bad json".into()));
+        let p = comparison_notes(&Ok(None), &Err("bad json".into()));
+        assert_eq!(p.same_machine, None);
+        let unknown = p.notes;
         assert_eq!(unknown.len(), 2);
         assert!(unknown[0].contains("A has no manifest.json") && unknown[1].contains("bad json"));
     }
