@@ -103,8 +103,8 @@ struct ServeArgs {
     /// Inflate the whole market-data file into memory once, at start, and replay every
     /// session from there: no decompression in the publishing loop (it was about a third
     /// of the exchange's user-space time at `--pace max`). Needs memory for the
-    /// uncompressed file (about 6x the gzip's size for the generator's files); without it, each session streams the
-    /// file.
+    /// uncompressed file (about 6x the gzip's size for the generator's files); without it,
+    /// each session streams the file.
     #[arg(long)]
     preload: bool,
     /// After binding and opening the results, become this user with no capability left

@@ -209,8 +209,13 @@ impl Machine {
         let cpu = parse_cpuinfo(&fs::read_to_string("/proc/cpuinfo").unwrap_or_default());
         let hypervisor =
             cpuid_hypervisor().or_else(|| cpu.hypervisor_flag.then(|| "unknown".to_owned()));
-        let isolated = read("/sys/devices/system/cpu/isolated");
-        let nohz = read("/sys/devices/system/cpu/nohz_full");
+        // An empty list is "none"; a file the kernel does not have leaves it unknown.
+        let cpu_list = |path: &str| {
+            fs::read_to_string(path).ok().map(|s| match s.trim() {
+                "" | "(null)" => "none".to_owned(),
+                t => t.to_owned(),
+            })
+        };
         Self {
             cpu_vendor: cpu.vendor,
             cpu_model: cpu.model_name,
@@ -223,8 +228,8 @@ impl Machine {
             kernel: read("/proc/sys/kernel/osrelease"),
             kernel_build: read("/proc/sys/kernel/version"),
             clock_source: read("/sys/devices/system/clocksource/clocksource0/current_clocksource"),
-            isolated_cpus: Some(isolated.unwrap_or_else(|| "none".to_owned())),
-            nohz_full: Some(nohz.unwrap_or_else(|| "none".to_owned())),
+            isolated_cpus: cpu_list("/sys/devices/system/cpu/isolated"),
+            nohz_full: cpu_list("/sys/devices/system/cpu/nohz_full"),
             thp: read("/sys/kernel/mm/transparent_hugepage/enabled")
                 .as_deref()
                 .and_then(parse_bracketed),
