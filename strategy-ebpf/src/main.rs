@@ -11,11 +11,14 @@
 //! aya-log; the frames the program exists for never log.
 //!
 //! With `xdp_tx` set (the `xdp-tx` path), a market-data frame is also a decision point: the
-//! program counts it (an atomic add: one count across queues and CPUs), and when user
-//! space's armed state in `XTX` holds a ticket and is current (it has applied every earlier
-//! packet), parses the line ([`strategy_common::xtx::LineParser`], bounded loop over a
-//! per-CPU copy), applies the trigger rule ([`strategy_common::xtx::decide`]) and, when it
-//! fires and wins the ticket (`compare_exchange` to 0: only one sender per arming), hands
+//! program counts it (an atomic add: one count across queues and CPUs), parses the line
+//! ([`strategy_common::xtx::fast`], or [`strategy_common::xtx::LineParser`] in a bounded
+//! loop over a per-CPU copy) and keeps its footprint. When user space's armed state in
+//! `XTX` holds a ticket and is current (user space has applied every earlier packet, or
+//! no packet it has not applied can change the decision or fire:
+//! [`strategy_common::xtx::pending_kinds`]), it applies the trigger rule
+//! ([`strategy_common::xtx::decide`]) and, when it fires and wins the ticket
+//! (`compare_exchange` to `CLAIMED`: only one sender per arming), hands
 //! the line and the order to user space in the mailbox of `XTX` (published with the
 //! claimed ticket), rewrites the frame into the order's TCP segment and returns XDP_TX.
 //! Any doubt before the claim (not armed or not current, line outside its grammar, the
@@ -43,11 +46,15 @@ use aya_ebpf::macros::{map, xdp};
 use aya_ebpf::maps::{Array, PerCpuArray, XskMap};
 use aya_ebpf::programs::XdpContext;
 use aya_log_ebpf::warn;
-use strategy_common::xtx::{self, LineParser, Shared, FRAME_LEN, MAX_LINE, TAG_LEN, TAG_MAGIC};
+use strategy_common::xtx::{
+    self, LineParser, Shared, BEHIND_MAX, FRAME_LEN, MAX_LINE, TAG_LEN, TAG_MAGIC,
+};
 use strategy_common::{Class, Counters, SteerConfig, CLASS_COUNT};
 
+mod behind;
 mod line;
 mod opaque;
+use behind::{pending_leave_decision, remember};
 use line::copy_line;
 use opaque::opaque;
 
@@ -347,19 +354,58 @@ fn xdp_tx(ctx: &XdpContext, l4: usize) -> Decision {
         shared.prog.untagged += 1;
         return Decision::Untagged;
     };
-    let ticket = load_acquire(core::ptr::addr_of!(shared.armed.ticket));
+    let ticket_word = core::ptr::addr_of!(shared.armed.ticket);
+    let ticket = load_acquire(ticket_word);
     // SAFETY: an aligned u64 inside the map value; read after the ticket (acquire).
     let gen = unsafe { core::ptr::read_volatile(&shared.armed.generation) };
     // SAFETY: as above.
     let spread = unsafe { core::ptr::read_volatile(&shared.prog.md_spread) } != 0;
-    if ticket == 0 || gen != index || spread {
+    // Every frame is parsed while user space is not writing the state (the parse reads
+    // its layout and decimals): its footprint may let a later frame decide while user
+    // space is still behind this one. The ticket read again after the parse says whether
+    // the state stayed as it was (user space takes it to 0 before any write and never
+    // reuses a ticket; CLAIMED holds until user space has completed the fire).
+    let parsed = if ticket != 0 {
+        let p = parse_line(ctx, l4, shared);
+        barrier();
+        if load_acquire(ticket_word) == ticket {
+            p
+        } else {
+            None
+        }
+    } else {
+        None
+    };
+    remember(index, parsed.as_ref().map(|(l, _)| l));
+    let behind = index.wrapping_sub(gen);
+    if ticket == 0 || ticket == xtx::CLAIMED || spread || behind >= BEHIND_MAX as u64 {
         shared.prog.not_current += 1;
         return Decision::ToUser(index);
     }
-    let Some((fire, line_len)) = parse_and_decide(ctx, l4, shared) else {
+    let Some((line, line_len)) = parsed else {
         return Decision::ToUser(index);
     };
-    send_order(ctx, shared, ticket, &fire, line_len, (index, t_start))
+    // The side as a value the verifier knows is 0 or 1: the rule indexes the armed state
+    // by it, and the line went through the stack, from which a bool comes back as any
+    // byte.
+    let line = xtx::XLine {
+        bid: opaque(usize::from(line.bid)) & 1 != 0,
+        ..line
+    };
+    let Some(fire) = xtx::decide(&shared.armed, &line) else {
+        return Decision::ToUser(index);
+    };
+    // A fire on a state user space has not brought up to this frame: sent only if the
+    // frames in between can neither change it nor fire themselves.
+    if behind > 0 && !pending_leave_decision(shared, gen, index, &line) {
+        shared.prog.behind_unsafe += 1;
+        return Decision::ToUser(index);
+    }
+    let d = send_order(ctx, shared, ticket, &fire, line_len, (index, t_start));
+    if behind > 0 && matches!(d, Decision::Sent) {
+        shared.prog.fired_behind += 1;
+    }
+    d
 }
 
 /// The parser's state across bpf_loop callbacks.
@@ -450,14 +496,10 @@ fn fast_parse(buf: *mut [u8; xtx::fast::SCRATCH], n: usize, shared: &Shared) -> 
     unsafe { (*st).line() }
 }
 
-/// Copies the line to the per-CPU scratch, parses it and applies the rule; the order and
-/// the line's length without its end of line.
+/// Copies the line to the per-CPU scratch (where a fire's record takes it from) and parses
+/// it; the line and its length without its end of line.
 #[inline(always)]
-fn parse_and_decide(
-    ctx: &XdpContext,
-    l4: usize,
-    shared: &mut Shared,
-) -> Option<(xtx::Fire, usize)> {
+fn parse_line(ctx: &XdpContext, l4: usize, shared: &mut Shared) -> Option<(xtx::XLine, usize)> {
     let udp_len = usize::from(u16::from_be(read::<u16>(ctx, l4 + 4).ok()?));
     let len = udp_len.wrapping_sub(8);
     let Some(buf) = XTX_SCRATCH.get_ptr_mut(0) else {
@@ -484,7 +526,7 @@ fn parse_and_decide(
     // The feed's usual layout, a word at a time; any other line byte by byte below.
     if let Some(line) = fast_parse(buf, n, shared) {
         shared.prog.fast_parsed += 1;
-        return xtx::decide(&shared.armed, &line).map(|f| (f, n));
+        return Some((line, n));
     }
     let Some(parser) = XTX_PARSER.get_ptr_mut(0) else {
         return None;
@@ -516,7 +558,7 @@ fn parse_and_decide(
         shared.prog.unparsed += 1;
         return None;
     };
-    xtx::decide(&shared.armed, &line).map(|f| (f, n))
+    Some((line, n))
 }
 
 /// Hands the line and the order to user space, reshapes the frame into the order segment.
@@ -533,7 +575,11 @@ fn send_order(
     // mailbox, and whatever happens the record goes to user space (the line in it must be
     // applied). Nothing is written to the mailbox before: a run that loses the claim (a
     // second RX queue, user space taking the ticket back) leaves it alone.
-    if !claim(core::ptr::addr_of_mut!(shared.armed.ticket), ticket, 0) {
+    if !claim(
+        core::ptr::addr_of_mut!(shared.armed.ticket),
+        ticket,
+        xtx::CLAIMED,
+    ) {
         shared.prog.raced += 1;
         return Decision::ToUser(index);
     }
@@ -559,7 +605,7 @@ fn send_order(
         (*r).line_len = line_len as u32;
     }
     if let Some(buf) = XTX_SCRATCH.get_ptr_mut(0) {
-        // SAFETY: this CPU's scratch value (the line copied by parse_and_decide) and the
+        // SAFETY: this CPU's scratch value (the line copied by parse_line) and the
         // record as above. A word at a time: the record's line starts 8-byte aligned (at
         // 8 + 56 in the 64-aligned mailbox), and so does the scratch value.
         unsafe {

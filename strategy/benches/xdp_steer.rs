@@ -112,6 +112,7 @@ fn armed(generation: u64, shape: Shape) -> Armed {
         levels: 5,
         amount_decimals: 0,
         threshold_kind: 0,
+        qty_by_best: 0,
         threshold: 50_000_000,
         last_seq: 0,
         order_qty: [1, 1],

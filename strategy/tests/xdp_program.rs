@@ -184,11 +184,13 @@ fn device_accounts_for_every_frame_under_random_token_use() {
         return;
     }
     let lab = VethLab::new("xdv").expect("lab");
-    // Market data from the exchange side: real frames for the RX ring.
-    let sender = send_market_data(&lab);
+    // Market data from the exchange side: real frames for the RX ring, once the socket is
+    // bound (loading the program takes the verifier a while on a slow machine).
+    let (bound, ready) = std::sync::mpsc::channel();
+    let sender = send_market_data(&lab, ready);
     let worker = lab
         .strategy
-        .spawn(|| {
+        .spawn(move || {
             let xcfg = XdpConfig {
                 iface: "vs0".into(),
                 queues: vec![0],
@@ -204,6 +206,7 @@ fn device_accounts_for_every_frame_under_random_token_use() {
             let mut o = open(&xcfg, EXCHANGE, GROUP, None).expect("open AF_XDP");
             let _join = strategy::net::sockets::join_group(GROUP, Some(LOCAL), Default::default())
                 .expect("join");
+            let _ = bound.send(());
             exercise(&mut o.dev)
         })
         .expect("spawn worker");
@@ -272,11 +275,17 @@ fn exercise<R: RxRing, T: TxRing>(dev: &mut RingDevice<R, T>) -> (u64, u64, u64,
     (received, consumed, dropped, sent)
 }
 
-fn send_market_data(lab: &VethLab) -> std::thread::JoinHandle<()> {
+/// Sends 3,000 market-data packets from the exchange's side once `ready` says the
+/// receiver is bound (or its sender is gone).
+fn send_market_data(
+    lab: &VethLab,
+    ready: std::sync::mpsc::Receiver<()>,
+) -> std::thread::JoinHandle<()> {
     lab.exchange
-        .spawn(|| {
-            // Give the receiver time to attach and bind before the stream starts.
-            std::thread::sleep(std::time::Duration::from_millis(500));
+        .spawn(move || {
+            let _ = ready.recv();
+            // The receiver's first poll follows at once; a moment for it anyway.
+            std::thread::sleep(std::time::Duration::from_millis(50));
             let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
                 .expect("socket");
             s.set_multicast_if_v4(&Ipv4Addr::new(10, 77, 0, 1))
@@ -311,9 +320,10 @@ fn packet_ring_accounts_for_every_frame_under_random_token_use() {
         return;
     }
     let lab = VethLab::new("pkd").expect("lab");
+    let (bound, ready) = std::sync::mpsc::channel();
     let worker = lab
         .strategy
-        .spawn(|| {
+        .spawn(move || {
             let ifindex = nix::net::if_::if_nametoindex("vs0").expect("vs0");
             let (rx, tx) = pring::open(
                 ifindex,
@@ -326,10 +336,11 @@ fn packet_ring_accounts_for_every_frame_under_random_token_use() {
             )
             .expect("AF_PACKET rings");
             let mut dev = RingDevice::new(rx, tx, 256, 1500);
+            let _ = bound.send(());
             exercise(&mut dev)
         })
         .expect("spawn");
-    let sender = send_market_data(&lab);
+    let sender = send_market_data(&lab, ready);
     let (received, consumed, dropped, sent) = worker.join().expect("worker");
     sender.join().expect("sender");
     assert!(received > 100, "frames arrived: {received}");

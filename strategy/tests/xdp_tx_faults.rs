@@ -343,9 +343,10 @@ fn xdp_tx_records_every_fire_at_the_session_end() {
     }
 }
 
-/// A strategy that falls behind a dense-trigger feed at `--pace max` (busy work after each
-/// packet): the program must not decide on a book that misses packets. It leaves those
-/// frames to user space (counted `not_current`), and the orders still equal the oracle.
+/// A strategy that falls far behind a dense-trigger feed at `--pace max` (busy work after
+/// each packet, mostly more than the program's footprints cover): the program must not
+/// decide on a book that misses packets it cannot account for. It leaves those frames to
+/// user space (counted `not_current`), and the orders still equal the oracle.
 #[test]
 fn xdp_tx_never_fires_on_a_stale_book() {
     if skip() {
@@ -451,4 +452,52 @@ fn xdp_tx_on_two_queues_decides_only_while_market_data_keeps_to_one() {
             );
         }
     }
+}
+
+/// Bursts of about ten packets at 1 M/s every millisecond, and a strategy that spends 20 us
+/// on each packet: inside a burst user space is up to nine frames behind the program. The
+/// program sends a fire there when the frames in between cannot change it
+/// (`xtx::pending_kinds`), and user space completes it only after those frames (`held`):
+/// the exchange receives exactly the oracle's orders, once each, and the engine agrees with
+/// every order the program sent, behind or not.
+#[test]
+fn xdp_tx_fires_behind_user_space_in_bursts_and_equals_the_oracle() {
+    if skip() {
+        return;
+    }
+    let _serial = procs::serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let md = dir.path().join("bursty.csv.gz");
+    let cfg = GenConfig {
+        target_bytes: 100_000,
+        depth: 50,
+        trigger_every: 20,
+        ..GenConfig::default()
+    };
+    mdgen::generate(&md, &cfg).expect("generate");
+    let want = oracle(&md);
+    let o = session(
+        dir.path(),
+        "bursts",
+        &md,
+        "bursts:0/1000000/10us/1ms",
+        &[],
+        &["--md-work", "20us", "--frame-count", "16384"],
+    );
+    let x = o.xtx();
+    eprintln!("xdp-tx report: {x:?}");
+    assert_eq!(o.exchange, want, "exchange received = oracle");
+    assert_eq!(o.strategy, o.exchange, "the strategy recorded what it sent");
+    assert!(o.repeated_ids().is_empty(), "{:?}", o.repeated_ids());
+    assert!(
+        x.prog.fired_behind > 0,
+        "the program sent fires while behind: {x:?}"
+    );
+    assert!(
+        x.held > 0,
+        "and user space held some until it caught up: {x:?}"
+    );
+    assert_eq!(x.mismatched, 0, "the engine agreed with every fire: {x:?}");
+    assert_eq!((x.held_incomplete, x.held_conflicts), (0, 0), "{x:?}");
+    assert_eq!(x.completed, x.prog.fired, "{x:?}");
 }

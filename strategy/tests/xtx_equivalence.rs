@@ -234,3 +234,155 @@ proptest! {
         }
     }
 }
+
+/// A snapshot, frames user space has not applied yet (the program saw them), and a last
+/// line the program decides on.
+type Behind = (
+    Vec<(bool, i64, u64)>,
+    Vec<(bool, i64, u64, bool)>,
+    (bool, i64, u64),
+);
+
+fn behind() -> impl Strategy<Value = Behind> {
+    // Few prices, so that pending frames often meet the levels and the line's price.
+    (
+        prop::collection::vec((any::<bool>(), 96i64..105, 1u64..3_000), 0..24),
+        prop::collection::vec(
+            (
+                any::<bool>(),
+                94i64..107,
+                prop_oneof![Just(0u64), 1u64..10, 0u64..300, 0u64..4_000],
+                prop::bool::weighted(0.03),
+            ),
+            0..8,
+        ),
+        (any::<bool>(), 96i64..105, 0u64..6_000),
+    )
+}
+
+/// Deciding while user space is behind (`xtx::pending_kinds`): whenever a line fires on the
+/// armed state and the program would send it with frames still pending, the engine,
+/// applying those frames first and then the line, fires on none of the pending frames and
+/// on the line with the same order. The fires sent are counted: the test fails if too few
+/// came up to say anything.
+#[test]
+fn a_decision_behind_is_the_engines_after_the_pending_frames() {
+    use proptest::test_runner::{Config, TestRunner};
+    use std::cell::Cell;
+    let (safe, safe_fires) = (Cell::new(0u64), Cell::new(0u64)); // sent behind, fires
+    let mut runner = TestRunner::new(Config {
+        cases: 6_000,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(
+            &(
+                behind(),
+                1usize..=8,
+                threshold(),
+                any::<bool>(),
+                any::<bool>(),
+                0u64..20,
+                0u64..14,
+            ),
+            |(
+                (snapshot, pending, last),
+                levels,
+                threshold,
+                small_book,
+                cap_by_size,
+                max_orders,
+                stale,
+            )| {
+                let capacity = if small_book { levels } else { 64 };
+                let mut engine = Engine::new(EngineConfig {
+                    book_capacity: capacity,
+                    trigger: TriggerConfig {
+                        levels,
+                        threshold,
+                        qty: 7,
+                        cap_by_size,
+                        max_orders,
+                        ..TriggerConfig::default()
+                    },
+                    reflect: false,
+                });
+                let text = |bid: bool, price: i64, amount: u64, snap: bool, seq: u64| {
+                    let side = if bid { "bid" } else { "ask" };
+                    format!("x,y,1,{seq},{snap},{side},{price},{amount}").into_bytes()
+                };
+                let mut seq = 1_000u64;
+                for (bid, price, qty) in snapshot {
+                    let _ = engine.on_packet(&text(bid, price, qty, true, seq), 0);
+                }
+                let a = armed(&engine, 0, Template::default());
+                let lines: Vec<Vec<u8>> = pending
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &(bid, price, amount, snap))| {
+                        // Now and then an older sequence number (stale).
+                        seq = if i as u64 == stale { seq - 3 } else { seq + 1 };
+                        text(bid, price, amount, snap, seq)
+                    })
+                    .collect();
+                let (bid, price, amount) = last;
+                let last = text(
+                    bid,
+                    price,
+                    amount,
+                    false,
+                    seq + 1 - u64::from(stale == 13) * 5,
+                );
+                let x = xtx::parse(&last, 0).expect("the program reads the line");
+                let mut sizes = xtx::PendingSizes::of(&a);
+                let mut kinds = xtx::BELOW_TOP | xtx::BESIDE;
+                for (i, l) in lines.iter().enumerate() {
+                    let p = xtx::parse(l, 0).expect("the program reads the line");
+                    let f = xtx::Footprint::of(i as u64, Some(&p));
+                    kinds &= xtx::pending_kinds(&a, &mut sizes, &f, i as u64, &x);
+                }
+                // The program checks the pending frames only for a line that fires.
+                let program = xtx::decide(&a, &x);
+                let sends = program.is_some() && kinds != 0;
+                for l in &lines {
+                    let user = engine.on_packet(l, 0);
+                    if sends {
+                        prop_assert!(
+                            user.is_none(),
+                            "a pending frame fired: {:?}",
+                            String::from_utf8_lossy(l)
+                        );
+                    }
+                }
+                let user = engine.on_packet(&last, 0);
+                safe_fires.set(safe_fires.get() + u64::from(program.is_some()));
+                if sends {
+                    safe.set(safe.get() + 1);
+                    prop_assert_eq!(
+                        program.map(|f| (f.qty, f.price, f.side, f.trigger_id)),
+                        user.map(|o| (o.qty, o.price, o.side as u8, o.trigger_id)),
+                        "{} pending {:?}",
+                        String::from_utf8_lossy(&last),
+                        lines
+                            .iter()
+                            .map(|l| String::from_utf8_lossy(l).into_owned())
+                            .collect::<Vec<_>>()
+                    );
+                }
+                Ok(())
+            },
+        )
+        .expect("every decision behind equals the engine's");
+    eprintln!(
+        "fires on the armed state: {}, sent behind: {}",
+        safe_fires.get(),
+        safe.get()
+    );
+    assert!(
+        safe.get() > 200,
+        "too few fires sent behind: {} of {}",
+        safe.get(),
+        safe_fires.get()
+    );
+}

@@ -161,6 +161,10 @@ pub(super) fn xdp_tx_lines(runs: &[&RunResult]) {
             x.heartbeats_deferred,
             x.settled,
         );
+        println!(
+            "    sent while user space was behind {} (held for the frames before them {}, completed without them {}); fires left to user space for a pending frame {}",
+            x.prog.fired_behind, x.held, x.held_incomplete, x.prog.behind_unsafe,
+        );
         if let Some(c) = r.strategy_cpu {
             println!("    during the run {c} (a stall in user space's loop leaves the frames behind it not current)");
         }

@@ -6,8 +6,10 @@
 //!   of the book, the rule's settings, the order template and the generation: the number
 //!   of market-data packets user space has applied) and publishes it with a **ticket**: a
 //!   number never used before, stored last. The program reads the ticket, then the state,
-//!   and fires only if it wins `compare_exchange(ticket, t, 0)`: it then owns the
-//!   template's sequence number. User space takes the ticket back the same way before it
+//!   and fires only if it wins `compare_exchange(ticket, t, CLAIMED)`: it then owns the
+//!   template's sequence number (and the state stays as it is until user space, having
+//!   completed the fire, turns [`CLAIMED`] back to 0). User space takes the ticket back
+//!   (to 0) before it
 //!   rewrites the state or sends anything itself (a heartbeat, the session's end), so the
 //!   two can never both send at one sequence number, and two runs of the program (two RX
 //!   queues, two CPUs) can never both fire on one arming. The program writes [`ProgState`]
@@ -17,6 +19,9 @@
 //!   [`TAG_LEN`]-byte tag in front of the frame ([`split_tag`]): a frame the
 //!   program counted and user space never saw (an AF_XDP RX drop, a failed redirect) costs
 //!   one missed decision, not the session: user space's next frame says where it is.
+//! * [`Footprint`], [`pending_kinds`]: the program may decide on an armed state a few
+//!   frames old when every frame user space has not applied yet lies below the armed top
+//!   (module `behind`).
 //! * [`LineParser`]: a byte-at-a-time parser of one CSV line that accepts a strict subset
 //!   of what `proto::md::parse_line` accepts and, where it accepts, returns the same fields
 //!   and the same fixed point. Anything else gives up: the frame goes to user space.
@@ -31,15 +36,25 @@
 //!   ticket, so at most one record per arming is ever outstanding, and the program writes
 //!   it after its claim and publishes it with the claimed ticket, stored last.
 
+mod behind;
 pub mod fast;
 mod frame;
 mod parse;
 mod rule;
 
+pub use behind::{
+    level_of, pending_kinds, pending_kinds_at, Footprint, PendingSizes, BEHIND_MAX, BELOW_TOP,
+    BESIDE, FOOT_BID, FOOT_PARSED, FOOT_SNAPSHOT,
+};
 pub use fast::Shape;
 pub use frame::{fold, sum_words, Template};
 pub use parse::{parse, LineParser};
-pub use rule::decide;
+pub use rule::{decide, limit};
+
+/// The ticket word after the program's claim: not a ticket (user space issues them from 1
+/// up), and not 0, so the program can tell "claimed, the state stays" from "user space is
+/// writing".
+pub const CLAIMED: u64 = u64::MAX;
 
 /// Book levels per side the program can check (`--levels` may not exceed it on this path).
 pub const MAX_LEVELS: usize = 8;
@@ -109,11 +124,13 @@ pub struct SideTop {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Armed {
-    /// The ticket: nonzero, never reused, while the program may claim this state; 0 while
-    /// user space writes it, once the program has claimed it, or when disarmed.
+    /// The ticket: nonzero, never reused, while the program may claim this state;
+    /// [`CLAIMED`] once the program has claimed it (the state then stays as it is until
+    /// user space has completed the fire); 0 while user space writes it, or when disarmed.
     pub ticket: u64,
-    /// Market-data packets user space has applied. The program fires only when this equals
-    /// its own count: the book below is then exact.
+    /// Market-data packets user space has applied. The program fires when this equals its
+    /// own count (the book below is then exact), or is a few frames short of it and no
+    /// frame between can change the fire or fire itself ([`pending_kinds`]).
     pub generation: u64,
     /// Levels from the top that count (rank < levels), at most [`MAX_LEVELS`].
     pub levels: u32,
@@ -122,6 +139,9 @@ pub struct Armed {
     /// 0: size threshold; 1: notional (price x increase > `threshold`, in price x amount
     /// units).
     pub threshold_kind: u32,
+    /// 1 when the order's quantity depends on the size at the other side's best level
+    /// (`--cap-by-size`): a new size there then changes the order.
+    pub qty_by_best: u32,
     /// The threshold (see `threshold_kind`).
     pub threshold: u64,
     /// The last sequence (`local_timestamp`) user space applied: an older line is stale.
@@ -150,8 +170,10 @@ pub struct ProgState {
     pub md_seen: u64,
     /// Orders sent with XDP_TX.
     pub fired: u64,
-    /// Frames seen while the armed state was not current (user space behind, rewriting or
-    /// disarmed): left to user space.
+    /// Frames seen while the program could not decide on the armed state: disarmed (user
+    /// space rewriting it, or a fire of the program not yet completed), user space
+    /// [`BEHIND_MAX`] or more frames behind, or market data on a second queue; left to user
+    /// space. (Fewer frames behind: see `behind_unsafe`.)
     pub not_current: u64,
     /// Lines the program's parser gave up on (left to user space).
     pub unparsed: u64,
@@ -175,9 +197,17 @@ pub struct ProgState {
     /// user space's).
     #[cfg_attr(feature = "user", serde(default))]
     pub md_spread: u64,
+    /// Orders sent while user space was behind (frames before the trigger still pending,
+    /// none of which could change the decision: [`pending_kinds`]); included in `fired`.
+    #[cfg_attr(feature = "user", serde(default))]
+    pub fired_behind: u64,
+    /// Fires left to user space because a frame user space had not applied yet could
+    /// change them or fire itself ([`pending_kinds`]).
+    #[cfg_attr(feature = "user", serde(default))]
+    pub behind_unsafe: u64,
     /// Padding to two cache lines.
     #[cfg_attr(feature = "user", serde(skip))]
-    pub _pad: [u64; 6],
+    pub _pad: [u64; 4],
 }
 
 /// One value of the shared map: the program's lines first, then user space's, then the

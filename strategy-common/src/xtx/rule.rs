@@ -54,15 +54,7 @@ pub fn decide(a: &Armed, l: &XLine) -> Option<Fire> {
         return None;
     }
     let increase = l.amount - old;
-    let limit = if a.threshold_kind == 0 {
-        a.threshold
-    } else {
-        // price x increase > T  <=>  increase > floor(T / price), for positive integers.
-        // (Both parsers refuse a zero price; no division by zero is left for the verifier
-        // either: a zero would never fire.)
-        a.threshold.checked_div(l.price as u64).unwrap_or(u64::MAX)
-    };
-    if increase <= limit {
+    if increase <= limit(a, l.price) {
         return None;
     }
     Some(Fire {
@@ -71,4 +63,17 @@ pub fn decide(a: &Armed, l: &XLine) -> Option<Fire> {
         side: idx as u8,
         trigger_id: l.local_timestamp,
     })
+}
+
+/// The largest size increase at `price` that does not fire.
+#[inline(always)]
+pub fn limit(a: &Armed, price: i64) -> u64 {
+    if a.threshold_kind == 0 {
+        a.threshold
+    } else {
+        // price x increase > T  <=>  increase > floor(T / price), for positive integers.
+        // (Both parsers refuse a zero price; no division by zero is left for the verifier
+        // either: a zero would never fire.)
+        a.threshold.checked_div(price as u64).unwrap_or(u64::MAX)
+    }
 }

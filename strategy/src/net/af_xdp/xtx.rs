@@ -28,9 +28,12 @@
 //!   smoltcp's copy off the wire, records the order with the program's stamps and the
 //!   user-space time it took, then re-arms with the next generation.
 //!
-//! The program only fires when the generation equals its own count of market-data frames,
-//! so it never decides on a book that misses a packet user space could have applied; with
-//! user space behind, frames go to user space as on the `xdp` path.
+//! The program fires when the generation equals its own count of market-data frames, or
+//! when user space is a few frames behind and none of them can change the decision
+//! ([`strategy_common::xtx::pending_kinds`]). Such a fire's record is held
+//! ([`Delegation::take_ready`]) until user space has applied the frames before it, so the
+//! engine applies the lines in the program's order and decides on the program's book;
+//! otherwise frames go to user space as on the `xdp` path.
 
 use strategy_common::xtx::{
     widen_index, Armed, FireRecord, Level, ProgState, Shape, SideTop, MAX_LEVELS,
@@ -103,6 +106,37 @@ pub struct XtxReport {
     pub prog: ProgState,
     /// Delegated segments smoltcp built and the tap kept off the wire.
     pub suppressed: u64,
+    /// Fires whose record came before user space had applied every frame before it (the
+    /// program fired while user space was behind): held until it had.
+    #[serde(default)]
+    pub held: u64,
+    /// Held fires completed before every frame before them was applied: those frames were
+    /// lost on the way (a later frame came, or none for [`HOLD_NS`]), or the session ended.
+    #[serde(default)]
+    pub held_incomplete: u64,
+    /// Orders the engine decided on a frame while a fire was held (the program's window
+    /// rule says this cannot happen: the fire was completed first, so the stream carries
+    /// the program's bytes first).
+    #[serde(default)]
+    pub held_conflicts: u64,
+}
+
+/// How long a held fire waits, with the RX ring empty, for the frames before it before
+/// user space takes them as lost. The program's frames reach the ring at the end of the
+/// driver's poll that ran the fire, microseconds later; a drop is the only way not to.
+pub const HOLD_NS: u64 = 1_000_000;
+
+/// Which held fire [`Delegation::take_ready`] lets through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// One whose earlier frames user space has applied; with `ring_empty`, also one that
+    /// has waited [`HOLD_NS`] for them.
+    Ready {
+        /// The last receive found the RX ring empty.
+        ring_empty: bool,
+    },
+    /// Any (the frames before it are lost, user space must send, or the session ends).
+    Now,
 }
 
 /// The user-space half of the `xdp-tx` path (module docs).
@@ -119,6 +153,8 @@ pub struct Delegation {
     /// has one.
     shape: Shape,
     static_check: Option<Result<(), NeverArmed>>,
+    /// A fire waiting for user space to apply the frames before it, and when it was read.
+    held: Option<(FireRecord, u64)>,
     report: XtxReport,
 }
 
@@ -132,6 +168,7 @@ impl Delegation {
             last: None,
             shape: Shape::default(),
             static_check: None,
+            held: None,
             report: XtxReport::default(),
         }
     }
@@ -148,6 +185,53 @@ impl Delegation {
                 }
             }
         }
+    }
+
+    /// The next fire to complete, if any and if `take` lets it through: a fire is held
+    /// while frames before it are still to be applied (module docs).
+    #[inline]
+    pub fn take_ready(&mut self, take: Take, now_ns: u64) -> Option<FireRecord> {
+        if self.held.is_none() {
+            let rec = self.next_fire()?;
+            self.report.held += u64::from(rec.md_index > self.applied);
+            self.held = Some((rec, now_ns));
+        }
+        let (rec, since) = self.held?;
+        let behind = rec.md_index > self.applied;
+        if !may_complete(behind, take, now_ns.saturating_sub(since)) {
+            return None;
+        }
+        self.report.held_incomplete += u64::from(behind);
+        self.held = None;
+        Some(rec)
+    }
+
+    /// A fire is held.
+    #[inline]
+    pub fn holding(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// The held fire's earlier frames are all applied: complete it now.
+    #[inline]
+    pub fn held_ready(&self) -> bool {
+        matches!(self.held, Some((rec, _)) if rec.md_index <= self.applied)
+    }
+
+    /// Must the held fire be completed before a frame with this tag? Yes for a market-data
+    /// frame at or after the fire's index: the frames before the fire were lost on the
+    /// way.
+    #[inline]
+    pub fn completes_before(&self, tag: Option<u32>) -> bool {
+        match (self.held, tag) {
+            (Some((rec, _)), Some(low)) => widen_index(low, self.applied) >= rec.md_index,
+            _ => false,
+        }
+    }
+
+    /// The engine decided an order while a fire was held (counted; module docs).
+    pub fn held_conflict(&mut self) {
+        self.report.held_conflicts += 1;
     }
 
     /// Learns the feed's layout from a market-data payload, until it has one (a branch per
@@ -323,6 +407,17 @@ impl Delegation {
     }
 }
 
+/// May a fire read `waited` ns ago be completed now? Yes once user space is no longer
+/// `behind` it (every frame before it applied), or when `take` says the frames before it
+/// will not come: [`Take::Now`], or the RX ring empty after [`HOLD_NS`].
+fn may_complete(behind: bool, take: Take, waited: u64) -> bool {
+    !behind
+        || match take {
+            Take::Now => true,
+            Take::Ready { ring_empty } => ring_empty && waited >= HOLD_NS,
+        }
+}
+
 /// The armed state for `engine`'s book and rule at generation `applied`.
 pub fn armed(engine: &Engine, applied: u64, template: strategy_common::xtx::Template) -> Armed {
     let trigger = engine.trigger();
@@ -363,6 +458,7 @@ pub fn armed(engine: &Engine, applied: u64, template: strategy_common::xtx::Temp
         levels: levels as u32,
         amount_decimals: u32::from(cfg.amount_decimals),
         threshold_kind,
+        qty_by_best: u32::from(cfg.cap_by_size),
         threshold,
         last_seq: engine.last_seq(),
         order_qty,
@@ -374,5 +470,32 @@ pub fn armed(engine: &Engine, applied: u64, template: strategy_common::xtx::Temp
         asks,
         template,
         shape: Shape::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fire_behind_waits_for_its_frames_or_their_loss() {
+        let ready = |ring_empty| Take::Ready { ring_empty };
+        assert!(
+            may_complete(false, ready(false), 0),
+            "nothing before it pending"
+        );
+        assert!(
+            !may_complete(true, ready(false), 10 * HOLD_NS),
+            "frames still coming"
+        );
+        assert!(
+            !may_complete(true, ready(true), HOLD_NS - 1),
+            "not waited long enough"
+        );
+        assert!(may_complete(true, ready(true), HOLD_NS), "lost on the way");
+        assert!(
+            may_complete(true, Take::Now, 0),
+            "a later frame came, or the end"
+        );
     }
 }

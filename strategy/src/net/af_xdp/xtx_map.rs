@@ -4,9 +4,12 @@
 //!
 //! The ticket protocol (see `strategy_common::xtx`): user space takes its last ticket back
 //! with a compare-exchange to 0 before it writes the state, writes, then stores a fresh
-//! ticket last (release); the program claims the ticket the same way before it sends. So a
-//! rewrite and a fire never overlap, and when the compare-exchange here fails, the program
-//! has fired on the last arming: its record is in (or on its way to) the mailbox.
+//! ticket last (release); the program claims the ticket before it sends, with a
+//! compare-exchange to `CLAIMED`, which stays until user space has completed the fire and
+//! turns it back to 0 ([`XtxMap::fired`]). So a rewrite and a fire never overlap, when the
+//! compare-exchange here fails the program has fired on the last arming (its record is in,
+//! or on its way to, the mailbox), and while the word holds a ticket or `CLAIMED` the
+//! state does not change under the program.
 //!
 //! The mailbox holds one record because one is all a ticket allows: the program writes
 //! the record after it won the claim and stores the claimed ticket in the mailbox last;
@@ -26,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use aya::maps::MapData;
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
-use strategy_common::xtx::{Armed, FireRecord, ProgState, Shared, SideTop};
+use strategy_common::xtx::{Armed, FireRecord, ProgState, Shared, SideTop, CLAIMED};
 
 /// The mapped `XTX` value.
 pub struct XtxMap {
@@ -141,6 +144,7 @@ impl XtxMap {
             levels,
             amount_decimals,
             threshold_kind,
+            qty_by_best,
             threshold,
             last_seq,
             order_qty,
@@ -168,6 +172,11 @@ impl XtxMap {
                 addr_of_mut!((*a).threshold_kind),
                 &mut w.threshold_kind,
                 threshold_kind,
+            );
+            store(
+                addr_of_mut!((*a).qty_by_best),
+                &mut w.qty_by_best,
+                qty_by_best,
             );
             store(addr_of_mut!((*a).threshold), &mut w.threshold, threshold);
             store(addr_of_mut!((*a).last_seq), &mut w.last_seq, last_seq);
@@ -206,9 +215,14 @@ impl XtxMap {
         unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*self.shared.as_ptr()).armed)) }
     }
 
-    /// The program claimed the ticket out (its fire record arrived): none is out now.
+    /// The program claimed the ticket out and user space has completed the fire: none is
+    /// out now, and the word goes from `CLAIMED` back to 0 (the state may change again).
     pub fn fired(&mut self) {
         self.ticket = 0;
+        // Fails only when the word is not CLAIMED (0 already: nothing to do).
+        let _ =
+            self.ticket_word()
+                .compare_exchange(CLAIMED, 0, Ordering::AcqRel, Ordering::Relaxed);
     }
 
     /// The next fire the program handed over, if any (no syscall: one load of a mapped

@@ -22,8 +22,11 @@ pub use super::report::{
     BackendReport, PacketReport, RingReport, RingVersion, XdpReport, XtxSessionReport,
 };
 use super::{RingDevice, RxRing, TxRing};
-use crate::net::af_xdp::xtx::Delegation;
+use crate::net::af_xdp::xtx::{Delegation, Take};
 use crate::net::{Hot, NetConfig, NetPath, PathReport, Sent, Status, WarmRequest};
+
+mod fires;
+use fires::{complete_fires, Completing};
 
 pub(crate) fn io_other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
@@ -275,97 +278,6 @@ fn send_through_stack<R: RxRing, T: TxRing>(
     })
 }
 
-/// When [`complete_fires`] runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Completing {
-    /// Before a batch: the session goes on.
-    Running,
-    /// At the session's end: record what the program sent; smoltcp only if it can still
-    /// send.
-    AtEnd,
-}
-
-/// Completes the program's fires (the `xdp-tx` path): for each, applies its line through the
-/// hot path (the engine must decide the same order), queues the same 21 bytes in smoltcp at
-/// the sequence number the program used with the tap keeping smoltcp's copy off the wire,
-/// and records the order with the program's stamps and the user-space time it took. A fire
-/// the program claimed but could not send is handled as a received packet. Returns the
-/// records handled.
-#[inline(never)]
-fn complete_fires<R: RxRing, T: TxRing>(
-    s: &mut Session<R, T>,
-    hot: &mut Hot<'_>,
-    when: Completing,
-) -> io::Result<u64> {
-    let Session {
-        sockets,
-        iface,
-        tcp,
-        plane: Opened { dev, xtx, .. },
-        ..
-    } = s;
-    let Some(x) = xtx else { return Ok(0) };
-    let mut handled = 0;
-    while let Some(rec) = x.next_fire() {
-        handled += 1;
-        if rec.t_tx_ns == 0 {
-            // Claimed, not sent: the line is a packet user space received.
-            x.claimed_unsent(&rec);
-            if let Some(p) = hot.on_packet_at(rec.line(), rec.t_start_ns) {
-                send_through_stack(sockets, iface, *tcp, dev, hot, p)?;
-            }
-            continue;
-        }
-        let t0 = mono_ns();
-        let order = OrderRepr {
-            qty: rec.qty,
-            price: rec.price,
-            side: if rec.side == 0 {
-                proto::order::Side::Buy
-            } else {
-                proto::order::Side::Sell
-            },
-            trigger_id: rec.trigger_id,
-        };
-        let decided = hot.on_packet_at(rec.line(), rec.t_start_ns);
-        let mismatched = decided.map(|p| p.order) != Some(order);
-        let gap = decided.map(|p| p.gap).unwrap_or_default();
-        let mut bytes = [0u8; ORDER_LEN];
-        order.emit(&mut proto::order::Packet::new_unchecked(&mut bytes[..]));
-        // The exchange has these bytes: smoltcp must account for them, or every later
-        // byte would carry a wrong sequence number. A full send buffer ends the session
-        // (at the end it is over anyway).
-        let sock = sockets.get_mut::<tcp::Socket>(*tcp);
-        let queued = sock.may_send() && send_order(sock, &order);
-        if queued {
-            dev.tap.queued(ORDER_LEN);
-            dev.tap.suppress(rec.seq, bytes);
-            iface.poll(now(), dev, sockets);
-        }
-        // The order is on the wire whatever happens here: it is recorded.
-        let user_ns = mono_ns().saturating_sub(t0);
-        x.completed(&rec, mismatched, user_ns);
-        if when == Completing::AtEnd {
-            x.settled();
-        }
-        if mismatched {
-            tracing::warn!(
-                ?order,
-                ?decided,
-                "xdp-tx: the engine disagrees with the program's order"
-            );
-        }
-        hot.delegated(order, (rec.t_start_ns, rec.t_tx_ns), user_ns, gap);
-        if !queued && when == Completing::Running {
-            // smoltcp's stream would no longer match the exchange's.
-            return Err(io_other(
-                "xdp-tx: no room in smoltcp's send buffer to complete a delegated send",
-            ));
-        }
-    }
-    Ok(handled)
-}
-
 /// How long the session's end waits for the record of a fire the program claimed (it is
 /// committed before the program returns: microseconds on any CPU).
 const SETTLE_WAIT_NS: u64 = 10_000_000;
@@ -417,12 +329,20 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
         };
         let n = s.plane.dev.recv_batch();
         if s.plane.xtx.is_some() {
-            // Before the batch: a fire's line precedes every frame that arrived after it.
-            complete_fires(s, hot, Completing::Running)?;
+            // Before the batch: a fire's line precedes every frame that arrived after it
+            // (a fire made while user space was behind waits for the frames before it).
+            let ring_empty = n == 0;
+            complete_fires(s, hot, Completing::Running(Take::Ready { ring_empty }))?;
         }
         let mut need_poll = false;
         for i in 0..n {
             let desc = s.plane.dev.batch[i];
+            if let Some(x) = &s.plane.xtx {
+                if x.completes_before(s.plane.dev.rx.tag(&desc)) {
+                    // A frame after a held fire: the frames before the fire were lost.
+                    complete_fires(s, hot, Completing::Running(Take::Now))?;
+                }
+            }
             let pending = match classify(s.plane.dev.frame_data(&desc), &self.flow) {
                 MdFrame::Payload(payload) => {
                     if let Some(x) = &mut s.plane.xtx {
@@ -459,6 +379,17 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
                     None
                 }
             };
+            if let Some(x) = &mut s.plane.xtx {
+                let conflict = pending.is_some() && x.holding();
+                if conflict {
+                    x.held_conflict();
+                }
+                if conflict || x.held_ready() {
+                    // The held fire's line is the next update (or its bytes must go into
+                    // the stream before the engine's order).
+                    complete_fires(s, hot, Completing::Running(Take::Now))?;
+                }
+            }
             if let Some(p) = pending {
                 let Session {
                     sockets,
