@@ -386,3 +386,71 @@ fn a_decision_behind_is_the_engines_after_the_pending_frames() {
         safe_fires.get()
     );
 }
+
+/// Why the kinds of the pending frames must be one kind, not each frame some kind: a
+/// removal of a level above the fire (beside it) brings a large update below the armed top
+/// (below it) inside the top, where the engine fires on it.
+#[test]
+fn the_kinds_do_not_mix() {
+    let mut engine = Engine::new(EngineConfig {
+        book_capacity: 64,
+        trigger: TriggerConfig {
+            levels: 3,
+            threshold: Threshold::Size(1_000),
+            qty: 7,
+            ..TriggerConfig::default()
+        },
+        reflect: false,
+    });
+    let text = |seq: u64, snap: bool, side: &str, price: u64, amount: u64| {
+        format!("x,y,1,{seq},{snap},{side},{price},{amount}").into_bytes()
+    };
+    for (i, (side, price)) in [
+        ("bid", 100),
+        ("bid", 99),
+        ("bid", 98),
+        ("bid", 97),
+        ("ask", 101),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let _ = engine.on_packet(&text(10 + i as u64, true, side, price, 10), 0);
+    }
+    let a = armed(&engine, 0, Template::default());
+    let fire = text(30, false, "bid", 99, 5_000);
+    let x = xtx::parse(&fire, 0).expect("parses");
+    assert!(
+        xtx::decide(&a, &x).is_some(),
+        "the line fires on the armed top"
+    );
+    let pending = [
+        text(20, false, "bid", 100, 0),
+        text(21, false, "bid", 97, 5_000),
+    ];
+    let mut sizes = xtx::PendingSizes::of(&a);
+    let kinds: Vec<u32> = pending
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let p = xtx::parse(l, 0).expect("parses");
+            let f = xtx::Footprint::of(i as u64, Some(&p));
+            xtx::pending_kinds(&a, &mut sizes, &f, i as u64, &x)
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [xtx::BESIDE, xtx::BELOW_TOP],
+        "each frame of some kind"
+    );
+    assert_eq!(
+        kinds[0] & kinds[1],
+        0,
+        "but not of one: the program leaves the fire"
+    );
+    assert!(engine.on_packet(&pending[0], 0).is_none(), "the removal");
+    assert!(
+        engine.on_packet(&pending[1], 0).is_some(),
+        "97 now ranks third: the engine fires on it, before the line"
+    );
+}
