@@ -204,12 +204,30 @@ fn fires_only_when_armed_current_and_the_rule_holds() {
     assert_eq!(action, XDP_PASS, "the ticket was claimed");
     assert_tagged(&out, &md_frame(&fire_line), 2);
     assert_eq!(p.map.disarm(), Err(Claimed), "the program claimed it first");
+    // Until user space has completed that fire, nothing is written and nothing armed: the
+    // state stays what the fire was decided on, and no second order can take its sequence
+    // number.
+    assert_eq!(p.map.disarm(), Err(Claimed), "still claimed");
+    assert_eq!(
+        p.map.publish(&armed(3), true),
+        Err(Claimed),
+        "nothing written"
+    );
+    assert_eq!(
+        p.map.armed().generation,
+        1,
+        "the state the fire was decided on"
+    );
+    assert_eq!(p.map.armed().ticket, strategy_common::xtx::CLAIMED);
     let s = p.map.prog();
     assert_eq!((s.md_seen, s.fired, s.not_current), (3, 1, 2));
+    // Completed: the word back to 0, the map armed again.
+    p.map.fired();
+    assert_eq!(p.map.armed().ticket, 0);
     // A ticket taken back before the frame (the heartbeat's way): no fire.
     p.map
         .publish(&armed(3), true)
-        .expect("no ticket out after a claim");
+        .expect("no ticket out after a completed claim");
     assert_eq!(
         p.map.disarm(),
         Ok(()),

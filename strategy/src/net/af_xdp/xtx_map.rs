@@ -41,6 +41,9 @@ pub struct XtxMap {
     issued: u64,
     /// The mailbox ticket last read (its record handed out).
     seen: u64,
+    /// The program claimed the last ticket and user space has not completed that fire yet
+    /// ([`XtxMap::fired`]): nothing may be written or armed until it has.
+    claimed: bool,
     /// What the armed state's fields hold (user space is their only writer): `publish`
     /// stores only what differs.
     written: Armed,
@@ -74,6 +77,7 @@ impl XtxMap {
             ticket: 0,
             issued: 0,
             seen: 0,
+            claimed: false,
             written: Armed::default(),
             _array: array,
         };
@@ -113,16 +117,24 @@ impl XtxMap {
     /// Takes the ticket out back (compare-exchange to 0): afterwards the program cannot
     /// fire until the next [`XtxMap::publish`] with `arm`. `Err(Claimed)` when the program
     /// claimed it first: it has sent an order on that arming, whose record is in the
-    /// mailbox or about to be.
+    /// mailbox or about to be; and again on every call until [`XtxMap::fired`] says that
+    /// fire is completed (the state must not change under it, nor a new ticket let the
+    /// program send a second order at its sequence number).
     pub fn disarm(&mut self) -> Result<(), Claimed> {
+        if self.claimed {
+            return Err(Claimed);
+        }
         let t = std::mem::take(&mut self.ticket);
         if t == 0 {
             return Ok(());
         }
-        self.ticket_word()
+        let r = self
+            .ticket_word()
             .compare_exchange(t, 0, Ordering::AcqRel, Ordering::Acquire)
             .map(|_| ())
-            .map_err(|_| Claimed)
+            .map_err(|_| Claimed);
+        self.claimed = r.is_err();
+        r
     }
 
     /// Writes the armed state and, with `arm`, publishes it with a fresh ticket (stored
@@ -219,6 +231,7 @@ impl XtxMap {
     /// out now, and the word goes from `CLAIMED` back to 0 (the state may change again).
     pub fn fired(&mut self) {
         self.ticket = 0;
+        self.claimed = false;
         // Fails only when the word is not CLAIMED (0 already: nothing to do).
         let _ =
             self.ticket_word()
