@@ -271,7 +271,7 @@ fn a_decision_behind_is_the_engines_after_the_pending_frames() {
     use std::cell::Cell;
     let (safe, safe_fires) = (Cell::new(0u64), Cell::new(0u64)); // sent behind, fires
     let mut runner = TestRunner::new(Config {
-        cases: 6_000,
+        cases: 60_000,
         failure_persistence: None,
         ..Config::default()
     });
