@@ -188,17 +188,23 @@ impl Delegation {
     }
 
     /// The next fire to complete, if any and if `take` lets it through: a fire is held
-    /// while frames before it are still to be applied (module docs).
+    /// while frames before it are still to be applied (module docs). The clock is read
+    /// only for a held fire (no fire, or one not behind: one load of a mapped word).
     #[inline]
-    pub fn take_ready(&mut self, take: Take, now_ns: u64) -> Option<FireRecord> {
+    pub fn take_ready(&mut self, take: Take) -> Option<FireRecord> {
         if self.held.is_none() {
             let rec = self.next_fire()?;
-            self.report.held += u64::from(rec.md_index > self.applied);
-            self.held = Some((rec, now_ns));
+            let behind = rec.md_index > self.applied;
+            self.report.held += u64::from(behind);
+            self.held = Some((rec, if behind { hostsys::mono_ns() } else { 0 }));
         }
         let (rec, since) = self.held?;
         let behind = rec.md_index > self.applied;
-        if !may_complete(behind, take, now_ns.saturating_sub(since)) {
+        let waited = match take {
+            Take::Ready { ring_empty: true } if behind => hostsys::mono_ns().saturating_sub(since),
+            _ => 0,
+        };
+        if !may_complete(behind, take, waited) {
             return None;
         }
         self.report.held_incomplete += u64::from(behind);

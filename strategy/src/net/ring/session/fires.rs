@@ -56,7 +56,7 @@ pub(super) fn complete_fires<R: RxRing, T: TxRing>(
         Completing::Running(t) => t,
         Completing::AtEnd => Take::Now,
     };
-    while let Some(rec) = x.take_ready(take, mono_ns()) {
+    while let Some(rec) = x.take_ready(take) {
         handled += 1;
         if rec.t_tx_ns == 0 {
             // Claimed, not sent: the line is a packet user space received.
