@@ -454,3 +454,55 @@ fn the_kinds_do_not_mix() {
         "97 now ranks third: the engine fires on it, before the line"
     );
 }
+
+/// A pending frame user space will find stale (older than the last sequence it applied)
+/// changes nothing in its book: the sizes the check carries must not take it as applied,
+/// or a later frame's increase is measured from a size the book never held.
+#[test]
+fn a_stale_pending_frame_is_not_taken_as_applied() {
+    let mut engine = Engine::new(EngineConfig {
+        book_capacity: 64,
+        trigger: TriggerConfig {
+            levels: 3,
+            threshold: Threshold::Size(1_000),
+            qty: 7,
+            ..TriggerConfig::default()
+        },
+        reflect: false,
+    });
+    let text = |seq: u64, snap: bool, side: &str, price: u64, amount: u64| {
+        format!("x,y,1,{seq},{snap},{side},{price},{amount}").into_bytes()
+    };
+    for (i, (side, price)) in [("bid", 100), ("bid", 99), ("bid", 98), ("ask", 101)]
+        .into_iter()
+        .enumerate()
+    {
+        let _ = engine.on_packet(&text(100 + i as u64, true, side, price, 10), 0);
+    }
+    let a = armed(&engine, 0, Template::default());
+    let fire = text(120, false, "bid", 100, 5_000);
+    let x = xtx::parse(&fire, 0).expect("parses");
+    assert!(
+        xtx::decide(&a, &x).is_some(),
+        "the line fires on the armed top"
+    );
+    // 98: 10 -> 1,000 on a stale line (user space drops it), then 10 -> 1,900 (an
+    // increase of 1,890 in user space's book, not 900).
+    let pending = [
+        text(90, false, "bid", 98, 1_000),
+        text(110, false, "bid", 98, 1_900),
+    ];
+    let mut sizes = xtx::PendingSizes::of(&a);
+    let mut kinds = xtx::BELOW_TOP | xtx::BESIDE;
+    for (i, l) in pending.iter().enumerate() {
+        let p = xtx::parse(l, 0).expect("parses");
+        let f = xtx::Footprint::of(i as u64, Some(&p));
+        kinds &= xtx::pending_kinds(&a, &mut sizes, &f, i as u64, &x);
+    }
+    assert_eq!(kinds, 0, "the program must leave this fire to user space");
+    assert!(engine.on_packet(&pending[0], 0).is_none(), "stale");
+    assert!(
+        engine.on_packet(&pending[1], 0).is_some(),
+        "98 at rank 2 grew by 1,890: the engine fires on it"
+    );
+}

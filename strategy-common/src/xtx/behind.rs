@@ -13,8 +13,9 @@
 //! applied by user space first, can neither change that fire nor fire themselves (a line
 //! that does not fire on the armed state is left to user space in any case: only a fire
 //! has to be right). Each pending frame must be parsed by the program (its parser accepts a
-//! strict subset of user space's, with the same values), not a snapshot, and no later than
-//! `I`'s line (user space's stale check on `I` then sees the same last sequence); and then
+//! strict subset of user space's, with the same values), not a snapshot, no later than
+//! `I`'s line (user space's stale check on `I` then sees the same last sequence) and not
+//! stale itself (user space would drop it, not apply it); and then
 //! **all** of them of one of two kinds ([`pending_kinds`]):
 //! - [`BELOW_TOP`]: on a side whose armed top is full (`levels` levels held), at a price
 //!   strictly worse than its last armed level. Such frames leave every armed level as it
@@ -103,6 +104,9 @@ pub struct PendingSizes {
     pub bids: [u64; MAX_LEVELS],
     /// Per armed ask level.
     pub asks: [u64; MAX_LEVELS],
+    /// The last sequence user space will have applied (a pending line older than it is
+    /// stale there: dropped, not applied).
+    pub last_seq: u64,
 }
 
 impl PendingSizes {
@@ -116,6 +120,7 @@ impl PendingSizes {
             s.asks[j] = a.asks.levels[j].qty;
             j += 1;
         }
+        s.last_seq = a.last_seq;
         s
     }
 }
@@ -123,7 +128,8 @@ impl PendingSizes {
 /// The kinds ([`BELOW_TOP`], [`BESIDE`]) of the pending frame `index` (footprint `f`) with
 /// respect to the armed state `a` and the line `l`, **which fires on `a`** ([`decide`]);
 /// 0 whenever in doubt (the slot holds another frame; the line was not parsed, is a
-/// snapshot, or is later than `l`). Call it on the pending frames in their order with the
+/// snapshot, is later than `l`, or is stale: older than the last sequence user space will
+/// have applied). Call it on the pending frames in their order with the
 /// same `sizes` (from [`PendingSizes::of`]); the program sends the fire only if the kinds
 /// of all of them share a bit (module docs).
 ///
@@ -176,9 +182,12 @@ pub fn pending_kinds_at(
         || f.flags & FOOT_PARSED == 0
         || f.flags & FOOT_SNAPSHOT != 0
         || f.local_timestamp > l.local_timestamp
+        || f.local_timestamp < sizes.last_seq
     {
+        // (A stale line: user space drops it, so the sizes below would no longer be its.)
         return 0;
     }
+    sizes.last_seq = f.local_timestamp;
     let bid = f.flags & FOOT_BID != 0;
     // Strictly worse than `than` on the frame's side.
     let worse = |than: i64| if bid { f.price < than } else { f.price > than };
