@@ -284,7 +284,7 @@ fn a_decision_behind_is_the_engines_after_the_pending_frames() {
                 any::<bool>(),
                 any::<bool>(),
                 0u64..20,
-                0u64..14,
+                (any::<u8>(), any::<u8>(), prop::bool::weighted(0.07)),
             ),
             |(
                 (snapshot, pending, last),
@@ -321,19 +321,17 @@ fn a_decision_behind_is_the_engines_after_the_pending_frames() {
                     .iter()
                     .enumerate()
                     .map(|(i, &(bid, price, amount, snap))| {
-                        // Now and then an older sequence number (stale).
-                        seq = if i as u64 == stale { seq - 3 } else { seq + 1 };
+                        // A quarter of them older than the last (stale: user space
+                        // drops them).
+                        if (stale.0 & stale.1) >> i & 1 == 1 {
+                            return text(bid, price, amount, snap, seq - 3);
+                        }
+                        seq += 1;
                         text(bid, price, amount, snap, seq)
                     })
                     .collect();
                 let (bid, price, amount) = last;
-                let last = text(
-                    bid,
-                    price,
-                    amount,
-                    false,
-                    seq + 1 - u64::from(stale == 13) * 5,
-                );
+                let last = text(bid, price, amount, false, seq + 1 - u64::from(stale.2) * 5);
                 let x = xtx::parse(&last, 0).expect("the program reads the line");
                 let mut sizes = xtx::PendingSizes::of(&a);
                 let mut kinds = xtx::BELOW_TOP | xtx::BESIDE;
