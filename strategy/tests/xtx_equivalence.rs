@@ -182,6 +182,56 @@ fn threshold() -> impl Strategy<Value = Threshold> {
     ]
 }
 
+/// A line of the feed (`local_timestamp` `seq`).
+fn text(bid: bool, price: i64, amount: u64, snap: bool, seq: u64) -> Vec<u8> {
+    let side = if bid { "bid" } else { "ask" };
+    format!("x,y,1,{seq},{snap},{side},{price},{amount}").into_bytes()
+}
+
+/// An engine with a book of `capacity` levels, the rule on the top `levels`, orders of 7.
+fn engine(
+    capacity: usize,
+    levels: usize,
+    threshold: Threshold,
+    cap_by_size: bool,
+    max_orders: u64,
+) -> Engine {
+    Engine::new(EngineConfig {
+        book_capacity: capacity,
+        trigger: TriggerConfig {
+            levels,
+            threshold,
+            qty: 7,
+            cap_by_size,
+            max_orders,
+            ..TriggerConfig::default()
+        },
+        reflect: false,
+    })
+}
+
+/// The kinds of each pending line (the program's indices 0, 1, ...) as the program checks
+/// them, in order, for a fire on `x` over the armed state `a`.
+fn kinds_of(a: &xtx::Armed, pending: &[Vec<u8>], x: &xtx::XLine) -> Vec<u32> {
+    let mut sizes = xtx::PendingSizes::of(a);
+    pending
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let p = xtx::parse(l, 0).expect("the program reads the line");
+            let f = xtx::Footprint::of(i as u64, Some(&p));
+            xtx::pending_kinds(a, &mut sizes, &f, i as u64, x)
+        })
+        .collect()
+}
+
+/// The kinds all of them share: the program sends the fire only if it is not 0.
+fn shared(kinds: &[u32]) -> u32 {
+    kinds
+        .iter()
+        .fold(xtx::BELOW_TOP | xtx::BESIDE, |k, &f| k & f)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(3_000))]
 
@@ -197,24 +247,8 @@ proptest! {
         // A book that holds just the armed levels (full sides: drops and evictions), or many.
         // The program's rule assumes the book holds at least the armed levels.
         let capacity = if small_book { levels } else { 64 };
-        let cfg = EngineConfig {
-            book_capacity: capacity,
-            trigger: TriggerConfig {
-                levels,
-                threshold,
-                qty: 7,
-                cap_by_size,
-                max_orders,
-                ..TriggerConfig::default()
-            },
-            reflect: false,
-        };
-        let mut engine = Engine::new(cfg);
+        let mut engine = engine(capacity, levels, threshold, cap_by_size, max_orders);
         let mut seq = 1_000u64;
-        let text = |bid: bool, price: i64, amount: u64, snap: bool, seq: u64| {
-            let side = if bid { "bid" } else { "ask" };
-            format!("x,y,1,{seq},{snap},{side},{price},{amount}").into_bytes()
-        };
         for (bid, price, qty) in snapshot {
             let _ = engine.on_packet(&text(bid, price, qty, true, seq), 0);
         }
@@ -296,22 +330,7 @@ fn a_decision_behind_is_the_engines_after_the_pending_frames() {
                 stale,
             )| {
                 let capacity = if small_book { levels } else { 64 };
-                let mut engine = Engine::new(EngineConfig {
-                    book_capacity: capacity,
-                    trigger: TriggerConfig {
-                        levels,
-                        threshold,
-                        qty: 7,
-                        cap_by_size,
-                        max_orders,
-                        ..TriggerConfig::default()
-                    },
-                    reflect: false,
-                });
-                let text = |bid: bool, price: i64, amount: u64, snap: bool, seq: u64| {
-                    let side = if bid { "bid" } else { "ask" };
-                    format!("x,y,1,{seq},{snap},{side},{price},{amount}").into_bytes()
-                };
+                let mut engine = engine(capacity, levels, threshold, cap_by_size, max_orders);
                 let mut seq = 1_000u64;
                 for (bid, price, qty) in snapshot {
                     let _ = engine.on_packet(&text(bid, price, qty, true, seq), 0);
@@ -333,13 +352,7 @@ fn a_decision_behind_is_the_engines_after_the_pending_frames() {
                 let (bid, price, amount) = last;
                 let last = text(bid, price, amount, false, seq + 1 - u64::from(stale.2) * 5);
                 let x = xtx::parse(&last, 0).expect("the program reads the line");
-                let mut sizes = xtx::PendingSizes::of(&a);
-                let mut kinds = xtx::BELOW_TOP | xtx::BESIDE;
-                for (i, l) in lines.iter().enumerate() {
-                    let p = xtx::parse(l, 0).expect("the program reads the line");
-                    let f = xtx::Footprint::of(i as u64, Some(&p));
-                    kinds &= xtx::pending_kinds(&a, &mut sizes, &f, i as u64, &x);
-                }
+                let kinds = shared(&kinds_of(&a, &lines, &x));
                 // The program checks the pending frames only for a line that fires.
                 let program = xtx::decide(&a, &x);
                 let sends = program.is_some() && kinds != 0;
@@ -390,52 +403,31 @@ fn a_decision_behind_is_the_engines_after_the_pending_frames() {
 /// (below it) inside the top, where the engine fires on it.
 #[test]
 fn the_kinds_do_not_mix() {
-    let mut engine = Engine::new(EngineConfig {
-        book_capacity: 64,
-        trigger: TriggerConfig {
-            levels: 3,
-            threshold: Threshold::Size(1_000),
-            qty: 7,
-            ..TriggerConfig::default()
-        },
-        reflect: false,
-    });
-    let text = |seq: u64, snap: bool, side: &str, price: u64, amount: u64| {
-        format!("x,y,1,{seq},{snap},{side},{price},{amount}").into_bytes()
-    };
-    for (i, (side, price)) in [
-        ("bid", 100),
-        ("bid", 99),
-        ("bid", 98),
-        ("bid", 97),
-        ("ask", 101),
+    let mut engine = engine(64, 3, Threshold::Size(1_000), false, 1_000_000);
+    for (i, (bid, price)) in [
+        (true, 100),
+        (true, 99),
+        (true, 98),
+        (true, 97),
+        (false, 101),
     ]
     .into_iter()
     .enumerate()
     {
-        let _ = engine.on_packet(&text(10 + i as u64, true, side, price, 10), 0);
+        let _ = engine.on_packet(&text(bid, price, 10, true, 10 + i as u64), 0);
     }
     let a = armed(&engine, 0, Template::default());
-    let fire = text(30, false, "bid", 99, 5_000);
+    let fire = text(true, 99, 5_000, false, 30);
     let x = xtx::parse(&fire, 0).expect("parses");
     assert!(
         xtx::decide(&a, &x).is_some(),
         "the line fires on the armed top"
     );
     let pending = [
-        text(20, false, "bid", 100, 0),
-        text(21, false, "bid", 97, 5_000),
+        text(true, 100, 0, false, 20),
+        text(true, 97, 5_000, false, 21),
     ];
-    let mut sizes = xtx::PendingSizes::of(&a);
-    let kinds: Vec<u32> = pending
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            let p = xtx::parse(l, 0).expect("parses");
-            let f = xtx::Footprint::of(i as u64, Some(&p));
-            xtx::pending_kinds(&a, &mut sizes, &f, i as u64, &x)
-        })
-        .collect();
+    let kinds = kinds_of(&a, &pending, &x);
     assert_eq!(
         kinds,
         [xtx::BESIDE, xtx::BELOW_TOP],
@@ -458,27 +450,15 @@ fn the_kinds_do_not_mix() {
 /// or a later frame's increase is measured from a size the book never held.
 #[test]
 fn a_stale_pending_frame_is_not_taken_as_applied() {
-    let mut engine = Engine::new(EngineConfig {
-        book_capacity: 64,
-        trigger: TriggerConfig {
-            levels: 3,
-            threshold: Threshold::Size(1_000),
-            qty: 7,
-            ..TriggerConfig::default()
-        },
-        reflect: false,
-    });
-    let text = |seq: u64, snap: bool, side: &str, price: u64, amount: u64| {
-        format!("x,y,1,{seq},{snap},{side},{price},{amount}").into_bytes()
-    };
-    for (i, (side, price)) in [("bid", 100), ("bid", 99), ("bid", 98), ("ask", 101)]
+    let mut engine = engine(64, 3, Threshold::Size(1_000), false, 1_000_000);
+    for (i, (bid, price)) in [(true, 100), (true, 99), (true, 98), (false, 101)]
         .into_iter()
         .enumerate()
     {
-        let _ = engine.on_packet(&text(100 + i as u64, true, side, price, 10), 0);
+        let _ = engine.on_packet(&text(bid, price, 10, true, 100 + i as u64), 0);
     }
     let a = armed(&engine, 0, Template::default());
-    let fire = text(120, false, "bid", 100, 5_000);
+    let fire = text(true, 100, 5_000, false, 120);
     let x = xtx::parse(&fire, 0).expect("parses");
     assert!(
         xtx::decide(&a, &x).is_some(),
@@ -487,17 +467,14 @@ fn a_stale_pending_frame_is_not_taken_as_applied() {
     // 98: 10 -> 1,000 on a stale line (user space drops it), then 10 -> 1,900 (an
     // increase of 1,890 in user space's book, not 900).
     let pending = [
-        text(90, false, "bid", 98, 1_000),
-        text(110, false, "bid", 98, 1_900),
+        text(true, 98, 1_000, false, 90),
+        text(true, 98, 1_900, false, 110),
     ];
-    let mut sizes = xtx::PendingSizes::of(&a);
-    let mut kinds = xtx::BELOW_TOP | xtx::BESIDE;
-    for (i, l) in pending.iter().enumerate() {
-        let p = xtx::parse(l, 0).expect("parses");
-        let f = xtx::Footprint::of(i as u64, Some(&p));
-        kinds &= xtx::pending_kinds(&a, &mut sizes, &f, i as u64, &x);
-    }
-    assert_eq!(kinds, 0, "the program must leave this fire to user space");
+    assert_eq!(
+        shared(&kinds_of(&a, &pending, &x)),
+        0,
+        "the program must leave this fire to user space"
+    );
     assert!(engine.on_packet(&pending[0], 0).is_none(), "stale");
     assert!(
         engine.on_packet(&pending[1], 0).is_some(),
