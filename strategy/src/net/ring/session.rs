@@ -337,8 +337,13 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
         let mut need_poll = false;
         for i in 0..n {
             let desc = s.plane.dev.batch[i];
+            // The program's index of a market-data frame (`xdp-tx` only), read once.
+            let tag = match &s.plane.xtx {
+                Some(_) => s.plane.dev.rx.tag(&desc),
+                None => None,
+            };
             if let Some(x) = &s.plane.xtx {
-                if x.completes_before(s.plane.dev.rx.tag(&desc)) {
+                if x.completes_before(tag) {
                     // A frame after a held fire: the frames before the fire were lost.
                     complete_fires(s, hot, Completing::Running(Take::Now))?;
                 }
@@ -350,7 +355,7 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
                     }
                     let p = hot.on_packet(payload);
                     if let Some(x) = &mut s.plane.xtx {
-                        x.md_frame(s.plane.dev.rx.tag(&desc));
+                        x.md_frame(tag);
                     }
                     s.plane.dev.recycle.push(desc);
                     p
@@ -372,7 +377,7 @@ impl<R: RxRing, T: TxRing> NetPath for RingPath<R, T> {
                 MdFrame::Malformed => {
                     // The program counted it: user space has seen it too.
                     if let Some(x) = &mut s.plane.xtx {
-                        x.md_frame(s.plane.dev.rx.tag(&desc));
+                        x.md_frame(tag);
                     }
                     s.plane.dev.recycle.push(desc);
                     s.malformed_frames += 1;
